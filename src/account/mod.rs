@@ -1,0 +1,475 @@
+//! Accounts: registration, login, access tokens, devices, passwords and profiles.
+//!
+//! This is domain code: it speaks ruma identifiers and our [`Error`], never HTTP.
+
+pub mod password;
+pub mod ratelimit;
+pub mod tokens;
+pub mod uiaa;
+
+use std::sync::Arc;
+
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use sqlx::PgPool;
+
+use crate::config::{Config, RegistrationConfig};
+use crate::db;
+use crate::error::{Error, Result};
+use ratelimit::Limiter;
+
+/// The caller of an access-token endpoint.
+#[derive(Debug, Clone)]
+pub struct AuthedUser {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
+}
+
+/// A fresh login: what /register and /login hand back.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+/// What a registration asks for, whichever endpoint it came through.
+#[derive(Debug, Default)]
+pub struct NewAccount {
+    /// Lower-cased before use; `None` picks a random localpart.
+    pub localpart: Option<String>,
+    pub password: Option<String>,
+    pub is_guest: bool,
+    pub is_admin: bool,
+    pub displayname: Option<String>,
+    /// Log in as part of registering: device and token.
+    pub login: Option<NewLogin>,
+}
+
+#[derive(Debug, Default)]
+pub struct NewLogin {
+    pub device_id: Option<OwnedDeviceId>,
+    pub device_display_name: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Rate limiters for the unauthenticated account endpoints.
+pub struct RateLimiters {
+    pub login_per_ip: Limiter,
+    pub login_per_user: Limiter,
+    pub register_per_ip: Limiter,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    db: PgPool,
+    server_name: OwnedServerName,
+    registration: Arc<RegistrationConfig>,
+    pub limits: Arc<RateLimiters>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Accounts {
+    pub fn new(db: PgPool, config: &Config) -> Self {
+        let rl = &config.rate_limits;
+        Accounts {
+            db,
+            server_name: config.server_name(),
+            registration: Arc::new(config.registration.clone()),
+            limits: Arc::new(RateLimiters {
+                login_per_ip: Limiter::new(rl.login_per_ip),
+                login_per_user: Limiter::new(rl.login_per_user),
+                register_per_ip: Limiter::new(rl.register_per_ip),
+            }),
+        }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    pub fn registration(&self) -> &RegistrationConfig {
+        &self.registration
+    }
+
+    /// Who holds `token`; `M_UNKNOWN_TOKEN` for unknown, revoked or deactivated.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthedUser> {
+        let owner = db::devices::token_owner(&self.db, &tokens::hash_token(token))
+            .await?
+            .filter(|o| !o.deactivated)
+            .ok_or_else(Error::unknown_token)?;
+        Ok(AuthedUser {
+            user_id: UserId::parse(owner.user_id)
+                .map_err(|e| Error::internal(format!("stored user ID is invalid: {e}")))?,
+            device_id: owner.device_id.into(),
+            is_guest: owner.is_guest,
+        })
+    }
+
+    /// A user ID on this server from a full ID or a localpart, if it is well formed.
+    pub fn resolve_user(&self, user: &str) -> Option<OwnedUserId> {
+        let user = user.trim();
+        if user.starts_with('@') {
+            let id = UserId::parse(user.to_lowercase()).ok()?;
+            (id.server_name() == self.server_name).then_some(id)
+        } else {
+            UserId::parse_with_server_name(user.to_lowercase(), &self.server_name).ok()
+        }
+    }
+
+    /// Validate a requested localpart for a new account (spec grammar, length, not taken).
+    pub async fn check_username(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid = |why: &str| Error::new(ruma::api::error::ErrorKind::InvalidUsername, why);
+        if localpart.is_empty() {
+            return Err(invalid("User ID cannot be empty"));
+        }
+        if !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        ) {
+            return Err(invalid(
+                "User ID may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
+            ));
+        }
+        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|_| invalid("User ID is invalid"))?;
+        if user_id.as_str().len() > 255 {
+            return Err(invalid("User ID is longer than 255 characters"));
+        }
+        if db::users::exists(&self.db, user_id.as_str()).await? {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::UserInUse,
+                "User ID already taken",
+            ));
+        }
+        Ok(user_id)
+    }
+
+    /// Create an account (and, if asked, log it in) in one transaction.
+    pub async fn create_account(&self, new: NewAccount) -> Result<(OwnedUserId, Option<Session>)> {
+        let user_id = match &new.localpart {
+            Some(l) => self.check_username(&l.to_lowercase()).await?,
+            None => self.random_free_user_id().await?,
+        };
+        let password_hash = match new.password {
+            Some(p) => Some(password::hash(p).await?),
+            None => None,
+        };
+        let now = now_ms();
+        let displayname = new
+            .displayname
+            .unwrap_or_else(|| user_id.localpart().to_owned());
+        let mut tx = self.db.begin().await?;
+        let inserted = db::users::insert(
+            &mut *tx,
+            &db::users::NewUser {
+                user_id: user_id.as_str(),
+                password_hash: password_hash.as_deref(),
+                is_guest: new.is_guest,
+                is_admin: new.is_admin,
+                displayname: Some(&displayname),
+                created_ts: now,
+            },
+        )
+        .await;
+        match inserted {
+            Err(e) if db::is_unique_violation(&e, db::users::USERS_PKEY) => {
+                return Err(Error::new(
+                    ruma::api::error::ErrorKind::UserInUse,
+                    "User ID already taken",
+                ));
+            }
+            other => other?,
+        }
+        let session = match new.login {
+            Some(login) => Some(self.start_session(&mut tx, &user_id, login, now).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        tracing::info!(%user_id, guest = new.is_guest, admin = new.is_admin, "account created");
+        Ok((user_id, session))
+    }
+
+    async fn random_free_user_id(&self) -> Result<OwnedUserId> {
+        for _ in 0..10 {
+            let localpart = tokens::random_string(12, b"abcdefghijklmnopqrstuvwxyz0123456789");
+            let id = UserId::parse_with_server_name(localpart, &self.server_name)
+                .map_err(|e| Error::internal(format!("generated user ID invalid: {e}")))?;
+            if !db::users::exists(&self.db, id.as_str()).await? {
+                return Ok(id);
+            }
+        }
+        Err(Error::internal("could not find a free random user ID"))
+    }
+
+    async fn start_session(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user_id: &UserId,
+        login: NewLogin,
+        now: i64,
+    ) -> Result<Session> {
+        let device_id = login
+            .device_id
+            .unwrap_or_else(|| tokens::new_device_id().into());
+        db::devices::upsert(
+            &mut *tx,
+            user_id.as_str(),
+            device_id.as_str(),
+            login.device_display_name.as_deref(),
+            now,
+            login.ip.as_deref(),
+        )
+        .await?;
+        let access_token = tokens::new_access_token();
+        db::devices::insert_token(
+            &mut *tx,
+            &tokens::hash_token(&access_token),
+            user_id.as_str(),
+            device_id.as_str(),
+            now,
+        )
+        .await?;
+        Ok(Session {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token,
+        })
+    }
+
+    /// Log in with a password. Wrong user or wrong password are the same 403, so the answer
+    /// does not tell which accounts exist.
+    pub async fn login_password(
+        &self,
+        user: &str,
+        password: &str,
+        login: NewLogin,
+    ) -> Result<Session> {
+        if let Some(ip) = &login.ip {
+            self.limits.login_per_ip.check(ip)?;
+        }
+        let forbidden = || Error::forbidden("Invalid username or password");
+        let user_id = self.resolve_user(user).ok_or_else(forbidden)?;
+        self.limits.login_per_user.check(user_id.as_str())?;
+        if !self.password_matches(&user_id, password).await? {
+            return Err(forbidden());
+        }
+        let mut tx = self.db.begin().await?;
+        let session = self
+            .start_session(&mut tx, &user_id, login, now_ms())
+            .await?;
+        tx.commit().await?;
+        tracing::info!(%user_id, device_id = %session.device_id, "logged in");
+        Ok(session)
+    }
+
+    /// Whether `password` is the password of the active account `user_id`.
+    pub async fn password_matches(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        let Some(row) = db::users::get(&self.db, user_id.as_str()).await? else {
+            return Ok(false);
+        };
+        let Some(hash) = row.password_hash.filter(|_| !row.deactivated) else {
+            return Ok(false);
+        };
+        password::verify(password.to_owned(), hash).await
+    }
+
+    /// Revoke the caller's token by removing its device.
+    pub async fn logout(&self, user: &AuthedUser) -> Result<()> {
+        db::devices::delete(&self.db, user.user_id.as_str(), user.device_id.as_str()).await?;
+        Ok(())
+    }
+
+    /// Revoke every token of the user.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
+        db::devices::delete_all_except(&self.db, user_id.as_str(), None).await?;
+        Ok(())
+    }
+
+    /// Set a new password; optionally log out every other device.
+    pub async fn change_password(
+        &self,
+        user: &AuthedUser,
+        new_password: String,
+        logout_devices: bool,
+    ) -> Result<()> {
+        let hash = password::hash(new_password).await?;
+        let mut tx = self.db.begin().await?;
+        db::users::set_password_hash(&mut *tx, user.user_id.as_str(), Some(&hash)).await?;
+        if logout_devices {
+            db::devices::delete_all_except(
+                &mut *tx,
+                user.user_id.as_str(),
+                Some(user.device_id.as_str()),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deactivate the account: no more logins, every token revoked, profile cleared.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        db::users::deactivate(&mut *tx, user_id.as_str()).await?;
+        db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
+        tx.commit().await?;
+        tracing::info!(%user_id, "account deactivated");
+        Ok(())
+    }
+
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<db::devices::DeviceRow>> {
+        Ok(db::devices::list(&self.db, user_id.as_str()).await?)
+    }
+
+    pub async fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<db::devices::DeviceRow> {
+        db::devices::get(&self.db, user_id.as_str(), device_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Device not found"))
+    }
+
+    pub async fn set_device_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
+        if db::devices::set_display_name(&self.db, user_id.as_str(), device_id, name).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found("Device not found"))
+        }
+    }
+
+    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        db::devices::delete_many(&self.db, user_id.as_str(), device_ids).await?;
+        Ok(())
+    }
+
+    /// `(displayname, avatar_url)` of a local user; 404 when there is no such user.
+    pub async fn profile(&self, user_id: &UserId) -> Result<(Option<String>, Option<String>)> {
+        db::users::profile(&self.db, user_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Profile not found"))
+    }
+
+    pub async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> Result<()> {
+        db::users::set_displayname(&self.db, user_id.as_str(), name).await?;
+        Ok(())
+    }
+
+    pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> Result<()> {
+        db::users::set_avatar_url(&self.db, user_id.as_str(), url).await?;
+        Ok(())
+    }
+
+    /// Hand out a one-time nonce for shared-secret registration.
+    pub async fn new_registration_nonce(&self) -> Result<String> {
+        let nonce = tokens::new_session_id();
+        let now = now_ms();
+        db::uiaa::expire(&self.db, now - uiaa::SESSION_LIFETIME_MS).await?;
+        db::uiaa::insert_nonce(&self.db, &nonce, now).await?;
+        Ok(nonce)
+    }
+
+    /// Consume a nonce handed out in the last minute.
+    pub async fn take_registration_nonce(&self, nonce: &str) -> Result<bool> {
+        Ok(db::uiaa::take_nonce(&self.db, nonce, now_ms() - 60_000).await?)
+    }
+}
+
+/// Account data and push rules (push rules live in account data as `m.push_rules`, which is
+/// also how /sync delivers them).
+impl Accounts {
+    pub async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&ruma::RoomId>,
+        data_type: &str,
+    ) -> Result<Option<Box<serde_json::value::RawValue>>> {
+        let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
+        Ok(db::account_data::get(&self.db, user_id.as_str(), room, data_type).await?)
+    }
+
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&ruma::RoomId>,
+        data_type: &str,
+        content: &serde_json::value::RawValue,
+    ) -> Result<()> {
+        if !content.get().trim_start().starts_with('{') {
+            return Err(Error::bad_json(
+                "Account data content must be a JSON object",
+            ));
+        }
+        let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
+        db::account_data::put(&self.db, user_id.as_str(), room, data_type, content).await?;
+        Ok(())
+    }
+
+    /// The user's push rules: what they stored, or the server defaults.
+    pub async fn push_rules(&self, user_id: &UserId) -> Result<ruma::push::Ruleset> {
+        let stored = self.account_data(user_id, None, PUSH_RULES).await?;
+        if let Some(raw) = stored
+            && let Ok(content) = serde_json::from_str::<PushRulesContent>(raw.get())
+        {
+            return Ok(content.global);
+        }
+        Ok(ruma::push::Ruleset::server_default(user_id))
+    }
+
+    pub async fn set_push_rules(
+        &self,
+        user_id: &UserId,
+        global: ruma::push::Ruleset,
+    ) -> Result<()> {
+        let json = serde_json::value::to_raw_value(&PushRulesContent { global })
+            .map_err(|e| Error::internal(format!("push rules: {e}")))?;
+        db::account_data::put(
+            &self.db,
+            user_id.as_str(),
+            db::account_data::GLOBAL,
+            PUSH_RULES,
+            &json,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Store a sync filter; returns its ID.
+    pub async fn create_filter(&self, user_id: &UserId, filter_json: &str) -> Result<String> {
+        Ok(db::filters::insert(&self.db, user_id.as_str(), filter_json)
+            .await?
+            .to_string())
+    }
+
+    pub async fn filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> Result<Box<serde_json::value::RawValue>> {
+        let not_found = || Error::not_found("No such filter");
+        let id: i64 = filter_id.parse().map_err(|_| not_found())?;
+        db::filters::get(&self.db, user_id.as_str(), id)
+            .await?
+            .ok_or_else(not_found)
+    }
+}
+
+/// The account data type push rules are stored under.
+pub const PUSH_RULES: &str = "m.push_rules";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PushRulesContent {
+    global: ruma::push::Ruleset,
+}

@@ -1,0 +1,30 @@
+//! The application state, built once at start; the only place that wires modules together.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::account::Accounts;
+use crate::config::Config;
+use crate::keys::ServerKeys;
+
+/// Handed to every request handler. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub keys: Arc<ServerKeys>,
+    pub accounts: Accounts,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>) -> Self {
+        let accounts = Accounts::new(db.clone(), &config);
+        AppState {
+            config,
+            db,
+            keys,
+            accounts,
+        }
+    }
+}

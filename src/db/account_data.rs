@@ -1,0 +1,49 @@
+//! The `account_data` table: per-user data, global (`room_id = ''`) or per room.
+
+use serde_json::value::RawValue;
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+
+/// Global account data is stored under this room ID.
+pub const GLOBAL: &str = "";
+
+pub async fn get(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> Result<Option<Box<RawValue>>, sqlx::Error> {
+    let row: Option<(Json<Box<RawValue>>,)> = sqlx::query_as(
+        "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
+    )
+    .bind(user_id)
+    .bind(room_id)
+    .bind(data_type)
+    .fetch_optional(e)
+    .await?;
+    Ok(row.map(|(j,)| j.0))
+}
+
+/// Store `content`, replacing what was there, and move it to the head of the stream.
+pub async fn put(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+    content: &RawValue,
+) -> Result<i64, sqlx::Error> {
+    let (stream_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)
+         VALUES ($1, $2, $3, $4::jsonb, nextval('account_data_stream'))
+         ON CONFLICT ON CONSTRAINT account_data_pkey DO UPDATE
+         SET content = EXCLUDED.content, stream_id = EXCLUDED.stream_id
+         RETURNING stream_id",
+    )
+    .bind(user_id)
+    .bind(room_id)
+    .bind(data_type)
+    .bind(content.get())
+    .fetch_one(e)
+    .await?;
+    Ok(stream_id)
+}

@@ -1,0 +1,220 @@
+//! The one error type of the server.
+//!
+//! Every failure that can reach a client or a peer server becomes an [`Error`]; its errcode
+//! ([`ErrorKind`]) and HTTP status are decided here and nowhere else. Internal failures
+//! (database, I/O) keep their source for the log but answer with a generic message, so
+//! database text never leaves the server.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use ruma::api::client::uiaa::UiaaInfo;
+use ruma::api::error::{ErrorKind, LimitExceededErrorData, RetryAfter, UnknownTokenErrorData};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Matrix error meant for the caller, with its errcode and a human message.
+    #[error("{kind:?}: {message}")]
+    Matrix { kind: ErrorKind, message: String },
+
+    /// A request we cannot act on that has no more specific errcode (400 M_UNKNOWN).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    /// The endpoint exists but not for this HTTP method (405 M_UNRECOGNIZED).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+
+    /// User-interactive authentication must continue: answers 401 with the flows.
+    #[error("user-interactive authentication required")]
+    Uiaa(Box<UiaaInfo>),
+
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::Matrix {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadJson, message)
+    }
+
+    pub fn not_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotJson, message)
+    }
+
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidParam, message)
+    }
+
+    pub fn missing_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MissingParam, message)
+    }
+
+    pub fn unrecognized(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unrecognized, message)
+    }
+
+    pub fn missing_token() -> Self {
+        Self::new(ErrorKind::MissingToken, "Missing access token")
+    }
+
+    pub fn unknown_token() -> Self {
+        Self::new(
+            ErrorKind::UnknownToken(UnknownTokenErrorData::new()),
+            "Unknown or revoked access token",
+        )
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, message)
+    }
+
+    pub fn limit_exceeded(retry_after: Duration) -> Self {
+        let mut data = LimitExceededErrorData::new();
+        data.retry_after = Some(RetryAfter::Delay(retry_after));
+        Self::new(ErrorKind::LimitExceeded(data), "Too many requests")
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::BadRequest(message.into())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// The errcode this error answers with.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Matrix { kind, .. } => kind.clone(),
+            Error::MethodNotAllowed => ErrorKind::Unrecognized,
+            Error::BadRequest(_) => ErrorKind::Unknown,
+            Error::Uiaa(_) => ErrorKind::Forbidden,
+            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
+                ErrorKind::Unknown
+            }
+        }
+    }
+
+    /// The HTTP status for this error, per the client-server and server-server specs.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Uiaa(_) => StatusCode::UNAUTHORIZED,
+            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Error::Matrix { kind, .. } => status_for_kind(kind),
+        }
+    }
+
+    /// The message a caller may see. Internal failures are summarised, never described.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Matrix { message, .. } | Error::BadRequest(message) => message.clone(),
+            Error::MethodNotAllowed => "Method not allowed for this endpoint".to_owned(),
+            Error::Uiaa(_) => "User-interactive authentication required".to_owned(),
+            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
+                "Internal server error".to_owned()
+            }
+        }
+    }
+
+    /// Whether the failure is ours (worth an error-level log line) rather than the caller's.
+    pub fn is_internal(&self) -> bool {
+        self.status_code().is_server_error()
+    }
+}
+
+fn status_for_kind(kind: &ErrorKind) -> StatusCode {
+    use ErrorKind as K;
+    match kind {
+        K::Forbidden
+        | K::GuestAccessForbidden
+        | K::UserDeactivated
+        | K::ThreepidDenied
+        | K::ThreepidAuthFailed
+        | K::UserLocked
+        | K::UserSuspended
+        | K::InviteBlocked => StatusCode::FORBIDDEN,
+        K::MissingToken | K::UnknownToken(_) | K::Unauthorized => StatusCode::UNAUTHORIZED,
+        K::NotFound | K::Unrecognized => StatusCode::NOT_FOUND,
+        K::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        K::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        K::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        K::ConnectionFailed | K::ConnectionTimeout => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        assert_eq!(
+            Error::missing_token().status_code(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Error::unknown_token().status_code(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(Error::forbidden("x").status_code(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            Error::unrecognized("x").status_code(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            Error::MethodNotAllowed.status_code(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            Error::too_large("x").status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            Error::limit_exceeded(Duration::from_secs(1)).status_code(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            Error::new(ErrorKind::UserInUse, "x").status_code(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn internal_text_is_hidden() {
+        let e = Error::internal("connection to 10.0.0.3 refused");
+        assert_eq!(e.client_message(), "Internal server error");
+        assert!(e.is_internal());
+    }
+}

@@ -1,0 +1,169 @@
+//! Who is calling: access tokens for the client API.
+//!
+//! Each ruma authentication scheme gets an [`Authenticate`] implementation, so an endpoint's
+//! metadata alone decides what is checked before its handler runs.
+
+use std::future::Future;
+
+use http::request::Parts;
+use ruma::api::auth_scheme::{
+    AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+    NoAuthentication,
+};
+
+use crate::account::AuthedUser;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+
+pub trait Authenticate {
+    type Output: Send;
+
+    fn authenticate(
+        state: &AppState,
+        parts: &Parts,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Self::Output>> + Send;
+}
+
+impl Authenticate for NoAuthentication {
+    type Output = ();
+
+    async fn authenticate(_: &AppState, _: &Parts, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Authenticate for NoAccessToken {
+    type Output = ();
+
+    async fn authenticate(_: &AppState, _: &Parts, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Authenticate for AccessToken {
+    type Output = AuthedUser;
+
+    async fn authenticate(state: &AppState, parts: &Parts, _: &[u8]) -> Result<AuthedUser> {
+        let token = access_token(parts)?.ok_or_else(Error::missing_token)?;
+        let user = state.accounts.authenticate(&token).await?;
+        tracing::Span::current().record("user", user.user_id.as_str());
+        Ok(user)
+    }
+}
+
+impl Authenticate for AccessTokenOptional {
+    type Output = Option<AuthedUser>;
+
+    async fn authenticate(state: &AppState, parts: &Parts, _: &[u8]) -> Result<Option<AuthedUser>> {
+        match access_token(parts)? {
+            Some(_) => AccessToken::authenticate(state, parts, &[]).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+// Application services are not supported yet: their tokens are checked like users' tokens,
+// so an unknown appservice token answers M_UNKNOWN_TOKEN rather than being trusted.
+impl Authenticate for AppserviceToken {
+    type Output = AuthedUser;
+
+    async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<AuthedUser> {
+        AccessToken::authenticate(state, parts, body).await
+    }
+}
+
+impl Authenticate for AppserviceTokenOptional {
+    type Output = Option<AuthedUser>;
+
+    async fn authenticate(
+        state: &AppState,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<Option<AuthedUser>> {
+        AccessTokenOptional::authenticate(state, parts, body).await
+    }
+}
+
+/// The access token from `Authorization: Bearer …`, or the deprecated `access_token` query
+/// parameter that older clients still send.
+pub fn access_token(parts: &Parts) -> Result<Option<String>> {
+    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| Error::unknown_token())?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(Error::missing_token)?
+            .trim();
+        return Ok(Some(token.to_owned()));
+    }
+    if let Some(query) = parts.uri.query() {
+        for (k, v) in form_urlencoded_pairs(query) {
+            if k == "access_token" {
+                return Ok(Some(v));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((percent_decode(k)?, percent_decode(v)?))
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, auth: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn token_from_header_or_query() {
+        assert_eq!(
+            access_token(&parts("/x", Some("Bearer abc")))
+                .unwrap()
+                .as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            access_token(&parts("/x?a=1&access_token=a%2Bb", None))
+                .unwrap()
+                .as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(access_token(&parts("/x", None)).unwrap(), None);
+        assert!(access_token(&parts("/x", Some("Basic abc"))).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! `GET /_matrix/client/versions`, `/.well-known/matrix/{client,server}`, `/capabilities`
+//!
+//! [spec](https://spec.matrix.org/latest/client-server-api/#server-discovery)
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use ruma::RoomVersionId;
+use ruma::api::client::discovery::get_capabilities::v3::{
+    Capabilities, RoomVersionStability, RoomVersionsCapability,
+};
+use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
+use ruma::api::federation::discovery::discover_homeserver as discover_server;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::http::ruma::{Ruma, route};
+
+/// Spec versions this server speaks.
+const VERSIONS: &[&str] = &[
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+    "v1.9", "v1.10", "v1.11", "v1.12",
+];
+
+/// The room version new rooms get, as current Synapse.
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V10;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = route(r, versions_route);
+    let r = route(r, well_known_client_route);
+    let r = route(r, well_known_server_route);
+    route(r, capabilities_route)
+}
+
+/// # `GET /_matrix/client/versions`
+async fn versions_route(
+    _: AppState,
+    _: Ruma<get_supported_versions::Request>,
+) -> Result<get_supported_versions::Response> {
+    let mut res =
+        get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    res.unstable_features = BTreeMap::new();
+    Ok(res)
+}
+
+/// # `GET /.well-known/matrix/client`
+async fn well_known_client_route(
+    state: AppState,
+    _: Ruma<discover_homeserver::Request>,
+) -> Result<discover_homeserver::Response> {
+    let base_url = state
+        .config
+        .well_known
+        .client
+        .clone()
+        .or_else(|| state.config.public_baseurl.clone())
+        .ok_or_else(|| Error::not_found("No client well-known is configured"))?;
+    Ok(discover_homeserver::Response::new(
+        discover_homeserver::HomeserverInfo::new(base_url),
+    ))
+}
+
+/// # `GET /.well-known/matrix/server`
+async fn well_known_server_route(
+    state: AppState,
+    _: Ruma<discover_server::Request>,
+) -> Result<discover_server::Response> {
+    let server = state
+        .config
+        .well_known
+        .server
+        .as_deref()
+        .ok_or_else(|| Error::not_found("No server well-known is configured"))?;
+    let server = server
+        .try_into()
+        .map_err(|_| Error::internal("well_known.server is not a valid server name"))?;
+    Ok(discover_server::Response::new(server))
+}
+
+/// # `GET /_matrix/client/v3/capabilities`
+async fn capabilities_route(
+    _: AppState,
+    _: Ruma<get_capabilities::v3::Request>,
+) -> Result<get_capabilities::v3::Response> {
+    let available: BTreeMap<RoomVersionId, RoomVersionStability> = supported_room_versions()
+        .into_iter()
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
+    let mut capabilities = Capabilities::new();
+    capabilities.room_versions = RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
+    Ok(get_capabilities::v3::Response::new(capabilities))
+}
+
+/// Room versions ruma can authorise and we can serve.
+pub fn supported_room_versions() -> Vec<RoomVersionId> {
+    use RoomVersionId as V;
+    vec![
+        V::V1,
+        V::V2,
+        V::V3,
+        V::V4,
+        V::V5,
+        V::V6,
+        V::V7,
+        V::V8,
+        V::V9,
+        V::V10,
+        V::V11,
+    ]
+}

@@ -1,0 +1,40 @@
+//! Client-server API routes, one file per spec section.
+
+mod account;
+mod account_data;
+mod admin_register;
+mod device;
+mod discovery;
+mod filter;
+mod profile;
+mod push_rules;
+mod register;
+mod session;
+
+use axum::Router;
+
+use crate::account::AuthedUser;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = discovery::routes(r);
+    let r = register::routes(r);
+    let r = admin_register::routes(r);
+    let r = session::routes(r);
+    let r = account::routes(r);
+    let r = device::routes(r);
+    let r = profile::routes(r);
+    let r = account_data::routes(r);
+    let r = push_rules::routes(r);
+    filter::routes(r)
+}
+
+/// Endpoints with a `{userId}` in the path act only on the caller's own data.
+fn require_self(user: &AuthedUser, target: &ruma::UserId) -> Result<()> {
+    if user.user_id == target {
+        Ok(())
+    } else {
+        Err(Error::forbidden("You cannot act on another user's data"))
+    }
+}

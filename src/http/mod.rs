@@ -1,0 +1,135 @@
+//! The HTTP layer: axum only, and thin. Handlers parse (through [`ruma::Ruma`]), check access,
+//! call one domain function and shape the reply.
+
+pub mod auth;
+pub mod client;
+pub mod federation;
+pub mod response;
+pub mod ruma;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use response::LoggedError;
+
+/// The whole HTTP surface, client and federation, for one listener.
+pub fn router(state: AppState) -> Router {
+    let r = Router::new();
+    let r = client::routes(r);
+    let r = federation::routes(r);
+    r.fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+async fn unrecognized() -> Error {
+    Error::unrecognized("Unrecognized request")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+/// CORS as the client-server spec asks: every response allows any origin, and OPTIONS
+/// (pre-flight) is answered directly for every path.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut response = if req.method() == Method::OPTIONS {
+        (
+            StatusCode::OK,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = response.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    response
+}
+
+/// One span per request; one line when it ends, at a level set by the outcome.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        route = %route,
+        peer = ?peer,
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.record("status", status);
+    let _enter = span.enter();
+    match response.extensions().get::<LoggedError>() {
+        Some(e) if e.internal => {
+            tracing::error!(status, latency_ms, errcode = %e.errcode, detail = %e.detail, "request failed")
+        }
+        Some(e) => {
+            tracing::info!(status, latency_ms, errcode = %e.errcode, detail = %e.detail, "request refused")
+        }
+        None => tracing::debug!(status, latency_ms, "request done"),
+    }
+    response
+}
+
+/// Read a whole body, refusing more than `limit` bytes with 413 M_TOO_LARGE.
+pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            Error::too_large(format!("Request body is larger than {limit} bytes"))
+        } else {
+            Error::bad_json(format!("Could not read request body: {e}"))
+        }
+    })
+}
+
+/// Parse a JSON body: invalid JSON is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e, bytes))
+}
+
+/// The errcode for a body that failed to deserialize.
+pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        Error::not_json("Request body is not valid JSON")
+    } else {
+        Error::bad_json(format!("Request body has the wrong shape: {e}"))
+    }
+}

@@ -1,0 +1,137 @@
+//! The bridge between axum and ruma's endpoint types.
+//!
+//! [`Ruma<T>`] extracts a ruma request type `T` from an axum request: it authenticates the
+//! caller as `T`'s metadata demands, reads the body within the configured limit, and parses it
+//! with ruma, turning every failure into the Matrix error the spec asks for. [`route`]
+//! registers a handler on every path of `T`'s path history with `T`'s method, so paths and
+//! methods come from ruma metadata, never from strings of our own.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use bytes::BytesMut;
+use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+    path_builder::PathBuilder,
+};
+
+use super::auth::Authenticate;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+
+/// A parsed, authenticated ruma request.
+pub struct Ruma<T: IncomingRequest>
+where
+    T::Authentication: Authenticate,
+{
+    pub body: T,
+    /// What authentication established: the user for access-token endpoints, the origin
+    /// server for signed federation requests, `()` for open endpoints.
+    pub auth: <T::Authentication as Authenticate>::Output,
+    /// The peer address of the connection (rate limits, device last-seen).
+    pub client_ip: Option<IpAddr>,
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: Authenticate,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?
+            .iter()
+            .map(|(_, v)| v.to_owned())
+            .collect();
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
+        let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        let request = http::Request::from_parts(parts, &bytes[..]);
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(request, &args).map_err(|e| parse_error(e, &bytes))?;
+        Ok(Ruma {
+            body,
+            auth,
+            client_ip,
+        })
+    }
+}
+
+/// Map a ruma parse failure to the errcode the spec names for it.
+fn parse_error(e: FromHttpRequestError, body: &[u8]) -> Error {
+    match e {
+        FromHttpRequestError::MethodMismatch { .. } => Error::MethodNotAllowed,
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            super::json_error(&e, body)
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Utf8(_)) => {
+            Error::not_json("Request body is not valid UTF-8")
+        }
+        FromHttpRequestError::Deserialization(e) => {
+            Error::invalid_param(format!("Invalid request parameter: {e}"))
+        }
+        other => Error::bad_json(format!("Malformed request: {other}")),
+    }
+}
+
+/// A ruma response, written as the spec shapes it.
+pub struct RumaResponse<R>(pub R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(res) => res
+                .map(|body| axum::body::Body::from(body.freeze()))
+                .into_response(),
+            Err(e) => {
+                Error::internal(format!("response serialization failed: {e}")).into_response()
+            }
+        }
+    }
+}
+
+/// Register `handler` for ruma endpoint `T` on all of its paths (every spec version's).
+pub fn route<T, H, Fut>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let filter = method_filter(&T::METHOD);
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        let handler = handler.clone();
+        let h = move |State(state): State<AppState>, req: Ruma<T>| {
+            let handler = handler.clone();
+            async move { handler(state, req).await.map(RumaResponse) }
+        };
+        router = router.route(path, on(filter, h));
+    }
+    router
+}
+
+fn method_filter(method: &http::Method) -> MethodFilter {
+    match *method {
+        http::Method::GET => MethodFilter::GET,
+        http::Method::POST => MethodFilter::POST,
+        http::Method::PUT => MethodFilter::PUT,
+        http::Method::DELETE => MethodFilter::DELETE,
+        http::Method::PATCH => MethodFilter::PATCH,
+        http::Method::HEAD => MethodFilter::HEAD,
+        _ => MethodFilter::OPTIONS,
+    }
+}

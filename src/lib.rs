@@ -1,0 +1,19 @@
+//! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
+//!
+//! Module dependencies point one way:
+//! `server → http → { account, keys } → db → config, error`.
+//! `app` is the only place that wires modules together.
+
+pub mod account;
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod logging;
+pub mod server;
+
+pub use app::AppState;
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,6 @@
+//! Shared integration-test support: a fresh database per test and real servers on loopback.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+pub mod db;
+pub mod server;

@@ -1,0 +1,230 @@
+//! Start real Trellis servers on loopback for integration tests, and talk to them over HTTP.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use trellis::config::{Config, RateLimit};
+use trellis::server::RunningServer;
+
+use super::db::fresh_database;
+
+/// A Trellis server on 127.0.0.1 with its own fresh database and data directory.
+pub struct TestServer {
+    pub config: Config,
+    pub base: String,
+    pub http: reqwest::Client,
+    running: Option<RunningServer>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// Generous limits so ordinary tests never trip them; rate-limit tests set their own.
+const NO_LIMIT: RateLimit = RateLimit {
+    per_second: 1000.0,
+    burst: 1000,
+};
+
+/// The configuration tests start from: open registration, loopback, one listener.
+pub async fn test_config() -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Config {
+        server_name: "trellis.test".to_owned(),
+        data_dir: PathBuf::from(dir.path()),
+        ..Config::default()
+    };
+    c.database.url = Some(fresh_database().await);
+    c.database.max_connections = 8;
+    c.listeners.client.address = "127.0.0.1".to_owned();
+    c.listeners.client.port = 0;
+    c.listeners.federation.address = "127.0.0.1".to_owned();
+    c.listeners.federation.port = 0;
+    c.registration.enabled = true;
+    c.registration.open_without_verification = true;
+    c.rate_limits.login_per_ip = NO_LIMIT;
+    c.rate_limits.login_per_user = NO_LIMIT;
+    c.rate_limits.register_per_ip = NO_LIMIT;
+    (c, dir)
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with the test configuration changed by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
+        let (mut config, dir) = test_config().await;
+        f(&mut config);
+        let mut server = TestServer {
+            config,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            running: None,
+            _data_dir: Some(dir),
+        };
+        server.boot().await;
+        server
+    }
+
+    async fn boot(&mut self) {
+        init_test_logging();
+        let config = self.config.clone();
+        config.validate().expect("test config is valid");
+        let running = trellis::server::start(config).await.expect("server starts");
+        self.base = format!("http://{}", running.client_addr);
+        self.running = Some(running);
+    }
+
+    /// Stop and start again on the same database and data directory (a new port).
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        self.boot().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body read");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.request(reqwest::Method::PUT, path, token, Some(body))
+            .await
+    }
+
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, token, body)
+            .await
+    }
+
+    /// Register through the real UIAA dance (m.login.dummy); returns the session.
+    pub async fn register(&self, username: &str, password: &str) -> User {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 401, "first register call asks for auth: {body}");
+        let session = body["session"].as_str().expect("session").to_owned();
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                &json!({
+                    "username": username,
+                    "password": password,
+                    "auth": {"type": "m.login.dummy", "session": session}
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "register: {body}");
+        User::from_response(&body)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> (u16, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": username},
+                "password": password
+            }),
+        )
+        .await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Server logs go through the test writer (shown for failing tests); `TEST_LOG` sets the
+/// filter, `warn` by default.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A logged-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub user_id: String,
+    pub token: String,
+    pub device_id: String,
+}
+
+impl User {
+    pub fn from_response(body: &Value) -> User {
+        User {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+        }
+    }
+
+    pub fn t(&self) -> Option<&str> {
+        Some(&self.token)
+    }
+}
+
+/// Assert a Matrix error: status and errcode.
+#[track_caller]
+pub fn assert_error(result: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(result.0, status, "status for {}", result.1);
+    assert_eq!(result.1["errcode"], errcode, "errcode in {}", result.1);
+    assert!(
+        result.1["error"].is_string(),
+        "error message in {}",
+        result.1
+    );
+}

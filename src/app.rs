@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::account::Accounts;
 use crate::config::Config;
 use crate::keys::ServerKeys;
+use crate::room::Rooms;
 
 /// Handed to every request handler. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -15,16 +16,19 @@ pub struct AppState {
     pub db: PgPool,
     pub keys: Arc<ServerKeys>,
     pub accounts: Accounts,
+    pub rooms: Rooms,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>) -> Self {
         let accounts = Accounts::new(db.clone(), &config);
+        let rooms = Rooms::new(db.clone(), keys.clone());
         AppState {
             config,
             db,
             keys,
             accounts,
+            rooms,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod room;
 pub mod server;
 
 pub use app::AppState;

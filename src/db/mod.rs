@@ -4,7 +4,10 @@
 pub mod account_data;
 pub mod devices;
 pub mod embedded;
+pub mod events;
 pub mod filters;
+pub mod rooms;
+pub mod state;
 pub mod uiaa;
 pub mod users;
 

@@ -51,6 +51,12 @@ where
             .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?
             .iter()
             .map(|(_, v)| v.to_owned())
+            .chain(
+                parts
+                    .extensions
+                    .get::<EmptyLastParam>()
+                    .map(|_| String::new()),
+            )
             .collect();
         let client_ip = parts
             .extensions
@@ -120,6 +126,50 @@ where
             async move { handler(state, req).await.map(RumaResponse) }
         };
         router = router.route(path, on(filter, h));
+    }
+    router
+}
+
+/// Marks a request routed through a path whose last parameter was empty (see
+/// [`route_allowing_empty_last`]).
+#[derive(Clone, Copy)]
+struct EmptyLastParam;
+
+/// Like [`route`], and also answers the paths with the last parameter left empty — with or
+/// without the trailing slash — the way clients address state with an empty state key
+/// (`/state/m.room.name/` or `/state/m.room.name`).
+pub fn route_allowing_empty_last<T, H, Fut>(
+    router: Router<AppState>,
+    handler: H,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let filter = method_filter(&T::METHOD);
+    let mut router = route(router, handler.clone());
+    for path in T::PATH_BUILDER.all_paths() {
+        let Some((prefix, last)) = path.rsplit_once('/') else {
+            continue;
+        };
+        if !last.starts_with('{') {
+            continue;
+        }
+        for short in [prefix.to_owned(), format!("{prefix}/")] {
+            let handler = handler.clone();
+            let h = move |State(state): State<AppState>, req: Ruma<T>| {
+                let handler = handler.clone();
+                async move { handler(state, req).await.map(RumaResponse) }
+            };
+            let mark = axum::middleware::map_request(|mut req: Request| async move {
+                req.extensions_mut().insert(EmptyLastParam);
+                req
+            });
+            router = router.route(&short, on(filter, h).layer(mark));
+        }
     }
     router
 }

@@ -95,6 +95,21 @@ impl ServerKeys {
             .map_err(|e| Error::internal(format!("signing failed: {e}")))
     }
 
+    /// Add the content hash and our signature to a PDU, per the room version's redaction rules.
+    pub fn hash_and_sign_event(
+        &self,
+        object: &mut CanonicalJsonObject,
+        redaction: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<()> {
+        ruma::signatures::hash_and_sign_event(
+            self.server_name.as_str(),
+            &self.key_pair,
+            object,
+            redaction,
+        )
+        .map_err(|e| Error::internal(format!("event signing failed: {e}")))
+    }
+
     /// Sign raw bytes (the X-Matrix request signature is over canonical JSON we build).
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         self.key_pair.sign(message).as_bytes().to_vec()

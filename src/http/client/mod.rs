@@ -6,10 +6,14 @@ mod admin_register;
 mod device;
 mod discovery;
 mod filter;
+mod membership;
+mod message;
 mod profile;
 mod push_rules;
 mod register;
+mod room;
 mod session;
+mod state;
 
 use axum::Router;
 
@@ -27,7 +31,11 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = profile::routes(r);
     let r = account_data::routes(r);
     let r = push_rules::routes(r);
-    filter::routes(r)
+    let r = filter::routes(r);
+    let r = room::routes(r);
+    let r = membership::routes(r);
+    let r = message::routes(r);
+    state::routes(r)
 }
 
 /// Endpoints with a `{userId}` in the path act only on the caller's own data.

@@ -1,0 +1,256 @@
+//! The `events`, `event_ids`, edge, extremity and transaction-ID tables.
+
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgExecutor};
+
+/// An event as stored: its canonical JSON and the columns readers filter on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub event_nid: i64,
+    pub event_id: String,
+    pub room_nid: i64,
+    pub event_type: String,
+    pub sender: String,
+    pub depth: i64,
+    pub stream_ordering: Option<i64>,
+    pub origin_server_ts: i64,
+    pub json: String,
+    pub rejected_reason: Option<String>,
+    pub soft_failed: bool,
+    pub outlier: bool,
+    pub redacted_by: Option<i64>,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+}
+
+const SELECT_EVENT: &str =
+    "SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
+        e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason, e.soft_failed, e.outlier,
+        e.redacted_by, e.state_before, e.state_after
+    FROM events e JOIN event_ids i USING (event_nid)";
+
+/// Number every event ID (existing numbers are kept). Returns id → nid.
+pub async fn intern_ids(
+    tx: &mut PgConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query(
+        "INSERT INTO event_ids (event_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT event_nid, event_id FROM event_ids WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    Ok(rows.into_iter().map(|(n, id)| (id, n)).collect())
+}
+
+pub struct NewEvent<'a> {
+    pub event_nid: i64,
+    pub room_nid: i64,
+    pub event_type: &'a str,
+    pub state_key_nid: Option<i64>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub json: &'a str,
+    pub outlier: bool,
+    pub rejected_reason: Option<&'a str>,
+    pub soft_failed: bool,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+}
+
+/// Insert the event with the next live stream position; returns that position.
+pub async fn insert_live(tx: &mut PgConnection, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
+    let (stream,): (i64,) = sqlx::query_as(
+        "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender, origin_server_ts,
+                             depth, stream_ordering, json, outlier, rejected_reason, soft_failed,
+                             state_before, state_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, nextval('events_stream_seq'), $8, $9, $10, $11, $12, $13)
+         RETURNING stream_ordering",
+    )
+    .bind(e.event_nid)
+    .bind(e.room_nid)
+    .bind(e.event_type)
+    .bind(e.state_key_nid)
+    .bind(e.sender)
+    .bind(e.origin_server_ts)
+    .bind(e.depth)
+    .bind(e.json)
+    .bind(e.outlier)
+    .bind(e.rejected_reason)
+    .bind(e.soft_failed)
+    .bind(e.state_before)
+    .bind(e.state_after)
+    .fetch_one(tx)
+    .await?;
+    Ok(stream)
+}
+
+pub async fn insert_edges(
+    tx: &mut PgConnection,
+    event_nid: i64,
+    prev_nids: &[i64],
+    auth_nids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO event_edges (event_nid, prev_event_nid) SELECT $1, unnest($2::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(event_nid)
+    .bind(prev_nids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT $1, unnest($2::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(event_nid)
+    .bind(auth_nids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Make `event_nid` the room's forward extremity in place of the events it references.
+pub async fn advance_forward_extremities(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    event_nid: i64,
+    prev_nids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = ANY($2)")
+        .bind(room_nid)
+        .bind(prev_nids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(room_nid)
+        .bind(event_nid)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The forward extremities with their event IDs and depths.
+pub async fn forward_extremities(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.event_nid, i.event_id, e.depth FROM forward_extremities f
+         JOIN event_ids i USING (event_nid) JOIN events e USING (event_nid)
+         WHERE f.room_nid = $1 ORDER BY e.depth DESC, f.event_nid DESC",
+    )
+    .bind(room_nid)
+    .fetch_all(e)
+    .await
+}
+
+pub async fn by_id(
+    e: impl PgExecutor<'_>,
+    event_id: &str,
+) -> Result<Option<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_EVENT} WHERE i.event_id = $1"))
+        .bind(event_id)
+        .fetch_optional(e)
+        .await
+}
+
+/// Events by number, in no particular order.
+pub async fn by_nids(
+    e: impl PgExecutor<'_>,
+    nids: &[i64],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_EVENT} WHERE e.event_nid = ANY($1)"))
+        .bind(nids)
+        .fetch_all(e)
+        .await
+}
+
+/// Mark `target` redacted by `redaction` (the JSON stays; readers serve it redacted).
+pub async fn set_redacted_by(
+    tx: &mut PgConnection,
+    target_nid: i64,
+    redaction_nid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE events SET redacted_by = $2 WHERE event_nid = $1 AND redacted_by IS NULL")
+        .bind(target_nid)
+        .bind(redaction_nid)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// One page of a room's timeline in topological order, strictly after (`forward`) or before
+/// the position `(depth, stream)`. Rejected and soft-failed events are never returned.
+pub async fn timeline_page(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    from: (i64, i64),
+    forward: bool,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
+    let sql = format!(
+        "{SELECT_EVENT}
+         WHERE e.room_nid = $1 AND e.stream_ordering IS NOT NULL
+           AND (e.depth, e.stream_ordering) {cmp} ($2, $3)
+           AND e.rejected_reason IS NULL AND NOT e.soft_failed
+         ORDER BY e.depth {order}, e.stream_ordering {order}
+         LIMIT $4"
+    );
+    sqlx::query_as(&sql)
+        .bind(room_nid)
+        .bind(from.0)
+        .bind(from.1)
+        .bind(limit)
+        .fetch_all(e)
+        .await
+}
+
+/// The event a client transaction produced, if it was sent before.
+pub async fn txn_event(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT i.event_id FROM event_txn_ids t JOIN event_ids i USING (event_nid)
+         WHERE t.user_id = $1 AND t.device_id = $2 AND t.txn_id = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(txn_id)
+    .fetch_optional(e)
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+pub async fn insert_txn(
+    tx: &mut PgConnection,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+    event_nid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_nid) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(txn_id)
+    .bind(event_nid)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

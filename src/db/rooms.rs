@@ -1,0 +1,179 @@
+//! The `rooms`, `room_aliases` and `room_members` tables.
+
+use sqlx::{PgConnection, PgExecutor};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoomRow {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub room_version: String,
+    pub state_group: Option<i64>,
+    pub is_public: bool,
+}
+
+pub async fn insert(
+    tx: &mut PgConnection,
+    room_id: &str,
+    version: &str,
+) -> Result<i64, sqlx::Error> {
+    let (nid,): (i64,) = sqlx::query_as(
+        "INSERT INTO rooms (room_id, room_version) VALUES ($1, $2) RETURNING room_nid",
+    )
+    .bind(room_id)
+    .bind(version)
+    .fetch_one(tx)
+    .await?;
+    Ok(nid)
+}
+
+pub async fn by_id(e: impl PgExecutor<'_>, room_id: &str) -> Result<Option<RoomRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_nid, room_id, room_version, state_group, is_public FROM rooms WHERE room_id = $1",
+    )
+    .bind(room_id)
+    .fetch_optional(e)
+    .await
+}
+
+pub async fn set_state_group(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    group: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE rooms SET state_group = $2 WHERE room_nid = $1")
+        .bind(room_nid)
+        .bind(group)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_public(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    public: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_nid = $1")
+        .bind(room_nid)
+        .bind(public)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// Record a user's membership as of `event_nid`.
+pub async fn set_membership(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    user_id: &str,
+    membership: &str,
+    event_nid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO room_members (room_nid, user_id, membership, event_nid) VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT room_members_pkey DO UPDATE
+         SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid, forgotten = FALSE",
+    )
+    .bind(room_nid)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_nid)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn membership(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    user_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT membership FROM room_members WHERE room_nid = $1 AND user_id = $2")
+            .bind(room_nid)
+            .bind(user_id)
+            .fetch_optional(e)
+            .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// Room IDs where the user's membership is `membership`.
+pub async fn rooms_of_user(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    membership: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT r.room_id FROM room_members m JOIN rooms r USING (room_nid)
+         WHERE m.user_id = $1 AND m.membership = $2 ORDER BY r.room_nid",
+    )
+    .bind(user_id)
+    .bind(membership)
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Members of a room with their current membership.
+pub async fn members(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT user_id, membership FROM room_members WHERE room_nid = $1 ORDER BY user_id",
+    )
+    .bind(room_nid)
+    .fetch_all(e)
+    .await
+}
+
+pub async fn set_forgotten(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    user_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE room_members SET forgotten = TRUE WHERE room_nid = $1 AND user_id = $2")
+        .bind(room_nid)
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+pub const ALIASES_PKEY: &str = "room_aliases_pkey";
+
+pub async fn insert_alias(
+    e: impl PgExecutor<'_>,
+    alias: &str,
+    room_nid: i64,
+    creator: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO room_aliases (alias, room_nid, creator) VALUES ($1, $2, $3)")
+        .bind(alias)
+        .bind(room_nid)
+        .bind(creator)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// The room an alias points to, and who created the alias.
+pub async fn resolve_alias(
+    e: impl PgExecutor<'_>,
+    alias: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.room_id, a.creator FROM room_aliases a JOIN rooms r USING (room_nid) WHERE a.alias = $1",
+    )
+    .bind(alias)
+    .fetch_optional(e)
+    .await
+}
+
+pub async fn delete_alias(e: impl PgExecutor<'_>, alias: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
+        .bind(alias)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}

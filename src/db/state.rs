@@ -1,0 +1,152 @@
+//! State groups (capped delta chains), interned state keys and `current_state`.
+
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgExecutor};
+
+/// Reading a state walks at most this many deltas back to a snapshot; a group that would be
+/// further away is written as a new snapshot instead.
+pub const MAX_CHAIN_LEN: i32 = 50;
+
+/// Number (type, state_key) pairs; returns pair → nid.
+pub async fn intern_keys(
+    tx: &mut PgConnection,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    sqlx::query(
+        "INSERT INTO state_keys (event_type, state_key)
+         SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&types)
+    .bind(&skeys)
+    .execute(&mut *tx)
+    .await?;
+    lookup_keys(&mut *tx, keys).await
+}
+
+/// Numbers of already-interned pairs (unknown pairs are absent from the map).
+pub async fn lookup_keys(
+    e: impl PgExecutor<'_>,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT s.state_key_nid, s.event_type, s.state_key FROM state_keys s
+         JOIN unnest($1::text[], $2::text[]) AS k(t, sk) ON s.event_type = k.t AND s.state_key = k.sk",
+    )
+    .bind(&types)
+    .bind(&skeys)
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|(n, t, k)| ((t, k), n)).collect())
+}
+
+/// The chain of a group: walk prev_group links to the snapshot, newest first, and keep the
+/// newest entry per key. `only` restricts to some keys (None: the whole state).
+const STATE_QUERY: &str = "
+    WITH RECURSIVE chain(sg, prev, lvl) AS (
+        SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1
+        UNION ALL
+        SELECT g.state_group, g.prev_group, c.lvl + 1
+        FROM state_groups g JOIN chain c ON g.state_group = c.prev
+        WHERE c.lvl < $2
+    )
+    SELECT DISTINCT ON (s.state_key_nid) s.state_key_nid, s.event_nid, k.event_type, k.state_key
+    FROM chain c
+    JOIN state_group_entries s ON s.state_group = c.sg
+    JOIN state_keys k ON k.state_key_nid = s.state_key_nid";
+
+/// One entry of a state: (state_key_nid, event_nid, type, state_key).
+pub type StateRow = (i64, i64, String, String);
+
+pub async fn load(e: impl PgExecutor<'_>, group: i64) -> Result<Vec<StateRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{STATE_QUERY} ORDER BY s.state_key_nid, c.lvl"))
+        .bind(group)
+        .bind(MAX_CHAIN_LEN)
+        .fetch_all(e)
+        .await
+}
+
+/// Only the given keys of a state (what authorising one event needs).
+pub async fn load_keys(
+    e: impl PgExecutor<'_>,
+    group: i64,
+    keys: &[(&str, &str)],
+) -> Result<Vec<StateRow>, sqlx::Error> {
+    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    sqlx::query_as(&format!(
+        "{STATE_QUERY}
+         JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
+         ORDER BY s.state_key_nid, c.lvl"
+    ))
+    .bind(group)
+    .bind(MAX_CHAIN_LEN)
+    .bind(&types)
+    .bind(&skeys)
+    .fetch_all(e)
+    .await
+}
+
+/// A new group: a delta of `entries` on top of `prev`, or a snapshot when `prev` is None.
+/// The caller passes the full state for a snapshot.
+pub async fn create_group(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    prev: Option<(i64, i32)>,
+    entries: &[(i64, i64)],
+) -> Result<i64, sqlx::Error> {
+    let (group,): (i64,) = sqlx::query_as(
+        "INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES ($1, $2, $3) RETURNING state_group",
+    )
+    .bind(room_nid)
+    .bind(prev.map(|p| p.0))
+    .bind(prev.map_or(0, |p| p.1 + 1))
+    .fetch_one(&mut *tx)
+    .await?;
+    let keys: Vec<i64> = entries.iter().map(|e| e.0).collect();
+    let events: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    sqlx::query(
+        "INSERT INTO state_group_entries (state_group, state_key_nid, event_nid)
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])",
+    )
+    .bind(group)
+    .bind(&keys)
+    .bind(&events)
+    .execute(&mut *tx)
+    .await?;
+    Ok(group)
+}
+
+pub async fn chain_len(e: impl PgExecutor<'_>, group: i64) -> Result<i32, sqlx::Error> {
+    let (len,): (i32,) =
+        sqlx::query_as("SELECT chain_len FROM state_groups WHERE state_group = $1")
+            .bind(group)
+            .fetch_one(e)
+            .await?;
+    Ok(len)
+}
+
+pub async fn set_current(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    state_key_nid: i64,
+    event_nid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO current_state (room_nid, state_key_nid, event_nid) VALUES ($1, $2, $3)
+         ON CONFLICT ON CONSTRAINT current_state_pkey DO UPDATE SET event_nid = EXCLUDED.event_nid",
+    )
+    .bind(room_nid)
+    .bind(state_key_nid)
+    .bind(event_nid)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `POST /rooms/{roomId}/join`, `POST /join/{roomIdOrAlias}`, `/leave`, `/invite`, `/kick`,
+//! `/ban`, `/unban`, `/forget`, `GET /joined_rooms`
+//!
+//! [spec](https://spec.matrix.org/latest/client-server-api/#room-membership)
+
+use axum::Router;
+use ruma::api::client::membership::{
+    ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms,
+    kick_user, leave_room, unban_user,
+};
+use ruma::{OwnedRoomId, RoomOrAliasId};
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::http::ruma::{Ruma, route};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = route(r, join_by_id_route);
+    let r = route(r, join_route);
+    let r = route(r, leave_route);
+    let r = route(r, invite_route);
+    let r = route(r, kick_route);
+    let r = route(r, ban_route);
+    let r = route(r, unban_route);
+    let r = route(r, forget_route);
+    route(r, joined_rooms_route)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/join`
+async fn join_by_id_route(
+    state: AppState,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> Result<join_room_by_id::v3::Response> {
+    let u = &req.auth.user_id;
+    state.rooms.room(&req.body.room_id).await?;
+    state
+        .rooms
+        .set_membership(
+            u,
+            &req.body.room_id,
+            u,
+            "join",
+            req.body.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(join_room_by_id::v3::Response::new(req.body.room_id))
+}
+
+/// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+async fn join_route(
+    state: AppState,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let u = &req.auth.user_id;
+    let room_id = resolve(&state, &req.body.room_id_or_alias).await?;
+    state.rooms.room(&room_id).await?;
+    state
+        .rooms
+        .set_membership(u, &room_id, u, "join", req.body.reason.as_deref(), None)
+        .await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+async fn resolve(state: &AppState, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&ruma::RoomId>::try_from(id) {
+        Ok(room_id) => Ok(room_id.to_owned()),
+        Err(alias) => {
+            let (room_id, _) = db::rooms::resolve_alias(&state.db, alias.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Room alias not found"))?;
+            OwnedRoomId::try_from(room_id).map_err(|e| Error::internal(e.to_string()))
+        }
+    }
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+async fn leave_route(
+    state: AppState,
+    req: Ruma<leave_room::v3::Request>,
+) -> Result<leave_room::v3::Response> {
+    let u = &req.auth.user_id;
+    state
+        .rooms
+        .set_membership(
+            u,
+            &req.body.room_id,
+            u,
+            "leave",
+            req.body.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+async fn invite_route(
+    state: AppState,
+    req: Ruma<invite_user::v3::Request>,
+) -> Result<invite_user::v3::Response> {
+    let invite_user::v3::InvitationRecipient::UserId(target) = &req.body.recipient else {
+        return Err(Error::bad_request("Third-party invites are not supported"));
+    };
+    state
+        .rooms
+        .set_membership(
+            &req.auth.user_id,
+            &req.body.room_id,
+            &target.user_id,
+            "invite",
+            target.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+async fn kick_route(
+    state: AppState,
+    req: Ruma<kick_user::v3::Request>,
+) -> Result<kick_user::v3::Response> {
+    let b = &req.body;
+    state
+        .rooms
+        .set_membership(
+            &req.auth.user_id,
+            &b.room_id,
+            &b.user_id,
+            "leave",
+            b.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+async fn ban_route(
+    state: AppState,
+    req: Ruma<ban_user::v3::Request>,
+) -> Result<ban_user::v3::Response> {
+    let b = &req.body;
+    state
+        .rooms
+        .set_membership(
+            &req.auth.user_id,
+            &b.room_id,
+            &b.user_id,
+            "ban",
+            b.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+async fn unban_route(
+    state: AppState,
+    req: Ruma<unban_user::v3::Request>,
+) -> Result<unban_user::v3::Response> {
+    let b = &req.body;
+    state
+        .rooms
+        .set_membership(
+            &req.auth.user_id,
+            &b.room_id,
+            &b.user_id,
+            "leave",
+            b.reason.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+async fn forget_route(
+    state: AppState,
+    req: Ruma<forget_room::v3::Request>,
+) -> Result<forget_room::v3::Response> {
+    let room = state.rooms.room(&req.body.room_id).await?;
+    match state
+        .rooms
+        .membership(&room, &req.auth.user_id)
+        .await?
+        .as_deref()
+    {
+        Some("leave") | Some("ban") => {}
+        None => return Err(Error::not_found("You were never in this room")),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "You must leave the room before forgetting it",
+            ));
+        }
+    }
+    db::rooms::set_forgotten(&state.db, room.room_nid, req.auth.user_id.as_str()).await?;
+    Ok(forget_room::v3::Response::new())
+}
+
+/// # `GET /_matrix/client/v3/joined_rooms`
+async fn joined_rooms_route(
+    state: AppState,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(
+        state.rooms.joined_rooms(&req.auth.user_id).await?,
+    ))
+}

@@ -1,0 +1,150 @@
+//! `PUT /rooms/{roomId}/send/{eventType}/{txnId}`, `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`,
+//! `GET /rooms/{roomId}/messages`, `GET /rooms/{roomId}/event/{eventId}`
+//!
+//! [spec](https://spec.matrix.org/latest/client-server-api/#sending-events-to-a-room)
+
+use axum::Router;
+use ruma::api::Direction;
+use ruma::api::client::message::{get_message_events, send_message_event};
+use ruma::api::client::redact::redact_event;
+use ruma::api::client::room::get_room_event;
+use ruma::events::TimelineEventType;
+use ruma::serde::Raw;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::http::ruma::{Ruma, route};
+use crate::room::append::TxnRef;
+use crate::room::pdu::NewContent;
+use crate::room::raw;
+use crate::room::timeline::{EventFilter, TopoToken};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = route(r, send_route);
+    let r = route(r, redact_route);
+    let r = route(r, messages_route);
+    route(r, event_route)
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+async fn send_route(
+    state: AppState,
+    req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let body = req.body;
+    let content = body.body.json();
+    if !content.get().trim_start().starts_with('{') {
+        return Err(Error::bad_json("Event content must be a JSON object"));
+    }
+    let kind = TimelineEventType::from(body.event_type.to_string());
+    if matches!(kind, TimelineEventType::RoomRedaction) {
+        return Err(Error::bad_json(
+            "Redactions are sent through the /redact API",
+        ));
+    }
+    let event_id = state
+        .rooms
+        .send(
+            &req.auth.user_id,
+            &body.room_id,
+            NewContent {
+                kind,
+                state_key: None,
+                content: content.to_owned(),
+                redacts: None,
+            },
+            Some(TxnRef {
+                device_id: req.auth.device_id.as_str(),
+                txn_id: body.txn_id.as_str(),
+            }),
+        )
+        .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+async fn redact_route(
+    state: AppState,
+    req: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    let body = req.body;
+    let mut content = json!({"redacts": body.event_id});
+    if let Some(r) = &body.reason {
+        content["reason"] = r.clone().into();
+    }
+    let event_id = state
+        .rooms
+        .send(
+            &req.auth.user_id,
+            &body.room_id,
+            NewContent {
+                kind: TimelineEventType::RoomRedaction,
+                state_key: None,
+                content: raw(&content)?,
+                redacts: Some(body.event_id.clone()),
+            },
+            Some(TxnRef {
+                device_id: req.auth.device_id.as_str(),
+                txn_id: body.txn_id.as_str(),
+            }),
+        )
+        .await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+async fn messages_route(
+    state: AppState,
+    req: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
+    let body = req.body;
+    let from = body.from.as_deref().map(TopoToken::parse).transpose()?;
+    let f = &body.filter;
+    let filter = EventFilter {
+        types: f.types.clone(),
+        not_types: f.not_types.clone(),
+        senders: f
+            .senders
+            .as_ref()
+            .map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: f.not_senders.iter().map(ToString::to_string).collect(),
+        contains_url: f
+            .url_filter
+            .map(|u| matches!(u, ruma::api::client::filter::UrlFilter::EventsWithUrl)),
+    };
+    let limit = i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX);
+    let forward = body.dir == Direction::Forward;
+    let page = state
+        .rooms
+        .messages(
+            &req.auth.user_id,
+            &body.room_id,
+            from,
+            forward,
+            limit,
+            &filter,
+        )
+        .await?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = page.start.to_string();
+    response.end = page.end.map(|t| t.to_string());
+    response.chunk = page
+        .chunk
+        .into_iter()
+        .map(|v| Raw::from_json(raw(&v).unwrap_or_else(|_| Box::default())))
+        .collect();
+    Ok(response)
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+async fn event_route(
+    state: AppState,
+    req: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
+    let v = state
+        .rooms
+        .event(&req.auth.user_id, &req.body.room_id, &req.body.event_id)
+        .await?;
+    Ok(get_room_event::v3::Response::new(Raw::from_json(raw(&v)?)))
+}

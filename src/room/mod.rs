@@ -1,0 +1,128 @@
+//! The event DAG domain: rooms, their timelines and state. No HTTP, no SQL (that is `db/`).
+
+pub mod append;
+pub mod create;
+pub mod lock;
+pub mod pdu;
+pub mod timeline;
+
+use std::sync::Arc;
+
+use ruma::events::TimelineEventType;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId};
+use serde_json::value::RawValue;
+use sqlx::PgPool;
+
+use crate::db::{self, rooms::RoomRow};
+use crate::error::{Error, Result};
+use crate::keys::ServerKeys;
+use append::TxnRef;
+use lock::RoomLocks;
+use pdu::NewContent;
+
+#[derive(Clone)]
+pub struct Rooms {
+    db: PgPool,
+    keys: Arc<ServerKeys>,
+    locks: Arc<RoomLocks>,
+}
+
+impl Rooms {
+    pub fn new(db: PgPool, keys: Arc<ServerKeys>) -> Self {
+        Rooms {
+            db,
+            keys,
+            locks: Arc::new(RoomLocks::default()),
+        }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        self.keys.server_name()
+    }
+
+    pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {
+        db::rooms::by_id(&self.db, room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("Room not found"))
+    }
+
+    /// Send an event as `sender`: build, authorise, append. A repeated client transaction
+    /// returns the event it produced the first time.
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        new: NewContent,
+        txn: Option<TxnRef<'_>>,
+    ) -> Result<OwnedEventId> {
+        if let Some(t) = &txn
+            && let Some(id) =
+                db::events::txn_event(&self.db, sender.as_str(), t.device_id, t.txn_id).await?
+        {
+            return OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()));
+        }
+        let lock = self.locks.lock(room_id).await;
+        let room = self.room(room_id).await?;
+        // Checked again under the lock: two retries of one transaction may race.
+        if let Some(t) = &txn
+            && let Some(id) =
+                db::events::txn_event(&self.db, sender.as_str(), t.device_id, t.txn_id).await?
+        {
+            return OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()));
+        }
+        append::append_local(&self.db, &self.keys, &lock, &room, sender, new, txn).await
+    }
+
+    /// The sender's current membership in the room (`None` if never a member).
+    pub async fn membership(&self, room: &RoomRow, user_id: &UserId) -> Result<Option<String>> {
+        Ok(db::rooms::membership(&self.db, room.room_nid, user_id.as_str()).await?)
+    }
+
+    /// Change `target`'s membership (join, leave, invite, ban) as `sender`.
+    pub async fn set_membership(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+        extra: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<OwnedEventId> {
+        let mut content = extra.unwrap_or_default();
+        content.insert("membership".into(), membership.into());
+        if let Some(r) = reason {
+            content.insert("reason".into(), r.into());
+        }
+        let content = serde_json::value::to_raw_value(&content)
+            .map_err(|e| Error::internal(format!("member content: {e}")))?;
+        self.send(
+            sender,
+            room_id,
+            NewContent {
+                kind: TimelineEventType::RoomMember,
+                state_key: Some(target.to_string()),
+                content,
+                redacts: None,
+            },
+            None,
+        )
+        .await
+    }
+
+    pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let ids = db::rooms::rooms_of_user(&self.db, user_id.as_str(), "join").await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| OwnedRoomId::try_from(id).ok())
+            .collect())
+    }
+
+    pub(crate) fn db(&self) -> &PgPool {
+        &self.db
+    }
+}
+
+/// Raw JSON from a `serde_json::Value`.
+pub fn raw(value: &serde_json::Value) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).map_err(|e| Error::internal(format!("json: {e}")))
+}

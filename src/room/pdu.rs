@@ -1,0 +1,262 @@
+//! PDUs: parsing stored or received canonical JSON into what auth and state resolution need,
+//! and building, hashing and signing our own events per room version (through ruma).
+
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::events::TimelineEventType;
+use ruma::room_version_rules::{EventIdFormatVersion, RoomVersionRules};
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UInt, UserId,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::keys::ServerKeys;
+
+/// A PDU with the fields the auth rules and the store look at. The signed JSON is kept
+/// as-is alongside, never re-serialised from these fields.
+#[derive(Debug, Clone)]
+pub struct Pdu {
+    pub event_id: OwnedEventId,
+    pub room_id: Option<OwnedRoomId>,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub kind: TimelineEventType,
+    pub content: Box<RawValue>,
+    pub state_key: Option<String>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub redacts: Option<OwnedEventId>,
+    pub depth: i64,
+    pub rejected: bool,
+}
+
+#[derive(Deserialize)]
+struct PduFields {
+    room_id: Option<OwnedRoomId>,
+    sender: OwnedUserId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(rename = "type")]
+    kind: TimelineEventType,
+    content: Box<RawValue>,
+    state_key: Option<String>,
+    #[serde(default)]
+    prev_events: Vec<OwnedEventId>,
+    #[serde(default)]
+    auth_events: Vec<OwnedEventId>,
+    redacts: Option<OwnedEventId>,
+    #[serde(default)]
+    depth: UInt,
+}
+
+impl Pdu {
+    /// Parse canonical JSON whose event ID is already known (stored events, or computed).
+    pub fn parse(event_id: OwnedEventId, json: &str) -> Result<Pdu> {
+        let f: PduFields = serde_json::from_str(json)
+            .map_err(|e| Error::bad_json(format!("malformed PDU {event_id}: {e}")))?;
+        // Since room version 11 `redacts` lives in the content; accept either place.
+        let redacts = f.redacts.or_else(|| {
+            #[derive(Deserialize)]
+            struct R {
+                redacts: Option<OwnedEventId>,
+            }
+            (f.kind == TimelineEventType::RoomRedaction)
+                .then(|| {
+                    serde_json::from_str::<R>(f.content.get())
+                        .ok()
+                        .and_then(|r| r.redacts)
+                })
+                .flatten()
+        });
+        Ok(Pdu {
+            event_id,
+            room_id: f.room_id,
+            sender: f.sender,
+            origin_server_ts: f.origin_server_ts,
+            kind: f.kind,
+            content: f.content,
+            state_key: f.state_key,
+            prev_events: f.prev_events,
+            auth_events: f.auth_events,
+            redacts,
+            depth: i64::try_from(u64::from(f.depth)).unwrap_or(i64::MAX),
+            rejected: false,
+        })
+    }
+
+    pub fn is_state(&self) -> bool {
+        self.state_key.is_some()
+    }
+}
+
+impl ruma::state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &Self::Id {
+        &self.event_id
+    }
+
+    fn room_id(&self) -> Option<&RoomId> {
+        self.room_id.as_deref()
+    }
+
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+
+    fn content(&self) -> &RawValue {
+        &self.content
+    }
+
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+
+    fn redacts(&self) -> Option<&Self::Id> {
+        self.redacts.as_ref()
+    }
+
+    fn rejected(&self) -> bool {
+        self.rejected
+    }
+}
+
+/// What a local event is made of before it is placed in the graph.
+#[derive(Debug, Clone)]
+pub struct NewContent {
+    pub kind: TimelineEventType,
+    pub state_key: Option<String>,
+    pub content: Box<RawValue>,
+    pub redacts: Option<OwnedEventId>,
+}
+
+/// Everything the graph decides for a new event.
+pub struct Placement<'a> {
+    pub room_id: &'a RoomId,
+    pub version: &'a RoomVersionId,
+    pub rules: &'a RoomVersionRules,
+    pub sender: &'a UserId,
+    pub prev_events: &'a [OwnedEventId],
+    pub auth_events: &'a [OwnedEventId],
+    pub depth: i64,
+}
+
+/// Build, hash and sign a local event; returns its ID and canonical JSON text.
+pub fn build(
+    keys: &ServerKeys,
+    new: &NewContent,
+    at: &Placement<'_>,
+) -> Result<(OwnedEventId, String)> {
+    let internal = |e: &dyn std::fmt::Display| Error::internal(format!("building event: {e}"));
+    let mut obj = CanonicalJsonObject::new();
+    let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
+    obj.insert("room_id".into(), s(at.room_id.as_str()));
+    obj.insert("sender".into(), s(at.sender.as_str()));
+    obj.insert("type".into(), s(&new.kind.to_string()));
+    let content: CanonicalJsonValue =
+        serde_json::from_str(new.content.get()).map_err(|e| internal(&e))?;
+    obj.insert("content".into(), content);
+    if let Some(k) = &new.state_key {
+        obj.insert("state_key".into(), s(k));
+    }
+    if let Some(r) = &new.redacts {
+        // Before room version 11 `redacts` is a top-level key; since then it is in content,
+        // where the caller put it. Sending both is what Synapse does for compatibility.
+        obj.insert("redacts".into(), s(r.as_str()));
+    }
+    let ts = MilliSecondsSinceUnixEpoch::now();
+    obj.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ts.0.into()),
+    );
+    obj.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer(at.depth.try_into().map_err(|e| internal(&e))?),
+    );
+    let ids = |list: &[OwnedEventId]| {
+        CanonicalJsonValue::Array(
+            list.iter()
+                .map(|id| CanonicalJsonValue::String(id.to_string()))
+                .collect(),
+        )
+    };
+    obj.insert("prev_events".into(), ids(at.prev_events));
+    obj.insert("auth_events".into(), ids(at.auth_events));
+    if at.rules.event_id_format != EventIdFormatVersion::V2
+        && at.rules.event_id_format != EventIdFormatVersion::V3
+    {
+        return Err(Error::new(
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            format!(
+                "Creating events in room version {} is not supported",
+                at.version
+            ),
+        ));
+    }
+    keys.hash_and_sign_event(&mut obj, &at.rules.redaction)?;
+    let hash = ruma::signatures::reference_hash(&obj, at.rules).map_err(|e| internal(&e))?;
+    let event_id = EventId::parse(format!("${hash}")).map_err(|e| internal(&e))?;
+    let json = serde_json::to_string(&obj).map_err(|e| internal(&e))?;
+    Ok((event_id, json))
+}
+
+/// The event as clients see it: the PDU's client fields, `event_id`, and `unsigned`.
+/// Redacted events are served with the redaction algorithm of the room version applied.
+pub fn client_format(
+    event_id: &EventId,
+    json: &str,
+    rules: Option<&RoomVersionRules>,
+    redacted_because: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut obj: CanonicalJsonObject = serde_json::from_str(json)
+        .map_err(|e| Error::internal(format!("stored event unreadable: {e}")))?;
+    if let (Some(because), Some(rules)) = (&redacted_because, rules) {
+        obj = ruma::canonical_json::redact(obj, &rules.redaction, None)
+            .map_err(|e| Error::internal(format!("redaction failed: {e}")))?;
+        let _ = because;
+    }
+    let mut out = serde_json::Map::new();
+    for key in [
+        "type",
+        "content",
+        "sender",
+        "origin_server_ts",
+        "state_key",
+        "room_id",
+        "redacts",
+    ] {
+        if let Some(v) = obj.remove(key) {
+            out.insert(
+                key.to_owned(),
+                serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))?,
+            );
+        }
+    }
+    out.insert(
+        "event_id".into(),
+        serde_json::Value::String(event_id.to_string()),
+    );
+    let mut unsigned = serde_json::Map::new();
+    if let Some(b) = redacted_because {
+        unsigned.insert("redacted_because".into(), b);
+    }
+    out.insert("unsigned".into(), serde_json::Value::Object(unsigned));
+    Ok(serde_json::Value::Object(out))
+}

@@ -1,0 +1,561 @@
+//! Rooms on the event DAG store, through the client API: create, join, send, state, redact,
+//! read history.
+
+mod common;
+
+use common::server::{TestServer, User, assert_error};
+use serde_json::{Value, json};
+
+async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
+    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
+    assert_eq!(status, 200, "createRoom: {res}");
+    res["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str, body: &str) -> (u16, Value) {
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        u.t(),
+        &json!({"msgtype": "m.text", "body": body}),
+    )
+    .await
+}
+
+/// All events of a room paginated in one direction with pages of `limit`.
+async fn paginate(
+    s: &TestServer,
+    u: &User,
+    room: &str,
+    dir: &str,
+    limit: u32,
+    extra: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..1000 {
+        let mut path =
+            format!("/_matrix/client/v3/rooms/{room}/messages?dir={dir}&limit={limit}{extra}");
+        if let Some(f) = &from {
+            path.push_str(&format!("&from={f}"));
+        }
+        let (status, page) = s.get(&path, u.t()).await;
+        assert_eq!(status, 200, "{page}");
+        let chunk = page["chunk"].as_array().unwrap();
+        assert!(chunk.len() <= limit as usize);
+        out.extend(chunk.iter().cloned());
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_send_and_read_back() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"name": "Garden", "topic": "Plants", "preset": "public_chat", "room_alias_name": "garden"}),
+    )
+    .await;
+
+    let (status, state) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), alice.t())
+        .await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "m.room.create",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.topic",
+        "m.room.canonical_alias",
+        "m.room.history_visibility",
+    ] {
+        assert!(types.contains(&t), "{t} in {types:?}");
+    }
+    let (status, name) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!((status, name), (200, json!({"name": "Garden"})));
+    let (_, jr) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.join_rules/"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(jr["join_rule"], "public");
+
+    let (status, res) = send_text(&s, &alice, &room, "t1", "hello").await;
+    assert_eq!(status, 200, "{res}");
+    let event_id = res["event_id"].as_str().unwrap().to_owned();
+    // Retrying the same transaction returns the same event.
+    let (_, again) = send_text(&s, &alice, &room, "t1", "hello").await;
+    assert_eq!(again["event_id"], event_id.as_str());
+
+    let (status, ev) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(ev["content"]["body"], "hello");
+    assert_eq!(ev["sender"], alice.user_id.as_str());
+    assert_eq!(ev["room_id"], room.as_str());
+
+    let (status, joined) = s.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
+    assert_eq!(status, 200);
+    assert_eq!(joined["joined_rooms"], json!([room]));
+
+    // Bob joins by alias and talks.
+    let bob = s.register("bob", "bob-password").await;
+    let (status, res) = s
+        .post(
+            "/_matrix/client/v3/join/%23garden:trellis.test",
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["room_id"], room.as_str());
+    assert_eq!(send_text(&s, &bob, &room, "b1", "hi alice").await.0, 200);
+    let all = paginate(&s, &alice, &room, "b", 10, "").await;
+    assert_eq!(all[0]["content"]["body"], "hi alice");
+    assert_eq!(all[1]["content"]["membership"], "join");
+    assert_eq!(all.last().unwrap()["type"], "m.room.create");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_messages_paginate_both_ways_exactly_once() {
+    let s = TestServer::start().await;
+    let u = s.register("carol", "carol-password").await;
+    let room = create_room(&s, &u, json!({})).await;
+    for i in 0..300 {
+        let (status, body) = send_text(&s, &u, &room, &format!("m{i}"), &format!("msg {i}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let filter = "&filter=%7B%22types%22%3A%5B%22m.room.message%22%5D%7D";
+    let backwards = paginate(&s, &u, &room, "b", 7, filter).await;
+    let bodies: Vec<String> = backwards
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..300).rev().map(|i| format!("msg {i}")).collect();
+    assert_eq!(bodies, expected);
+
+    let forwards = paginate(&s, &u, &room, "f", 13, filter).await;
+    let bodies: Vec<String> = forwards
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..300).map(|i| format!("msg {i}")).collect();
+    assert_eq!(bodies, expected);
+
+    // Unfiltered, both ways see the same events.
+    let all_b = paginate(&s, &u, &room, "b", 50, "").await;
+    let all_f = paginate(&s, &u, &room, "f", 50, "").await;
+    let ids_b: Vec<&Value> = all_b.iter().rev().map(|e| &e["event_id"]).collect();
+    let ids_f: Vec<&Value> = all_f.iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(ids_b, ids_f);
+    assert_eq!(
+        all_f.len(),
+        300 + 6,
+        "300 messages plus the room's initial events"
+    );
+
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=garbage"),
+            u.t(),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redactions_are_served_redacted() {
+    let s = TestServer::start().await;
+    let u = s.register("dora", "dora-password").await;
+    let room = create_room(&s, &u, json!({})).await;
+    let (_, res) = send_text(&s, &u, &room, "x", "secret").await;
+    let target = res["event_id"].as_str().unwrap().to_owned();
+    let (status, red) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{target}/r1"),
+            u.t(),
+            &json!({"reason": "oops"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{red}");
+    let (_, ev) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{target}"),
+            u.t(),
+        )
+        .await;
+    assert_eq!(ev["content"], json!({}), "{ev}");
+    assert_eq!(
+        ev["unsigned"]["redacted_because"]["event_id"],
+        red["event_id"]
+    );
+    let page = paginate(&s, &u, &room, "b", 5, "").await;
+    let m = page
+        .iter()
+        .find(|e| e["event_id"] == target.as_str())
+        .unwrap();
+    assert_eq!(m["content"], json!({}));
+    assert_eq!(page[0]["type"], "m.room.redaction");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_and_errors() {
+    let s = TestServer::start().await;
+    let owner = s.register("erin", "erin-password").await;
+    let other = s.register("finn", "finn-password").await;
+    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+
+    // Not a member: cannot send or read.
+    assert_error(
+        &send_text(&s, &other, &room, "1", "x").await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+            other.t(),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), other.t())
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Member without power: cannot set the name.
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            other.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            other.t(),
+            &json!({"name": "x"}),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    // Bad content for a known state type.
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            owner.t(),
+            &json!({"name": 5}),
+        )
+        .await;
+    assert_error(&r, 400, "M_BAD_JSON");
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            owner.t(),
+            &json!({"name": "Renamed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Unknown rooms and events.
+    assert_error(
+        &send_text(&s, &owner, "!nope:trellis.test", "1", "x").await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/$nope"),
+            owner.t(),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/join/%23nothing:trellis.test",
+            owner.t(),
+            &json!({}),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    // Alias already in use, unsupported room version.
+    let r = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            owner.t(),
+            &json!({"room_alias_name": "taken"}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let r = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            owner.t(),
+            &json!({"room_alias_name": "taken"}),
+        )
+        .await;
+    assert_error(&r, 400, "M_ROOM_IN_USE");
+    let r = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            owner.t(),
+            &json!({"room_version": "999"}),
+        )
+        .await;
+    assert_error(&r, 400, "M_UNSUPPORTED_ROOM_VERSION");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_kick_ban_unban_join() {
+    let s = TestServer::start().await;
+    let owner = s.register("gail", "gail-password").await;
+    let guest = s.register("hank", "hank-password").await;
+    let room = create_room(&s, &owner, json!({"preset": "private_chat"})).await;
+
+    // Invite-only: cannot join uninvited.
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            guest.t(),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            guest.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    // The guest cannot kick the owner.
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            guest.t(),
+            &json!({"user_id": owner.user_id}),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    // Kick, then ban: a banned user cannot rejoin, even with an invite.
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            owner.t(),
+            &json!({"user_id": guest.user_id, "reason": "spam"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            guest.t(),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Unban, invite, join.
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/unban"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            guest.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send_text(&s, &guest, &room, "back", "I'm back").await.0,
+        200
+    );
+    // Leave and forget.
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            guest.t(),
+            &json!({}),
+        )
+        .await,
+        400,
+        "M_UNKNOWN",
+    );
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            guest.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            guest.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", guest.t()).await;
+    assert_eq!(joined["joined_rooms"], json!([]));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_senders_leave_one_chain() {
+    let s = TestServer::start().await;
+    let a = s.register("ivan", "ivan-password").await;
+    let b = s.register("jane", "jane-password").await;
+    let room = create_room(&s, &a, json!({"preset": "public_chat"})).await;
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            b.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let send_all = |u: User| {
+        let s = &s;
+        let room = room.clone();
+        async move {
+            for i in 0..50 {
+                let (status, body) = send_text(
+                    s,
+                    &u,
+                    &room,
+                    &format!("race{i}"),
+                    &format!("{} {i}", u.user_id),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    };
+    tokio::join!(send_all(a.clone()), send_all(b.clone()));
+
+    // One forward extremity, and depths form one unbroken chain.
+    let mut db = sqlx::PgConnection::connect(s.config.database.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    use sqlx::Connection;
+    let (extremities,): (i64,) = sqlx::query_as("SELECT count(*) FROM forward_extremities")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(extremities, 1);
+    let depths: Vec<(i64,)> = sqlx::query_as("SELECT depth FROM events ORDER BY depth")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let depths: Vec<i64> = depths.into_iter().map(|d| d.0).collect();
+    assert_eq!(
+        depths,
+        (1..=depths.len() as i64).collect::<Vec<_>>(),
+        "no gaps, no duplicate depth"
+    );
+    let (multi_parent,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT event_nid FROM event_edges GROUP BY event_nid HAVING count(*) > 1) x",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(multi_parent, 0, "every event has exactly one parent");
+    let all = paginate(&s, &a, &room, "f", 100, "").await;
+    assert_eq!(
+        all.iter().filter(|e| e["type"] == "m.room.message").count(),
+        100
+    );
+    s.shutdown().await;
+}

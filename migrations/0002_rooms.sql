@@ -149,13 +149,15 @@ CREATE TABLE room_members (
 );
 CREATE INDEX room_members_user_idx ON room_members (user_id, membership);
 
--- Client transaction IDs, so a retried PUT /send returns the same event.
+-- Client transaction IDs, so a retried PUT /send returns the same event. Scoped per room, as
+-- Synapse does: the same txnId sent to two rooms is two requests.
 CREATE TABLE event_txn_ids (
+    room_nid   BIGINT NOT NULL,
     user_id    TEXT   NOT NULL,
     device_id  TEXT   NOT NULL,
     txn_id     TEXT   NOT NULL,
     event_nid  BIGINT NOT NULL,
-    CONSTRAINT event_txn_ids_pkey PRIMARY KEY (user_id, device_id, txn_id)
+    CONSTRAINT event_txn_ids_pkey PRIMARY KEY (room_nid, user_id, device_id, txn_id)
 );
 
 CREATE TABLE room_aliases (

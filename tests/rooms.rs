@@ -105,6 +105,10 @@ async fn create_send_and_read_back() {
     // Retrying the same transaction returns the same event.
     let (_, again) = send_text(&s, &alice, &room, "t1", "hello").await;
     assert_eq!(again["event_id"], event_id.as_str());
+    // The same transaction ID in another room is another request.
+    let other_room = create_room(&s, &alice, json!({})).await;
+    let (_, other) = send_text(&s, &alice, &other_room, "t1", "hello").await;
+    assert_ne!(other["event_id"], event_id.as_str());
 
     let (status, ev) = s
         .get(
@@ -119,7 +123,7 @@ async fn create_send_and_read_back() {
 
     let (status, joined) = s.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
     assert_eq!(status, 200);
-    assert_eq!(joined["joined_rooms"], json!([room]));
+    assert_eq!(joined["joined_rooms"], json!([room, other_room]));
 
     // Bob joins by alias and talks.
     let bob = s.register("bob", "bob-password").await;
@@ -556,6 +560,148 @@ async fn racing_senders_leave_one_chain() {
     assert_eq!(
         all.iter().filter(|e| e["type"] == "m.room.message").count(),
         100
+    );
+    s.shutdown().await;
+}
+
+/// Send `n` messages as `u`, returning their bodies.
+async fn send_many(s: &TestServer, u: &User, room: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let (status, body) = send_text(
+            s,
+            u,
+            room,
+            &format!("{prefix}{i}"),
+            &format!("{prefix} {i}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+async fn visible_bodies(s: &TestServer, u: &User, room: &str) -> Vec<String> {
+    let filter = "&filter=%7B%22types%22%3A%5B%22m.room.message%22%5D%7D";
+    paginate(s, u, room, "f", 4, filter)
+        .await
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_visibility_is_enforced_per_event() {
+    let s = TestServer::start().await;
+    let owner = s.register("kate", "kate-password").await;
+    let late = s.register("liam", "liam-password").await;
+    let outsider = s.register("mona", "mona-password").await;
+
+    for (visibility, expected_before) in [("shared", true), ("joined", false), ("invited", false)] {
+        let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+        let r = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+                owner.t(),
+                &json!({"history_visibility": visibility}),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        send_many(&s, &owner, &room, "before", 3).await;
+        let r = s
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                owner.t(),
+                &json!({"user_id": late.user_id}),
+            )
+            .await;
+        assert_eq!(r.0, 200);
+        send_many(&s, &owner, &room, "invited", 2).await;
+        assert_eq!(
+            s.post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                late.t(),
+                &json!({})
+            )
+            .await
+            .0,
+            200
+        );
+        send_many(&s, &owner, &room, "joined", 2).await;
+
+        let seen = visible_bodies(&s, &late, &room).await;
+
+        let mut expected: Vec<String> = Vec::new();
+        if expected_before {
+            expected.extend((0..3).map(|i| format!("before {i}")));
+        }
+        if visibility != "joined" {
+            expected.extend((0..2).map(|i| format!("invited {i}")));
+        }
+        expected.extend((0..2).map(|i| format!("joined {i}")));
+        assert_eq!(seen, expected, "history_visibility {visibility}");
+
+        // A hidden event cannot be fetched directly either.
+        if !expected_before {
+            let all = paginate(&s, &owner, &room, "f", 50, "").await;
+            let hidden = all
+                .iter()
+                .find(|e| e["content"]["body"] == "before 0")
+                .unwrap();
+            let r = s
+                .get(
+                    &format!(
+                        "/_matrix/client/v3/rooms/{room}/event/{}",
+                        hidden["event_id"].as_str().unwrap()
+                    ),
+                    late.t(),
+                )
+                .await;
+            assert_error(&r, 404, "M_NOT_FOUND");
+        }
+
+        // After leaving, what was sent while joined stays visible; what follows does not.
+        if visibility == "shared" {
+            assert_eq!(
+                s.post(
+                    &format!("/_matrix/client/v3/rooms/{room}/leave"),
+                    late.t(),
+                    &json!({})
+                )
+                .await
+                .0,
+                200
+            );
+            send_many(&s, &owner, &room, "after", 2).await;
+            let seen_after = visible_bodies(&s, &late, &room).await;
+            assert_eq!(seen_after, expected, "nothing after leaving");
+            assert_error(
+                &s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), late.t())
+                    .await,
+                403,
+                "M_FORBIDDEN",
+            );
+        }
+        // Someone never in the room sees nothing.
+        let r = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+                outsider.t(),
+            )
+            .await;
+        assert_error(&r, 403, "M_FORBIDDEN");
+    }
+
+    // world_readable: outsiders read it all.
+    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+    s.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+        owner.t(),
+        &json!({"history_visibility": "world_readable"}),
+    )
+    .await;
+    send_many(&s, &owner, &room, "open", 2).await;
+    assert_eq!(
+        visible_bodies(&s, &outsider, &room).await,
+        vec!["open 0", "open 1"]
     );
     s.shutdown().await;
 }

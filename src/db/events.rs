@@ -220,14 +220,16 @@ pub async fn timeline_page(
 /// The event a client transaction produced, if it was sent before.
 pub async fn txn_event(
     e: impl PgExecutor<'_>,
+    room_nid: i64,
     user_id: &str,
     device_id: &str,
     txn_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT i.event_id FROM event_txn_ids t JOIN event_ids i USING (event_nid)
-         WHERE t.user_id = $1 AND t.device_id = $2 AND t.txn_id = $3",
+         WHERE t.room_nid = $1 AND t.user_id = $2 AND t.device_id = $3 AND t.txn_id = $4",
     )
+    .bind(room_nid)
     .bind(user_id)
     .bind(device_id)
     .bind(txn_id)
@@ -238,14 +240,17 @@ pub async fn txn_event(
 
 pub async fn insert_txn(
     tx: &mut PgConnection,
+    room_nid: i64,
     user_id: &str,
     device_id: &str,
     txn_id: &str,
     event_nid: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_nid) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO event_txn_ids (room_nid, user_id, device_id, txn_id, event_nid)
+         VALUES ($1, $2, $3, $4, $5)",
     )
+    .bind(room_nid)
     .bind(user_id)
     .bind(device_id)
     .bind(txn_id)
@@ -253,4 +258,22 @@ pub async fn insert_txn(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Every timeline m.room.member event about `user_id` in the room (a user has few).
+pub async fn member_events_of(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    user_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT_EVENT}
+         JOIN state_keys k ON k.state_key_nid = e.state_key_nid
+         WHERE e.room_nid = $1 AND k.event_type = 'm.room.member' AND k.state_key = $2
+           AND e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL"
+    ))
+    .bind(room_nid)
+    .bind(user_id)
+    .fetch_all(e)
+    .await
 }

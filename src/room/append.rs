@@ -175,7 +175,15 @@ pub async fn append_local(
         db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
     }
     if let Some(t) = txn {
-        db::events::insert_txn(&mut tx, sender.as_str(), t.device_id, t.txn_id, event_nid).await?;
+        db::events::insert_txn(
+            &mut tx,
+            room.room_nid,
+            sender.as_str(),
+            t.device_id,
+            t.txn_id,
+            event_nid,
+        )
+        .await?;
     }
     tx.commit().await?;
     tracing::debug!(%event_id, room_id = %room.room_id, kind = %kind, "event appended");

@@ -5,6 +5,7 @@ pub mod create;
 pub mod lock;
 pub mod pdu;
 pub mod timeline;
+pub mod visibility;
 
 use std::sync::Arc;
 
@@ -55,22 +56,37 @@ impl Rooms {
         new: NewContent,
         txn: Option<TxnRef<'_>>,
     ) -> Result<OwnedEventId> {
-        if let Some(t) = &txn
-            && let Some(id) =
-                db::events::txn_event(&self.db, sender.as_str(), t.device_id, t.txn_id).await?
-        {
-            return OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()));
+        let room = self.room(room_id).await?;
+        if let Some(id) = self.txn_event(&room, sender, txn.as_ref()).await? {
+            return Ok(id);
         }
         let lock = self.locks.lock(room_id).await;
         let room = self.room(room_id).await?;
         // Checked again under the lock: two retries of one transaction may race.
-        if let Some(t) = &txn
-            && let Some(id) =
-                db::events::txn_event(&self.db, sender.as_str(), t.device_id, t.txn_id).await?
-        {
-            return OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()));
+        if let Some(id) = self.txn_event(&room, sender, txn.as_ref()).await? {
+            return Ok(id);
         }
         append::append_local(&self.db, &self.keys, &lock, &room, sender, new, txn).await
+    }
+
+    async fn txn_event(
+        &self,
+        room: &RoomRow,
+        sender: &UserId,
+        txn: Option<&TxnRef<'_>>,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(t) = txn else { return Ok(None) };
+        let found = db::events::txn_event(
+            &self.db,
+            room.room_nid,
+            sender.as_str(),
+            t.device_id,
+            t.txn_id,
+        )
+        .await?;
+        found
+            .map(|id| OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string())))
+            .transpose()
     }
 
     /// The sender's current membership in the room (`None` if never a member).

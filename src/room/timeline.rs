@@ -110,8 +110,11 @@ pub const MAX_PAGE: i64 = 1000;
 
 impl Rooms {
     /// 403 unless `user` may read the room now: joined, or the room is world-readable.
+    /// 403 unless `user` may read the room's timeline at all: they have (or had) a membership
+    /// in it, or it is world-readable. Which events they see is then decided per event
+    /// ([`Rooms::filter_visible`]).
     pub async fn check_can_read(&self, room: &RoomRow, user: &UserId) -> Result<()> {
-        if self.membership(room, user).await?.as_deref() == Some("join") {
+        if self.membership(room, user).await?.is_some() {
             return Ok(());
         }
         if self.history_visibility(room).await? == "world_readable" {
@@ -119,6 +122,19 @@ impl Rooms {
         }
         Err(Error::forbidden(
             "You are not allowed to view events in this room",
+        ))
+    }
+
+    /// 403 unless `user` may read the current state: joined now, or world-readable.
+    pub async fn check_can_read_state(&self, room: &RoomRow, user: &UserId) -> Result<()> {
+        if self.membership(room, user).await?.as_deref() == Some("join") {
+            return Ok(());
+        }
+        if self.history_visibility(room).await? == "world_readable" {
+            return Ok(());
+        }
+        Err(Error::forbidden(
+            "You are not allowed to view the state of this room",
         ))
     }
 
@@ -180,13 +196,19 @@ impl Rooms {
             .await?
             .filter(|e| e.room_nid == room.room_nid && e.rejected_reason.is_none() && !e.outlier)
             .ok_or_else(|| Error::not_found("Event not found"))?;
+        let visible = self.filter_visible(&room, user, vec![e]).await?;
+        // Same answer as for an unknown event, so hidden events cannot be probed for.
+        let e = visible
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("Event not found"))?;
         Ok(self.to_client(&room, &[e]).await?.remove(0))
     }
 
     /// The room's current state events.
     pub async fn current_state(&self, user: &UserId, room_id: &RoomId) -> Result<Vec<Value>> {
         let room = self.room(room_id).await?;
-        self.check_can_read(&room, user).await?;
+        self.check_can_read_state(&room, user).await?;
         let Some(group) = room.state_group else {
             return Ok(Vec::new());
         };
@@ -205,7 +227,7 @@ impl Rooms {
         state_key: &str,
     ) -> Result<Value> {
         let room = self.room(room_id).await?;
-        self.check_can_read(&room, user).await?;
+        self.check_can_read_state(&room, user).await?;
         let not_found = || Error::not_found("State event not found");
         let group = room.state_group.ok_or_else(not_found)?;
         let rows = db::state::load_keys(self.db(), group, &[(event_type, state_key)]).await?;
@@ -250,13 +272,18 @@ impl Rooms {
             )
             .await?;
             let exhausted = (rows.len() as i64) < limit;
-            let client = self.to_client(&room, &rows).await?;
-            for (row, ev) in rows.iter().zip(client) {
-                cursor = TopoToken::of(row);
+            if let Some(last) = rows.last() {
+                cursor = TopoToken::of(last);
                 end = Some(cursor);
+            }
+            let visible = self.filter_visible(&room, user, rows).await?;
+            let client = self.to_client(&room, &visible).await?;
+            for (row, ev) in visible.iter().zip(client) {
                 if filter.matches(row, &ev) {
                     chunk.push(ev);
                     if chunk.len() as i64 >= limit {
+                        // Continue right after the last event returned, not after the page.
+                        let end = Some(TopoToken::of(row));
                         return Ok(Page { chunk, start, end });
                     }
                 }

@@ -705,3 +705,129 @@ async fn history_visibility_is_enforced_per_event() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_rooms_admit_members_of_the_allowed_room_only() {
+    let s = TestServer::start().await;
+    let owner = s.register("nora", "nora-password").await;
+    let member = s.register("otto", "otto-password").await;
+    let stranger = s.register("pete", "pete-password").await;
+    let space = create_room(
+        &s,
+        &owner,
+        json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{space}/join"),
+            member.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let room = create_room(
+        &s,
+        &owner,
+        json!({"preset": "private_chat", "initial_state": [{
+            "type": "m.room.join_rules", "state_key": "",
+            "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
+        }]}),
+    )
+    .await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            member.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, ev) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                member.user_id
+            ),
+            member.t(),
+        )
+        .await;
+    assert_eq!(
+        ev["join_authorised_via_users_server"],
+        owner.user_id.as_str()
+    );
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            stranger.t(),
+            &json!({}),
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knocking() {
+    let s = TestServer::start().await;
+    let owner = s.register("quin", "quin-password").await;
+    let knocker = s.register("rita", "rita-password").await;
+    let room = create_room(
+        &s,
+        &owner,
+        json!({"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
+    )
+    .await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/knock/{room}"),
+            knocker.t(),
+            &json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The owner sees the knock and invites.
+    let (_, ev) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                knocker.user_id
+            ),
+            owner.t(),
+        )
+        .await;
+    assert_eq!(ev["membership"], "knock");
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": knocker.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            knocker.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    // Knocking on an invite-only room is refused.
+    let closed = create_room(&s, &owner, json!({})).await;
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/knock/{closed}"),
+            knocker.t(),
+            &json!({}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    s.shutdown().await;
+}

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod create;
 pub mod lock;
+pub mod membership;
 pub mod pdu;
 pub mod timeline;
 pub mod visibility;

@@ -1,23 +1,23 @@
-//! `POST /rooms/{roomId}/join`, `POST /join/{roomIdOrAlias}`, `/leave`, `/invite`, `/kick`,
-//! `/ban`, `/unban`, `/forget`, `GET /joined_rooms`
+//! `POST /rooms/{roomId}/join`, `POST /join/{roomIdOrAlias}`, `POST /knock/{roomIdOrAlias}`,
+//! `/leave`, `/invite`, `/kick`, `/ban`, `/unban`, `/forget`, `GET /joined_rooms`
 //!
 //! [spec](https://spec.matrix.org/latest/client-server-api/#room-membership)
 
 use axum::Router;
+use ruma::api::client::knock::knock_room;
 use ruma::api::client::membership::{
     ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms,
     kick_user, leave_room, unban_user,
 };
-use ruma::{OwnedRoomId, RoomOrAliasId};
 
 use crate::app::AppState;
-use crate::db;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, join_by_id_route);
     let r = route(r, join_route);
+    let r = route(r, knock_route);
     let r = route(r, leave_route);
     let r = route(r, invite_route);
     let r = route(r, kick_route);
@@ -32,18 +32,10 @@ async fn join_by_id_route(
     state: AppState,
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
-    let u = &req.auth.user_id;
-    state.rooms.room(&req.body.room_id).await?;
+    let b = &req.body;
     state
         .rooms
-        .set_membership(
-            u,
-            &req.body.room_id,
-            u,
-            "join",
-            req.body.reason.as_deref(),
-            None,
-        )
+        .join(&req.auth.user_id, &b.room_id, b.reason.as_deref())
         .await?;
     Ok(join_room_by_id::v3::Response::new(req.body.room_id))
 }
@@ -53,26 +45,25 @@ async fn join_route(
     state: AppState,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let u = &req.auth.user_id;
-    let room_id = resolve(&state, &req.body.room_id_or_alias).await?;
-    state.rooms.room(&room_id).await?;
+    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
     state
         .rooms
-        .set_membership(u, &room_id, u, "join", req.body.reason.as_deref(), None)
+        .join(&req.auth.user_id, &room_id, req.body.reason.as_deref())
         .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
-async fn resolve(state: &AppState, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
-    match <&ruma::RoomId>::try_from(id) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => {
-            let (room_id, _) = db::rooms::resolve_alias(&state.db, alias.as_str())
-                .await?
-                .ok_or_else(|| Error::not_found("Room alias not found"))?;
-            OwnedRoomId::try_from(room_id).map_err(|e| Error::internal(e.to_string()))
-        }
-    }
+/// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
+async fn knock_route(
+    state: AppState,
+    req: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
+    state
+        .rooms
+        .knock(&req.auth.user_id, &room_id, req.body.reason.as_deref())
+        .await?;
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
@@ -81,16 +72,10 @@ async fn leave_route(
     req: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
     let u = &req.auth.user_id;
+    let b = &req.body;
     state
         .rooms
-        .set_membership(
-            u,
-            &req.body.room_id,
-            u,
-            "leave",
-            req.body.reason.as_deref(),
-            None,
-        )
+        .set_membership(u, &b.room_id, u, "leave", b.reason.as_deref(), None)
         .await?;
     Ok(leave_room::v3::Response::new())
 }
@@ -103,6 +88,7 @@ async fn invite_route(
     let invite_user::v3::InvitationRecipient::UserId(target) = &req.body.recipient else {
         return Err(Error::bad_request("Third-party invites are not supported"));
     };
+    let reason = target.reason.as_deref();
     state
         .rooms
         .set_membership(
@@ -110,7 +96,7 @@ async fn invite_route(
             &req.body.room_id,
             &target.user_id,
             "invite",
-            target.reason.as_deref(),
+            reason,
             None,
         )
         .await?;
@@ -182,22 +168,10 @@ async fn forget_route(
     state: AppState,
     req: Ruma<forget_room::v3::Request>,
 ) -> Result<forget_room::v3::Response> {
-    let room = state.rooms.room(&req.body.room_id).await?;
-    match state
+    state
         .rooms
-        .membership(&room, &req.auth.user_id)
-        .await?
-        .as_deref()
-    {
-        Some("leave") | Some("ban") => {}
-        None => return Err(Error::not_found("You were never in this room")),
-        Some(_) => {
-            return Err(Error::bad_request(
-                "You must leave the room before forgetting it",
-            ));
-        }
-    }
-    db::rooms::set_forgotten(&state.db, room.room_nid, req.auth.user_id.as_str()).await?;
+        .forget(&req.auth.user_id, &req.body.room_id)
+        .await?;
     Ok(forget_room::v3::Response::new())
 }
 

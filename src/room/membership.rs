@@ -1,0 +1,151 @@
+//! Joining (including restricted rooms), knocking and alias resolution for local rooms.
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
+use serde_json::{Map, Value};
+
+use super::Rooms;
+use super::append::load_state_events;
+use crate::db;
+use crate::error::{Error, Result};
+use ruma::events::StateEventType;
+
+impl Rooms {
+    /// The room an ID or alias names (aliases on this server).
+    pub async fn resolve_room(&self, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
+        match <&RoomId>::try_from(id) {
+            Ok(room_id) => Ok(room_id.to_owned()),
+            Err(alias) => {
+                let (room_id, _) = db::rooms::resolve_alias(self.db(), alias.as_str())
+                    .await?
+                    .ok_or_else(|| Error::not_found("Room alias not found"))?;
+                OwnedRoomId::try_from(room_id).map_err(|e| Error::internal(e.to_string()))
+            }
+        }
+    }
+
+    /// Join `user` to a local room. For restricted rooms the allow rules are checked against
+    /// local memberships, and a local member with invite power vouches for the join
+    /// (`join_authorised_via_users_server`), as the auth rules require.
+    pub async fn join(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+        let room = self.room(room_id).await?;
+        let current = self.membership(&room, user).await?;
+        let mut extra = Map::new();
+        if !matches!(current.as_deref(), Some("join") | Some("invite"))
+            && let Some(group) = room.state_group
+        {
+            let keys = [
+                (StateEventType::RoomJoinRules, String::new()),
+                (StateEventType::RoomPowerLevels, String::new()),
+            ];
+            let state = load_state_events(self.db(), group, &keys).await?;
+            let join_rules: Value = state
+                .get(&keys[0])
+                .and_then(|p| serde_json::from_str(p.content.get()).ok())
+                .unwrap_or(Value::Null);
+            let rule = join_rules["join_rule"].as_str().unwrap_or("invite");
+            if rule == "restricted" || rule == "knock_restricted" {
+                if !self
+                    .satisfies_allow_rules(user, &join_rules["allow"])
+                    .await?
+                {
+                    return Err(Error::forbidden(
+                        "You are not a member of a room this room's join rules allow",
+                    ));
+                }
+                let power: Value = state
+                    .get(&keys[1])
+                    .and_then(|p| serde_json::from_str(p.content.get()).ok())
+                    .unwrap_or(Value::Null);
+                let authoriser = self
+                    .local_inviter(&room, &power)
+                    .await?
+                    .ok_or_else(|| Error::forbidden("No local member can authorise this join"))?;
+                extra.insert(
+                    "join_authorised_via_users_server".into(),
+                    authoriser.to_string().into(),
+                );
+            }
+        }
+        self.set_membership(user, room_id, user, "join", reason, Some(extra))
+            .await?;
+        Ok(())
+    }
+
+    /// Knock on a room (join rule `knock` or `knock_restricted`).
+    pub async fn knock(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+        self.room(room_id).await?;
+        self.set_membership(user, room_id, user, "knock", reason, None)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `user` is joined to one of the rooms an `allow` list names.
+    async fn satisfies_allow_rules(&self, user: &UserId, allow: &Value) -> Result<bool> {
+        let Some(rules) = allow.as_array() else {
+            return Ok(false);
+        };
+        for rule in rules {
+            if rule["type"] != "m.room_membership" {
+                continue;
+            }
+            let Some(allowed) = rule["room_id"].as_str() else {
+                continue;
+            };
+            if let Some(r) = db::rooms::by_id(self.db(), allowed).await?
+                && db::rooms::membership(self.db(), r.room_nid, user.as_str())
+                    .await?
+                    .as_deref()
+                    == Some("join")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A joined local member whose power level allows inviting.
+    async fn local_inviter(
+        &self,
+        room: &db::rooms::RoomRow,
+        power: &Value,
+    ) -> Result<Option<OwnedUserId>> {
+        let invite_level = power["invite"].as_i64().unwrap_or(0);
+        let users_default = power["users_default"].as_i64().unwrap_or(0);
+        let members = db::rooms::members(self.db(), room.room_nid).await?;
+        let mut best: Option<(i64, OwnedUserId)> = None;
+        for (user_id, membership) in members {
+            if membership != "join" {
+                continue;
+            }
+            let Ok(id) = OwnedUserId::try_from(user_id.as_str()) else {
+                continue;
+            };
+            if id.server_name() != self.server_name() {
+                continue;
+            }
+            let level = power["users"][user_id.as_str()]
+                .as_i64()
+                .unwrap_or(users_default);
+            if level >= invite_level && best.as_ref().is_none_or(|b| level > b.0) {
+                best = Some((level, id));
+            }
+        }
+        Ok(best.map(|b| b.1))
+    }
+
+    /// Mark a left room forgotten for the user.
+    pub async fn forget(&self, user: &UserId, room_id: &RoomId) -> Result<()> {
+        let room = self.room(room_id).await?;
+        match self.membership(&room, user).await?.as_deref() {
+            Some("leave") | Some("ban") => {}
+            None => return Err(Error::not_found("You were never in this room")),
+            Some(_) => {
+                return Err(Error::bad_request(
+                    "You must leave the room before forgetting it",
+                ));
+            }
+        }
+        db::rooms::set_forgotten(self.db(), room.room_nid, user.as_str()).await?;
+        Ok(())
+    }
+}

@@ -20,9 +20,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>) -> Self {
+    /// `stream_max`: the highest event stream position already in the database.
+    pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
         let accounts = Accounts::new(db.clone(), &config);
-        let rooms = Rooms::new(db.clone(), keys.clone());
+        let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
         AppState {
             config,
             db,

@@ -70,7 +70,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         &config.signing_key_path(),
         config.server_name(),
     )?);
-    let state = AppState::new(config.clone(), db, keys);
+    let stream_max = crate::db::events::max_stream_position(&db).await?;
+    let state = AppState::new(config.clone(), db, keys, stream_max);
     let app = crate::http::router(state.clone());
 
     let (stop, stop_rx) = watch::channel(false);

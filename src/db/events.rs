@@ -68,14 +68,33 @@ pub struct NewEvent<'a> {
     pub state_after: Option<i64>,
 }
 
-/// Insert the event with the next live stream position; returns that position.
-pub async fn insert_live(tx: &mut PgConnection, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
-    let (stream,): (i64,) = sqlx::query_as(
+/// The next live stream position.
+pub async fn next_stream_position(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT nextval('events_stream_seq')")
+        .fetch_one(tx)
+        .await?;
+    Ok(n)
+}
+
+/// The highest live stream position stored.
+pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(stream_ordering) FROM events")
+        .fetch_one(e)
+        .await?;
+    Ok(n.unwrap_or(0).max(0))
+}
+
+/// Insert the event at live stream position `stream`.
+pub async fn insert_live(
+    tx: &mut PgConnection,
+    e: &NewEvent<'_>,
+    stream: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender, origin_server_ts,
                              depth, stream_ordering, json, outlier, rejected_reason, soft_failed,
                              state_before, state_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, nextval('events_stream_seq'), $8, $9, $10, $11, $12, $13)
-         RETURNING stream_ordering",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $14, $8, $9, $10, $11, $12, $13)",
     )
     .bind(e.event_nid)
     .bind(e.room_nid)
@@ -90,9 +109,10 @@ pub async fn insert_live(tx: &mut PgConnection, e: &NewEvent<'_>) -> Result<i64,
     .bind(e.soft_failed)
     .bind(e.state_before)
     .bind(e.state_after)
-    .fetch_one(tx)
+    .bind(stream)
+    .execute(tx)
     .await?;
-    Ok(stream)
+    Ok(())
 }
 
 pub async fn insert_edges(

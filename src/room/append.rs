@@ -15,8 +15,11 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedEventId, UserId};
 use sqlx::PgPool;
 
+use std::sync::Arc;
+
 use super::lock::RoomLock;
 use super::pdu::{self, NewContent, Pdu, Placement};
+use super::stream::StreamPositions;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
@@ -27,10 +30,16 @@ pub struct TxnRef<'a> {
     pub txn_id: &'a str,
 }
 
+/// What the append path writes to and signs with.
+pub struct Store<'a> {
+    pub db: &'a PgPool,
+    pub keys: &'a ServerKeys,
+    pub stream: &'a Arc<StreamPositions>,
+}
+
 /// Build, authorise and store a local event; returns its ID.
 pub async fn append_local(
-    db: &PgPool,
-    keys: &ServerKeys,
+    store: &Store<'_>,
     lock: &RoomLock,
     room: &RoomRow,
     sender: &UserId,
@@ -38,6 +47,7 @@ pub async fn append_local(
     txn: Option<TxnRef<'_>>,
 ) -> Result<OwnedEventId> {
     debug_assert_eq!(lock.room_id().as_str(), room.room_id);
+    let Store { db, keys, stream } = *store;
     let version = ruma::RoomVersionId::try_from(room.room_version.as_str())
         .map_err(|e| Error::internal(format!("stored room version invalid: {e}")))?;
     let rules = version
@@ -137,6 +147,8 @@ pub async fn append_local(
         }
         None => (None, room.state_group),
     };
+    let position = db::events::next_stream_position(&mut tx).await?;
+    let in_flight = stream.begin(position);
     db::events::insert_live(
         &mut tx,
         &db::events::NewEvent {
@@ -154,6 +166,7 @@ pub async fn append_local(
             state_before: room.state_group,
             state_after,
         },
+        position,
     )
     .await?;
     db::events::insert_edges(&mut tx, event_nid, &prev_nids, &auth_nids).await?;
@@ -186,6 +199,7 @@ pub async fn append_local(
         .await?;
     }
     tx.commit().await?;
+    in_flight.committed();
     tracing::debug!(%event_id, room_id = %room.room_id, kind = %kind, "event appended");
     Ok(event_id)
 }

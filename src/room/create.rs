@@ -227,7 +227,7 @@ impl Rooms {
                 content: raw(&content)?,
                 redacts: None,
             };
-            append::append_local(self.db(), &self.keys, &lock, &room, creator, new, None).await?;
+            append::append_local(&self.store(), &lock, &room, creator, new, None).await?;
         }
         if let Some(a) = &alias {
             db::rooms::insert_alias(self.db(), a, room_nid, creator.as_str()).await?;

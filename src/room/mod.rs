@@ -5,6 +5,7 @@ pub mod create;
 pub mod lock;
 pub mod membership;
 pub mod pdu;
+pub mod stream;
 pub mod timeline;
 pub mod visibility;
 
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
 use append::TxnRef;
 use lock::RoomLocks;
+use stream::StreamPositions;
 use pdu::NewContent;
 
 #[derive(Clone)]
@@ -27,15 +29,27 @@ pub struct Rooms {
     db: PgPool,
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
+    stream: Arc<StreamPositions>,
 }
 
 impl Rooms {
-    pub fn new(db: PgPool, keys: Arc<ServerKeys>) -> Self {
+    /// `stream_max`: the highest stream position already stored.
+    pub fn new(db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
         Rooms {
             db,
             keys,
             locks: Arc::new(RoomLocks::default()),
+            stream: StreamPositions::new(stream_max),
         }
+    }
+
+    /// The live event stream: its safe position and wake-ups.
+    pub fn stream(&self) -> &Arc<StreamPositions> {
+        &self.stream
+    }
+
+    fn store(&self) -> append::Store<'_> {
+        append::Store { db: &self.db, keys: &self.keys, stream: &self.stream }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -67,7 +81,7 @@ impl Rooms {
         if let Some(id) = self.txn_event(&room, sender, txn.as_ref()).await? {
             return Ok(id);
         }
-        append::append_local(&self.db, &self.keys, &lock, &room, sender, new, txn).await
+        append::append_local(&self.store(), &lock, &room, sender, new, txn).await
     }
 
     async fn txn_event(

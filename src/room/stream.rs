@@ -1,0 +1,125 @@
+//! The live event stream position, and wake-ups for readers waiting on it.
+//!
+//! Stream positions come from a Postgres sequence inside each append transaction, so two rooms
+//! can commit out of order (11 before 10). A reader that took 11 as its position would never
+//! see 10. So each append registers its position before writing and completes it after the
+//! commit, and readers only see the *safe* position: everything at or below it is committed.
+//!
+//! One process owns its appends; several processes over one database will need the same
+//! bookkeeping through Postgres (LISTEN/NOTIFY), as DESIGN.md plans.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+pub struct StreamPositions {
+    inner: Mutex<Inner>,
+    safe: watch::Sender<i64>,
+}
+
+struct Inner {
+    in_flight: BTreeSet<i64>,
+    max_completed: i64,
+}
+
+impl StreamPositions {
+    /// Start from what the database already holds.
+    pub fn new(current_max: i64) -> Arc<Self> {
+        let (safe, _) = watch::channel(current_max);
+        Arc::new(StreamPositions {
+            inner: Mutex::new(Inner {
+                in_flight: BTreeSet::new(),
+                max_completed: current_max,
+            }),
+            safe,
+        })
+    }
+
+    /// Everything at or below this position is committed.
+    pub fn safe_position(&self) -> i64 {
+        *self.safe.borrow()
+    }
+
+    /// Wakes whenever the safe position moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.safe.subscribe()
+    }
+
+    /// Register a position about to be written; finish the returned guard after commit.
+    pub fn begin(self: &Arc<Self>, position: i64) -> InFlight {
+        self.inner.lock().in_flight.insert(position);
+        InFlight {
+            positions: self.clone(),
+            position,
+            done: false,
+        }
+    }
+
+    fn finish(&self, position: i64, committed: bool) {
+        let safe = {
+            let mut inner = self.inner.lock();
+            inner.in_flight.remove(&position);
+            if committed {
+                inner.max_completed = inner.max_completed.max(position);
+            }
+            match inner.in_flight.first() {
+                Some(&lowest) => (lowest - 1).min(inner.max_completed),
+                None => inner.max_completed,
+            }
+        };
+        self.safe.send_if_modified(|current| {
+            if safe > *current {
+                *current = safe;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// A stream position being written. Dropped without [`InFlight::committed`], it counts as
+/// rolled back (the position is skipped, never waited for).
+pub struct InFlight {
+    positions: Arc<StreamPositions>,
+    position: i64,
+    done: bool,
+}
+
+impl InFlight {
+    pub fn committed(mut self) {
+        self.done = true;
+        self.positions.finish(self.position, true);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.positions.finish(self.position, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_commits_hold_the_safe_position_back() {
+        let p = StreamPositions::new(9);
+        let ten = p.begin(10);
+        let eleven = p.begin(11);
+        eleven.committed();
+        assert_eq!(p.safe_position(), 9, "10 is still being written");
+        ten.committed();
+        assert_eq!(p.safe_position(), 11);
+        let twelve = p.begin(12);
+        drop(twelve);
+        assert_eq!(p.safe_position(), 11, "a rolled-back position is skipped");
+        p.begin(13).committed();
+        assert_eq!(p.safe_position(), 13);
+    }
+}

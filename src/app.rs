@@ -8,6 +8,7 @@ use crate::account::Accounts;
 use crate::config::Config;
 use crate::keys::ServerKeys;
 use crate::room::Rooms;
+use crate::sync::Sync;
 
 /// Handed to every request handler. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct AppState {
     pub keys: Arc<ServerKeys>,
     pub accounts: Accounts,
     pub rooms: Rooms,
+    pub sync: Sync,
 }
 
 impl AppState {
@@ -24,12 +26,14 @@ impl AppState {
     pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
         let accounts = Accounts::new(db.clone(), &config);
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
+        let sync = Sync::new(rooms.clone());
         AppState {
             config,
             db,
             keys,
             accounts,
             rooms,
+            sync,
         }
     }
 }

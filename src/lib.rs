@@ -14,6 +14,7 @@ pub mod keys;
 pub mod logging;
 pub mod room;
 pub mod server;
+pub mod sync;
 
 pub use app::AppState;
 pub use config::Config;

@@ -8,6 +8,7 @@ pub mod events;
 pub mod filters;
 pub mod rooms;
 pub mod state;
+pub mod sync;
 pub mod uiaa;
 pub mod users;
 

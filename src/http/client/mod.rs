@@ -14,6 +14,7 @@ mod register;
 mod room;
 mod session;
 mod state;
+mod sync;
 
 use axum::Router;
 
@@ -35,7 +36,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = room::routes(r);
     let r = membership::routes(r);
     let r = message::routes(r);
-    state::routes(r)
+    let r = state::routes(r);
+    sync::routes(r)
 }
 
 /// Endpoints with a `{userId}` in the path act only on the caller's own data.

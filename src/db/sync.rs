@@ -1,0 +1,138 @@
+//! Queries for /sync: each reads one kind of data for all of a user's rooms at once.
+
+use sqlx::PgExecutor;
+
+use super::events::StoredEvent;
+
+/// A room the user has a membership in, with where that membership was set.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRoom {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub room_version: String,
+    pub membership: String,
+    pub member_event_nid: i64,
+    pub member_stream: i64,
+    pub state_group: Option<i64>,
+    pub forgotten: bool,
+}
+
+pub async fn user_rooms(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<UserRoom>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.room_nid, r.room_id, r.room_version, m.membership, m.event_nid AS member_event_nid,
+                COALESCE(e.stream_ordering, 0) AS member_stream, r.state_group, m.forgotten
+         FROM room_members m JOIN rooms r USING (room_nid) JOIN events e ON e.event_nid = m.event_nid
+         WHERE m.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(e)
+    .await
+}
+
+/// For each room, its newest `per_room + 1` timeline events with positions in
+/// (`after`, `upto`], newest first (the extra one tells the caller the timeline is limited).
+pub async fn recent_events(
+    e: impl PgExecutor<'_>,
+    room_nids: &[i64],
+    after: i64,
+    upto: i64,
+    per_room: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_nid, event_id, room_nid, event_type, sender, depth, stream_ordering,
+                origin_server_ts, json, rejected_reason, soft_failed, outlier, redacted_by,
+                state_before, state_after
+         FROM (
+            SELECT e.*, i.event_id,
+                   row_number() OVER (PARTITION BY e.room_nid ORDER BY e.stream_ordering DESC) AS n
+            FROM events e JOIN event_ids i USING (event_nid)
+            WHERE e.room_nid = ANY($1) AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+              AND e.rejected_reason IS NULL AND NOT e.soft_failed
+         ) x
+         WHERE n <= $4 + 1
+         ORDER BY room_nid, stream_ordering DESC",
+    )
+    .bind(room_nids)
+    .bind(after)
+    .bind(upto)
+    .bind(per_room)
+    .fetch_all(e)
+    .await
+}
+
+/// State events of the given rooms with positions in (`after`, `before`), one per room, for
+/// the state delta ahead of a limited timeline.
+pub async fn state_events_between(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    after: i64,
+    before: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (e.state_key_nid) e.event_nid, i.event_id, e.room_nid, e.event_type,
+                e.sender, e.depth, e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason,
+                e.soft_failed, e.outlier, e.redacted_by, e.state_before, e.state_after
+         FROM events e JOIN event_ids i USING (event_nid)
+         WHERE e.room_nid = $1 AND e.state_key_nid IS NOT NULL
+           AND e.stream_ordering > $2 AND e.stream_ordering < $3 AND e.rejected_reason IS NULL
+         ORDER BY e.state_key_nid, e.stream_ordering DESC",
+    )
+    .bind(room_nid)
+    .bind(after)
+    .bind(before)
+    .fetch_all(e)
+    .await
+}
+
+/// Full state of several groups in one query: (group, event_nid).
+pub async fn states_of_groups(
+    e: impl PgExecutor<'_>,
+    groups: &[i64],
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
+            SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY($1)
+            UNION ALL
+            SELECT c.root, g.state_group, g.prev_group, c.lvl + 1
+            FROM state_groups g JOIN chain c ON g.state_group = c.prev
+            WHERE c.lvl < $2
+        )
+        SELECT root, event_nid FROM (
+            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, s.event_nid
+            FROM chain c JOIN state_group_entries s ON s.state_group = c.sg
+            ORDER BY c.root, s.state_key_nid, c.lvl
+        ) x",
+    )
+    .bind(groups)
+    .bind(super::state::MAX_CHAIN_LEN)
+    .fetch_all(e)
+    .await
+}
+
+/// Account data changed after `after`: (room_id or '', type, content JSON, stream_id).
+pub async fn account_data_since(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    after: i64,
+) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_id, data_type, content::text, stream_id FROM account_data
+         WHERE user_id = $1 AND stream_id > $2 ORDER BY stream_id",
+    )
+    .bind(user_id)
+    .bind(after)
+    .fetch_all(e)
+    .await
+}
+
+pub async fn max_account_data_stream(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM account_data_stream",
+    )
+    .fetch_one(e)
+    .await?;
+    Ok(n)
+}

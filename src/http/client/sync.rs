@@ -1,0 +1,94 @@
+//! `GET /_matrix/client/v3/sync`
+//!
+//! [spec](https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3sync)
+
+use std::time::Duration;
+
+use axum::Router;
+use ruma::api::client::filter::FilterDefinition;
+use ruma::api::client::sync::sync_events::v3::{
+    self, Filter, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State, StateEvents, Timeline,
+};
+use ruma::serde::Raw;
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::http::ruma::{Ruma, route};
+use crate::room::raw;
+use crate::sync::token::SyncToken;
+use crate::sync::{JoinedRoomSync, SyncRequest};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    route(r, sync_route)
+}
+
+/// Longest a sync request waits for news.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeline events per room when the filter does not say.
+const DEFAULT_TIMELINE_LIMIT: i64 = 10;
+
+/// # `GET /_matrix/client/v3/sync`
+async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Response> {
+    let user = req.auth;
+    let body = req.body;
+    let filter: FilterDefinition = match &body.filter {
+        None => FilterDefinition::default(),
+        Some(Filter::FilterDefinition(f)) => f.clone(),
+        Some(Filter::FilterId(id)) => {
+            let raw = state.accounts.filter(&user.user_id, id).await?;
+            serde_json::from_str(raw.get())
+                .map_err(|e| Error::internal(format!("stored filter: {e}")))?
+        }
+        Some(_) => return Err(Error::invalid_param("Unsupported filter")),
+    };
+    let since = body.since.as_deref().map(SyncToken::parse).transpose()?;
+    let request = SyncRequest {
+        since,
+        timeline_limit: filter
+            .room
+            .timeline
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| {
+                i64::try_from(u64::from(l)).unwrap_or(i64::MAX)
+            }),
+        full_state: body.full_state,
+        include_leave: filter.room.include_leave,
+        timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+    };
+    let result = state.sync.sync(&user.user_id, request).await?;
+
+    let mut response = v3::Response::new(result.next_batch.to_string());
+    for (room_id, r) in result.join {
+        let mut joined = JoinedRoom::new();
+        fill(&mut joined.timeline, &mut joined.state, &r)?;
+        joined.account_data.events = raws(&r.account_data)?;
+        response.rooms.join.insert(room_id, joined);
+    }
+    for (room_id, events) in result.invite {
+        let mut invited = InvitedRoom::new();
+        invited.invite_state = InviteState::from(raws(&events)?);
+        response.rooms.invite.insert(room_id, invited);
+    }
+    for (room_id, r) in result.leave {
+        let mut left = LeftRoom::new();
+        fill(&mut left.timeline, &mut left.state, &r)?;
+        response.rooms.leave.insert(room_id, left);
+    }
+    response.account_data.events = raws(&result.account_data)?;
+    Ok(response)
+}
+
+fn fill(timeline: &mut Timeline, state: &mut State, r: &JoinedRoomSync) -> Result<()> {
+    timeline.events = raws(&r.timeline)?;
+    timeline.limited = r.limited;
+    timeline.prev_batch = r.prev_batch.clone();
+    let mut events = StateEvents::new();
+    events.events = raws(&r.state)?;
+    *state = State::Before(events);
+    Ok(())
+}
+
+fn raws<T>(values: &[Value]) -> Result<Vec<Raw<T>>> {
+    values.iter().map(|v| raw(v).map(Raw::from_json)).collect()
+}

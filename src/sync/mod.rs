@@ -1,0 +1,287 @@
+//! /sync: what changed for a user since a token, across all their rooms.
+//!
+//! Each kind of data is read for all rooms at once (rooms and memberships, recent timeline
+//! events, state snapshots, account data), never a query per room for those; visibility is
+//! still checked per room. A request with nothing new waits on the event stream (no polling
+//! loop) until something arrives or the timeout passes.
+
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ruma::{OwnedRoomId, UserId};
+use serde_json::Value;
+
+use crate::db::{self, events::StoredEvent, rooms::RoomRow};
+use crate::error::Result;
+use crate::room::Rooms;
+use crate::room::timeline::TopoToken;
+use token::SyncToken;
+
+/// How a sync is asked for, in domain terms.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub timeline_limit: i64,
+    pub full_state: bool,
+    pub include_leave: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct JoinedRoomSync {
+    pub timeline: Vec<Value>,
+    pub limited: bool,
+    pub prev_batch: Option<String>,
+    pub state: Vec<Value>,
+    pub account_data: Vec<Value>,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncResponse {
+    pub next_batch: SyncToken,
+    pub join: BTreeMap<OwnedRoomId, JoinedRoomSync>,
+    pub invite: BTreeMap<OwnedRoomId, Vec<Value>>,
+    pub leave: BTreeMap<OwnedRoomId, JoinedRoomSync>,
+    pub account_data: Vec<Value>,
+}
+
+impl SyncResponse {
+    fn is_empty(&self) -> bool {
+        self.join.is_empty()
+            && self.invite.is_empty()
+            && self.leave.is_empty()
+            && self.account_data.is_empty()
+    }
+}
+
+/// Largest timeline a sync returns per room, whatever the filter asks.
+const MAX_TIMELINE: i64 = 200;
+
+/// State types shown to invitees (stripped state), as Synapse's defaults.
+const INVITE_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.name",
+];
+
+#[derive(Clone)]
+pub struct Sync {
+    rooms: Rooms,
+}
+
+impl Sync {
+    pub fn new(rooms: Rooms) -> Self {
+        Sync { rooms }
+    }
+
+    /// Answer now if anything changed since the token, otherwise wait for new events up to
+    /// the timeout.
+    pub async fn sync(&self, user: &UserId, req: SyncRequest) -> Result<SyncResponse> {
+        let mut waiter = self.rooms.stream().subscribe();
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        loop {
+            let response = self.sync_once(user, &req).await?;
+            let initial = req.since.is_none() || req.full_state;
+            if initial || !response.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(response);
+            }
+            // Sleep until the stream moves or the timeout passes; a timeout answers empty
+            // with the same position.
+            match tokio::time::timeout_at(deadline, waiter.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(response),
+            }
+        }
+    }
+
+    async fn sync_once(&self, user: &UserId, req: &SyncRequest) -> Result<SyncResponse> {
+        let db = self.rooms.db();
+        let upto = self.rooms.stream().safe_position();
+        let ad_upto = db::sync::max_account_data_stream(db).await?;
+        let since = if req.full_state { None } else { req.since };
+        let after = since.map_or(0, |s| s.events);
+        let mut out = SyncResponse {
+            next_batch: SyncToken {
+                events: upto,
+                account_data: ad_upto,
+            },
+            ..Default::default()
+        };
+
+        let rooms = db::sync::user_rooms(db, user.as_str()).await?;
+        let joined: Vec<&db::sync::UserRoom> =
+            rooms.iter().filter(|r| r.membership == "join").collect();
+        let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
+        let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
+        let recent = db::sync::recent_events(db, &joined_nids, after, upto, limit).await?;
+        let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
+        for e in recent {
+            by_room.entry(e.room_nid).or_default().push(e);
+        }
+
+        // State at the start of each room's timeline (initial sync): all groups in one query.
+        let mut start_groups: HashMap<i64, i64> = HashMap::new();
+        for r in &joined {
+            let events = by_room.get(&r.room_nid).map(Vec::as_slice).unwrap_or(&[]);
+            let start = events.iter().take(limit as usize).last();
+            let group = match start {
+                Some(e) => e.state_before,
+                None => r.state_group,
+            };
+            if let Some(g) = group
+                && since.is_none()
+            {
+                start_groups.insert(r.room_nid, g);
+            }
+        }
+        let groups: Vec<i64> = start_groups.values().copied().collect();
+        let state_rows = db::sync::states_of_groups(db, &groups).await?;
+        let state_nids: Vec<i64> = state_rows.iter().map(|r| r.1).collect();
+        let state_events: HashMap<i64, StoredEvent> = db::events::by_nids(db, &state_nids)
+            .await?
+            .into_iter()
+            .map(|e| (e.event_nid, e))
+            .collect();
+        let mut state_by_group: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
+        for (group, nid) in state_rows {
+            if let Some(e) = state_events.get(&nid) {
+                state_by_group.entry(group).or_default().push(e.clone());
+            }
+        }
+
+        for r in &joined {
+            let mut events = by_room.remove(&r.room_nid).unwrap_or_default();
+            let limited = events.len() as i64 > limit;
+            events.truncate(limit as usize);
+            events.reverse();
+            let changed_membership = r.member_stream > after;
+            if since.is_some() && events.is_empty() && !changed_membership {
+                continue;
+            }
+            let row = room_row(r);
+            let events = self.rooms.filter_visible(&row, user, events).await?;
+            let state = match since {
+                None => start_groups
+                    .get(&r.room_nid)
+                    .and_then(|g| state_by_group.remove(g))
+                    .unwrap_or_default(),
+                Some(_) if limited => {
+                    let first = events
+                        .first()
+                        .and_then(|e| e.stream_ordering)
+                        .unwrap_or(upto + 1);
+                    db::sync::state_events_between(db, r.room_nid, after, first).await?
+                }
+                Some(_) => Vec::new(),
+            };
+            let prev_batch = events.first().map(|e| TopoToken::of(e).to_string());
+            let timeline = self.rooms.to_client(&row, &events).await?;
+            let state = self.rooms.to_client(&row, &state).await?;
+            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
+                continue;
+            };
+            out.join.insert(
+                room_id,
+                JoinedRoomSync {
+                    timeline,
+                    limited,
+                    prev_batch,
+                    state,
+                    account_data: Vec::new(),
+                },
+            );
+        }
+
+        for r in rooms
+            .iter()
+            .filter(|r| r.membership == "invite" && r.member_stream > after)
+        {
+            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
+                continue;
+            };
+            out.invite.insert(room_id, self.invite_state(r).await?);
+        }
+
+        for r in rooms.iter().filter(|r| {
+            matches!(r.membership.as_str(), "leave" | "ban")
+                && !r.forgotten
+                && r.member_stream > after
+                && (since.is_some() || req.include_leave)
+        }) {
+            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
+                continue;
+            };
+            // The timeline of a left room ends with the event that removed the user.
+            let row = room_row(r);
+            let events = db::events::by_nids(db, &[r.member_event_nid]).await?;
+            let timeline = self.rooms.to_client(&row, &events).await?;
+            out.leave.insert(
+                room_id,
+                JoinedRoomSync {
+                    timeline,
+                    ..Default::default()
+                },
+            );
+        }
+
+        let ad_after = since.map_or(0, |s| s.account_data);
+        for (room_id, kind, content, _) in
+            db::sync::account_data_since(db, user.as_str(), ad_after).await?
+        {
+            let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
+            let event = serde_json::json!({"type": kind, "content": content});
+            if room_id.is_empty() {
+                out.account_data.push(event);
+            } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
+                && let Some(joined) = out.join.get_mut(&id)
+            {
+                joined.account_data.push(event);
+            } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
+                && joined.iter().any(|r| r.room_id == room_id)
+            {
+                out.join.entry(id).or_default().account_data.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stripped state for an invite: the invite itself and the room's public basics.
+    async fn invite_state(&self, r: &db::sync::UserRoom) -> Result<Vec<Value>> {
+        let db = self.rooms.db();
+        let mut nids = vec![r.member_event_nid];
+        if let Some(group) = r.state_group {
+            let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();
+            nids.extend(
+                db::state::load_keys(db, group, &keys)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.1),
+            );
+        }
+        let events = db::events::by_nids(db, &nids).await?;
+        Ok(events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(&e.json).ok())
+            .map(|v| {
+                serde_json::json!({
+                    "type": v["type"], "state_key": v["state_key"], "sender": v["sender"], "content": v["content"]
+                })
+            })
+            .collect())
+    }
+}
+
+fn room_row(r: &db::sync::UserRoom) -> RoomRow {
+    RoomRow {
+        room_nid: r.room_nid,
+        room_id: r.room_id.clone(),
+        room_version: r.room_version.clone(),
+        state_group: r.state_group,
+        is_public: false,
+    }
+}

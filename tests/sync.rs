@@ -1,0 +1,290 @@
+//! /sync: initial and incremental, long-polling, limited timelines, invites and leaves.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{TestServer, User, assert_error};
+use serde_json::{Value, json};
+
+async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
+    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
+    assert_eq!(status, 200, "createRoom: {res}");
+    res["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str) -> String {
+    let (status, res) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            u.t(),
+            &json!({"msgtype": "m.text", "body": txn}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    res["event_id"].as_str().unwrap().to_owned()
+}
+
+async fn sync(s: &TestServer, u: &User, query: &str) -> Value {
+    let (status, body) = s
+        .get(&format!("/_matrix/client/v3/sync{query}"), u.t())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn bodies(timeline: &Value) -> Vec<String> {
+    timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_then_incremental_with_wake_up() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "name": "Lobby"}),
+    )
+    .await;
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            bob.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    send_text(&s, &alice, &room, "first").await;
+
+    // With a one-event timeline, everything before it arrives as state.
+    let one = "?filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
+    let initial = sync(&s, &bob, one).await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert_eq!(bodies(&joined["timeline"]), vec!["first"]);
+    assert_eq!(joined["timeline"]["limited"], true);
+    let state_types: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        state_types.contains(&"m.room.create") && state_types.contains(&"m.room.name"),
+        "{state_types:?}"
+    );
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    // Nothing new: a zero-timeout sync answers at once with the same position.
+    let empty = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    assert_eq!(empty["next_batch"], since.as_str());
+    assert!(empty["rooms"]["join"].get(&room).is_none(), "{empty}");
+
+    // A long-poll wakes when Alice sends.
+    let sender = {
+        let alice = alice.clone();
+        let room = room.clone();
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let res = reqwest::Client::new()
+                .put(format!(
+                    "{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/wake"
+                ))
+                .bearer_auth(&alice.token)
+                .json(&json!({"msgtype": "m.text", "body": "wake"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        })
+    };
+    let started = Instant::now();
+    let woke = sync(&s, &bob, &format!("?since={since}&timeout=30000")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "woke before the timeout"
+    );
+    sender.await.unwrap();
+    assert_eq!(
+        bodies(&woke["rooms"]["join"][&room]["timeline"]),
+        vec!["wake"]
+    );
+    assert_ne!(woke["next_batch"], since.as_str());
+
+    // A long-poll with nothing happening ends empty at its timeout.
+    let next = woke["next_batch"].as_str().unwrap();
+    let idle = sync(&s, &bob, &format!("?since={next}&timeout=300")).await;
+    assert_eq!(idle["next_batch"], next);
+
+    assert_error(
+        &s.get("/_matrix/client/v3/sync?since=garbage", bob.t())
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &s.get("/_matrix/client/v3/sync", None).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_timeline_pages_back_without_gaps_and_state_delta() {
+    let s = TestServer::start().await;
+    let u = s.register("carol", "carol-password").await;
+    let room = create_room(&s, &u, json!({})).await;
+    let since = sync(&s, &u, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A name change that will fall outside the timeline window.
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            u.t(),
+            &json!({"name": "New"}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    for i in 0..15 {
+        send_text(&s, &u, &room, &format!("m{i}")).await;
+    }
+    let filter = "&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A5%7D%7D%7D";
+    let res = sync(&s, &u, &format!("?since={since}{filter}")).await;
+    let joined = &res["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    assert_eq!(
+        bodies(&joined["timeline"]),
+        (10..15).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    let state = joined["state"]["events"].as_array().unwrap();
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "New"),
+        "{state:?}"
+    );
+
+    // prev_batch continues with /messages: m9 .. m0, no gaps, no duplicates.
+    let prev = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let (status, page) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&from={prev}"),
+            u.t(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let older: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        older,
+        (0..10).rev().map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_leaves_and_account_data() {
+    let s = TestServer::start().await;
+    let owner = s.register("dave", "dave-password").await;
+    let guest = s.register("erin", "erin-password").await;
+    let room = create_room(&s, &owner, json!({"name": "Secret"})).await;
+    let since = sync(&s, &guest, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let invite = res["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(
+        invite
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "invite")
+    );
+    assert!(
+        invite
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret")
+    );
+    let since = res["next_batch"].as_str().unwrap().to_owned();
+
+    assert_eq!(
+        s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            guest.t(),
+            &json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    assert!(res["rooms"]["join"].get(&room).is_some(), "{res}");
+    let since = res["next_batch"].as_str().unwrap().to_owned();
+
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            owner.t(),
+            &json!({"user_id": guest.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let left = &res["rooms"]["leave"][&room]["timeline"]["events"];
+    assert_eq!(left[0]["content"]["membership"], "ban", "{res}");
+    assert!(res["rooms"]["join"].get(&room).is_none());
+
+    // Account data arrives once.
+    let since = res["next_batch"].as_str().unwrap().to_owned();
+    let r = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/org.example.x",
+                guest.user_id
+            ),
+            guest.t(),
+            &json!({"a": 1}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let ad = res["account_data"]["events"].as_array().unwrap();
+    assert_eq!(ad.len(), 1);
+    assert_eq!(ad[0]["type"], "org.example.x");
+    let next = res["next_batch"].as_str().unwrap();
+    let res = sync(&s, &guest, &format!("?since={next}&timeout=0")).await;
+    assert!(
+        res["account_data"]
+            .get("events")
+            .is_none_or(|e| e.as_array().unwrap().is_empty()),
+        "{res}"
+    );
+    s.shutdown().await;
+}

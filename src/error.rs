@@ -23,6 +23,14 @@ pub enum Error {
     #[error("bad request: {0}")]
     BadRequest(String),
 
+    /// Another server failed us (502 M_UNKNOWN); the detail stays in our logs.
+    #[error("upstream failure: {0}")]
+    Upstream(String),
+
+    /// The request conflicts with what exists (409 M_UNKNOWN), e.g. an alias already taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
     /// The endpoint exists but not for this HTTP method (405 M_UNRECOGNIZED).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -114,7 +122,7 @@ impl Error {
         match self {
             Error::Matrix { kind, .. } => kind.clone(),
             Error::MethodNotAllowed => ErrorKind::Unrecognized,
-            Error::BadRequest(_) => ErrorKind::Unknown,
+            Error::BadRequest(_) | Error::Upstream(_) | Error::Conflict(_) => ErrorKind::Unknown,
             Error::Uiaa(_) => ErrorKind::Forbidden,
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 ErrorKind::Unknown
@@ -127,6 +135,8 @@ impl Error {
         match self {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Uiaa(_) => StatusCode::UNAUTHORIZED,
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -138,8 +148,11 @@ impl Error {
     /// The message a caller may see. Internal failures are summarised, never described.
     pub fn client_message(&self) -> String {
         match self {
-            Error::Matrix { message, .. } | Error::BadRequest(message) => message.clone(),
+            Error::Matrix { message, .. }
+            | Error::BadRequest(message)
+            | Error::Conflict(message) => message.clone(),
             Error::MethodNotAllowed => "Method not allowed for this endpoint".to_owned(),
+            Error::Upstream(_) => "A remote server could not be reached or failed".to_owned(),
             Error::Uiaa(_) => "User-interactive authentication required".to_owned(),
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 "Internal server error".to_owned()

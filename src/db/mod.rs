@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod devices;
+pub mod directory;
 pub mod embedded;
 pub mod events;
 pub mod filters;

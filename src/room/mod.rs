@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod create;
+pub mod directory;
 pub mod lock;
 pub mod membership;
 pub mod pdu;
@@ -21,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
 use append::TxnRef;
 use lock::RoomLocks;
-use stream::StreamPositions;
 use pdu::NewContent;
+use stream::StreamPositions;
 
 #[derive(Clone)]
 pub struct Rooms {
@@ -49,7 +50,11 @@ impl Rooms {
     }
 
     fn store(&self) -> append::Store<'_> {
-        append::Store { db: &self.db, keys: &self.keys, stream: &self.stream }
+        append::Store {
+            db: &self.db,
+            keys: &self.keys,
+            stream: &self.stream,
+        }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {

@@ -4,6 +4,7 @@ mod account;
 mod account_data;
 mod admin_register;
 mod device;
+mod directory;
 mod discovery;
 mod filter;
 mod membership;
@@ -34,6 +35,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = push_rules::routes(r);
     let r = filter::routes(r);
     let r = room::routes(r);
+    let r = directory::routes(r);
     let r = membership::routes(r);
     let r = message::routes(r);
     let r = state::routes(r);

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 
 use crate::account::Accounts;
 use crate::config::Config;
+use crate::federation::Federation;
 use crate::keys::ServerKeys;
 use crate::room::Rooms;
 use crate::sync::Sync;
@@ -19,21 +20,29 @@ pub struct AppState {
     pub accounts: Accounts,
     pub rooms: Rooms,
     pub sync: Sync,
+    pub federation: Federation,
 }
 
 impl AppState {
     /// `stream_max`: the highest event stream position already in the database.
-    pub fn new(config: Arc<Config>, db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        db: PgPool,
+        keys: Arc<ServerKeys>,
+        stream_max: i64,
+    ) -> crate::error::Result<Self> {
         let accounts = Accounts::new(db.clone(), &config);
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
         let sync = Sync::new(rooms.clone());
-        AppState {
+        let federation = Federation::new(db.clone(), &config.federation, keys.clone())?;
+        Ok(AppState {
             config,
             db,
             keys,
             accounts,
             rooms,
             sync,
-        }
+            federation,
+        })
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod logging;

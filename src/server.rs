@@ -71,7 +71,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         config.server_name(),
     )?);
     let stream_max = crate::db::events::max_stream_position(&db).await?;
-    let state = AppState::new(config.clone(), db, keys, stream_max);
+    let state = AppState::new(config.clone(), db, keys, stream_max)?;
     let app = crate::http::router(state.clone());
 
     let (stop, stop_rx) = watch::channel(false);

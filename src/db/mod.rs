@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod events;
 pub mod filters;
 pub mod rooms;
+pub mod server_keys;
 pub mod state;
 pub mod sync;
 pub mod uiaa;

@@ -137,6 +137,47 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Signed server-server requests: the X-Matrix header must name us as destination and carry
+/// the origin's valid signature over method, URI, origin, destination and body.
+impl Authenticate for ruma::api::federation::authentication::ServerSignatures {
+    type Output = ruma::OwnedServerName;
+
+    async fn authenticate(
+        state: &AppState,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<ruma::OwnedServerName> {
+        use ruma::api::federation::authentication::XMatrix;
+        let unauthorized = |why: &str| Error::new(ruma::api::error::ErrorKind::Unauthorized, why);
+        let x = XMatrix::extract_from_http_headers(&parts.headers)
+            .map_err(|_| unauthorized("Missing or malformed X-Matrix authorization"))?;
+        let ours = state.keys.server_name();
+        if x.destination.as_ref().is_some_and(|d| d != ours) {
+            return Err(unauthorized("Request was meant for another server"));
+        }
+        if x.origin == *ours {
+            return Err(unauthorized(
+                "Requests from our own server name are not accepted",
+            ));
+        }
+        let keys = state.federation.remote_keys.key_map(&x.origin, &x.key).await.map_err(|e| {
+            tracing::info!(origin = %x.origin, error = %e, "could not get the origin's signing key");
+            unauthorized("Could not verify the origin's signing key")
+        })?;
+        let request = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone())
+            .body(body)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        x.verify_http_request(&request, ours, &keys).map_err(|e| {
+            tracing::info!(origin = %x.origin, error = %e, "bad X-Matrix signature");
+            unauthorized("Invalid request signature")
+        })?;
+        tracing::Span::current().record("user", x.origin.as_str());
+        Ok(x.origin)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,11 @@ impl ServerKeys {
         &self.server_name
     }
 
+    /// For signing requests through ruma (X-Matrix).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
+    }
+
     pub fn key_id(&self) -> &OwnedServerSigningKeyId {
         &self.key_id
     }

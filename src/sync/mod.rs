@@ -128,7 +128,9 @@ impl Sync {
         let mut start_groups: HashMap<i64, i64> = HashMap::new();
         for r in &joined {
             let events = by_room.get(&r.room_nid).map(Vec::as_slice).unwrap_or(&[]);
-            let start = events.iter().take(limit as usize).last();
+            let start = events
+                .get(events.len().min(limit as usize).saturating_sub(1))
+                .filter(|_| !events.is_empty());
             let group = match start {
                 Some(e) => e.state_before,
                 None => r.state_group,

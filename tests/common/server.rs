@@ -45,7 +45,53 @@ pub async fn test_config() -> (Config, tempfile::TempDir) {
     (c, dir)
 }
 
+/// A free loopback port (the listener is dropped; a race with another process is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Make `config` a federating server on 127.0.0.1: its server name is `127.0.0.1:<port>`
+/// (so discovery connects directly), its federation listener serves TLS with a self-signed
+/// certificate, and outbound federation may reach loopback without checking certificates.
+pub fn make_federating(config: &mut Config) {
+    let port = free_port();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("self-signed certificate");
+    let cert_path = config.data_dir.join("tls.crt");
+    let key_path = config.data_dir.join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    config.server_name = format!("127.0.0.1:{port}");
+    config.listeners.federation.port = port;
+    config.listeners.federation.tls_certificate = Some(cert_path);
+    config.listeners.federation.tls_private_key = Some(key_path);
+    config.federation.verify_tls = false;
+    config.federation.ip_range_allowlist = vec!["127.0.0.0/8".to_owned()];
+}
+
 impl TestServer {
+    /// A server that federates with other test servers over TLS on loopback.
+    pub async fn start_federating() -> TestServer {
+        Self::start_with(make_federating).await
+    }
+
+    /// The server name users of this server have.
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
+    }
+
+    /// The federation listener's base URL (TLS).
+    pub fn federation_url(&self, path: &str) -> String {
+        format!(
+            "https://127.0.0.1:{}{path}",
+            self.config.listeners.federation.port
+        )
+    }
+
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
     }

@@ -29,11 +29,7 @@ async fn local_profile(
     user_id: &ruma::UserId,
 ) -> Result<(Option<String>, Option<String>)> {
     if user_id.server_name() != state.accounts.server_name() {
-        // Remote profiles come over federation (/query/profile), which arrives with the
-        // federation client; until then a remote profile is not known here.
-        return Err(Error::not_found(
-            "Profile of a remote user is not available",
-        ));
+        return state.federation.remote_profile(user_id).await;
     }
     state.accounts.profile(user_id).await
 }

@@ -1,11 +1,13 @@
 //! Server-server API routes.
 
 mod discovery;
+mod query;
 
 use axum::Router;
 
 use crate::app::AppState;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    discovery::routes(r)
+    let r = discovery::routes(r);
+    query::routes(r)
 }

@@ -1,0 +1,17 @@
+-- Signing keys of other servers, fetched from them (or a notary) and verified.
+CREATE TABLE server_keys (
+    -- The server the key belongs to.
+    server_name     TEXT   NOT NULL,
+    -- e.g. ed25519:abc
+    key_id          TEXT   NOT NULL,
+    -- Unpadded base64 of the public key.
+    public_key      TEXT   NOT NULL,
+    -- Until when the key may be used to verify new signatures (ms since epoch), capped at
+    -- seven days after fetching as the spec asks.
+    valid_until_ts  BIGINT NOT NULL,
+    -- When the key was retired (old_verify_keys); NULL while current.
+    expired_ts      BIGINT,
+    -- When we fetched it (ms since epoch).
+    fetched_ts      BIGINT NOT NULL,
+    CONSTRAINT server_keys_pkey PRIMARY KEY (server_name, key_id)
+);

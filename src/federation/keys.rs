@@ -1,0 +1,115 @@
+//! Other servers' signing keys: fetched from the server itself, self-signature verified,
+//! cached in Postgres until `valid_until_ts` (capped at seven days after fetching, as the
+//! spec asks), refetched on expiry or on an unknown key ID.
+
+use std::sync::Arc;
+
+use ruma::api::federation::discovery::{ServerSigningKeys, get_server_keys};
+use ruma::serde::Base64;
+use ruma::signatures::{PublicKeyMap, PublicKeySet};
+use ruma::{CanonicalJsonObject, ServerName, ServerSigningKeyId};
+use sqlx::PgPool;
+
+use super::client::FederationClient;
+use crate::account::now_ms;
+use crate::db::{self, server_keys::KeyRow};
+use crate::error::{Error, Result};
+
+/// The longest we trust a fetched key without asking again.
+const MAX_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Clone)]
+pub struct RemoteKeys {
+    db: PgPool,
+    client: Arc<FederationClient>,
+}
+
+impl RemoteKeys {
+    pub fn new(db: PgPool, client: Arc<FederationClient>) -> Self {
+        RemoteKeys { db, client }
+    }
+
+    /// A key map holding `server`'s key `key_id`, valid now.
+    pub async fn key_map(
+        &self,
+        server: &ServerName,
+        key_id: &ServerSigningKeyId,
+    ) -> Result<PublicKeyMap> {
+        let now = now_ms();
+        let usable = |rows: &[KeyRow]| {
+            rows.iter()
+                .find(|k| {
+                    k.key_id == key_id.as_str() && k.valid_until_ts >= now && k.expired_ts.is_none()
+                })
+                .cloned()
+        };
+        let mut found = usable(&db::server_keys::keys_of(&self.db, server.as_str()).await?);
+        if found.is_none() {
+            self.fetch(server).await?;
+            found = usable(&db::server_keys::keys_of(&self.db, server.as_str()).await?);
+        }
+        let key =
+            found.ok_or_else(|| Error::Upstream(format!("{server} has no valid key {key_id}")))?;
+        let public = Base64::parse(&key.public_key)
+            .map_err(|e| Error::internal(format!("stored key: {e}")))?;
+        let mut set = PublicKeySet::new();
+        set.insert(key.key_id, public);
+        let mut map = PublicKeyMap::new();
+        map.insert(server.to_string(), set);
+        Ok(map)
+    }
+
+    /// Fetch `server`'s keys from it, verify them, store them.
+    async fn fetch(&self, server: &ServerName) -> Result<()> {
+        let response = self
+            .client
+            .send(server, get_server_keys::v2::Request::new())
+            .await?;
+        let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
+            .map_err(|e| Error::Upstream(format!("{server} key response: {e}")))?;
+        let keys: ServerSigningKeys = response
+            .server_key
+            .deserialize()
+            .map_err(|e| Error::Upstream(format!("{server} key response: {e}")))?;
+        if keys.server_name != server {
+            return Err(Error::Upstream(format!(
+                "{server} answered with keys of {}",
+                keys.server_name
+            )));
+        }
+        // Self-signed by the keys it publishes.
+        let mut set = PublicKeySet::new();
+        for (id, k) in &keys.verify_keys {
+            set.insert(id.to_string(), k.key.clone());
+        }
+        let mut map = PublicKeyMap::new();
+        map.insert(server.to_string(), set);
+        ruma::signatures::verify_json(&map, &object)
+            .map_err(|e| Error::Upstream(format!("{server} keys are not self-signed: {e}")))?;
+
+        let now = now_ms();
+        let valid_until = i64::try_from(u64::from(keys.valid_until_ts.0))
+            .unwrap_or(i64::MAX)
+            .min(now + MAX_VALIDITY_MS);
+        for (id, k) in &keys.verify_keys {
+            let row = KeyRow {
+                key_id: id.to_string(),
+                public_key: k.key.encode(),
+                valid_until_ts: valid_until,
+                expired_ts: None,
+            };
+            db::server_keys::upsert(&self.db, server.as_str(), &row, now).await?;
+        }
+        for (id, k) in &keys.old_verify_keys {
+            let row = KeyRow {
+                key_id: id.to_string(),
+                public_key: k.key.encode(),
+                valid_until_ts: i64::try_from(u64::from(k.expired_ts.0)).unwrap_or(0),
+                expired_ts: Some(i64::try_from(u64::from(k.expired_ts.0)).unwrap_or(0)),
+            };
+            db::server_keys::upsert(&self.db, server.as_str(), &row, now).await?;
+        }
+        tracing::info!(%server, keys = keys.verify_keys.len(), "fetched server keys");
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Server-to-server as a client: discovery, signed requests, remote keys, queries.
+//! Never imports `http`.
+
+pub mod client;
+pub mod discovery;
+pub mod keys;
+
+use std::sync::Arc;
+
+use ruma::UserId;
+use ruma::api::federation::query::get_profile_information;
+use sqlx::PgPool;
+
+use crate::config::FederationConfig;
+use crate::error::Result;
+use crate::keys::ServerKeys;
+use client::FederationClient;
+use keys::RemoteKeys;
+
+#[derive(Clone)]
+pub struct Federation {
+    pub client: Arc<FederationClient>,
+    pub remote_keys: RemoteKeys,
+}
+
+impl Federation {
+    pub fn new(db: PgPool, config: &FederationConfig, keys: Arc<ServerKeys>) -> Result<Self> {
+        let client = Arc::new(FederationClient::new(config, keys)?);
+        Ok(Federation {
+            remote_keys: RemoteKeys::new(db, client.clone()),
+            client,
+        })
+    }
+
+    /// A remote user's profile, asked of their server: (displayname, avatar_url).
+    pub async fn remote_profile(&self, user: &UserId) -> Result<(Option<String>, Option<String>)> {
+        let request = get_profile_information::v1::Request::new(user.to_owned());
+        let response = self.client.send(user.server_name(), request).await?;
+        let displayname = response
+            .data
+            .get("displayname")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let avatar_url = response
+            .data
+            .get("avatar_url")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok((displayname, avatar_url))
+    }
+}

@@ -1,0 +1,112 @@
+//! Two Trellis servers federating over TLS on loopback: keys, signed requests, queries.
+
+mod common;
+
+use common::server::{TestServer, assert_error};
+use serde_json::json;
+
+fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_profile_over_signed_federation() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let bob = b.register("bob", "bob-password").await;
+    let r = b
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            bob.t(),
+            &json!({"displayname": "Bob B"}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+
+    // Alice's server asks Bob's with a signed request; Bob's server fetches Alice's server's
+    // key over TLS to check the signature.
+    let (status, body) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", bob.user_id),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["displayname"], "Bob B");
+    let (status, body) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/{}/displayname", bob.user_id),
+            alice.t(),
+        )
+        .await;
+    assert_eq!((status, body["displayname"].clone()), (200, json!("Bob B")));
+    // An unknown remote user is a 404, not an error of ours.
+    let ghost = format!("@ghost:{}", b.server_name());
+    assert_error(
+        &a.get(&format!("/_matrix/client/v3/profile/{ghost}"), alice.t())
+            .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_or_forged_requests_get_401() {
+    let b = TestServer::start_federating().await;
+    let bob = b.register("bob", "bob-password").await;
+    let http = insecure_client();
+    let url = b.federation_url(&format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        bob.user_id
+    ));
+
+    let res = http.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+
+    // A well-formed header from a server that does not exist cannot be verified.
+    let forged = format!(
+        "X-Matrix origin=\"127.0.0.1:1\",destination=\"{}\",key=\"ed25519:a_bcd\",sig=\"dGVzdA\"",
+        b.server_name()
+    );
+    let res = http
+        .get(&url)
+        .header("authorization", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Keys and version need no signature.
+    let res = http
+        .get(b.federation_url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_federation_refuses_private_addresses_by_default() {
+    let b = TestServer::start_federating().await;
+    let a = TestServer::start().await; // no allow-list: loopback is off limits
+    let alice = a.register("alice", "alice-password").await;
+    let (status, body) = a
+        .get(
+            &format!("/_matrix/client/v3/profile/@bob:{}", b.server_name()),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod embedded;
 pub mod events;
 pub mod filters;
+pub mod reads;
 pub mod rooms;
 pub mod server_keys;
 pub mod state;

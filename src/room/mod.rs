@@ -6,6 +6,7 @@ pub mod directory;
 pub mod lock;
 pub mod membership;
 pub mod pdu;
+pub mod reads;
 pub mod stream;
 pub mod timeline;
 pub mod visibility;

@@ -161,7 +161,11 @@ impl Rooms {
 
     /// Client-format events, in the given order, with redactions applied (one extra batched
     /// fetch for the redaction events, never a query per event).
-    async fn to_client(&self, room: &RoomRow, events: &[StoredEvent]) -> Result<Vec<Value>> {
+    pub(crate) async fn to_client(
+        &self,
+        room: &RoomRow,
+        events: &[StoredEvent],
+    ) -> Result<Vec<Value>> {
         let rules = RoomVersionId::try_from(room.room_version.as_str())
             .ok()
             .and_then(|v| v.rules());
@@ -301,7 +305,7 @@ impl Rooms {
     }
 }
 
-fn parse_event_id(id: &str) -> Result<OwnedEventId> {
+pub(crate) fn parse_event_id(id: &str) -> Result<OwnedEventId> {
     OwnedEventId::try_from(id).map_err(|e| Error::internal(format!("stored event ID invalid: {e}")))
 }
 

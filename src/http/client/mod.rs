@@ -3,10 +3,12 @@
 mod account;
 mod account_data;
 mod admin_register;
+mod context;
 mod device;
 mod directory;
 mod discovery;
 mod filter;
+mod members;
 mod membership;
 mod message;
 mod profile;
@@ -38,6 +40,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = directory::routes(r);
     let r = membership::routes(r);
     let r = message::routes(r);
+    let r = members::routes(r);
+    let r = context::routes(r);
     let r = state::routes(r);
     sync::routes(r)
 }

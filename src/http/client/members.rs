@@ -1,0 +1,68 @@
+//! `GET /rooms/{roomId}/members`, `GET /rooms/{roomId}/joined_members`
+//!
+//! [spec](https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3roomsroomidmembers)
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use ruma::api::client::membership::{get_member_events, joined_members};
+use ruma::serde::Raw;
+use ruma::{OwnedMxcUri, OwnedUserId};
+
+use crate::app::AppState;
+use crate::error::Result;
+use crate::http::ruma::{Ruma, route};
+use crate::room::raw;
+use crate::room::timeline::TopoToken;
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    let r = route(r, members_route);
+    route(r, joined_members_route)
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/members`
+async fn members_route(
+    state: AppState,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
+    let body = req.body;
+    let at = body.at.as_deref().map(TopoToken::parse).transpose()?;
+    let membership = body.membership.as_ref().map(|m| m.as_str());
+    let not_membership = body.not_membership.as_ref().map(|m| m.as_str());
+    let events = state
+        .rooms
+        .members(
+            &req.auth.user_id,
+            &body.room_id,
+            at,
+            membership,
+            not_membership,
+        )
+        .await?;
+    let chunk = events
+        .iter()
+        .map(|v| raw(v).map(Raw::from_json))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+async fn joined_members_route(
+    state: AppState,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
+    let members = state
+        .rooms
+        .joined_members(&req.auth.user_id, &req.body.room_id)
+        .await?;
+    let joined: BTreeMap<OwnedUserId, joined_members::v3::RoomMember> = members
+        .into_iter()
+        .map(|m| {
+            let mut member = joined_members::v3::RoomMember::new();
+            member.display_name = m.display_name;
+            member.avatar_url = m.avatar_url.map(OwnedMxcUri::from);
+            (m.user_id, member)
+        })
+        .collect();
+    Ok(joined_members::v3::Response::new(joined))
+}

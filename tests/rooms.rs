@@ -831,3 +831,41 @@ async fn knocking() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_lazy_load_members_of_senders_only() {
+    let s = TestServer::start().await;
+    let owner = s.register("sara", "sara-password").await;
+    let talker = s.register("tom", "tom-password").await;
+    let lurker = s.register("uma", "uma-password").await;
+    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+    for u in [&talker, &lurker] {
+        assert_eq!(
+            s.post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                u.t(),
+                &json!({})
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    send_text(&s, &talker, &room, "l1", "hello").await;
+    let filter = "%7B%22lazy_load_members%22%3Atrue%2C%22types%22%3A%5B%22m.room.message%22%5D%7D";
+    let (status, page) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5&filter={filter}"),
+            owner.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let members: Vec<&str> = page["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, vec![talker.user_id.as_str()]);
+    s.shutdown().await;
+}

@@ -247,15 +247,8 @@ impl Rooms {
         let state = match last.state_after.or(last.state_before) {
             None => Vec::new(),
             Some(group) if lazy_load_members => {
-                let senders: BTreeSet<&str> = before
-                    .iter()
-                    .chain([&event])
-                    .chain(&after)
-                    .filter_map(|v| v["sender"].as_str())
-                    .collect();
-                let keys: Vec<(&str, &str)> = senders.into_iter().map(|s| (MEMBER, s)).collect();
-                let rows = db::state::load_keys(self.db(), group, &keys).await?;
-                self.state_events(&room, rows.iter().map(|r| r.1)).await?
+                let events: Vec<&Value> = before.iter().chain([&event]).chain(&after).collect();
+                self.sender_members(&room, group, &events).await?
             }
             Some(group) => {
                 let rows = db::state::load(self.db(), group).await?;
@@ -279,6 +272,34 @@ impl Rooms {
             .await?
             .filter(|e| e.room_nid == room.room_nid)
             .ok_or_else(|| Error::internal(format!("returned event {id} vanished")))
+    }
+
+    /// The member events, in `group`, of the senders of `events`: lazy-loaded membership.
+    async fn sender_members(
+        &self,
+        room: &RoomRow,
+        group: i64,
+        events: &[&Value],
+    ) -> Result<Vec<Value>> {
+        let senders: BTreeSet<&str> = events.iter().filter_map(|v| v["sender"].as_str()).collect();
+        let keys: Vec<(&str, &str)> = senders.into_iter().map(|s| (MEMBER, s)).collect();
+        let rows = db::state::load_keys(self.db(), group, &keys).await?;
+        self.state_events(room, rows.iter().map(|r| r.1)).await
+    }
+
+    /// Lazy-loaded members for a `/messages` page: the senders' member events as of the
+    /// page's last event.
+    pub async fn page_members(&self, room_id: &RoomId, chunk: &[Value]) -> Result<Vec<Value>> {
+        let Some(last) = chunk.last() else {
+            return Ok(Vec::new());
+        };
+        let room = self.room(room_id).await?;
+        let stored = self.stored_in_room(&room, last).await?;
+        let Some(group) = stored.state_after.or(stored.state_before) else {
+            return Ok(Vec::new());
+        };
+        let events: Vec<&Value> = chunk.iter().collect();
+        self.sender_members(&room, group, &events).await
     }
 
     async fn state_events(

@@ -100,19 +100,7 @@ async fn messages_route(
 ) -> Result<get_message_events::v3::Response> {
     let body = req.body;
     let from = body.from.as_deref().map(TopoToken::parse).transpose()?;
-    let f = &body.filter;
-    let filter = EventFilter {
-        types: f.types.clone(),
-        not_types: f.not_types.clone(),
-        senders: f
-            .senders
-            .as_ref()
-            .map(|s| s.iter().map(ToString::to_string).collect()),
-        not_senders: f.not_senders.iter().map(ToString::to_string).collect(),
-        contains_url: f
-            .url_filter
-            .map(|u| matches!(u, ruma::api::client::filter::UrlFilter::EventsWithUrl)),
-    };
+    let filter = EventFilter::from(&body.filter);
     let limit = i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX);
     let forward = body.dir == Direction::Forward;
     let page = state
@@ -129,11 +117,18 @@ async fn messages_route(
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start.to_string();
     response.end = page.end.map(|t| t.to_string());
+    if !body.filter.lazy_load_options.is_disabled() {
+        let members = state.rooms.page_members(&body.room_id, &page.chunk).await?;
+        response.state = members
+            .iter()
+            .map(|v| raw(v).map(Raw::from_json))
+            .collect::<Result<Vec<_>>>()?;
+    }
     response.chunk = page
         .chunk
-        .into_iter()
-        .map(|v| Raw::from_json(raw(&v).unwrap_or_else(|_| Box::default())))
-        .collect();
+        .iter()
+        .map(|v| raw(v).map(Raw::from_json))
+        .collect::<Result<Vec<_>>>()?;
     Ok(response)
 }
 

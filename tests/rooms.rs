@@ -227,6 +227,18 @@ async fn redactions_are_served_redacted() {
         .unwrap();
     assert_eq!(m["content"], json!({}));
     assert_eq!(page[0]["type"], "m.room.redaction");
+    let (status, ctx) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/context/{target}?limit=2"),
+            u.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{ctx}");
+    assert_eq!(ctx["event"]["content"], json!({}));
+    assert_eq!(
+        ctx["event"]["unsigned"]["redacted_because"]["event_id"],
+        red["event_id"]
+    );
     s.shutdown().await;
 }
 

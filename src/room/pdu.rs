@@ -42,12 +42,29 @@ struct PduFields {
     content: Box<RawValue>,
     state_key: Option<String>,
     #[serde(default)]
-    prev_events: Vec<OwnedEventId>,
+    prev_events: Vec<EventRef>,
     #[serde(default)]
-    auth_events: Vec<OwnedEventId>,
+    auth_events: Vec<EventRef>,
     redacts: Option<OwnedEventId>,
     #[serde(default)]
     depth: UInt,
+}
+
+/// An event reference: a bare ID (room version 3 and later) or `[id, {hashes}]` (versions 1
+/// and 2).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventRef {
+    Id(OwnedEventId),
+    WithHashes(OwnedEventId, serde::de::IgnoredAny),
+}
+
+impl EventRef {
+    fn into_id(self) -> OwnedEventId {
+        match self {
+            EventRef::Id(id) | EventRef::WithHashes(id, _) => id,
+        }
+    }
 }
 
 impl Pdu {
@@ -77,8 +94,8 @@ impl Pdu {
             kind: f.kind,
             content: f.content,
             state_key: f.state_key,
-            prev_events: f.prev_events,
-            auth_events: f.auth_events,
+            prev_events: f.prev_events.into_iter().map(EventRef::into_id).collect(),
+            auth_events: f.auth_events.into_iter().map(EventRef::into_id).collect(),
             redacts,
             depth: i64::try_from(u64::from(f.depth)).unwrap_or(i64::MAX),
             rejected: false,
@@ -259,4 +276,24 @@ pub fn client_format(
     }
     out.insert("unsigned".into(), serde_json::Value::Object(unsigned));
     Ok(serde_json::Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_event_reference_formats() {
+        let v3 = r#"{"room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"type":"m.room.message",
+            "content":{},"prev_events":["$p"],"auth_events":["$a"],"depth":3}"#;
+        let p = Pdu::parse("$e".try_into().unwrap(), v3).unwrap();
+        assert_eq!(p.prev_events, vec![OwnedEventId::try_from("$p").unwrap()]);
+        let v1 = r#"{"room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"type":"m.room.message",
+            "content":{},"prev_events":[["$p:x",{"sha256":"abc"}]],"auth_events":[["$a:x",{"sha256":"d"}]],"depth":3}"#;
+        let p = Pdu::parse("$e:x".try_into().unwrap(), v1).unwrap();
+        assert_eq!(p.prev_events, vec![OwnedEventId::try_from("$p:x").unwrap()]);
+        assert_eq!(p.auth_events, vec![OwnedEventId::try_from("$a:x").unwrap()]);
+        assert_eq!(p.depth, 3);
+        assert!(Pdu::parse("$e".try_into().unwrap(), "{}").is_err());
+    }
 }

@@ -23,7 +23,7 @@ const VERSIONS: &[&str] = &[
 ];
 
 /// The room version new rooms get, as current Synapse.
-pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V10;
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = crate::room::create::DEFAULT_VERSION;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, versions_route);
@@ -91,20 +91,7 @@ async fn capabilities_route(
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 
-/// Room versions ruma can authorise and we can serve.
+/// Room versions clients may create rooms in (what createRoom accepts).
 pub fn supported_room_versions() -> Vec<RoomVersionId> {
-    use RoomVersionId as V;
-    vec![
-        V::V1,
-        V::V2,
-        V::V3,
-        V::V4,
-        V::V5,
-        V::V6,
-        V::V7,
-        V::V8,
-        V::V9,
-        V::V10,
-        V::V11,
-    ]
+    crate::room::create::creatable_versions()
 }

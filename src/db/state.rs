@@ -151,6 +151,16 @@ pub async fn set_current(
     Ok(())
 }
 
+/// The delta chains of several groups at once: `chain(root, sg, prev, lvl)`, each walk
+/// bounded by `$2` (pass [`MAX_CHAIN_LEN`]), starting from the groups in `$1`.
+pub(crate) const CHAINS: &str = "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
+        SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY($1)
+        UNION ALL
+        SELECT c.root, g.state_group, g.prev_group, c.lvl + 1
+        FROM state_groups g JOIN chain c ON g.state_group = c.prev
+        WHERE c.lvl < $2
+    )";
+
 /// For each of `groups`, the entries for `keys` (a handful of (type, state_key) pairs), in
 /// one query: (group, type, state_key, event_nid).
 pub async fn load_keys_many(
@@ -161,20 +171,15 @@ pub async fn load_keys_many(
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
     sqlx::query_as(
-        "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
-            SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY($1)
-            UNION ALL
-            SELECT c.root, g.state_group, g.prev_group, c.lvl + 1
-            FROM state_groups g JOIN chain c ON g.state_group = c.prev
-            WHERE c.lvl < $2
-        )
+&format!(
+        "{CHAINS}
         SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, k.event_type, k.state_key, s.event_nid
         FROM chain c
         JOIN state_group_entries s ON s.state_group = c.sg
         JOIN state_keys k ON k.state_key_nid = s.state_key_nid
         JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
-        ORDER BY c.root, s.state_key_nid, c.lvl",
-    )
+        ORDER BY c.root, s.state_key_nid, c.lvl"
+    ))
     .bind(groups)
     .bind(MAX_CHAIN_LEN)
     .bind(&types)

@@ -92,20 +92,15 @@ pub async fn states_of_groups(
     e: impl PgExecutor<'_>,
     groups: &[i64],
 ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
-            SELECT state_group, state_group, prev_group, 0 FROM state_groups WHERE state_group = ANY($1)
-            UNION ALL
-            SELECT c.root, g.state_group, g.prev_group, c.lvl + 1
-            FROM state_groups g JOIN chain c ON g.state_group = c.prev
-            WHERE c.lvl < $2
-        )
+    sqlx::query_as(&format!(
+        "{}
         SELECT root, event_nid FROM (
             SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, s.event_nid
             FROM chain c JOIN state_group_entries s ON s.state_group = c.sg
             ORDER BY c.root, s.state_key_nid, c.lvl
         ) x",
-    )
+        super::state::CHAINS
+    ))
     .bind(groups)
     .bind(super::state::MAX_CHAIN_LEN)
     .fetch_all(e)

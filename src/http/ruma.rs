@@ -117,17 +117,27 @@ where
     H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
 {
-    let filter = method_filter(&T::METHOD);
     let mut router = router;
     for path in T::PATH_BUILDER.all_paths() {
-        let handler = handler.clone();
-        let h = move |State(state): State<AppState>, req: Ruma<T>| {
-            let handler = handler.clone();
-            async move { handler(state, req).await.map(RumaResponse) }
-        };
-        router = router.route(path, on(filter, h));
+        router = router.route(path, method_router(handler.clone()));
     }
     router
+}
+
+/// An axum method router for `T`'s method that runs `handler` on the parsed request.
+fn method_router<T, H, Fut>(handler: H) -> axum::routing::MethodRouter<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let h = move |State(state): State<AppState>, req: Ruma<T>| {
+        let handler = handler.clone();
+        async move { handler(state, req).await.map(RumaResponse) }
+    };
+    on(method_filter(&T::METHOD), h)
 }
 
 /// Marks a request routed through a path whose last parameter was empty (see
@@ -149,7 +159,6 @@ where
     H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
 {
-    let filter = method_filter(&T::METHOD);
     let mut router = route(router, handler.clone());
     for path in T::PATH_BUILDER.all_paths() {
         let Some((prefix, last)) = path.rsplit_once('/') else {
@@ -159,16 +168,11 @@ where
             continue;
         }
         for short in [prefix.to_owned(), format!("{prefix}/")] {
-            let handler = handler.clone();
-            let h = move |State(state): State<AppState>, req: Ruma<T>| {
-                let handler = handler.clone();
-                async move { handler(state, req).await.map(RumaResponse) }
-            };
             let mark = axum::middleware::map_request(|mut req: Request| async move {
                 req.extensions_mut().insert(EmptyLastParam);
                 req
             });
-            router = router.route(&short, on(filter, h).layer(mark));
+            router = router.route(&short, method_router(handler.clone()).layer(mark));
         }
     }
     router

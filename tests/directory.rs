@@ -5,38 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, assert_error, enc};
 use serde_json::{Value, json};
-
-async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
-    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
-    assert_eq!(status, 200, "createRoom: {res}");
-    res["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn join(s: &TestServer, u: &User, room: &str) {
-    let (status, res) = s
-        .post(
-            &format!("/_matrix/client/v3/rooms/{room}/join"),
-            u.t(),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "join: {res}");
-}
-
-/// Percent-encode a path segment or query value (room IDs and aliases hold `!#:`).
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 fn alias_path(alias: &str) -> String {
     format!("/_matrix/client/v3/directory/room/{}", enc(alias))
@@ -56,7 +26,9 @@ async fn aliases_create_resolve_list_delete() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     let alias = "#garden:trellis.test";
 
     let (status, res) = s
@@ -155,7 +127,7 @@ async fn aliases_create_resolve_list_delete() {
     assert_eq!(res["aliases"], json!([alias]));
 
     // A joined member without moderator power may not delete alice's alias...
-    join(&s, &bob, &room).await;
+    s.join(&bob, &room).await;
     assert_error(
         &s.delete(&alias_path(alias), bob.t(), None).await,
         403,
@@ -201,12 +173,12 @@ async fn aliases_create_resolve_list_delete() {
 async fn deleting_the_canonical_alias_updates_the_room() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
-    let room = create_room(
-        &s,
-        &alice,
-        json!({"preset": "public_chat", "room_alias_name": "lobby"}),
-    )
-    .await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "lobby"}),
+        )
+        .await;
     let canonical = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/");
     let (status, res) = s.get(&canonical, alice.t()).await;
     assert_eq!(status, 200, "{res}");
@@ -228,7 +200,9 @@ async fn directory_visibility() {
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
     let carol = s.register("carol", "carol-password").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Hall"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Hall"}))
+        .await;
     let path = format!("/_matrix/client/v3/directory/list/room/{room}");
 
     // Open to anyone; private until published.
@@ -245,7 +219,7 @@ async fn directory_visibility() {
         403,
         "M_FORBIDDEN",
     );
-    join(&s, &bob, &room).await;
+    s.join(&bob, &room).await;
     assert_error(
         &s.put(&path, bob.t(), &set("public")).await,
         403,
@@ -306,9 +280,7 @@ async fn public_rooms_entries_and_filters() {
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
 
-    let garden = create_room(
-        &s,
-        &alice,
+    let garden = s.create_room(&alice,
         json!({
             "visibility": "public", "preset": "public_chat", "name": "Garden Club",
             "topic": "Roses and tulips", "room_alias_name": "garden",
@@ -320,25 +292,22 @@ async fn public_rooms_entries_and_filters() {
         }),
     )
     .await;
-    join(&s, &bob, &garden).await;
-    let kitchen = create_room(
-        &s,
-        &alice,
+    s.join(&bob, &garden).await;
+    let kitchen = s.create_room(&alice,
         json!({"visibility": "public", "preset": "private_chat", "name": "Kitchen", "topic": "Recipes 100% tested"}),
     )
     .await;
-    let space = create_room(
-        &s,
-        &alice,
-        json!({
-            "visibility": "public", "preset": "public_chat", "name": "Home Space",
-            "creation_content": {"type": "m.space"}
-        }),
-    )
-    .await;
+    let space = s
+        .create_room(
+            &alice,
+            json!({
+                "visibility": "public", "preset": "public_chat", "name": "Home Space",
+                "creation_content": {"type": "m.space"}
+            }),
+        )
+        .await;
     // Created but not published.
-    create_room(
-        &s,
+    s.create_room(
         &alice,
         json!({"preset": "public_chat", "name": "Hidden garden"}),
     )
@@ -502,9 +471,7 @@ async fn public_rooms_pagination() {
     let mut rooms = Vec::new();
     for i in 0..25 {
         rooms.push(
-            create_room(
-                &s,
-                &alice,
+            s.create_room(&alice,
                 json!({"visibility": "public", "preset": "public_chat", "name": format!("Room {i}")}),
             )
             .await,
@@ -512,7 +479,7 @@ async fn public_rooms_pagination() {
     }
     // Some rooms with more members, so both sort keys matter.
     for room in &rooms[..7] {
-        join(&s, &bob, room).await;
+        s.join(&bob, room).await;
     }
 
     // Forward through pages of 10: each room exactly once, in directory order.

@@ -6,14 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
-
-async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
-    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
-    assert_eq!(status, 200, "createRoom: {res}");
-    res["room_id"].as_str().unwrap().to_owned()
-}
 
 async fn send_text(s: &TestServer, u: &User, room: &str, body: &str) -> String {
     let (status, res) = s
@@ -27,17 +21,6 @@ async fn send_text(s: &TestServer, u: &User, room: &str, body: &str) -> String {
     res["event_id"].as_str().unwrap().to_owned()
 }
 
-async fn join(s: &TestServer, u: &User, room: &str) {
-    let (status, res) = s
-        .post(
-            &format!("/_matrix/client/v3/join/{room}"),
-            u.t(),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "join: {res}");
-}
-
 async fn leave(s: &TestServer, u: &User, room: &str) {
     let (status, res) = s
         .post(
@@ -47,19 +30,6 @@ async fn leave(s: &TestServer, u: &User, room: &str) {
         )
         .await;
     assert_eq!(status, 200, "leave: {res}");
-}
-
-/// Percent-encode a query value (a filter's JSON).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The token a backward /messages page of one event hands out: the position just before
@@ -163,15 +133,17 @@ async fn members_filters_at_tokens_and_errors() {
     let carol = s.register("carol", "carol-password").await;
     let dave = s.register("dave", "dave-password").await;
     let eve = s.register("eve", "eve-password").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
 
-    join(&s, &bob, &room).await;
+    s.join(&bob, &room).await;
     // Paging back over bob's join hands out the position just before it.
     let (before_bob, newest) = token_before_newest(&s, &alice, &room).await;
     assert_eq!(newest["state_key"], bob.user_id.as_str());
     send_text(&s, &alice, &room, "welcome").await;
     let (after_bob, _) = token_before_newest(&s, &alice, &room).await;
-    join(&s, &carol, &room).await;
+    s.join(&carol, &room).await;
     leave(&s, &carol, &room).await;
 
     let all = members(&s, &alice, &room, "").await;
@@ -215,7 +187,7 @@ async fn members_filters_at_tokens_and_errors() {
     );
 
     // Carol, gone, sees the list as it was when she left, not dave's later join.
-    join(&s, &dave, &room).await;
+    s.join(&dave, &room).await;
     assert_eq!(
         members(&s, &carol, &room, "").await,
         pairs(&[(&alice, "join"), (&bob, "join"), (&carol, "leave")])
@@ -252,7 +224,9 @@ async fn joined_members_with_profiles() {
     let bob = s.register("bob", "bob-password").await;
     let carol = s.register("carol", "carol-password").await;
     let eve = s.register("eve", "eve-password").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
     let (status, res) = s
         .put(
             &format!(
@@ -264,8 +238,8 @@ async fn joined_members_with_profiles() {
         )
         .await;
     assert_eq!(status, 200, "{res}");
-    join(&s, &bob, &room).await;
-    join(&s, &carol, &room).await;
+    s.join(&bob, &room).await;
+    s.join(&carol, &room).await;
     leave(&s, &carol, &room).await;
 
     let (status, res) = s
@@ -303,7 +277,7 @@ async fn joined_members_with_profiles() {
 async fn context_splits_like_synapse_and_tokens_continue_messages() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
-    let room = create_room(&s, &alice, json!({})).await;
+    let room = s.create_room(&alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..20 {
         sent.push(send_text(&s, &alice, &room, &format!("msg{i}")).await);
@@ -426,9 +400,11 @@ async fn context_lazy_loads_senders_and_errors() {
     let bob = s.register("bob", "bob-password").await;
     let carol = s.register("carol", "carol-password").await;
     let dave = s.register("dave", "dave-password").await;
-    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
-    join(&s, &bob, &room).await;
-    join(&s, &carol, &room).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    s.join(&carol, &room).await;
     send_text(&s, &carol, &room, "c0").await;
     let mut sent = Vec::new();
     for i in 0..3 {
@@ -503,7 +479,7 @@ async fn context_lazy_loads_senders_and_errors() {
         .count();
     assert_eq!(member_count, 3);
 
-    let other = create_room(&s, &alice, json!({})).await;
+    let other = s.create_room(&alice, json!({})).await;
     let elsewhere = send_text(&s, &alice, &other, "elsewhere").await;
     assert_error(
         &s.get(
@@ -549,7 +525,7 @@ async fn timestamp_to_event_nearest_both_ways() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
     let eve = s.register("eve", "eve-password").await;
-    let room = create_room(&s, &alice, json!({})).await;
+    let room = s.create_room(&alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -6,12 +6,6 @@ mod common;
 use common::server::{TestServer, User, assert_error};
 use serde_json::{Value, json};
 
-async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
-    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
-    assert_eq!(status, 200, "createRoom: {res}");
-    res["room_id"].as_str().unwrap().to_owned()
-}
-
 async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str, body: &str) -> (u16, Value) {
     s.put(
         &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
@@ -55,9 +49,7 @@ async fn paginate(
 async fn create_send_and_read_back() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
-    let room = create_room(
-        &s,
-        &alice,
+    let room = s.create_room(&alice,
         json!({"name": "Garden", "topic": "Plants", "preset": "public_chat", "room_alias_name": "garden"}),
     )
     .await;
@@ -106,7 +98,7 @@ async fn create_send_and_read_back() {
     let (_, again) = send_text(&s, &alice, &room, "t1", "hello").await;
     assert_eq!(again["event_id"], event_id.as_str());
     // The same transaction ID in another room is another request.
-    let other_room = create_room(&s, &alice, json!({})).await;
+    let other_room = s.create_room(&alice, json!({})).await;
     let (_, other) = send_text(&s, &alice, &other_room, "t1", "hello").await;
     assert_ne!(other["event_id"], event_id.as_str());
 
@@ -148,7 +140,7 @@ async fn create_send_and_read_back() {
 async fn three_hundred_messages_paginate_both_ways_exactly_once() {
     let s = TestServer::start().await;
     let u = s.register("carol", "carol-password").await;
-    let room = create_room(&s, &u, json!({})).await;
+    let room = s.create_room(&u, json!({})).await;
     for i in 0..300 {
         let (status, body) = send_text(&s, &u, &room, &format!("m{i}"), &format!("msg {i}")).await;
         assert_eq!(status, 200, "{body}");
@@ -198,7 +190,7 @@ async fn three_hundred_messages_paginate_both_ways_exactly_once() {
 async fn redactions_are_served_redacted() {
     let s = TestServer::start().await;
     let u = s.register("dora", "dora-password").await;
-    let room = create_room(&s, &u, json!({})).await;
+    let room = s.create_room(&u, json!({})).await;
     let (_, res) = send_text(&s, &u, &room, "x", "secret").await;
     let target = res["event_id"].as_str().unwrap().to_owned();
     let (status, red) = s
@@ -247,7 +239,9 @@ async fn permissions_and_errors() {
     let s = TestServer::start().await;
     let owner = s.register("erin", "erin-password").await;
     let other = s.register("finn", "finn-password").await;
-    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
 
     // Not a member: cannot send or read.
     assert_error(
@@ -364,7 +358,9 @@ async fn invite_kick_ban_unban_join() {
     let s = TestServer::start().await;
     let owner = s.register("gail", "gail-password").await;
     let guest = s.register("hank", "hank-password").await;
-    let room = create_room(&s, &owner, json!({"preset": "private_chat"})).await;
+    let room = s
+        .create_room(&owner, json!({"preset": "private_chat"}))
+        .await;
 
     // Invite-only: cannot join uninvited.
     assert_error(
@@ -511,7 +507,7 @@ async fn racing_senders_leave_one_chain() {
     let s = TestServer::start().await;
     let a = s.register("ivan", "ivan-password").await;
     let b = s.register("jane", "jane-password").await;
-    let room = create_room(&s, &a, json!({"preset": "public_chat"})).await;
+    let room = s.create_room(&a, json!({"preset": "public_chat"})).await;
     assert_eq!(
         s.post(
             &format!("/_matrix/client/v3/rooms/{room}/join"),
@@ -608,7 +604,9 @@ async fn history_visibility_is_enforced_per_event() {
     let outsider = s.register("mona", "mona-password").await;
 
     for (visibility, expected_before) in [("shared", true), ("joined", false), ("invited", false)] {
-        let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+        let room = s
+            .create_room(&owner, json!({"preset": "public_chat"}))
+            .await;
         let r = s
             .put(
                 &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
@@ -703,7 +701,9 @@ async fn history_visibility_is_enforced_per_event() {
     }
 
     // world_readable: outsiders read it all.
-    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
     s.put(
         &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
         owner.t(),
@@ -724,12 +724,12 @@ async fn restricted_rooms_admit_members_of_the_allowed_room_only() {
     let owner = s.register("nora", "nora-password").await;
     let member = s.register("otto", "otto-password").await;
     let stranger = s.register("pete", "pete-password").await;
-    let space = create_room(
-        &s,
-        &owner,
-        json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
-    )
-    .await;
+    let space = s
+        .create_room(
+            &owner,
+            json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
+        )
+        .await;
     assert_eq!(
         s.post(
             &format!("/_matrix/client/v3/rooms/{space}/join"),
@@ -740,9 +740,7 @@ async fn restricted_rooms_admit_members_of_the_allowed_room_only() {
         .0,
         200
     );
-    let room = create_room(
-        &s,
-        &owner,
+    let room = s.create_room(&owner,
         json!({"preset": "private_chat", "initial_state": [{
             "type": "m.room.join_rules", "state_key": "",
             "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
@@ -786,9 +784,7 @@ async fn knocking() {
     let s = TestServer::start().await;
     let owner = s.register("quin", "quin-password").await;
     let knocker = s.register("rita", "rita-password").await;
-    let room = create_room(
-        &s,
-        &owner,
+    let room = s.create_room(&owner,
         json!({"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
     )
     .await;
@@ -830,7 +826,7 @@ async fn knocking() {
         200
     );
     // Knocking on an invite-only room is refused.
-    let closed = create_room(&s, &owner, json!({})).await;
+    let closed = s.create_room(&owner, json!({})).await;
     assert_error(
         &s.post(
             &format!("/_matrix/client/v3/knock/{closed}"),
@@ -850,7 +846,9 @@ async fn messages_lazy_load_members_of_senders_only() {
     let owner = s.register("sara", "sara-password").await;
     let talker = s.register("tom", "tom-password").await;
     let lurker = s.register("uma", "uma-password").await;
-    let room = create_room(&s, &owner, json!({"preset": "public_chat"})).await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
     for u in [&talker, &lurker] {
         assert_eq!(
             s.post(

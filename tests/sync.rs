@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 use common::server::{TestServer, User, assert_error};
 use serde_json::{Value, json};
 
-async fn create_room(s: &TestServer, u: &User, body: Value) -> String {
-    let (status, res) = s.post("/_matrix/client/v3/createRoom", u.t(), &body).await;
-    assert_eq!(status, 200, "createRoom: {res}");
-    res["room_id"].as_str().unwrap().to_owned()
-}
-
 async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str) -> String {
     let (status, res) = s
         .put(
@@ -48,12 +42,9 @@ async fn initial_then_incremental_with_wake_up() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
-    let room = create_room(
-        &s,
-        &alice,
-        json!({"preset": "public_chat", "name": "Lobby"}),
-    )
-    .await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Lobby"}))
+        .await;
     assert_eq!(
         s.post(
             &format!("/_matrix/client/v3/rooms/{room}/join"),
@@ -144,7 +135,7 @@ async fn initial_then_incremental_with_wake_up() {
 async fn limited_timeline_pages_back_without_gaps_and_state_delta() {
     let s = TestServer::start().await;
     let u = s.register("carol", "carol-password").await;
-    let room = create_room(&s, &u, json!({})).await;
+    let room = s.create_room(&u, json!({})).await;
     let since = sync(&s, &u, "").await["next_batch"]
         .as_str()
         .unwrap()
@@ -204,7 +195,7 @@ async fn invites_leaves_and_account_data() {
     let s = TestServer::start().await;
     let owner = s.register("dave", "dave-password").await;
     let guest = s.register("erin", "erin-password").await;
-    let room = create_room(&s, &owner, json!({"name": "Secret"})).await;
+    let room = s.create_room(&owner, json!({"name": "Secret"})).await;
     let since = sync(&s, &guest, "").await["next_batch"]
         .as_str()
         .unwrap()

@@ -220,6 +220,22 @@ impl TestServer {
         .await
     }
 
+    /// createRoom as `u`, asserting success; returns the room ID.
+    pub async fn create_room(&self, u: &User, body: Value) -> String {
+        let (status, res) = self
+            .post("/_matrix/client/v3/createRoom", u.t(), &body)
+            .await;
+        assert_eq!(status, 200, "createRoom: {res}");
+        res["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Join `room` (an ID or alias) as `u`, asserting success.
+    pub async fn join(&self, u: &User, room: &str) {
+        let path = format!("/_matrix/client/v3/join/{}", enc(room));
+        let (status, res) = self.post(&path, u.t(), &json!({})).await;
+        assert_eq!(status, 200, "join: {res}");
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
@@ -236,6 +252,19 @@ pub fn init_test_logging() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// Percent-encode a path segment or query value (room IDs, aliases, filter JSON).
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A logged-in user.

@@ -110,3 +110,36 @@ async fn outbound_federation_refuses_private_addresses_by_default() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_resolve_across_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let bob = b.register("bob", "bob-password").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "lobby"}),
+        )
+        .await;
+
+    let alias = format!("#lobby:{}", a.server_name());
+    let path = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        common::server::enc(&alias)
+    );
+    let (status, body) = b.get(&path, bob.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+    assert_eq!(body["servers"][0], a.server_name());
+
+    let missing = format!("#nothing:{}", a.server_name());
+    let path = format!(
+        "/_matrix/client/v3/directory/room/{}",
+        common::server::enc(&missing)
+    );
+    assert_error(&b.get(&path, bob.t()).await, 404, "M_NOT_FOUND");
+    a.shutdown().await;
+    b.shutdown().await;
+}

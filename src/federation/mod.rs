@@ -7,8 +7,8 @@ pub mod keys;
 
 use std::sync::Arc;
 
-use ruma::UserId;
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::query::{get_profile_information, get_room_information};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, UserId};
 use sqlx::PgPool;
 
 use crate::config::FederationConfig;
@@ -47,5 +47,15 @@ impl Federation {
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         Ok((displayname, avatar_url))
+    }
+
+    /// Resolve an alias of another server by asking that server.
+    pub async fn remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        let request = get_room_information::v1::Request::new(alias.to_owned());
+        let response = self.client.send(alias.server_name(), request).await?;
+        Ok((response.room_id, response.servers))
     }
 }

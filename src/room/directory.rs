@@ -140,8 +140,8 @@ impl Rooms {
     ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let not_found = || Error::not_found(format!("Room alias {alias} not found"));
         if alias.server_name() != self.server_name() {
-            // A remote alias is resolved by asking its server over federation
-            // (`/_matrix/federation/v1/query/directory`), which Trellis cannot do yet.
+            // Remote aliases are resolved over federation by the caller (the room domain
+            // never calls out).
             return Err(not_found());
         }
         let row = db::directory::alias(self.db(), alias.as_str())

@@ -46,7 +46,12 @@ async fn get_alias_route(
     state: AppState,
     req: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
-    let (room_id, servers) = state.rooms.resolve_alias(&req.body.room_alias).await?;
+    let alias = &req.body.room_alias;
+    let (room_id, servers) = if alias.server_name() == state.keys.server_name() {
+        state.rooms.resolve_alias(alias).await?
+    } else {
+        state.federation.remote_alias(alias).await?
+    };
     Ok(get_alias::v3::Response::new(room_id, servers))
 }
 

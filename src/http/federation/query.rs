@@ -1,9 +1,9 @@
-//! `GET /_matrix/federation/v1/query/profile`
+//! `GET /_matrix/federation/v1/query/profile`, `GET /_matrix/federation/v1/query/directory`
 //!
 //! [spec](https://spec.matrix.org/latest/server-server-api/#get_matrixfederationv1queryprofile)
 
 use axum::Router;
-use ruma::api::federation::query::get_profile_information;
+use ruma::api::federation::query::{get_profile_information, get_room_information};
 use ruma::profile::UserProfile;
 
 use crate::app::AppState;
@@ -11,7 +11,19 @@ use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    route(r, profile_route)
+    let r = route(r, profile_route);
+    route(r, directory_route)
+}
+
+/// # `GET /_matrix/federation/v1/query/directory`
+///
+/// One of our aliases, for another server: the room and servers that can help join it.
+async fn directory_route(
+    state: AppState,
+    req: Ruma<get_room_information::v1::Request>,
+) -> Result<get_room_information::v1::Response> {
+    let (room_id, servers) = state.rooms.resolve_alias(&req.body.room_alias).await?;
+    Ok(get_room_information::v1::Response::new(room_id, servers))
 }
 
 /// # `GET /_matrix/federation/v1/query/profile`

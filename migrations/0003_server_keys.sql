@@ -15,3 +15,16 @@ CREATE TABLE server_keys (
     fetched_ts      BIGINT NOT NULL,
     CONSTRAINT server_keys_pkey PRIMARY KEY (server_name, key_id)
 );
+
+-- The latest self-signed key response of each server, kept as received so that, as a notary,
+-- we can hand it on (countersigned) without re-serialising what its origin signed.
+CREATE TABLE server_key_responses (
+    server_name     TEXT   NOT NULL,
+    -- The response object as canonical JSON.
+    json            TEXT   NOT NULL,
+    -- Its valid_until_ts (ms since epoch), capped as for server_keys.
+    valid_until_ts  BIGINT NOT NULL,
+    -- When we fetched it (ms since epoch).
+    fetched_ts      BIGINT NOT NULL,
+    CONSTRAINT server_key_responses_pkey PRIMARY KEY (server_name)
+);

@@ -143,3 +143,64 @@ async fn aliases_resolve_across_servers() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notary_serves_keys_countersigned() {
+    use ruma::serde::Base64;
+    use ruma::signatures::{PublicKeyMap, PublicKeySet, verify_json};
+    let a = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let http = insecure_client();
+    let own_keys = |v: &serde_json::Value| -> PublicKeySet {
+        let mut set = PublicKeySet::new();
+        for (id, k) in v["verify_keys"].as_object().unwrap() {
+            set.insert(
+                id.clone(),
+                Base64::parse(k["key"].as_str().unwrap()).unwrap(),
+            );
+        }
+        set
+    };
+    let a_keys: serde_json::Value = http
+        .get(a.federation_url("/_matrix/key/v2/server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // A vouches for C's keys: C's self-signature and A's countersignature both verify.
+    let url = a.federation_url(&format!("/_matrix/key/v2/query/{}", c.server_name()));
+    let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let keys = &body["server_keys"][0];
+    assert_eq!(keys["server_name"], c.server_name());
+    let object: ruma::CanonicalJsonObject = serde_json::from_value(keys.clone()).unwrap();
+    let mut map = PublicKeyMap::new();
+    map.insert(c.server_name().to_owned(), own_keys(keys));
+    map.insert(a.server_name().to_owned(), own_keys(&a_keys));
+    verify_json(&map, &object).expect("both signatures verify");
+    assert!(keys["signatures"][a.server_name()].is_object());
+
+    // Batch form, including an unreachable server (left out) and the notary itself.
+    let res = http
+        .post(a.federation_url("/_matrix/key/v2/query"))
+        .json(
+            &json!({"server_keys": {c.server_name(): {}, "127.0.0.1:1": {}, a.server_name(): {}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let names: Vec<&str> = body["server_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["server_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&c.server_name()) && names.contains(&a.server_name()));
+    a.shutdown().await;
+    c.shutdown().await;
+}

@@ -59,6 +59,36 @@ impl RemoteKeys {
         Ok(map)
     }
 
+    /// As a notary: `server`'s self-signed key response, valid until at least
+    /// `min_valid_until` (fetched from it when our copy is too old), countersigned by us.
+    pub async fn notarised(
+        &self,
+        server: &ServerName,
+        min_valid_until: i64,
+        ours: &crate::keys::ServerKeys,
+    ) -> Result<Option<CanonicalJsonObject>> {
+        if server == ours.server_name() {
+            let raw = ours.signed_server_keys()?;
+            let obj = serde_json::from_str(raw.json().get())
+                .map_err(|e| Error::internal(e.to_string()))?;
+            return Ok(Some(obj));
+        }
+        let mut stored =
+            db::server_keys::response(&self.db, server.as_str(), min_valid_until).await?;
+        if stored.is_none() {
+            if let Err(e) = self.fetch(server).await {
+                tracing::info!(%server, error = %e, "notary could not fetch keys");
+                return Ok(None);
+            }
+            stored = db::server_keys::response(&self.db, server.as_str(), min_valid_until).await?;
+        }
+        let Some(json) = stored else { return Ok(None) };
+        let mut obj: CanonicalJsonObject = serde_json::from_str(&json)
+            .map_err(|e| Error::internal(format!("stored key response: {e}")))?;
+        ours.sign_json(&mut obj)?;
+        Ok(Some(obj))
+    }
+
     /// Fetch `server`'s keys from it, verify them, store them.
     async fn fetch(&self, server: &ServerName) -> Result<()> {
         let response = self
@@ -109,6 +139,8 @@ impl RemoteKeys {
             };
             db::server_keys::upsert(&self.db, server.as_str(), &row, now).await?;
         }
+        let json = serde_json::to_string(&object).map_err(|e| Error::internal(e.to_string()))?;
+        db::server_keys::store_response(&self.db, server.as_str(), &json, valid_until, now).await?;
         tracing::info!(%server, keys = keys.verify_keys.len(), "fetched server keys");
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Server-server API routes.
 
 mod discovery;
+mod notary;
 mod query;
 
 use axum::Router;
@@ -9,5 +10,6 @@ use crate::app::AppState;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
+    let r = notary::routes(r);
     query::routes(r)
 }

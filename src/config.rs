@@ -146,6 +146,8 @@ pub struct FederationConfig {
     pub ip_range_allowlist: Vec<String>,
     /// Check certificates of remote servers; only test networks turn this off.
     pub verify_tls: bool,
+    /// Notary servers asked for a server's keys when that server cannot be reached.
+    pub trusted_key_servers: Vec<String>,
 }
 
 impl Default for FederationConfig {
@@ -153,6 +155,7 @@ impl Default for FederationConfig {
         FederationConfig {
             ip_range_allowlist: Vec::new(),
             verify_tls: true,
+            trusted_key_servers: Vec::new(),
         }
     }
 }
@@ -342,6 +345,13 @@ impl Config {
         }
         if r.shared_secret.as_deref() == Some("") {
             p.push("registration.shared_secret: must not be empty when set".to_owned());
+        }
+        for notary in &self.federation.trusted_key_servers {
+            if ServerName::parse(notary).is_err() {
+                p.push(format!(
+                    "federation.trusted_key_servers: {notary:?} is not a server name"
+                ));
+            }
         }
         for range in &self.federation.ip_range_allowlist {
             if IpRange::from_str(range).is_err() {

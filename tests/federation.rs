@@ -204,3 +204,45 @@ async fn notary_serves_keys_countersigned() {
     a.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_an_unreachable_server_come_from_a_trusted_notary() {
+    let b = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let http = insecure_client();
+    // B learns C's keys while C is up.
+    let url = b.federation_url(&format!("/_matrix/key/v2/query/{}", c.server_name()));
+    let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["server_keys"][0]["server_name"], c.server_name());
+    let c_name = c.server_name().to_owned();
+    c.shutdown().await;
+
+    // A trusts B as a notary; with C down, A gets C's keys through B.
+    let b_name = b.server_name().to_owned();
+    let a = TestServer::start_with(move |cfg| {
+        common::server::make_federating(cfg);
+        cfg.federation.trusted_key_servers = vec![b_name];
+    })
+    .await;
+    let url = a.federation_url(&format!("/_matrix/key/v2/query/{c_name}"));
+    let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let keys = &body["server_keys"][0];
+    assert_eq!(keys["server_name"], c_name.as_str(), "{body}");
+    assert!(
+        keys["signatures"][b.server_name()].is_object(),
+        "B vouched for them"
+    );
+    assert!(
+        keys["signatures"][a.server_name()].is_object(),
+        "A countersigned"
+    );
+
+    // Without a notary, C's keys cannot be had.
+    let d = TestServer::start_federating().await;
+    let url = d.federation_url(&format!("/_matrix/key/v2/query/{c_name}"));
+    let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["server_keys"], json!([]));
+    a.shutdown().await;
+    b.shutdown().await;
+    d.shutdown().await;
+}

@@ -2,12 +2,15 @@
 //! cached in Postgres until `valid_until_ts` (capped at seven days after fetching, as the
 //! spec asks), refetched on expiry or on an unknown key ID.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ruma::api::federation::discovery::{ServerSigningKeys, get_server_keys};
+use ruma::api::federation::discovery::{
+    ServerSigningKeys, get_remote_server_keys_batch, get_server_keys,
+};
 use ruma::serde::Base64;
 use ruma::signatures::{PublicKeyMap, PublicKeySet};
-use ruma::{CanonicalJsonObject, ServerName, ServerSigningKeyId};
+use ruma::{CanonicalJsonObject, OwnedServerName, ServerName, ServerSigningKeyId};
 use sqlx::PgPool;
 
 use super::client::FederationClient;
@@ -22,11 +25,16 @@ const MAX_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
 pub struct RemoteKeys {
     db: PgPool,
     client: Arc<FederationClient>,
+    notaries: Arc<Vec<OwnedServerName>>,
 }
 
 impl RemoteKeys {
-    pub fn new(db: PgPool, client: Arc<FederationClient>) -> Self {
-        RemoteKeys { db, client }
+    pub fn new(db: PgPool, client: Arc<FederationClient>, notaries: Vec<OwnedServerName>) -> Self {
+        RemoteKeys {
+            db,
+            client,
+            notaries: Arc::new(notaries),
+        }
     }
 
     /// A key map holding `server`'s key `key_id`, valid now.
@@ -89,16 +97,93 @@ impl RemoteKeys {
         Ok(Some(obj))
     }
 
-    /// Fetch `server`'s keys from it, verify them, store them.
+    /// Fetch `server`'s keys from it, or failing that from a trusted notary; verify, store.
     async fn fetch(&self, server: &ServerName) -> Result<()> {
-        let response = self
+        let direct = match self
             .client
             .send(server, get_server_keys::v2::Request::new())
+            .await
+        {
+            Ok(response) => {
+                self.store_verified(server, &response.server_key, None)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let Err(direct_error) = direct else {
+            return Ok(());
+        };
+        for notary in self
+            .notaries
+            .iter()
+            .filter(|n| n.as_str() != server.as_str())
+        {
+            match self.fetch_via(notary, server).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::info!(%server, %notary, error = %e, "notary could not help"),
+            }
+        }
+        Err(direct_error)
+    }
+
+    /// Ask `notary` for `server`'s keys; its answer must carry the notary's signature (checked
+    /// with the notary's own key, fetched from the notary itself) as well as the origin's.
+    async fn fetch_via(&self, notary: &ServerName, server: &ServerName) -> Result<()> {
+        let notary_keys = self
+            .client
+            .send(notary, get_server_keys::v2::Request::new())
             .await?;
-        let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
+        self.store_verified(notary, &notary_keys.server_key, None)
+            .await?;
+        let notary_set = self.current_keys(notary).await?;
+        let mut request = get_remote_server_keys_batch::v2::Request::new(BTreeMap::new());
+        request
+            .server_keys
+            .insert(server.to_owned(), BTreeMap::new());
+        let response = self.client.send(notary, request).await?;
+        let mut stored = false;
+        for raw in &response.server_keys {
+            match self
+                .store_verified(server, raw, Some((notary, &notary_set)))
+                .await
+            {
+                Ok(()) => stored = true,
+                Err(e) => tracing::info!(%server, %notary, error = %e, "notary answer refused"),
+            }
+        }
+        if stored {
+            Ok(())
+        } else {
+            Err(Error::Upstream(format!(
+                "{notary} had no valid keys for {server}"
+            )))
+        }
+    }
+
+    async fn current_keys(&self, server: &ServerName) -> Result<PublicKeySet> {
+        let now = now_ms();
+        let mut set = PublicKeySet::new();
+        for k in db::server_keys::keys_of(&self.db, server.as_str()).await? {
+            if k.valid_until_ts >= now && k.expired_ts.is_none() {
+                let key = Base64::parse(&k.public_key)
+                    .map_err(|e| Error::internal(format!("stored key: {e}")))?;
+                set.insert(k.key_id, key);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Verify a key response (self-signed, and countersigned by `notary` when given) and store
+    /// its keys and the response itself.
+    async fn store_verified(
+        &self,
+        server: &ServerName,
+        raw: &ruma::serde::Raw<ServerSigningKeys>,
+        notary: Option<(&ServerName, &PublicKeySet)>,
+    ) -> Result<()> {
+        let object: CanonicalJsonObject = serde_json::from_str(raw.json().get())
             .map_err(|e| Error::Upstream(format!("{server} key response: {e}")))?;
-        let keys: ServerSigningKeys = response
-            .server_key
+        let keys: ServerSigningKeys = raw
             .deserialize()
             .map_err(|e| Error::Upstream(format!("{server} key response: {e}")))?;
         if keys.server_name != server {
@@ -114,6 +199,9 @@ impl RemoteKeys {
         }
         let mut map = PublicKeyMap::new();
         map.insert(server.to_string(), set);
+        if let Some((notary, notary_set)) = notary {
+            map.insert(notary.to_string(), notary_set.clone());
+        }
         ruma::signatures::verify_json(&map, &object)
             .map_err(|e| Error::Upstream(format!("{server} keys are not self-signed: {e}")))?;
 

@@ -26,8 +26,13 @@ pub struct Federation {
 impl Federation {
     pub fn new(db: PgPool, config: &FederationConfig, keys: Arc<ServerKeys>) -> Result<Self> {
         let client = Arc::new(FederationClient::new(config, keys)?);
+        let notaries = config
+            .trusted_key_servers
+            .iter()
+            .filter_map(|n| OwnedServerName::try_from(n.as_str()).ok())
+            .collect();
         Ok(Federation {
-            remote_keys: RemoteKeys::new(db, client.clone()),
+            remote_keys: RemoteKeys::new(db, client.clone(), notaries),
             client,
         })
     }

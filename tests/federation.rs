@@ -246,3 +246,44 @@ async fn keys_of_an_unreachable_server_come_from_a_trusted_notary() {
     b.shutdown().await;
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_rooms_of_another_server() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let bob = b.register("bob", "bob-password").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "visibility": "public", "name": "Town square"}),
+        )
+        .await;
+    a.create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+
+    let server = common::server::enc(a.server_name());
+    let (status, body) = b
+        .get(
+            &format!("/_matrix/client/v3/publicRooms?server={server}"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let chunk = body["chunk"].as_array().unwrap();
+    assert_eq!(chunk.len(), 1, "{body}");
+    assert_eq!(chunk[0]["room_id"], room.as_str());
+    assert_eq!(chunk[0]["name"], "Town square");
+
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/publicRooms?server={server}"),
+            bob.t(),
+            &json!({"filter": {"generic_search_term": "nothing like it"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunk"], json!([]));
+    a.shutdown().await;
+    b.shutdown().await;
+}

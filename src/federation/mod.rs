@@ -63,4 +63,29 @@ impl Federation {
         let response = self.client.send(alias.server_name(), request).await?;
         Ok((response.room_id, response.servers))
     }
+
+    /// Another server's public room directory, filtered (POST form, which every server
+    /// that federates implements).
+    pub async fn remote_public_rooms(
+        &self,
+        server: &ruma::ServerName,
+        limit: Option<ruma::UInt>,
+        since: Option<&str>,
+        filter: &ruma::directory::Filter,
+        network: &ruma::directory::RoomNetwork,
+    ) -> Result<crate::room::directory::PublicRoomsPage> {
+        use ruma::api::federation::directory::get_public_rooms_filtered;
+        let mut request = get_public_rooms_filtered::v1::Request::new();
+        request.limit = limit;
+        request.since = since.map(str::to_owned);
+        request.filter = filter.clone();
+        request.room_network = network.clone();
+        let response = self.client.send(server, request).await?;
+        Ok(crate::room::directory::PublicRoomsPage {
+            chunk: response.chunk,
+            next_batch: response.next_batch,
+            prev_batch: response.prev_batch,
+            total: response.total_room_count_estimate.map_or(0, u64::from),
+        })
+    }
 }

@@ -170,11 +170,10 @@ async fn list(
     if let Some(server) = server
         && server != state.rooms.server_name()
     {
-        // Another server's directory is fetched over federation
-        // (`/_matrix/federation/v1/publicRooms`), which Trellis cannot do yet.
-        return Err(Error::not_found(format!(
-            "The room directory of {server} cannot be reached"
-        )));
+        return state
+            .federation
+            .remote_public_rooms(server, limit, since, filter, network)
+            .await;
     }
     state
         .rooms

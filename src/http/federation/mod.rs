@@ -1,5 +1,6 @@
 //! Server-server API routes.
 
+mod directory;
 mod discovery;
 mod notary;
 mod query;
@@ -10,6 +11,7 @@ use crate::app::AppState;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
+    let r = directory::routes(r);
     let r = notary::routes(r);
     query::routes(r)
 }

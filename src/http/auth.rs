@@ -178,6 +178,20 @@ impl Authenticate for ruma::api::federation::authentication::ServerSignatures {
     }
 }
 
+/// The access-token caller, for the few endpoints that have no ruma type (unstable and
+/// admin APIs).
+pub struct Authed(pub AuthedUser);
+
+impl axum::extract::FromRequestParts<AppState> for Authed {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Authed> {
+        AccessToken::authenticate(state, parts, &[])
+            .await
+            .map(Authed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

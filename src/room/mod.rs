@@ -5,6 +5,7 @@ pub mod create;
 pub mod directory;
 pub mod lock;
 pub mod membership;
+pub mod pages;
 pub mod pdu;
 pub mod reads;
 pub mod stream;

@@ -63,7 +63,7 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn matches(&self, e: &StoredEvent, client: &Value) -> bool {
+    pub(crate) fn matches(&self, e: &StoredEvent, client: &Value) -> bool {
         let type_matches = |pattern: &String| glob_match(pattern, &e.event_type);
         if let Some(types) = &self.types
             && !types.iter().any(type_matches)

@@ -11,6 +11,7 @@ mod filter;
 mod members;
 mod membership;
 mod message;
+mod pages;
 mod profile;
 mod push_rules;
 mod register;
@@ -40,6 +41,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = directory::routes(r);
     let r = membership::routes(r);
     let r = message::routes(r);
+    let r = pages::routes(r);
     let r = members::routes(r);
     let r = context::routes(r);
     let r = state::routes(r);

@@ -6,10 +6,12 @@ use sqlx::PgPool;
 
 use crate::account::Accounts;
 use crate::config::Config;
+use crate::e2e::E2e;
 use crate::federation::Federation;
 use crate::keys::ServerKeys;
 use crate::room::Rooms;
 use crate::sync::Sync;
+use crate::sync::notify::SyncNotifier;
 
 /// Handed to every request handler. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -21,6 +23,7 @@ pub struct AppState {
     pub rooms: Rooms,
     pub sync: Sync,
     pub federation: Federation,
+    pub e2e: E2e,
 }
 
 impl AppState {
@@ -33,7 +36,9 @@ impl AppState {
     ) -> crate::error::Result<Self> {
         let accounts = Accounts::new(db.clone(), &config);
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
-        let sync = Sync::new(rooms.clone());
+        let notifier = SyncNotifier::new();
+        let sync = Sync::new(rooms.clone(), notifier.clone());
+        let e2e = E2e::new(db.clone(), config.server_name(), notifier);
         let federation = Federation::new(db.clone(), &config.federation, keys.clone())?;
         Ok(AppState {
             config,
@@ -43,6 +48,7 @@ impl AppState {
             rooms,
             sync,
             federation,
+            e2e,
         })
     }
 }

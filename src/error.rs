@@ -180,6 +180,7 @@ fn status_for_kind(kind: &ErrorKind) -> StatusCode {
         K::MissingToken | K::UnknownToken(_) | K::Unauthorized => StatusCode::UNAUTHORIZED,
         K::NotFound | K::Unrecognized => StatusCode::NOT_FOUND,
         K::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        K::WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         K::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         K::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         K::ConnectionFailed | K::ConnectionTimeout => StatusCode::BAD_GATEWAY,

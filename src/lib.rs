@@ -8,6 +8,7 @@ pub mod account;
 pub mod app;
 pub mod config;
 pub mod db;
+pub mod e2e;
 pub mod error;
 pub mod federation;
 pub mod http;

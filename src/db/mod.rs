@@ -4,6 +4,7 @@
 pub mod account_data;
 pub mod devices;
 pub mod directory;
+pub mod e2e;
 pub mod embedded;
 pub mod events;
 pub mod filters;

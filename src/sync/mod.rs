@@ -5,24 +5,30 @@
 //! still checked per room. A request with nothing new waits on the event stream (no polling
 //! loop) until something arrives or the timeout passes.
 
+pub mod e2e;
+pub mod notify;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ruma::{OwnedRoomId, UserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, UserId};
 use serde_json::Value;
 
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::Result;
 use crate::room::Rooms;
 use crate::room::timeline::TopoToken;
+use e2e::E2eSync;
+use notify::SyncNotifier;
 use token::SyncToken;
 
 /// How a sync is asked for, in domain terms.
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
     pub since: Option<SyncToken>,
+    /// The syncing device: to-device messages and key counts are per device.
+    pub device_id: OwnedDeviceId,
     pub timeline_limit: i64,
     pub full_state: bool,
     pub include_leave: bool,
@@ -45,6 +51,7 @@ pub struct SyncResponse {
     pub invite: BTreeMap<OwnedRoomId, Vec<Value>>,
     pub leave: BTreeMap<OwnedRoomId, JoinedRoomSync>,
     pub account_data: Vec<Value>,
+    pub e2e: E2eSync,
 }
 
 impl SyncResponse {
@@ -53,6 +60,7 @@ impl SyncResponse {
             && self.invite.is_empty()
             && self.leave.is_empty()
             && self.account_data.is_empty()
+            && self.e2e.is_empty()
     }
 }
 
@@ -72,17 +80,19 @@ const INVITE_STATE_TYPES: &[&str] = &[
 #[derive(Clone)]
 pub struct Sync {
     rooms: Rooms,
+    notifier: SyncNotifier,
 }
 
 impl Sync {
-    pub fn new(rooms: Rooms) -> Self {
-        Sync { rooms }
+    pub fn new(rooms: Rooms, notifier: SyncNotifier) -> Self {
+        Sync { rooms, notifier }
     }
 
     /// Answer now if anything changed since the token, otherwise wait for new events up to
     /// the timeout.
     pub async fn sync(&self, user: &UserId, req: SyncRequest) -> Result<SyncResponse> {
         let mut waiter = self.rooms.stream().subscribe();
+        let mut notes = self.notifier.subscribe();
         let deadline = tokio::time::Instant::now() + req.timeout;
         loop {
             let response = self.sync_once(user, &req).await?;
@@ -92,7 +102,9 @@ impl Sync {
             }
             // Sleep until the stream moves or the timeout passes; a timeout answers empty
             // with the same position.
-            match tokio::time::timeout_at(deadline, waiter.changed()).await {
+            match tokio::time::timeout_at(deadline, notify::either_changed(&mut waiter, &mut notes))
+                .await
+            {
                 Ok(Ok(())) => continue,
                 _ => return Ok(response),
             }
@@ -105,11 +117,17 @@ impl Sync {
         let ad_upto = db::sync::max_account_data_stream(db).await?;
         let since = if req.full_state { None } else { req.since };
         let after = since.map_or(0, |s| s.events);
+        // Acknowledgement of to-device messages follows the client's token even with
+        // full_state, so it uses `req.since`.
+        let e2e = e2e::section(db, user, req.device_id.as_str(), req.since, upto).await?;
         let mut out = SyncResponse {
             next_batch: SyncToken {
                 events: upto,
                 account_data: ad_upto,
+                to_device: e2e.to_device_pos,
+                device_lists: e2e.device_lists_pos,
             },
+            e2e,
             ..Default::default()
         };
 

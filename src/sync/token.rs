@@ -1,5 +1,5 @@
-//! Sync tokens: `s<events>_<account_data>`, positions in each stream. Opaque to clients,
-//! parsed strictly.
+//! Sync tokens: `s<events>_<account_data>_<to_device>_<device_lists>`, positions in each
+//! stream. Opaque to clients, parsed strictly.
 
 use crate::error::{Error, Result};
 
@@ -7,6 +7,11 @@ use crate::error::{Error, Result};
 pub struct SyncToken {
     pub events: i64,
     pub account_data: i64,
+    /// The last to-device message handed to the syncing device; a later sync with this
+    /// token acknowledges (deletes) everything up to it.
+    pub to_device: i64,
+    /// Position in the device-list (key change) stream.
+    pub device_lists: i64,
 }
 
 impl SyncToken {
@@ -14,24 +19,34 @@ impl SyncToken {
         let bad = || Error::invalid_param(format!("Invalid sync token {s:?}"));
         let rest = s.strip_prefix('s').ok_or_else(bad)?;
         let mut parts = rest.split('_');
-        let (Some(e), Some(a), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad());
+        // Digits only: `str::parse` would also take a sign.
+        let mut next = || -> Result<i64> {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse().map_err(|_| bad())
         };
-        let events: i64 = e.parse().map_err(|_| bad())?;
-        let account_data: i64 = a.parse().map_err(|_| bad())?;
-        if events < 0 || account_data < 0 {
+        let token = SyncToken {
+            events: next()?,
+            account_data: next()?,
+            to_device: next()?,
+            device_lists: next()?,
+        };
+        if parts.next().is_some() {
             return Err(bad());
         }
-        Ok(SyncToken {
-            events,
-            account_data,
-        })
+        Ok(token)
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}", self.events, self.account_data)
+        write!(
+            f,
+            "s{}_{}_{}_{}",
+            self.events, self.account_data, self.to_device, self.device_lists
+        )
     }
 }
 
@@ -44,10 +59,26 @@ mod tests {
         let t = SyncToken {
             events: 42,
             account_data: 7,
+            to_device: 3,
+            device_lists: 9,
         };
+        assert_eq!(t.to_string(), "s42_7_3_9");
         assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
         for bad in [
-            "", "s", "s1", "s1_", "s1_2_3", "t1_2", "s-1_2", "sa_b", "s1_2 ",
+            "",
+            "s",
+            "s1",
+            "s1_",
+            "s1_2",
+            "s1_2_3",
+            "s1_2_3_",
+            "s1_2_3_4_5",
+            "t1_2_3_4",
+            "s-1_2_3_4",
+            "s1_2_3_-4",
+            "sa_b_c_d",
+            "s1_2_3_4 ",
+            "s+1_2_3_4",
         ] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }

@@ -3,11 +3,13 @@
 mod account;
 mod account_data;
 mod admin_register;
+mod backup;
 mod context;
 mod device;
 mod directory;
 mod discovery;
 mod filter;
+mod keys;
 mod members;
 mod membership;
 mod message;
@@ -19,6 +21,7 @@ mod room;
 mod session;
 mod state;
 mod sync;
+mod to_device;
 
 use axum::Router;
 
@@ -45,6 +48,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = members::routes(r);
     let r = context::routes(r);
     let r = state::routes(r);
+    let r = keys::routes(r);
+    let r = to_device::routes(r);
+    let r = backup::routes(r);
     sync::routes(r)
 }
 

@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 use crate::room::raw;
+use crate::sync::e2e::E2eSync;
 use crate::sync::token::SyncToken;
 use crate::sync::{JoinedRoomSync, SyncRequest};
 
@@ -45,6 +46,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
     let since = body.since.as_deref().map(SyncToken::parse).transpose()?;
     let request = SyncRequest {
         since,
+        device_id: user.device_id.clone(),
         timeline_limit: filter
             .room
             .timeline
@@ -76,6 +78,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         response.rooms.leave.insert(room_id, left);
     }
     response.account_data.events = raws(&result.account_data)?;
+    fill_e2e(&mut response, result.e2e)?;
     Ok(response)
 }
 
@@ -91,4 +94,15 @@ fn fill(timeline: &mut Timeline, state: &mut State, r: &JoinedRoomSync) -> Resul
 
 fn raws<T>(values: &[Value]) -> Result<Vec<Raw<T>>> {
     values.iter().map(|v| raw(v).map(Raw::from_json)).collect()
+}
+
+/// To-device messages, key counts and device-list changes.
+fn fill_e2e(response: &mut v3::Response, e2e: E2eSync) -> Result<()> {
+    response.to_device.events = raws(&e2e.to_device)?;
+    response.device_one_time_keys_count = e2e.one_time_keys_count;
+    // Always present, so clients know the server supports fallback keys.
+    response.device_unused_fallback_key_types = Some(e2e.unused_fallback_key_types);
+    response.device_lists.changed = e2e.changed;
+    response.device_lists.left = e2e.left;
+    Ok(())
 }

@@ -1,0 +1,454 @@
+//! End-to-end encryption plumbing: the server stores and routes keys and to-device messages
+//! and keeps room key backups; it never reads what is encrypted.
+//!
+//! Domain code: ruma types and our [`Error`], no HTTP. Every change of a user's keys bumps
+//! the device-list stream, and every change a syncing client must see wakes /sync.
+
+pub mod backup;
+
+use std::collections::{BTreeMap, HashMap};
+
+use ruma::api::client::keys::{claim_keys, get_keys, upload_signatures};
+use ruma::api::client::to_device::send_event_to_device;
+use ruma::encryption::{CrossSigningKey, DeviceKeys, OneTimeKey};
+use ruma::serde::Raw;
+use ruma::to_device::DeviceIdOrAllDevices;
+use ruma::{
+    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt,
+    UserId,
+};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use crate::account::{AuthedUser, now_ms};
+use crate::db::{self, e2e::SignatureRow};
+use crate::error::{Error, Result};
+use crate::sync::e2e::{counts, user_ids};
+use crate::sync::notify::SyncNotifier;
+use crate::sync::token::SyncToken;
+
+#[derive(Clone)]
+pub struct E2e {
+    db: PgPool,
+    server_name: OwnedServerName,
+    notifier: SyncNotifier,
+}
+
+/// What `/keys/upload` carries.
+pub struct KeyUpload<'a> {
+    pub device_keys: Option<&'a Raw<DeviceKeys>>,
+    pub one_time_keys: &'a BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
+    pub fallback_keys: &'a BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
+}
+
+/// The three cross-signing keys of `/keys/device_signing/upload`, each optional.
+pub struct SigningKeys<'a> {
+    pub master: Option<&'a Raw<CrossSigningKey>>,
+    pub self_signing: Option<&'a Raw<CrossSigningKey>>,
+    pub user_signing: Option<&'a Raw<CrossSigningKey>>,
+}
+
+impl E2e {
+    pub fn new(db: PgPool, server_name: OwnedServerName, notifier: SyncNotifier) -> Self {
+        E2e {
+            db,
+            server_name,
+            notifier,
+        }
+    }
+
+    pub fn notifier(&self) -> &SyncNotifier {
+        &self.notifier
+    }
+
+    /// Store a device's identity, one-time and fallback keys; answer its one-time key counts.
+    pub async fn upload_keys(
+        &self,
+        user: &AuthedUser,
+        upload: KeyUpload<'_>,
+    ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
+        let (uid, did) = (user.user_id.as_str(), user.device_id.as_str());
+        let device_keys = match upload.device_keys {
+            Some(raw) => {
+                let keys: DeviceKeys = raw
+                    .deserialize()
+                    .map_err(|e| Error::bad_json(format!("Invalid device_keys: {e}")))?;
+                if keys.user_id != user.user_id || keys.device_id != user.device_id {
+                    return Err(Error::invalid_param(
+                        "device_keys must be for the calling user and device",
+                    ));
+                }
+                Some(raw.json().get())
+            }
+            None => None,
+        };
+        let (ota, otk, otj) = split_keys(upload.one_time_keys.iter());
+        // One fallback key per algorithm: the last one named wins.
+        let fallback: BTreeMap<OneTimeKeyAlgorithm, (&OwnedOneTimeKeyId, &Raw<OneTimeKey>)> =
+            upload
+                .fallback_keys
+                .iter()
+                .map(|(id, k)| (id.algorithm(), (id, k)))
+                .collect();
+        let (fba, fbk, fbj) = split_keys(fallback.into_values());
+
+        let mut tx = self.db.begin().await?;
+        let mut changed = false;
+        if let Some(json) = device_keys {
+            db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
+            if db::e2e::upsert_device_keys(&mut *tx, uid, did, json).await? {
+                db::e2e::mark_device_lists_changed(&mut *tx, &[uid.to_owned()]).await?;
+                changed = true;
+            }
+        }
+        if !ota.is_empty() {
+            db::e2e::insert_one_time_keys(&mut *tx, uid, did, &ota, &otk, &otj).await?;
+        }
+        if !fba.is_empty() {
+            db::e2e::upsert_fallback_keys(&mut *tx, uid, did, &fba, &fbk, &fbj).await?;
+        }
+        let counts = counts(db::e2e::one_time_key_counts(&mut *tx, uid, did).await?);
+        tx.commit().await?;
+        if changed {
+            self.notifier.notify();
+        }
+        Ok(counts)
+    }
+
+    /// Device and cross-signing keys of local users. Remote users are listed as failures
+    /// until keys are fetched over federation.
+    pub async fn query_keys(
+        &self,
+        caller: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<get_keys::v3::Response> {
+        let mut out = get_keys::v3::Response::new();
+        let mut users = Vec::new();
+        let mut devices = Vec::new();
+        for (user, devs) in wanted {
+            if user.server_name() != self.server_name {
+                out.failures
+                    .insert(user.server_name().to_string(), Value::Object(Map::new()));
+                continue;
+            }
+            if devs.is_empty() {
+                users.push(user.to_string());
+                devices.push(None);
+            }
+            for d in devs {
+                users.push(user.to_string());
+                devices.push(Some(d.to_string()));
+            }
+        }
+        let rows = db::e2e::device_keys(&self.db, &users, &devices).await?;
+        let local: Vec<String> = wanted
+            .keys()
+            .filter(|u| u.server_name() == self.server_name)
+            .map(ToString::to_string)
+            .collect();
+        let cross = db::e2e::cross_signing_keys(&self.db, &local).await?;
+        let sigs = db::e2e::signatures_on(&self.db, &local).await?;
+        let mut sigs_by_target: HashMap<(&str, &str), Vec<&SignatureRow>> = HashMap::new();
+        for s in &sigs {
+            sigs_by_target
+                .entry((s.target_user_id.as_str(), s.target_key_id.as_str()))
+                .or_default()
+                .push(s);
+        }
+        let no_sigs = Vec::new();
+
+        for row in rows {
+            let Ok(user) = OwnedUserId::try_from(row.user_id.as_str()) else {
+                continue;
+            };
+            let found = sigs_by_target
+                .get(&(row.user_id.as_str(), row.device_id.as_str()))
+                .unwrap_or(&no_sigs);
+            let mut json = with_signatures(&row.key_json, found)?;
+            let unsigned = json
+                .entry("unsigned")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let (Value::Object(u), Some(name)) = (unsigned, row.display_name) {
+                u.insert("device_display_name".to_owned(), Value::String(name));
+            }
+            out.device_keys
+                .entry(user)
+                .or_default()
+                .insert(row.device_id.into(), to_raw(&json)?);
+        }
+        for row in cross {
+            let Ok(user) = OwnedUserId::try_from(row.user_id.as_str()) else {
+                continue;
+            };
+            // The user-signing key says whom the user trusts: only its owner sees it.
+            if row.key_type == "user_signing" && user != caller {
+                continue;
+            }
+            let found = sigs_by_target
+                .get(&(row.user_id.as_str(), row.key_id.as_str()))
+                .unwrap_or(&no_sigs);
+            let raw = to_raw(&with_signatures(&row.key_json, found)?)?;
+            match row.key_type.as_str() {
+                "master" => out.master_keys.insert(user, raw),
+                "self_signing" => out.self_signing_keys.insert(user, raw),
+                _ => out.user_signing_keys.insert(user, raw),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Hand out one key per requested device and algorithm: a one-time key, which is
+    /// deleted, or else the device's fallback key, which stays.
+    pub async fn claim_keys(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+    ) -> Result<claim_keys::v3::Response> {
+        let mut failures = BTreeMap::new();
+        let (mut users, mut devices, mut algorithms) = (Vec::new(), Vec::new(), Vec::new());
+        for (user, devs) in wanted {
+            if user.server_name() != self.server_name {
+                failures.insert(user.server_name().to_string(), Value::Object(Map::new()));
+                continue;
+            }
+            for (d, a) in devs {
+                users.push(user.to_string());
+                devices.push(d.to_string());
+                algorithms.push(a.to_string());
+            }
+        }
+        let mut tx = self.db.begin().await?;
+        let mut claimed =
+            db::e2e::claim_one_time_keys(&mut *tx, &users, &devices, &algorithms).await?;
+        // Devices that had no one-time key left get their fallback key.
+        let mut rest = (Vec::new(), Vec::new(), Vec::new());
+        for ((u, d), a) in users.iter().zip(&devices).zip(&algorithms) {
+            if !claimed.iter().any(|c| &c.user_id == u && &c.device_id == d) {
+                rest.0.push(u.clone());
+                rest.1.push(d.clone());
+                rest.2.push(a.clone());
+            }
+        }
+        if !rest.0.is_empty() {
+            claimed
+                .extend(db::e2e::claim_fallback_keys(&mut *tx, &rest.0, &rest.1, &rest.2).await?);
+        }
+        tx.commit().await?;
+
+        let mut keys: BTreeMap<OwnedUserId, claim_keys::v3::OneTimeKeys> = BTreeMap::new();
+        for c in claimed {
+            let (Ok(user), Ok(key_id)) = (
+                OwnedUserId::try_from(c.user_id.as_str()),
+                OwnedOneTimeKeyId::try_from(c.key_id.as_str()),
+            ) else {
+                continue;
+            };
+            let raw = serde_json::value::RawValue::from_string(c.key_json)
+                .map_err(|e| Error::internal(format!("stored key JSON: {e}")))?;
+            keys.entry(user)
+                .or_default()
+                .entry(c.device_id.into())
+                .or_default()
+                .insert(key_id, Raw::from_json(raw));
+        }
+        let mut out = claim_keys::v3::Response::new(keys);
+        out.failures = failures;
+        Ok(out)
+    }
+
+    /// Users whose keys the caller must re-fetch between two sync positions, and users who
+    /// no longer share a room with the caller.
+    pub async fn key_changes(
+        &self,
+        user: &UserId,
+        from: SyncToken,
+        to: SyncToken,
+    ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+        let uid = user.as_str();
+        let changed = db::e2e::changed_users(
+            &self.db,
+            uid,
+            from.device_lists,
+            to.device_lists,
+            from.events,
+            to.events,
+        )
+        .await?;
+        let left = db::e2e::left_users(&self.db, uid, from.events, to.events).await?;
+        Ok((user_ids(changed), user_ids(left)))
+    }
+
+    /// Store the caller's cross-signing keys (the caller has passed user-interactive auth).
+    pub async fn upload_signing_keys(&self, user: &UserId, keys: SigningKeys<'_>) -> Result<()> {
+        let (mut types, mut ids, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
+        for (kind, raw) in [
+            ("master", keys.master),
+            ("self_signing", keys.self_signing),
+            ("user_signing", keys.user_signing),
+        ] {
+            let Some(raw) = raw else { continue };
+            let key: CrossSigningKey = raw
+                .deserialize()
+                .map_err(|e| Error::bad_json(format!("Invalid {kind} key: {e}")))?;
+            if key.user_id != user {
+                return Err(Error::invalid_param(format!(
+                    "The {kind} key must belong to the calling user"
+                )));
+            }
+            let mut names = key.keys.keys();
+            let (Some(id), None) = (names.next(), names.next()) else {
+                return Err(Error::invalid_param(format!(
+                    "The {kind} key must hold exactly one public key"
+                )));
+            };
+            types.push(kind.to_owned());
+            ids.push(id.key_name().as_str().to_owned());
+            jsons.push(raw.json().get().to_owned());
+        }
+        if types.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
+        db::e2e::upsert_cross_signing_keys(&mut *tx, user.as_str(), &types, &ids, &jsons).await?;
+        db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
+        tx.commit().await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Store the caller's signatures on keys (own devices, own master key, others' master
+    /// keys). Only signatures made by the caller are taken; others' are ignored.
+    pub async fn upload_signatures(
+        &self,
+        user: &UserId,
+        signed: &BTreeMap<OwnedUserId, upload_signatures::v3::SignedKeys>,
+    ) -> Result<()> {
+        let mut rows = Vec::new();
+        for (target, keys) in signed {
+            for (key_id, json) in keys.iter() {
+                let value: Value = serde_json::from_str(json.get())
+                    .map_err(|e| Error::bad_json(format!("Invalid signed key: {e}")))?;
+                let Some(Value::Object(mine)) =
+                    value.get("signatures").and_then(|s| s.get(user.as_str()))
+                else {
+                    continue;
+                };
+                for (signer_key_id, sig) in mine {
+                    let Some(sig) = sig.as_str() else { continue };
+                    rows.push(SignatureRow {
+                        target_user_id: target.to_string(),
+                        target_key_id: key_id.to_owned(),
+                        signer_user_id: user.to_string(),
+                        signer_key_id: signer_key_id.clone(),
+                        signature: sig.to_owned(),
+                    });
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // A signature changes how the caller's keys look to everyone who shares a room with
+        // them (and, for signatures on others' keys, to the caller's own devices).
+        let mut tx = self.db.begin().await?;
+        db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
+        db::e2e::insert_signatures(&mut *tx, &rows).await?;
+        db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
+        tx.commit().await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Queue a to-device message for each target device, once per sender device and
+    /// transaction ID. Remote recipients are skipped until federation carries them.
+    pub async fn send_to_device(
+        &self,
+        sender: &AuthedUser,
+        event_type: &str,
+        txn_id: &str,
+        messages: &send_event_to_device::v3::Messages,
+    ) -> Result<()> {
+        let (mut users, mut devices, mut contents) = (Vec::new(), Vec::new(), Vec::new());
+        for (user, targets) in messages {
+            if user.server_name() != self.server_name {
+                tracing::debug!(%user, "to-device for a remote user dropped: no federation yet");
+                continue;
+            }
+            for (target, content) in targets {
+                users.push(user.to_string());
+                devices.push(match target {
+                    DeviceIdOrAllDevices::DeviceId(d) => Some(d.to_string()),
+                    DeviceIdOrAllDevices::AllDevices => None,
+                });
+                contents.push(content.json().get().to_owned());
+            }
+        }
+        let mut tx = self.db.begin().await?;
+        let fresh = db::e2e::insert_to_device_txn(
+            &mut *tx,
+            sender.user_id.as_str(),
+            sender.device_id.as_str(),
+            txn_id,
+            now_ms(),
+        )
+        .await?;
+        if !fresh {
+            return Ok(());
+        }
+        db::e2e::lock_stream(&mut *tx, db::e2e::TO_DEVICE_LOCK).await?;
+        db::e2e::insert_to_device(
+            &mut *tx,
+            sender.user_id.as_str(),
+            event_type,
+            &users,
+            &devices,
+            &contents,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notifier.notify();
+        Ok(())
+    }
+}
+
+/// Parallel (algorithm, key ID, JSON) arrays for the key tables.
+fn split_keys<'a>(
+    keys: impl Iterator<Item = (&'a OwnedOneTimeKeyId, &'a Raw<OneTimeKey>)>,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut a, mut k, mut j) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, key) in keys {
+        a.push(id.algorithm().to_string());
+        k.push(id.to_string());
+        j.push(key.json().get().to_owned());
+    }
+    (a, k, j)
+}
+
+/// The stored key object with uploaded signatures merged into its `signatures`.
+fn with_signatures(json: &str, sigs: &[&SignatureRow]) -> Result<Map<String, Value>> {
+    let mut obj: Map<String, Value> =
+        serde_json::from_str(json).map_err(|e| Error::internal(format!("stored key JSON: {e}")))?;
+    if sigs.is_empty() {
+        return Ok(obj);
+    }
+    let all = obj
+        .entry("signatures")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(all) = all {
+        for s in sigs {
+            if let Value::Object(by_signer) = all
+                .entry(s.signer_user_id.clone())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                by_signer.insert(s.signer_key_id.clone(), Value::String(s.signature.clone()));
+            }
+        }
+    }
+    Ok(obj)
+}
+
+fn to_raw<T>(obj: &Map<String, Value>) -> Result<Raw<T>> {
+    serde_json::value::to_raw_value(obj)
+        .map(Raw::from_json)
+        .map_err(|e| Error::internal(format!("key JSON: {e}")))
+}

@@ -653,3 +653,36 @@ async fn room_key_backup_versions_and_keys() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_a_device_is_a_device_list_change() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let (_, body) = s.login("bob", "bob-password").await;
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "no bob yet");
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    let (_, second) = s.login("bob", "bob-password").await;
+    let second = User::from_response(&second);
+    let from = sync(&s, &alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    assert_eq!(
+        s.post("/_matrix/client/v3/logout", second.t(), &json!({}))
+            .await
+            .0,
+        200
+    );
+    let res = sync(&s, &alice, &format!("?since={from}")).await;
+    let changed: Vec<&str> = res["device_lists"]["changed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(changed.contains(&bob.user_id.as_str()), "{res}");
+    s.shutdown().await;
+}

@@ -281,13 +281,19 @@ impl Accounts {
 
     /// Revoke the caller's token by removing its device.
     pub async fn logout(&self, user: &AuthedUser) -> Result<()> {
-        db::devices::delete(&self.db, user.user_id.as_str(), user.device_id.as_str()).await?;
+        let mut tx = self.db.begin().await?;
+        db::devices::delete(&mut *tx, user.user_id.as_str(), user.device_id.as_str()).await?;
+        device_list_changed(&mut tx, &user.user_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Revoke every token of the user.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
-        db::devices::delete_all_except(&self.db, user_id.as_str(), None).await?;
+        let mut tx = self.db.begin().await?;
+        db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
+        device_list_changed(&mut tx, user_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -308,6 +314,7 @@ impl Accounts {
                 Some(user.device_id.as_str()),
             )
             .await?;
+            device_list_changed(&mut tx, &user.user_id).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -318,6 +325,7 @@ impl Accounts {
         let mut tx = self.db.begin().await?;
         db::users::deactivate(&mut *tx, user_id.as_str()).await?;
         db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
+        device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
@@ -351,7 +359,10 @@ impl Accounts {
     }
 
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
-        db::devices::delete_many(&self.db, user_id.as_str(), device_ids).await?;
+        let mut tx = self.db.begin().await?;
+        db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
+        device_list_changed(&mut tx, user_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -385,6 +396,14 @@ impl Accounts {
     pub async fn take_registration_nonce(&self, nonce: &str) -> Result<bool> {
         Ok(db::uiaa::take_nonce(&self.db, nonce, now_ms() - 60_000).await?)
     }
+}
+
+/// Devices going away change the user's device list: other users' clients must hear of it
+/// (/sync device_lists, /keys/changes) to stop encrypting for them.
+async fn device_list_changed(tx: &mut sqlx::PgConnection, user_id: &UserId) -> Result<()> {
+    db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
+    db::e2e::mark_device_lists_changed(&mut *tx, &[user_id.to_string()]).await?;
+    Ok(())
 }
 
 /// Account data and push rules (push rules live in account data as `m.push_rules`, which is

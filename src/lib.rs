@@ -1,7 +1,8 @@
 //! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
 //!
 //! Module dependencies point one way:
-//! `server → http → { account, keys } → db → config, error`.
+//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`.
+//! `room` never calls `federation`; an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 
 pub mod account;

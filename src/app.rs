@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::account::Accounts;
 use crate::config::Config;
 use crate::e2e::E2e;
+use crate::ephemeral::Ephemeral;
 use crate::federation::Federation;
 use crate::keys::ServerKeys;
 use crate::room::Rooms;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub sync: Sync,
     pub federation: Federation,
     pub e2e: E2e,
+    pub ephemeral: Ephemeral,
 }
 
 impl AppState {
@@ -37,7 +39,13 @@ impl AppState {
         let accounts = Accounts::new(db.clone(), &config);
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
         let notifier = SyncNotifier::new();
-        let sync = Sync::new(rooms.clone(), notifier.clone());
+        let ephemeral = Ephemeral::new(
+            db.clone(),
+            rooms.clone(),
+            accounts.clone(),
+            notifier.clone(),
+        );
+        let sync = Sync::new(rooms.clone(), notifier.clone(), ephemeral.clone());
         let e2e = E2e::new(db.clone(), config.server_name(), notifier);
         let federation = Federation::new(db.clone(), &config.federation, keys.clone())?;
         Ok(AppState {
@@ -49,6 +57,7 @@ impl AppState {
             sync,
             federation,
             e2e,
+            ephemeral,
         })
     }
 }

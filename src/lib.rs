@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod e2e;
+pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod http;

@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod events;
 pub mod filters;
 pub mod reads;
+pub mod receipts;
 pub mod rooms;
 pub mod server_keys;
 pub mod state;

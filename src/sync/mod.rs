@@ -16,6 +16,7 @@ use ruma::{OwnedDeviceId, OwnedRoomId, UserId};
 use serde_json::Value;
 
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
+use crate::ephemeral::{Ephemeral, EphemeralPositions, EphemeralSync};
 use crate::error::Result;
 use crate::room::Rooms;
 use crate::room::timeline::TopoToken;
@@ -42,6 +43,8 @@ pub struct JoinedRoomSync {
     pub prev_batch: Option<String>,
     pub state: Vec<Value>,
     pub account_data: Vec<Value>,
+    /// `m.typing` and `m.receipt` events.
+    pub ephemeral: Vec<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +55,8 @@ pub struct SyncResponse {
     pub leave: BTreeMap<OwnedRoomId, JoinedRoomSync>,
     pub account_data: Vec<Value>,
     pub e2e: E2eSync,
+    /// `m.presence` events.
+    pub presence: Vec<Value>,
 }
 
 impl SyncResponse {
@@ -61,6 +66,7 @@ impl SyncResponse {
             && self.leave.is_empty()
             && self.account_data.is_empty()
             && self.e2e.is_empty()
+            && self.presence.is_empty()
     }
 }
 
@@ -81,11 +87,16 @@ const INVITE_STATE_TYPES: &[&str] = &[
 pub struct Sync {
     rooms: Rooms,
     notifier: SyncNotifier,
+    ephemeral: Ephemeral,
 }
 
 impl Sync {
-    pub fn new(rooms: Rooms, notifier: SyncNotifier) -> Self {
-        Sync { rooms, notifier }
+    pub fn new(rooms: Rooms, notifier: SyncNotifier, ephemeral: Ephemeral) -> Self {
+        Sync {
+            rooms,
+            notifier,
+            ephemeral,
+        }
     }
 
     /// Answer now if anything changed since the token, otherwise wait for new events up to
@@ -126,6 +137,7 @@ impl Sync {
                 account_data: ad_upto,
                 to_device: e2e.to_device_pos,
                 device_lists: e2e.device_lists_pos,
+                ..Default::default()
             },
             e2e,
             ..Default::default()
@@ -136,6 +148,7 @@ impl Sync {
             rooms.iter().filter(|r| r.membership == "join").collect();
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
+        let ephemeral = self.ephemeral_section(user, &joined, since).await?;
         let recent = db::sync::recent_events(db, &joined_nids, after, upto, limit).await?;
         let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
         for e in recent {
@@ -213,6 +226,7 @@ impl Sync {
                     prev_batch,
                     state,
                     account_data: Vec::new(),
+                    ephemeral: Vec::new(),
                 },
             );
         }
@@ -249,6 +263,8 @@ impl Sync {
             );
         }
 
+        add_ephemeral(&mut out, ephemeral);
+
         let ad_after = since.map_or(0, |s| s.account_data);
         for (room_id, kind, content, _) in
             db::sync::account_data_since(db, user.as_str(), ad_after).await?
@@ -268,6 +284,30 @@ impl Sync {
             }
         }
         Ok(out)
+    }
+
+    /// Typing, receipts and presence for the joined rooms, read before the timelines so
+    /// nothing that lands in between is skipped by the next token.
+    async fn ephemeral_section(
+        &self,
+        user: &UserId,
+        joined: &[&db::sync::UserRoom],
+        since: Option<SyncToken>,
+    ) -> Result<EphemeralSync> {
+        let rooms: Vec<(i64, &ruma::RoomId)> = joined
+            .iter()
+            .filter_map(|r| {
+                <&ruma::RoomId>::try_from(r.room_id.as_str())
+                    .ok()
+                    .map(|id| (r.room_nid, id))
+            })
+            .collect();
+        let since = since.map(|s| EphemeralPositions {
+            typing: s.typing,
+            receipts: s.receipts,
+            presence: s.presence,
+        });
+        self.ephemeral.sync_section(user, &rooms, since).await
     }
 
     /// Stripped state for an invite: the invite itself and the room's public basics.
@@ -294,6 +334,22 @@ impl Sync {
             })
             .collect())
     }
+}
+
+/// Put the ephemeral section into the response: each room's events (a room with nothing
+/// else new still appears), presence, and the positions in the next token.
+fn add_ephemeral(out: &mut SyncResponse, ephemeral: EphemeralSync) {
+    out.next_batch.typing = ephemeral.positions.typing;
+    out.next_batch.receipts = ephemeral.positions.receipts;
+    out.next_batch.presence = ephemeral.positions.presence;
+    for (room_id, events) in ephemeral.rooms {
+        out.join
+            .entry(room_id)
+            .or_default()
+            .ephemeral
+            .extend(events);
+    }
+    out.presence = ephemeral.presence;
 }
 
 fn room_row(r: &db::sync::UserRoom) -> RoomRow {

@@ -1,5 +1,5 @@
-//! Sync tokens: `s<events>_<account_data>_<to_device>_<device_lists>`, positions in each
-//! stream. Opaque to clients, parsed strictly.
+//! Sync tokens: `s<events>_<account_data>_<to_device>_<device_lists>_<typing>_<receipts>_<presence>`,
+//! positions in each stream. Opaque to clients, parsed strictly.
 
 use crate::error::{Error, Result};
 
@@ -12,6 +12,12 @@ pub struct SyncToken {
     pub to_device: i64,
     /// Position in the device-list (key change) stream.
     pub device_lists: i64,
+    /// Serial of the in-memory typing sets.
+    pub typing: i64,
+    /// Position in the receipts stream.
+    pub receipts: i64,
+    /// Serial of the in-memory presence map.
+    pub presence: i64,
 }
 
 impl SyncToken {
@@ -32,6 +38,9 @@ impl SyncToken {
             account_data: next()?,
             to_device: next()?,
             device_lists: next()?,
+            typing: next()?,
+            receipts: next()?,
+            presence: next()?,
         };
         if parts.next().is_some() {
             return Err(bad());
@@ -44,8 +53,14 @@ impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}",
-            self.events, self.account_data, self.to_device, self.device_lists
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.account_data,
+            self.to_device,
+            self.device_lists,
+            self.typing,
+            self.receipts,
+            self.presence
         )
     }
 }
@@ -61,8 +76,11 @@ mod tests {
             account_data: 7,
             to_device: 3,
             device_lists: 9,
+            typing: 5,
+            receipts: 11,
+            presence: 2,
         };
-        assert_eq!(t.to_string(), "s42_7_3_9");
+        assert_eq!(t.to_string(), "s42_7_3_9_5_11_2");
         assert_eq!(SyncToken::parse(&t.to_string()).unwrap(), t);
         for bad in [
             "",
@@ -72,13 +90,17 @@ mod tests {
             "s1_2",
             "s1_2_3",
             "s1_2_3_",
-            "s1_2_3_4_5",
-            "t1_2_3_4",
-            "s-1_2_3_4",
-            "s1_2_3_-4",
-            "sa_b_c_d",
-            "s1_2_3_4 ",
-            "s+1_2_3_4",
+            "s1_2_3_4",
+            "s1_2_3_4_5_6",
+            "s1_2_3_4_5_6_",
+            "s1_2_3_4_5_6_7_8",
+            "t1_2_3_4_5_6_7",
+            "s-1_2_3_4_5_6_7",
+            "s1_2_3_4_5_6_-7",
+            "sa_b_c_d_e_f_g",
+            "s1_2_3_4_5_6_7 ",
+            "s+1_2_3_4_5_6_7",
+            "s1_2_3_4__6_7",
         ] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }

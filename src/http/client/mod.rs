@@ -14,14 +14,17 @@ mod members;
 mod membership;
 mod message;
 mod pages;
+mod presence;
 mod profile;
 mod push_rules;
+mod receipt;
 mod register;
 mod room;
 mod session;
 mod state;
 mod sync;
 mod to_device;
+mod typing;
 
 use axum::Router;
 
@@ -51,6 +54,9 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = keys::routes(r);
     let r = to_device::routes(r);
     let r = backup::routes(r);
+    let r = typing::routes(r);
+    let r = receipt::routes(r);
+    let r = presence::routes(r);
     sync::routes(r)
 }
 

@@ -58,6 +58,9 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         include_leave: filter.room.include_leave,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
     };
+    state
+        .ephemeral
+        .presence_from_sync(&user.user_id, &body.set_presence);
     let result = state.sync.sync(&user.user_id, request).await?;
 
     let mut response = v3::Response::new(result.next_batch.to_string());
@@ -65,6 +68,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         let mut joined = JoinedRoom::new();
         fill(&mut joined.timeline, &mut joined.state, &r)?;
         joined.account_data.events = raws(&r.account_data)?;
+        joined.ephemeral.events = raws(&r.ephemeral)?;
         response.rooms.join.insert(room_id, joined);
     }
     for (room_id, events) in result.invite {
@@ -79,6 +83,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
     }
     response.account_data.events = raws(&result.account_data)?;
     fill_e2e(&mut response, result.e2e)?;
+    response.presence.events = raws(&result.presence)?;
     Ok(response)
 }
 

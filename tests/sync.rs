@@ -279,3 +279,44 @@ async fn invites_leaves_and_account_data() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_loaded_members_are_the_timeline_senders() {
+    let s = TestServer::start().await;
+    let owner = s.register("vera", "vera-password").await;
+    let talker = s.register("walt", "walt-password").await;
+    let lurker = s.register("xena", "xena-password").await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&talker, &room).await;
+    s.join(&lurker, &room).await;
+    send_text(&s, &talker, &room, "hi").await;
+
+    let members = |res: &Value| -> Vec<String> {
+        let mut m: Vec<String> = res["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["type"] == "m.room.member")
+                    .map(|e| e["state_key"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.sort();
+        m
+    };
+    let lazy = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%2C%22state%22%3A%7B%22lazy_load_members%22%3Atrue%7D%7D%7D";
+    let res = sync(&s, &owner, &format!("?filter={lazy}")).await;
+    let mut expected = vec![owner.user_id.clone(), talker.user_id.clone()];
+    expected.sort();
+    assert_eq!(members(&res), expected, "{res}");
+
+    let eager = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
+    let res = sync(&s, &owner, &format!("?filter={eager}")).await;
+    assert!(
+        members(&res).contains(&lurker.user_id),
+        "without lazy loading every member comes"
+    );
+    s.shutdown().await;
+}

@@ -33,6 +33,8 @@ pub struct SyncRequest {
     pub timeline_limit: i64,
     pub full_state: bool,
     pub include_leave: bool,
+    /// Send only the member events of the timeline's senders (and the syncing user's own).
+    pub lazy_load_members: bool,
     pub timeout: Duration,
 }
 
@@ -212,6 +214,11 @@ impl Sync {
                 }
                 Some(_) => Vec::new(),
             };
+            let state = if req.lazy_load_members {
+                self.lazy_members(&row, user, &events, state).await?
+            } else {
+                state
+            };
             let prev_batch = events.first().map(|e| TopoToken::of(e).to_string());
             let timeline = self.rooms.to_client(&row, &events).await?;
             let state = self.rooms.to_client(&row, &state).await?;
@@ -308,6 +315,57 @@ impl Sync {
             presence: s.presence,
         });
         self.ephemeral.sync_section(user, &rooms, since).await
+    }
+
+    /// Lazy-loaded membership: drop member events of users who did not send anything in the
+    /// timeline, and add those senders' member events (as of the timeline's start) that the
+    /// state section lacks. Redundant members are sent again rather than tracked per device.
+    async fn lazy_members(
+        &self,
+        room: &RoomRow,
+        user: &UserId,
+        timeline: &[StoredEvent],
+        state: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut wanted: std::collections::BTreeSet<String> =
+            timeline.iter().map(|e| e.sender.clone()).collect();
+        wanted.insert(user.to_string());
+        let state_key = |e: &StoredEvent| {
+            serde_json::from_str::<Value>(&e.json)
+                .ok()
+                .and_then(|v| v["state_key"].as_str().map(str::to_owned))
+        };
+        let mut kept = Vec::with_capacity(state.len());
+        let mut have = std::collections::BTreeSet::new();
+        for e in state {
+            if e.event_type != "m.room.member" {
+                kept.push(e);
+            } else if let Some(k) = state_key(&e)
+                && wanted.contains(&k)
+            {
+                have.insert(k);
+                kept.push(e);
+            }
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|u| !have.contains(*u))
+            .map(String::as_str)
+            .collect();
+        let group = timeline
+            .first()
+            .and_then(|e| e.state_before)
+            .or(room.state_group);
+        if let (false, Some(group)) = (missing.is_empty(), group) {
+            let keys: Vec<(&str, &str)> = missing.iter().map(|u| ("m.room.member", *u)).collect();
+            let nids: Vec<i64> = db::state::load_keys(self.rooms.db(), group, &keys)
+                .await?
+                .into_iter()
+                .map(|row| row.1)
+                .collect();
+            kept.extend(db::events::by_nids(self.rooms.db(), &nids).await?);
+        }
+        Ok(kept)
     }
 
     /// Stripped state for an invite: the invite itself and the room's public basics.

@@ -56,6 +56,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
             }),
         full_state: body.full_state,
         include_leave: filter.room.include_leave,
+        lazy_load_members: !filter.room.state.lazy_load_options.is_disabled(),
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
     };
     state

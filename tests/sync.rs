@@ -320,3 +320,38 @@ async fn lazy_loaded_members_are_the_timeline_senders() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_summary_counts_and_heroes() {
+    let s = TestServer::start().await;
+    let owner = s.register("yuri", "yuri-password").await;
+    let b = s.register("zack", "zack-password").await;
+    let c = s.register("abby", "abby-password").await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&b, &room).await;
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": c.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let res = sync(&s, &owner, "").await;
+    let summary = &res["rooms"]["join"][&room]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 2, "{res}");
+    assert_eq!(summary["m.invited_member_count"], 1);
+    let mut heroes: Vec<&str> = summary["m.heroes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    heroes.sort();
+    let mut expected = vec![b.user_id.as_str(), c.user_id.as_str()];
+    expected.sort();
+    assert_eq!(heroes, expected, "the syncing user is not a hero");
+    s.shutdown().await;
+}

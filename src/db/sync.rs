@@ -131,3 +131,42 @@ pub async fn max_account_data_stream(e: impl PgExecutor<'_>) -> Result<i64, sqlx
     .await?;
     Ok(n)
 }
+
+/// Joined and invited member counts of each room: (room_nid, joined, invited).
+pub async fn member_counts(
+    e: impl PgExecutor<'_>,
+    room_nids: &[i64],
+) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_nid,
+                count(*) FILTER (WHERE membership = 'join'),
+                count(*) FILTER (WHERE membership = 'invite')
+         FROM room_members WHERE room_nid = ANY($1) GROUP BY room_nid",
+    )
+    .bind(room_nids)
+    .fetch_all(e)
+    .await
+}
+
+/// Up to `per_room` joined or invited members of each room other than `user_id`, by user ID:
+/// the heroes a client names an unnamed room after.
+pub async fn heroes(
+    e: impl PgExecutor<'_>,
+    room_nids: &[i64],
+    user_id: &str,
+    per_room: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT room_nid, user_id FROM (
+            SELECT room_nid, user_id,
+                   row_number() OVER (PARTITION BY room_nid ORDER BY user_id) AS n
+            FROM room_members
+            WHERE room_nid = ANY($1) AND membership IN ('join', 'invite') AND user_id <> $2
+         ) x WHERE n <= $3",
+    )
+    .bind(room_nids)
+    .bind(user_id)
+    .bind(per_room)
+    .fetch_all(e)
+    .await
+}

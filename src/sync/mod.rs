@@ -47,7 +47,19 @@ pub struct JoinedRoomSync {
     pub account_data: Vec<Value>,
     /// `m.typing` and `m.receipt` events.
     pub ephemeral: Vec<Value>,
+    pub summary: RoomSummary,
 }
+
+/// What a client needs to name and badge a room: heroes and member counts.
+#[derive(Debug, Default, Clone)]
+pub struct RoomSummary {
+    pub heroes: Vec<String>,
+    pub joined: i64,
+    pub invited: i64,
+}
+
+/// Heroes listed per room, as the spec suggests.
+const MAX_HEROES: i64 = 5;
 
 #[derive(Debug, Default)]
 pub struct SyncResponse {
@@ -234,6 +246,7 @@ impl Sync {
                     state,
                     account_data: Vec::new(),
                     ephemeral: Vec::new(),
+                    summary: RoomSummary::default(),
                 },
             );
         }
@@ -290,6 +303,7 @@ impl Sync {
                 out.join.entry(id).or_default().account_data.push(event);
             }
         }
+        self.add_summaries(user, &rooms, &mut out).await?;
         Ok(out)
     }
 
@@ -315,6 +329,45 @@ impl Sync {
             presence: s.presence,
         });
         self.ephemeral.sync_section(user, &rooms, since).await
+    }
+
+    /// Fill in the summary of every joined room in the response: two queries for all rooms.
+    async fn add_summaries(
+        &self,
+        user: &UserId,
+        rooms: &[db::sync::UserRoom],
+        out: &mut SyncResponse,
+    ) -> Result<()> {
+        let nid_of: HashMap<&str, i64> = rooms
+            .iter()
+            .map(|r| (r.room_id.as_str(), r.room_nid))
+            .collect();
+        let nids: Vec<i64> = out
+            .join
+            .keys()
+            .filter_map(|id| nid_of.get(id.as_str()).copied())
+            .collect();
+        if nids.is_empty() {
+            return Ok(());
+        }
+        let db = self.rooms.db();
+        let mut summaries: HashMap<i64, RoomSummary> = HashMap::new();
+        for (nid, joined, invited) in db::sync::member_counts(db, &nids).await? {
+            let s = summaries.entry(nid).or_default();
+            s.joined = joined;
+            s.invited = invited;
+        }
+        for (nid, hero) in db::sync::heroes(db, &nids, user.as_str(), MAX_HEROES).await? {
+            summaries.entry(nid).or_default().heroes.push(hero);
+        }
+        for (room_id, joined) in out.join.iter_mut() {
+            if let Some(nid) = nid_of.get(room_id.as_str())
+                && let Some(s) = summaries.remove(nid)
+            {
+                joined.summary = s;
+            }
+        }
+        Ok(())
     }
 
     /// Lazy-loaded membership: drop member events of users who did not send anything in the

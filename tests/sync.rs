@@ -355,3 +355,57 @@ async fn room_summary_counts_and_heroes() {
     assert_eq!(heroes, expected, "the syncing user is not a hero");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knocks_show_in_their_own_section() {
+    let s = TestServer::start().await;
+    let owner = s.register("bea", "bea-password").await;
+    let knocker = s.register("cal", "cal-password").await;
+    let room = s
+        .create_room(
+            &owner,
+            json!({"name": "Club", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
+        )
+        .await;
+    let since = sync(&s, &knocker, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/knock/{room}"),
+            knocker.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let res = sync(&s, &knocker, &format!("?since={since}")).await;
+    let state = res["rooms"]["knock"][&room]["knock_state"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "knock"),
+        "{res}"
+    );
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Club")
+    );
+    let since = res["next_batch"].as_str().unwrap().to_owned();
+
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": knocker.user_id}),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let res = sync(&s, &knocker, &format!("?since={since}")).await;
+    assert!(res["rooms"]["invite"].get(&room).is_some(), "{res}");
+    assert!(res["rooms"]["knock"].get(&room).is_none());
+    s.shutdown().await;
+}

@@ -66,6 +66,8 @@ pub struct SyncResponse {
     pub next_batch: SyncToken,
     pub join: BTreeMap<OwnedRoomId, JoinedRoomSync>,
     pub invite: BTreeMap<OwnedRoomId, Vec<Value>>,
+    /// Rooms the user knocked on, with the same stripped state as invites.
+    pub knock: BTreeMap<OwnedRoomId, Vec<Value>>,
     pub leave: BTreeMap<OwnedRoomId, JoinedRoomSync>,
     pub account_data: Vec<Value>,
     pub e2e: E2eSync,
@@ -77,6 +79,7 @@ impl SyncResponse {
     fn is_empty(&self) -> bool {
         self.join.is_empty()
             && self.invite.is_empty()
+            && self.knock.is_empty()
             && self.leave.is_empty()
             && self.account_data.is_empty()
             && self.e2e.is_empty()
@@ -259,6 +262,16 @@ impl Sync {
                 continue;
             };
             out.invite.insert(room_id, self.invite_state(r).await?);
+        }
+
+        for r in rooms
+            .iter()
+            .filter(|r| r.membership == "knock" && r.member_stream > after)
+        {
+            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
+                continue;
+            };
+            out.knock.insert(room_id, self.invite_state(r).await?);
         }
 
         for r in rooms.iter().filter(|r| {

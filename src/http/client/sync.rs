@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use ruma::api::client::filter::FilterDefinition;
 use ruma::api::client::sync::sync_events::v3::{
-    self, Filter, InviteState, InvitedRoom, JoinedRoom, LeftRoom, State, StateEvents, Timeline,
+    self, Filter, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, State,
+    StateEvents, Timeline,
 };
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UInt};
@@ -89,6 +90,13 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         let mut invited = InvitedRoom::new();
         invited.invite_state = InviteState::from(raws(&events)?);
         response.rooms.invite.insert(room_id, invited);
+    }
+    for (room_id, events) in result.knock {
+        let mut knocked = KnockedRoom::new();
+        let mut knock_state = KnockState::new();
+        knock_state.events = raws(&events)?;
+        knocked.knock_state = knock_state;
+        response.rooms.knock.insert(room_id, knocked);
     }
     for (room_id, r) in result.leave {
         let mut left = LeftRoom::new();

@@ -138,7 +138,7 @@ impl Rooms {
         ))
     }
 
-    async fn history_visibility(&self, room: &RoomRow) -> Result<String> {
+    pub async fn history_visibility(&self, room: &RoomRow) -> Result<String> {
         let Some(group) = room.state_group else {
             return Ok("shared".to_owned());
         };

@@ -10,6 +10,7 @@ mod directory;
 mod discovery;
 mod filter;
 mod keys;
+mod legacy;
 mod members;
 mod membership;
 mod message;
@@ -48,6 +49,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = membership::routes(r);
     let r = message::routes(r);
     let r = pages::routes(r);
+    let r = legacy::routes(r);
     let r = members::routes(r);
     let r = context::routes(r);
     let r = state::routes(r);

@@ -33,14 +33,6 @@ async fn upload(s: &TestServer, u: &User, body: Value) -> (u16, Value) {
     s.post("/_matrix/client/v3/keys/upload", u.t(), &body).await
 }
 
-async fn sync(s: &TestServer, u: &User, query: &str) -> Value {
-    let (status, body) = s
-        .get(&format!("/_matrix/client/v3/sync{query}"), u.t())
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 async fn claim(s: &TestServer, u: &User, target: &User) -> Value {
     let (status, body) = s
         .post(
@@ -135,7 +127,7 @@ async fn upload_query_claim_and_fallback() {
     );
 
     // Before any claim the fallback key is unused.
-    let before = sync(&s, &alice, "").await;
+    let before = s.sync(&alice, "").await;
     assert_eq!(before["device_one_time_keys_count"]["signed_curve25519"], 2);
     assert_eq!(
         before["device_unused_fallback_key_types"],
@@ -161,7 +153,7 @@ async fn upload_query_claim_and_fallback() {
             || res["one_time_key_counts"]["signed_curve25519"] == 0,
         "{res}"
     );
-    let after = sync(&s, &alice, "").await;
+    let after = s.sync(&alice, "").await;
     assert_eq!(after["device_unused_fallback_key_types"], json!([]));
 
     // A device with no keys at all yields nothing; remote claims are failures.
@@ -198,7 +190,7 @@ async fn to_device_is_delivered_once_and_wakes_sync() {
     let s = TestServer::start().await;
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
-    let since = sync(&s, &bob, "").await["next_batch"]
+    let since = s.sync(&bob, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -221,7 +213,7 @@ async fn to_device_is_delivered_once_and_wakes_sync() {
         assert_eq!(res.status().as_u16(), 200);
     });
     let started = Instant::now();
-    let woke = sync(&s, &bob, &format!("?since={since}&timeout=30000")).await;
+    let woke = s.sync(&bob, &format!("?since={since}&timeout=30000")).await;
     assert!(started.elapsed() < Duration::from_secs(10), "woke late");
     sender.await.unwrap();
     let events = woke["to_device"]["events"].as_array().unwrap();
@@ -237,7 +229,7 @@ async fn to_device_is_delivered_once_and_wakes_sync() {
 
     // Syncing past it acknowledges it: never delivered again.
     let next = woke["next_batch"].as_str().unwrap().to_owned();
-    let after = sync(&s, &bob, &format!("?since={next}&timeout=0")).await;
+    let after = s.sync(&bob, &format!("?since={next}&timeout=0")).await;
     assert!(after["to_device"]["events"].is_null(), "{after}");
     assert_eq!(after["next_batch"], next.as_str());
 
@@ -255,9 +247,9 @@ async fn to_device_is_delivered_once_and_wakes_sync() {
         .0,
         200
     );
-    let one = sync(&s, &bob, &format!("?since={next}&timeout=0")).await;
+    let one = s.sync(&bob, &format!("?since={next}&timeout=0")).await;
     assert_eq!(one["to_device"]["events"][0]["content"]["n"], 2, "{one}");
-    let two = sync(&s, &bob2, "").await;
+    let two = s.sync(&bob2, "").await;
     assert_eq!(two["to_device"]["events"][0]["content"]["n"], 2, "{two}");
 
     // A malformed since token is rejected.
@@ -279,7 +271,7 @@ async fn key_changes_and_sync_device_lists() {
         .create_room(&alice, json!({"preset": "public_chat"}))
         .await;
     s.join(&bob, &room).await;
-    let from = sync(&s, &bob, "").await["next_batch"]
+    let from = s.sync(&bob, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -306,7 +298,7 @@ async fn key_changes_and_sync_device_lists() {
         200
     );
     let started = Instant::now();
-    let res = sync(&s, &bob, &format!("?since={from}&timeout=30000")).await;
+    let res = s.sync(&bob, &format!("?since={from}&timeout=30000")).await;
     uploader.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     let mut changed = res["device_lists"]["changed"].clone();
@@ -314,11 +306,11 @@ async fn key_changes_and_sync_device_lists() {
         // The wake-up may have come from Carol's change alone; the next sync has Alice's.
         let next = res["next_batch"].as_str().unwrap();
         changed =
-            sync(&s, &bob, &format!("?since={next}&timeout=5000")).await["device_lists"]["changed"]
+            s.sync(&bob, &format!("?since={next}&timeout=5000")).await["device_lists"]["changed"]
                 .clone();
     }
     assert_eq!(changed, json!([alice.user_id]), "{res}");
-    let to = sync(&s, &bob, &format!("?since={from}&timeout=0")).await["next_batch"]
+    let to = s.sync(&bob, &format!("?since={from}&timeout=0")).await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -355,7 +347,7 @@ async fn key_changes_and_sync_device_lists() {
         )
         .await;
     assert_eq!(status, 200);
-    let after_leave = sync(&s, &alice, &format!("?since={to}&timeout=0")).await;
+    let after_leave = s.sync(&alice, &format!("?since={to}&timeout=0")).await;
     assert_eq!(
         after_leave["device_lists"]["left"],
         json!([bob.user_id]),
@@ -667,7 +659,7 @@ async fn logging_out_a_device_is_a_device_list_change() {
     s.join(&bob, &room).await;
     let (_, second) = s.login("bob", "bob-password").await;
     let second = User::from_response(&second);
-    let from = sync(&s, &alice, "").await["next_batch"]
+    let from = s.sync(&alice, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -678,7 +670,7 @@ async fn logging_out_a_device_is_a_device_list_change() {
             .0,
         200
     );
-    let res = sync(&s, &alice, &format!("?since={from}")).await;
+    let res = s.sync(&alice, &format!("?since={from}")).await;
     let changed: Vec<&str> = res["device_lists"]["changed"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())

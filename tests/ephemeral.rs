@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
 
-async fn sync(s: &TestServer, u: &User, query: &str) -> Value {
-    let (status, body) = s
-        .get(&format!("/_matrix/client/v3/sync{query}"), u.t())
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn next(sync: &Value) -> String {
     sync["next_batch"].as_str().unwrap().to_owned()
 }
@@ -35,18 +27,6 @@ fn presence_of(sync: &Value, user: &User) -> Option<Value> {
         .iter()
         .find(|e| e["sender"] == user.user_id.as_str())
         .cloned()
-}
-
-async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str) -> String {
-    let (status, res) = s
-        .put(
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            u.t(),
-            &json!({"msgtype": "m.text", "body": txn}),
-        )
-        .await;
-    assert_eq!(status, 200, "{res}");
-    res["event_id"].as_str().unwrap().to_owned()
 }
 
 /// A server with alice and bob in one room and carol in none.
@@ -74,7 +54,7 @@ async fn typing(s: &TestServer, u: &User, room: &str, target: &str, body: Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_shows_in_sync_and_expires_into_a_waiting_sync() {
     let (s, alice, bob, carol, room) = setup().await;
-    let since = next(&sync(&s, &bob, "").await);
+    let since = next(&s.sync(&bob, "").await);
 
     // Errors: someone else's typing, a non-member, an unknown room.
     let on = json!({"typing": true, "timeout": 1500});
@@ -95,14 +75,14 @@ async fn typing_shows_in_sync_and_expires_into_a_waiting_sync() {
     );
     assert_eq!(typing(&s, &alice, &room, &alice.user_id, on).await.0, 200);
 
-    let seen = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    let seen = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
     let t = ephemeral(&seen, &room, "m.typing").expect("m.typing");
     assert_eq!(t["content"]["user_ids"], json!([alice.user_id]));
     let since = next(&seen);
 
     // Nothing else happens: the expiry itself wakes the waiting sync, well before its timeout.
     let started = Instant::now();
-    let woke = sync(&s, &bob, &format!("?since={since}&timeout=20000")).await;
+    let woke = s.sync(&bob, &format!("?since={since}&timeout=20000")).await;
     let waited = started.elapsed();
     let t = ephemeral(&woke, &room, "m.typing").expect("m.typing after expiry");
     assert_eq!(t["content"]["user_ids"], json!([]));
@@ -112,7 +92,7 @@ async fn typing_shows_in_sync_and_expires_into_a_waiting_sync() {
     // Starting and stopping by hand.
     let long = json!({"typing": true, "timeout": 600000});
     assert_eq!(typing(&s, &alice, &room, &alice.user_id, long).await.0, 200);
-    let seen = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    let seen = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
     assert_eq!(
         ephemeral(&seen, &room, "m.typing").unwrap()["content"]["user_ids"],
         json!([alice.user_id])
@@ -120,14 +100,14 @@ async fn typing_shows_in_sync_and_expires_into_a_waiting_sync() {
     let since = next(&seen);
     let off = json!({"typing": false});
     assert_eq!(typing(&s, &alice, &room, &alice.user_id, off).await.0, 200);
-    let seen = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    let seen = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
     assert_eq!(
         ephemeral(&seen, &room, "m.typing").unwrap()["content"]["user_ids"],
         json!([])
     );
     // No news: the same token comes back and nothing is repeated.
     let since = next(&seen);
-    let quiet = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    let quiet = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
     assert_eq!(next(&quiet), since);
     assert!(ephemeral(&quiet, &room, "m.typing").is_none());
 }
@@ -154,10 +134,10 @@ async fn receipt(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_reach_members_and_private_ones_only_their_owner() {
     let (s, alice, bob, carol, room) = setup().await;
-    let e1 = send_text(&s, &alice, &room, "one").await;
-    let e2 = send_text(&s, &alice, &room, "two").await;
-    let bob_since = next(&sync(&s, &bob, "").await);
-    let alice_since = next(&sync(&s, &alice, "").await);
+    let e1 = s.send_text(&alice, &room, "one").await;
+    let e2 = s.send_text(&alice, &room, "two").await;
+    let bob_since = next(&s.sync(&bob, "").await);
+    let alice_since = next(&s.sync(&alice, "").await);
 
     // Errors: unknown event, non-member, unknown receipt type.
     assert_error(
@@ -192,7 +172,7 @@ async fn receipts_reach_members_and_private_ones_only_their_owner() {
     assert_eq!(ok.0, 200, "{}", ok.1);
 
     // Bob sees alice's public receipts, threaded one with its thread, not the private one.
-    let seen = sync(&s, &bob, &format!("?since={bob_since}&timeout=0")).await;
+    let seen = s.sync(&bob, &format!("?since={bob_since}&timeout=0")).await;
     let r = ephemeral(&seen, &room, "m.receipt").expect("m.receipt for bob");
     let c = &r["content"];
     assert!(c[&e1]["m.read"][&alice.user_id]["ts"].is_u64(), "{c}");
@@ -200,7 +180,9 @@ async fn receipts_reach_members_and_private_ones_only_their_owner() {
     assert!(c[&e2]["m.read.private"].is_null(), "{c}");
 
     // Alice sees her own private receipt.
-    let mine = sync(&s, &alice, &format!("?since={alice_since}&timeout=0")).await;
+    let mine = s
+        .sync(&alice, &format!("?since={alice_since}&timeout=0"))
+        .await;
     let r = ephemeral(&mine, &room, "m.receipt").expect("m.receipt for alice");
     assert!(
         r["content"][&e2]["m.read.private"][&alice.user_id]["ts"].is_u64(),
@@ -208,7 +190,7 @@ async fn receipts_reach_members_and_private_ones_only_their_owner() {
     );
 
     // An initial sync carries every receipt of the room (bob's view: public only).
-    let initial = sync(&s, &bob, "").await;
+    let initial = s.sync(&bob, "").await;
     let r = ephemeral(&initial, &room, "m.receipt").expect("m.receipt initial");
     assert!(
         r["content"][&e1]["m.read"][&alice.user_id].is_object(),
@@ -243,8 +225,8 @@ async fn receipts_reach_members_and_private_ones_only_their_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_markers_set_fully_read_and_a_receipt() {
     let (s, alice, bob, carol, room) = setup().await;
-    let e1 = send_text(&s, &alice, &room, "one").await;
-    let bob_since = next(&sync(&s, &bob, "").await);
+    let e1 = s.send_text(&alice, &room, "one").await;
+    let bob_since = next(&s.sync(&bob, "").await);
     let path = format!("/_matrix/client/v3/rooms/{room}/read_markers");
 
     assert_error(
@@ -279,13 +261,13 @@ async fn read_markers_set_fully_read_and_a_receipt() {
     assert_eq!(status, 200, "{data}");
     assert_eq!(data["event_id"], e1.as_str());
 
-    let initial = sync(&s, &alice, "").await;
+    let initial = s.sync(&alice, "").await;
     let ad = initial["rooms"]["join"][&room]["account_data"]["events"]
         .as_array()
         .unwrap();
     assert!(ad.iter().any(|e| e["type"] == "m.fully_read"), "{ad:?}");
 
-    let seen = sync(&s, &bob, &format!("?since={bob_since}&timeout=0")).await;
+    let seen = s.sync(&bob, &format!("?since={bob_since}&timeout=0")).await;
     let r = ephemeral(&seen, &room, "m.receipt").expect("m.receipt");
     assert!(
         r["content"][&e1]["m.read"][&alice.user_id].is_object(),
@@ -294,7 +276,7 @@ async fn read_markers_set_fully_read_and_a_receipt() {
     assert!(r["content"][&e1]["m.read.private"].is_null(), "{r}");
 
     // The receipt endpoint also takes m.fully_read.
-    let e2 = send_text(&s, &alice, &room, "two").await;
+    let e2 = s.send_text(&alice, &room, "two").await;
     let ok = receipt(&s, &alice, &room, "m.fully_read", &e2, json!({})).await;
     assert_eq!(ok.0, 200, "{}", ok.1);
     let (_, data) = s
@@ -314,8 +296,8 @@ async fn presence_is_seen_by_co_members_only() {
     let (s, alice, bob, carol, _room) = setup().await;
     let path = |u: &User| format!("/_matrix/client/v3/presence/{}/status", enc(&u.user_id));
     // Bob's and carol's first syncs are offline ones, so they do not set themselves online.
-    let bob_since = next(&sync(&s, &bob, "?set_presence=offline").await);
-    let carol_since = next(&sync(&s, &carol, "?set_presence=offline").await);
+    let bob_since = next(&s.sync(&bob, "?set_presence=offline").await);
+    let carol_since = next(&s.sync(&carol, "?set_presence=offline").await);
 
     assert_error(
         &s.put(&path(&bob), alice.t(), &json!({"presence": "online"}))
@@ -346,43 +328,43 @@ async fn presence_is_seen_by_co_members_only() {
     assert_eq!(s.get(&path(&alice), alice.t()).await.0, 200);
     assert_error(&s.get(&path(&alice), carol.t()).await, 403, "M_FORBIDDEN");
 
-    let seen = sync(
-        &s,
-        &bob,
-        &format!("?since={bob_since}&timeout=0&set_presence=offline"),
-    )
-    .await;
+    let seen = s
+        .sync(
+            &bob,
+            &format!("?since={bob_since}&timeout=0&set_presence=offline"),
+        )
+        .await;
     let p = presence_of(&seen, &alice).expect("bob sees alice");
     assert_eq!(p["type"], "m.presence");
     assert_eq!(p["content"]["presence"], "online");
     assert_eq!(p["content"]["status_msg"], "hi");
     let bob_since = next(&seen);
-    let theirs = sync(
-        &s,
-        &carol,
-        &format!("?since={carol_since}&timeout=0&set_presence=offline"),
-    )
-    .await;
+    let theirs = s
+        .sync(
+            &carol,
+            &format!("?since={carol_since}&timeout=0&set_presence=offline"),
+        )
+        .await;
     assert!(presence_of(&theirs, &alice).is_none(), "{theirs}");
 
     // Through /sync's set_presence: alice's sync marks her unavailable, keeping her message.
-    sync(&s, &alice, "?set_presence=unavailable&timeout=0").await;
+    s.sync(&alice, "?set_presence=unavailable&timeout=0").await;
     let (_, got) = s.get(&path(&alice), bob.t()).await;
     assert_eq!(got["presence"], "unavailable");
     assert_eq!(got["status_msg"], "hi");
-    let seen = sync(
-        &s,
-        &bob,
-        &format!("?since={bob_since}&timeout=0&set_presence=offline"),
-    )
-    .await;
+    let seen = s
+        .sync(
+            &bob,
+            &format!("?since={bob_since}&timeout=0&set_presence=offline"),
+        )
+        .await;
     let p = presence_of(&seen, &alice).expect("bob sees the change");
     assert_eq!(p["content"]["presence"], "unavailable");
-    let initial = sync(&s, &carol, "?set_presence=offline").await;
+    let initial = s.sync(&carol, "?set_presence=offline").await;
     assert!(presence_of(&initial, &alice).is_none(), "{initial}");
 
     // A plain sync sets its user online.
-    sync(&s, &bob, "?timeout=0").await;
+    s.sync(&bob, "?timeout=0").await;
     let (_, got) = s.get(&path(&bob), alice.t()).await;
     assert_eq!(got["presence"], "online");
 }

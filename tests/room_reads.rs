@@ -9,18 +9,6 @@ use std::time::Duration;
 use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
 
-async fn send_text(s: &TestServer, u: &User, room: &str, body: &str) -> String {
-    let (status, res) = s
-        .put(
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}"),
-            u.t(),
-            &json!({"msgtype": "m.text", "body": body}),
-        )
-        .await;
-    assert_eq!(status, 200, "send: {res}");
-    res["event_id"].as_str().unwrap().to_owned()
-}
-
 async fn leave(s: &TestServer, u: &User, room: &str) {
     let (status, res) = s
         .post(
@@ -141,7 +129,7 @@ async fn members_filters_at_tokens_and_errors() {
     // Paging back over bob's join hands out the position just before it.
     let (before_bob, newest) = token_before_newest(&s, &alice, &room).await;
     assert_eq!(newest["state_key"], bob.user_id.as_str());
-    send_text(&s, &alice, &room, "welcome").await;
+    s.send_text(&alice, &room, "welcome").await;
     let (after_bob, _) = token_before_newest(&s, &alice, &room).await;
     s.join(&carol, &room).await;
     leave(&s, &carol, &room).await;
@@ -280,7 +268,7 @@ async fn context_splits_like_synapse_and_tokens_continue_messages() {
     let room = s.create_room(&alice, json!({})).await;
     let mut sent = Vec::new();
     for i in 0..20 {
-        sent.push(send_text(&s, &alice, &room, &format!("msg{i}")).await);
+        sent.push(s.send_text(&alice, &room, &format!("msg{i}")).await);
     }
     let target = &sent[9];
     let ctx_path = |q: &str| format!("/_matrix/client/v3/rooms/{room}/context/{target}{q}");
@@ -379,7 +367,7 @@ async fn context_splits_like_synapse_and_tokens_continue_messages() {
         ["msg18", "msg17"]
     );
     assert!(ctx.get("events_after").is_none());
-    let later = send_text(&s, &alice, &room, "later").await;
+    let later = s.send_text(&alice, &room, "later").await;
     let newer = paginate_from(
         &s,
         &alice,
@@ -405,11 +393,11 @@ async fn context_lazy_loads_senders_and_errors() {
         .await;
     s.join(&bob, &room).await;
     s.join(&carol, &room).await;
-    send_text(&s, &carol, &room, "c0").await;
+    s.send_text(&carol, &room, "c0").await;
     let mut sent = Vec::new();
     for i in 0..3 {
-        sent.push(send_text(&s, &alice, &room, &format!("a{i}")).await);
-        sent.push(send_text(&s, &bob, &room, &format!("b{i}")).await);
+        sent.push(s.send_text(&alice, &room, &format!("a{i}")).await);
+        sent.push(s.send_text(&bob, &room, &format!("b{i}")).await);
     }
     let b1 = &sent[3];
 
@@ -480,7 +468,7 @@ async fn context_lazy_loads_senders_and_errors() {
     assert_eq!(member_count, 3);
 
     let other = s.create_room(&alice, json!({})).await;
-    let elsewhere = send_text(&s, &alice, &other, "elsewhere").await;
+    let elsewhere = s.send_text(&alice, &other, "elsewhere").await;
     assert_error(
         &s.get(
             &format!("/_matrix/client/v3/rooms/{room}/context/{elsewhere}"),
@@ -529,7 +517,7 @@ async fn timestamp_to_event_nearest_both_ways() {
     let mut sent = Vec::new();
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let id = send_text(&s, &alice, &room, &format!("m{i}")).await;
+        let id = s.send_text(&alice, &room, &format!("m{i}")).await;
         let (status, ev) = s
             .get(
                 &format!("/_matrix/client/v3/rooms/{room}/event/{id}"),

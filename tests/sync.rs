@@ -4,28 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, assert_error};
 use serde_json::{Value, json};
-
-async fn send_text(s: &TestServer, u: &User, room: &str, txn: &str) -> String {
-    let (status, res) = s
-        .put(
-            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
-            u.t(),
-            &json!({"msgtype": "m.text", "body": txn}),
-        )
-        .await;
-    assert_eq!(status, 200, "{res}");
-    res["event_id"].as_str().unwrap().to_owned()
-}
-
-async fn sync(s: &TestServer, u: &User, query: &str) -> Value {
-    let (status, body) = s
-        .get(&format!("/_matrix/client/v3/sync{query}"), u.t())
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 fn bodies(timeline: &Value) -> Vec<String> {
     timeline["events"]
@@ -55,11 +35,11 @@ async fn initial_then_incremental_with_wake_up() {
         .0,
         200
     );
-    send_text(&s, &alice, &room, "first").await;
+    s.send_text(&alice, &room, "first").await;
 
     // With a one-event timeline, everything before it arrives as state.
     let one = "?filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
-    let initial = sync(&s, &bob, one).await;
+    let initial = s.sync(&bob, one).await;
     let joined = &initial["rooms"]["join"][&room];
     assert_eq!(bodies(&joined["timeline"]), vec!["first"]);
     assert_eq!(joined["timeline"]["limited"], true);
@@ -76,7 +56,7 @@ async fn initial_then_incremental_with_wake_up() {
     let since = initial["next_batch"].as_str().unwrap().to_owned();
 
     // Nothing new: a zero-timeout sync answers at once with the same position.
-    let empty = sync(&s, &bob, &format!("?since={since}&timeout=0")).await;
+    let empty = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
     assert_eq!(empty["next_batch"], since.as_str());
     assert!(empty["rooms"]["join"].get(&room).is_none(), "{empty}");
 
@@ -100,7 +80,7 @@ async fn initial_then_incremental_with_wake_up() {
         })
     };
     let started = Instant::now();
-    let woke = sync(&s, &bob, &format!("?since={since}&timeout=30000")).await;
+    let woke = s.sync(&bob, &format!("?since={since}&timeout=30000")).await;
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "woke before the timeout"
@@ -114,7 +94,7 @@ async fn initial_then_incremental_with_wake_up() {
 
     // A long-poll with nothing happening ends empty at its timeout.
     let next = woke["next_batch"].as_str().unwrap();
-    let idle = sync(&s, &bob, &format!("?since={next}&timeout=300")).await;
+    let idle = s.sync(&bob, &format!("?since={next}&timeout=300")).await;
     assert_eq!(idle["next_batch"], next);
 
     assert_error(
@@ -136,7 +116,7 @@ async fn limited_timeline_pages_back_without_gaps_and_state_delta() {
     let s = TestServer::start().await;
     let u = s.register("carol", "carol-password").await;
     let room = s.create_room(&u, json!({})).await;
-    let since = sync(&s, &u, "").await["next_batch"]
+    let since = s.sync(&u, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -150,10 +130,10 @@ async fn limited_timeline_pages_back_without_gaps_and_state_delta() {
         .await;
     assert_eq!(r.0, 200);
     for i in 0..15 {
-        send_text(&s, &u, &room, &format!("m{i}")).await;
+        s.send_text(&u, &room, &format!("m{i}")).await;
     }
     let filter = "&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A5%7D%7D%7D";
-    let res = sync(&s, &u, &format!("?since={since}{filter}")).await;
+    let res = s.sync(&u, &format!("?since={since}{filter}")).await;
     let joined = &res["rooms"]["join"][&room];
     assert_eq!(joined["timeline"]["limited"], true);
     assert_eq!(
@@ -196,7 +176,7 @@ async fn invites_leaves_and_account_data() {
     let owner = s.register("dave", "dave-password").await;
     let guest = s.register("erin", "erin-password").await;
     let room = s.create_room(&owner, json!({"name": "Secret"})).await;
-    let since = sync(&s, &guest, "").await["next_batch"]
+    let since = s.sync(&guest, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -209,7 +189,7 @@ async fn invites_leaves_and_account_data() {
         )
         .await;
     assert_eq!(r.0, 200);
-    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let res = s.sync(&guest, &format!("?since={since}")).await;
     let invite = res["rooms"]["invite"][&room]["invite_state"]["events"]
         .as_array()
         .unwrap();
@@ -235,7 +215,7 @@ async fn invites_leaves_and_account_data() {
         .0,
         200
     );
-    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let res = s.sync(&guest, &format!("?since={since}")).await;
     assert!(res["rooms"]["join"].get(&room).is_some(), "{res}");
     let since = res["next_batch"].as_str().unwrap().to_owned();
 
@@ -247,7 +227,7 @@ async fn invites_leaves_and_account_data() {
         )
         .await;
     assert_eq!(r.0, 200);
-    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let res = s.sync(&guest, &format!("?since={since}")).await;
     let left = &res["rooms"]["leave"][&room]["timeline"]["events"];
     assert_eq!(left[0]["content"]["membership"], "ban", "{res}");
     assert!(res["rooms"]["join"].get(&room).is_none());
@@ -265,12 +245,12 @@ async fn invites_leaves_and_account_data() {
         )
         .await;
     assert_eq!(r.0, 200);
-    let res = sync(&s, &guest, &format!("?since={since}")).await;
+    let res = s.sync(&guest, &format!("?since={since}")).await;
     let ad = res["account_data"]["events"].as_array().unwrap();
     assert_eq!(ad.len(), 1);
     assert_eq!(ad[0]["type"], "org.example.x");
     let next = res["next_batch"].as_str().unwrap();
-    let res = sync(&s, &guest, &format!("?since={next}&timeout=0")).await;
+    let res = s.sync(&guest, &format!("?since={next}&timeout=0")).await;
     assert!(
         res["account_data"]
             .get("events")
@@ -291,7 +271,7 @@ async fn lazy_loaded_members_are_the_timeline_senders() {
         .await;
     s.join(&talker, &room).await;
     s.join(&lurker, &room).await;
-    send_text(&s, &talker, &room, "hi").await;
+    s.send_text(&talker, &room, "hi").await;
 
     let members = |res: &Value| -> Vec<String> {
         let mut m: Vec<String> = res["rooms"]["join"][&room]["state"]["events"]
@@ -307,13 +287,13 @@ async fn lazy_loaded_members_are_the_timeline_senders() {
         m
     };
     let lazy = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%2C%22state%22%3A%7B%22lazy_load_members%22%3Atrue%7D%7D%7D";
-    let res = sync(&s, &owner, &format!("?filter={lazy}")).await;
+    let res = s.sync(&owner, &format!("?filter={lazy}")).await;
     let mut expected = vec![owner.user_id.clone(), talker.user_id.clone()];
     expected.sort();
     assert_eq!(members(&res), expected, "{res}");
 
     let eager = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D";
-    let res = sync(&s, &owner, &format!("?filter={eager}")).await;
+    let res = s.sync(&owner, &format!("?filter={eager}")).await;
     assert!(
         members(&res).contains(&lurker.user_id),
         "without lazy loading every member comes"
@@ -339,7 +319,7 @@ async fn room_summary_counts_and_heroes() {
         )
         .await;
     assert_eq!(r.0, 200);
-    let res = sync(&s, &owner, "").await;
+    let res = s.sync(&owner, "").await;
     let summary = &res["rooms"]["join"][&room]["summary"];
     assert_eq!(summary["m.joined_member_count"], 2, "{res}");
     assert_eq!(summary["m.invited_member_count"], 1);
@@ -367,7 +347,7 @@ async fn knocks_show_in_their_own_section() {
             json!({"name": "Club", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
         )
         .await;
-    let since = sync(&s, &knocker, "").await["next_batch"]
+    let since = s.sync(&knocker, "").await["next_batch"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -379,7 +359,7 @@ async fn knocks_show_in_their_own_section() {
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);
-    let res = sync(&s, &knocker, &format!("?since={since}")).await;
+    let res = s.sync(&knocker, &format!("?since={since}")).await;
     let state = res["rooms"]["knock"][&room]["knock_state"]["events"]
         .as_array()
         .unwrap();
@@ -404,7 +384,7 @@ async fn knocks_show_in_their_own_section() {
         )
         .await;
     assert_eq!(r.0, 200);
-    let res = sync(&s, &knocker, &format!("?since={since}")).await;
+    let res = s.sync(&knocker, &format!("?since={since}")).await;
     assert!(res["rooms"]["invite"].get(&room).is_some(), "{res}");
     assert!(res["rooms"]["knock"].get(&room).is_none());
     s.shutdown().await;

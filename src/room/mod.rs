@@ -148,6 +148,19 @@ impl Rooms {
         .await
     }
 
+    /// A membership change with no extra content: leave, invite, kick, ban, unban.
+    pub async fn act_on_member(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        self.set_membership(sender, room_id, target, membership, reason, None)
+            .await
+    }
+
     pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
         let ids = db::rooms::rooms_of_user(&self.db, user_id.as_str(), "join").await?;
         Ok(ids

@@ -236,6 +236,25 @@ impl TestServer {
         assert_eq!(status, 200, "join: {res}");
     }
 
+    /// Send an m.text message as `u` whose body is also its transaction ID; returns the event ID.
+    pub async fn send_text(&self, u: &User, room: &str, body: &str) -> String {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{body}");
+        let (status, res) = self
+            .put(&path, u.t(), &json!({"msgtype": "m.text", "body": body}))
+            .await;
+        assert_eq!(status, 200, "send: {res}");
+        res["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// GET /sync with `query` (e.g. `?since=…`) as `u`, asserting success.
+    pub async fn sync(&self, u: &User, query: &str) -> Value {
+        let (status, body) = self
+            .get(&format!("/_matrix/client/v3/sync{query}"), u.t())
+            .await;
+        assert_eq!(status, 200, "sync: {body}");
+        body
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");

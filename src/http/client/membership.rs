@@ -75,7 +75,7 @@ async fn leave_route(
     let b = &req.body;
     state
         .rooms
-        .set_membership(u, &b.room_id, u, "leave", b.reason.as_deref(), None)
+        .act_on_member(u, &b.room_id, u, "leave", b.reason.as_deref())
         .await?;
     Ok(leave_room::v3::Response::new())
 }
@@ -91,13 +91,12 @@ async fn invite_route(
     let reason = target.reason.as_deref();
     state
         .rooms
-        .set_membership(
+        .act_on_member(
             &req.auth.user_id,
             &req.body.room_id,
             &target.user_id,
             "invite",
             reason,
-            None,
         )
         .await?;
     Ok(invite_user::v3::Response::new())
@@ -111,13 +110,12 @@ async fn kick_route(
     let b = &req.body;
     state
         .rooms
-        .set_membership(
+        .act_on_member(
             &req.auth.user_id,
             &b.room_id,
             &b.user_id,
             "leave",
             b.reason.as_deref(),
-            None,
         )
         .await?;
     Ok(kick_user::v3::Response::new())
@@ -131,13 +129,12 @@ async fn ban_route(
     let b = &req.body;
     state
         .rooms
-        .set_membership(
+        .act_on_member(
             &req.auth.user_id,
             &b.room_id,
             &b.user_id,
             "ban",
             b.reason.as_deref(),
-            None,
         )
         .await?;
     Ok(ban_user::v3::Response::new())
@@ -151,13 +148,12 @@ async fn unban_route(
     let b = &req.body;
     state
         .rooms
-        .set_membership(
+        .act_on_member(
             &req.auth.user_id,
             &b.room_id,
             &b.user_id,
             "leave",
             b.reason.as_deref(),
-            None,
         )
         .await?;
     Ok(unban_user::v3::Response::new())

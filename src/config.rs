@@ -148,6 +148,10 @@ pub struct FederationConfig {
     pub verify_tls: bool,
     /// Notary servers asked for a server's keys when that server cannot be reached.
     pub trusted_key_servers: Vec<String>,
+    /// Longest wait, in seconds, between retries of a destination that does not answer.
+    pub max_retry_interval_secs: u64,
+    /// Most events fetched from another server to fill the gap before one incoming PDU.
+    pub max_missing_events: u64,
 }
 
 impl Default for FederationConfig {
@@ -156,6 +160,8 @@ impl Default for FederationConfig {
             ip_range_allowlist: Vec::new(),
             verify_tls: true,
             trusted_key_servers: Vec::new(),
+            max_retry_interval_secs: 3600,
+            max_missing_events: 100,
         }
     }
 }

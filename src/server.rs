@@ -75,6 +75,10 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let app = crate::http::router(state.clone());
 
     let (stop, stop_rx) = watch::channel(false);
+    state
+        .federation
+        .sender
+        .start(state.rooms.stream().subscribe(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let client = &config.listeners.client;
     let client_addr = bind_and_serve(

@@ -84,17 +84,24 @@ pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Er
     Ok(n.unwrap_or(0).max(0))
 }
 
-/// Insert the event at live stream position `stream`.
-pub async fn insert_live(
+/// Insert the event at live stream position `stream` (`None` for an outlier). An outlier
+/// already stored under the same number is replaced: the event has now been placed in the
+/// timeline. Returns false when a non-outlier was already there (nothing changed).
+pub async fn insert(
     tx: &mut PgConnection,
     e: &NewEvent<'_>,
-    stream: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    stream: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender, origin_server_ts,
                              depth, stream_ordering, json, outlier, rejected_reason, soft_failed,
                              state_before, state_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $14, $8, $9, $10, $11, $12, $13)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $14, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE SET
+             stream_ordering = EXCLUDED.stream_ordering, outlier = EXCLUDED.outlier,
+             rejected_reason = EXCLUDED.rejected_reason, soft_failed = EXCLUDED.soft_failed,
+             state_before = EXCLUDED.state_before, state_after = EXCLUDED.state_after
+         WHERE events.outlier AND NOT EXCLUDED.outlier",
     )
     .bind(e.event_nid)
     .bind(e.room_nid)
@@ -112,6 +119,134 @@ pub async fn insert_live(
     .bind(stream)
     .execute(tx)
     .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Store outliers (events known through a state or an auth chain) in one statement; events
+/// already stored are left alone.
+pub async fn insert_outliers(
+    tx: &mut PgConnection,
+    events: &[NewEvent<'_>],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewEvent<'_>) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let nids = col(|e| Some(e.event_nid));
+    let rooms = col(|e| Some(e.room_nid));
+    let keys = col(|e| e.state_key_nid);
+    let ts = col(|e| Some(e.origin_server_ts));
+    let depths = col(|e| Some(e.depth));
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let senders: Vec<&str> = events.iter().map(|e| e.sender).collect();
+    let jsons: Vec<&str> = events.iter().map(|e| e.json).collect();
+    let rejected: Vec<Option<&str>> = events.iter().map(|e| e.rejected_reason).collect();
+    sqlx::query(
+        "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender,
+                             origin_server_ts, depth, json, outlier, rejected_reason)
+         SELECT n, r, t, k, s, ts, d, j, TRUE, rj
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+                     $6::bigint[], $7::bigint[], $8::text[], $9::text[])
+              AS x(n, r, t, k, s, ts, d, j, rj)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&nids)
+    .bind(&rooms)
+    .bind(&types)
+    .bind(&keys)
+    .bind(&senders)
+    .bind(&ts)
+    .bind(&depths)
+    .bind(&jsons)
+    .bind(&rejected)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Auth edges of many events at once (outliers stored together).
+pub async fn insert_auth_edges_many(
+    tx: &mut PgConnection,
+    edges: &[(i64, i64)],
+) -> Result<(), sqlx::Error> {
+    let from: Vec<i64> = edges.iter().map(|e| e.0).collect();
+    let to: Vec<i64> = edges.iter().map(|e| e.1).collect();
+    sqlx::query(
+        "INSERT INTO event_auth_edges (event_nid, auth_event_nid)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&from)
+    .bind(&to)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Events by ID (those we have), in no particular order.
+pub async fn by_ids(e: impl PgExecutor<'_>, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT_EVENT} WHERE i.event_id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(e)
+        .await
+}
+
+/// The auth chains of several sets of events in one walk: for each `(set, event_nid)` root,
+/// every event reachable over auth edges, as `(set, event_nid)` pairs (roots excluded unless
+/// reachable). At most `cap` rows.
+pub async fn auth_chains(
+    e: impl PgExecutor<'_>,
+    sets: &[i32],
+    roots: &[i64],
+    cap: i64,
+) -> Result<Vec<(i32, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH RECURSIVE chain(set_no, nid) AS (
+             SELECT r.s, a.auth_event_nid
+             FROM unnest($1::int[], $2::bigint[]) AS r(s, n)
+             JOIN event_auth_edges a ON a.event_nid = r.n
+             UNION
+             SELECT c.set_no, a.auth_event_nid
+             FROM chain c JOIN event_auth_edges a ON a.event_nid = c.nid
+         )
+         SELECT set_no, nid FROM chain LIMIT $3",
+    )
+    .bind(sets)
+    .bind(roots)
+    .bind(cap)
+    .fetch_all(e)
+    .await
+}
+
+/// Note events referenced as prev_events that we do not have (where backfill starts).
+pub async fn add_backward_extremities(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    event_nids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO backward_extremities (room_nid, event_nid)
+         SELECT $1, n FROM unnest($2::bigint[]) AS n
+         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_nid = n AND NOT e.outlier)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(room_nid)
+    .bind(event_nids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The event is now in the timeline: it is no longer a gap.
+pub async fn remove_backward_extremity(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    event_nid: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM backward_extremities WHERE room_nid = $1 AND event_nid = $2")
+        .bind(room_nid)
+        .bind(event_nid)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -222,7 +357,7 @@ pub async fn timeline_page(
     let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
     let sql = format!(
         "{SELECT_EVENT}
-         WHERE e.room_nid = $1 AND e.stream_ordering IS NOT NULL
+         WHERE e.room_nid = $1 AND e.stream_ordering IS NOT NULL AND NOT e.outlier
            AND (e.depth, e.stream_ordering) {cmp} ($2, $3)
            AND e.rejected_reason IS NULL AND NOT e.soft_failed
          ORDER BY e.depth {order}, e.stream_ordering {order}

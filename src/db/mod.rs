@@ -7,6 +7,7 @@ pub mod directory;
 pub mod e2e;
 pub mod embedded;
 pub mod events;
+pub mod federation;
 pub mod filters;
 pub mod reads;
 pub mod receipts;

@@ -18,7 +18,7 @@ pub async fn state_group_at(
     let row: Option<(Option<i64>,)> = sqlx::query_as(
         "SELECT CASE WHEN (depth, stream_ordering) = ($2, $3) THEN state_before ELSE state_after END
          FROM events
-         WHERE room_nid = $1 AND stream_ordering IS NOT NULL
+         WHERE room_nid = $1 AND stream_ordering IS NOT NULL AND NOT outlier
            AND (depth, stream_ordering) <= ($2, $3)
            AND rejected_reason IS NULL AND NOT soft_failed
          ORDER BY depth DESC, stream_ordering DESC

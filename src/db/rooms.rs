@@ -177,3 +177,94 @@ pub async fn delete_alias(e: impl PgExecutor<'_>, alias: &str) -> Result<bool, s
         .await?;
     Ok(r.rows_affected() > 0)
 }
+
+/// Create the room row unless it exists (a room first seen through an invite or a join from
+/// another server); returns its number.
+pub async fn ensure(
+    tx: &mut PgConnection,
+    room_id: &str,
+    version: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rooms (room_id, room_version) VALUES ($1, $2)
+         ON CONFLICT ON CONSTRAINT rooms_room_id_key DO NOTHING",
+    )
+    .bind(room_id)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    let (nid,): (i64,) = sqlx::query_as("SELECT room_nid FROM rooms WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(nid)
+}
+
+/// Many memberships at once: (user_id, membership, event_nid).
+pub async fn set_memberships(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    rows: &[(&str, &str, i64)],
+) -> Result<(), sqlx::Error> {
+    let users: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let memberships: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let events: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    sqlx::query(
+        "INSERT INTO room_members (room_nid, user_id, membership, event_nid)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])
+         ON CONFLICT ON CONSTRAINT room_members_pkey DO UPDATE
+         SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid, forgotten = FALSE,
+             invite_state = NULL",
+    )
+    .bind(room_nid)
+    .bind(&users)
+    .bind(&memberships)
+    .bind(&events)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A membership known only from another server (an invite to, or a rejection of an invite
+/// to, a room we are not in), with the stripped state shown to the invitee.
+pub async fn set_out_of_band_membership(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    user_id: &str,
+    membership: &str,
+    event_nid: i64,
+    invite_state: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO room_members (room_nid, user_id, membership, event_nid, invite_state)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT ON CONSTRAINT room_members_pkey DO UPDATE
+         SET membership = EXCLUDED.membership, event_nid = EXCLUDED.event_nid, forgotten = FALSE,
+             invite_state = EXCLUDED.invite_state",
+    )
+    .bind(room_nid)
+    .bind(user_id)
+    .bind(membership)
+    .bind(event_nid)
+    .bind(invite_state)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The sender of the event that set a user's membership (who invited them, for an invite).
+pub async fn membership_sender(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    user_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT e.sender FROM room_members m JOIN events e USING (event_nid)
+         WHERE m.room_nid = $1 AND m.user_id = $2",
+    )
+    .bind(room_nid)
+    .bind(user_id)
+    .fetch_optional(e)
+    .await?;
+    Ok(row.map(|r| r.0))
+}

@@ -187,3 +187,58 @@ pub async fn load_keys_many(
     .fetch_all(e)
     .await
 }
+
+/// Full state of several groups in one query: (group, state_key_nid, event_nid, type,
+/// state_key).
+pub async fn load_many(
+    e: impl PgExecutor<'_>,
+    groups: &[i64],
+) -> Result<Vec<(i64, i64, i64, String, String)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{CHAINS}
+        SELECT DISTINCT ON (c.root, s.state_key_nid)
+               c.root, s.state_key_nid, s.event_nid, k.event_type, k.state_key
+        FROM chain c
+        JOIN state_group_entries s ON s.state_group = c.sg
+        JOIN state_keys k ON k.state_key_nid = s.state_key_nid
+        ORDER BY c.root, s.state_key_nid, c.lvl"
+    ))
+    .bind(groups)
+    .bind(MAX_CHAIN_LEN)
+    .fetch_all(e)
+    .await
+}
+
+/// (type, state_key) of interned keys: (state_key_nid, type, state_key).
+pub async fn keys_by_nid(
+    e: impl PgExecutor<'_>,
+    nids: &[i64],
+) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state_key_nid, event_type, state_key FROM state_keys WHERE state_key_nid = ANY($1)",
+    )
+    .bind(nids)
+    .fetch_all(e)
+    .await
+}
+
+/// Many current-state entries at once: (state_key_nid, event_nid).
+pub async fn set_current_many(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    entries: &[(i64, i64)],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<i64> = entries.iter().map(|e| e.0).collect();
+    let events: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    sqlx::query(
+        "INSERT INTO current_state (room_nid, state_key_nid, event_nid)
+         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])
+         ON CONFLICT ON CONSTRAINT current_state_pkey DO UPDATE SET event_nid = EXCLUDED.event_nid",
+    )
+    .bind(room_nid)
+    .bind(&keys)
+    .bind(&events)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -15,6 +15,8 @@ pub struct UserRoom {
     pub member_stream: i64,
     pub state_group: Option<i64>,
     pub forgotten: bool,
+    /// Stripped state sent by another server with an invite to a room we are not in.
+    pub invite_state: Option<String>,
 }
 
 pub async fn user_rooms(
@@ -23,7 +25,8 @@ pub async fn user_rooms(
 ) -> Result<Vec<UserRoom>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.room_nid, r.room_id, r.room_version, m.membership, m.event_nid AS member_event_nid,
-                COALESCE(e.stream_ordering, 0) AS member_stream, r.state_group, m.forgotten
+                COALESCE(e.stream_ordering, 0) AS member_stream, r.state_group, m.forgotten,
+                m.invite_state
          FROM room_members m JOIN rooms r USING (room_nid) JOIN events e ON e.event_nid = m.event_nid
          WHERE m.user_id = $1",
     )
@@ -49,7 +52,7 @@ pub async fn recent_events(
             SELECT e.*, i.event_id,
                    row_number() OVER (PARTITION BY e.room_nid ORDER BY e.stream_ordering DESC) AS n
             FROM events e JOIN event_ids i USING (event_nid)
-            WHERE e.room_nid = ANY($1) AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+            WHERE e.room_nid = ANY($1) AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
               AND e.rejected_reason IS NULL AND NOT e.soft_failed
          ) x
          WHERE n <= $4 + 1
@@ -77,7 +80,7 @@ pub async fn state_events_between(
                 e.soft_failed, e.outlier, e.redacted_by, e.state_before, e.state_after
          FROM events e JOIN event_ids i USING (event_nid)
          WHERE e.room_nid = $1 AND e.state_key_nid IS NOT NULL
-           AND e.stream_ordering > $2 AND e.stream_ordering < $3 AND e.rejected_reason IS NULL
+           AND e.stream_ordering > $2 AND e.stream_ordering < $3 AND e.rejected_reason IS NULL AND NOT e.outlier
          ORDER BY e.state_key_nid, e.stream_ordering DESC",
     )
     .bind(room_nid)

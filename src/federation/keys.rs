@@ -67,6 +67,36 @@ impl RemoteKeys {
         Ok(map)
     }
 
+    /// One key map for many (server, key ID) pairs, fetched concurrently. Keys that cannot
+    /// be had are left out: signatures made with them then fail to verify.
+    pub async fn key_map_many(
+        &self,
+        wanted: &std::collections::BTreeSet<(OwnedServerName, ruma::OwnedServerSigningKeyId)>,
+    ) -> PublicKeyMap {
+        let results = futures::future::join_all(wanted.iter().cloned().map(|(server, key_id)| {
+            let this = self.clone();
+            async move {
+                let result = this.key_map(&server, &key_id).await;
+                (server, key_id, result)
+            }
+        }))
+        .await;
+        let mut map = PublicKeyMap::new();
+        for (server, key_id, result) in results {
+            match result {
+                Ok(m) => {
+                    for (s, set) in m {
+                        map.entry(s).or_default().extend(set);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(%server, %key_id, error = %e, "signing key unavailable");
+                }
+            }
+        }
+        map
+    }
+
     /// As a notary: `server`'s self-signed key response, valid until at least
     /// `min_valid_until` (fetched from it when our copy is too old), countersigned by us.
     pub async fn notarised(

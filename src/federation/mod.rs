@@ -3,7 +3,12 @@
 
 pub mod client;
 pub mod discovery;
+pub mod edus;
+pub mod inbound;
 pub mod keys;
+pub mod membership;
+pub mod pdu;
+pub mod sender;
 
 use std::sync::Arc;
 
@@ -21,19 +26,33 @@ use keys::RemoteKeys;
 pub struct Federation {
     pub client: Arc<FederationClient>,
     pub remote_keys: RemoteKeys,
+    pub sender: Arc<sender::Sender>,
+    db: PgPool,
+    server_keys: Arc<ServerKeys>,
+    max_missing_events: u64,
 }
 
 impl Federation {
     pub fn new(db: PgPool, config: &FederationConfig, keys: Arc<ServerKeys>) -> Result<Self> {
-        let client = Arc::new(FederationClient::new(config, keys)?);
+        let client = Arc::new(FederationClient::new(config, keys.clone())?);
         let notaries = config
             .trusted_key_servers
             .iter()
             .filter_map(|n| OwnedServerName::try_from(n.as_str()).ok())
             .collect();
+        let sender = sender::Sender::new(
+            db.clone(),
+            client.clone(),
+            keys.server_name().clone(),
+            std::time::Duration::from_secs(config.max_retry_interval_secs),
+        );
         Ok(Federation {
-            remote_keys: RemoteKeys::new(db, client.clone(), notaries),
+            remote_keys: RemoteKeys::new(db.clone(), client.clone(), notaries),
             client,
+            sender,
+            db,
+            server_keys: keys,
+            max_missing_events: config.max_missing_events,
         })
     }
 

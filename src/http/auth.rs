@@ -174,6 +174,7 @@ impl Authenticate for ruma::api::federation::authentication::ServerSignatures {
             unauthorized("Invalid request signature")
         })?;
         tracing::Span::current().record("user", x.origin.as_str());
+        state.federation.sender.destination_alive(&x.origin);
         Ok(x.origin)
     }
 }

@@ -115,6 +115,17 @@ impl ServerKeys {
         .map_err(|e| Error::internal(format!("event signing failed: {e}")))
     }
 
+    /// Add our signature to another server's event (invites, restricted joins we vouch
+    /// for), leaving its hashes and other signatures as they are.
+    pub fn sign_event(
+        &self,
+        object: &mut CanonicalJsonObject,
+        redaction: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<()> {
+        ruma::signatures::sign_event(self.server_name.as_str(), &self.key_pair, object, redaction)
+            .map_err(|e| Error::internal(format!("event signing failed: {e}")))
+    }
+
     /// Sign raw bytes (the X-Matrix request signature is over canonical JSON we build).
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         self.key_pair.sign(message).as_bytes().to_vec()

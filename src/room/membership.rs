@@ -28,7 +28,21 @@ impl Rooms {
     /// (`join_authorised_via_users_server`), as the auth rules require.
     pub async fn join(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
         let room = self.room(room_id).await?;
-        let current = self.membership(&room, user).await?;
+        let extra = self.join_content(&room, user).await?;
+        self.set_membership(user, room_id, user, "join", reason, Some(extra))
+            .await?;
+        Ok(())
+    }
+
+    /// Content keys a join by `user` needs: for a restricted room the user must satisfy an
+    /// allow rule and a local member with invite power vouches for the join
+    /// (`join_authorised_via_users_server`).
+    pub(crate) async fn join_content(
+        &self,
+        room: &db::rooms::RoomRow,
+        user: &UserId,
+    ) -> Result<Map<String, Value>> {
+        let current = self.membership(room, user).await?;
         let mut extra = Map::new();
         if !matches!(current.as_deref(), Some("join") | Some("invite"))
             && let Some(group) = room.state_group
@@ -57,7 +71,7 @@ impl Rooms {
                     .and_then(|p| serde_json::from_str(p.content.get()).ok())
                     .unwrap_or(Value::Null);
                 let authoriser = self
-                    .local_inviter(&room, &power)
+                    .local_inviter(room, &power)
                     .await?
                     .ok_or_else(|| Error::forbidden("No local member can authorise this join"))?;
                 extra.insert(
@@ -66,9 +80,7 @@ impl Rooms {
                 );
             }
         }
-        self.set_membership(user, room_id, user, "join", reason, Some(extra))
-            .await?;
-        Ok(())
+        Ok(extra)
     }
 
     /// Knock on a room (join rule `knock` or `knock_restricted`).
@@ -149,3 +161,67 @@ impl Rooms {
         Ok(())
     }
 }
+
+impl Rooms {
+    /// Invite a user of another server: the invite is built and authorised here, `countersign`
+    /// has the invitee's server sign it (given the room, the prepared event and the PDUs of
+    /// the room's public basics as JSON), and the countersigned event is stored. The room
+    /// lock is held throughout so the event still extends the room when stored.
+    pub async fn invite_with<F, Fut>(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+        countersign: F,
+    ) -> Result<ruma::OwnedEventId>
+    where
+        F: FnOnce(db::rooms::RoomRow, super::append::Prepared, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<String>>,
+    {
+        let mut content = Map::new();
+        content.insert("membership".into(), "invite".into());
+        if let Some(r) = reason {
+            content.insert("reason".into(), r.into());
+        }
+        let new = super::pdu::NewContent {
+            kind: ruma::events::TimelineEventType::RoomMember,
+            state_key: Some(invitee.to_string()),
+            content: super::raw(&Value::Object(content))?,
+            redacts: None,
+        };
+        let lock = self.locks.lock(room_id).await;
+        let room = self.room(room_id).await?;
+        let prepared = super::append::prepare_local(&self.store(), &room, sender, &new).await?;
+        let mut stripped = Vec::new();
+        if let Some(group) = room.state_group {
+            let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();
+            let nids: Vec<i64> = db::state::load_keys(self.db(), group, &keys)
+                .await?
+                .into_iter()
+                .map(|r| r.1)
+                .collect();
+            stripped = db::events::by_nids(self.db(), &nids)
+                .await?
+                .into_iter()
+                .map(|e| e.json)
+                .collect();
+        }
+        let event_id = prepared.event_id.clone();
+        let signed = countersign(room.clone(), prepared, stripped).await?;
+        let pdu = super::pdu::Pdu::parse(event_id.clone(), &signed)?;
+        super::append::persist_local(&self.store(), &lock, &room, &event_id, &signed, &pdu, None)
+            .await?;
+        Ok(event_id)
+    }
+}
+
+/// State types whose events go with an invite, so the invitee's client can show the room.
+pub const INVITE_STATE_TYPES: [&str; 6] = [
+    "m.room.create",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+];

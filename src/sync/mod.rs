@@ -436,6 +436,11 @@ impl Sync {
 
     /// Stripped state for an invite: the invite itself and the room's public basics.
     async fn invite_state(&self, r: &db::sync::UserRoom) -> Result<Vec<Value>> {
+        if let Some(json) = &r.invite_state
+            && let Ok(events) = serde_json::from_str::<Vec<Value>>(json)
+        {
+            return Ok(events);
+        }
         let db = self.rooms.db();
         let mut nids = vec![r.member_event_nid];
         if let Some(group) = r.state_group {

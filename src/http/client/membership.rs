@@ -33,11 +33,9 @@ async fn join_by_id_route(
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
     let b = &req.body;
-    state
-        .rooms
-        .join(&req.auth.user_id, &b.room_id, b.reason.as_deref())
-        .await?;
-    Ok(join_room_by_id::v3::Response::new(req.body.room_id))
+    let target: &ruma::RoomOrAliasId = <&ruma::RoomOrAliasId>::from(&*b.room_id);
+    let room_id = join(&state, &req.auth.user_id, target, &[], b.reason.as_deref()).await?;
+    Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
 /// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
@@ -45,12 +43,30 @@ async fn join_route(
     state: AppState,
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
-    state
-        .rooms
-        .join(&req.auth.user_id, &room_id, req.body.reason.as_deref())
-        .await?;
+    let b = &req.body;
+    let room_id = join(
+        &state,
+        &req.auth.user_id,
+        &b.room_id_or_alias,
+        &b.via,
+        b.reason.as_deref(),
+    )
+    .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+async fn join(
+    state: &AppState,
+    user: &ruma::UserId,
+    target: &ruma::RoomOrAliasId,
+    via: &[ruma::OwnedServerName],
+    reason: Option<&str>,
+) -> Result<ruma::OwnedRoomId> {
+    let profile = state.accounts.profile(user).await?;
+    state
+        .federation
+        .join_room(&state.rooms, user, target, via, reason, profile)
+        .await
 }
 
 /// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
@@ -71,11 +87,15 @@ async fn leave_route(
     state: AppState,
     req: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
-    let u = &req.auth.user_id;
     let b = &req.body;
     state
-        .rooms
-        .act_on_member(u, &b.room_id, u, "leave", b.reason.as_deref())
+        .federation
+        .leave_room(
+            &state.rooms,
+            &req.auth.user_id,
+            &b.room_id,
+            b.reason.as_deref(),
+        )
         .await?;
     Ok(leave_room::v3::Response::new())
 }
@@ -90,12 +110,12 @@ async fn invite_route(
     };
     let reason = target.reason.as_deref();
     state
-        .rooms
-        .act_on_member(
+        .federation
+        .invite(
+            &state.rooms,
             &req.auth.user_id,
             &req.body.room_id,
             &target.user_id,
-            "invite",
             reason,
         )
         .await?;

@@ -2,8 +2,10 @@
 
 mod directory;
 mod discovery;
+mod membership;
 mod notary;
 mod query;
+mod transactions;
 
 use axum::Router;
 
@@ -13,5 +15,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
     let r = directory::routes(r);
     let r = notary::routes(r);
+    let r = membership::routes(r);
+    let r = transactions::routes(r);
     query::routes(r)
 }

@@ -1,0 +1,613 @@
+//! Membership across servers, both sides: joining and leaving rooms hosted elsewhere
+//! (make_join/send_join, make_leave/send_leave), invites to users of other servers, and
+//! answering those requests for rooms we are in.
+
+use ruma::api::federation::membership::{
+    RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event,
+    prepare_leave_event,
+};
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::events::TimelineEventType;
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+};
+use serde_json::value::RawValue;
+
+use super::Federation;
+use super::client::FederationError;
+use super::pdu::{parse_pdu, verify_pdus};
+use crate::error::{Error, Result};
+use crate::room::Rooms;
+use crate::room::append::membership_of;
+use crate::room::create::creatable_versions;
+use crate::room::pdu::Pdu;
+use crate::room::remote::{Incoming, Outcome, rules_of};
+
+/// Which membership a template/answer is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Join,
+    Leave,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+        }
+    }
+}
+
+impl Federation {
+    /// Join `user` to a room hosted elsewhere, through the first of `via` that answers:
+    /// make_join, sign, send_join, verify the state and auth chain, store it.
+    #[tracing::instrument(skip(self, rooms, via, reason), fields(%user, %room_id))]
+    pub async fn join_remote(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+        profile: (Option<String>, Option<String>),
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server could help to join this room");
+        for server in via.iter().filter(|s| *s != rooms.server_name()) {
+            match self
+                .join_via(rooms, server, user, room_id, reason, &profile)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, error = %e, "joining through this server failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_via(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<()> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = creatable_versions();
+        let template = self.client.send(server, request).await?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        let (event_id, obj) =
+            self.sign_template(&version, &template.event, Kind::Join, reason, profile)?;
+        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
+        let raw =
+            RawValue::from_string(json.clone()).map_err(|e| Error::internal(e.to_string()))?;
+        let answer = self
+            .client
+            .send(
+                server,
+                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw),
+            )
+            .await?
+            .room_state;
+
+        // A restricted join comes back countersigned by the resident server.
+        let join = match &answer.event {
+            Some(signed) => {
+                let mut v = verify_pdus(&self.remote_keys, &rules, &[&**signed]).await;
+                match v.pop() {
+                    Some((_, Ok(ev))) if ev.event_id == event_id => ev,
+                    _ => {
+                        return Err(Error::Upstream(
+                            "the countersigned join event is invalid".into(),
+                        ));
+                    }
+                }
+            }
+            None => Incoming {
+                pdu: Pdu::parse(event_id.clone(), &json)?,
+                event_id,
+                json,
+            },
+        };
+        let keep = |list: Vec<(
+            Option<ruma::OwnedEventId>,
+            std::result::Result<Incoming, String>,
+        )>| {
+            list.into_iter()
+                .filter_map(|(id, r)| match r {
+                    Ok(ev) if ev.pdu.room_id.as_deref() == Some(room_id) => Some(ev),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::info!(event_id = ?id, error = %e, "dropped an event of the join's state");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let state_raws: Vec<&RawValue> = answer.state.iter().map(|r| &**r).collect();
+        let chain_raws: Vec<&RawValue> = answer.auth_chain.iter().map(|r| &**r).collect();
+        let state = keep(verify_pdus(&self.remote_keys, &rules, &state_raws).await);
+        let auth_chain = keep(verify_pdus(&self.remote_keys, &rules, &chain_raws).await);
+        rooms
+            .store_joined_state(room_id, &version, &join, &state, &auth_chain)
+            .await?;
+        tracing::info!(%server, state = state.len(), auth_chain = auth_chain.len(), "joined remote room");
+        Ok(())
+    }
+
+    /// Fill in and sign a membership template from make_join / make_leave.
+    fn sign_template(
+        &self,
+        version: &RoomVersionId,
+        template: &RawValue,
+        kind: Kind,
+        reason: Option<&str>,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<(ruma::OwnedEventId, CanonicalJsonObject)> {
+        if !creatable_versions().contains(version) {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                "This server does not support the room's version",
+            ));
+        }
+        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let mut obj: CanonicalJsonObject = serde_json::from_str(template.get())
+            .map_err(|e| Error::Upstream(format!("invalid membership template: {e}")))?;
+        for key in ["event_id", "hashes", "signatures", "unsigned"] {
+            obj.remove(key);
+        }
+        let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
+        obj.insert("origin".into(), s(self.client_server_name().as_str()));
+        obj.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
+        );
+        let content = match obj.get_mut("content") {
+            Some(CanonicalJsonValue::Object(c)) => c,
+            _ => {
+                return Err(Error::Upstream(
+                    "membership template without content".into(),
+                ));
+            }
+        };
+        content.insert("membership".into(), s(kind.as_str()));
+        if let Some(r) = reason {
+            content.insert("reason".into(), s(r));
+        }
+        if kind == Kind::Join {
+            if let Some(n) = &profile.0 {
+                content.insert("displayname".into(), s(n));
+            }
+            if let Some(a) = &profile.1 {
+                content.insert("avatar_url".into(), s(a));
+            }
+        }
+        self.server_keys
+            .hash_and_sign_event(&mut obj, &rules.redaction)?;
+        let hash = ruma::signatures::reference_hash(&obj, &rules)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let event_id =
+            EventId::parse(format!("${hash}")).map_err(|e| Error::internal(e.to_string()))?;
+        Ok((event_id, obj))
+    }
+
+    fn client_server_name(&self) -> &ServerName {
+        self.server_keys.server_name()
+    }
+
+    /// Leave (reject an invite to) a room we are not in, through one of `via`: make_leave,
+    /// sign, send_leave; the leave is then stored as an out-of-band membership.
+    pub async fn leave_remote(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut last = Error::not_found("No server could help to leave this room");
+        for server in via.iter().filter(|s| *s != rooms.server_name()) {
+            let attempt = async {
+                let template = self
+                    .client
+                    .send(
+                        server,
+                        prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()),
+                    )
+                    .await?;
+                let version = template.room_version.unwrap_or(RoomVersionId::V1);
+                let (event_id, obj) = self.sign_template(
+                    &version,
+                    &template.event,
+                    Kind::Leave,
+                    reason,
+                    &(None, None),
+                )?;
+                let json =
+                    serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
+                let raw = RawValue::from_string(json.clone())
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                self.client
+                    .send(
+                        server,
+                        create_leave_event::v2::Request::new(
+                            room_id.to_owned(),
+                            event_id.clone(),
+                            raw,
+                        ),
+                    )
+                    .await?;
+                let ev = Incoming {
+                    pdu: Pdu::parse(event_id.clone(), &json)?,
+                    event_id,
+                    json,
+                };
+                rooms
+                    .store_out_of_band_membership(room_id, &version, &ev, None)
+                    .await
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, error = %e, "leaving through this server failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Invite a user of another server to one of our rooms: build and authorise the event,
+    /// have the invitee's server countersign it, then store and send it like any other.
+    pub async fn invite_remote(
+        &self,
+        rooms: &Rooms,
+        sender: &UserId,
+        room_id: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+    ) -> Result<ruma::OwnedEventId> {
+        rooms
+            .invite_with(
+                sender,
+                room_id,
+                invitee,
+                reason,
+                |room, prepared, stripped| async move {
+                    let version = RoomVersionId::try_from(room.room_version.as_str())
+                        .map_err(|e| Error::internal(e.to_string()))?;
+                    let rules = rules_of(&room)?;
+                    let raw = RawValue::from_string(prepared.json.clone())
+                        .map_err(|e| Error::internal(e.to_string()))?;
+                    let stripped = stripped
+                        .into_iter()
+                        .filter_map(|j| RawValue::from_string(j).ok())
+                        .map(RawStrippedState::Pdu)
+                        .collect();
+                    let request = create_invite::v2::Request::new(
+                        room_id.to_owned(),
+                        prepared.event_id.clone(),
+                        version,
+                        raw,
+                        stripped,
+                    );
+                    let answer = self
+                        .client
+                        .send(invitee.server_name(), request)
+                        .await
+                        .map_err(|e| match e {
+                            FederationError::Remote { status: 403, .. } => {
+                                Error::forbidden("The invitee's server refused the invite")
+                            }
+                            other => other.into(),
+                        })?;
+                    let mut v = verify_pdus(&self.remote_keys, &rules, &[&*answer.event]).await;
+                    let signed = match v.pop() {
+                        Some((_, Ok(ev))) if ev.event_id == prepared.event_id => ev,
+                        _ => {
+                            return Err(Error::Upstream(
+                                "the invitee's server returned an invalid invite".into(),
+                            ));
+                        }
+                    };
+                    let has_their_signature =
+                        serde_json::from_str::<serde_json::Value>(&signed.json)
+                            .ok()
+                            .is_some_and(|v| {
+                                v["signatures"][invitee.server_name().as_str()].is_object()
+                            });
+                    if !has_their_signature {
+                        return Err(Error::Upstream(
+                            "the invitee's server did not sign the invite".into(),
+                        ));
+                    }
+                    Ok(signed.json)
+                },
+            )
+            .await
+    }
+
+    /// A template for another server's user to join or leave one of our rooms.
+    pub async fn make_membership(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        supported: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        if user.server_name() != origin {
+            return Err(Error::forbidden("User is not of the requesting server"));
+        }
+        let room = rooms.room(room_id).await?;
+        rooms.check_server_acl(&room, origin).await?;
+        rooms
+            .membership_template(room_id, user, membership, supported)
+            .await
+    }
+
+    /// Accept a signed join or leave from another server (send_join / send_leave): check it,
+    /// countersign a restricted join we vouch for, store it, pass it on to the room.
+    /// Returns the event as stored (with our signature when we added one).
+    pub async fn accept_membership(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+        membership: &str,
+    ) -> Result<Incoming> {
+        let room = rooms.room(room_id).await?;
+        rooms.check_server_acl(&room, origin).await?;
+        if !rooms.is_resident(&room).await? {
+            return Err(Error::not_found("This server is not in that room"));
+        }
+        let rules = rules_of(&room)?;
+        let (id, _) = parse_pdu(pdu, &rules).map_err(Error::bad_json)?;
+        if id != event_id {
+            return Err(Error::bad_json("Event ID does not match the event"));
+        }
+        let mut ev = match verify_pdus(&self.remote_keys, &rules, &[pdu]).await.pop() {
+            Some((_, Ok(ev))) => ev,
+            Some((_, Err(e))) => return Err(Error::forbidden(e)),
+            None => return Err(Error::bad_json("No event")),
+        };
+        let p = &ev.pdu;
+        if p.kind != TimelineEventType::RoomMember
+            || p.state_key.as_deref() != Some(p.sender.as_str())
+            || p.sender.server_name() != origin
+            || p.room_id.as_deref() != Some(room_id)
+            || membership_of(&p.content) != membership
+        {
+            return Err(Error::bad_json(format!(
+                "Not a {membership} event of a user of the sending server"
+            )));
+        }
+        if membership == "join" {
+            let authoriser = serde_json::from_str::<serde_json::Value>(p.content.get())
+                .ok()
+                .and_then(|c| {
+                    c["join_authorised_via_users_server"]
+                        .as_str()
+                        .map(str::to_owned)
+                });
+            if let Some(a) = authoriser
+                && UserId::parse(a.as_str()).is_ok_and(|u| u.server_name() == rooms.server_name())
+            {
+                let mut obj: CanonicalJsonObject =
+                    serde_json::from_str(&ev.json).map_err(|e| Error::internal(e.to_string()))?;
+                self.server_keys.sign_event(&mut obj, &rules.redaction)?;
+                ev.json =
+                    serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
+            }
+        }
+        match rooms
+            .receive_pdu(room_id, &ev, Some(origin.as_str()))
+            .await?
+        {
+            Outcome::Stored { soft_failed: false } | Outcome::AlreadyKnown => Ok(ev),
+            Outcome::Stored { soft_failed: true } => Err(Error::forbidden(
+                "The event is not allowed by the room's current state",
+            )),
+            Outcome::Rejected(reason) => Err(Error::forbidden(reason)),
+            Outcome::Missing { .. } => Err(Error::bad_json("The event refers to unknown events")),
+        }
+    }
+
+    /// An invite from another server for one of our users: check and countersign it, and
+    /// record it so the invitee sees it in /sync.
+    pub async fn accept_invite(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        version: &RoomVersionId,
+        event: &RawValue,
+        invite_room_state: &[RawStrippedState],
+    ) -> Result<Box<RawValue>> {
+        if !creatable_versions().contains(version) {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::IncompatibleRoomVersion(
+                    ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+                ),
+                "This server does not support the room's version",
+            ));
+        }
+        if let Ok(room) = rooms.room(room_id).await {
+            rooms.check_server_acl(&room, origin).await?;
+        }
+        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let (id, _) = parse_pdu(event, &rules).map_err(Error::bad_json)?;
+        if id != event_id {
+            return Err(Error::bad_json("Event ID does not match the event"));
+        }
+        let ev = match verify_pdus(&self.remote_keys, &rules, &[event]).await.pop() {
+            Some((_, Ok(ev))) => ev,
+            Some((_, Err(e))) => return Err(Error::forbidden(e)),
+            None => return Err(Error::bad_json("No event")),
+        };
+        let p = &ev.pdu;
+        let invitee = p
+            .state_key
+            .as_deref()
+            .and_then(|k| UserId::parse(k).ok())
+            .ok_or_else(|| Error::bad_json("Invite without a user state_key"))?;
+        if p.kind != TimelineEventType::RoomMember
+            || membership_of(&p.content) != "invite"
+            || invitee.server_name() != rooms.server_name()
+            || p.sender.server_name() != origin
+            || p.room_id.as_deref() != Some(room_id)
+        {
+            return Err(Error::bad_json("Not an invite for a user of this server"));
+        }
+        let mut obj: CanonicalJsonObject =
+            serde_json::from_str(&ev.json).map_err(|e| Error::internal(e.to_string()))?;
+        self.server_keys.sign_event(&mut obj, &rules.redaction)?;
+        let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
+        let stripped = stripped_state(invite_room_state, &json);
+        let signed = Incoming {
+            event_id: ev.event_id.clone(),
+            pdu: ev.pdu.clone(),
+            json: json.clone(),
+        };
+        rooms
+            .store_out_of_band_membership(room_id, version, &signed, Some(&stripped))
+            .await?;
+        RawValue::from_string(json).map_err(|e| Error::internal(e.to_string()))
+    }
+}
+
+/// The invite's stripped state as a JSON array of `{type, state_key, sender, content}`,
+/// the invite itself included.
+fn stripped_state(list: &[RawStrippedState], invite_json: &str) -> String {
+    #[allow(deprecated)]
+    let mut out: Vec<serde_json::Value> = list
+        .iter()
+        .filter_map(|s| match s {
+            RawStrippedState::Pdu(raw) => serde_json::from_str(raw.get()).ok(),
+            RawStrippedState::Stripped(raw) => serde_json::from_str(raw.json().get()).ok(),
+            _ => None,
+        })
+        .map(|v: serde_json::Value| strip(&v))
+        .collect();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(invite_json) {
+        out.push(strip(&v));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+fn strip(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "type": v["type"], "state_key": v["state_key"], "sender": v["sender"], "content": v["content"]
+    })
+}
+
+/// What a client's membership request becomes: local when one of our users is in the room
+/// (we hold its state and append ourselves; the queue tells the other servers), through
+/// another server otherwise.
+impl Federation {
+    /// Join a room by ID or alias; returns the room ID.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join_room(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        target: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+        profile: (Option<String>, Option<String>),
+    ) -> Result<ruma::OwnedRoomId> {
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        let room_id = match <&RoomId>::try_from(target) {
+            Ok(id) => id.to_owned(),
+            Err(alias) if alias.server_name() == rooms.server_name() => {
+                rooms.resolve_room(target).await?
+            }
+            Err(alias) => {
+                let (id, alias_servers) = self.remote_alias(alias).await?;
+                servers.extend(alias_servers);
+                servers.push(alias.server_name().to_owned());
+                id
+            }
+        };
+        if let Ok(room) = rooms.room(&room_id).await {
+            if rooms.is_resident(&room).await? {
+                rooms.join(user, &room_id, reason).await?;
+                return Ok(room_id);
+            }
+            if let Some(inviter) = rooms.membership_sender(&room, user).await? {
+                servers.push(inviter.server_name().to_owned());
+            }
+        }
+        if let Some(s) = room_id.server_name() {
+            servers.push(s.to_owned());
+        }
+        dedup_keep_order(&mut servers);
+        self.join_remote(rooms, user, &room_id, &servers, reason, profile)
+            .await?;
+        Ok(room_id)
+    }
+
+    /// Leave a room, or reject an invite to a room we are not in.
+    pub async fn leave_room(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let room = rooms.room(room_id).await?;
+        if rooms.is_resident(&room).await? {
+            rooms
+                .act_on_member(user, room_id, user, "leave", reason)
+                .await?;
+            return Ok(());
+        }
+        let mut servers = Vec::new();
+        if let Some(inviter) = rooms.membership_sender(&room, user).await? {
+            servers.push(inviter.server_name().to_owned());
+        }
+        if let Some(s) = room_id.server_name() {
+            servers.push(s.to_owned());
+        }
+        dedup_keep_order(&mut servers);
+        self.leave_remote(rooms, user, room_id, &servers, reason)
+            .await
+    }
+
+    /// Invite a user, of this server or another.
+    pub async fn invite(
+        &self,
+        rooms: &Rooms,
+        sender: &UserId,
+        room_id: &RoomId,
+        invitee: &UserId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if invitee.server_name() == rooms.server_name() {
+            rooms
+                .act_on_member(sender, room_id, invitee, "invite", reason)
+                .await?;
+        } else {
+            self.invite_remote(rooms, sender, room_id, invitee, reason)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn dedup_keep_order(servers: &mut Vec<OwnedServerName>) {
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| seen.insert(s.clone()));
+}

@@ -430,12 +430,16 @@ impl Federation {
         &self,
         rooms: &Rooms,
         origin: &ServerName,
-        room_id: &RoomId,
-        event_id: &EventId,
-        version: &RoomVersionId,
-        event: &RawValue,
-        invite_room_state: &[RawStrippedState],
+        invite: &create_invite::v2::Request,
     ) -> Result<Box<RawValue>> {
+        let create_invite::v2::Request {
+            room_id,
+            event_id,
+            room_version: version,
+            event,
+            invite_room_state,
+            ..
+        } = invite;
         if !creatable_versions().contains(version) {
             return Err(Error::new(
                 ruma::api::error::ErrorKind::IncompatibleRoomVersion(
@@ -449,7 +453,7 @@ impl Federation {
         }
         let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
         let (id, _) = parse_pdu(event, &rules).map_err(Error::bad_json)?;
-        if id != event_id {
+        if id != *event_id {
             return Err(Error::bad_json("Event ID does not match the event"));
         }
         let ev = match verify_pdus(&self.remote_keys, &rules, &[event]).await.pop() {
@@ -518,7 +522,6 @@ fn strip(v: &serde_json::Value) -> serde_json::Value {
 /// another server otherwise.
 impl Federation {
     /// Join a room by ID or alias; returns the room ID.
-    #[allow(clippy::too_many_arguments)]
     pub async fn join_room(
         &self,
         rooms: &Rooms,

@@ -367,7 +367,11 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
         _ if !accepted => (None, Vec::new()),
         Current::Keep => (None, Vec::new()),
         Current::Extend { mut also } => {
-            also.extend(own_change());
+            if let Some(own) = own_change() {
+                // The event's own entry wins over what the state before it held.
+                also.retain(|c| c.state_key_nid != own.state_key_nid);
+                also.push(own);
+            }
             (state_after, also)
         }
         Current::Resolved { changes } => {

@@ -71,6 +71,8 @@ pub fn make_federating(config: &mut Config) {
     config.listeners.federation.tls_private_key = Some(key_path);
     config.federation.verify_tls = false;
     config.federation.ip_range_allowlist = vec!["127.0.0.0/8".to_owned()];
+    // Tests stop and restart servers: retry a destination that was down within seconds.
+    config.federation.max_retry_interval_secs = 2;
 }
 
 impl TestServer {
@@ -118,6 +120,18 @@ impl TestServer {
         let running = trellis::server::start(config).await.expect("server starts");
         self.base = format!("http://{}", running.client_addr);
         self.running = Some(running);
+    }
+
+    /// Stop serving (the database and data directory stay), until [`TestServer::resume`].
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Start again after [`TestServer::stop`].
+    pub async fn resume(&mut self) {
+        self.boot().await;
     }
 
     /// Stop and start again on the same database and data directory (a new port).

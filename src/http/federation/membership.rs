@@ -124,18 +124,9 @@ async fn invite_route(
     state: AppState,
     req: Ruma<create_invite::v2::Request>,
 ) -> Result<create_invite::v2::Response> {
-    let b = &req.body;
     let event = state
         .federation
-        .accept_invite(
-            &state.rooms,
-            &req.auth,
-            &b.room_id,
-            &b.event_id,
-            &b.room_version,
-            &b.event,
-            &b.invite_room_state,
-        )
+        .accept_invite(&state.rooms, &req.auth, &req.body)
         .await?;
     Ok(create_invite::v2::Response::new(event))
 }

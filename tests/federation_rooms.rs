@@ -1,0 +1,550 @@
+//! Rooms across Trellis servers on loopback (TLS, separate databases): joins by alias,
+//! messages both ways, outages and catch-up, invites and leaves, bad PDUs in a transaction,
+//! and concurrent sends converging to one state.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{TestServer, User, enc};
+use serde_json::{Value, json};
+
+/// Poll `check` until it holds (federation is asynchronous), failing after 60 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The room's timeline as the user sees it, oldest first: (event_id, type, body or membership).
+async fn timeline(s: &TestServer, u: &User, room: &str) -> Vec<(String, String, String)> {
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000"),
+            u.t(),
+        )
+        .await;
+    if status != 200 {
+        return Vec::new();
+    }
+    let mut out: Vec<(String, String, String)> = body["chunk"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|e| {
+                    let detail = e["content"]["body"]
+                        .as_str()
+                        .or_else(|| e["content"]["membership"].as_str())
+                        .unwrap_or("")
+                        .to_owned();
+                    (
+                        e["event_id"].as_str().unwrap_or("").to_owned(),
+                        e["type"].as_str().unwrap_or("").to_owned(),
+                        detail,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.reverse();
+    out
+}
+
+fn bodies(t: &[(String, String, String)]) -> Vec<String> {
+    t.iter()
+        .filter(|e| e.1 == "m.room.message")
+        .map(|e| e.2.clone())
+        .collect()
+}
+
+async fn membership(s: &TestServer, u: &User, room: &str, who: &str) -> Option<String> {
+    let (status, body) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                enc(who)
+            ),
+            u.t(),
+        )
+        .await;
+    (status == 200).then(|| body["membership"].as_str().unwrap_or("").to_owned())
+}
+
+/// A public room on `a` with alias `#name:a`, created by a fresh user.
+async fn public_room(a: &TestServer, creator: &User, name: &str) -> (String, String) {
+    let room = a
+        .create_room(
+            creator,
+            json!({"preset": "public_chat", "room_alias_name": name, "visibility": "public"}),
+        )
+        .await;
+    (room, format!("#{name}:{}", a.server_name()))
+}
+
+#[tokio::test]
+async fn three_servers_join_by_alias_and_exchange_messages_in_order() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let carol = c.register("carol", "password-c").await;
+    let (room, alias) = public_room(&a, &alice, "lobby").await;
+
+    b.join(&bob, &alias).await;
+    c.join(&carol, &alias).await;
+    let bob_id = bob.user_id.clone();
+    let carol_id = carol.user_id.clone();
+    eventually("A sees bob and carol joined", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+            && membership(&a, &alice, &room, &carol_id).await.as_deref() == Some("join")
+    })
+    .await;
+    eventually("B sees carol joined (forwarded by A)", || async {
+        membership(&b, &bob, &room, &carol_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let text = format!("a{i}");
+        a.send_text(&alice, &room, &text).await;
+        expected.push(text);
+    }
+    eventually("B has alice's 50 messages", || async {
+        bodies(&timeline(&b, &bob, &room).await).len() == 50
+    })
+    .await;
+    for i in 0..50 {
+        let text = format!("b{i}");
+        b.send_text(&bob, &room, &text).await;
+        expected.push(text);
+    }
+    for (server, user) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
+        eventually("every server has all 100 messages", || async {
+            bodies(&timeline(server, user, &room).await).len() == 100
+        })
+        .await;
+        assert_eq!(
+            bodies(&timeline(server, user, &room).await),
+            expected,
+            "order on {}",
+            server.server_name()
+        );
+    }
+
+    // /sync shows them too, in the same order.
+    let filter = enc(&json!({"room": {"timeline": {"limit": 200}}}).to_string());
+    let sync = c.sync(&carol, &format!("?filter={filter}")).await;
+    let events = sync["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("timeline");
+    let synced: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(synced, expected);
+}
+
+#[tokio::test]
+async fn a_stopped_server_receives_what_it_missed() {
+    let a = TestServer::start_federating().await;
+    let mut b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "outage").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    b.stop().await;
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let text = format!("while-down-{i}");
+        a.send_text(&alice, &room, &text).await;
+        expected.push(text);
+    }
+    b.resume().await;
+    // Tokens survive the restart; log in again to be independent of that.
+    let (status, login) = b.login("bob", "password-b").await;
+    assert_eq!(status, 200);
+    let bob = User::from_response(&login);
+    eventually("B caught up with the 20 events", || async {
+        bodies(&timeline(&b, &bob, &room).await) == expected
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invites_joins_rejections_and_leaves_across_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let carol = b.register("carol", "password-c").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+
+    // A private room: joining without an invite is refused by the resident server.
+    let (status, _) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    for user in [&bob, &carol] {
+        let (status, res) = a
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                alice.t(),
+                &json!({"user_id": user.user_id}),
+            )
+            .await;
+        assert_eq!(status, 200, "invite: {res}");
+    }
+    // The invite reaches B's /sync with the room's stripped state.
+    let sync = b.sync(&bob, "").await;
+    let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    let invite = invite.as_array().expect("invite_state");
+    assert!(
+        invite
+            .iter()
+            .any(|e| e["type"] == "m.room.create" && e["sender"] == alice.user_id.as_str())
+    );
+    assert!(invite.iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == bob.user_id.as_str()
+        && e["content"]["membership"] == "invite"));
+
+    // Bob accepts: joining through the inviting server.
+    b.join(&bob, &room).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob joined", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    a.send_text(&alice, &room, "welcome").await;
+    eventually("bob sees the message", || async {
+        bodies(&timeline(&b, &bob, &room).await) == ["welcome"]
+    })
+    .await;
+
+    // Carol rejects. B is in the room by now (bob joined), so her leave is appended on B
+    // and reaches A over /send.
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            carol.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "reject: {res}");
+    let carol_id = carol.user_id.clone();
+    eventually("A sees carol's rejection", || async {
+        membership(&a, &alice, &room, &carol_id).await.as_deref() == Some("leave")
+    })
+    .await;
+
+    // Bob leaves; A sees it, and bob's server no longer gets the room's events.
+    let (status, _) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("A sees bob leave", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("leave")
+    })
+    .await;
+    let (_, joined) = b.get("/_matrix/client/v3/joined_rooms", bob.t()).await;
+    assert_eq!(joined["joined_rooms"], json!([]));
+}
+
+#[tokio::test]
+async fn rejecting_an_invite_to_a_room_the_server_is_not_in() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    let (status, _) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "reject through make_leave/send_leave: {res}");
+    assert_eq!(
+        membership(&a, &alice, &room, bob.user_id.as_str())
+            .await
+            .as_deref(),
+        Some("leave")
+    );
+    let sync = b.sync(&bob, "").await;
+    assert!(sync["rooms"]["invite"][&room].is_null(), "{sync}");
+}
+
+#[tokio::test]
+async fn concurrent_sends_on_two_servers_converge() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "public_chat",
+                "room_alias_name": "fork",
+                "power_level_content_override": {"users": {alice.user_id.as_str(): 100, bob.user_id.as_str(): 100}}
+            }),
+        )
+        .await;
+    b.join(&bob, &format!("#fork:{}", a.server_name())).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    // Both servers write at once: messages and competing state.
+    tokio::join!(
+        async {
+            for i in 0..10 {
+                a.send_text(&alice, &room, &format!("fa{i}")).await;
+                let (st, _) = a
+                    .put(
+                        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+                        alice.t(),
+                        &json!({"topic": format!("alice {i}")}),
+                    )
+                    .await;
+                assert_eq!(st, 200);
+            }
+        },
+        async {
+            for i in 0..10 {
+                b.send_text(&bob, &room, &format!("fb{i}")).await;
+                let (st, _) = b
+                    .put(
+                        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+                        bob.t(),
+                        &json!({"topic": format!("bob {i}")}),
+                    )
+                    .await;
+                assert_eq!(st, 200);
+            }
+        }
+    );
+    for (server, user) in [(&a, &alice), (&b, &bob)] {
+        eventually("all 20 messages on both servers", || async {
+            bodies(&timeline(server, user, &room).await).len() == 20
+        })
+        .await;
+    }
+    // The last events of each side may still be in flight: the states agree once both
+    // servers have everything.
+    eventually("both servers resolve to the same state", || async {
+        state_of(&a, &alice, &room).await == state_of(&b, &bob, &room).await
+    })
+    .await;
+    let state = state_of(&a, &alice, &room).await;
+    assert!(state.iter().any(|(t, _, _)| t == "m.room.topic"));
+}
+
+/// The room's current state as sorted (type, state_key, event_id).
+async fn state_of(s: &TestServer, u: &User, room: &str) -> Vec<(String, String, String)> {
+    let (status, body) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), u.t())
+        .await;
+    assert_eq!(status, 200);
+    let mut ids: Vec<(String, String, String)> = body
+        .as_array()
+        .expect("state")
+        .iter()
+        .map(|e: &Value| {
+            (
+                e["type"].as_str().unwrap_or("").to_owned(),
+                e["state_key"].as_str().unwrap_or("").to_owned(),
+                e["event_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client")
+}
+
+/// The (type, state_key) → event ID map of the room's current state as `u` on `s` sees it.
+async fn state_ids(
+    s: &TestServer,
+    u: &User,
+    room: &str,
+) -> std::collections::HashMap<(String, String), String> {
+    state_of(s, u, room)
+        .await
+        .into_iter()
+        .map(|(t, k, id)| ((t, k), id))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
+    use ruma::api::OutgoingRequestExt;
+    use ruma::api::federation::authentication::XMatrixSigningInput;
+    use ruma::api::federation::transactions::send_transaction_message;
+    use trellis::room::pdu::{NewContent, Placement, build};
+
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "sigs").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    // Forge a transaction as B would send it, signed with B's own key.
+    let b_name = ruma::OwnedServerName::try_from(b.server_name()).unwrap();
+    let a_name = ruma::OwnedServerName::try_from(a.server_name()).unwrap();
+    let keys =
+        trellis::keys::ServerKeys::load_or_generate(&b.config.signing_key_path(), b_name.clone())
+            .unwrap();
+    let state = state_ids(&a, &alice, &room).await;
+    let auth: Vec<ruma::OwnedEventId> = [
+        ("m.room.create", ""),
+        ("m.room.power_levels", ""),
+        ("m.room.member", bob.user_id.as_str()),
+    ]
+    .iter()
+    .map(|(t, k)| {
+        ruma::OwnedEventId::try_from(state[&(t.to_string(), k.to_string())].as_str()).unwrap()
+    })
+    .collect();
+    let latest = timeline(&a, &alice, &room).await.last().unwrap().0.clone();
+    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
+    let version = ruma::RoomVersionId::V10;
+    let rules = version.rules().unwrap();
+    let sender = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
+    let make = |body: &str, prev: &ruma::OwnedEventId, depth: i64| {
+        let new = NewContent {
+            kind: ruma::events::TimelineEventType::RoomMessage,
+            state_key: None,
+            content: serde_json::value::to_raw_value(&json!({"msgtype": "m.text", "body": body}))
+                .unwrap(),
+            redacts: None,
+        };
+        build(
+            &keys,
+            &new,
+            &Placement {
+                room_id: &room_id,
+                version: &version,
+                rules: &rules,
+                sender: &sender,
+                prev_events: std::slice::from_ref(prev),
+                auth_events: &auth,
+                depth,
+            },
+        )
+        .unwrap()
+    };
+    let latest = ruma::OwnedEventId::try_from(latest.as_str()).unwrap();
+    let (good1, json1) = make("good-1", &latest, 100);
+    let (bad, json_bad) = make("bad", &good1, 101);
+    let (good3, json3) = make("good-3", &good1, 101);
+    // Replace the bad event's signature with the first event's: valid base64, wrong bytes.
+    let mut bad_value: Value = serde_json::from_str(&json_bad).unwrap();
+    let first: Value = serde_json::from_str(&json1).unwrap();
+    bad_value["signatures"] = first["signatures"].clone();
+
+    let mut request = send_transaction_message::v1::Request::new(
+        "forged-1".into(),
+        b_name.clone(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    request.pdus = vec![
+        serde_json::value::RawValue::from_string(json1).unwrap(),
+        serde_json::value::to_raw_value(&bad_value).unwrap(),
+        serde_json::value::RawValue::from_string(json3).unwrap(),
+    ];
+    let http_request = request
+        .try_into_http_request::<Vec<u8>>(
+            &a.federation_url(""),
+            XMatrixSigningInput::new(b_name.clone(), a_name.clone(), keys.key_pair()),
+            (),
+        )
+        .unwrap();
+    let (parts, body) = http_request.into_parts();
+    let response = insecure_client()
+        .put(parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["pdus"][good1.as_str()], json!({}), "{answer}");
+    assert_eq!(answer["pdus"][good3.as_str()], json!({}), "{answer}");
+    assert!(
+        answer["pdus"][bad.as_str()]["error"].is_string(),
+        "{answer}"
+    );
+
+    let seen = bodies(&timeline(&a, &alice, &room).await);
+    assert!(seen.contains(&"good-1".to_owned()) && seen.contains(&"good-3".to_owned()));
+    assert!(!seen.contains(&"bad".to_owned()));
+
+    // A transaction without an X-Matrix signature is refused.
+    let unsigned = insecure_client()
+        .put(a.federation_url("/_matrix/federation/v1/send/unsigned-1"))
+        .json(&json!({"origin": b.server_name(), "origin_server_ts": 1, "pdus": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let body: Value = unsigned.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+}

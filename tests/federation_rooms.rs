@@ -548,3 +548,73 @@ async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");
 }
+
+#[tokio::test]
+async fn typing_and_receipts_cross_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "ephemeral").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    let (status, _) = b
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/typing/{}",
+                enc(&bob.user_id)
+            ),
+            bob.t(),
+            &json!({"typing": true, "timeout": 20000}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("alice sees bob typing", || async {
+        let sync = a.sync(&alice, "").await;
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|evs| {
+                evs.iter().any(|e| {
+                    e["type"] == "m.typing"
+                        && e["content"]["user_ids"]
+                            .as_array()
+                            .is_some_and(|u| u.iter().any(|u| u == bob.user_id.as_str()))
+                })
+            })
+    })
+    .await;
+
+    let event_id = a.send_text(&alice, &room, "read me").await;
+    eventually("bob has the message", || async {
+        bodies(&timeline(&b, &bob, &room).await).contains(&"read me".to_owned())
+    })
+    .await;
+    let (status, _) = b
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                enc(&event_id)
+            ),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("alice sees bob's receipt", || async {
+        let sync = a.sync(&alice, "").await;
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|evs| {
+                evs.iter().any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][&event_id]["m.read"][bob.user_id.as_str()].is_object()
+                })
+            })
+    })
+    .await;
+}

@@ -74,3 +74,56 @@ pub async fn apply(ephemeral: &Ephemeral, origin: &ServerName, edus: &[Raw<Edu>]
         }
     }
 }
+
+impl super::Federation {
+    /// Tell the other servers in the room that a local user started or stopped typing.
+    pub async fn send_typing(
+        &self,
+        rooms: &crate::room::Rooms,
+        room_id: &ruma::RoomId,
+        user: &ruma::UserId,
+        typing: bool,
+    ) -> crate::error::Result<()> {
+        let content = serde_json::json!({ "room_id": room_id, "user_id": user, "typing": typing });
+        self.queue_room_edu(rooms, room_id, "m.typing", &content)
+            .await
+    }
+
+    /// Tell the other servers in the room about a local user's public read receipt.
+    pub async fn send_read_receipt(
+        &self,
+        rooms: &crate::room::Rooms,
+        room_id: &ruma::RoomId,
+        user: &ruma::UserId,
+        event_id: &ruma::EventId,
+        thread: &ruma::events::receipt::ReceiptThread,
+    ) -> crate::error::Result<()> {
+        let mut data = serde_json::json!({ "ts": ruma::MilliSecondsSinceUnixEpoch::now() });
+        if let Some(t) = thread.as_str() {
+            data["thread_id"] = t.into();
+        }
+        let content = serde_json::json!({
+            room_id.as_str(): { "m.read": { user.as_str(): { "event_ids": [event_id], "data": data } } }
+        });
+        self.queue_room_edu(rooms, room_id, "m.receipt", &content)
+            .await
+    }
+
+    async fn queue_room_edu(
+        &self,
+        rooms: &crate::room::Rooms,
+        room_id: &ruma::RoomId,
+        edu_type: &str,
+        content: &serde_json::Value,
+    ) -> crate::error::Result<()> {
+        let room = rooms.room(room_id).await?;
+        let servers = crate::db::federation::servers_in_room(
+            &self.db,
+            room.room_nid,
+            self.server_keys.server_name().as_str(),
+        )
+        .await?;
+        let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+        self.sender.queue_edu(&servers, edu_type, content).await
+    }
+}

@@ -46,6 +46,18 @@ async fn receipt_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Re
         .ephemeral
         .set_receipt(user, &body.room_id, kind, &body.thread, &body.event_id)
         .await?;
+    if kind == ReceiptKind::Read {
+        state
+            .federation
+            .send_read_receipt(
+                &state.rooms,
+                &body.room_id,
+                user,
+                &body.event_id,
+                &body.thread,
+            )
+            .await?;
+    }
     Ok(v3::Response::new())
 }
 
@@ -65,5 +77,17 @@ async fn read_markers_route(
             body.private_read_receipt.as_deref(),
         )
         .await?;
+    if let Some(event_id) = body.read_receipt.as_deref() {
+        state
+            .federation
+            .send_read_receipt(
+                &state.rooms,
+                &body.room_id,
+                &req.auth.user_id,
+                event_id,
+                &ruma::events::receipt::ReceiptThread::Unthreaded,
+            )
+            .await?;
+    }
     Ok(set_read_marker::v3::Response::new())
 }

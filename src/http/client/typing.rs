@@ -23,9 +23,11 @@ async fn typing_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Res
         Typing::Yes(info) => Some(info.timeout),
         Typing::No => None,
     };
+    let (user, room_id) = (&req.auth.user_id, &req.body.room_id);
+    state.ephemeral.set_typing(user, room_id, timeout).await?;
     state
-        .ephemeral
-        .set_typing(&req.auth.user_id, &req.body.room_id, timeout)
+        .federation
+        .send_typing(&state.rooms, room_id, user, timeout.is_some())
         .await?;
     Ok(v3::Response::new())
 }

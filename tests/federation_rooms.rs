@@ -618,3 +618,60 @@ async fn typing_and_receipts_cross_servers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn knocking_on_a_room_of_another_server() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "private_chat",
+                "name": "Knock here",
+                "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
+            }),
+        )
+        .await;
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/knock/{}", enc(&room)),
+            bob.t(),
+            &json!({"reason": "let me in"}),
+        )
+        .await;
+    assert_eq!(status, 200, "knock: {res}");
+    assert_eq!(
+        membership(&a, &alice, &room, bob.user_id.as_str())
+            .await
+            .as_deref(),
+        Some("knock")
+    );
+    let sync = b.sync(&bob, "").await;
+    let knock_state = sync["rooms"]["knock"][&room]["knock_state"]["events"]
+        .as_array()
+        .expect("knock_state");
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here")
+    );
+
+    // Let in: invite, then join through the resident server.
+    let (status, _) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    b.join(&bob, &room).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob joined", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+}

@@ -193,26 +193,34 @@ impl Rooms {
         let lock = self.locks.lock(room_id).await;
         let room = self.room(room_id).await?;
         let prepared = super::append::prepare_local(&self.store(), &room, sender, &new).await?;
-        let mut stripped = Vec::new();
-        if let Some(group) = room.state_group {
-            let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();
-            let nids: Vec<i64> = db::state::load_keys(self.db(), group, &keys)
-                .await?
-                .into_iter()
-                .map(|r| r.1)
-                .collect();
-            stripped = db::events::by_nids(self.db(), &nids)
-                .await?
-                .into_iter()
-                .map(|e| e.json)
-                .collect();
-        }
+        let stripped = self.public_basics(&room).await?;
         let event_id = prepared.event_id.clone();
         let signed = countersign(room.clone(), prepared, stripped).await?;
         let pdu = super::pdu::Pdu::parse(event_id.clone(), &signed)?;
         super::append::persist_local(&self.store(), &lock, &room, &event_id, &signed, &pdu, None)
             .await?;
         Ok(event_id)
+    }
+}
+
+impl Rooms {
+    /// The PDUs of the room's public basics (create, name, avatar, topic, join rules,
+    /// canonical alias) as JSON: what an invitee or a knocker is shown of the room.
+    pub async fn public_basics(&self, room: &db::rooms::RoomRow) -> Result<Vec<String>> {
+        let Some(group) = room.state_group else {
+            return Ok(Vec::new());
+        };
+        let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();
+        let nids: Vec<i64> = db::state::load_keys(self.db(), group, &keys)
+            .await?
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
+        Ok(db::events::by_nids(self.db(), &nids)
+            .await?
+            .into_iter()
+            .map(|e| e.json)
+            .collect())
     }
 }
 

@@ -74,10 +74,16 @@ async fn knock_route(
     state: AppState,
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
-    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
-    state
-        .rooms
-        .knock(&req.auth.user_id, &room_id, req.body.reason.as_deref())
+    let b = &req.body;
+    let room_id = state
+        .federation
+        .knock_room(
+            &state.rooms,
+            &req.auth.user_id,
+            &b.room_id_or_alias,
+            &b.via,
+            b.reason.as_deref(),
+        )
         .await?;
     Ok(knock_room::v3::Response::new(room_id))
 }

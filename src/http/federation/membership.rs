@@ -7,7 +7,8 @@
 use axum::Router;
 use ruma::RoomVersionId;
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+    prepare_knock_event, prepare_leave_event,
 };
 use serde_json::value::RawValue;
 
@@ -20,6 +21,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, send_join_route);
     let r = route(r, make_leave_route);
     let r = route(r, send_leave_route);
+    let r = route(r, make_knock_route);
+    let r = route(r, send_knock_route);
     route(r, invite_route)
 }
 
@@ -117,6 +120,39 @@ async fn send_leave_route(
         )
         .await?;
     Ok(create_leave_event::v2::Response::new())
+}
+
+/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn make_knock_route(
+    state: AppState,
+    req: Ruma<prepare_knock_event::v1::Request>,
+) -> Result<prepare_knock_event::v1::Response> {
+    let b = &req.body;
+    let (version, event) = state
+        .federation
+        .make_membership(
+            &state.rooms,
+            &req.auth,
+            &b.room_id,
+            &b.user_id,
+            "knock",
+            &b.ver,
+        )
+        .await?;
+    Ok(prepare_knock_event::v1::Response::new(version, event))
+}
+
+/// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn send_knock_route(
+    state: AppState,
+    req: Ruma<create_knock_event::v1::Request>,
+) -> Result<create_knock_event::v1::Response> {
+    let b = &req.body;
+    let knock_room_state = state
+        .federation
+        .accept_knock(&state.rooms, &req.auth, &b.room_id, &b.event_id, &b.pdu)
+        .await?;
+    Ok(create_knock_event::v1::Response::new(knock_room_state))
 }
 
 /// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`

@@ -675,3 +675,35 @@ async fn knocking_on_a_room_of_another_server() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_server_denied_by_the_acl_cannot_join() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    // ACLs match the host without its port: on loopback every test server is 127.0.0.1.
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "public_chat",
+                "initial_state": [{"type": "m.room.server_acl", "state_key": "",
+                                   "content": {"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": true}}]
+            }),
+        )
+        .await;
+    let (status, res) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{res}");
+    assert_eq!(res["errcode"], "M_FORBIDDEN");
+    assert_eq!(
+        membership(&a, &alice, &room, bob.user_id.as_str()).await,
+        None
+    );
+}

@@ -4,29 +4,9 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::federation::{eventually, membership};
 use common::server::{TestServer, User, enc};
 use serde_json::{Value, json};
-
-/// Poll `check` until it holds (federation is asynchronous), failing after 60 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The room's timeline as the user sees it, oldest first: (event_id, type, body or membership).
 async fn timeline(s: &TestServer, u: &User, room: &str) -> Vec<(String, String, String)> {
@@ -67,19 +47,6 @@ fn bodies(t: &[(String, String, String)]) -> Vec<String> {
         .filter(|e| e.1 == "m.room.message")
         .map(|e| e.2.clone())
         .collect()
-}
-
-async fn membership(s: &TestServer, u: &User, room: &str, who: &str) -> Option<String> {
-    let (status, body) = s
-        .get(
-            &format!(
-                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
-                enc(who)
-            ),
-            u.t(),
-        )
-        .await;
-    (status == 200).then(|| body["membership"].as_str().unwrap_or("").to_owned())
 }
 
 /// A public room on `a` with alias `#name:a`, created by a fresh user.

@@ -8,6 +8,7 @@ pub mod e2e;
 pub mod embedded;
 pub mod events;
 pub mod federation;
+pub mod graph;
 pub mod filters;
 pub mod reads;
 pub mod receipts;

@@ -268,3 +268,12 @@ pub async fn membership_sender(
     .await?;
     Ok(row.map(|r| r.0))
 }
+
+/// The room ID of a room number.
+pub async fn id_of(e: impl PgExecutor<'_>, room_nid: i64) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT room_id FROM rooms WHERE room_nid = $1")
+        .bind(room_nid)
+        .fetch_optional(e)
+        .await?;
+    Ok(row.map(|r| r.0))
+}

@@ -193,6 +193,20 @@ impl axum::extract::FromRequestParts<AppState> for Authed {
     }
 }
 
+/// The X-Matrix-verified origin, for the federation endpoints without a ruma type (those
+/// with an extension ruma does not model). Only for requests without a body.
+pub struct SignedBy(pub ruma::OwnedServerName);
+
+impl axum::extract::FromRequestParts<AppState> for SignedBy {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<SignedBy> {
+        ruma::api::federation::authentication::ServerSignatures::authenticate(state, parts, &[])
+            .await
+            .map(SignedBy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod create;
 pub mod directory;
+pub mod graph;
 pub mod legacy;
 pub mod lock;
 pub mod membership;

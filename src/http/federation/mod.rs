@@ -2,6 +2,7 @@
 
 mod directory;
 mod discovery;
+mod events;
 mod membership;
 mod notary;
 mod query;
@@ -16,6 +17,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = directory::routes(r);
     let r = notary::routes(r);
     let r = membership::routes(r);
+    let r = events::routes(r);
     let r = transactions::routes(r);
     query::routes(r)
 }

@@ -1,0 +1,111 @@
+//! Walks over the event graph for other servers: /backfill and /get_missing_events. Each is
+//! one recursive query bounded by depth and by a row cap, never a query per event.
+
+use sqlx::PgExecutor;
+
+use super::events::StoredEvent;
+
+/// Most rows one walk may visit before it stops.
+const WALK_CAP: i64 = 20_000;
+
+/// The events `from` (included) and those before them over prev_events, newest first (by
+/// depth), at most `limit`. The walk stops `limit` depths below the highest start.
+pub async fn backfill(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    from: &[i64],
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH RECURSIVE bound AS (
+             SELECT COALESCE(max(depth), 0) - $3 AS min_depth FROM events
+             WHERE event_nid = ANY($2) AND room_nid = $1
+         ),
+         walk(nid) AS (
+             SELECT e.event_nid FROM events e
+             WHERE e.event_nid = ANY($2) AND e.room_nid = $1
+             UNION
+             SELECT ed.prev_event_nid FROM walk w
+             JOIN event_edges ed ON ed.event_nid = w.nid
+             JOIN events p ON p.event_nid = ed.prev_event_nid
+             WHERE p.room_nid = $1 AND p.depth >= (SELECT min_depth FROM bound)
+         )
+         SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
+                e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason, e.soft_failed,
+                e.outlier, e.redacted_by, e.state_before, e.state_after
+         FROM (SELECT nid FROM walk LIMIT $4) w
+         JOIN events e ON e.event_nid = w.nid JOIN event_ids i ON i.event_nid = e.event_nid
+         WHERE NOT e.outlier AND e.rejected_reason IS NULL
+         ORDER BY e.depth DESC, e.stream_ordering DESC NULLS LAST
+         LIMIT $3",
+    )
+    .bind(room_nid)
+    .bind(from)
+    .bind(limit)
+    .bind(WALK_CAP)
+    .fetch_all(e)
+    .await
+}
+
+/// Ancestors of `latest` (excluded) that are not `earliest` nor reached through them, with
+/// depth >= `min_depth`: the nearest `limit` to `latest`, returned oldest first.
+pub async fn missing_events(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    earliest: &[i64],
+    latest: &[i64],
+    min_depth: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut rows: Vec<StoredEvent> = sqlx::query_as(
+        "WITH RECURSIVE walk(nid) AS (
+             SELECT ed.prev_event_nid FROM event_edges ed
+             WHERE ed.event_nid = ANY($2) AND NOT (ed.prev_event_nid = ANY($3))
+             UNION
+             SELECT ed.prev_event_nid FROM walk w
+             JOIN event_edges ed ON ed.event_nid = w.nid
+             JOIN events p ON p.event_nid = ed.prev_event_nid
+             WHERE p.room_nid = $1 AND p.depth >= $4 AND NOT (ed.prev_event_nid = ANY($3))
+         )
+         SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
+                e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason, e.soft_failed,
+                e.outlier, e.redacted_by, e.state_before, e.state_after
+         FROM (SELECT nid FROM walk LIMIT $6) w
+         JOIN events e ON e.event_nid = w.nid JOIN event_ids i ON i.event_nid = e.event_nid
+         WHERE e.room_nid = $1 AND NOT e.outlier AND e.depth >= $4
+           AND NOT (e.event_nid = ANY($2))
+         ORDER BY e.depth DESC, e.stream_ordering DESC NULLS LAST
+         LIMIT $5",
+    )
+    .bind(room_nid)
+    .bind(latest)
+    .bind(earliest)
+    .bind(min_depth)
+    .bind(limit)
+    .bind(WALK_CAP)
+    .fetch_all(e)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Event numbers of IDs we know (unknown IDs are left out).
+pub async fn nids_of(
+    e: impl PgExecutor<'_>,
+    ids: &[&str],
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT event_id, event_nid FROM event_ids WHERE event_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(e)
+        .await
+}
+
+/// Event IDs of numbers.
+pub async fn ids_of(e: impl PgExecutor<'_>, nids: &[i64]) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT event_id FROM event_ids WHERE event_nid = ANY($1)")
+            .bind(nids)
+            .fetch_all(e)
+            .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}

@@ -1,11 +1,18 @@
 //! Outbound federation: signed requests to other servers, through discovery, refusing
 //! private and loopback addresses unless allow-listed (no SSRF through federation).
+//!
+//! A request URL's host is the name the remote certificate must match (see
+//! [`super::discovery`]), so TLS sends it as SNI and verifies against it. When discovery found
+//! SRV records, the URL carries no port, and a second client, whose resolver maps that name to
+//! the SRV targets, connects to their addresses and ports: TLS and `Host` still see the name.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use ruma::api::auth_scheme::NoAuthentication;
 use ruma::api::federation::authentication::{ServerSignatures, XMatrixSigningInput};
 use ruma::api::path_builder::SinglePath;
@@ -14,7 +21,7 @@ use ruma::api::{
 };
 use ruma::{OwnedServerName, ServerName};
 
-use super::discovery::Discovery;
+use super::discovery::{Connect, Discovery, NetLookup, SrvTarget};
 use crate::config::{FederationConfig, IpRange};
 use crate::error::Error;
 use crate::keys::ServerKeys;
@@ -113,23 +120,60 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The SRV targets of the names discovery delegated by SRV, for the resolver of the client
+/// that carries those requests.
+#[derive(Clone, Default)]
+struct SrvRoutes(Arc<Mutex<HashMap<String, Vec<SrvTarget>>>>);
+
+impl SrvRoutes {
+    fn set(&self, name: &str, targets: &[SrvTarget]) {
+        let mut routes = self.0.lock();
+        if routes.get(name).map(Vec::as_slice) != Some(targets) {
+            routes.insert(name.to_owned(), targets.to_vec());
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Vec<SrvTarget>> {
+        self.0.lock().get(name).cloned()
+    }
+}
+
 /// DNS resolution that drops addresses the guard refuses, so every connection (redirects
-/// included) is checked when it is made, not only when the URL was built.
-struct GuardedResolver(AddressGuard);
+/// and SRV targets included) is checked when it is made, not only when the URL was built.
+struct GuardedResolver {
+    guard: AddressGuard,
+    /// Set on the client for SRV-delegated names: those names resolve to their SRV targets.
+    srv: Option<SrvRoutes>,
+}
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let guard = self.0.clone();
+        let guard = self.guard.clone();
+        let name = name.as_str().to_owned();
+        // Port 0 leaves the URL's port in charge. An SRV port is kept by the connector
+        // because SRV URLs carry no port (an explicit URL port would replace it).
+        let hosts = match self.srv.as_ref().and_then(|routes| routes.get(&name)) {
+            Some(targets) => targets.into_iter().map(|t| (t.host, t.port)).collect(),
+            None => vec![(name.clone(), 0)],
+        };
         Box::pin(async move {
-            let host = format!("{}:0", name.as_str());
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-                .await?
-                .filter(|a| guard.allows(a.ip()))
-                .collect();
+            let lookups = hosts
+                .iter()
+                .map(|(host, port)| tokio::net::lookup_host((host.as_str(), *port)));
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            let mut failure = None;
+            // Kept in SRV order, so the connector tries the preferred target first.
+            for result in futures::future::join_all(lookups).await {
+                match result {
+                    Ok(found) => addrs.extend(found.filter(|a| guard.allows(a.ip()))),
+                    Err(e) => failure = Some(e),
+                }
+            }
             if addrs.is_empty() {
-                return Err(
-                    format!("{} has no address federation may reach", name.as_str()).into(),
-                );
+                return Err(match failure {
+                    Some(e) if hosts.len() == 1 => e.into(),
+                    _ => format!("{name} has no address federation may reach").into(),
+                });
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -165,27 +209,52 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 pub struct FederationClient {
+    /// Connects to the name in the URL: requests without SRV delegation, well-known files.
     http: reqwest::Client,
+    /// Connects SRV-delegated names to their SRV targets. Kept apart from `http` because a
+    /// name's SRV route must not capture its other uses, such as `https://<name>/.well-known`.
+    srv_http: reqwest::Client,
+    srv_routes: SrvRoutes,
     keys: Arc<ServerKeys>,
-    discovery: Discovery,
+    discovery: Discovery<NetLookup>,
     guard: AddressGuard,
+}
+
+fn http_client(
+    guard: &AddressGuard,
+    srv: Option<SrvRoutes>,
+    verify_tls: bool,
+) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver {
+            guard: guard.clone(),
+            srv,
+        }))
+        .danger_accept_invalid_certs(!verify_tls)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(15))
+        .user_agent(concat!("Trellis/", env!("CARGO_PKG_VERSION")))
 }
 
 impl FederationClient {
     pub fn new(config: &FederationConfig, keys: Arc<ServerKeys>) -> crate::error::Result<Self> {
         let guard = AddressGuard::new(config);
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .danger_accept_invalid_certs(!config.verify_tls)
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("Trellis/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::internal(format!("federation client: {e}")))?;
+        let srv_routes = SrvRoutes::default();
+        let build = |srv| {
+            http_client(&guard, srv, config.verify_tls)
+                .build()
+                .map_err(|e| Error::internal(format!("federation client: {e}")))
+        };
+        let http = build(None)?;
+        let srv_http = build(Some(srv_routes.clone()))?;
+        let lookup = NetLookup::new(http.clone())
+            .map_err(|e| Error::internal(format!("DNS resolver: {e}")))?;
         Ok(FederationClient {
             http,
+            srv_http,
+            srv_routes,
             keys,
-            discovery: Discovery::default(),
+            discovery: Discovery::new(lookup),
             guard,
         })
     }
@@ -201,12 +270,24 @@ impl FederationClient {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutboundAuth,
     {
-        let target = self.discovery.resolve(&self.http, destination).await;
-        if let Ok(ip) = target.host.parse::<IpAddr>()
+        let target = self
+            .discovery
+            .resolve(destination)
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
+        // The connector dials an IP literal without asking the resolver, so check it here.
+        if let Ok(ip) = target.name.parse::<IpAddr>()
             && !self.guard.allows(ip)
         {
             return Err(FederationError::ForbiddenAddress(destination.to_owned()));
         }
+        let client = match &target.connect {
+            Connect::Port(_) => &self.http,
+            Connect::Srv(targets) => {
+                self.srv_routes.set(&target.name, targets);
+                &self.srv_http
+            }
+        };
         let origin = self.keys.server_name();
         let auth = <R::Authentication as OutboundAuth>::input(origin, destination, &self.keys);
         let http_request = request
@@ -214,7 +295,10 @@ impl FederationClient {
             .map_err(|e| FederationError::Request(e.to_string()))?;
         let (parts, body) = http_request.into_parts();
         let url = parts.uri.to_string();
-        let mut builder = self.http.request(parts.method, &url).body(body);
+        let mut builder = client
+            .request(parts.method, &url)
+            .body(body)
+            .header(http::header::HOST, &target.host_header);
         for (name, value) in &parts.headers {
             builder = builder.header(name, value);
         }
@@ -256,6 +340,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::federation::discovery::Target;
 
     #[test]
     fn private_addresses_are_refused_unless_allowed() {
@@ -284,5 +369,155 @@ mod tests {
         let g = AddressGuard::new(&config);
         assert!(g.allows("127.0.0.2".parse().unwrap()));
         assert!(!g.allows("10.0.0.1".parse().unwrap()));
+    }
+
+    /// A one-connection HTTPS server on 127.0.0.1 with a certificate for `name` alone, from a
+    /// throwaway CA. It answers `{}` and reports the SNI and `Host` it saw.
+    async fn https_server(
+        name: &str,
+    ) -> (
+        u16,
+        reqwest::Certificate,
+        tokio::task::JoinHandle<(Option<String>, Option<String>)>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &*ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                tls.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let host = head.lines().find_map(|line| {
+                let (field, value) = line.split_once(':')?;
+                field
+                    .eq_ignore_ascii_case("host")
+                    .then(|| value.trim().to_owned())
+            });
+            tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .await
+                .unwrap();
+            tls.shutdown().await.unwrap();
+            (sni, host)
+        });
+        let ca = reqwest::Certificate::from_der(ca.der()).unwrap();
+        (port, ca, task)
+    }
+
+    fn srv_target(name: &str, targets: &[(&str, u16)]) -> Target {
+        Target {
+            name: name.to_owned(),
+            host_header: name.to_owned(),
+            connect: Connect::Srv(
+                targets
+                    .iter()
+                    .map(|&(host, port)| SrvTarget {
+                        host: host.to_owned(),
+                        port,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn loopback_guard() -> AddressGuard {
+        AddressGuard::new(&FederationConfig {
+            ip_range_allowlist: vec!["127.0.0.0/8".into()],
+            ..FederationConfig::default()
+        })
+    }
+
+    /// What `send` does for an SRV target, over a real TLS connection: the connection goes to
+    /// the SRV targets in order (the first refuses), while the certificate is verified
+    /// against the delegated name, which is also the SNI and the `Host`.
+    #[tokio::test]
+    async fn srv_route_connects_to_target_but_speaks_to_the_name() {
+        let (port, ca, server) = https_server("delegated.test").await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let routes = SrvRoutes::default();
+        let client = http_client(&loopback_guard(), Some(routes.clone()), true)
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let target = srv_target(
+            "delegated.test",
+            &[("127.0.0.1", closed), ("localhost", port)],
+        );
+        let Connect::Srv(targets) = &target.connect else {
+            unreachable!()
+        };
+        routes.set(&target.name, targets);
+        let response = client
+            .get(format!(
+                "{}/_matrix/federation/v1/version",
+                target.base_url()
+            ))
+            .header(http::header::HOST, &target.host_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let (sni, host) = server.await.unwrap();
+        assert_eq!(sni.as_deref(), Some("delegated.test"));
+        assert_eq!(host.as_deref(), Some("delegated.test"));
+    }
+
+    #[tokio::test]
+    async fn srv_targets_pass_the_address_guard() {
+        let (port, ca, server) = https_server("delegated.test").await;
+        let routes = SrvRoutes::default();
+        let client = http_client(&AddressGuard::default(), Some(routes.clone()), true)
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        routes.set(
+            "delegated.test",
+            &[SrvTarget {
+                host: "localhost".into(),
+                port,
+            }],
+        );
+        let result = client.get("https://delegated.test/").send().await;
+        let error = result.expect_err("a loopback SRV target must be refused");
+        assert!(
+            format!("{error:?}").contains("no address federation may reach"),
+            "{error:?}"
+        );
+        assert!(!server.is_finished());
+        server.abort();
     }
 }

@@ -1,46 +1,254 @@
-//! Server discovery: from a server name to where to connect, per the server-server spec.
+//! Server discovery: from a server name to where to connect, per the server-server spec
+//! ([spec](https://spec.matrix.org/latest/server-server-api/#resolving-server-names)).
 //!
 //! 1. an IP literal: that address, with its port or 8448;
 //! 2. a hostname with an explicit port: that host and port;
-//! 3. `https://<hostname>/.well-known/matrix/server` → a delegated host, to which rules 1 and
-//!    2 apply, else port 8448;
-//! 4. otherwise the hostname on port 8448.
+//! 3. `https://<hostname>/.well-known/matrix/server` names a delegated server, resolved as
+//!    1. an IP literal: that address, with its port or 8448;
+//!    2. a hostname with an explicit port: that host and port;
+//!    3. SRV `_matrix-fed._tcp.<delegated>`;
+//!    4. SRV `_matrix._tcp.<delegated>` (deprecated);
+//!    5. otherwise the delegated hostname on port 8448;
+//! 4. SRV `_matrix-fed._tcp.<hostname>`;
+//! 5. SRV `_matrix._tcp.<hostname>` (deprecated);
+//! 6. otherwise the hostname on port 8448.
 //!
-//! SRV records (`_matrix-fed._tcp`, `_matrix._tcp`) come with the DNS resolver; until then a
-//! server that relies on SRV alone is reached on port 8448. Answers are cached: well-known
-//! results for a day, failures for an hour.
+//! The certificate a server must present, and the `Host` header, always belong to the name
+//! being resolved (the server name, or the delegated name) and never to an SRV target: DNS
+//! is not authenticated, so only a certificate for that name proves the SRV target speaks
+//! for it. A [`Target`] therefore keeps the name to verify apart from where to connect.
+//!
+//! Answers are cached per step: well-known results for a day, well-known failures for an
+//! hour; SRV answers for their DNS TTL (bounded), absent SRV records for at most an hour, and
+//! DNS failures for two minutes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{GOOGLE, ResolverConfig};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use parking_lot::Mutex;
+use rand::Rng;
 use ruma::ServerName;
 
-/// Where to send requests for a server.
+pub const DEFAULT_PORT: u16 = 8448;
+
+const WELL_KNOWN_TTL: Duration = Duration::from_secs(24 * 3600);
+const WELL_KNOWN_FAILURE_TTL: Duration = Duration::from_secs(3600);
+/// SRV answers are kept at least this long, so a zero TTL does not cost a query per request.
+const SRV_MIN_TTL: Duration = Duration::from_secs(60);
+const SRV_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A name without SRV records is asked again within this time, so new records are noticed.
+const SRV_ABSENT_MAX_TTL: Duration = Duration::from_secs(3600);
+/// A failed DNS query (timeout, SERVFAIL) is retried soon: the failure is likely passing.
+const DNS_FAILURE_TTL: Duration = Duration::from_secs(120);
+const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
+const WELL_KNOWN_MAX_BODY: usize = 64 * 1024;
+
+/// Where and how to send requests for a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Host to connect to (and to check the certificate against).
+    /// The hostname or IP literal the certificate must be valid for; the TLS SNI.
+    pub name: String,
+    /// The `Host` header the spec asks for at the step that produced this target.
+    pub host_header: String,
+    pub connect: Connect,
+}
+
+/// Where the connection for a [`Target`] goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connect {
+    /// The addresses of the target's own name, on this port.
+    Port(u16),
+    /// SRV targets in the order to try them (RFC 2782): the connection goes to these hosts
+    /// and ports while the certificate and `Host` stay those of the target's name.
+    Srv(Vec<SrvTarget>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvTarget {
     pub host: String,
     pub port: u16,
 }
 
 impl Target {
+    /// The URL base for requests. An SRV target gets no port in the URL: the connector then
+    /// keeps the port the DNS resolver returns, where an explicit URL port would replace it.
     pub fn base_url(&self) -> String {
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
-            _ => format!("https://{}:{}", self.host, self.port),
+        let host = match self.name.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.name.clone(),
+        };
+        match &self.connect {
+            Connect::Port(port) => format!("https://{host}:{port}"),
+            Connect::Srv(_) => format!("https://{host}"),
         }
     }
 }
 
-const WELL_KNOWN_TTL: Duration = Duration::from_secs(24 * 3600);
-const FAILURE_TTL: Duration = Duration::from_secs(3600);
-const DEFAULT_PORT: u16 = 8448;
+/// One SRV record as discovery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    /// The target host as DNS gives it, e.g. `matrix.example.org.`; `.` alone means the
+    /// service is not offered at this name.
+    pub target: String,
+}
 
-#[derive(Default)]
-pub struct Discovery {
-    cache: Mutex<HashMap<String, (Target, Instant)>>,
+/// The answer to an SRV query that reached a name server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrvAnswer {
+    /// Records, with the shortest TTL among them.
+    Records {
+        records: Vec<SrvRecord>,
+        ttl: Duration,
+    },
+    /// No SRV records at that name (NXDOMAIN or no data), with the negative-caching TTL when
+    /// the zone gave one.
+    Absent { ttl: Option<Duration> },
+}
+
+/// A DNS query that got no usable answer (timeout, SERVFAIL, no name server reachable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DNS lookup of {name} failed: {reason}")]
+pub struct DnsError {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The only SRV target is `.`: the name says it offers no federation service.
+    #[error("{0} publishes no federation service (SRV target \".\")")]
+    NotOffered(String),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+}
+
+/// The network questions discovery asks, behind a trait so tests can answer them without a
+/// network.
+pub trait Lookup: Send + Sync {
+    /// The `m.server` of `https://<host>/.well-known/matrix/server`, when a valid one is served.
+    fn well_known(&self, host: &str) -> impl Future<Output = Option<String>> + Send;
+    /// The SRV records at `name`, e.g. `_matrix-fed._tcp.example.org`.
+    fn srv(&self, name: &str) -> impl Future<Output = Result<SrvAnswer, DnsError>> + Send;
+}
+
+/// Discovery over the network: well-known over HTTPS, SRV from DNS.
+pub struct NetLookup {
+    http: reqwest::Client,
+    dns: TokioResolver,
+}
+
+impl NetLookup {
+    /// `http` fetches the well-known files, so it should carry the SSRF guard.
+    pub fn new(http: reqwest::Client) -> Result<Self, NetError> {
+        let dns = match TokioResolver::builder_tokio() {
+            Ok(builder) => builder.build()?,
+            Err(error) => {
+                // Containers sometimes ship a resolv.conf without name servers; SRV lookups
+                // through a public resolver beat federating without SRV at all.
+                tracing::warn!(%error, "system DNS configuration unusable; SRV lookups use a public resolver");
+                TokioResolver::builder_with_config(
+                    ResolverConfig::udp_and_tcp(&GOOGLE),
+                    TokioRuntimeProvider::default(),
+                )
+                .build()?
+            }
+        };
+        Ok(NetLookup { http, dns })
+    }
+}
+
+impl Lookup for NetLookup {
+    async fn well_known(&self, host: &str) -> Option<String> {
+        let url = format!("https://{host}/.well-known/matrix/server");
+        let res = self
+            .http
+            .get(&url)
+            .timeout(WELL_KNOWN_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let body = res.bytes().await.ok()?;
+        if body.len() > WELL_KNOWN_MAX_BODY {
+            return None;
+        }
+        let wk: WellKnown = serde_json::from_slice(&body).ok()?;
+        // The delegated name must itself be a valid server name.
+        ServerName::parse(&wk.server).ok().map(|_| wk.server)
+    }
+
+    async fn srv(&self, name: &str) -> Result<SrvAnswer, DnsError> {
+        // Absolute, so a search domain is never appended to the service name.
+        let fqdn = format!("{name}.");
+        match self.dns.lookup(fqdn.as_str(), RecordType::SRV).await {
+            Ok(lookup) => {
+                let mut ttl = u32::MAX;
+                let mut records = Vec::new();
+                for record in lookup.answers() {
+                    if let RData::SRV(srv) = &record.data {
+                        ttl = ttl.min(record.ttl);
+                        records.push(SrvRecord {
+                            priority: srv.priority,
+                            weight: srv.weight,
+                            port: srv.port,
+                            target: if srv.target.is_root() {
+                                ".".to_owned()
+                            } else {
+                                srv.target.to_ascii()
+                            },
+                        });
+                    }
+                }
+                if records.is_empty() {
+                    return Ok(SrvAnswer::Absent { ttl: None });
+                }
+                let ttl = Duration::from_secs(ttl.into());
+                Ok(SrvAnswer::Records { records, ttl })
+            }
+            Err(NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(none))) => {
+                Ok(SrvAnswer::Absent {
+                    ttl: none.negative_ttl.map(|t| Duration::from_secs(t.into())),
+                })
+            }
+            Err(e) => Err(DnsError {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WellKnown {
+    #[serde(rename = "m.server")]
+    server: String,
+}
+
+/// What the SRV cache remembers about one name.
+#[derive(Debug, Clone)]
+enum SrvEntry {
+    Records(Vec<SrvRecord>),
+    Absent,
+    Failed(DnsError),
+}
+
+/// Resolves server names, caching each step's answers.
+pub struct Discovery<L = NetLookup> {
+    lookup: L,
+    well_known: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    srv: Mutex<HashMap<String, (SrvEntry, Instant)>>,
 }
 
 /// `host[:port]` split, accepting `[v6]:port`.
@@ -60,127 +268,551 @@ pub fn split_host_port(name: &str) -> (String, Option<u16>) {
     }
 }
 
-/// Rules 1 and 2: a name that says where to connect by itself.
+/// Steps 1 and 2 (and 3.1, 3.2 for a delegated name): a name that says where to connect by
+/// itself. The `Host` header is the name as written, port included when it has one.
 fn direct(name: &str) -> Option<Target> {
     let (host, port) = split_host_port(name);
-    if host.parse::<IpAddr>().is_ok() {
-        return Some(Target {
-            host,
-            port: port.unwrap_or(DEFAULT_PORT),
-        });
+    let connect = if host.parse::<IpAddr>().is_ok() {
+        Connect::Port(port.unwrap_or(DEFAULT_PORT))
+    } else {
+        Connect::Port(port?)
+    };
+    Some(Target {
+        name: host,
+        host_header: name.to_owned(),
+        connect,
+    })
+}
+
+/// RFC 2782 order: ascending priority; within one priority, a weighted random order where
+/// `roll(total)` picks a number in `0..=total`. Zero-weight records go first within their
+/// priority before the running sums, so they are chosen only when the roll is 0.
+pub fn order_srv(records: &[SrvRecord], mut roll: impl FnMut(u32) -> u32) -> Vec<SrvTarget> {
+    let mut by_priority: Vec<&SrvRecord> = records.iter().collect();
+    by_priority.sort_by_key(|r| (r.priority, r.weight != 0));
+    let mut ordered = Vec::with_capacity(records.len());
+    for group in by_priority.chunk_by(|a, b| a.priority == b.priority) {
+        let mut left: Vec<&SrvRecord> = group.to_vec();
+        while !left.is_empty() {
+            let total: u32 = left.iter().map(|r| u32::from(r.weight)).sum();
+            let pick = roll(total);
+            let mut running = 0;
+            let index = left
+                .iter()
+                .position(|r| {
+                    running += u32::from(r.weight);
+                    running >= pick
+                })
+                .unwrap_or(left.len() - 1);
+            let chosen = left.remove(index);
+            ordered.push(SrvTarget {
+                host: chosen.target.trim_end_matches('.').to_owned(),
+                port: chosen.port,
+            });
+        }
     }
-    port.map(|port| Target { host, port })
+    ordered
 }
 
-#[derive(serde::Deserialize)]
-struct WellKnown {
-    #[serde(rename = "m.server")]
-    server: String,
-}
+impl<L: Lookup> Discovery<L> {
+    pub fn new(lookup: L) -> Self {
+        Discovery {
+            lookup,
+            well_known: Mutex::new(HashMap::new()),
+            srv: Mutex::new(HashMap::new()),
+        }
+    }
 
-impl Discovery {
-    pub async fn resolve(&self, http: &reqwest::Client, server: &ServerName) -> Target {
-        let name = server.as_str();
-        if let Some(t) = direct(name) {
-            return t;
+    pub async fn resolve(&self, server: &ServerName) -> Result<Target, DiscoveryError> {
+        self.resolve_at(server.as_str(), Instant::now()).await
+    }
+
+    /// Resolution as of `now`, so tests can move the clock past cache lifetimes.
+    async fn resolve_at(&self, name: &str, now: Instant) -> Result<Target, DiscoveryError> {
+        // Steps 1 and 2.
+        if let Some(target) = direct(name) {
+            return Ok(target);
         }
-        if let Some((t, expires)) = self.cache.lock().get(name).cloned()
-            && expires > Instant::now()
-        {
-            return t;
-        }
-        let (target, ttl) = match well_known(http, name).await {
-            Some(delegated) => {
-                let t = direct(&delegated).unwrap_or(Target {
-                    host: delegated,
-                    port: DEFAULT_PORT,
-                });
-                (t, WELL_KNOWN_TTL)
+        // Step 3.
+        if let Some(delegated) = self.well_known(name, now).await {
+            // Steps 3.1 and 3.2.
+            if let Some(target) = direct(&delegated) {
+                return Ok(target);
             }
-            None => (
-                Target {
-                    host: name.to_owned(),
-                    port: DEFAULT_PORT,
-                },
-                FAILURE_TTL,
-            ),
-        };
-        self.cache
-            .lock()
-            .insert(name.to_owned(), (target.clone(), Instant::now() + ttl));
-        target
+            // Steps 3.3 to 3.5.
+            return self.srv_or_default(&delegated, now).await;
+        }
+        // Steps 4 to 6.
+        self.srv_or_default(name, now).await
     }
-}
 
-async fn well_known(http: &reqwest::Client, host: &str) -> Option<String> {
-    let url = format!("https://{host}/.well-known/matrix/server");
-    let res = http
-        .get(&url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?;
-    if !res.status().is_success() {
-        return None;
+    /// The SRV steps for a hostname without a port, then the hostname on port 8448.
+    async fn srv_or_default(&self, host: &str, now: Instant) -> Result<Target, DiscoveryError> {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let records = match self.srv(&format!("{service}.{host}"), now).await {
+                SrvEntry::Records(records) => records,
+                SrvEntry::Absent => continue,
+                SrvEntry::Failed(e) => return Err(e.into()),
+            };
+            // RFC 2782: "." is meaningful only as the sole record; elsewhere it is ignored.
+            let usable: Vec<SrvRecord> = records
+                .iter()
+                .filter(|r| r.target != "." && !r.target.is_empty())
+                .cloned()
+                .collect();
+            if usable.is_empty() {
+                return Err(DiscoveryError::NotOffered(host.to_owned()));
+            }
+            let targets = {
+                let mut rng = rand::thread_rng();
+                order_srv(&usable, |total| rng.gen_range(0..=total))
+            };
+            return Ok(Target {
+                name: host.to_owned(),
+                host_header: host.to_owned(),
+                connect: Connect::Srv(targets),
+            });
+        }
+        Ok(Target {
+            name: host.to_owned(),
+            host_header: host.to_owned(),
+            connect: Connect::Port(DEFAULT_PORT),
+        })
     }
-    let body = res.bytes().await.ok()?;
-    if body.len() > 64 * 1024 {
-        return None;
+
+    async fn well_known(&self, host: &str, now: Instant) -> Option<String> {
+        if let Some((delegated, expires)) = self.well_known.lock().get(host).cloned()
+            && expires > now
+        {
+            return delegated;
+        }
+        let delegated = self.lookup.well_known(host).await;
+        let ttl = if delegated.is_some() {
+            WELL_KNOWN_TTL
+        } else {
+            WELL_KNOWN_FAILURE_TTL
+        };
+        self.well_known
+            .lock()
+            .insert(host.to_owned(), (delegated.clone(), now + ttl));
+        delegated
     }
-    let wk: WellKnown = serde_json::from_slice(&body).ok()?;
-    // The delegated name must itself be a valid server name.
-    ServerName::parse(&wk.server).ok().map(|_| wk.server)
+
+    async fn srv(&self, name: &str, now: Instant) -> SrvEntry {
+        let cached = self.srv.lock().get(name).cloned();
+        if let Some((entry, expires)) = &cached
+            && *expires > now
+        {
+            return entry.clone();
+        }
+        let (entry, ttl) = match self.lookup.srv(name).await {
+            Ok(SrvAnswer::Records { records, ttl }) => (
+                SrvEntry::Records(records),
+                ttl.clamp(SRV_MIN_TTL, SRV_MAX_TTL),
+            ),
+            Ok(SrvAnswer::Absent { ttl }) => (
+                SrvEntry::Absent,
+                ttl.unwrap_or(SRV_ABSENT_MAX_TTL)
+                    .clamp(SRV_MIN_TTL, SRV_ABSENT_MAX_TTL),
+            ),
+            // A passing DNS failure should not make a known server unreachable: keep using
+            // the last records for a while.
+            Err(e) => match cached {
+                Some((SrvEntry::Records(records), _)) => {
+                    tracing::debug!(error = %e, "SRV lookup failed; using the expired answer");
+                    (SrvEntry::Records(records), DNS_FAILURE_TTL)
+                }
+                _ => (SrvEntry::Failed(e), DNS_FAILURE_TTL),
+            },
+        };
+        self.srv
+            .lock()
+            .insert(name.to_owned(), (entry.clone(), now + ttl));
+        entry
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Answers from tables, counting the questions asked.
+    #[derive(Default)]
+    struct FakeLookup {
+        well_known: HashMap<String, String>,
+        srv: Mutex<HashMap<String, Result<SrvAnswer, DnsError>>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl FakeLookup {
+        fn with_well_known(mut self, host: &str, delegated: &str) -> Self {
+            self.well_known.insert(host.into(), delegated.into());
+            self
+        }
+
+        fn with_srv(self, name: &str, records: &[(u16, u16, u16, &str)], ttl: u64) -> Self {
+            let records = records
+                .iter()
+                .map(|&(priority, weight, port, target)| SrvRecord {
+                    priority,
+                    weight,
+                    port,
+                    target: target.into(),
+                })
+                .collect();
+            self.srv.lock().insert(
+                name.into(),
+                Ok(SrvAnswer::Records {
+                    records,
+                    ttl: Duration::from_secs(ttl),
+                }),
+            );
+            self
+        }
+
+        fn asked(&self, question: &str) -> usize {
+            self.asked.lock().iter().filter(|q| *q == question).count()
+        }
+    }
+
+    impl Lookup for FakeLookup {
+        async fn well_known(&self, host: &str) -> Option<String> {
+            self.asked.lock().push(format!("wk {host}"));
+            self.well_known.get(host).cloned()
+        }
+
+        async fn srv(&self, name: &str) -> Result<SrvAnswer, DnsError> {
+            self.asked.lock().push(format!("srv {name}"));
+            self.srv
+                .lock()
+                .get(name)
+                .cloned()
+                .unwrap_or(Ok(SrvAnswer::Absent { ttl: None }))
+        }
+    }
+
+    fn port(name: &str, host_header: &str, port: u16) -> Target {
+        Target {
+            name: name.into(),
+            host_header: host_header.into(),
+            connect: Connect::Port(port),
+        }
+    }
+
+    fn srv(name: &str, targets: &[(&str, u16)]) -> Target {
+        Target {
+            name: name.into(),
+            host_header: name.into(),
+            connect: Connect::Srv(
+                targets
+                    .iter()
+                    .map(|&(host, port)| SrvTarget {
+                        host: host.into(),
+                        port,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    async fn resolve(d: &Discovery<FakeLookup>, name: &str) -> Result<Target, DiscoveryError> {
+        d.resolve_at(name, Instant::now()).await
+    }
+
+    #[tokio::test]
+    async fn step_1_ip_literals() {
+        let d = Discovery::new(FakeLookup::default());
+        let cases = [
+            ("1.2.3.4", port("1.2.3.4", "1.2.3.4", 8448)),
+            ("1.2.3.4:99", port("1.2.3.4", "1.2.3.4:99", 99)),
+            ("[::1]", port("::1", "[::1]", 8448)),
+            ("[::1]:99", port("::1", "[::1]:99", 99)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(resolve(&d, name).await, Ok(expected), "{name}");
+        }
+        assert!(
+            d.lookup.asked.lock().is_empty(),
+            "no lookups for IP literals"
+        );
+        assert_eq!(
+            port("::1", "[::1]:5", 5).base_url(),
+            "https://[::1]:5",
+            "IPv6 in brackets"
+        );
+    }
+
+    #[tokio::test]
+    async fn step_2_explicit_port_skips_well_known_and_srv() {
+        let d = Discovery::new(
+            FakeLookup::default()
+                .with_well_known("example.org", "elsewhere.org")
+                .with_srv("_matrix-fed._tcp.example.org", &[(0, 0, 1, "x.org.")], 300),
+        );
+        let target = resolve(&d, "example.org:443").await;
+        assert_eq!(target, Ok(port("example.org", "example.org:443", 443)));
+        assert!(d.lookup.asked.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn step_3_delegation_to_ip_and_explicit_port() {
+        let d = Discovery::new(
+            FakeLookup::default()
+                .with_well_known("a.org", "10.0.0.1")
+                .with_well_known("b.org", "[2001:db8::1]:9000")
+                .with_well_known("c.org", "matrix.c.org:443")
+                .with_srv("_matrix-fed._tcp.matrix.c.org", &[(0, 0, 1, "x.org.")], 300),
+        );
+        assert_eq!(
+            resolve(&d, "a.org").await,
+            Ok(port("10.0.0.1", "10.0.0.1", 8448))
+        );
+        assert_eq!(
+            resolve(&d, "b.org").await,
+            Ok(port("2001:db8::1", "[2001:db8::1]:9000", 9000))
+        );
+        // A delegated port means no SRV lookup for the delegated name.
+        assert_eq!(
+            resolve(&d, "c.org").await,
+            Ok(port("matrix.c.org", "matrix.c.org:443", 443))
+        );
+        assert_eq!(d.lookup.asked("srv _matrix-fed._tcp.matrix.c.org"), 0);
+    }
+
+    #[tokio::test]
+    async fn step_3_delegated_name_goes_through_srv_then_8448() {
+        let d = Discovery::new(
+            FakeLookup::default()
+                .with_well_known("a.org", "matrix.a.org")
+                .with_srv(
+                    "_matrix-fed._tcp.matrix.a.org",
+                    &[(10, 0, 8443, "fed.a.org.")],
+                    300,
+                )
+                .with_srv(
+                    "_matrix._tcp.matrix.a.org",
+                    &[(10, 0, 1, "old.a.org.")],
+                    300,
+                )
+                .with_well_known("b.org", "matrix.b.org")
+                .with_srv(
+                    "_matrix._tcp.matrix.b.org",
+                    &[(10, 0, 8449, "old.b.org.")],
+                    300,
+                )
+                .with_well_known("c.org", "matrix.c.org")
+                // The original name's records no longer matter once it delegates.
+                .with_srv("_matrix-fed._tcp.c.org", &[(10, 0, 1, "wrong.c.org.")], 300),
+        );
+        // 3.3: the certificate and Host are the delegated name's, not the SRV target's.
+        assert_eq!(
+            resolve(&d, "a.org").await,
+            Ok(srv("matrix.a.org", &[("fed.a.org", 8443)]))
+        );
+        assert_eq!(d.lookup.asked("srv _matrix._tcp.matrix.a.org"), 0);
+        // 3.4
+        assert_eq!(
+            resolve(&d, "b.org").await,
+            Ok(srv("matrix.b.org", &[("old.b.org", 8449)]))
+        );
+        // 3.5
+        assert_eq!(
+            resolve(&d, "c.org").await,
+            Ok(port("matrix.c.org", "matrix.c.org", 8448))
+        );
+        assert_eq!(d.lookup.asked("srv _matrix-fed._tcp.c.org"), 0);
+        assert_eq!(
+            port("matrix.c.org", "matrix.c.org", 8448).base_url(),
+            "https://matrix.c.org:8448"
+        );
+    }
+
+    #[tokio::test]
+    async fn steps_4_to_6_without_well_known() {
+        let d = Discovery::new(
+            FakeLookup::default()
+                .with_srv("_matrix-fed._tcp.a.org", &[(0, 5, 8443, "fed.a.org.")], 300)
+                .with_srv("_matrix._tcp.a.org", &[(0, 5, 1, "old.a.org.")], 300)
+                .with_srv("_matrix._tcp.b.org", &[(0, 5, 8449, "old.b.org.")], 300),
+        );
+        // 4: connect to the SRV target, but verify and address a.org.
+        let a = resolve(&d, "a.org").await;
+        assert_eq!(a, Ok(srv("a.org", &[("fed.a.org", 8443)])));
+        assert_eq!(d.lookup.asked("srv _matrix._tcp.a.org"), 0);
+        // No port in the URL, so the port the resolver returns (the SRV port) is used.
+        assert_eq!(a.map(|t| t.base_url()), Ok("https://a.org".to_owned()));
+        // 5
+        assert_eq!(
+            resolve(&d, "b.org").await,
+            Ok(srv("b.org", &[("old.b.org", 8449)]))
+        );
+        // 6
+        assert_eq!(resolve(&d, "c.org").await, Ok(port("c.org", "c.org", 8448)));
+        assert_eq!(d.lookup.asked("wk c.org"), 1);
+        assert_eq!(d.lookup.asked("srv _matrix-fed._tcp.c.org"), 1);
+        assert_eq!(d.lookup.asked("srv _matrix._tcp.c.org"), 1);
+    }
+
+    #[tokio::test]
+    async fn dot_target_means_no_federation() {
+        let d = Discovery::new(
+            FakeLookup::default()
+                .with_srv("_matrix-fed._tcp.a.org", &[(0, 0, 0, ".")], 300)
+                .with_srv("_matrix._tcp.a.org", &[(0, 0, 8448, "old.a.org.")], 300)
+                .with_srv(
+                    "_matrix-fed._tcp.b.org",
+                    &[(0, 0, 0, "."), (5, 0, 8443, "fed.b.org.")],
+                    300,
+                ),
+        );
+        assert_eq!(
+            resolve(&d, "a.org").await,
+            Err(DiscoveryError::NotOffered("a.org".into()))
+        );
+        // Neither the deprecated record nor port 8448 is tried after a "." answer.
+        assert_eq!(d.lookup.asked("srv _matrix._tcp.a.org"), 0);
+        // Beside other records, "." is ignored.
+        assert_eq!(
+            resolve(&d, "b.org").await,
+            Ok(srv("b.org", &[("fed.b.org", 8443)]))
+        );
+    }
+
+    fn records(list: &[(u16, u16, &str)]) -> Vec<SrvRecord> {
+        list.iter()
+            .map(|&(priority, weight, target)| SrvRecord {
+                priority,
+                weight,
+                port: 8448,
+                target: target.into(),
+            })
+            .collect()
+    }
+
+    fn hosts(targets: Vec<SrvTarget>) -> Vec<String> {
+        targets.into_iter().map(|t| t.host).collect()
+    }
+
     #[test]
-    fn direct_names() {
+    fn srv_order_is_priority_then_weight() {
+        let list = records(&[
+            (20, 0, "c."),
+            (10, 1, "a."),
+            (10, 3, "b."),
+            (5, 0, "first."),
+        ]);
+        // Priority 10 holds weights 1 (a) and 3 (b): running sums 1, 4.
         assert_eq!(
-            direct("1.2.3.4"),
-            Some(Target {
-                host: "1.2.3.4".into(),
-                port: 8448
-            })
+            hosts(order_srv(&list, |_| 0)),
+            ["first", "a", "b", "c"],
+            "a roll of 0 takes the first record"
         );
         assert_eq!(
-            direct("1.2.3.4:99"),
-            Some(Target {
-                host: "1.2.3.4".into(),
-                port: 99
-            })
+            hosts(order_srv(&list, |total| total)),
+            ["first", "b", "a", "c"],
+            "a roll past a's sum takes b"
         );
+        // Whatever the roll, a lower priority always comes first.
+        for roll in 0..=4 {
+            let order = hosts(order_srv(&list, |total| roll.min(total)));
+            assert_eq!(order[0], "first");
+            assert_eq!(order[3], "c");
+        }
+        // Zero weight loses to any weight unless the roll is 0.
+        let list = records(&[(0, 0, "zero."), (0, 10, "ten.")]);
         assert_eq!(
-            direct("[::1]:99"),
-            Some(Target {
-                host: "::1".into(),
-                port: 99
-            })
+            hosts(order_srv(&list, |total| total.min(1))),
+            ["ten", "zero"]
         );
+        assert_eq!(hosts(order_srv(&list, |_| 0)), ["zero", "ten"]);
+    }
+
+    #[tokio::test]
+    async fn srv_cache_follows_ttl_within_bounds() {
+        let d = Discovery::new(FakeLookup::default().with_srv(
+            "_matrix-fed._tcp.a.org",
+            &[(0, 0, 8443, "fed.a.org.")],
+            600,
+        ));
+        let q = "srv _matrix-fed._tcp.a.org";
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(d.resolve_at("a.org", start).await.is_ok());
+        assert!(d.resolve_at("a.org", at(599)).await.is_ok());
+        assert_eq!(d.lookup.asked(q), 1, "answer kept for its TTL");
+        // The record moved; the new answer is seen once the TTL has passed.
+        let d = {
+            let lookup =
+                d.lookup
+                    .with_srv("_matrix-fed._tcp.a.org", &[(0, 0, 9000, "new.a.org.")], 0);
+            Discovery { lookup, ..d }
+        };
         assert_eq!(
-            direct("[::1]"),
-            Some(Target {
-                host: "::1".into(),
-                port: 8448
-            })
+            d.resolve_at("a.org", at(601)).await,
+            Ok(srv("a.org", &[("new.a.org", 9000)]))
         );
-        assert_eq!(
-            direct("example.org:443"),
-            Some(Target {
-                host: "example.org".into(),
-                port: 443
-            })
-        );
-        assert_eq!(direct("example.org"), None);
-        assert_eq!(
-            Target {
-                host: "::1".into(),
-                port: 5
-            }
-            .base_url(),
-            "https://[::1]:5"
-        );
+        assert_eq!(d.lookup.asked(q), 2);
+        // A zero TTL is raised to the minimum rather than asked on every request.
+        assert!(d.resolve_at("a.org", at(630)).await.is_ok());
+        assert_eq!(d.lookup.asked(q), 2);
+        assert!(d.resolve_at("a.org", at(662)).await.is_ok());
+        assert_eq!(d.lookup.asked(q), 3);
+    }
+
+    #[tokio::test]
+    async fn well_known_cache_and_failures() {
+        let d = Discovery::new(FakeLookup::default().with_well_known("a.org", "matrix.a.org:443"));
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        for when in [0, 23 * 3600] {
+            assert!(d.resolve_at("a.org", at(when)).await.is_ok());
+            assert!(d.resolve_at("b.org", at(when)).await.is_ok());
+        }
+        assert_eq!(d.lookup.asked("wk a.org"), 1, "a delegation is kept a day");
+        assert_eq!(d.lookup.asked("wk b.org"), 2, "a failure only an hour");
+        // Absent SRV records are asked again within the hour too.
+        assert_eq!(d.lookup.asked("srv _matrix-fed._tcp.b.org"), 2);
+        assert!(d.resolve_at("a.org", at(24 * 3600 + 1)).await.is_ok());
+        assert_eq!(d.lookup.asked("wk a.org"), 2);
+    }
+
+    #[tokio::test]
+    async fn dns_failures_are_cached_briefly_and_old_records_reused() {
+        let failure = Err(DnsError {
+            name: "_matrix-fed._tcp.a.org".into(),
+            reason: "timed out".into(),
+        });
+        let lookup = FakeLookup::default();
+        lookup
+            .srv
+            .lock()
+            .insert("_matrix-fed._tcp.a.org".into(), failure.clone());
+        let d = Discovery::new(lookup);
+        let q = "srv _matrix-fed._tcp.a.org";
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(matches!(
+            d.resolve_at("a.org", start).await,
+            Err(DiscoveryError::Dns(_))
+        ));
+        // Not asked again at once, and not mistaken for "no SRV": no fallback to 8448.
+        assert!(d.resolve_at("a.org", at(60)).await.is_err());
+        assert_eq!(d.lookup.asked(q), 1);
+        assert_eq!(d.lookup.asked("srv _matrix._tcp.a.org"), 0);
+        // Once records were seen, a later failure keeps them in use.
+        let d = Discovery {
+            lookup: d
+                .lookup
+                .with_srv("_matrix-fed._tcp.a.org", &[(0, 0, 1, "fed.a.org.")], 60),
+            ..d
+        };
+        let expected = Ok(srv("a.org", &[("fed.a.org", 1)]));
+        assert_eq!(d.resolve_at("a.org", at(121)).await, expected);
+        d.lookup
+            .srv
+            .lock()
+            .insert("_matrix-fed._tcp.a.org".into(), failure);
+        assert_eq!(d.resolve_at("a.org", at(182)).await, expected);
+        assert_eq!(d.lookup.asked(q), 3);
     }
 }

@@ -4,6 +4,7 @@ mod directory;
 mod discovery;
 mod notary;
 mod query;
+mod user_keys;
 
 use axum::Router;
 
@@ -13,5 +14,6 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
     let r = directory::routes(r);
     let r = notary::routes(r);
-    query::routes(r)
+    let r = query::routes(r);
+    user_keys::routes(r)
 }

@@ -82,10 +82,6 @@ impl E2e {
         &self.notifier
     }
 
-    pub fn server_name(&self) -> &OwnedServerName {
-        &self.server_name
-    }
-
     fn is_local(&self, user: &UserId) -> bool {
         user.server_name() == self.server_name
     }
@@ -171,10 +167,10 @@ impl E2e {
                 devices.push(Some(d.to_string()));
             }
         }
-        let rows = db::e2e::device_keys(&self.db, &users, &devices).await?;
         if users.is_empty() {
             return Ok(out);
         }
+        let rows = db::e2e::device_keys(&self.db, &users, &devices).await?;
         let local: Vec<String> = wanted
             .keys()
             .filter(|u| self.is_local(u))

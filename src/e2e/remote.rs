@@ -1,5 +1,5 @@
 //! `/keys/query` and `/keys/claim` for users of any server: local users from our tables,
-//! remote users by asking their servers, one request per server, all at once, each within the
+//! remote users by asking their servers, one request per server, concurrently, all within the
 //! client's timeout. A server that fails or is too slow is listed in `failures`; what a server
 //! answers is checked against what it was asked, so it can only speak for its own users and
 //! the devices asked about.
@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use ruma::api::client::keys::{claim_keys, get_keys};
 use ruma::api::federation::keys::{claim_keys as fed_claim_keys, get_keys as fed_get_keys};
 use ruma::serde::Raw;
@@ -29,6 +30,8 @@ use crate::error::{Error, Result};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a client may make us wait for remote servers.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Servers asked at once for one request.
+const MAX_CONCURRENT_SERVERS: usize = 32;
 
 /// What `/keys/query` asks: user → devices (empty: all of them).
 pub type KeyQuery = BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>;
@@ -50,29 +53,22 @@ impl E2e {
         Fut: Future<Output = Result<fed_get_keys::v1::Response>>,
     {
         let by_server = self.group_remote(wanted);
-        let limit = time_limit(timeout);
-        let asks = by_server.iter().map(|(server, asked)| {
-            let call = remote(
+        let ask = |server: &OwnedServerName, asked: &KeyQuery| {
+            remote(
                 server.clone(),
                 fed_get_keys::v1::Request::new(asked.clone()),
-            );
-            async move { (server, asked, tokio::time::timeout(limit, call).await) }
-        });
+            )
+        };
         let (local, answers) = tokio::join!(
             self.local_keys(Some(caller), wanted),
-            futures::future::join_all(asks)
+            ask_each(&by_server, timeout, ask)
         );
         let mut out = local?;
         for (server, asked, answer) in answers {
             match answer {
-                Ok(Ok(answer)) => merge_query_answer(server, asked, answer, &mut out),
-                Ok(Err(e)) => {
-                    tracing::info!(%server, error = %e, "remote key query failed");
-                    out.failures.insert(server.to_string(), failure(&e));
-                }
-                Err(_) => {
-                    tracing::info!(%server, "remote key query timed out");
-                    out.failures.insert(server.to_string(), timed_out());
+                Ok(answer) => merge_query_answer(server, asked, answer, &mut out),
+                Err(failure) => {
+                    out.failures.insert(server.to_string(), failure);
                 }
             }
         }
@@ -92,27 +88,20 @@ impl E2e {
         Fut: Future<Output = Result<fed_claim_keys::v1::Response>>,
     {
         let by_server = self.group_remote(wanted);
-        let limit = time_limit(timeout);
-        let asks = by_server.iter().map(|(server, asked)| {
-            let call = remote(
+        let ask = |server: &OwnedServerName, asked: &KeyClaims| {
+            remote(
                 server.clone(),
                 fed_claim_keys::v1::Request::new(asked.clone()),
-            );
-            async move { (server, asked, tokio::time::timeout(limit, call).await) }
-        });
+            )
+        };
         let (local, answers) =
-            tokio::join!(self.local_claim(wanted), futures::future::join_all(asks));
+            tokio::join!(self.local_claim(wanted), ask_each(&by_server, timeout, ask));
         let mut out = local?;
         for (server, asked, answer) in answers {
             match answer {
-                Ok(Ok(answer)) => merge_claim_answer(server, asked, answer, &mut out),
-                Ok(Err(e)) => {
-                    tracing::info!(%server, error = %e, "remote key claim failed");
-                    out.failures.insert(server.to_string(), failure(&e));
-                }
-                Err(_) => {
-                    tracing::info!(%server, "remote key claim timed out");
-                    out.failures.insert(server.to_string(), timed_out());
+                Ok(answer) => merge_claim_answer(server, asked, answer, &mut out),
+                Err(failure) => {
+                    out.failures.insert(server.to_string(), failure);
                 }
             }
         }
@@ -135,6 +124,46 @@ impl E2e {
         }
         by_server
     }
+}
+
+/// Ask every server its part of the request, at most [`MAX_CONCURRENT_SERVERS`] at a time and
+/// all within one deadline, so a client naming many servers waits no longer than one would.
+/// Each server's answer, or the `failures` entry for it.
+async fn ask_each<A, Resp, Fut>(
+    by_server: &BTreeMap<OwnedServerName, A>,
+    timeout: Option<Duration>,
+    ask: impl Fn(&OwnedServerName, &A) -> Fut,
+) -> Vec<(&OwnedServerName, &A, std::result::Result<Resp, Value>)>
+where
+    Fut: Future<Output = Result<Resp>>,
+{
+    let deadline = tokio::time::Instant::now() + time_limit(timeout);
+    // Built up front (futures do nothing until polled): a lazy iterator of async blocks here
+    // would make the handler's future not provably `Send`.
+    let calls: Vec<_> = by_server
+        .iter()
+        .map(|(server, asked)| {
+            let call = ask(server, asked);
+            async move {
+                let answer = match tokio::time::timeout_at(deadline, call).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => {
+                        tracing::info!(%server, error = %e, "remote key request failed");
+                        Err(failure(&e))
+                    }
+                    Err(_) => {
+                        tracing::info!(%server, "remote key request timed out");
+                        Err(timed_out())
+                    }
+                };
+                (server, asked, answer)
+            }
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffer_unordered(MAX_CONCURRENT_SERVERS)
+        .collect()
+        .await
 }
 
 fn time_limit(requested: Option<Duration>) -> Duration {
@@ -429,6 +458,47 @@ mod tests {
             vec!["signed_curve25519:AAAB"]
         );
         assert!(!out.one_time_keys[&bob].contains_key(&owned_device_id!("B2")));
+    }
+
+    #[tokio::test]
+    async fn each_server_is_asked_once_and_slow_or_failing_ones_become_failures() {
+        let by_server: BTreeMap<OwnedServerName, u32> = [
+            (owned_server_name!("fast.test"), 1),
+            (owned_server_name!("refusing.test"), 2),
+            (owned_server_name!("slow.test"), 3),
+        ]
+        .into();
+        let asked = std::sync::Mutex::new(Vec::new());
+        let answers = ask_each(&by_server, Some(Duration::from_millis(200)), |server, n| {
+            asked.lock().expect("lock").push(server.to_string());
+            let (server, n) = (server.clone(), *n);
+            async move {
+                match server.as_str() {
+                    "fast.test" => Ok(n * 10),
+                    "refusing.test" => Err(Error::forbidden("no")),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok(n)
+                    }
+                }
+            }
+        })
+        .await;
+        let mut asked = asked.into_inner().expect("lock");
+        asked.sort();
+        assert_eq!(asked, vec!["fast.test", "refusing.test", "slow.test"]);
+        let by_name: BTreeMap<String, std::result::Result<u32, Value>> = answers
+            .into_iter()
+            .map(|(server, _, answer)| (server.to_string(), answer))
+            .collect();
+        assert_eq!(by_name["fast.test"], Ok(10));
+        assert_eq!(
+            by_name["refusing.test"]
+                .as_ref()
+                .map_err(|f| f["status"].clone()),
+            Err(json!(403))
+        );
+        assert_eq!(by_name["slow.test"], Err(timed_out()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! End-to-end encryption tables: device, one-time, fallback and cross-signing keys, key
-//! signatures, the device-list change stream, to-device messages and room key backups.
+//! signatures, the device-list change stream, to-device messages, the device-list versions and
+//! to-device deduplication of federation, and room key backups.
 //!
 //! Key objects are stored and returned as JSON text; nothing here looks inside them except
 //! the backup metadata the spec asks us to compare.
@@ -475,6 +476,117 @@ pub async fn to_device_after(
     .bind(limit)
     .fetch_all(e)
     .await
+}
+
+// ---- across servers ----
+
+/// Give a local user's device list a new version for an outbound m.device_list_update:
+/// (new stream_id, the previous one if any). Call under [`DEVICE_LIST_LOCK`], so two updates
+/// of one user never name the same predecessor.
+pub async fn next_outbound_device_list(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "WITH prev AS (SELECT stream_id FROM device_list_outbound WHERE user_id = $1)
+         INSERT INTO device_list_outbound (user_id, stream_id)
+         VALUES ($1, nextval('device_list_outbound_stream'))
+         ON CONFLICT ON CONSTRAINT device_list_outbound_pkey DO UPDATE
+         SET stream_id = EXCLUDED.stream_id
+         RETURNING stream_id, (SELECT stream_id FROM prev)",
+    )
+    .bind(user_id)
+    .fetch_one(e)
+    .await
+}
+
+/// The current version of a local user's device list as other servers know it (0 before any
+/// m.device_list_update was made for them).
+pub async fn outbound_device_list(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(max(stream_id), 0) FROM device_list_outbound WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(e)
+    .await
+}
+
+/// Record a remote user's device-list version; `false` when it is not newer than the one
+/// already recorded (a repeated or stale update).
+pub async fn advance_remote_device_list(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    stream_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO device_list_remote (user_id, stream_id) VALUES ($1, $2)
+         ON CONFLICT ON CONSTRAINT device_list_remote_pkey DO UPDATE
+         SET stream_id = EXCLUDED.stream_id
+         WHERE device_list_remote.stream_id < EXCLUDED.stream_id",
+    )
+    .bind(user_id)
+    .bind(stream_id)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Whether `user_id` is joined to a room in which a user of `server_name` (ours) is joined.
+pub async fn shares_room_with_local_user(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    server_name: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+            SELECT 1 FROM room_members r JOIN room_members l USING (room_nid)
+            WHERE r.user_id = $1 AND r.membership = 'join' AND l.membership = 'join'
+              AND right(l.user_id, length($2) + 1) = ':' || $2)",
+    )
+    .bind(user_id)
+    .bind(server_name)
+    .fetch_one(e)
+    .await
+}
+
+/// The server names of everyone joined to a room the user is joined to (the user's own
+/// server included): where the user's device-list changes must go.
+pub async fn servers_sharing_rooms(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT substr(o.user_id, strpos(o.user_id, ':') + 1)
+         FROM room_members m JOIN room_members o USING (room_nid)
+         WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join'",
+    )
+    .bind(user_id)
+    .fetch_all(e)
+    .await
+}
+
+/// Remember an inbound m.direct_to_device message; `false` when the origin sent this
+/// message_id before (a retried transaction).
+pub async fn insert_federation_to_device_txn(
+    e: impl PgExecutor<'_>,
+    origin: &str,
+    message_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO to_device_federation_txns (origin, message_id, received_ts)
+         VALUES ($1, $2, $3)
+         ON CONFLICT ON CONSTRAINT to_device_federation_txns_pkey DO NOTHING",
+    )
+    .bind(origin)
+    .bind(message_id)
+    .bind(now_ms)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 // ---- room key backups ----

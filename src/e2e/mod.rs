@@ -3,19 +3,27 @@
 //!
 //! Domain code: ruma types and our [`Error`], no HTTP. Every change of a user's keys bumps
 //! the device-list stream, and every change a syncing client must see wakes /sync.
+//!
+//! Across servers: [`remote`] asks other servers for their users' keys (the network leg is
+//! handed in by the caller), [`federation`] answers other servers and handles the EDUs of
+//! device lists and to-device messages.
 
 pub mod backup;
+pub mod federation;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap};
 
 use ruma::api::client::keys::{claim_keys, get_keys, upload_signatures};
 use ruma::api::client::to_device::send_event_to_device;
+use ruma::api::federation::transactions::edu::DirectDeviceContent;
 use ruma::encryption::{CrossSigningKey, DeviceKeys, OneTimeKey};
+use ruma::events::ToDeviceEventType;
 use ruma::serde::Raw;
 use ruma::to_device::DeviceIdOrAllDevices;
 use ruma::{
-    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt,
-    UserId,
+    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId,
+    TransactionId, UInt, UserId,
 };
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -41,6 +49,19 @@ pub struct KeyUpload<'a> {
     pub fallback_keys: &'a BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>,
 }
 
+/// What `/keys/upload` did.
+pub struct KeysUploaded {
+    /// Unclaimed one-time keys of the device, per algorithm.
+    pub counts: BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    /// The device's identity keys are new or changed: other servers sharing a room with the
+    /// user are owed an m.device_list_update ([`E2e::device_list_update_edu`]).
+    pub device_keys_changed: bool,
+}
+
+/// To-device messages for users of other servers, one EDU per destination, each with a
+/// fresh message_id; for the outbound federation queue.
+pub type RemoteToDevice = BTreeMap<OwnedServerName, DirectDeviceContent>;
+
 /// The three cross-signing keys of `/keys/device_signing/upload`, each optional.
 pub struct SigningKeys<'a> {
     pub master: Option<&'a Raw<CrossSigningKey>>,
@@ -61,12 +82,16 @@ impl E2e {
         &self.notifier
     }
 
+    fn is_local(&self, user: &UserId) -> bool {
+        user.server_name() == self.server_name
+    }
+
     /// Store a device's identity, one-time and fallback keys; answer its one-time key counts.
     pub async fn upload_keys(
         &self,
         user: &AuthedUser,
         upload: KeyUpload<'_>,
-    ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
+    ) -> Result<KeysUploaded> {
         let (uid, did) = (user.user_id.as_str(), user.device_id.as_str());
         let device_keys = match upload.device_keys {
             Some(raw) => {
@@ -112,23 +137,25 @@ impl E2e {
         if changed {
             self.notifier.notify();
         }
-        Ok(counts)
+        Ok(KeysUploaded {
+            counts,
+            device_keys_changed: changed,
+        })
     }
 
-    /// Device and cross-signing keys of local users. Remote users are listed as failures
-    /// until keys are fetched over federation.
-    pub async fn query_keys(
+    /// Device and cross-signing keys of the local users in `wanted`; other users are left
+    /// out. `viewer` is the local user asking, the only one who sees their own user-signing
+    /// key; `None` when another server asks.
+    async fn local_keys(
         &self,
-        caller: &UserId,
+        viewer: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<get_keys::v3::Response> {
         let mut out = get_keys::v3::Response::new();
         let mut users = Vec::new();
         let mut devices = Vec::new();
         for (user, devs) in wanted {
-            if user.server_name() != self.server_name {
-                out.failures
-                    .insert(user.server_name().to_string(), Value::Object(Map::new()));
+            if !self.is_local(user) {
                 continue;
             }
             if devs.is_empty() {
@@ -140,10 +167,13 @@ impl E2e {
                 devices.push(Some(d.to_string()));
             }
         }
+        if users.is_empty() {
+            return Ok(out);
+        }
         let rows = db::e2e::device_keys(&self.db, &users, &devices).await?;
         let local: Vec<String> = wanted
             .keys()
-            .filter(|u| u.server_name() == self.server_name)
+            .filter(|u| self.is_local(u))
             .map(ToString::to_string)
             .collect();
         let cross = db::e2e::cross_signing_keys(&self.db, &local).await?;
@@ -181,7 +211,7 @@ impl E2e {
                 continue;
             };
             // The user-signing key says whom the user trusts: only its owner sees it.
-            if row.key_type == "user_signing" && user != caller {
+            if row.key_type == "user_signing" && viewer != Some(&*user) {
                 continue;
             }
             let found = sigs_by_target
@@ -197,17 +227,16 @@ impl E2e {
         Ok(out)
     }
 
-    /// Hand out one key per requested device and algorithm: a one-time key, which is
-    /// deleted, or else the device's fallback key, which stays.
-    pub async fn claim_keys(
+    /// Hand out one key per requested device and algorithm of a local user: a one-time key,
+    /// which is deleted, or else the device's fallback key, which stays. Other users are left
+    /// out.
+    async fn local_claim(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
     ) -> Result<claim_keys::v3::Response> {
-        let mut failures = BTreeMap::new();
         let (mut users, mut devices, mut algorithms) = (Vec::new(), Vec::new(), Vec::new());
         for (user, devs) in wanted {
-            if user.server_name() != self.server_name {
-                failures.insert(user.server_name().to_string(), Value::Object(Map::new()));
+            if !self.is_local(user) {
                 continue;
             }
             for (d, a) in devs {
@@ -215,6 +244,9 @@ impl E2e {
                 devices.push(d.to_string());
                 algorithms.push(a.to_string());
             }
+        }
+        if users.is_empty() {
+            return Ok(claim_keys::v3::Response::new(BTreeMap::new()));
         }
         let mut tx = self.db.begin().await?;
         let mut claimed =
@@ -250,9 +282,7 @@ impl E2e {
                 .or_default()
                 .insert(key_id, Raw::from_json(raw));
         }
-        let mut out = claim_keys::v3::Response::new(keys);
-        out.failures = failures;
-        Ok(out)
+        Ok(claim_keys::v3::Response::new(keys))
     }
 
     /// Users whose keys the caller must re-fetch between two sync positions, and users who
@@ -359,19 +389,32 @@ impl E2e {
         Ok(())
     }
 
-    /// Queue a to-device message for each target device, once per sender device and
-    /// transaction ID. Remote recipients are skipped until federation carries them.
+    /// Queue a to-device message for each local target device, once per sender device and
+    /// transaction ID. Messages for users of other servers come back grouped by destination,
+    /// for the caller to hand to the outbound federation queue; a retried transaction
+    /// returns none, so they are queued once.
     pub async fn send_to_device(
         &self,
         sender: &AuthedUser,
-        event_type: &str,
+        event_type: &ToDeviceEventType,
         txn_id: &str,
         messages: &send_event_to_device::v3::Messages,
-    ) -> Result<()> {
+    ) -> Result<RemoteToDevice> {
         let (mut users, mut devices, mut contents) = (Vec::new(), Vec::new(), Vec::new());
+        let mut remote = RemoteToDevice::new();
         for (user, targets) in messages {
-            if user.server_name() != self.server_name {
-                tracing::debug!(%user, "to-device for a remote user dropped: no federation yet");
+            if !self.is_local(user) {
+                remote
+                    .entry(user.server_name().to_owned())
+                    .or_insert_with(|| {
+                        DirectDeviceContent::new(
+                            sender.user_id.clone(),
+                            event_type.clone(),
+                            TransactionId::new(),
+                        )
+                    })
+                    .messages
+                    .insert(user.clone(), targets.clone());
                 continue;
             }
             for (target, content) in targets {
@@ -393,21 +436,25 @@ impl E2e {
         )
         .await?;
         if !fresh {
-            return Ok(());
+            return Ok(RemoteToDevice::new());
         }
-        db::e2e::lock_stream(&mut *tx, db::e2e::TO_DEVICE_LOCK).await?;
-        db::e2e::insert_to_device(
-            &mut *tx,
-            sender.user_id.as_str(),
-            event_type,
-            &users,
-            &devices,
-            &contents,
-        )
-        .await?;
+        if !users.is_empty() {
+            db::e2e::lock_stream(&mut *tx, db::e2e::TO_DEVICE_LOCK).await?;
+            db::e2e::insert_to_device(
+                &mut *tx,
+                sender.user_id.as_str(),
+                &event_type.to_string(),
+                &users,
+                &devices,
+                &contents,
+            )
+            .await?;
+        }
         tx.commit().await?;
-        self.notifier.notify();
-        Ok(())
+        if !users.is_empty() {
+            self.notifier.notify();
+        }
+        Ok(remote)
     }
 }
 

@@ -73,6 +73,24 @@ impl Federation {
         Ok((displayname, avatar_url))
     }
 
+    /// Ask `server` for device and cross-signing keys of its users (the `/keys/query` fan-out).
+    pub async fn query_user_keys(
+        &self,
+        server: &ruma::ServerName,
+        request: ruma::api::federation::keys::get_keys::v1::Request,
+    ) -> Result<ruma::api::federation::keys::get_keys::v1::Response> {
+        Ok(self.client.send(server, request).await?)
+    }
+
+    /// Claim one-time keys of `server`'s users (the `/keys/claim` fan-out).
+    pub async fn claim_user_keys(
+        &self,
+        server: &ruma::ServerName,
+        request: ruma::api::federation::keys::claim_keys::v1::Request,
+    ) -> Result<ruma::api::federation::keys::claim_keys::v1::Response> {
+        Ok(self.client.send(server, request).await?)
+    }
+
     /// Resolve an alias of another server by asking that server.
     pub async fn remote_alias(
         &self,

@@ -31,7 +31,7 @@ async fn upload_keys_route(
     req: Ruma<upload_keys::v3::Request>,
 ) -> Result<upload_keys::v3::Response> {
     let body = &req.body;
-    let counts = state
+    let uploaded = state
         .e2e
         .upload_keys(
             &req.auth,
@@ -42,17 +42,37 @@ async fn upload_keys_route(
             },
         )
         .await?;
-    Ok(upload_keys::v3::Response::new(counts))
+    if uploaded.device_keys_changed {
+        // Integration point for the outbound federation queue: build the EDU with
+        // `state.e2e.device_list_update_edu(user, device, false)` and hand it, with
+        // `state.e2e.device_list_destinations(user)`, to `state.federation.queue_edu(...)`
+        // once that exists. Until then other servers learn of new keys when they query.
+        tracing::debug!(
+            user = %req.auth.user_id,
+            device = %req.auth.device_id,
+            "device-list update for other servers awaits the outbound federation queue"
+        );
+    }
+    Ok(upload_keys::v3::Response::new(uploaded.counts))
 }
 
 /// # `POST /_matrix/client/v3/keys/query`
+///
+/// Remote users' keys are asked of their servers; the e2e domain does not reach the network
+/// itself, so the federation call is handed in here.
 async fn get_keys_route(
     state: AppState,
     req: Ruma<get_keys::v3::Request>,
 ) -> Result<get_keys::v3::Response> {
+    let federation = &state.federation;
     state
         .e2e
-        .query_keys(&req.auth.user_id, &req.body.device_keys)
+        .query_keys(
+            &req.auth.user_id,
+            &req.body.device_keys,
+            req.body.timeout,
+            |server, request| async move { federation.query_user_keys(&server, request).await },
+        )
         .await
 }
 
@@ -61,7 +81,15 @@ async fn claim_keys_route(
     state: AppState,
     req: Ruma<claim_keys::v3::Request>,
 ) -> Result<claim_keys::v3::Response> {
-    state.e2e.claim_keys(&req.body.one_time_keys).await
+    let federation = &state.federation;
+    state
+        .e2e
+        .claim_keys(
+            &req.body.one_time_keys,
+            req.body.timeout,
+            |server, request| async move { federation.claim_user_keys(&server, request).await },
+        )
+        .await
 }
 
 /// # `GET /_matrix/client/v3/keys/changes`
@@ -102,6 +130,10 @@ async fn upload_signing_keys_route(
             },
         )
         .await?;
+    // Integration point for the outbound federation queue: `state.e2e.signing_key_update_edu`
+    // for `state.e2e.device_list_destinations`, handed to `state.federation.queue_edu(...)`
+    // once that exists.
+    tracing::debug!(user = %user.user_id, "signing-key update for other servers awaits the outbound federation queue");
     Ok(upload_signing_keys::v3::Response::new())
 }
 

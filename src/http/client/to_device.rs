@@ -19,14 +19,29 @@ async fn send_to_device_route(
     req: Ruma<send_event_to_device::v3::Request>,
 ) -> Result<send_event_to_device::v3::Response> {
     let body = &req.body;
-    state
+    let remote = state
         .e2e
         .send_to_device(
             &req.auth,
-            &body.event_type.to_string(),
+            &body.event_type,
             body.txn_id.as_str(),
             &body.messages,
         )
         .await?;
+    if !remote.is_empty() {
+        // Integration point for the outbound federation queue: each (destination, content)
+        // pair goes to `state.federation.queue_edu(destination, Edu::DirectToDevice(content))`
+        // once that exists. Until then these messages are not delivered.
+        let messages: usize = remote
+            .values()
+            .flat_map(|c| c.messages.values())
+            .map(|targets| targets.len())
+            .sum();
+        tracing::debug!(
+            destinations = remote.len(),
+            messages,
+            "remote to-device messages await the outbound federation queue"
+        );
+    }
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -7,6 +7,7 @@ mod membership;
 mod notary;
 mod query;
 mod transactions;
+mod user_keys;
 
 use axum::Router;
 
@@ -19,5 +20,6 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = membership::routes(r);
     let r = events::routes(r);
     let r = transactions::routes(r);
-    query::routes(r)
+    let r = query::routes(r);
+    user_keys::routes(r)
 }

@@ -674,3 +674,82 @@ async fn a_server_denied_by_the_acl_cannot_join() {
         None
     );
 }
+
+#[tokio::test]
+async fn encryption_plumbing_crosses_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "secret").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    let since = a.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    // Bob uploads device keys: alice's server hears of the change and her client is told.
+    let keys = json!({
+        "user_id": bob.user_id, "device_id": bob.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {format!("curve25519:{}", bob.device_id): "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI"},
+        "signatures": {}
+    });
+    let (status, res) = b
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            bob.t(),
+            &json!({"device_keys": keys}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    eventually(
+        "alice's sync lists bob's device list as changed",
+        || async {
+            let sync = a.sync(&alice, &format!("?since={since}&timeout=0")).await;
+            sync["device_lists"]["changed"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str()))
+        },
+    )
+    .await;
+    let (status, res) = a
+        .post(
+            "/_matrix/client/v3/keys/query",
+            alice.t(),
+            &json!({"device_keys": {bob.user_id.clone(): []}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert!(
+        res["device_keys"][&bob.user_id][&bob.device_id].is_object(),
+        "{res}"
+    );
+
+    // A to-device message from alice reaches bob's device on the other server, once.
+    let bob_since = b.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let (status, res) = a
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/txn-1",
+            alice.t(),
+            &json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {"body": "olm"}}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    eventually("bob receives the to-device message", || async {
+        let sync = b.sync(&bob, &format!("?since={bob_since}&timeout=0")).await;
+        sync["to_device"]["events"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["sender"] == alice.user_id.as_str() && e["content"]["body"] == "olm")
+        })
+    })
+    .await;
+}

@@ -309,3 +309,31 @@ impl E2e {
             .collect())
     }
 }
+
+impl E2e {
+    /// The E2E EDUs of a received transaction (device lists, signing keys, to-device), each
+    /// on its own: one that fails is logged and the rest go on.
+    pub async fn apply_edus(
+        &self,
+        origin: &ServerName,
+        edus: &[ruma::serde::Raw<ruma::api::federation::transactions::edu::Edu>],
+    ) {
+        use ruma::api::federation::transactions::edu::Edu;
+        for raw in edus {
+            let result = match raw.deserialize() {
+                Ok(Edu::DeviceListUpdate(u)) => self.receive_device_list_update(origin, &u).await,
+                Ok(Edu::SigningKeyUpdate(u)) => self.receive_signing_key_update(origin, &u).await,
+                Ok(Edu::DirectToDevice(c)) => self.receive_direct_to_device(origin, &c).await,
+                // Other kinds (and unreadable ones) are another module's business.
+                _ => continue,
+            };
+            match result {
+                Ok(EduOutcome::Ignored) => {
+                    tracing::info!(%origin, "E2E EDU ignored");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%origin, error = %e, "E2E EDU not applied"),
+            }
+        }
+    }
+}

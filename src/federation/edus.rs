@@ -127,3 +127,20 @@ impl super::Federation {
         self.sender.queue_edu(&servers, edu_type, content).await
     }
 }
+
+impl super::Federation {
+    /// Queue an EDU of any kind for the given servers (ours is skipped).
+    pub async fn queue_edu_for(
+        &self,
+        destinations: &[ruma::OwnedServerName],
+        edu_type: &str,
+        content: &impl serde::Serialize,
+    ) -> crate::error::Result<()> {
+        let content = serde_json::to_value(content)
+            .map_err(|e| crate::error::Error::internal(format!("EDU content: {e}")))?;
+        let destinations: Vec<&str> = destinations.iter().map(|d| d.as_str()).collect();
+        self.sender
+            .queue_edu(&destinations, edu_type, &content)
+            .await
+    }
+}

@@ -38,7 +38,11 @@ impl Rooms {
     }
 
     /// One event as a PDU (`GET /event`).
-    pub async fn pdu_for_server(&self, event_id: &EventId, server: &ServerName) -> Result<Box<RawValue>> {
+    pub async fn pdu_for_server(
+        &self,
+        event_id: &EventId,
+        server: &ServerName,
+    ) -> Result<Box<RawValue>> {
         let ev = db::events::by_id(self.db(), event_id.as_str())
             .await?
             .filter(|e| e.rejected_reason.is_none())
@@ -56,7 +60,11 @@ impl Rooms {
     }
 
     /// A stored, placed event of this room (404 otherwise).
-    async fn event_in_room(&self, room: &RoomRow, event_id: &EventId) -> Result<db::events::StoredEvent> {
+    async fn event_in_room(
+        &self,
+        room: &RoomRow,
+        event_id: &EventId,
+    ) -> Result<db::events::StoredEvent> {
         db::events::by_id(self.db(), event_id.as_str())
             .await?
             .filter(|e| e.room_nid == room.room_nid)
@@ -65,7 +73,11 @@ impl Rooms {
 
     /// The state before `event_id` (or, without it, the current state) and its auth chain,
     /// as event numbers.
-    async fn state_nids(&self, room: &RoomRow, event_id: Option<&EventId>) -> Result<(Vec<i64>, Vec<i64>)> {
+    async fn state_nids(
+        &self,
+        room: &RoomRow,
+        event_id: Option<&EventId>,
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
         let group = match event_id {
             Some(id) => {
                 let ev = self.event_in_room(room, id).await?;
@@ -77,7 +89,11 @@ impl Rooms {
             None => room.state_group,
         };
         let state: Vec<i64> = match group {
-            Some(g) => db::state::load(self.db(), g).await?.into_iter().map(|r| r.1).collect(),
+            Some(g) => db::state::load(self.db(), g)
+                .await?
+                .into_iter()
+                .map(|r| r.1)
+                .collect(),
             None => Vec::new(),
         };
         let sets = vec![0; state.len()];
@@ -92,7 +108,8 @@ impl Rooms {
     }
 
     fn version_of(room: &RoomRow) -> Result<RoomVersionId> {
-        RoomVersionId::try_from(room.room_version.as_str()).map_err(|e| Error::internal(e.to_string()))
+        RoomVersionId::try_from(room.room_version.as_str())
+            .map_err(|e| Error::internal(e.to_string()))
     }
 
     /// `/state`: full PDUs.
@@ -152,11 +169,12 @@ impl Rooms {
     ) -> Result<Vec<Box<RawValue>>> {
         let room = self.room_for_server(room_id, server).await?;
         let ev = self.event_in_room(&room, event_id).await?;
-        let chain: Vec<i64> = db::events::auth_chains(self.db(), &[0], &[ev.event_nid], MAX_AUTH_CHAIN)
-            .await?
-            .into_iter()
-            .map(|r| r.1)
-            .collect();
+        let chain: Vec<i64> =
+            db::events::auth_chains(self.db(), &[0], &[ev.event_nid], MAX_AUTH_CHAIN)
+                .await?
+                .into_iter()
+                .map(|r| r.1)
+                .collect();
         db::events::by_nids(self.db(), &chain)
             .await?
             .into_iter()
@@ -174,7 +192,11 @@ impl Rooms {
     ) -> Result<Vec<Box<RawValue>>> {
         let room = self.room_for_server(room_id, server).await?;
         let ids: Vec<&str> = from.iter().map(|e| e.as_str()).collect();
-        let nids: Vec<i64> = db::graph::nids_of(self.db(), &ids).await?.into_iter().map(|r| r.1).collect();
+        let nids: Vec<i64> = db::graph::nids_of(self.db(), &ids)
+            .await?
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
         let limit = limit.clamp(0, MAX_WALK);
         if nids.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -202,7 +224,11 @@ impl Rooms {
             async move {
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 Ok::<Vec<i64>, Error>(
-                    db::graph::nids_of(self.db(), &refs).await?.into_iter().map(|r| r.1).collect(),
+                    db::graph::nids_of(self.db(), &refs)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.1)
+                        .collect(),
                 )
             }
         };
@@ -212,11 +238,18 @@ impl Rooms {
         if latest.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        db::graph::missing_events(self.db(), room.room_nid, &earliest, &latest, min_depth, limit)
-            .await?
-            .into_iter()
-            .map(|e| raw(e.json))
-            .collect()
+        db::graph::missing_events(
+            self.db(),
+            room.room_nid,
+            &earliest,
+            &latest,
+            min_depth,
+            limit,
+        )
+        .await?
+        .into_iter()
+        .map(|e| raw(e.json))
+        .collect()
     }
 
     /// `/timestamp_to_event`: the nearest event at or after (`forward`) or before `ts`.
@@ -231,6 +264,9 @@ impl Rooms {
         let (id, found) = db::reads::event_near_ts(self.db(), room.room_nid, ts, forward)
             .await?
             .ok_or_else(|| Error::not_found("No event found in that direction"))?;
-        Ok((OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()))?, found))
+        Ok((
+            OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string()))?,
+            found,
+        ))
     }
 }

@@ -94,4 +94,3 @@ pub async fn membership(s: &TestServer, u: &User, room: &str, who: &str) -> Opti
         .await;
     (status == 200).then(|| body["membership"].as_str().unwrap_or("").to_owned())
 }
-

@@ -43,15 +43,16 @@ async fn upload_keys_route(
         )
         .await?;
     if uploaded.device_keys_changed {
-        // Integration point for the outbound federation queue: build the EDU with
-        // `state.e2e.device_list_update_edu(user, device, false)` and hand it, with
-        // `state.e2e.device_list_destinations(user)`, to `state.federation.queue_edu(...)`
-        // once that exists. Until then other servers learn of new keys when they query.
-        tracing::debug!(
-            user = %req.auth.user_id,
-            device = %req.auth.device_id,
-            "device-list update for other servers awaits the outbound federation queue"
-        );
+        let user = &req.auth.user_id;
+        let edu = state
+            .e2e
+            .device_list_update_edu(user, &req.auth.device_id, false)
+            .await?;
+        let destinations = state.e2e.device_list_destinations(user).await?;
+        state
+            .federation
+            .queue_edu_for(&destinations, "m.device_list_update", &edu)
+            .await?;
     }
     Ok(upload_keys::v3::Response::new(uploaded.counts))
 }
@@ -130,10 +131,12 @@ async fn upload_signing_keys_route(
             },
         )
         .await?;
-    // Integration point for the outbound federation queue: `state.e2e.signing_key_update_edu`
-    // for `state.e2e.device_list_destinations`, handed to `state.federation.queue_edu(...)`
-    // once that exists.
-    tracing::debug!(user = %user.user_id, "signing-key update for other servers awaits the outbound federation queue");
+    let edu = state.e2e.signing_key_update_edu(&user.user_id).await?;
+    let destinations = state.e2e.device_list_destinations(&user.user_id).await?;
+    state
+        .federation
+        .queue_edu_for(&destinations, "m.signing_key_update", &edu)
+        .await?;
     Ok(upload_signing_keys::v3::Response::new())
 }
 

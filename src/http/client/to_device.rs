@@ -28,20 +28,15 @@ async fn send_to_device_route(
             &body.messages,
         )
         .await?;
-    if !remote.is_empty() {
-        // Integration point for the outbound federation queue: each (destination, content)
-        // pair goes to `state.federation.queue_edu(destination, Edu::DirectToDevice(content))`
-        // once that exists. Until then these messages are not delivered.
-        let messages: usize = remote
-            .values()
-            .flat_map(|c| c.messages.values())
-            .map(|targets| targets.len())
-            .sum();
-        tracing::debug!(
-            destinations = remote.len(),
-            messages,
-            "remote to-device messages await the outbound federation queue"
-        );
+    for (destination, content) in &remote {
+        state
+            .federation
+            .queue_edu_for(
+                std::slice::from_ref(destination),
+                "m.direct_to_device",
+                content,
+            )
+            .await?;
     }
     Ok(send_event_to_device::v3::Response::new())
 }

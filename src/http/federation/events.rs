@@ -30,7 +30,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, missing_events_route);
     let r = route(r, timestamp_route);
     r.route("/_matrix/federation/v1/state/{room_id}", get(state_route))
-        .route("/_matrix/federation/v1/state_ids/{room_id}", get(state_ids_route))
+        .route(
+            "/_matrix/federation/v1/state_ids/{room_id}",
+            get(state_ids_route),
+        )
 }
 
 fn millis(ts: i64) -> MilliSecondsSinceUnixEpoch {
@@ -42,8 +45,14 @@ fn limit(v: UInt) -> i64 {
 }
 
 /// # `GET /_matrix/federation/v1/event/{eventId}`
-async fn event_route(state: AppState, req: Ruma<get_event::v1::Request>) -> Result<get_event::v1::Response> {
-    let pdu = state.rooms.pdu_for_server(&req.body.event_id, &req.auth).await?;
+async fn event_route(
+    state: AppState,
+    req: Ruma<get_event::v1::Request>,
+) -> Result<get_event::v1::Response> {
+    let pdu = state
+        .rooms
+        .pdu_for_server(&req.body.event_id, &req.auth)
+        .await?;
     Ok(get_event::v1::Response::new(
         state.keys.server_name().clone(),
         MilliSecondsSinceUnixEpoch::now(),
@@ -71,7 +80,9 @@ async fn backfill_route(
 ) -> Result<get_backfill::v1::Response> {
     let b = &req.body;
     if b.v.is_empty() {
-        return Err(Error::invalid_param("At least one event ID (v) is required"));
+        return Err(Error::invalid_param(
+            "At least one event ID (v) is required",
+        ));
     }
     let pdus = state
         .rooms
@@ -115,7 +126,10 @@ async fn timestamp_route(
         .rooms
         .timestamp_for_server(&b.room_id, ts, b.dir == Direction::Forward, &req.auth)
         .await?;
-    Ok(get_event_by_timestamp::v1::Response::new(event_id, millis(found)))
+    Ok(get_event_by_timestamp::v1::Response::new(
+        event_id,
+        millis(found),
+    ))
 }
 
 type QueryParams =

@@ -76,6 +76,14 @@ pub async fn next_stream_position(tx: &mut PgConnection) -> Result<i64, sqlx::Er
     Ok(n)
 }
 
+/// The next backfill position: negative, decreasing, so history never moves a sync token.
+pub async fn next_backfill_position(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT -nextval('events_backfill_seq')")
+        .fetch_one(tx)
+        .await?;
+    Ok(n)
+}
+
 /// The highest live stream position stored.
 pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(stream_ordering) FROM events")
@@ -431,4 +439,39 @@ pub async fn member_events_of(
     .bind(user_id)
     .fetch_all(e)
     .await
+}
+
+/// (state_key_nid, event_nid) of the stored, unrejected state events among `ids` (one per
+/// key: the last listed wins, as a state map holds one event per key).
+pub async fn state_entries_of(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    ids: &[&str],
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (e.state_key_nid) e.state_key_nid, e.event_nid
+         FROM events e JOIN event_ids i USING (event_nid)
+         WHERE i.event_id = ANY($2) AND e.room_nid = $1 AND e.state_key_nid IS NOT NULL
+           AND e.rejected_reason IS NULL
+         ORDER BY e.state_key_nid, e.event_nid DESC",
+    )
+    .bind(room_nid)
+    .bind(ids)
+    .fetch_all(e)
+    .await
+}
+
+/// IDs of the room's backward extremities (referenced, not stored).
+pub async fn backward_extremity_ids(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT i.event_id FROM backward_extremities b JOIN event_ids i USING (event_nid)
+         WHERE b.room_nid = $1 LIMIT 20",
+    )
+    .bind(room_nid)
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }

@@ -109,3 +109,14 @@ pub async fn ids_of(e: impl PgExecutor<'_>, nids: &[i64]) -> Result<Vec<String>,
             .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
+
+/// Which of `ids` have a stored event (outliers included).
+pub async fn stored_ids(e: impl PgExecutor<'_>, ids: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT i.event_id FROM event_ids i JOIN events e USING (event_nid) WHERE i.event_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}

@@ -1,6 +1,7 @@
 //! Inbound `/send` transactions: deduplicated by (origin, transaction ID); each PDU goes
 //! through the pipeline (room known, server ACL, format, signatures and hash, missing
-//! prev_events fetched from the origin within a bound, then the room's auth checks) and
+//! prev_events fetched from the origin within a bound — get_missing_events, then the state
+//! before the event by /state_ids and /event — then the room's auth checks) and
 //! gets its own result; one bad PDU never fails the others.
 
 use std::collections::{BTreeMap, HashMap};
@@ -152,6 +153,18 @@ impl Federation {
                 .receive_pdu(room_id, ev, None)
                 .await
                 .map_err(|e| e.to_string())?;
+            if matches!(outcome, Outcome::Missing { .. }) {
+                // The gap is wider than get_missing_events may fill: take the state before
+                // the event from its origin and accept it on that.
+                let group = self
+                    .fetch_state_before(rooms, origin, room_id, &ev.event_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                outcome = rooms
+                    .receive_pdu_with_state(room_id, ev, group)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
         match outcome {
             Outcome::Stored { .. } | Outcome::AlreadyKnown => Ok(()),

@@ -1,6 +1,7 @@
 //! Server-to-server as a client: discovery, signed requests, remote keys, queries.
 //! Never imports `http`.
 
+pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod edus;

@@ -35,6 +35,8 @@ where
     pub auth: <T::Authentication as Authenticate>::Output,
     /// The peer address of the connection (rate limits, device last-seen).
     pub client_ip: Option<IpAddr>,
+    /// The raw query string, for unstable parameters ruma does not model.
+    pub query: Option<String>,
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -62,6 +64,7 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
+        let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
         let request = http::Request::from_parts(parts, &bytes[..]);
@@ -71,6 +74,7 @@ where
             body,
             auth,
             client_ip,
+            query,
         })
     }
 }

@@ -210,6 +210,7 @@ pub async fn persist_local(
             current,
             txn,
             fan_out: FanOut::Local,
+            historical: false,
         },
     )
     .await?;
@@ -266,6 +267,9 @@ pub struct Checked<'a> {
     pub current: Current,
     pub txn: Option<TxnRef<'a>>,
     pub fan_out: FanOut<'a>,
+    /// Backfilled history: placed before everything in the stream (a negative position),
+    /// never a forward extremity, never current state.
+    pub historical: bool,
 }
 
 /// Store a checked event in one transaction: event row, edges, state group, extremities,
@@ -316,8 +320,12 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
         ),
         _ => ev.state_before,
     };
-    let position = db::events::next_stream_position(&mut tx).await?;
-    let in_flight = stream.begin(position);
+    let (position, in_flight) = if ev.historical {
+        (db::events::next_backfill_position(&mut tx).await?, None)
+    } else {
+        let p = db::events::next_stream_position(&mut tx).await?;
+        (p, Some(stream.begin(p)))
+    };
     let inserted = db::events::insert(
         &mut tx,
         &db::events::NewEvent {
@@ -346,7 +354,7 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
     db::events::insert_edges(&mut tx, event_nid, &prev_nids, &auth_nids).await?;
     db::events::remove_backward_extremity(&mut tx, room.room_nid, event_nid).await?;
     db::events::add_backward_extremities(&mut tx, room.room_nid, &prev_nids).await?;
-    if accepted {
+    if accepted && !ev.historical {
         db::events::advance_forward_extremities(&mut tx, room.room_nid, event_nid, &prev_nids)
             .await?;
     }
@@ -364,7 +372,7 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
         })
     };
     let (new_group, changes) = match ev.current {
-        _ if !accepted => (None, Vec::new()),
+        _ if !accepted || ev.historical => (None, Vec::new()),
         Current::Keep => (None, Vec::new()),
         Current::Extend { mut also } => {
             if let Some(own) = own_change() {
@@ -430,6 +438,7 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
     }
     let ours = keys.server_name().as_str();
     match ev.fan_out {
+        _ if ev.historical => {}
         FanOut::Local => {
             let target_server: Vec<&str> = match (&pdu.kind, &pdu.state_key) {
                 (TimelineEventType::RoomMember, Some(k)) => {
@@ -461,7 +470,9 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
         FanOut::Forward { .. } | FanOut::None => {}
     }
     tx.commit().await?;
-    in_flight.committed();
+    if let Some(f) = in_flight {
+        f.committed();
+    }
     Ok(true)
 }
 

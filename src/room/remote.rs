@@ -45,6 +45,25 @@ pub enum Outcome {
     },
 }
 
+/// What the checks decided for an event.
+struct Verdict {
+    state_before: Option<i64>,
+    rejected: Option<String>,
+    soft_failed: bool,
+    current: Current,
+}
+
+/// Live events extend the room; historical ones (backfill) fill in its past.
+enum Mode<'a> {
+    Live {
+        forward_for: Option<&'a str>,
+        state: Option<i64>,
+    },
+    Historical {
+        state: Option<i64>,
+    },
+}
+
 /// Rules of a stored room's version.
 pub fn rules_of(room: &RoomRow) -> Result<RoomVersionRules> {
     RoomVersionId::try_from(room.room_version.as_str())
@@ -71,6 +90,54 @@ impl Rooms {
         ev: &Incoming,
         forward_for: Option<&str>,
     ) -> Result<Outcome> {
+        self.receive(
+            room_id,
+            ev,
+            Mode::Live {
+                forward_for,
+                state: None,
+            },
+        )
+        .await
+    }
+
+    /// A live event whose prev_events could not be fetched: checked against `state` (a stored
+    /// group, the state before it as another server told it) instead.
+    pub async fn receive_pdu_with_state(
+        &self,
+        room_id: &RoomId,
+        ev: &Incoming,
+        state: i64,
+    ) -> Result<Outcome> {
+        self.receive(
+            room_id,
+            ev,
+            Mode::Live {
+                forward_for: None,
+                state: Some(state),
+            },
+        )
+        .await
+    }
+
+    /// Store an event of the room's history (backfill): checked like any other against its
+    /// auth events and the state before it — from its prev_events, or `state` (a stored
+    /// group) when those are unknown — but placed before everything in the stream and
+    /// never touching the current state.
+    pub async fn receive_historical(
+        &self,
+        room_id: &RoomId,
+        ev: &Incoming,
+        state: Option<i64>,
+    ) -> Result<Outcome> {
+        self.receive(room_id, ev, Mode::Historical { state }).await
+    }
+
+    async fn receive(&self, room_id: &RoomId, ev: &Incoming, mode: Mode<'_>) -> Result<Outcome> {
+        let (forward_for, explicit_state, historical) = match mode {
+            Mode::Live { forward_for, state } => (forward_for, state, false),
+            Mode::Historical { state } => (None, state, true),
+        };
         let lock = self.locks.lock(room_id).await;
         let room = self.room(room_id).await?;
         let db = self.db();
@@ -102,7 +169,7 @@ impl Rooms {
             .filter(|id| !by_id.contains_key(id.as_str()))
             .cloned()
             .collect();
-        if !missing_prev.is_empty() || !missing_auth.is_empty() {
+        if (!missing_prev.is_empty() && explicit_state.is_none()) || !missing_auth.is_empty() {
             return Ok(Outcome::Missing {
                 prev: missing_prev,
                 auth: missing_auth,
@@ -133,6 +200,7 @@ impl Rooms {
         prev_groups.sort_unstable();
         prev_groups.dedup();
         let state_before = match prev_groups.as_slice() {
+            _ if explicit_state.is_some() && !missing_prev.is_empty() => explicit_state,
             [] => None,
             [one] => Some(*one),
             several => {
@@ -162,69 +230,68 @@ impl Rooms {
                 .err()
                 .map(|e| format!("not allowed by the state before it: {e}"));
             if rejected.is_none()
+                && !historical
                 && state_before != room.state_group
                 && let Some(current) = room.state_group
             {
                 let now = load_state_events(db, current, &auth_types).await?;
                 if let Err(e) = append::authorise(&rules, pdu, &now) {
                     tracing::info!(event_id = %ev.event_id, error = %e, "soft-failed against current state");
+                    let verdict = Verdict {
+                        state_before,
+                        rejected: None,
+                        soft_failed: true,
+                        current: Current::Keep,
+                    };
                     return self
-                        .store_checked(
-                            &lock,
-                            &room,
-                            ev,
-                            state_before,
-                            None,
-                            true,
-                            Current::Keep,
-                            forward_for,
-                        )
+                        .store_checked(&lock, &room, ev, verdict, forward_for, false)
                         .await;
                 }
             }
         }
         if let Some(reason) = rejected {
             tracing::info!(event_id = %ev.event_id, %reason, "rejected PDU");
+            let verdict = Verdict {
+                state_before,
+                rejected: Some(reason),
+                soft_failed: false,
+                current: Current::Keep,
+            };
             return self
-                .store_checked(
-                    &lock,
-                    &room,
-                    ev,
-                    state_before,
-                    Some(reason),
-                    false,
-                    Current::Keep,
-                    forward_for,
-                )
+                .store_checked(&lock, &room, ev, verdict, forward_for, historical)
                 .await;
         }
 
-        let current = self.current_after(&room, &rules, ev, state_before).await?;
-        self.store_checked(
-            &lock,
-            &room,
-            ev,
+        let current = if historical {
+            Current::Keep
+        } else {
+            self.current_after(&room, &rules, ev, state_before).await?
+        };
+        let verdict = Verdict {
             state_before,
-            None,
-            false,
+            rejected: None,
+            soft_failed: false,
             current,
-            forward_for,
-        )
-        .await
+        };
+        self.store_checked(&lock, &room, ev, verdict, forward_for, historical)
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn store_checked(
         &self,
         lock: &super::lock::RoomLock,
         room: &RoomRow,
         ev: &Incoming,
-        state_before: Option<i64>,
-        rejected: Option<String>,
-        soft_failed: bool,
-        current: Current,
+        verdict: Verdict,
         forward_for: Option<&str>,
+        historical: bool,
     ) -> Result<Outcome> {
+        let Verdict {
+            state_before,
+            rejected,
+            soft_failed,
+            current,
+        } = verdict;
         let outcome = match &rejected {
             Some(r) => Outcome::Rejected(r.clone()),
             None => Outcome::Stored { soft_failed },
@@ -246,6 +313,7 @@ impl Rooms {
                     Some(origin) => FanOut::Forward { origin },
                     None => FanOut::None,
                 },
+                historical,
             },
         )
         .await?;
@@ -426,7 +494,8 @@ impl Rooms {
         for e in auth_chain.iter().chain(state) {
             all.insert(&e.event_id, e);
         }
-        let rejected = check_auth_graph(&rules, &all);
+        let stored = self.stored_auth_events(&all).await?;
+        let rejected = check_auth_graph(&rules, &all, &stored);
 
         let mut tx = db.begin().await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
@@ -533,10 +602,128 @@ impl Rooms {
                 current: Current::Extend { also },
                 txn: None,
                 fan_out: FanOut::None,
+                historical: false,
             },
         )
         .await?;
         Ok(())
+    }
+
+    /// The auth events of `all` that are not in it but already stored.
+    async fn stored_auth_events(
+        &self,
+        all: &HashMap<&EventId, &Incoming>,
+    ) -> Result<HashMap<OwnedEventId, Pdu>> {
+        let outside: Vec<&str> = all
+            .values()
+            .flat_map(|e| e.pdu.auth_events.iter())
+            .filter(|a| !all.contains_key(&***a))
+            .map(|a| a.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut out = HashMap::new();
+        for row in db::events::by_ids(self.db(), &outside).await? {
+            let p = parse_stored(&row)?;
+            out.insert(p.event_id.clone(), p);
+        }
+        Ok(out)
+    }
+
+    /// Store events known through a state or an auth chain as outliers, each checked
+    /// against its auth events first (those that fail are kept as rejected).
+    pub async fn store_outliers(&self, room_id: &RoomId, events: &[Incoming]) -> Result<()> {
+        let room = self.room(room_id).await?;
+        let rules = rules_of(&room)?;
+        let mut all: HashMap<&EventId, &Incoming> = HashMap::new();
+        for e in events {
+            all.insert(&e.event_id, e);
+        }
+        let stored = self.stored_auth_events(&all).await?;
+        let rejected = check_auth_graph(&rules, &all, &stored);
+        let mut tx = self.db().begin().await?;
+        let mut ids: Vec<&str> = all.keys().map(|e| e.as_str()).collect();
+        for e in all.values() {
+            ids.extend(e.pdu.auth_events.iter().map(|a| a.as_str()));
+        }
+        let nids = db::events::intern_ids(&mut tx, &ids).await?;
+        let kinds: HashMap<&EventId, String> = all
+            .iter()
+            .map(|(id, e)| (*id, e.pdu.kind.to_string()))
+            .collect();
+        let key_pairs: Vec<(&str, &str)> = all
+            .iter()
+            .filter_map(|(id, e)| e.pdu.state_key.as_deref().map(|k| (kinds[id].as_str(), k)))
+            .collect();
+        let key_nids = db::state::intern_keys(&mut tx, &key_pairs).await?;
+        let mut rows = Vec::with_capacity(all.len());
+        let mut edges = Vec::new();
+        for (id, e) in &all {
+            let n = *nids
+                .get(id.as_str())
+                .ok_or_else(|| Error::internal("event ID not interned"))?;
+            for a in &e.pdu.auth_events {
+                if let Some(an) = nids.get(a.as_str()) {
+                    edges.push((n, *an));
+                }
+            }
+            rows.push(db::events::NewEvent {
+                event_nid: n,
+                room_nid: room.room_nid,
+                event_type: kinds[id].as_str(),
+                state_key_nid: e
+                    .pdu
+                    .state_key
+                    .as_ref()
+                    .and_then(|k| key_nids.get(&(kinds[id].clone(), k.clone())).copied()),
+                sender: e.pdu.sender.as_str(),
+                origin_server_ts: i64::try_from(u64::from(e.pdu.origin_server_ts.0))
+                    .unwrap_or(i64::MAX),
+                depth: e.pdu.depth.max(1),
+                json: &e.json,
+                outlier: true,
+                rejected_reason: rejected.get(*id).map(String::as_str),
+                soft_failed: false,
+                state_before: None,
+                state_after: None,
+            });
+        }
+        db::events::insert_outliers(&mut tx, &rows).await?;
+        db::events::insert_auth_edges_many(&mut tx, &edges).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A state made of stored events (by ID), as a new snapshot group. Unknown, rejected and
+    /// non-state events are left out.
+    pub async fn snapshot_of(&self, room_id: &RoomId, ids: &[OwnedEventId]) -> Result<i64> {
+        let room = self.room(room_id).await?;
+        let refs: Vec<&str> = ids.iter().map(|e| e.as_str()).collect();
+        let entries = db::events::state_entries_of(self.db(), room.room_nid, &refs).await?;
+        let mut tx = self.db().begin().await?;
+        let group = db::state::create_group(&mut tx, room.room_nid, None, &entries).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    /// Which of `ids` are stored (in any form).
+    pub async fn known_events(&self, ids: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
+        let refs: Vec<&str> = ids.iter().map(|e| e.as_str()).collect();
+        Ok(db::graph::stored_ids(self.db(), &refs)
+            .await?
+            .into_iter()
+            .filter_map(|id| OwnedEventId::try_from(id).ok())
+            .collect::<HashSet<_>>())
+    }
+
+    /// Where the room's known history stops: events referenced but not stored.
+    pub async fn backward_extremities(&self, room_id: &RoomId) -> Result<Vec<OwnedEventId>> {
+        let room = self.room(room_id).await?;
+        Ok(db::events::backward_extremity_ids(self.db(), room.room_nid)
+            .await?
+            .into_iter()
+            .filter_map(|id| OwnedEventId::try_from(id).ok())
+            .collect())
     }
 
     /// A membership event about one of our users in a room we are not in (an invite from
@@ -608,6 +795,7 @@ impl Rooms {
 fn check_auth_graph<'a>(
     rules: &RoomVersionRules,
     all: &HashMap<&'a EventId, &'a Incoming>,
+    stored: &HashMap<OwnedEventId, Pdu>,
 ) -> HashMap<&'a EventId, String> {
     // Order: depth-first over auth edges so that auth events come before the events citing
     // them; iterative to stay safe on deep chains.
@@ -658,7 +846,20 @@ fn check_auth_graph<'a>(
                         );
                     }
                 }
-                None => problem = Some(format!("auth event {a} is missing")),
+                None => match stored.get(&**a) {
+                    Some(p) if p.rejected => {
+                        problem = Some(format!("auth event {a} was rejected"));
+                    }
+                    Some(p) => {
+                        if let Some(k) = &p.state_key {
+                            auth_state.insert(
+                                (StateEventType::from(p.kind.to_string()), k.clone()),
+                                p.clone(),
+                            );
+                        }
+                    }
+                    None => problem = Some(format!("auth event {a} is missing")),
+                },
             }
         }
         let problem = problem.or_else(|| append::authorise(rules, &e.pdu, &auth_state).err());

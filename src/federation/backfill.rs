@@ -1,0 +1,182 @@
+//! Filling the room's graph from other servers: history before our backward extremities
+//! (`/backfill`, when a client pages past what we hold) and the state before an event whose
+//! ancestors cannot be fetched (`/state_ids`, then the events we lack with `/event`, a bounded
+//! number at a time). Everything fetched goes through the same checks as any PDU.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use ruma::api::federation::backfill::get_backfill;
+use ruma::api::federation::event::{get_event, get_room_state_ids};
+use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt};
+use serde_json::value::RawValue;
+
+use super::Federation;
+use super::pdu::verify_pdus;
+use crate::error::{Error, Result};
+use crate::room::Rooms;
+use crate::room::remote::{Incoming, Outcome, rules_of};
+
+/// Servers asked for one backfill, in turn, before giving up.
+const BACKFILL_SERVERS: usize = 3;
+/// `/event` requests in flight at once while fetching a state.
+const FETCH_CONCURRENCY: usize = 16;
+/// The most events one state fetch may bring (a state and its auth chain).
+const MAX_STATE_EVENTS: usize = 50_000;
+
+impl Federation {
+    /// Fetch up to `limit` events of history before the room's backward extremities from
+    /// the servers in the room, and store them. Returns how many were stored.
+    pub async fn backfill(&self, rooms: &Rooms, room_id: &RoomId, limit: u32) -> Result<usize> {
+        let extremities = rooms.backward_extremities(room_id).await?;
+        if extremities.is_empty() {
+            return Ok(0);
+        }
+        let room = rooms.room(room_id).await?;
+        let mut servers: Vec<OwnedServerName> = rooms
+            .servers_in(&room)
+            .await?
+            .into_iter()
+            .filter_map(|s| OwnedServerName::try_from(s).ok())
+            .filter(|s| s != rooms.server_name())
+            .collect();
+        // The room's creator's server has held the room longest.
+        if let Some(origin) = room_id.server_name() {
+            servers.sort_by_key(|s| s != origin);
+        }
+        for server in servers.iter().take(BACKFILL_SERVERS) {
+            let request = get_backfill::v1::Request::new(
+                room_id.to_owned(),
+                extremities.clone(),
+                UInt::from(limit),
+            );
+            let pdus = match self.client.send(server, request).await {
+                Ok(r) => r.pdus,
+                Err(e) => {
+                    tracing::info!(%server, %room_id, error = %e, "backfill failed");
+                    continue;
+                }
+            };
+            let stored = self.store_history(rooms, server, room_id, &pdus).await?;
+            if stored > 0 {
+                tracing::debug!(%server, %room_id, stored, "backfilled");
+                return Ok(stored);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Verify and store backfilled PDUs, oldest first; an event whose ancestors we lack is
+    /// checked against the state `server` reports before it.
+    async fn store_history(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        room_id: &RoomId,
+        pdus: &[Box<RawValue>],
+    ) -> Result<usize> {
+        let room = rooms.room(room_id).await?;
+        let rules = rules_of(&room)?;
+        let raws: Vec<&RawValue> = pdus.iter().map(|p| &**p).collect();
+        let mut events: Vec<Incoming> = verify_pdus(&self.remote_keys, &rules, &raws)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| match r {
+                Ok(ev) => Some(ev),
+                Err(e) => {
+                    tracing::info!(event_id = ?id, error = %e, "backfilled PDU dropped");
+                    None
+                }
+            })
+            .filter(|e| e.pdu.room_id.as_deref() == Some(room_id))
+            .collect();
+        events.sort_by_key(|e| e.pdu.depth);
+        let mut stored = 0;
+        for ev in &events {
+            let mut outcome = rooms.receive_historical(room_id, ev, None).await?;
+            if matches!(outcome, Outcome::Missing { .. }) {
+                let group = self
+                    .fetch_state_before(rooms, server, room_id, &ev.event_id)
+                    .await?;
+                outcome = rooms.receive_historical(room_id, ev, Some(group)).await?;
+            }
+            match outcome {
+                Outcome::Stored { .. } => stored += 1,
+                Outcome::Rejected(reason) => {
+                    tracing::info!(event_id = %ev.event_id, %reason, "backfilled event rejected");
+                }
+                Outcome::AlreadyKnown => {}
+                Outcome::Missing { .. } => {
+                    tracing::info!(event_id = %ev.event_id, "backfilled event still lacks its auth events");
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The state before `event_id` as `server` knows it: the IDs from `/state_ids`, the events
+    /// we lack fetched with `/event` (verified, checked, stored as outliers), then stored as
+    /// one snapshot group, whose number is returned.
+    pub async fn fetch_state_before(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<i64> {
+        let answer = self
+            .client
+            .send(
+                server,
+                get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned()),
+            )
+            .await?;
+        let wanted: Vec<OwnedEventId> = answer
+            .pdu_ids
+            .iter()
+            .chain(&answer.auth_chain_ids)
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if wanted.len() > MAX_STATE_EVENTS {
+            return Err(Error::Upstream(format!(
+                "{server} sent a state of {} events, more than we fetch",
+                wanted.len()
+            )));
+        }
+        let known = rooms.known_events(&wanted).await?;
+        let missing: Vec<OwnedEventId> = wanted
+            .into_iter()
+            .filter(|id| !known.contains(id))
+            .collect();
+        let fetched: Vec<Box<RawValue>> = futures::stream::iter(missing.into_iter().map(|id| {
+            let client = self.client.clone();
+            let server = server.to_owned();
+            async move {
+                match client.send(&server, get_event::v1::Request::new(id.clone())).await {
+                    Ok(r) => Some(r.pdu),
+                    Err(e) => {
+                        tracing::info!(%server, event_id = %id, error = %e, "could not fetch a state event");
+                        None
+                    }
+                }
+            }
+        }))
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+        let room = rooms.room(room_id).await?;
+        let rules = rules_of(&room)?;
+        let raws: Vec<&RawValue> = fetched.iter().map(|p| &**p).collect();
+        let verified: Vec<Incoming> = verify_pdus(&self.remote_keys, &rules, &raws)
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .filter(|e| e.pdu.room_id.as_deref() == Some(room_id))
+            .collect();
+        rooms.store_outliers(room_id, &verified).await?;
+        rooms.snapshot_of(room_id, &answer.pdu_ids).await
+    }
+}

@@ -584,6 +584,26 @@ async fn typing_and_receipts_cross_servers() {
             })
     })
     .await;
+
+    // Presence: bob's change reaches alice's server, which shows it to co-members.
+    let (status, _) = b
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id)),
+            bob.t(),
+            &json!({"presence": "unavailable", "status_msg": "in a meeting"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("alice sees bob's presence", || async {
+        let (status, body) = a
+            .get(
+                &format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id)),
+                alice.t(),
+            )
+            .await;
+        status == 200 && body["presence"] == "unavailable" && body["status_msg"] == "in a meeting"
+    })
+    .await;
 }
 
 #[tokio::test]

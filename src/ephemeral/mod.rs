@@ -196,13 +196,14 @@ impl Ephemeral {
         Ok(())
     }
 
-    /// Set the user's own presence and status message (`None` clears it).
+    /// Set the user's own presence and status message (`None` clears it). Returns whether
+    /// it changed (other servers are told only then).
     pub fn set_presence(
         &self,
         user: &UserId,
         state: PresenceState,
         status_msg: Option<String>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if !matches!(
             state,
             PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable
@@ -211,25 +212,27 @@ impl Ephemeral {
                 "presence must be online, offline or unavailable",
             ));
         }
-        if self
+        let changed = self
             .presence
-            .set(user, state, Some(status_msg), Instant::now())
-        {
+            .set(user, state, Some(status_msg), Instant::now());
+        if changed {
             self.notifier.notify();
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// What a /sync's `set_presence` asks: `offline` means "do not change my presence", the
-    /// others set it, keeping the status message.
-    pub fn presence_from_sync(&self, user: &UserId, state: &PresenceState) {
+    /// others set it, keeping the status message. Returns whether it changed.
+    pub fn presence_from_sync(&self, user: &UserId, state: &PresenceState) -> bool {
         // Unknown values are ignored rather than failing the sync.
         if !matches!(state, PresenceState::Online | PresenceState::Unavailable) {
-            return;
+            return false;
         }
-        if self.presence.set(user, state.clone(), None, Instant::now()) {
+        let changed = self.presence.set(user, state.clone(), None, Instant::now());
+        if changed {
             self.notifier.notify();
         }
+        changed
     }
 
     /// `target`'s presence as `viewer` may see it: their own, or a user sharing a room.

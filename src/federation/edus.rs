@@ -1,6 +1,7 @@
-//! EDUs received in a transaction: typing, receipts and presence of the origin's users.
-//! Each is checked (the user belongs to the origin; a room EDU names a room the user is
-//! joined to) and applied on its own: one bad EDU never stops the others.
+//! EDUs both ways. Received: typing, receipts and presence of the origin's users, each
+//! checked (the user belongs to the origin; a room EDU names a room the user is joined to
+//! and whose ACL admits the origin) and applied on its own: one bad EDU never stops the
+//! others. Sent: our users' typing, public receipts and presence, through the queue.
 
 use std::time::Duration;
 
@@ -14,7 +15,19 @@ use crate::ephemeral::receipts::ReceiptKind;
 /// How long a remote typing notice lasts unless renewed (the EDU carries no timeout).
 const REMOTE_TYPING: Duration = Duration::from_secs(30);
 
-pub async fn apply(ephemeral: &Ephemeral, origin: &ServerName, edus: &[Raw<Edu>]) {
+pub async fn apply(
+    rooms: &crate::room::Rooms,
+    ephemeral: &Ephemeral,
+    origin: &ServerName,
+    edus: &[Raw<Edu>],
+) {
+    // A server the room's ACL denies may not type or send receipts there either.
+    let allowed = |room_id: ruma::OwnedRoomId| async move {
+        match rooms.room(&room_id).await {
+            Ok(room) => rooms.server_allowed(&room, origin).await.unwrap_or(false),
+            Err(_) => false,
+        }
+    };
     for raw in edus {
         let edu = match raw.deserialize() {
             Ok(e) => e,
@@ -25,7 +38,7 @@ pub async fn apply(ephemeral: &Ephemeral, origin: &ServerName, edus: &[Raw<Edu>]
         };
         match edu {
             Edu::Typing(t) => {
-                if t.user_id.server_name() != origin {
+                if t.user_id.server_name() != origin || !allowed(t.room_id.clone()).await {
                     continue;
                 }
                 let timeout = t.typing.then_some(REMOTE_TYPING);
@@ -35,6 +48,9 @@ pub async fn apply(ephemeral: &Ephemeral, origin: &ServerName, edus: &[Raw<Edu>]
             }
             Edu::Receipt(r) => {
                 for (room_id, map) in r.receipts {
+                    if !allowed(room_id.clone()).await {
+                        continue;
+                    }
                     for (user, data) in map.read {
                         if user.server_name() != origin {
                             continue;
@@ -141,6 +157,44 @@ impl super::Federation {
         let destinations: Vec<&str> = destinations.iter().map(|d| d.as_str()).collect();
         self.sender
             .queue_edu(&destinations, edu_type, &content)
+            .await
+    }
+}
+
+impl super::Federation {
+    /// Tell the servers sharing a room with a local user that their presence changed.
+    pub async fn send_presence(
+        &self,
+        user: &ruma::UserId,
+        view: &crate::ephemeral::presence::PresenceView,
+    ) -> crate::error::Result<()> {
+        let servers = crate::db::federation::servers_sharing_rooms(
+            &self.db,
+            user.as_str(),
+            self.server_keys.server_name().as_str(),
+        )
+        .await?;
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let mut update = serde_json::json!({
+            "user_id": user,
+            "presence": view.presence,
+            "last_active_ago": view
+                .last_active_ago
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            "currently_active": view.currently_active,
+        });
+        if let Some(msg) = &view.status_msg {
+            update["status_msg"] = msg.clone().into();
+        }
+        let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+        self.sender
+            .queue_edu(
+                &servers,
+                "m.presence",
+                &serde_json::json!({ "push": [update] }),
+            )
             .await
     }
 }

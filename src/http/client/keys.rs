@@ -42,13 +42,17 @@ async fn upload_keys_route(
             },
         )
         .await?;
-    if uploaded.device_keys_changed {
-        let user = &req.auth.user_id;
+    let user = &req.auth.user_id;
+    let destinations = match uploaded.device_keys_changed {
+        true => state.e2e.device_list_destinations(user).await?,
+        false => Vec::new(),
+    };
+    // Each EDU starts a new version of the list: made only when someone is to be told.
+    if !destinations.is_empty() {
         let edu = state
             .e2e
             .device_list_update_edu(user, &req.auth.device_id, false)
             .await?;
-        let destinations = state.e2e.device_list_destinations(user).await?;
         state
             .federation
             .queue_edu_for(&destinations, "m.device_list_update", &edu)
@@ -131,12 +135,14 @@ async fn upload_signing_keys_route(
             },
         )
         .await?;
-    let edu = state.e2e.signing_key_update_edu(&user.user_id).await?;
     let destinations = state.e2e.device_list_destinations(&user.user_id).await?;
-    state
-        .federation
-        .queue_edu_for(&destinations, "m.signing_key_update", &edu)
-        .await?;
+    if !destinations.is_empty() {
+        let edu = state.e2e.signing_key_update_edu(&user.user_id).await?;
+        state
+            .federation
+            .queue_edu_for(&destinations, "m.signing_key_update", &edu)
+            .await?;
+    }
     Ok(upload_signing_keys::v3::Response::new())
 }
 

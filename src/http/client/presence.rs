@@ -40,8 +40,13 @@ async fn set_presence_route(
 ) -> Result<set_presence::v3::Response> {
     require_self(&req.auth, &req.body.user_id)?;
     let body = req.body;
-    state
+    let user = &req.auth.user_id;
+    if state
         .ephemeral
-        .set_presence(&req.auth.user_id, body.presence, body.status_msg)?;
+        .set_presence(user, body.presence, body.status_msg)?
+    {
+        let view = state.ephemeral.presence(user, user).await?;
+        state.federation.send_presence(user, &view).await?;
+    }
     Ok(set_presence::v3::Response::new())
 }

@@ -61,9 +61,16 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         lazy_load_members: !filter.room.state.lazy_load_options.is_disabled(),
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
     };
-    state
+    if state
         .ephemeral
-        .presence_from_sync(&user.user_id, &body.set_presence);
+        .presence_from_sync(&user.user_id, &body.set_presence)
+    {
+        let view = state
+            .ephemeral
+            .presence(&user.user_id, &user.user_id)
+            .await?;
+        state.federation.send_presence(&user.user_id, &view).await?;
+    }
     let result = state.sync.sync(&user.user_id, request).await?;
 
     let mut response = v3::Response::new(result.next_batch.to_string());

@@ -39,7 +39,7 @@ async fn send_route(
         return Ok(send_transaction_message::v1::Response::new(results));
     }
     let results = fed.receive_pdus(&state.rooms, origin, &body.pdus).await;
-    crate::federation::edus::apply(&state.ephemeral, origin, &body.edus).await;
+    crate::federation::edus::apply(&state.rooms, &state.ephemeral, origin, &body.edus).await;
     state.e2e.apply_edus(origin, &body.edus).await;
     fed.record_transaction(origin, txn_id, &results).await?;
     Ok(send_transaction_message::v1::Response::new(results))

@@ -1,4 +1,4 @@
-//! The `trellis` command: `serve`, `generate-config`, `--version`.
+//! The `trellis` command: `serve`, `generate-config`, `admin`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,27 @@ enum Command {
     },
     /// Print a complete, commented example configuration.
     GenerateConfig,
+    /// Maintenance tasks that run once and exit.
+    Admin {
+        #[command(subcommand)]
+        task: AdminTask,
+        /// TOML configuration file of the server to act on.
+        #[arg(long, short = 'c', env = "TRELLIS_CONFIG_FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTask {
+    /// Rebuild a room whose data was lost here from another server in it: its current state
+    /// and auth chain are fetched, checked and stored, and local members carry on.
+    RecoverRoom {
+        /// The room ID, e.g. !abc:example.org.
+        room_id: String,
+        /// A server in the room to fetch it from.
+        #[arg(long)]
+        via: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,10 +57,31 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => serve(config),
+        Command::Admin { task, config } => admin(task, config),
     }
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
+fn admin(task: AdminTask, path: Option<PathBuf>) -> ExitCode {
+    let Some((config, runtime)) = prepare(path) else {
+        return ExitCode::from(2);
+    };
+    let result = match task {
+        AdminTask::RecoverRoom { room_id, via } => {
+            runtime.block_on(trellis::server::recover_room(config, &room_id, &via))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "admin task failed");
+            eprintln!("trellis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Configuration, logging and the async runtime; `None` after printing why not.
+fn prepare(path: Option<PathBuf>) -> Option<(trellis::Config, tokio::runtime::Runtime)> {
     // TRELLIS_CONFIG_FILE names the file, it is not a configuration key.
     // SAFETY: single-threaded here; no other thread reads the environment yet.
     unsafe { std::env::remove_var("TRELLIS_CONFIG_FILE") };
@@ -47,19 +89,25 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("trellis: {e}");
-            return ExitCode::from(2);
+            return None;
         }
     };
     trellis::logging::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some((config, rt)),
         Err(e) => {
             eprintln!("trellis: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let Some((config, runtime)) = prepare(path) else {
+        return ExitCode::from(2);
     };
     match runtime.block_on(trellis::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,

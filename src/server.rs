@@ -43,8 +43,9 @@ pub struct RunningServer {
     postgres: Option<ManagedPostgres>,
 }
 
-/// Start everything the configuration asks for and return once listeners are bound.
-pub async fn start(config: Config) -> Result<RunningServer> {
+/// The database (managed Postgres started if configured), migrations, keys and the wired
+/// application: everything but listeners and background senders.
+async fn open(config: Config) -> Result<(AppState, Option<ManagedPostgres>)> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::internal(format!(
@@ -72,6 +73,35 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     )?);
     let stream_max = crate::db::events::max_stream_position(&db).await?;
     let state = AppState::new(config.clone(), db, keys, stream_max)?;
+    Ok((state, postgres))
+}
+
+/// `trellis admin recover-room`: rebuild a room whose data was lost from another server in
+/// it, then exit. Safe beside a running server on the same database.
+pub async fn recover_room(config: Config, room_id: &str, via: &str) -> Result<()> {
+    let room_id = ruma::OwnedRoomId::try_from(room_id)
+        .map_err(|e| Error::invalid_param(format!("invalid room ID: {e}")))?;
+    let via = ruma::OwnedServerName::try_from(via)
+        .map_err(|e| Error::invalid_param(format!("invalid server name: {e}")))?;
+    let (state, postgres) = open(config).await?;
+    let result = state
+        .federation
+        .recover_room(&state.rooms, &room_id, &via)
+        .await;
+    state.db.close().await;
+    // Stops Postgres only if this command started it; one a running server owns stays up.
+    if let Some(pg) = postgres {
+        pg.stop()
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+    }
+    result
+}
+
+/// Start everything the configuration asks for and return once listeners are bound.
+pub async fn start(config: Config) -> Result<RunningServer> {
+    let (state, postgres) = open(config).await?;
+    let config = state.config.clone();
     let app = crate::http::router(state.clone());
 
     let (stop, stop_rx) = watch::channel(false);

@@ -169,3 +169,88 @@ async fn gaps_are_filled_by_missing_events_or_by_state() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn recover_room_rebuilds_a_room_after_the_database_was_lost() {
+    let (a, mut b, alice, bob, room) = joined_pair("recover").await;
+    b.join(&bob, &format!("#recover:{}", a.server_name())).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    a.send_text(&alice, &room, "before the loss").await;
+
+    // B loses its database; its name and signing key stay.
+    b.stop().await;
+    b.config.database.url = Some(common::db::fresh_database().await);
+    b.resume().await;
+    let bob = b.register("bob", "password-b").await;
+    let (status, _) = b
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), bob.t())
+        .await;
+    assert_eq!(status, 404, "the room is gone from B");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("trellis.toml");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&b.config).expect("config toml"),
+    )
+    .expect("write");
+    // Asynchronously: the servers run on this test's runtime and must keep answering.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "admin",
+            "recover-room",
+            &room,
+            "--via",
+            a.server_name(),
+            "--config",
+        ])
+        .arg(&config_path)
+        .output()
+        .await
+        .expect("run trellis admin");
+    assert!(
+        out.status.success(),
+        "recover-room failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Bob is a member again without a new invite, and can talk.
+    assert_eq!(
+        membership(&b, &bob, &room, &bob.user_id).await.as_deref(),
+        Some("join")
+    );
+    b.send_text(&bob, &room, "back again").await;
+    eventually("A gets bob's message", || async {
+        let (_, page) = a
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+                alice.t(),
+            )
+            .await;
+        page["chunk"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|e: &Value| e["content"]["body"] == "back again")
+        })
+    })
+    .await;
+    // A bad room ID is refused with a clear message.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args([
+            "admin",
+            "recover-room",
+            "not-a-room",
+            "--via",
+            a.server_name(),
+            "--config",
+        ])
+        .arg(&config_path)
+        .output()
+        .await
+        .expect("run trellis admin");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid room ID"));
+}

@@ -9,6 +9,7 @@ pub mod inbound;
 pub mod keys;
 pub mod membership;
 pub mod pdu;
+pub mod recovery;
 pub mod sender;
 
 use std::sync::Arc;

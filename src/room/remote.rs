@@ -706,6 +706,14 @@ impl Rooms {
         Ok(group)
     }
 
+    /// Create the room row unless it exists (a room we are about to fill from another server).
+    pub async fn ensure_room(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<()> {
+        let mut tx = self.db().begin().await?;
+        db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Which of `ids` are stored (in any form).
     pub async fn known_events(&self, ids: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
         let refs: Vec<&str> = ids.iter().map(|e| e.as_str()).collect();

@@ -390,3 +390,57 @@ async fn a_server_not_in_the_room_is_refused_everywhere() {
         .expect("request");
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn both_servers_compute_the_same_state_at_each_event() {
+    let s = setup().await;
+    let (status, login) = s.b.login("bob", "password-b").await;
+    assert_eq!(status, 200);
+    let bob = User::from_response(&login);
+    // Events both servers hold: state changes and messages after bob joined, from both sides.
+    let mut shared = Vec::new();
+    for i in 0..3 {
+        shared.push(
+            s.a.send_text(&s.alice, &s.room, &format!("after-a{i}"))
+                .await,
+        );
+        let (status, res) =
+            s.a.put(
+                &format!("/_matrix/client/v3/rooms/{}/state/m.room.topic", s.room),
+                s.alice.t(),
+                &json!({"topic": format!("topic {i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        shared.push(res["event_id"].as_str().expect("event_id").to_owned());
+        shared.push(s.b.send_text(&bob, &s.room, &format!("after-b{i}")).await);
+    }
+    let last = shared.last().expect("events").clone();
+    eventually("A has bob's last message", || async {
+        let (status, _) = signed(
+            &s.b,
+            &s.a,
+            "GET",
+            &format!("/_matrix/federation/v1/event/{}", enc(&last)),
+            None,
+        )
+        .await;
+        status == 200
+    })
+    .await;
+    let room = enc(&s.room);
+    for event in &shared {
+        let path = format!(
+            "/_matrix/federation/v1/state_ids/{room}?event_id={}",
+            enc(event)
+        );
+        let (sa, on_a) = signed(&s.b, &s.a, "GET", &path, None).await;
+        let (sb, on_b) = signed(&s.a, &s.b, "GET", &path, None).await;
+        assert_eq!((sa, sb), (200, 200), "{on_a} {on_b}");
+        let mut x = ids(&on_a["pdu_ids"]);
+        let mut y = ids(&on_b["pdu_ids"]);
+        x.sort();
+        y.sort();
+        assert_eq!(x, y, "state before {event}");
+    }
+}

@@ -68,6 +68,17 @@ impl Error {
         Self::new(ErrorKind::NotFound, message)
     }
 
+    /// Whether this is the caller-facing M_NOT_FOUND (something simply is not there).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Matrix {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        )
+    }
+
     pub fn bad_json(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadJson, message)
     }

@@ -254,3 +254,41 @@ async fn recover_room_rebuilds_a_room_after_the_database_was_lost() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid room ID"));
 }
+
+#[tokio::test]
+async fn timestamp_to_event_asks_other_servers_across_a_gap() {
+    let (a, b, alice, bob, room) = joined_pair("timeline").await;
+    for i in 0..5 {
+        a.send_text(&alice, &room, &format!("early{i}")).await;
+    }
+    b.join(&bob, &format!("#timeline:{}", a.server_name()))
+        .await;
+    let (_, create) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create"),
+            alice.t(),
+        )
+        .await;
+    assert!(create.is_object());
+    let (_, state) = a
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), alice.t())
+        .await;
+    let create_id = state
+        .as_array()
+        .expect("state")
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|e| e["event_id"].as_str())
+        .expect("create event")
+        .to_owned();
+    // B holds nothing before bob's join: its nearest event after 0 sits next to the gap, so
+    // A is asked and its answer (the room's first event) wins.
+    let (status, found) = b
+        .get(
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts=0&dir=f"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], create_id.as_str());
+}

@@ -120,3 +120,19 @@ pub async fn stored_ids(e: impl PgExecutor<'_>, ids: &[&str]) -> Result<Vec<Stri
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
+
+/// Whether one of the event's prev_events is a backward extremity: history we lack lies
+/// right before it.
+pub async fn next_to_gap(e: impl PgExecutor<'_>, event_id: &str) -> Result<bool, sqlx::Error> {
+    let (b,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (
+             SELECT 1 FROM event_ids i
+             JOIN event_edges ed ON ed.event_nid = i.event_nid
+             JOIN backward_extremities b ON b.event_nid = ed.prev_event_nid
+             WHERE i.event_id = $1)",
+    )
+    .bind(event_id)
+    .fetch_one(e)
+    .await?;
+    Ok(b)
+}

@@ -180,3 +180,82 @@ impl Federation {
         rooms.snapshot_of(room_id, &answer.pdu_ids).await
     }
 }
+
+impl Federation {
+    /// The client's `/timestamp_to_event`: the nearest local event, unless there is none or
+    /// it sits next to a gap in our history; then the room's other servers are asked, and a
+    /// nearer event they name is fetched with `/event` and checked before it is returned.
+    pub async fn timestamp_to_event(
+        &self,
+        rooms: &Rooms,
+        user: &ruma::UserId,
+        room_id: &RoomId,
+        ts: i64,
+        forward: bool,
+    ) -> Result<(OwnedEventId, i64)> {
+        let local = match rooms.event_near_timestamp(user, room_id, ts, forward).await {
+            Ok(found) => Some(found),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let ask_others = match &local {
+            None => true,
+            Some((id, _)) => rooms.next_to_gap(id).await?,
+        };
+        if !ask_others {
+            return local.ok_or_else(|| Error::not_found("No event found"));
+        }
+        let room = rooms.room(room_id).await?;
+        let rules = rules_of(&room)?;
+        let servers: Vec<OwnedServerName> = rooms
+            .servers_in(&room)
+            .await?
+            .into_iter()
+            .filter_map(|s| OwnedServerName::try_from(s).ok())
+            .filter(|s| s != rooms.server_name())
+            .collect();
+        let dir = if forward {
+            ruma::api::Direction::Forward
+        } else {
+            ruma::api::Direction::Backward
+        };
+        let millis =
+            ruma::MilliSecondsSinceUnixEpoch(UInt::try_from(ts.max(0)).unwrap_or_default());
+        for server in servers.iter().take(BACKFILL_SERVERS) {
+            let request = ruma::api::federation::event::get_event_by_timestamp::v1::Request::new(
+                room_id.to_owned(),
+                millis,
+                dir,
+            );
+            let Ok(answer) = self.client.send(server, request).await else {
+                continue;
+            };
+            let remote_ts = i64::try_from(u64::from(answer.origin_server_ts.0)).unwrap_or(i64::MAX);
+            let nearer = match &local {
+                None => true,
+                Some((_, local_ts)) => (remote_ts - ts).abs() < (local_ts - ts).abs(),
+            };
+            if !nearer {
+                continue;
+            }
+            // The event must exist and be genuine before a client is sent to it.
+            let Ok(event) = self
+                .client
+                .send(server, get_event::v1::Request::new(answer.event_id.clone()))
+                .await
+            else {
+                continue;
+            };
+            let checked = verify_pdus(&self.remote_keys, &rules, &[&*event.pdu]).await;
+            if matches!(checked.first(), Some((_, Ok(ev))) if ev.event_id == answer.event_id
+                && ev.pdu.room_id.as_deref() == Some(room_id))
+            {
+                return Ok((answer.event_id, remote_ts));
+            }
+        }
+        local.ok_or_else(|| {
+            let dir = if forward { "f" } else { "b" };
+            Error::not_found(format!("Unable to find event from {ts} in direction {dir}"))
+        })
+    }
+}

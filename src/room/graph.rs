@@ -270,3 +270,10 @@ impl Rooms {
         ))
     }
 }
+
+impl Rooms {
+    /// Whether history we lack lies right before this event.
+    pub async fn next_to_gap(&self, event_id: &EventId) -> Result<bool> {
+        Ok(db::graph::next_to_gap(self.db(), event_id.as_str()).await?)
+    }
+}

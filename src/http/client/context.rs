@@ -61,8 +61,9 @@ async fn timestamp_to_event_route(
     let ts = i64::try_from(u64::from(body.ts.get()))
         .map_err(|_| Error::invalid_param("Timestamp out of range"))?;
     let (event_id, found) = state
-        .rooms
-        .event_near_timestamp(
+        .federation
+        .timestamp_to_event(
+            &state.rooms,
             &req.auth.user_id,
             &body.room_id,
             ts,

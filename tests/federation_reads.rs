@@ -444,3 +444,63 @@ async fn both_servers_compute_the_same_state_at_each_event() {
         assert_eq!(x, y, "state before {event}");
     }
 }
+
+#[tokio::test]
+async fn history_a_server_could_not_see_is_served_redacted() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({
+                "preset": "public_chat",
+                "room_alias_name": "private-past",
+                "initial_state": [{"type": "m.room.history_visibility", "state_key": "",
+                                   "content": {"history_visibility": "joined"}}]
+            }),
+        )
+        .await;
+    let secret = a.send_text(&alice, &room, "before you came").await;
+    b.join(&bob, &format!("#private-past:{}", a.server_name()))
+        .await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    let open = a.send_text(&alice, &room, "now you see me").await;
+
+    let (status, page) = signed(
+        &b,
+        &a,
+        "GET",
+        &format!(
+            "/_matrix/federation/v1/backfill/{}?v={}&limit=20",
+            enc(&room),
+            enc(&open)
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let bodies = bodies(&page["pdus"]);
+    assert!(bodies.contains(&"now you see me".to_owned()), "{bodies:?}");
+    assert!(
+        !bodies.contains(&"before you came".to_owned()),
+        "{bodies:?}"
+    );
+    // The hidden event is still there, redacted, so the graph stays whole.
+    let (status, ev) = signed(
+        &b,
+        &a,
+        "GET",
+        &format!("/_matrix/federation/v1/event/{}", enc(&secret)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ev["pdus"][0]["type"], "m.room.message");
+    assert_eq!(ev["pdus"][0]["content"], json!({}));
+}

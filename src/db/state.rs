@@ -242,3 +242,28 @@ pub async fn set_current_many(
     .await?;
     Ok(())
 }
+
+/// For each of `groups`, its history visibility entry and the membership entries of the
+/// users of `server`: (group, type, state_key, event_nid).
+pub async fn visibility_for_server(
+    e: impl PgExecutor<'_>,
+    groups: &[i64],
+    server: &str,
+) -> Result<Vec<(i64, String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{CHAINS}
+        SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, k.event_type, k.state_key, s.event_nid
+        FROM chain c
+        JOIN state_group_entries s ON s.state_group = c.sg
+        JOIN state_keys k ON k.state_key_nid = s.state_key_nid
+        WHERE (k.event_type = 'm.room.history_visibility' AND k.state_key = '')
+           OR (k.event_type = 'm.room.member'
+               AND substring(k.state_key from position(':' in k.state_key) + 1) = $3)
+        ORDER BY c.root, s.state_key_nid, c.lvl"
+    ))
+    .bind(groups)
+    .bind(MAX_CHAIN_LEN)
+    .bind(server)
+    .fetch_all(e)
+    .await
+}

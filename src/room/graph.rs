@@ -1,7 +1,8 @@
 //! The read side other servers rely on: single events, the state at an event (or the current
 //! state, MSC2314), auth chains, /backfill and /get_missing_events walks, timestamps. Every
 //! answer first checks that the asking server may read the room: not denied by its ACL and
-//! with a member joined.
+//! with a member joined; events it could not see under the room's history visibility are
+//! served redacted.
 
 use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId, ServerName};
 use serde_json::value::RawValue;
@@ -48,8 +49,9 @@ impl Rooms {
             .filter(|e| e.rejected_reason.is_none())
             .ok_or_else(|| Error::not_found("Event not found"))?;
         let room_id = self.room_id_of(ev.room_nid).await?;
-        self.room_for_server(&room_id, server).await?;
-        raw(ev.json)
+        let room = self.room_for_server(&room_id, server).await?;
+        let mut out = self.for_server(&room, server, vec![ev]).await?;
+        raw(out.pop().ok_or_else(|| Error::internal("event lost"))?)
     }
 
     async fn room_id_of(&self, room_nid: i64) -> Result<ruma::OwnedRoomId> {
@@ -201,10 +203,11 @@ impl Rooms {
         if nids.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        db::graph::backfill(self.db(), room.room_nid, &nids, limit)
+        let events = db::graph::backfill(self.db(), room.room_nid, &nids, limit).await?;
+        self.for_server(&room, server, events)
             .await?
             .into_iter()
-            .map(|e| raw(e.json))
+            .map(raw)
             .collect()
     }
 

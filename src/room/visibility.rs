@@ -107,3 +107,78 @@ impl Rooms {
             .collect())
     }
 }
+
+impl Rooms {
+    /// The events as another server may have them: those it could not see under the room's
+    /// history visibility (`joined`: none of its users joined at the event; `invited`: none
+    /// invited or joined) are served redacted, as the spec asks of servers.
+    pub async fn for_server(
+        &self,
+        room: &RoomRow,
+        server: &ruma::ServerName,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<String>> {
+        let groups: Vec<i64> = events
+            .iter()
+            .filter_map(|e| e.state_after.or(e.state_before))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let rows = db::state::visibility_for_server(self.db(), &groups, server.as_str()).await?;
+        let nids: Vec<i64> = rows.iter().map(|r| r.3).collect();
+        let contents: HashMap<i64, Value> = db::events::by_nids(self.db(), &nids)
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                serde_json::from_str::<Value>(&e.json)
+                    .ok()
+                    .map(|v| (e.event_nid, v["content"].clone()))
+            })
+            .collect();
+        // Per group: (visibility, any joined, any invited).
+        let mut at: HashMap<i64, (Option<String>, bool, bool)> = HashMap::new();
+        for (group, kind, _, nid) in rows {
+            let entry = at.entry(group).or_default();
+            let content = contents.get(&nid);
+            if kind == "m.room.history_visibility" {
+                entry.0 = content
+                    .and_then(|c| c["history_visibility"].as_str())
+                    .map(str::to_owned);
+            } else {
+                match content.and_then(|c| c["membership"].as_str()) {
+                    Some("join") => entry.1 = true,
+                    Some("invite") => entry.2 = true,
+                    _ => {}
+                }
+            }
+        }
+        let rules = super::remote::rules_of(room)?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let (visibility, joined, invited) = e
+                .state_after
+                .or(e.state_before)
+                .and_then(|g| at.get(&g))
+                .cloned()
+                .unwrap_or_default();
+            let visible = match visibility.as_deref().unwrap_or("shared") {
+                "joined" => joined,
+                "invited" => joined || invited,
+                _ => true,
+            };
+            if visible {
+                out.push(e.json);
+            } else {
+                let obj: ruma::CanonicalJsonObject = serde_json::from_str(&e.json)
+                    .map_err(|err| crate::error::Error::internal(format!("stored event: {err}")))?;
+                let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
+                    .map_err(|err| crate::error::Error::internal(format!("redaction: {err}")))?;
+                out.push(
+                    serde_json::to_string(&redacted)
+                        .map_err(|err| crate::error::Error::internal(err.to_string()))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}

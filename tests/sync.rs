@@ -389,3 +389,77 @@ async fn knocks_show_in_their_own_section() {
     assert!(res["rooms"]["knock"].get(&room).is_none());
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn unread_notification_counts_follow_push_rules_and_receipts() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    let plain1 = s.send_text(&alice, &room, "one").await;
+    let (status, mention) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/mention"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hey bob", "m.mentions": {"user_ids": [bob.user_id]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{mention}");
+    let mention = mention["event_id"].as_str().expect("event_id").to_owned();
+    s.send_text(&alice, &room, "three").await;
+    // Bob's own messages never count for him.
+    s.send_text(&bob, &room, "mine").await;
+
+    let counts = |sync: &Value| {
+        let u = &sync["rooms"]["join"][&room]["unread_notifications"];
+        (
+            u["notification_count"].as_u64(),
+            u["highlight_count"].as_u64(),
+        )
+    };
+    let sync = s.sync(&bob, "").await;
+    assert_eq!(counts(&sync), (Some(3), Some(1)), "{sync}");
+    // Alice's own view: bob's message is one unread for her.
+    let sync_a = s.sync(&alice, "").await;
+    assert_eq!(counts(&sync_a), (Some(1), Some(0)));
+
+    // A receipt on the mention leaves one unread, no highlight.
+    let (status, _) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                common::server::enc(&mention)
+            ),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sync = s.sync(&bob, "").await;
+    assert_eq!(counts(&sync), (Some(1), Some(0)));
+
+    // Threaded counts only when the filter asks for them; otherwise folded in.
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/in-thread"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "threaded",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": plain1}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sync = s.sync(&bob, "").await;
+    assert_eq!(counts(&sync), (Some(2), Some(0)));
+    let filter = common::server::enc(
+        &json!({"room": {"timeline": {"unread_thread_notifications": true}}}).to_string(),
+    );
+    let sync = s.sync(&bob, &format!("?filter={filter}")).await;
+    assert_eq!(counts(&sync), (Some(1), Some(0)));
+    assert_eq!(
+        sync["rooms"]["join"][&room]["unread_thread_notifications"][&plain1]["notification_count"],
+        1
+    );
+}

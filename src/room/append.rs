@@ -281,6 +281,14 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
     let room = ev.room;
     let pdu = ev.pdu;
     let accepted = ev.rejected.is_none() && !ev.soft_failed;
+    // Push rules are evaluated before the transaction opens: it stays short.
+    let notified = match accepted && !ev.historical {
+        true => {
+            let rules = super::remote::rules_of(room)?;
+            Some(super::push::push_actions(store, room, &rules, &ev).await?)
+        }
+        false => None,
+    };
     let mut tx = db.begin().await?;
     let mut all_ids: Vec<&str> = vec![ev.event_id.as_str()];
     all_ids.extend(pdu.prev_events.iter().map(|e| e.as_str()));
@@ -352,6 +360,17 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
         return Ok(false);
     }
     db::events::insert_edges(&mut tx, event_nid, &prev_nids, &auth_nids).await?;
+    if let Some(n) = notified.as_ref().filter(|n| !n.users.is_empty()) {
+        db::push::insert(
+            &mut tx,
+            room.room_nid,
+            event_nid,
+            position,
+            &n.thread_id,
+            &n.users,
+        )
+        .await?;
+    }
     db::events::remove_backward_extremity(&mut tx, room.room_nid, event_nid).await?;
     db::events::add_backward_extremities(&mut tx, room.room_nid, &prev_nids).await?;
     if accepted && !ev.historical {

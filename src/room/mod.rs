@@ -9,6 +9,7 @@ pub mod lock;
 pub mod membership;
 pub mod pages;
 pub mod pdu;
+pub mod push;
 pub mod reads;
 pub mod remote;
 pub mod served;

@@ -48,6 +48,9 @@ pub struct JoinedRoomSync {
     /// `m.typing` and `m.receipt` events.
     pub ephemeral: Vec<Value>,
     pub summary: RoomSummary,
+    /// Unread notifications per thread ('main' for the main timeline): (notifications,
+    /// highlights).
+    pub unread: BTreeMap<String, (i64, i64)>,
 }
 
 /// What a client needs to name and badge a room: heroes and member counts.
@@ -250,6 +253,7 @@ impl Sync {
                     account_data: Vec::new(),
                     ephemeral: Vec::new(),
                     summary: RoomSummary::default(),
+                    unread: BTreeMap::new(),
                 },
             );
         }
@@ -344,7 +348,8 @@ impl Sync {
         self.ephemeral.sync_section(user, &rooms, since).await
     }
 
-    /// Fill in the summary of every joined room in the response: two queries for all rooms.
+    /// Fill in the summary and unread counts of every joined room in the response: three
+    /// queries for all rooms.
     async fn add_summaries(
         &self,
         user: &UserId,
@@ -373,11 +378,16 @@ impl Sync {
         for (nid, hero) in db::sync::heroes(db, &nids, user.as_str(), MAX_HEROES).await? {
             summaries.entry(nid).or_default().heroes.push(hero);
         }
+        let mut unread: HashMap<i64, BTreeMap<String, (i64, i64)>> = HashMap::new();
+        for (nid, thread, n, h) in db::push::unread_counts(db, user.as_str(), &nids).await? {
+            unread.entry(nid).or_default().insert(thread, (n, h));
+        }
         for (room_id, joined) in out.join.iter_mut() {
-            if let Some(nid) = nid_of.get(room_id.as_str())
-                && let Some(s) = summaries.remove(nid)
-            {
-                joined.summary = s;
+            if let Some(nid) = nid_of.get(room_id.as_str()) {
+                if let Some(s) = summaries.remove(nid) {
+                    joined.summary = s;
+                }
+                joined.unread = unread.remove(nid).unwrap_or_default();
             }
         }
         Ok(())

@@ -73,6 +73,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
     }
     let result = state.sync.sync(&user.user_id, request).await?;
 
+    let per_thread = filter.room.timeline.unread_thread_notifications;
     let mut response = v3::Response::new(result.next_batch.to_string());
     for (room_id, r) in result.join {
         let mut joined = JoinedRoom::new();
@@ -91,6 +92,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
             u64::try_from(r.summary.invited).unwrap_or(0),
         ));
         joined.ephemeral.events = raws(&r.ephemeral)?;
+        set_unread(&mut joined, &r.unread, per_thread);
         response.rooms.join.insert(room_id, joined);
     }
     for (room_id, events) in result.invite {
@@ -139,4 +141,31 @@ fn fill_e2e(response: &mut v3::Response, e2e: E2eSync) -> Result<()> {
     response.device_lists.changed = e2e.changed;
     response.device_lists.left = e2e.left;
     Ok(())
+}
+
+/// Unread counts: per thread when the filter asks for it (the main timeline apart), else all
+/// in one count, as the spec says.
+fn set_unread(
+    joined: &mut JoinedRoom,
+    unread: &std::collections::BTreeMap<String, (i64, i64)>,
+    per_thread: bool,
+) {
+    use ruma::api::client::sync::sync_events::UnreadNotificationsCount;
+    let count = |n: i64| Some(UInt::new_saturating(u64::try_from(n).unwrap_or(0)));
+    let (mut n, mut h) = (0, 0);
+    for (thread, (tn, th)) in unread {
+        if per_thread && thread != "main" {
+            if let Ok(root) = ruma::OwnedEventId::try_from(thread.as_str()) {
+                let mut c = UnreadNotificationsCount::new();
+                c.notification_count = count(*tn);
+                c.highlight_count = count(*th);
+                joined.unread_thread_notifications.insert(root, c);
+            }
+        } else {
+            n += tn;
+            h += th;
+        }
+    }
+    joined.unread_notifications.notification_count = count(n);
+    joined.unread_notifications.highlight_count = count(h);
 }

@@ -1,0 +1,97 @@
+//! Push actions: which stored events notify which local users (`event_push_actions`).
+
+use serde_json::value::RawValue;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+
+/// Local users joined to the room, except `except`, with their displayname in the room's
+/// current state (member event content) and their stored push rules, if any:
+/// (user_id, displayname, push rules content).
+pub async fn local_members_with_rules(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    server: &str,
+    except: &str,
+) -> Result<Vec<(String, Option<String>, Option<Json<Box<RawValue>>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.user_id, (ev.json::jsonb -> 'content' ->> 'displayname'), a.content
+         FROM room_members m
+         JOIN events ev ON ev.event_nid = m.event_nid
+         LEFT JOIN account_data a
+           ON a.user_id = m.user_id AND a.room_id = '' AND a.data_type = 'm.push_rules'
+         WHERE m.room_nid = $1 AND m.membership = 'join' AND m.user_id <> $3
+           AND substring(m.user_id from position(':' in m.user_id) + 1) = $2",
+    )
+    .bind(room_nid)
+    .bind(server)
+    .bind(except)
+    .fetch_all(e)
+    .await
+}
+
+/// Joined members of the room (push rules' member_count condition).
+pub async fn joined_count(e: impl PgExecutor<'_>, room_nid: i64) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM room_members WHERE room_nid = $1 AND membership = 'join'",
+    )
+    .bind(room_nid)
+    .fetch_one(e)
+    .await?;
+    Ok(n)
+}
+
+/// Record that an event notifies users: (user_id, highlight).
+pub async fn insert(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    event_nid: i64,
+    stream_ordering: i64,
+    thread_id: &str,
+    users: &[(String, bool)],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = users.iter().map(|u| u.0.as_str()).collect();
+    let highlights: Vec<bool> = users.iter().map(|u| u.1).collect();
+    sqlx::query(
+        "INSERT INTO event_push_actions
+             (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
+         SELECT $1, $2, u, $3, h, $4 FROM unnest($5::text[], $6::bool[]) AS x(u, h)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(room_nid)
+    .bind(event_nid)
+    .bind(stream_ordering)
+    .bind(thread_id)
+    .bind(&ids)
+    .bind(&highlights)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Unread notification counts of a user in some rooms, per thread, after the user's newest
+/// read receipt (public or private) that covers that thread:
+/// (room_nid, thread_id, notifications, highlights).
+pub async fn unread_counts(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    room_nids: &[i64],
+) -> Result<Vec<(i64, String, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.room_nid, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
+         FROM event_push_actions a
+         WHERE a.user_id = $1 AND a.room_nid = ANY($2)
+           AND a.stream_ordering > COALESCE((
+               SELECT max(e.stream_ordering) FROM receipts r
+               JOIN event_ids i ON i.event_id = r.event_id
+               JOIN events e ON e.event_nid = i.event_nid
+               WHERE r.room_nid = a.room_nid AND r.user_id = $1
+                 AND r.receipt_type IN ('m.read', 'm.read.private')
+                 AND r.thread_id IN ('', a.thread_id)
+           ), 0)
+         GROUP BY a.room_nid, a.thread_id",
+    )
+    .bind(user_id)
+    .bind(room_nids)
+    .fetch_all(e)
+    .await
+}

@@ -1,0 +1,152 @@
+//! Push rules at store time: for an event about to be stored, which local members it
+//! notifies (and highlights), decided by each one's push rules with ruma's evaluator. The
+//! answer is written with the event, so /sync counts unread notifications with one query.
+
+use ruma::events::StateEventType;
+use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
+use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
+use ruma::serde::Raw;
+use ruma::{Int, OwnedUserId, UInt};
+use serde_json::Value;
+
+use super::append::{Checked, Store, load_state_events};
+use super::pdu::{self, Pdu};
+use crate::db::{self, rooms::RoomRow};
+use crate::error::{Error, Result};
+
+/// Who an event notifies: (user_id, highlight), and the thread it belongs to.
+pub struct Notified {
+    pub thread_id: String,
+    pub users: Vec<(String, bool)>,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredRules {
+    global: Ruleset,
+}
+
+/// Evaluate the push rules of the room's local members (the sender aside) for an event about
+/// to be stored, with the power levels of the state before it.
+pub(crate) async fn push_actions(
+    store: &Store<'_>,
+    room: &RoomRow,
+    rules: &RoomVersionRules,
+    ev: &Checked<'_>,
+) -> Result<Notified> {
+    let (event_id, pdu, json, state_before) = (ev.event_id, ev.pdu, ev.json, ev.state_before);
+    let db = store.db;
+    let thread_id = thread_of(pdu).unwrap_or_else(|| "main".to_owned());
+    let members = db::push::local_members_with_rules(
+        db,
+        room.room_nid,
+        store.keys.server_name().as_str(),
+        pdu.sender.as_str(),
+    )
+    .await?;
+    if members.is_empty() {
+        return Ok(Notified {
+            thread_id,
+            users: Vec::new(),
+        });
+    }
+    let member_count =
+        UInt::try_from(db::push::joined_count(db, room.room_nid).await?).unwrap_or_default();
+    let power = match state_before {
+        Some(g) => {
+            let key = (StateEventType::RoomPowerLevels, String::new());
+            load_state_events(db, g, std::slice::from_ref(&key))
+                .await?
+                .remove(&key)
+                .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+        }
+        None => None,
+    };
+    let power_ctx = power.map(|p| power_levels_ctx(&p, rules));
+    let event = pdu::client_format(event_id, json, None, None)?;
+    let raw: Raw<Value> = Raw::from_json(
+        serde_json::value::to_raw_value(&event).map_err(|e| Error::internal(e.to_string()))?,
+    );
+    let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let mut users = Vec::new();
+    for (user_id, displayname, stored) in members {
+        let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
+            continue;
+        };
+        let ruleset = stored
+            .and_then(|j| serde_json::from_str::<StoredRules>(j.0.get()).ok())
+            .map_or_else(|| Ruleset::server_default(&user), |s| s.global);
+        let name = displayname.unwrap_or_else(|| user.localpart().to_owned());
+        let mut ctx = PushConditionRoomCtx::new(room_id.clone(), member_count, user, name);
+        ctx.power_levels = power_ctx.clone();
+        let actions = ruleset.get_actions(&raw, &ctx).await;
+        if actions.iter().any(|a| a.should_notify()) {
+            users.push((user_id, actions.iter().any(|a| a.is_highlight())));
+        }
+    }
+    Ok(Notified { thread_id, users })
+}
+
+/// The thread root an event replies in (`m.thread` relation), if any.
+fn thread_of(pdu: &Pdu) -> Option<String> {
+    let content: Value = serde_json::from_str(pdu.content.get()).ok()?;
+    let rel = &content["m.relates_to"];
+    (rel["rel_type"] == "m.thread")
+        .then(|| rel["event_id"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// The power levels push conditions need, from an m.room.power_levels content.
+fn power_levels_ctx(content: &Value, rules: &RoomVersionRules) -> PushConditionPowerLevelsCtx {
+    let int = |v: &Value, default: i64| {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| Int::try_from(n).ok())
+            .unwrap_or_else(|| Int::try_from(default).unwrap_or_default())
+    };
+    let users = content["users"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((OwnedUserId::try_from(k.as_str()).ok()?, int(v, 0))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let notifications =
+        serde_json::from_value(content["notifications"].clone()).unwrap_or_default();
+    PushConditionPowerLevelsCtx::new(
+        users,
+        int(&content["users_default"], 0),
+        notifications,
+        RoomPowerLevelsRules::new(&rules.authorization, std::iter::empty()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_read_from_the_relation() {
+        let p = Pdu::parse(
+            "$e".try_into().unwrap(),
+            r#"{"room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"type":"m.room.message",
+               "content":{"body":"hi","m.relates_to":{"rel_type":"m.thread","event_id":"$root"}},
+               "prev_events":[],"auth_events":[],"depth":1}"#,
+        )
+        .unwrap();
+        assert_eq!(thread_of(&p).as_deref(), Some("$root"));
+    }
+
+    #[test]
+    fn power_levels_default_sensibly() {
+        let rules = ruma::RoomVersionId::V10.rules().unwrap();
+        let ctx = power_levels_ctx(
+            &serde_json::json!({"users": {"@a:x": 100}, "notifications": {"room": 75}}),
+            &rules,
+        );
+        let a = ruma::UserId::parse("@a:x").unwrap();
+        assert_eq!(ctx.users.get(&*a).copied(), Int::new(100));
+        assert_eq!(ctx.users_default, Int::from(0));
+    }
+}

@@ -463,3 +463,96 @@ async fn unread_notification_counts_follow_push_rules_and_receipts() {
         1
     );
 }
+
+#[tokio::test]
+async fn sync_filters_are_honoured() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let kept = s.create_room(&alice, json!({"name": "kept"})).await;
+    let dropped = s.create_room(&alice, json!({"name": "dropped"})).await;
+    for i in 0..3 {
+        s.send_text(&alice, &kept, &format!("m{i}")).await;
+        let (status, _) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{kept}/state/m.room.topic"),
+                alice.t(),
+                &json!({"topic": format!("t{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/org.example.a",
+                alice.user_id
+            ),
+            alice.t(),
+            &json!({"a": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sync_with = |f: Value| {
+        let f = common::server::enc(&f.to_string());
+        let s = &s;
+        let alice = &alice;
+        async move { s.sync(alice, &format!("?filter={f}")).await }
+    };
+
+    // Timeline types and limit: only messages count towards the limit; rooms filter.
+    let sync = sync_with(json!({
+        "room": {"not_rooms": [dropped], "timeline": {"types": ["m.room.message"], "limit": 2}},
+        "account_data": {"not_types": ["org.example.*"]},
+        "presence": {"types": ["nothing.matches"]}
+    }))
+    .await;
+    assert!(sync["rooms"]["join"][&dropped].is_null(), "{sync}");
+    let timeline = sync["rooms"]["join"][&kept]["timeline"]["events"]
+        .as_array()
+        .expect("timeline");
+    let bodies: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(bodies, ["m1", "m2"]);
+    assert_eq!(sync["rooms"]["join"][&kept]["timeline"]["limited"], true);
+    let account_types: Vec<&str> = sync["account_data"]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !account_types.contains(&"org.example.a"),
+        "{account_types:?}"
+    );
+    assert!(
+        sync["presence"]["events"]
+            .as_array()
+            .is_none_or(|p| p.is_empty()),
+        "{sync}"
+    );
+
+    // event_fields and event_format.
+    let sync = sync_with(json!({
+        "event_fields": ["type", "content.body", "event_id"],
+        "room": {"rooms": [kept], "timeline": {"types": ["m.room.message"], "limit": 1}}
+    }))
+    .await;
+    let event = &sync["rooms"]["join"][&kept]["timeline"]["events"][0];
+    assert_eq!(event["type"], "m.room.message");
+    assert_eq!(event["content"], json!({"body": "m2"}));
+    assert!(
+        event["sender"].is_null() && event["origin_server_ts"].is_null(),
+        "{event}"
+    );
+    let sync = sync_with(json!({
+        "event_format": "federation",
+        "room": {"timeline": {"types": ["m.room.message"], "limit": 1}}
+    }))
+    .await;
+    let event = &sync["rooms"]["join"][&kept]["timeline"]["events"][0];
+    assert!(
+        event["depth"].is_u64() && event["auth_events"].is_array(),
+        "{event}"
+    );
+    assert!(event["event_id"].is_string());
+}

@@ -35,14 +35,25 @@ pub async fn user_rooms(
     .await
 }
 
-/// For each room, its newest `per_room + 1` timeline events with positions in
-/// (`after`, `upto`], newest first (the extra one tells the caller the timeline is limited).
+/// Which events a timeline keeps, in SQL terms: type LIKE patterns and senders (`None`: all).
+#[derive(Debug, Clone, Default)]
+pub struct TimelineSelect {
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+/// For each room, its newest `per_room + 1` timeline events that `select` keeps, with
+/// positions in (`after`, `upto`], newest first (the extra one tells the caller the timeline
+/// is limited).
 pub async fn recent_events(
     e: impl PgExecutor<'_>,
     room_nids: &[i64],
     after: i64,
     upto: i64,
     per_room: i64,
+    select: &TimelineSelect,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT event_nid, event_id, room_nid, event_type, sender, depth, stream_ordering,
@@ -54,6 +65,10 @@ pub async fn recent_events(
             FROM events e JOIN event_ids i USING (event_nid)
             WHERE e.room_nid = ANY($1) AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
               AND e.rejected_reason IS NULL AND NOT e.soft_failed
+              AND ($5::text[] IS NULL OR e.event_type LIKE ANY($5))
+              AND NOT (e.event_type LIKE ANY($6))
+              AND ($7::text[] IS NULL OR e.sender = ANY($7))
+              AND NOT (e.sender = ANY($8))
          ) x
          WHERE n <= $4 + 1
          ORDER BY room_nid, stream_ordering DESC",
@@ -62,6 +77,10 @@ pub async fn recent_events(
     .bind(after)
     .bind(upto)
     .bind(per_room)
+    .bind(&select.types)
+    .bind(&select.not_types)
+    .bind(&select.senders)
+    .bind(&select.not_senders)
     .fetch_all(e)
     .await
 }

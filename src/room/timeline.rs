@@ -64,7 +64,20 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub(crate) fn matches(&self, e: &StoredEvent, client: &Value) -> bool {
-        let type_matches = |pattern: &String| glob_match(pattern, &e.event_type);
+        self.matches_fields(&e.event_type, &e.sender, client)
+    }
+
+    /// The same test on an event as clients see it (its `type`, `sender` and content).
+    pub fn matches_value(&self, event: &Value) -> bool {
+        self.matches_fields(
+            event["type"].as_str().unwrap_or(""),
+            event["sender"].as_str().unwrap_or(""),
+            event,
+        )
+    }
+
+    fn matches_fields(&self, kind: &str, sender: &str, client: &Value) -> bool {
+        let type_matches = |pattern: &String| glob_match(pattern, kind);
         if let Some(types) = &self.types
             && !types.iter().any(type_matches)
         {
@@ -74,11 +87,11 @@ impl EventFilter {
             return false;
         }
         if let Some(senders) = &self.senders
-            && !senders.contains(&e.sender)
+            && !senders.iter().any(|s| s == sender)
         {
             return false;
         }
-        if self.not_senders.contains(&e.sender) {
+        if self.not_senders.iter().any(|s| s == sender) {
             return false;
         }
         if let Some(want) = self.contains_url {
@@ -88,6 +101,27 @@ impl EventFilter {
             }
         }
         true
+    }
+
+    /// The type patterns as SQL LIKE patterns (`*` at the end matches any suffix).
+    pub fn like_patterns(patterns: &[String]) -> Vec<String> {
+        patterns
+            .iter()
+            .map(|p| {
+                let (stem, wild) = match p.strip_suffix('*') {
+                    Some(stem) => (stem, true),
+                    None => (p.as_str(), false),
+                };
+                let mut out = stem
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                if wild {
+                    out.push('%');
+                }
+                out
+            })
+            .collect()
     }
 }
 

@@ -6,6 +6,7 @@
 //! loop) until something arrives or the timeout passes.
 
 pub mod e2e;
+pub mod filter;
 pub mod notify;
 pub mod token;
 
@@ -36,6 +37,8 @@ pub struct SyncRequest {
     /// Send only the member events of the timeline's senders (and the syncing user's own).
     pub lazy_load_members: bool,
     pub timeout: Duration,
+    /// Which events timelines keep (the filter's `room.timeline` types and senders).
+    pub timeline_select: db::sync::TimelineSelect,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +114,28 @@ pub struct Sync {
 }
 
 impl Sync {
+    /// Apply a sync filter to a response: rooms, sections, limits, then `event_format`
+    /// (one query for the PDUs) and `event_fields`.
+    pub async fn apply_filter(
+        &self,
+        filter: &filter::SyncFilter,
+        out: &mut SyncResponse,
+    ) -> Result<()> {
+        filter.apply(out);
+        if filter.federation_format {
+            let ids = filter::SyncFilter::event_ids(out);
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let pdus: HashMap<String, String> = db::events::by_ids(self.rooms.db(), &refs)
+                .await?
+                .into_iter()
+                .map(|r| (r.event_id, r.json))
+                .collect();
+            filter.to_federation_format(out, &pdus);
+        }
+        filter.apply_fields(out);
+        Ok(())
+    }
+
     pub fn new(rooms: Rooms, notifier: SyncNotifier, ephemeral: Ephemeral) -> Self {
         Sync {
             rooms,
@@ -169,7 +194,9 @@ impl Sync {
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
         let ephemeral = self.ephemeral_section(user, &joined, since).await?;
-        let recent = db::sync::recent_events(db, &joined_nids, after, upto, limit).await?;
+        let recent =
+            db::sync::recent_events(db, &joined_nids, after, upto, limit, &req.timeline_select)
+                .await?;
         let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
         for e in recent {
             by_room.entry(e.room_nid).or_default().push(e);

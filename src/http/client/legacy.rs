@@ -76,6 +76,7 @@ fn request(user: &AuthedUser, since: Option<SyncToken>, timeout: Duration) -> Sy
         include_leave: false,
         lazy_load_members: false,
         timeout,
+        timeline_select: Default::default(),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 use crate::room::raw;
 use crate::sync::e2e::E2eSync;
+use crate::sync::filter::SyncFilter;
 use crate::sync::token::SyncToken;
 use crate::sync::{JoinedRoomSync, SyncRequest};
 
@@ -46,6 +47,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         Some(_) => return Err(Error::invalid_param("Unsupported filter")),
     };
     let since = body.since.as_deref().map(SyncToken::parse).transpose()?;
+    let sync_filter = SyncFilter::from(&filter);
     let request = SyncRequest {
         since,
         device_id: user.device_id.clone(),
@@ -60,6 +62,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         include_leave: filter.room.include_leave,
         lazy_load_members: !filter.room.state.lazy_load_options.is_disabled(),
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+        timeline_select: sync_filter.timeline_select(),
     };
     if state
         .ephemeral
@@ -71,7 +74,8 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
             .await?;
         state.federation.send_presence(&user.user_id, &view).await?;
     }
-    let result = state.sync.sync(&user.user_id, request).await?;
+    let mut result = state.sync.sync(&user.user_id, request).await?;
+    state.sync.apply_filter(&sync_filter, &mut result).await?;
 
     let per_thread = filter.room.timeline.unread_thread_notifications;
     let mut response = v3::Response::new(result.next_batch.to_string());

@@ -39,7 +39,7 @@ pub const DEFAULT_PAGE: u64 = 100;
 pub const MAX_PAGE: u64 = 500;
 
 /// The state a directory entry is made of.
-const SUMMARY_TYPES: [&str; 8] = [
+pub(super) const SUMMARY_TYPES: [&str; 8] = [
     "m.room.create",
     "m.room.name",
     "m.room.topic",
@@ -427,7 +427,7 @@ impl Rooms {
 
     /// Current `(type, "")` state contents of several rooms in one query, redacted where the
     /// event was, keyed by (room_nid, type). Each room comes with its version's rules.
-    async fn state_contents(
+    pub(super) async fn state_contents(
         &self,
         rooms: &[(i64, Option<RoomVersionRules>)],
         types: &[&str],
@@ -508,7 +508,7 @@ fn summarize(
     chunk.room_type = field("m.room.create", "type").map(RoomType::from);
     Ok(chunk)
 }
-fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+pub(super) fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
     match content.get(key) {
         Some(CanonicalJsonValue::String(s)) => Some(s),
         _ => None,
@@ -522,7 +522,7 @@ fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
         .ok_or_else(|| Error::internal(format!("room version {} has no rules", room.room_version)))
 }
 
-fn stored_room_id(id: &str) -> Result<OwnedRoomId> {
+pub(super) fn stored_room_id(id: &str) -> Result<OwnedRoomId> {
     OwnedRoomId::try_from(id).map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))
 }
 

@@ -588,4 +588,36 @@ async fn pages_and_walks_are_bounded_by_the_server_not_the_request() {
     let mut all = vec![space.clone()];
     all.extend(rooms);
     assert_eq!(pages(&s, &alice, &space, "?limit=1000").await.concat(), all);
+
+    // Rooms nobody can tell us about cost a look each; a page stops after a fixed number
+    // of looks, however many rooms it was asked for, and the walk goes on from there.
+    let phantoms = public_room(&s, &alice, "phantoms", true).await;
+    for i in 0..260 {
+        let child = format!("!phantom{i}:{}", s.server_name());
+        add_child(
+            &s,
+            &alice,
+            &phantoms,
+            &child,
+            s.server_name(),
+            &format!("{i:03}"),
+            false,
+        )
+        .await;
+    }
+    let (status, body) = hierarchy(&s, &alice, &phantoms, "?limit=100").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), v([&phantoms]));
+    assert_eq!(children_state(&body["rooms"][0]).len(), 260);
+    let token = body["next_batch"].as_str().expect("more to walk");
+    let (status, body) = hierarchy(
+        &s,
+        &alice,
+        &phantoms,
+        &format!("?limit=100&from={}", enc(token)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body), Vec::<String>::new());
+    assert!(body.get("next_batch").is_none(), "{body}");
 }

@@ -29,7 +29,7 @@ use ruma::room::{RoomSummary, RoomType};
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId};
 
 use super::Federation;
-use super::hierarchy_remote::{ExpiringMap, RemoteSpaces};
+use super::hierarchy_remote::{Answer, AskBudget, ExpiringMap, RemoteSpaces};
 use crate::error::{Error, Result};
 use crate::room::Rooms;
 use crate::room::hierarchy::{SpaceChild, SpaceRoom, Viewer};
@@ -41,7 +41,7 @@ pub const MAX_LIMIT: u64 = 100;
 pub const MAX_DEPTH: u64 = 10;
 /// Rooms one page looks at, shown or not.
 const MAX_LOOKED_AT: usize = 250;
-/// Other servers one page asks, and how long it may spend asking.
+/// Rooms one page asks other servers about, and how long it may spend asking.
 const MAX_ASKED: usize = 10;
 const ASKING_BUDGET: Duration = Duration::from_secs(20);
 /// Rooms one walk processes over all its pages; it ends there.
@@ -159,9 +159,12 @@ impl Federation {
         let mut local: HashMap<OwnedRoomId, Option<SpaceRoom>> = HashMap::new();
         local.insert(q.room_id.to_owned(), Some(root));
 
-        let deadline = Instant::now() + ASKING_BUDGET;
+        let mut budget = AskBudget {
+            left: MAX_ASKED,
+            deadline: Instant::now() + ASKING_BUDGET,
+        };
         let mut out = Vec::new();
-        let (mut looked_at, mut asked) = (0, 0);
+        let mut looked_at = 0;
         while out.len() < limit {
             // 2. The next room not yet processed.
             let Some(next) = walk.stack.pop() else { break };
@@ -203,22 +206,21 @@ impl Federation {
                         .filter(|s| at_bottom || s.room_type != Some(RoomType::Space));
                     let remote = match known {
                         Some(s) => Some(((*s).clone(), Vec::new(), HashSet::new())),
-                        None if asked == MAX_ASKED || Instant::now() >= deadline => {
-                            walk.stack.push(next);
-                            break;
-                        }
-                        None => {
-                            asked += 1;
-                            self.remote_space(&next.room_id, &next.via, q.suggested_only, deadline)
-                                .await
-                                .map(|s| {
-                                    (
-                                        s.summary.clone(),
-                                        s.children.clone(),
-                                        s.inaccessible.clone(),
-                                    )
-                                })
-                        }
+                        None => match self
+                            .remote_space(&next.room_id, &next.via, q.suggested_only, &mut budget)
+                            .await
+                        {
+                            Answer::Known(s) => Some((
+                                s.summary.clone(),
+                                s.children.clone(),
+                                s.inaccessible.clone(),
+                            )),
+                            Answer::Unknown => None,
+                            Answer::NoBudget => {
+                                walk.stack.push(next);
+                                break;
+                            }
+                        },
                     };
                     match remote {
                         Some(r) if rooms.user_may_see(user, &r.0).await? => Some(r),

@@ -134,37 +134,60 @@ impl RemoteSpaces {
     }
 }
 
+/// What one page may still spend on asking other servers: rooms asked about, and time.
+#[derive(Debug)]
+pub(super) struct AskBudget {
+    pub left: usize,
+    pub deadline: Instant,
+}
+
+/// What we learn about a room we are not in.
+pub(super) enum Answer {
+    Known(Arc<RemoteSpace>),
+    /// No server could tell us (or none is named): the walk passes over it.
+    Unknown,
+    /// Finding out needs a request the budget no longer allows: try on a later page.
+    NoBudget,
+}
+
 impl Federation {
     /// What another server says about `room_id`: the cached answer, or one asked of the
-    /// servers of `via` (ours left out) in turn until one answers, giving up at `deadline`.
-    /// `None` when none could.
+    /// servers of `via` (ours left out) in turn until one answers. Only a room that needs
+    /// asking spends from `budget`.
     pub(super) async fn remote_space(
         &self,
         room_id: &RoomId,
         via: &[OwnedServerName],
         suggested_only: bool,
-        deadline: Instant,
-    ) -> Option<Arc<RemoteSpace>> {
+        budget: &mut AskBudget,
+    ) -> Answer {
         let cache = &self.hierarchy.remote;
         let key = (room_id.to_owned(), suggested_only);
         let now = Instant::now();
         if let Some(found) = cache.spaces.lock().get(&key, now) {
-            return Some(found.clone());
+            return Answer::Known(found.clone());
         }
         if cache.failures.lock().get(&key, now).is_some() {
-            return None;
+            return Answer::Unknown;
         }
         let ours = self.server_keys.server_name();
         let mut servers: Vec<&OwnedServerName> = Vec::new();
         for s in via {
-            if s != ours && !servers.contains(&s) {
+            if s != ours && !servers.contains(&s) && servers.len() < VIA_TRIED {
                 servers.push(s);
             }
         }
-        for server in servers.into_iter().take(VIA_TRIED) {
-            let left = deadline.saturating_duration_since(Instant::now());
+        if servers.is_empty() {
+            return Answer::Unknown;
+        }
+        if budget.left == 0 || now >= budget.deadline {
+            return Answer::NoBudget;
+        }
+        budget.left -= 1;
+        for server in servers {
+            let left = budget.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Answer::NoBudget;
             }
             let mut request = get_hierarchy::v1::Request::new(room_id.to_owned());
             request.suggested_only = suggested_only;
@@ -191,7 +214,7 @@ impl Federation {
                     for c in child_summaries {
                         children.insert(c.room_id.clone(), Arc::new(c), now);
                     }
-                    return Some(space);
+                    return Answer::Known(space);
                 }
                 Err(why) => {
                     tracing::info!(%server, %room_id, why, "hierarchy answer refused");
@@ -199,7 +222,7 @@ impl Federation {
             }
         }
         cache.failures.lock().insert(key, (), Instant::now());
-        None
+        Answer::Unknown
     }
 
     /// A summary another server gave of `room_id` as a child of one of its spaces (without

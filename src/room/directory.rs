@@ -391,12 +391,7 @@ impl Rooms {
 
         let rooms: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| {
-                let rules = RoomVersionId::try_from(r.room_version.as_str())
-                    .ok()
-                    .and_then(|v| v.rules());
-                (r.room_nid, rules)
-            })
+            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
             .collect();
         let state = self.state_contents(&rooms, &SUMMARY_TYPES).await?;
         let chunk = rows
@@ -515,10 +510,15 @@ pub(super) fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Opti
     }
 }
 
-fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
-    RoomVersionId::try_from(room.room_version.as_str())
+/// The rules of a stored room version, if it is one we know.
+pub(super) fn rules_of_version(version: &str) -> Option<RoomVersionRules> {
+    RoomVersionId::try_from(version)
         .ok()
         .and_then(|v| v.rules())
+}
+
+fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
+    rules_of_version(&room.room_version)
         .ok_or_else(|| Error::internal(format!("room version {} has no rules", room.room_version)))
 }
 

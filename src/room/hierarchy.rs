@@ -24,7 +24,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::directory::{SUMMARY_TYPES, stored_room_id, str_field};
+use super::directory::{SUMMARY_TYPES, rules_of_version, stored_room_id, str_field};
 use super::{Rooms, raw};
 use crate::db::{self, spaces::Member};
 use crate::error::{Error, Result};
@@ -148,12 +148,7 @@ impl Rooms {
         // 2. Their summary state.
         let with_rules: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| {
-                let rules = RoomVersionId::try_from(r.room_version.as_str())
-                    .ok()
-                    .and_then(|v| v.rules());
-                (r.room_nid, rules)
-            })
+            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
             .collect();
         let types: Vec<&str> = SUMMARY_TYPES.iter().chain(&MORE_TYPES).copied().collect();
         let state = self.state_contents(&with_rules, &types).await?;

@@ -79,6 +79,8 @@ pub struct HierarchyPage {
 struct Pending {
     room_id: OwnedRoomId,
     via: Vec<OwnedServerName>,
+    /// The room whose child event named it (`None` for the root).
+    parent: Option<OwnedRoomId>,
     /// The root is at 0.
     depth: u64,
 }
@@ -141,6 +143,7 @@ impl Federation {
                 stack: vec![Pending {
                     room_id: q.room_id.to_owned(),
                     via: Vec::new(),
+                    parent: None,
                     depth: 0,
                 }],
                 seen: HashSet::new(),
@@ -201,8 +204,10 @@ impl Federation {
                     .then(|| (room.summary, room.children, HashSet::new())),
                 None => {
                     let at_bottom = next.depth >= depth_cap;
-                    let known = self
-                        .remote_child(&next.room_id)
+                    let known = next
+                        .parent
+                        .as_deref()
+                        .and_then(|parent| self.remote_child(parent, &next.room_id))
                         .filter(|s| at_bottom || s.room_type != Some(RoomType::Space));
                     let remote = match known {
                         Some(s) => Some(((*s).clone(), Vec::new(), HashSet::new())),
@@ -246,6 +251,7 @@ impl Federation {
                     .extend(walkable.into_iter().rev().map(|c| Pending {
                         room_id: c.room_id.clone(),
                         via: c.via.iter().take(VIA_KEPT).cloned().collect(),
+                        parent: Some(next.room_id.clone()),
                         depth: next.depth + 1,
                     }));
             }

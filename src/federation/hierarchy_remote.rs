@@ -120,7 +120,9 @@ pub struct RemoteSpace {
 /// The cache of other servers' answers.
 pub struct RemoteSpaces {
     spaces: Mutex<ExpiringMap<(OwnedRoomId, bool), Arc<RemoteSpace>>>,
-    children: Mutex<ExpiringMap<OwnedRoomId, Arc<RoomSummary>>>,
+    /// Keyed by (parent, child): a server's word about a child is only taken for a child
+    /// reached through that server's own space, so it cannot stand in for another's rooms.
+    children: Mutex<ExpiringMap<(OwnedRoomId, OwnedRoomId), Arc<RoomSummary>>>,
     failures: Mutex<ExpiringMap<(OwnedRoomId, bool), ()>>,
 }
 
@@ -212,7 +214,7 @@ impl Federation {
                     cache.spaces.lock().insert(key, space.clone(), now);
                     let mut children = cache.children.lock();
                     for c in child_summaries {
-                        children.insert(c.room_id.clone(), Arc::new(c), now);
+                        children.insert((room_id.to_owned(), c.room_id.clone()), Arc::new(c), now);
                     }
                     return Answer::Known(space);
                 }
@@ -225,14 +227,14 @@ impl Federation {
         Answer::Unknown
     }
 
-    /// A summary another server gave of `room_id` as a child of one of its spaces (without
+    /// The summary another server gave of `child` in its answer about `parent` (without
     /// the child's own children).
-    pub(super) fn remote_child(&self, room_id: &RoomId) -> Option<Arc<RoomSummary>> {
+    pub(super) fn remote_child(&self, parent: &RoomId, child: &RoomId) -> Option<Arc<RoomSummary>> {
         self.hierarchy
             .remote
             .children
             .lock()
-            .get(&room_id.to_owned(), Instant::now())
+            .get(&(parent.to_owned(), child.to_owned()), Instant::now())
             .cloned()
     }
 }
@@ -283,6 +285,91 @@ fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma::api::federation::space::SpaceHierarchyParentSummary;
+    use ruma::room::JoinRuleSummary;
+    use serde_json::json;
+
+    fn summary(room_id: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut s = json!({
+            "room_id": room_id, "num_joined_members": 1, "world_readable": false,
+            "guest_can_join": false, "join_rule": "public",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        s
+    }
+
+    fn answer(
+        room: serde_json::Value,
+        children: &[serde_json::Value],
+        inaccessible: &[&str],
+    ) -> get_hierarchy::v1::Response {
+        let room: SpaceHierarchyParentSummary = serde_json::from_value(room).unwrap();
+        let mut response = get_hierarchy::v1::Response::new(room);
+        response.children = children
+            .iter()
+            .map(|c| serde_json::from_value(c.clone()).unwrap())
+            .collect();
+        response.inaccessible_children = inaccessible
+            .iter()
+            .map(|i| OwnedRoomId::try_from(*i).unwrap())
+            .collect();
+        response
+    }
+
+    fn child_event(state_key: &str, suggested: bool) -> serde_json::Value {
+        json!({"type": "m.space.child", "state_key": state_key, "sender": "@a:x",
+               "origin_server_ts": 1, "content": {"via": ["x"], "suggested": suggested}})
+    }
+
+    #[test]
+    fn answers_speak_only_for_the_room_asked_and_its_children() {
+        let space = RoomId::parse("!space:x").unwrap();
+        let room = summary(
+            "!space:x",
+            json!({
+                "room_type": "m.space",
+                "children_state": [child_event("!a:x", true), child_event("!b:x", false), child_event("!hidden:x", false)],
+            }),
+        );
+        let children = [
+            summary("!a:x", json!({"join_rule": "made_up"})),
+            summary("!b:x", json!({})),
+            // Not a child of this space: a server cannot vouch for other rooms.
+            summary("!elsewhere:x", json!({})),
+        ];
+        let (got, summaries) = accept(
+            &space,
+            false,
+            answer(room.clone(), &children, &["!hidden:x", "!unrelated:x"]),
+        )
+        .unwrap();
+        let ids: Vec<&str> = got.children.iter().map(|c| c.room_id.as_str()).collect();
+        assert_eq!(ids, ["!a:x", "!b:x", "!hidden:x"]);
+        assert_eq!(
+            got.inaccessible,
+            HashSet::from([OwnedRoomId::try_from("!hidden:x").unwrap()])
+        );
+        let ids: Vec<&str> = summaries.iter().map(|c| c.room_id.as_str()).collect();
+        assert_eq!(ids, ["!a:x", "!b:x"]);
+        // A join rule ruma cannot write back reads as invite.
+        assert_eq!(summaries[0].join_rule, JoinRuleSummary::Invite);
+
+        // suggested_only is applied to the children whatever the server sent.
+        let (got, _) = accept(&space, true, answer(room.clone(), &children, &[])).unwrap();
+        assert_eq!(got.children.len(), 1);
+
+        // An answer about another room is refused; a room that is not a space has no children.
+        let other = RoomId::parse("!other:x").unwrap();
+        assert!(accept(&other, false, answer(room, &children, &[])).is_err());
+        let plain = summary(
+            "!space:x",
+            json!({"children_state": [child_event("!a:x", false)]}),
+        );
+        let (got, summaries) = accept(&space, false, answer(plain, &children, &[])).unwrap();
+        assert!(got.children.is_empty() && summaries.is_empty());
+    }
 
     #[test]
     fn entries_expire_and_the_oldest_go_first() {

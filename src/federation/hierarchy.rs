@@ -7,9 +7,9 @@
 //! 1. The root must be a room we are in that the user may see (checked on every page).
 //! 2. Take the next room off the stack; a room already processed in this walk is skipped,
 //!    so each room appears once over all pages, and loops end.
-//! 3. Summarise it: from our own state when we are in it, else from a summary another
-//!    server gave of it as a child (enough for a room that is not a space, or at
-//!    `max_depth`), else by asking a server of its `via` list.
+//! 3. Summarise it: from our own state when we are in it, else from the summary its parent
+//!    space's server gave of it (enough for a room that is not a space, or at `max_depth`),
+//!    else by asking a server of its `via` list.
 //! 4. Mark it processed. Leave it out if the user may not see it (its children unwalked).
 //! 5. Otherwise add it to the page and, above `max_depth`, push its children in reverse
 //!    order (the first child is walked next), except those its server called inaccessible.

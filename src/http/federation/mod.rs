@@ -3,6 +3,7 @@
 mod directory;
 mod discovery;
 mod events;
+mod hierarchy;
 mod membership;
 mod notary;
 mod query;
@@ -19,6 +20,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = notary::routes(r);
     let r = membership::routes(r);
     let r = events::routes(r);
+    let r = hierarchy::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
     user_keys::routes(r)

@@ -879,3 +879,42 @@ async fn messages_lazy_load_members_of_senders_only() {
     assert_eq!(members, vec![talker.user_id.as_str()]);
     s.shutdown().await;
 }
+
+/// matrix-nio POSTs /join/{room} and /rooms/{room}/leave with no body at all; every field of
+/// those bodies is optional, so an empty body means `{}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_with_an_empty_body() {
+    let s = TestServer::start().await;
+    let owner = s.register("ivy", "ivy-password").await;
+    let guest = s.register("jed", "jed-password").await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    for path in [
+        format!("/_matrix/client/v3/join/{room}"),
+        format!("/_matrix/client/v3/rooms/{room}/leave"),
+        format!("/_matrix/client/v3/rooms/{room}/join"),
+    ] {
+        let r = s
+            .request(reqwest::Method::POST, &path, guest.t(), None)
+            .await;
+        assert_eq!(r.0, 200, "{path}: {}", r.1);
+    }
+    let members = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            owner.t(),
+        )
+        .await;
+    assert!(members.1["joined"][&guest.user_id].is_object(), "{}", members.1);
+    // A body that is there but is not JSON is still refused.
+    let r = s
+        .http
+        .post(s.url(&format!("/_matrix/client/v3/join/{room}")))
+        .bearer_auth(&guest.token)
+        .body("{not json")
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(r.status().as_u16(), 400);
+}

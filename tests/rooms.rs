@@ -906,7 +906,11 @@ async fn join_and_leave_with_an_empty_body() {
             owner.t(),
         )
         .await;
-    assert!(members.1["joined"][&guest.user_id].is_object(), "{}", members.1);
+    assert!(
+        members.1["joined"][&guest.user_id].is_object(),
+        "{}",
+        members.1
+    );
     // A body that is there but is not JSON is still refused.
     let r = s
         .http
@@ -917,4 +921,67 @@ async fn join_and_leave_with_an_empty_body() {
         .await
         .expect("request sent");
     assert_eq!(r.status().as_u16(), 400);
+}
+
+/// /messages also starts from a `/sync` next_batch, as the spec allows (matrix-nio pages from
+/// it): backwards includes the last event before that position, forwards starts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_page_from_a_sync_token() {
+    let s = TestServer::start().await;
+    let u = s.register("kit", "kit-password").await;
+    let room = s.create_room(&u, json!({})).await;
+    for i in 0..3 {
+        s.send_text(&u, &room, &format!("early{i}")).await;
+    }
+    let middle = s.sync(&u, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    for i in 0..3 {
+        s.send_text(&u, &room, &format!("late{i}")).await;
+    }
+    let bodies = |v: &Value| -> Vec<String> {
+        v["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let base = format!("/_matrix/client/v3/rooms/{room}/messages");
+
+    let back = s
+        .get(&format!("{base}?dir=b&limit=3&from={middle}"), u.t())
+        .await;
+    assert_eq!(back.0, 200, "{}", back.1);
+    assert_eq!(bodies(&back.1), ["early2", "early1", "early0"]);
+    assert_eq!(back.1["start"], middle.as_str());
+    // Its `end` goes on from there, back to the room's creation.
+    let end = back.1["end"].as_str().expect("end");
+    let older = s
+        .get(&format!("{base}?dir=b&limit=50&from={end}"), u.t())
+        .await;
+    let chunk = older.1["chunk"].as_array().expect("chunk");
+    assert_eq!(
+        chunk.last().map(|e| &e["type"]),
+        Some(&json!("m.room.create"))
+    );
+    assert!(bodies(&older.1).is_empty(), "{}", older.1);
+
+    let forward = s
+        .get(&format!("{base}?dir=f&limit=10&from={middle}"), u.t())
+        .await;
+    assert_eq!(forward.0, 200, "{}", forward.1);
+    assert_eq!(bodies(&forward.1), ["late0", "late1", "late2"]);
+
+    // A sync token from before the room existed: nothing before it, everything after it.
+    let (_, reg) = s
+        .get(&format!("{base}?dir=b&from=s0_0_0_0_0_0_0"), u.t())
+        .await;
+    assert_eq!(reg["chunk"], json!([]), "{reg}");
+    assert_error(
+        &s.get(&format!("{base}?dir=b&from=s1_2"), u.t()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
 }

@@ -985,3 +985,37 @@ async fn messages_page_from_a_sync_token() {
         "M_INVALID_PARAM",
     );
 }
+
+/// A local join carries the joiner's display name and avatar in the member event, as a join
+/// through another server already did: clients (matrix-nio) name members from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_joins_carry_the_profile() {
+    let s = TestServer::start().await;
+    let owner = s.register("lena", "lena-password").await;
+    let guest = s.register("mo", "mo-password").await;
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/avatar_url", guest.user_id),
+            guest.t(),
+            &json!({"avatar_url": "mxc://trellis.test/mo"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&guest, &room).await;
+    let (status, content) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                guest.user_id
+            ),
+            owner.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{content}");
+    assert_eq!(content["membership"], "join");
+    assert_eq!(content["displayname"], "mo");
+    assert_eq!(content["avatar_url"], "mxc://trellis.test/mo");
+}

@@ -23,12 +23,20 @@ impl Rooms {
         }
     }
 
-    /// Join `user` to a local room. For restricted rooms the allow rules are checked against
-    /// local memberships, and a local member with invite power vouches for the join
+    /// Join `user` to a local room, with their display name and avatar (`profile`) in the
+    /// member event as clients expect. For restricted rooms the allow rules are checked
+    /// against local memberships, and a local member with invite power vouches for the join
     /// (`join_authorised_via_users_server`), as the auth rules require.
-    pub async fn join(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+    pub async fn join(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<()> {
         let room = self.room(room_id).await?;
-        let extra = self.join_content(&room, user).await?;
+        let mut extra = self.join_content(&room, user).await?;
+        set_profile(&mut extra, profile);
         self.set_membership(user, room_id, user, "join", reason, Some(extra))
             .await?;
         Ok(())
@@ -233,3 +241,16 @@ pub const INVITE_STATE_TYPES: [&str; 6] = [
     "m.room.join_rules",
     "m.room.canonical_alias",
 ];
+
+/// Put a display name and avatar (or their absence) into member event content.
+pub(crate) fn set_profile(
+    content: &mut Map<String, Value>,
+    profile: &(Option<String>, Option<String>),
+) {
+    for (key, value) in [("displayname", &profile.0), ("avatar_url", &profile.1)] {
+        match value {
+            Some(v) => content.insert(key.into(), v.clone().into()),
+            None => content.remove(key),
+        };
+    }
+}

@@ -91,6 +91,37 @@ impl Rooms {
         Ok(extra)
     }
 
+    /// After a profile change: a new member event with the display name and avatar in every
+    /// room `user` is joined to, as the spec asks of servers. A room where that fails (say its
+    /// power levels forbid it) is logged and skipped; the profile itself has changed.
+    pub async fn propagate_profile(
+        &self,
+        user: &UserId,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<()> {
+        for room_id in self.joined_rooms(user).await? {
+            let current = self
+                .state_content(user, &room_id, "m.room.member", user.as_str())
+                .await?;
+            let mut content = current.as_object().cloned().unwrap_or_default();
+            // Both belong to the join itself, not to a later change of profile.
+            content.remove("join_authorised_via_users_server");
+            content.remove("reason");
+            let before = content.clone();
+            set_profile(&mut content, profile);
+            if content == before {
+                continue;
+            }
+            let sent = self
+                .set_membership(user, &room_id, user, "join", None, Some(content))
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(%room_id, %user, error = %e, "profile change not sent to room");
+            }
+        }
+        Ok(())
+    }
+
     /// Knock on a room (join rule `knock` or `knock_restricted`).
     pub async fn knock(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
         self.room(room_id).await?;

@@ -168,7 +168,7 @@ async def case_login(w: World) -> None:
         check(c.olm is not None, "the SDK loaded its crypto store after login")
         who = ok(await c.whoami(), WhoamiResponse, "whoami after login")
         check(who.user_id == r.user_id, f"whoami says {who.user_id}")
-        check(getattr(who, "device_id", r.device_id) == r.device_id, "whoami names the device")
+        check(who.device_id == r.device_id, f"whoami names the device: {who.device_id}")
         await sync(c)  # the first, initial sync: the clients keep syncing incrementally after it
         setattr(w, name, c)
 
@@ -340,13 +340,22 @@ async def case_back_paginate(w: World) -> None:
     check(everything == w.sent, "each message exactly once, in the order sent")
     check(requests > MESSAGES // 7, f"{requests} pages of at most 7 events")
 
-    # Forwards from the start token of the oldest page gives the same events, oldest first.
-    r = ok(
-        await w.bob.room_messages(w.room_id, start=token, direction=MessageDirection.front, limit=5),
-        RoomMessagesResponse,
-        "room_messages forwards",
-    )
-    check(r.chunk, "forward pagination from the oldest token returns events")
+    # Forwards from the room's start (no token) gives the same events, oldest first, ending
+    # with the filtered sync's timeline.
+    forward: list = []
+    token = None
+    for _ in range(100):
+        r = ok(
+            await w.bob.room_messages(w.room_id, start=token, direction=MessageDirection.front, limit=9),
+            RoomMessagesResponse,
+            "room_messages forwards",
+        )
+        forward.extend(r.chunk)
+        if not r.end or not r.chunk:
+            break
+        token = r.end
+    expected = list(reversed(ids)) + [e.event_id for e in w.filtered_timeline]
+    check([e.event_id for e in forward] == expected, "forwards: the same events in reverse")
 
 
 async def case_redact(w: World) -> None:
@@ -516,10 +525,12 @@ async def case_profile(w: World) -> None:
 
 async def case_encryption(w: World) -> None:
     # Both devices publish identity and one-time keys.
+    uploaded = {}
     for c in (w.alice, w.bob):
         check(c.should_upload_keys, f"{c.user_id} has keys to upload")
         r = ok(await c.keys_upload(), KeysUploadResponse, "keys_upload")
         check(r.signed_curve25519_count > 0, f"one-time key count {r.signed_curve25519_count}")
+        uploaded[c.user_id] = r.signed_curve25519_count
 
     r = ok(
         await w.alice.room_create(
@@ -562,29 +573,27 @@ async def case_encryption(w: World) -> None:
         "room_send (encrypted)",
     )
 
-    undecrypted: list[MegolmEvent] = []
-
-    def decrypted(resp):
-        for e in timeline(resp, room):
-            if e.event_id != sent.event_id:
-                continue
-            if isinstance(e, RoomMessageText):
-                return e
-            if isinstance(e, MegolmEvent):
-                undecrypted.append(e)
-        # The room key may arrive over to-device after the message: decrypt it then.
-        for e in undecrypted:
-            try:
-                return w.bob.decrypt_event(e)
-            except Exception:
-                pass
-        return None
-
-    got = await sync_until(w.bob, decrypted, "alice's encrypted message, decrypted")
+    got = await sync_until(w.bob, decrypted(w.bob, room, sent.event_id), "alice's message, decrypted")
     check(isinstance(got, RoomMessageText), f"decrypted to a text message: {got!r}")
     check(got.body == secret, f"decrypted body {got.body!r}")
     check(got.decrypted and got.sender == w.alice.user_id, "decrypted, from alice")
     check(got.source.get("type") == "m.room.message", "the clear event type")
+    # Alice's client claimed one of bob's one-time keys, and bob's sync counts one fewer.
+    left = w.bob.olm.uploaded_key_count
+    check(left == uploaded[w.bob.user_id] - 1, f"bob has {left} one-time keys left")
+
+    # And back: bob answers in the room, alice's client decrypts it.
+    answer = f"heard: {secret}"
+    reply = ok(
+        await w.bob.room_send(
+            room, "m.room.message", {"msgtype": "m.text", "body": answer}, ignore_unverified_devices=True
+        ),
+        RoomSendResponse,
+        "room_send (encrypted reply)",
+    )
+
+    got = await sync_until(w.alice, decrypted(w.alice, room, reply.event_id), "bob's reply, decrypted")
+    check(got.body == answer and got.decrypted, f"alice decrypted {got.body!r}")
 
     # Fetched on its own, bob's client decrypts it again with the stored room key.
     again = ok(await w.bob.room_get_event(room, sent.event_id), RoomGetEventResponse, "room_get_event")
@@ -600,6 +609,29 @@ async def case_encryption(w: World) -> None:
         check(secret not in str(raw.event.source), "the server never saw the plaintext")
     finally:
         await reader.close()
+
+
+def decrypted(client: AsyncClient, room_id: str, event_id: str):
+    """A sync_until test for the event, decrypted by the client's SDK. The room key may come
+    over to-device in a later sync than the message: then the kept event is decrypted."""
+    undecrypted: list[MegolmEvent] = []
+
+    def found(resp):
+        for e in timeline(resp, room_id):
+            if e.event_id != event_id:
+                continue
+            if isinstance(e, RoomMessageText):
+                return e
+            if isinstance(e, MegolmEvent):
+                undecrypted.append(e)
+        for e in undecrypted:
+            try:
+                return client.decrypt_event(e)
+            except Exception:
+                pass
+        return None
+
+    return found
 
 
 CASES: list[tuple[str, Callable[[World], Awaitable[None]], tuple[str, ...]]] = [

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::lock::RoomLock;
 use super::pdu::{self, NewContent, Pdu, Placement};
+use super::state_cache::StateCache;
 use super::stream::StreamPositions;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -35,6 +36,7 @@ pub struct Store<'a> {
     pub db: &'a PgPool,
     pub keys: &'a ServerKeys,
     pub stream: &'a Arc<StreamPositions>,
+    pub state: &'a StateCache,
 }
 
 /// Build, authorise and store a local event; returns its ID.
@@ -78,6 +80,7 @@ pub struct Placing {
 /// Choose prev_events, depth and auth events for an event `sender` would send now.
 pub async fn place(
     db: &PgPool,
+    cache: &StateCache,
     room: &RoomRow,
     sender: &UserId,
     new: &NewContent,
@@ -113,7 +116,7 @@ pub async fn place(
     )
     .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
     let auth_state = match room.state_group {
-        Some(group) => load_state_events(db, group, &auth_types).await?,
+        Some(group) => load_state_events(db, cache, group, &auth_types).await?,
         None => HashMap::new(),
     };
     let mut auth_ids: Vec<OwnedEventId> = auth_state.values().map(|p| p.event_id.clone()).collect();
@@ -136,7 +139,7 @@ pub async fn prepare_local(
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Prepared> {
-    let p = place(store.db, room, sender, new).await?;
+    let p = place(store.db, store.state, room, sender, new).await?;
 
     // 4. Build and sign.
     let placement = Placement {
@@ -277,7 +280,9 @@ pub struct Checked<'a> {
 /// Returns false if the event was already in the timeline (nothing written).
 pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Result<bool> {
     debug_assert_eq!(lock.room_id().as_str(), ev.room.room_id);
-    let Store { db, keys, stream } = *store;
+    let Store {
+        db, keys, stream, ..
+    } = *store;
     let room = ev.room;
     let pdu = ev.pdu;
     let accepted = ev.rejected.is_none() && !ev.soft_failed;
@@ -536,13 +541,29 @@ pub(crate) async fn new_state_group(
     Ok(db::state::create_group(tx, room_nid, None, &all).await?)
 }
 
-/// The state events for `keys` in `group`, parsed, keyed by (type, state_key).
+/// The state events for `keys` in `group`, parsed, keyed by (type, state_key): from the
+/// cache where it has them, the rest in one query.
 pub async fn load_state_events(
     db: &PgPool,
+    cache: &StateCache,
     group: i64,
     keys: &[(StateEventType, String)],
 ) -> Result<HashMap<(StateEventType, String), Pdu>> {
-    let strs: Vec<(String, &str)> = keys
+    let mut out = HashMap::new();
+    let mut missing: Vec<&(StateEventType, String)> = Vec::new();
+    for k in keys {
+        match cache.get(group, &k.0, &k.1) {
+            Some(Some(pdu)) => {
+                out.insert(k.clone(), pdu);
+            }
+            Some(None) => {}
+            None => missing.push(k),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let strs: Vec<(String, &str)> = missing
         .iter()
         .map(|(t, k)| (t.to_string(), k.as_str()))
         .collect();
@@ -550,14 +571,18 @@ pub async fn load_state_events(
     let rows = db::state::load_keys(db, group, &pairs).await?;
     let nids: Vec<i64> = rows.iter().map(|r| r.1).collect();
     let events = db::events::by_nids(db, &nids).await?;
-    let mut out = HashMap::new();
+    let mut loaded = HashMap::new();
     for e in events {
         let id = OwnedEventId::try_from(e.event_id.as_str())
             .map_err(|err| Error::internal(format!("stored event ID invalid: {err}")))?;
         let pdu = Pdu::parse(id, &e.json)?;
         if let Some(k) = &pdu.state_key {
-            out.insert((StateEventType::from(pdu.kind.to_string()), k.clone()), pdu);
+            loaded.insert((StateEventType::from(pdu.kind.to_string()), k.clone()), pdu);
         }
     }
+    for k in missing {
+        cache.insert(group, k.0.clone(), k.1.clone(), loaded.get(k).cloned());
+    }
+    out.extend(loaded);
     Ok(out)
 }

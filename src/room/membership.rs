@@ -4,7 +4,6 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
 use serde_json::{Map, Value};
 
 use super::Rooms;
-use super::append::load_state_events;
 use crate::db;
 use crate::error::{Error, Result};
 use ruma::events::StateEventType;
@@ -59,7 +58,7 @@ impl Rooms {
                 (StateEventType::RoomJoinRules, String::new()),
                 (StateEventType::RoomPowerLevels, String::new()),
             ];
-            let state = load_state_events(self.db(), group, &keys).await?;
+            let state = self.state_entries(group, &keys).await?;
             let join_rules: Value = state
                 .get(&keys[0])
                 .and_then(|p| serde_json::from_str(p.content.get()).ok())

@@ -14,6 +14,7 @@ pub mod push;
 pub mod reads;
 pub mod remote;
 pub mod served;
+pub mod state_cache;
 pub mod state_res;
 pub mod stream;
 pub mod timeline;
@@ -40,6 +41,7 @@ pub struct Rooms {
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
     stream: Arc<StreamPositions>,
+    state_cache: Arc<state_cache::StateCache>,
 }
 
 impl Rooms {
@@ -50,6 +52,7 @@ impl Rooms {
             keys,
             locks: Arc::new(RoomLocks::default()),
             stream: StreamPositions::new(stream_max),
+            state_cache: Arc::default(),
         }
     }
 
@@ -63,11 +66,21 @@ impl Rooms {
             db: &self.db,
             keys: &self.keys,
             stream: &self.stream,
+            state: &self.state_cache,
         }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
         self.keys.server_name()
+    }
+
+    /// State events of `group` for `keys`, parsed (cached: groups never change).
+    pub async fn state_entries(
+        &self,
+        group: i64,
+        keys: &[(ruma::events::StateEventType, String)],
+    ) -> Result<std::collections::HashMap<(ruma::events::StateEventType, String), pdu::Pdu>> {
+        append::load_state_events(&self.db, &self.state_cache, group, keys).await
     }
 
     pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {

@@ -54,7 +54,7 @@ pub(crate) async fn push_actions(
     let power = match state_before {
         Some(g) => {
             let key = (StateEventType::RoomPowerLevels, String::new());
-            load_state_events(db, g, std::slice::from_ref(&key))
+            load_state_events(db, store.state, g, std::slice::from_ref(&key))
                 .await?
                 .remove(&key)
                 .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())

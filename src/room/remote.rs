@@ -11,9 +11,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId};
 
 use super::Rooms;
-use super::append::{
-    self, Checked, Current, FanOut, StateChange, load_state_events, membership_of, persist,
-};
+use super::append::{self, Checked, Current, FanOut, StateChange, membership_of, persist};
 use super::pdu::Pdu;
 use super::state_res::{self, KeyMap, Pending};
 use crate::db::{self, rooms::RoomRow};
@@ -223,7 +221,7 @@ impl Rooms {
             )
             .map_err(|e| Error::bad_json(format!("invalid event content: {e}")))?;
             let before = match state_before {
-                Some(g) => load_state_events(db, g, &auth_types).await?,
+                Some(g) => self.state_entries(g, &auth_types).await?,
                 None => HashMap::new(),
             };
             rejected = append::authorise(&rules, pdu, &before)
@@ -234,7 +232,7 @@ impl Rooms {
                 && state_before != room.state_group
                 && let Some(current) = room.state_group
             {
-                let now = load_state_events(db, current, &auth_types).await?;
+                let now = self.state_entries(current, &auth_types).await?;
                 if let Err(e) = append::authorise(&rules, pdu, &now) {
                     tracing::info!(event_id = %ev.event_id, error = %e, "soft-failed against current state");
                     let verdict = Verdict {
@@ -571,7 +569,7 @@ impl Rooms {
             &rules.authorization,
         )
         .map_err(|e| Error::bad_json(format!("invalid join event: {e}")))?;
-        let before = load_state_events(db, group, &auth_types).await?;
+        let before = self.state_entries(group, &auth_types).await?;
         append::authorise(&rules, &join.pdu, &before)
             .map_err(|e| Error::Upstream(format!("the join event fails the room's state: {e}")))?;
         let old = match room.state_group {

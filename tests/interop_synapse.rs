@@ -11,6 +11,7 @@ mod interop;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::federation::eventually;
 use common::server::{TestServer, enc};
 use interop::{Side, synapse, trellis_side};
 use serde_json::{Value, json};
@@ -112,11 +113,14 @@ async fn join_talk_and_leave(host: &Side<'_>, guest: &Side<'_>) {
         );
     }
 
+    let since = guest.sync_token().await;
     guest.leave(&room).await;
     host.wait_membership(&room, &guest.user.user_id, "leave")
         .await;
     guest
-        .wait_membership(&room, &guest.user.user_id, "leave")
+        .sync_since_until(&since, "the room among left rooms", |sync| {
+            sync["rooms"]["leave"][room.as_str()].is_object()
+        })
         .await;
 }
 
@@ -257,8 +261,8 @@ async fn a_trellis_user_back_paginates_synapse_history() {
     late_joiner_pages_back(&bob, &alice).await;
 }
 
-/// Trellis is stopped while Synapse carries on in a Synapse room; when it is back, Synapse's
-/// next event has unknown ancestors. A short gap is filled with /get_missing_events; a gap
+/// Trellis is stopped while Synapse carries on in a Synapse room; when it is back, Synapse
+/// catches it up with the latest event only, whose ancestors Trellis lacks. A short gap is filled with /get_missing_events; a gap
 /// longer than Trellis asks for is bridged with /state_ids and /event (the state after it,
 /// including a topic changed inside the gap, must be right) and /messages pages through it.
 #[tokio::test]
@@ -280,18 +284,29 @@ async fn trellis_fills_gaps_in_a_synapse_room() {
         .await;
     let alice_user = alice.user.clone();
     let mut sent = vec![bob.send(&room, "before").await];
+    // Synapse catches a server up only from a PDU it once delivered there.
+    alice.wait_event(&room, &sent[0]).await;
 
     for (gap, len) in [("short", 3), ("long", 12)] {
         t.stop().await;
-        for i in 0..len {
+        // The first event fails to go and starts a backoff; those sent during the backoff
+        // make Synapse drop its queue for Trellis and remember to catch it up instead.
+        let failures = interop::failed_transactions_to(t.server_name());
+        sent.push(bob.send(&room, &format!("{gap}-gap-0")).await);
+        eventually("Synapse fails to reach the stopped Trellis", || async {
+            interop::failed_transactions_to(t.server_name()) > failures
+        })
+        .await;
+        for i in 1..len {
             sent.push(bob.send(&room, &format!("{gap}-gap-{i}")).await);
         }
         let topic = json!({"topic": format!("changed during the {gap} gap")});
         sent.push(bob.put_state(&room, "m.room.topic", "", &topic).await);
         t.resume().await;
         let alice = Side::trellis(&t, alice_user.clone());
-        // Synapse retries a destination that was down within its (test) backoff of 2 s.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Synapse dropped what it could not send and backs off for hours: a request from
+        // Trellis tells it Trellis is back, and it catches up with the room's latest event.
+        alice.contact(&bob).await;
         let last = bob.send(&room, &format!("after the {gap} gap")).await;
         sent.push(last.clone());
         alice.wait_event(&room, &last).await;
@@ -308,6 +323,19 @@ async fn trellis_fills_gaps_in_a_synapse_room() {
             seen, sent,
             "every event across the {gap} gap once, in order"
         );
+        let used = interop::requests_to_synapse_from(t.server_name());
+        let called = |endpoint: &str| used.iter().any(|r| r.contains(endpoint));
+        assert!(
+            called("/_matrix/federation/v1/get_missing_events/"),
+            "the {gap} gap was filled with /get_missing_events: {used:#?}"
+        );
+        if gap == "long" {
+            assert!(
+                called("/_matrix/federation/v1/state_ids/")
+                    && called("/_matrix/federation/v1/event/"),
+                "the long gap was bridged with /state_ids and /event: {used:#?}"
+            );
+        }
     }
 }
 

@@ -38,6 +38,30 @@ pub fn synapse() -> Synapse {
     }
 }
 
+fn synapse_log() -> String {
+    let path = std::env::var("INTEROP_SYNAPSE_LOG")
+        .expect("INTEROP_SYNAPSE_LOG is unset: run these tests with scripts/interop");
+    std::fs::read_to_string(&path).expect("read Synapse's log")
+}
+
+/// The federation requests (`METHOD /path?query`) that the server `origin` made to Synapse
+/// so far, from Synapse's access log: which endpoints a Trellis server used to do a job.
+pub fn requests_to_synapse_from(origin: &str) -> Vec<String> {
+    let requester = format!("{{{origin}}} Processed request");
+    synapse_log()
+        .lines()
+        .filter(|line| line.contains(&requester))
+        .filter_map(|line| line.split('"').nth(1))
+        .map(|request| request.trim_end_matches(" HTTP/1.1").to_owned())
+        .collect()
+}
+
+/// How many transactions Synapse failed to deliver to `destination` so far.
+pub fn failed_transactions_to(destination: &str) -> usize {
+    let needle = format!("TX [{destination}] Failed to send transaction");
+    synapse_log().matches(&needle).count()
+}
+
 /// A localpart no earlier test registered on the shared Synapse (lower case, as it requires).
 fn unique(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
@@ -209,6 +233,15 @@ impl<'a> Side<'a> {
             sync["rooms"]["invite"][room].is_object()
         })
         .await;
+    }
+
+    /// Make a signed request to `other`'s server (an alias lookup that finds nothing): Synapse
+    /// takes any signed request as a sign that a server it was backing off from is back.
+    pub async fn contact(&self, other: &Side<'_>) {
+        let alias = format!("#{}:{}", unique("nothing"), other.server);
+        let path = format!("/_matrix/client/v3/directory/room/{}", enc(&alias));
+        let (status, body) = self.api.get(&path, self.t()).await;
+        assert_eq!(status, 404, "{} looks up {alias}: {body}", self.server);
     }
 
     pub async fn typing(&self, room: &str, typing: bool) {

@@ -13,17 +13,26 @@ use std::time::Duration;
 
 use common::federation::eventually;
 use common::server::{TestServer, enc};
-use interop::{Side, synapse, trellis_side};
+use interop::{Side, Synapse, synapse, trellis_side};
 use serde_json::{Value, json};
+
+/// Synapse, and a new Trellis server beside it.
+async fn servers() -> (Synapse, TestServer) {
+    (synapse(), TestServer::start_federating().await)
+}
+
+/// A new user on each server: alice on Trellis, bob on Synapse.
+async fn users<'s, 't>(syn: &'s Synapse, t: &'t TestServer) -> (Side<'t>, Side<'s>) {
+    (trellis_side(t, "alice").await, syn.side("bob").await)
+}
 
 /// A room made by a Synapse user who names no room version is in Synapse's default version
 /// (12 in Synapse 1.163); a Trellis user must be able to join it and talk in it.
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn a_trellis_user_joins_a_room_of_synapses_default_version() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     let (status, body) = bob
         .api
         .get("/_matrix/client/v3/capabilities", bob.user.t())
@@ -134,18 +143,16 @@ fn ids(events: &[Value]) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn a_synapse_user_joins_talks_in_and_leaves_a_trellis_room() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     join_talk_and_leave(&alice, &bob).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn a_trellis_user_joins_talks_in_and_leaves_a_synapse_room() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     join_talk_and_leave(&bob, &alice).await;
 }
 
@@ -198,18 +205,16 @@ async fn invite_accept_and_reject(host: &Side<'_>, guest: &Side<'_>) {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn invites_from_trellis_to_synapse_are_accepted_and_rejected() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     invite_accept_and_reject(&alice, &bob).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn invites_from_synapse_to_trellis_are_accepted_and_rejected() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     invite_accept_and_reject(&bob, &alice).await;
 }
 
@@ -246,18 +251,16 @@ async fn late_joiner_pages_back(host: &Side<'_>, guest: &Side<'_>) {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn a_synapse_user_back_paginates_trellis_history() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     late_joiner_pages_back(&alice, &bob).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn a_trellis_user_back_paginates_synapse_history() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     late_joiner_pages_back(&bob, &alice).await;
 }
 
@@ -274,8 +277,7 @@ async fn trellis_fills_gaps_in_a_synapse_room() {
         c.federation.max_missing_events = 5;
     })
     .await;
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (alice, bob) = users(&syn, &t).await;
     let room = bob
         .create_room(json!({"preset": "public_chat", "name": "gaps"}))
         .await;
@@ -375,18 +377,16 @@ async fn timestamps_across(host: &Side<'_>, guest: &Side<'_>) {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn synapse_finds_trellis_events_by_timestamp() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     timestamps_across(&alice, &bob).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn trellis_finds_synapse_events_by_timestamp() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     timestamps_across(&bob, &alice).await;
 }
 
@@ -448,18 +448,16 @@ async fn space_with_a_remote_child(owner: &Side<'_>, other: &Side<'_>) {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn trellis_hierarchy_shows_a_child_on_synapse() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     space_with_a_remote_child(&alice, &bob).await;
 }
 
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn synapse_hierarchy_shows_a_child_on_trellis() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     space_with_a_remote_child(&bob, &alice).await;
 }
 
@@ -467,9 +465,8 @@ async fn synapse_hierarchy_shows_a_child_on_trellis() {
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn typing_and_receipts_cross_both_ways() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     let room = alice
         .create_room(json!({"preset": "public_chat", "name": "ephemeral"}))
         .await;
@@ -543,9 +540,8 @@ fn ephemeral<'a>(sync: &'a Value, room: &str, kind: &'a str) -> impl Iterator<It
 #[tokio::test]
 #[ignore = "needs a running Synapse: run scripts/interop"]
 async fn encrypted_room_keys_and_device_lists_cross_both_ways() {
-    let (syn, t) = (synapse(), TestServer::start_federating().await);
-    let alice = trellis_side(&t, "alice").await;
-    let bob = syn.side("bob").await;
+    let (syn, t) = servers().await;
+    let (alice, bob) = users(&syn, &t).await;
     alice.upload_keys().await;
     bob.upload_keys().await;
     let room = alice

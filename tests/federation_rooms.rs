@@ -158,6 +158,36 @@ async fn a_stopped_server_receives_what_it_missed() {
     .await;
 }
 
+/// createRoom's `invite` names a user of another server: the invite goes through that
+/// server (which must countersign it), as a later /invite would, and keeps `is_direct`.
+#[tokio::test]
+async fn create_room_invites_users_of_other_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true}),
+        )
+        .await;
+    let sync = b.sync(&bob, "").await;
+    let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    let own = invite
+        .as_array()
+        .and_then(|i| i.iter().find(|e| e["state_key"] == bob.user_id.as_str()))
+        .unwrap_or_else(|| panic!("bob's server has the invite: {sync}"));
+    assert_eq!(own["content"]["membership"], "invite");
+    assert_eq!(own["content"]["is_direct"], true);
+    b.join(&bob, &room).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob joined", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn invites_joins_rejections_and_leaves_across_servers() {
     let a = TestServer::start_federating().await;

@@ -204,13 +204,15 @@ impl Rooms {
     /// Invite a user of another server: the invite is built and authorised here, `countersign`
     /// has the invitee's server sign it (given the room, the prepared event and the PDUs of
     /// the room's public basics as JSON), and the countersigned event is stored. The room
-    /// lock is held throughout so the event still extends the room when stored.
+    /// lock is held throughout so the event still extends the room when stored. `is_direct`
+    /// marks the invite to a direct chat (createRoom's `is_direct`).
     pub async fn invite_with<F, Fut>(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         invitee: &UserId,
         reason: Option<&str>,
+        is_direct: bool,
         countersign: F,
     ) -> Result<ruma::OwnedEventId>
     where
@@ -221,6 +223,9 @@ impl Rooms {
         content.insert("membership".into(), "invite".into());
         if let Some(r) = reason {
             content.insert("reason".into(), r.into());
+        }
+        if is_direct {
+            content.insert("is_direct".into(), true.into());
         }
         let new = super::pdu::NewContent {
             kind: ruma::events::TimelineEventType::RoomMember,

@@ -1,7 +1,7 @@
 //! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
 //!
 //! Module dependencies point one way:
-//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`.
+//! `server → http → { e2e, media } → sync → { federation → room } → { account, keys } → db → config, error`.
 //! `room` never calls `federation`; an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 
@@ -16,6 +16,7 @@ pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod media;
 pub mod room;
 pub mod server;
 pub mod sync;

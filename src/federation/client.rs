@@ -42,6 +42,12 @@ pub enum FederationError {
     InvalidResponse(OwnedServerName, String),
     #[error("could not build the request: {0}")]
     Request(String),
+    /// A URL (media redirect, URL preview) that may not or could not be fetched.
+    #[error("{url}: {reason}")]
+    Url { url: String, reason: String },
+    /// A URL whose host resolves only to addresses outbound requests may not reach.
+    #[error("{0} resolves only to addresses outbound requests may not reach")]
+    ForbiddenUrl(String),
 }
 
 impl FederationError {
@@ -220,16 +226,36 @@ pub struct FederationClient {
     guard: AddressGuard,
 }
 
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+
 fn http_client(
     guard: &AddressGuard,
     srv: Option<SrvRoutes>,
     verify_tls: bool,
 ) -> reqwest::ClientBuilder {
+    // The resolver never sees a redirect to an IP literal, so the guard checks those here.
+    let redirect_guard = guard.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        let refused = attempt
+            .url()
+            .host()
+            .and_then(|h| literal_ip(&h))
+            .is_some_and(|ip| !redirect_guard.allows(ip));
+        if refused {
+            attempt.error("redirect to an address outbound requests may not reach")
+        } else if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
             guard: guard.clone(),
             srv,
         }))
+        .redirect(redirects)
         .danger_accept_invalid_certs(!verify_tls)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(15))
@@ -270,6 +296,56 @@ impl FederationClient {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutboundAuth,
     {
+        let response = self.dispatch(destination, request, None).await?;
+        let status = response.status();
+        let bytes = read_limited(response)
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
+        if !status.is_success() {
+            return Err(remote_error(destination, status, &bytes));
+        }
+        let http_response = http::Response::builder()
+            .status(status)
+            .body(&bytes[..])
+            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(http_response)
+            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))
+    }
+
+    /// Like [`Self::send`], for answers too large to hold in memory (media): the response is
+    /// handed back once its headers arrive, and the caller reads and bounds the body, which
+    /// must arrive within `timeout`.
+    #[tracing::instrument(name = "federation_request", skip_all, fields(%destination, path = R::PATH_BUILDER.path()))]
+    pub async fn send_streaming<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutboundAuth,
+    {
+        let response = self.dispatch(destination, request, Some(timeout)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_limited(response).await.unwrap_or_default();
+            return Err(remote_error(destination, status, &bytes));
+        }
+        Ok(response)
+    }
+
+    /// Discover `destination`, sign `request` and send it; any status comes back.
+    async fn dispatch<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutboundAuth,
+    {
         let target = self
             .discovery
             .resolve(destination)
@@ -299,30 +375,88 @@ impl FederationClient {
             .request(parts.method, &url)
             .body(body)
             .header(http::header::HOST, &target.host_header);
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
         for (name, value) in &parts.headers {
             builder = builder.header(name, value);
         }
-        let unreachable =
-            |e: reqwest::Error| FederationError::Unreachable(destination.to_owned(), e.to_string());
-        let response = builder.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let bytes = read_limited(response).await.map_err(unreachable)?;
-        if !status.is_success() {
-            let errcode = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["errcode"].as_str().map(str::to_owned));
-            return Err(FederationError::Remote {
-                server: destination.to_owned(),
-                status: status.as_u16(),
-                errcode,
-            });
+        builder
+            .send()
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))
+    }
+
+    /// GET an `http(s)` URL that is not a Matrix server's (a media redirect, a page to
+    /// preview), unsigned, through the same address guard as federation. The response comes
+    /// back once its headers arrive; its body must arrive within `timeout`.
+    #[tracing::instrument(name = "url_request", skip_all, fields(%url))]
+    pub async fn get_url(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError> {
+        let failed = |reason: String| FederationError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(failed("only http and https URLs are fetched".to_owned()));
         }
-        let http_response = http::Response::builder()
-            .status(status)
-            .body(&bytes[..])
-            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(http_response)
-            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))
+        let host = parsed.host().ok_or_else(|| failed("no host".to_owned()))?;
+        // The resolver checks every connection; checking first too lets a refusal be told
+        // apart from an unreachable host.
+        let allowed = match literal_ip(&host) {
+            Some(ip) => self.guard.allows(ip),
+            None => {
+                let port = parsed.port_or_known_default().unwrap_or(443);
+                let name = host.to_string();
+                tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                    .any(|a| self.guard.allows(a.ip()))
+            }
+        };
+        if !allowed {
+            return Err(FederationError::ForbiddenUrl(url.to_owned()));
+        }
+        let response = self
+            .http
+            .get(parsed)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("answered {}", response.status())));
+        }
+        Ok(response)
+    }
+}
+
+/// The IP address of a URL host that is an IP literal.
+fn literal_ip(host: &url::Host<&str>) -> Option<IpAddr> {
+    match host {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(*v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(*v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// The error for a non-success answer, keeping the errcode the remote gave, if any.
+fn remote_error(
+    destination: &ServerName,
+    status: http::StatusCode,
+    body: &[u8],
+) -> FederationError {
+    let errcode = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errcode"].as_str().map(str::to_owned));
+    FederationError::Remote {
+        server: destination.to_owned(),
+        status: status.as_u16(),
+        errcode,
     }
 }
 

@@ -11,6 +11,7 @@ mod discovery;
 mod filter;
 mod keys;
 mod legacy;
+mod media;
 mod members;
 mod membership;
 mod message;
@@ -59,6 +60,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = typing::routes(r);
     let r = receipt::routes(r);
     let r = presence::routes(r);
+    let r = media::routes(r);
     sync::routes(r)
 }
 

@@ -3,6 +3,7 @@
 mod directory;
 mod discovery;
 mod events;
+mod media;
 mod membership;
 mod notary;
 mod query;
@@ -21,5 +22,6 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = events::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
+    let r = media::routes(r);
     user_keys::routes(r)
 }

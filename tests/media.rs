@@ -459,7 +459,7 @@ async fn legacy_endpoints_serve_only_media_from_before_the_freeze() {
     let legacy = |mxc: &str| format!("/_matrix/media/v3/download/{}", tail(mxc));
     let legacy_thumb = |mxc: &str| {
         format!(
-            "/_matrix/media/v3/thumbnail/{}?width=32&height=32",
+            "/_matrix/media/v3/thumbnail/{}?width=32&height=32&method=crop",
             tail(mxc)
         )
     };

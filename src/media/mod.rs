@@ -28,7 +28,7 @@ use crate::db::media::{self as db, MediaRow, NewMedia};
 use crate::error::{Error, Result};
 use crate::federation::client::FederationClient;
 use store::{MediaStore, StoreError, Stored};
-use thumbnail::{Fit, ThumbnailError};
+use thumbnail::{ThumbnailError, Wanted};
 
 /// Longest a download waits for a reserved URI's content, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -279,26 +279,23 @@ impl Media {
 
     /// A thumbnail of an image, at the recommended size nearest to what is asked, made once
     /// and stored.
-    #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(skip_all, fields(%server, %media_id, width, height))]
+    #[tracing::instrument(skip_all, fields(%server, %media_id, width = wanted.width, height = wanted.height))]
     pub async fn thumbnail(
         &self,
         server: &ServerName,
         media_id: &str,
-        width: u32,
-        height: u32,
-        fit: Fit,
+        wanted: Wanted,
         wait: Duration,
         access: Access,
     ) -> Result<MediaFile> {
-        if width == 0 || height == 0 {
+        if wanted.width == 0 || wanted.height == 0 {
             return Err(Error::invalid_param("width and height must be positive"));
         }
         let row = self.resolve(server, media_id, wait, access).await?;
         if row.not_an_image {
             return Err(not_thumbnailable());
         }
-        let size = thumbnail::choose(width, height, fit);
+        let size = thumbnail::choose(wanted.width, wanted.height, wanted.fit);
         let inner = &self.inner;
         let stored = || {
             db::thumbnail(
@@ -442,9 +439,7 @@ impl Media {
         access: Access,
     ) -> Result<MediaRow> {
         let inner = &self.inner;
-        if let Some(row) = db::get(&inner.db, server.as_str(), media_id).await?
-            && row.sha256.is_some()
-        {
+        if let Some(row) = self.cached(server, media_id).await? {
             return Ok(row);
         }
         let may_fetch = match access {
@@ -459,12 +454,17 @@ impl Media {
             return Err(unknown_media());
         }
         let _busy = inner.busy.lock(format!("fetch/{server}/{media_id}")).await;
-        if let Some(row) = db::get(&inner.db, server.as_str(), media_id).await?
-            && row.sha256.is_some()
-        {
+        // Whoever held the lock before us may have fetched it.
+        if let Some(row) = self.cached(server, media_id).await? {
             return Ok(row);
         }
         self.fetch_remote(server, media_id, wait).await
+    }
+
+    /// A remote media's row, when its content is cached here.
+    async fn cached(&self, server: &ServerName, media_id: &str) -> Result<Option<MediaRow>> {
+        let row = db::get(&self.inner.db, server.as_str(), media_id).await?;
+        Ok(row.filter(|r| r.sha256.is_some()))
     }
 
     async fn store<S, E>(&self, body: S) -> Result<Stored>

@@ -53,12 +53,7 @@ impl Media {
             .get_url(url, FETCH_TIMEOUT)
             .await
             .map_err(preview_error)?;
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(essence)
-            .unwrap_or_default();
+        let content_type = content_type_of(&response);
         let preview = if content_type.starts_with("image/") {
             Value::Object(self.store_image(response, &content_type).await?)
         } else if content_type == "text/html" || content_type == "application/xhtml+xml" {
@@ -84,12 +79,7 @@ impl Media {
         };
         let fetched = match self.inner.client.get_url(&image_url, FETCH_TIMEOUT).await {
             Ok(response) => {
-                let content_type = response
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .map(essence)
-                    .unwrap_or_default();
+                let content_type = content_type_of(&response);
                 if content_type.starts_with("image/") {
                     self.store_image(response, &content_type).await
                 } else {
@@ -161,6 +151,16 @@ impl Media {
         }
         Ok(fields)
     }
+}
+
+/// The essence of a response's content type; empty when it has none.
+fn content_type_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(essence)
+        .unwrap_or_default()
 }
 
 /// A refused address is the caller's doing (403); anything else is the site's failure (502).

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use ruma::UInt;
 use ruma::media::Method;
 
 /// The sizes the spec recommends servers generate.
@@ -59,6 +60,26 @@ impl Size {
             width,
             height,
             method,
+        }
+    }
+}
+
+/// A thumbnail as asked for by a client or a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    pub width: u32,
+    pub height: u32,
+    pub fit: Fit,
+}
+
+impl Wanted {
+    /// From a request's query: sizes past `u32` are as good as infinite, no method is `scale`.
+    pub fn new(width: UInt, height: UInt, method: Option<&Method>) -> Wanted {
+        let dimension = |n: UInt| u32::try_from(u64::from(n)).unwrap_or(u32::MAX);
+        Wanted {
+            width: dimension(width),
+            height: dimension(height),
+            fit: Fit::from_method(method),
         }
     }
 }

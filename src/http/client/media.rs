@@ -25,7 +25,7 @@ use ruma::{MilliSecondsSinceUnixEpoch, ServerName, UInt};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, RumaResponse, RumaStream, route, route_raw};
-use crate::media::thumbnail::Fit;
+use crate::media::thumbnail::Wanted;
 use crate::media::{Access, MediaFile, Upload};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -152,9 +152,7 @@ async fn thumbnail_route(
         .thumbnail(
             &b.server_name,
             &b.media_id,
-            dimension(b.width),
-            dimension(b.height),
-            Fit::from_method(b.method.as_ref()),
+            Wanted::new(b.width, b.height, b.method.as_ref()),
             b.timeout_ms,
             Access::Client,
         )
@@ -235,9 +233,7 @@ async fn legacy_thumbnail_route(
         .thumbnail(
             &b.server_name,
             &b.media_id,
-            dimension(b.width),
-            dimension(b.height),
-            Fit::from_method(b.method.as_ref()),
+            Wanted::new(b.width, b.height, b.method.as_ref()),
             b.timeout_ms,
             Access::Legacy {
                 allow_remote: b.allow_remote,
@@ -292,10 +288,6 @@ fn check_length(state: &AppState, length: Option<u64>) -> Result<()> {
 
 fn upload_size(state: &AppState) -> UInt {
     UInt::try_from(state.media.max_upload_size()).unwrap_or(UInt::MAX)
-}
-
-fn dimension(n: UInt) -> u32 {
-    u32::try_from(u64::from(n)).unwrap_or(u32::MAX)
 }
 
 fn raw(value: &serde_json::Value) -> Result<Box<serde_json::value::RawValue>> {

@@ -11,14 +11,13 @@ use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
 use http::{HeaderValue, header};
-use ruma::UInt;
 use ruma::api::federation::authenticated_media::{get_content, get_content_thumbnail};
 
 use crate::app::AppState;
 use crate::error::Result;
 use crate::http::ruma::{Ruma, route_raw};
 use crate::media::multipart::MultipartWriter;
-use crate::media::thumbnail::Fit;
+use crate::media::thumbnail::Wanted;
 use crate::media::{Access, MediaFile};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -47,15 +46,12 @@ async fn thumbnail_route(
     req: Ruma<get_content_thumbnail::v1::Request>,
 ) -> Result<Response> {
     let b = req.body;
-    let dimension = |n: UInt| u32::try_from(u64::from(n)).unwrap_or(u32::MAX);
     let file = state
         .media
         .thumbnail(
             state.keys.server_name(),
             &b.media_id,
-            dimension(b.width),
-            dimension(b.height),
-            Fit::from_method(b.method.as_ref()),
+            Wanted::new(b.width, b.height, b.method.as_ref()),
             b.timeout_ms,
             Access::Federation,
         )

@@ -1,7 +1,8 @@
 //! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
 //!
 //! Module dependencies point one way:
-//! `server → http → { e2e, media } → sync → { federation → room } → { account, keys } → db → config, error`.
+//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`,
+//! and `http → media → federation` (media fetches remote files through the federation client).
 //! `room` never calls `federation`; an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 

@@ -654,4 +654,35 @@ mod tests {
         assert!(!server.is_finished());
         server.abort();
     }
+
+    /// A redirect to an IP literal never reaches the resolver, so the redirect policy checks
+    /// it: only 127.0.0.2 is allowed here, and the redirect to 127.0.0.3 is refused.
+    #[tokio::test]
+    async fn redirects_to_refused_addresses_are_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await.unwrap();
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.3:{port}/x\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let guard = AddressGuard::new(&FederationConfig {
+            ip_range_allowlist: vec!["127.0.0.2/32".into()],
+            ..FederationConfig::default()
+        });
+        let client = http_client(&guard, None, true).build().unwrap();
+        let error = client
+            .get(format!("http://127.0.0.2:{port}/"))
+            .send()
+            .await
+            .expect_err("the redirect must be refused");
+        assert!(error.is_redirect(), "{error:?}");
+        server.await.unwrap();
+    }
 }

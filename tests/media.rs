@@ -4,140 +4,13 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use common::federation::signed_request;
+use common::media::*;
 use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
-
-/// A PNG of `w` x `h` pixels.
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 90]));
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-/// A raw answer: status, headers, body.
-struct Got {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Bytes,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// As (status, JSON) for [`assert_error`].
-    fn json(&self) -> (u16, Value) {
-        (
-            self.status,
-            serde_json::from_slice(&self.body).unwrap_or(Value::Null),
-        )
-    }
-
-    fn image_dimensions(&self) -> (u32, u32) {
-        let img = image::load_from_memory(&self.body).expect("a decodable image");
-        (img.width(), img.height())
-    }
-}
-
-async fn got(response: reqwest::Response) -> Got {
-    Got {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.bytes().await.expect("body"),
-    }
-}
-
-async fn get(s: &TestServer, path: &str, token: Option<&str>) -> Got {
-    let mut request = s.http.get(s.url(path));
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    got(request.send().await.expect("request")).await
-}
-
-async fn upload_raw(
-    s: &TestServer,
-    u: &User,
-    body: impl Into<reqwest::Body>,
-    content_type: &str,
-    filename: Option<&str>,
-) -> Got {
-    let mut url = s.url("/_matrix/media/v3/upload");
-    if let Some(f) = filename {
-        url.push_str(&format!("?filename={}", enc(f)));
-    }
-    let request = s
-        .http
-        .post(url)
-        .bearer_auth(&u.token)
-        .header("content-type", content_type)
-        .body(body);
-    got(request.send().await.expect("upload")).await
-}
-
-/// Upload, asserting success; returns the mxc:// URI.
-async fn upload(
-    s: &TestServer,
-    u: &User,
-    bytes: &[u8],
-    content_type: &str,
-    filename: Option<&str>,
-) -> String {
-    let res = upload_raw(s, u, bytes.to_vec(), content_type, filename).await;
-    let (status, body) = res.json();
-    assert_eq!(status, 200, "upload: {body}");
-    body["content_uri"]
-        .as_str()
-        .expect("content_uri")
-        .to_owned()
-}
-
-/// `mxc://server/id` as the `server/id` of a media path.
-fn tail(mxc: &str) -> &str {
-    mxc.strip_prefix("mxc://").expect("an mxc URI")
-}
-
-async fn db(s: &TestServer) -> sqlx::PgPool {
-    sqlx::PgPool::connect(s.config.database.url.as_deref().expect("database url"))
-        .await
-        .expect("db")
-}
-
-/// Regular files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        files_under(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_download_and_thumbnail_an_image_and_a_non_image() {
@@ -594,105 +467,20 @@ async fn remote_media_is_fetched_over_federation_and_cached() {
     b.shutdown().await;
 }
 
-/// A plain-HTTP site on loopback: `/page` (HTML with OpenGraph), `/cat.png`. Counts requests.
-async fn website(image: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let page = r#"<html><head><title>A cat</title>
-        <meta property="og:description" content="The cat &amp; its hat">
-        <meta property="og:image" content="/cat.png"></head><body>meow</body></html>"#;
-    let app = axum::Router::new()
-        .route(
-            "/page",
-            axum::routing::get(move || async move {
-                ([("content-type", "text/html; charset=utf-8")], page)
-            }),
-        )
-        .route(
-            "/cat.png",
-            axum::routing::get(move || {
-                let image = image.clone();
-                async move {
-                    (
-                        [
-                            ("content-type", "image/png"),
-                            ("content-disposition", "inline; filename=\"cat.png\""),
-                        ],
-                        image,
-                    )
-                }
-            }),
-        )
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                next.run(req)
-            },
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, hits)
-}
-
-/// A "homeserver" on 127.0.0.1 over TLS that answers every federation media request with
-/// the redirect form: a multipart body whose content part is only a `Location` header.
-async fn redirecting_homeserver(location: String) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls;
-
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.cert.der().clone()],
-            rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()).into(),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = format!(
-        "--fedbound\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--fedbound\r\n\
-         Location: {location}\r\n\r\n\r\n--fedbound--\r\n"
-    );
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: multipart/mixed; boundary=fedbound\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let response = response.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tls.read_exact(&mut byte).await.is_err() {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_media_in_the_redirect_form_is_followed() {
     let image = png(64, 48);
     let (site, hits) = website(image.clone()).await;
-    let remote = redirecting_homeserver(format!("http://127.0.0.1:{site}/cat.png")).await;
+    // The content part is only a `Location` header.
+    let body = format!(
+        "--fedbound\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--fedbound\r\n\
+         Location: http://127.0.0.1:{site}/cat.png\r\n\r\n\r\n--fedbound--\r\n"
+    );
+    let remote = fake_homeserver(move |_| {
+        let content_type = [("content-type", "multipart/mixed; boundary=fedbound")];
+        http_response("200 OK", &content_type, body.as_bytes())
+    })
+    .await;
     let b = TestServer::start_federating().await;
     let bob = b.register("bob", "bob-password").await;
     let path = format!("/_matrix/client/v1/media/download/127.0.0.1:{remote}/RedirectedMedia");
@@ -775,4 +563,57 @@ async fn url_previews_are_off_by_default_and_guarded_when_on() {
     assert_eq!(preview(&open, &alice, &page).await.1, og);
     assert_eq!(hits.load(Ordering::SeqCst), before);
     open.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_without_authenticated_media_are_asked_on_the_legacy_endpoint() {
+    let image = png(30, 20);
+    let file = image.clone();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let remote = fake_homeserver(move |line| {
+        log.lock().unwrap().push(line.to_owned());
+        if line.contains("/_matrix/federation/v1/media/download/OldMedia") {
+            let json = [("content-type", "application/json")];
+            let body = br#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#;
+            http_response("404 Not Found", &json, body)
+        } else if line.contains("/_matrix/media/v3/download/")
+            && line.contains("allow_remote=false")
+        {
+            let headers = [
+                ("content-type", "image/png"),
+                ("content-disposition", "attachment; filename=\"old.png\""),
+            ];
+            http_response("200 OK", &headers, &file)
+        } else {
+            let json = [("content-type", "application/json")];
+            http_response(
+                "404 Not Found",
+                &json,
+                br#"{"errcode":"M_NOT_FOUND","error":"no"}"#,
+            )
+        }
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let bob = b.register("bob", "bob-password").await;
+    let path = format!("/_matrix/client/v1/media/download/127.0.0.1:{remote}/OldMedia");
+    let res = get(&b, &path, bob.t()).await;
+    assert_eq!(res.status, 200, "{:?}", res.json());
+    assert_eq!(&res.body[..], &image[..]);
+    assert_eq!(
+        res.header("content-disposition"),
+        "inline; filename=old.png"
+    );
+    assert_eq!(
+        asked.lock().unwrap().len(),
+        2,
+        "{:?}",
+        asked.lock().unwrap()
+    );
+    // A plain 404 from the authenticated endpoint is the answer; no fallback.
+    let missing = format!("/_matrix/client/v1/media/download/127.0.0.1:{remote}/Missing");
+    assert_error(&get(&b, &missing, bob.t()).await.json(), 404, "M_NOT_FOUND");
+    assert_eq!(asked.lock().unwrap().len(), 3);
+    b.shutdown().await;
 }

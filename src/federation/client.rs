@@ -21,7 +21,7 @@ use ruma::api::{
 };
 use ruma::{OwnedServerName, ServerName};
 
-use super::discovery::{Connect, Discovery, NetLookup, SrvTarget};
+use super::discovery::{Connect, Discovery, NetLookup, SrvTarget, Target};
 use crate::config::{FederationConfig, IpRange};
 use crate::error::Error;
 use crate::keys::ServerKeys;
@@ -54,6 +54,15 @@ impl FederationError {
     /// The remote answered 404 (or M_NOT_FOUND).
     pub fn is_not_found(&self) -> bool {
         matches!(self, FederationError::Remote { status: 404, .. })
+    }
+
+    /// The remote does not know the endpoint at all (an older server).
+    pub fn is_unrecognized(&self) -> bool {
+        matches!(
+            self,
+            FederationError::Remote { status: 404 | 405 | 400, errcode: Some(e), .. }
+                if e == "M_UNRECOGNIZED"
+        )
     }
 }
 
@@ -346,24 +355,7 @@ impl FederationClient {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutboundAuth,
     {
-        let target = self
-            .discovery
-            .resolve(destination)
-            .await
-            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
-        // The connector dials an IP literal without asking the resolver, so check it here.
-        if let Ok(ip) = target.name.parse::<IpAddr>()
-            && !self.guard.allows(ip)
-        {
-            return Err(FederationError::ForbiddenAddress(destination.to_owned()));
-        }
-        let client = match &target.connect {
-            Connect::Port(_) => &self.http,
-            Connect::Srv(targets) => {
-                self.srv_routes.set(&target.name, targets);
-                &self.srv_http
-            }
-        };
+        let (target, client) = self.route(destination).await?;
         let origin = self.keys.server_name();
         let auth = <R::Authentication as OutboundAuth>::input(origin, destination, &self.keys);
         let http_request = request
@@ -385,6 +377,58 @@ impl FederationClient {
             .send()
             .await
             .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))
+    }
+
+    /// Where requests to `destination` go, and the client that connects there.
+    async fn route(
+        &self,
+        destination: &ServerName,
+    ) -> Result<(Target, &reqwest::Client), FederationError> {
+        let target = self
+            .discovery
+            .resolve(destination)
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
+        // The connector dials an IP literal without asking the resolver, so check it here.
+        if let Ok(ip) = target.name.parse::<IpAddr>()
+            && !self.guard.allows(ip)
+        {
+            return Err(FederationError::ForbiddenAddress(destination.to_owned()));
+        }
+        let client = match &target.connect {
+            Connect::Port(_) => &self.http,
+            Connect::Srv(targets) => {
+                self.srv_routes.set(&target.name, targets);
+                &self.srv_http
+            }
+        };
+        Ok((target, client))
+    }
+
+    /// An unsigned GET of `path_and_query` on `destination`'s federation address, for the
+    /// few client-server endpoints servers ask of each other (legacy media downloads from
+    /// servers without authenticated media). Answered like [`Self::send_streaming`].
+    #[tracing::instrument(name = "federation_request", skip_all, fields(%destination, path = path_and_query))]
+    pub async fn get_unsigned(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError> {
+        let (target, client) = self.route(destination).await?;
+        let response = client
+            .get(format!("{}{path_and_query}", target.base_url()))
+            .header(http::header::HOST, &target.host_header)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_limited(response).await.unwrap_or_default();
+            return Err(remote_error(destination, status, &bytes));
+        }
+        Ok(response)
     }
 
     /// GET an `http(s)` URL that is not a Matrix server's (a media redirect, a page to
@@ -474,7 +518,6 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::discovery::Target;
 
     #[test]
     fn private_addresses_are_refused_unless_allowed() {

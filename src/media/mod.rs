@@ -106,7 +106,7 @@ struct Inner {
     /// One remote fetch or thumbnail at a time per media, so a burst of requests for the
     /// same file does the work once.
     busy: KeyedLocks,
-    thumbnail_workers: Semaphore,
+    thumbnail_workers: Arc<Semaphore>,
 }
 
 impl Media {
@@ -126,7 +126,7 @@ impl Media {
                 client,
                 uploaded: Notify::new(),
                 busy: KeyedLocks::default(),
-                thumbnail_workers: Semaphore::new(THUMBNAIL_WORKERS),
+                thumbnail_workers: Arc::new(Semaphore::new(THUMBNAIL_WORKERS)),
             }),
         })
     }
@@ -335,12 +335,19 @@ impl Media {
         let sha256 = row.sha256.as_deref().ok_or_else(missing_file)?;
         let path = inner.store.path(sha256);
         let max_pixels = inner.config.max_image_pixels;
-        let _worker = inner
+        // The permit goes with the work: a render abandoned at the timeout still holds it
+        // until it really ends, so abandoned renders cannot pile up.
+        let worker = inner
             .thumbnail_workers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::internal("thumbnail workers closed"))?;
-        let job = tokio::task::spawn_blocking(move || thumbnail::render(&path, size, max_pixels));
+        let job = tokio::task::spawn_blocking(move || {
+            let rendered = thumbnail::render(&path, size, max_pixels);
+            drop(worker);
+            rendered
+        });
         let rendered = match tokio::time::timeout(THUMBNAIL_TIMEOUT, job).await {
             Err(_) => {
                 tracing::warn!("thumbnail took too long; abandoned");

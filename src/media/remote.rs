@@ -7,6 +7,7 @@ use ruma::api::federation::authenticated_media::get_content;
 use ruma::http_headers::ContentDisposition;
 
 use super::multipart::{self, MultipartError, MultipartReader};
+use super::store::{StoreError, Stored};
 use super::{Media, store_error};
 use crate::account::now_ms;
 use crate::db::media::{self as db, MediaRow, NewMedia};
@@ -16,11 +17,19 @@ use crate::federation::client::FederationError;
 /// Largest metadata part accepted (the spec's is `{}`).
 const MAX_METADATA: usize = 64 * 1024;
 
+/// A fetched file: where it was stored, with the content type and disposition it came with.
+struct Fetched {
+    stored: std::result::Result<Stored, StoreError>,
+    content_type: Option<String>,
+    disposition: Option<String>,
+}
+
 impl Media {
-    /// Download `mxc://server/media_id` from `server` with
-    /// `GET /_matrix/federation/v1/media/download`:
+    /// Download `mxc://server/media_id` from `server` and cache it:
     ///
-    /// 1. signed request; the answer's body is `multipart/mixed`;
+    /// 1. signed `GET /_matrix/federation/v1/media/download`; the answer is `multipart/mixed`
+    ///    (a server that does not know the endpoint is asked on the legacy unauthenticated
+    ///    `/_matrix/media/v3/download` instead, with `allow_remote=false`);
     /// 2. the first part is JSON metadata (checked to be an object, otherwise unused);
     /// 3. the second part is the file, streamed into the store under the upload size limit,
     ///    or a `Location` header, whose URL is fetched through the same address guard;
@@ -35,67 +44,35 @@ impl Media {
         let timeout = Duration::from_secs(inner.config.remote_timeout_secs);
         let mut request = get_content::v1::Request::new(media_id.to_owned());
         request.timeout_ms = wait;
-        let response = inner
-            .client
-            .send_streaming(server, request, timeout)
-            .await
-            .map_err(fetch_error)?;
-        let bad = |e: MultipartError| Error::Upstream(format!("{server}: media answer: {e}"));
-        let boundary =
-            multipart::boundary(header(response.headers(), "content-type").unwrap_or(""))
-                .map_err(bad)?;
-        let mut reader = MultipartReader::new(Box::pin(response.bytes_stream()), &boundary);
-
-        reader
-            .next_part()
-            .await
-            .map_err(bad)?
-            .ok_or_else(|| bad(MultipartError::Malformed("no metadata part")))?;
-        let metadata = reader.body_to_vec(MAX_METADATA).await.map_err(bad)?;
-        if !serde_json::from_slice::<serde_json::Value>(&metadata).is_ok_and(|v| v.is_object()) {
-            return Err(bad(MultipartError::Malformed(
-                "metadata is not a JSON object",
-            )));
-        }
-        let part = reader
-            .next_part()
-            .await
-            .map_err(bad)?
-            .ok_or_else(|| bad(MultipartError::Malformed("no content part")))?;
-
-        let max = inner.config.max_upload_size;
-        let (stored, content_type, disposition) = match part.get("location") {
-            Some(location) => {
-                let redirected = inner
+        let fetched = match inner.client.send_streaming(server, request, timeout).await {
+            Ok(response) => self.read_multipart(server, response, timeout).await?,
+            Err(e) if e.is_unrecognized() => {
+                let path = format!(
+                    "/_matrix/media/v3/download/{server}/{media_id}?allow_remote=false&timeout_ms={}",
+                    wait.as_millis()
+                );
+                let response = inner
                     .client
-                    .get_url(location, timeout)
+                    .get_unsigned(server, &path, timeout)
                     .await
                     .map_err(fetch_error)?;
-                let content_type = header(redirected.headers(), "content-type").map(str::to_owned);
-                let disposition =
-                    header(redirected.headers(), "content-disposition").map(str::to_owned);
-                let stored = inner.store.write(redirected.bytes_stream(), max).await;
-                (stored, content_type, disposition)
+                self.read_plain(response).await
             }
-            None => {
-                let content_type = part.get("content-type").map(str::to_owned);
-                let disposition = part.get("content-disposition").map(str::to_owned);
-                let stored = inner.store.write(reader.body_stream(), max).await;
-                (stored, content_type, disposition)
-            }
+            Err(e) => return Err(fetch_error(e)),
         };
-        let stored = stored.map_err(|e| match store_error(e) {
+        let stored = fetched.stored.map_err(|e| match store_error(e) {
             // Their content, not our caller's request, was at fault.
             Error::Matrix { message, .. } | Error::BadRequest(message) => {
                 Error::Upstream(format!("{server}: {message}"))
             }
             other => other,
         })?;
-        let filename = disposition
+        let filename = fetched
+            .disposition
             .and_then(|d| d.parse::<ContentDisposition>().ok())
             .and_then(|d| d.filename)
             .filter(|f| f.len() <= 255);
-        let content_type = content_type.filter(|c| super::is_header_safe(c));
+        let content_type = fetched.content_type.filter(|c| super::is_header_safe(c));
         db::insert(
             &inner.db,
             &NewMedia {
@@ -114,6 +91,66 @@ impl Media {
         db::get(&inner.db, server.as_str(), media_id)
             .await?
             .ok_or_else(|| Error::internal("cached remote media row vanished"))
+    }
+
+    /// Steps 2 and 3: the parts of a federation media answer.
+    async fn read_multipart(
+        &self,
+        server: &ServerName,
+        response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Fetched> {
+        let bad = |e: MultipartError| Error::Upstream(format!("{server}: media answer: {e}"));
+        let content_type = header(response.headers(), "content-type").unwrap_or("");
+        let boundary = multipart::boundary(content_type).map_err(bad)?;
+        let mut reader = MultipartReader::new(Box::pin(response.bytes_stream()), &boundary);
+        reader
+            .next_part()
+            .await
+            .map_err(bad)?
+            .ok_or_else(|| bad(MultipartError::Malformed("no metadata part")))?;
+        let metadata = reader.body_to_vec(MAX_METADATA).await.map_err(bad)?;
+        if !serde_json::from_slice::<serde_json::Value>(&metadata).is_ok_and(|v| v.is_object()) {
+            return Err(bad(MultipartError::Malformed(
+                "metadata is not a JSON object",
+            )));
+        }
+        let part = reader
+            .next_part()
+            .await
+            .map_err(bad)?
+            .ok_or_else(|| bad(MultipartError::Malformed("no content part")))?;
+        if let Some(location) = part.get("location") {
+            let redirected = self
+                .inner
+                .client
+                .get_url(location, timeout)
+                .await
+                .map_err(fetch_error)?;
+            return Ok(self.read_plain(redirected).await);
+        }
+        let stored = self
+            .inner
+            .store
+            .write(reader.body_stream(), self.inner.config.max_upload_size)
+            .await;
+        Ok(Fetched {
+            stored,
+            content_type: part.get("content-type").map(str::to_owned),
+            disposition: part.get("content-disposition").map(str::to_owned),
+        })
+    }
+
+    /// A file that is a whole HTTP response body, described by the response's headers.
+    async fn read_plain(&self, response: reqwest::Response) -> Fetched {
+        let content_type = header(response.headers(), "content-type").map(str::to_owned);
+        let disposition = header(response.headers(), "content-disposition").map(str::to_owned);
+        let max = self.inner.config.max_upload_size;
+        Fetched {
+            stored: self.inner.store.write(response.bytes_stream(), max).await,
+            content_type,
+            disposition,
+        }
     }
 }
 

@@ -154,6 +154,9 @@ pub struct FederationConfig {
     pub max_retry_interval_secs: u64,
     /// Most events fetched from another server to fill the gap before one incoming PDU.
     pub max_missing_events: u64,
+    /// How long, in seconds, another server's answer about a space is reused by the client
+    /// `/hierarchy` walk before that server is asked again; 0 asks every time.
+    pub hierarchy_cache_secs: u64,
 }
 
 impl Default for FederationConfig {
@@ -164,6 +167,7 @@ impl Default for FederationConfig {
             trusted_key_servers: Vec::new(),
             max_retry_interval_secs: 3600,
             max_missing_events: 100,
+            hierarchy_cache_secs: 3600,
         }
     }
 }

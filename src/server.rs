@@ -288,6 +288,22 @@ async fn serve(
     }
 }
 
+/// Serve `app` on an already bound `listener` (TLS with the PEM files when given) until
+/// `stop` turns true: the same serving loop for tools that stand up a Matrix peer of their
+/// own, such as the load tool's scripted federation peer.
+pub fn spawn_serving(
+    listener: TcpListener,
+    tls_pem: Option<(&Path, &Path)>,
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let tls = match tls_pem {
+        Some((cert, key)) => tls_acceptor(Some(cert), Some(key))?,
+        None => None,
+    };
+    Ok(tokio::spawn(serve(listener, tls, app, stop)))
+}
+
 fn tls_acceptor(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsAcceptor>> {
     let (Some(cert), Some(key)) = (cert, key) else {
         return Ok(None);

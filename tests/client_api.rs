@@ -498,3 +498,92 @@ async fn filters() {
     assert_error(&r, 400, "M_BAD_JSON");
     s.shutdown().await;
 }
+
+/// A profile change reaches every room the user is joined to as a new member event, as the
+/// spec asks (matrix-nio shows members by it); a change that alters nothing sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_changes_reach_the_users_rooms() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let shared = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let own = s.create_room(&alice, json!({})).await;
+    let left = s.create_room(&bob, json!({"preset": "public_chat"})).await;
+    s.join(&bob, &shared).await;
+    s.join(&alice, &left).await;
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{left}/leave"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let since = s.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    let base = format!("/_matrix/client/v3/profile/{}", alice.user_id);
+    let r = s
+        .put(
+            &format!("{base}/displayname"),
+            alice.t(),
+            &json!({"displayname": "Alice L"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = s
+        .put(
+            &format!("{base}/avatar_url"),
+            alice.t(),
+            &json!({"avatar_url": "mxc://trellis.test/a"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let member = |room: String, reader: &common::server::User| {
+        let s = &s;
+        let path = format!(
+            "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+            alice.user_id
+        );
+        let token = reader.token.clone();
+        async move { s.get(&path, Some(&token)).await }
+    };
+    for room in [&shared, &own] {
+        let (status, content) = member(room.clone(), &alice).await;
+        assert_eq!(status, 200, "{content}");
+        assert_eq!(content["membership"], "join");
+        assert_eq!(content["displayname"], "Alice L");
+        assert_eq!(content["avatar_url"], "mxc://trellis.test/a");
+    }
+    let (_, content) = member(left.clone(), &bob).await;
+    assert_eq!(content["membership"], "leave", "a left room is not touched");
+
+    // Bob sees both changes in the room they share, as member events from alice.
+    let next = s.sync(&bob, &format!("?since={since}")).await;
+    let changes: Vec<&serde_json::Value> = next["rooms"]["join"][&shared]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str())
+        .collect();
+    assert_eq!(changes.len(), 2, "{next}");
+    assert_eq!(changes[1]["content"]["displayname"], "Alice L");
+    assert_eq!(changes[1]["content"]["avatar_url"], "mxc://trellis.test/a");
+
+    // The same name again changes nothing, so no new event.
+    let since = next["next_batch"].as_str().expect("next_batch").to_owned();
+    let r = s
+        .put(
+            &format!("{base}/displayname"),
+            alice.t(),
+            &json!({"displayname": "Alice L"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let after = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
+    assert!(after["rooms"]["join"][&shared].is_null(), "{after}");
+}

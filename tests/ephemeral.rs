@@ -368,3 +368,24 @@ async fn presence_is_seen_by_co_members_only() {
     let (_, got) = s.get(&path(&bob), alice.t()).await;
     assert_eq!(got["presence"], "online");
 }
+
+/// matrix-nio sends an unthreaded receipt as `{"thread_id": null}`: a null optional field
+/// reads as an absent one. A field of the wrong type is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_thread_id_is_an_unthreaded_receipt() {
+    let (s, alice, bob, _carol, room) = setup().await;
+    let e1 = s.send_text(&alice, &room, "one").await;
+    let since = next(&s.sync(&bob, "").await);
+    let ok = receipt(&s, &alice, &room, "m.read", &e1, json!({"thread_id": null})).await;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    assert_error(
+        &receipt(&s, &alice, &room, "m.read", &e1, json!({"thread_id": 5})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    let seen = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
+    let r = ephemeral(&seen, &room, "m.receipt").expect("m.receipt for bob");
+    let mine = &r["content"][&e1]["m.read"][&alice.user_id];
+    assert!(mine["ts"].is_u64(), "{r}");
+    assert!(mine.get("thread_id").is_none(), "{r}");
+}

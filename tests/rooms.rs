@@ -879,3 +879,143 @@ async fn messages_lazy_load_members_of_senders_only() {
     assert_eq!(members, vec![talker.user_id.as_str()]);
     s.shutdown().await;
 }
+
+/// matrix-nio POSTs /join/{room} and /rooms/{room}/leave with no body at all; every field of
+/// those bodies is optional, so an empty body means `{}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_with_an_empty_body() {
+    let s = TestServer::start().await;
+    let owner = s.register("ivy", "ivy-password").await;
+    let guest = s.register("jed", "jed-password").await;
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    for path in [
+        format!("/_matrix/client/v3/join/{room}"),
+        format!("/_matrix/client/v3/rooms/{room}/leave"),
+        format!("/_matrix/client/v3/rooms/{room}/join"),
+    ] {
+        let r = s
+            .request(reqwest::Method::POST, &path, guest.t(), None)
+            .await;
+        assert_eq!(r.0, 200, "{path}: {}", r.1);
+    }
+    let members = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            owner.t(),
+        )
+        .await;
+    assert!(
+        members.1["joined"][&guest.user_id].is_object(),
+        "{}",
+        members.1
+    );
+    // A body that is there but is not JSON is still refused.
+    let r = s
+        .http
+        .post(s.url(&format!("/_matrix/client/v3/join/{room}")))
+        .bearer_auth(&guest.token)
+        .body("{not json")
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+/// /messages also starts from a `/sync` next_batch, as the spec allows (matrix-nio pages from
+/// it): backwards includes the last event before that position, forwards starts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_page_from_a_sync_token() {
+    let s = TestServer::start().await;
+    let u = s.register("kit", "kit-password").await;
+    let room = s.create_room(&u, json!({})).await;
+    for i in 0..3 {
+        s.send_text(&u, &room, &format!("early{i}")).await;
+    }
+    let middle = s.sync(&u, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    for i in 0..3 {
+        s.send_text(&u, &room, &format!("late{i}")).await;
+    }
+    let bodies = |v: &Value| -> Vec<String> {
+        v["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let base = format!("/_matrix/client/v3/rooms/{room}/messages");
+
+    let back = s
+        .get(&format!("{base}?dir=b&limit=3&from={middle}"), u.t())
+        .await;
+    assert_eq!(back.0, 200, "{}", back.1);
+    assert_eq!(bodies(&back.1), ["early2", "early1", "early0"]);
+    assert_eq!(back.1["start"], middle.as_str());
+    // Its `end` goes on from there, back to the room's creation.
+    let end = back.1["end"].as_str().expect("end");
+    let older = s
+        .get(&format!("{base}?dir=b&limit=50&from={end}"), u.t())
+        .await;
+    let chunk = older.1["chunk"].as_array().expect("chunk");
+    assert_eq!(
+        chunk.last().map(|e| &e["type"]),
+        Some(&json!("m.room.create"))
+    );
+    assert!(bodies(&older.1).is_empty(), "{}", older.1);
+
+    let forward = s
+        .get(&format!("{base}?dir=f&limit=10&from={middle}"), u.t())
+        .await;
+    assert_eq!(forward.0, 200, "{}", forward.1);
+    assert_eq!(bodies(&forward.1), ["late0", "late1", "late2"]);
+
+    // A sync token from before the room existed: nothing before it, everything after it.
+    let (_, reg) = s
+        .get(&format!("{base}?dir=b&from=s0_0_0_0_0_0_0"), u.t())
+        .await;
+    assert_eq!(reg["chunk"], json!([]), "{reg}");
+    assert_error(
+        &s.get(&format!("{base}?dir=b&from=s1_2"), u.t()).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+}
+
+/// A local join carries the joiner's display name and avatar in the member event, as a join
+/// through another server already did: clients (matrix-nio) name members from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_joins_carry_the_profile() {
+    let s = TestServer::start().await;
+    let owner = s.register("lena", "lena-password").await;
+    let guest = s.register("mo", "mo-password").await;
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/avatar_url", guest.user_id),
+            guest.t(),
+            &json!({"avatar_url": "mxc://trellis.test/mo"}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let room = s
+        .create_room(&owner, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&guest, &room).await;
+    let (status, content) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                guest.user_id
+            ),
+            owner.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{content}");
+    assert_eq!(content["membership"], "join");
+    assert_eq!(content["displayname"], "mo");
+    assert_eq!(content["avatar_url"], "mxc://trellis.test/mo");
+}

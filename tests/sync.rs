@@ -556,3 +556,73 @@ async fn sync_filters_are_honoured() {
     );
     assert!(event["event_id"].is_string());
 }
+
+/// A room joined since the token comes with its whole state, as in an initial sync: matrix-nio
+/// learns from it that the room is encrypted (and its name, members). Also when the user could
+/// not see the events that set that state (history visible to joined members only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_since_the_token_comes_with_its_state() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({
+                "name": "Secret garden",
+                "invite": [bob.user_id],
+                "initial_state": [
+                    {"type": "m.room.encryption", "state_key": "",
+                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                    {"type": "m.room.history_visibility", "state_key": "",
+                     "content": {"history_visibility": "joined"}},
+                ],
+            }),
+        )
+        .await;
+    // Bob's token is past everything in the room but the invite.
+    let first = s.sync(&bob, "").await;
+    assert!(first["rooms"]["invite"][&room].is_object(), "{first}");
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    s.join(&bob, &room).await;
+
+    let next = s.sync(&bob, &format!("?since={since}")).await;
+    let joined = &next["rooms"]["join"][&room];
+    let types: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    for wanted in [
+        "m.room.create",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.encryption",
+        "m.room.name",
+    ] {
+        assert!(types.contains(&wanted), "{wanted} missing from {joined}");
+    }
+    let alice_member = joined["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str());
+    assert!(alice_member, "{joined}");
+    let timeline = joined["timeline"]["events"].as_array().expect("timeline");
+    assert_eq!(
+        timeline.last().map(|e| &e["state_key"]),
+        Some(&json!(bob.user_id))
+    );
+
+    // A later incremental sync of the same room carries only what changed.
+    let since = next["next_batch"].as_str().expect("next_batch").to_owned();
+    s.send_text(&alice, &room, "hello").await;
+    let later = s.sync(&bob, &format!("?since={since}")).await;
+    let joined = &later["rooms"]["join"][&room];
+    assert!(
+        joined["state"]["events"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{joined}"
+    );
+    assert_eq!(bodies(&joined["timeline"]), ["hello"]);
+}

@@ -380,6 +380,25 @@ pub async fn timeline_page(
         .await
 }
 
+/// (depth, stream) of the room's last timeline event at or before stream position `at`.
+pub async fn last_at_stream(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    at: i64,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.depth, e.stream_ordering FROM events e
+         WHERE e.room_nid = $1 AND e.stream_ordering IS NOT NULL AND NOT e.outlier
+           AND e.stream_ordering <= $2
+         ORDER BY e.stream_ordering DESC
+         LIMIT 1",
+    )
+    .bind(room_nid)
+    .bind(at)
+    .fetch_optional(e)
+    .await
+}
+
 /// The event a client transaction produced, if it was sent before.
 pub async fn txn_event(
     e: impl PgExecutor<'_>,

@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 /// The server part of a user ID column, in SQL (everything after the first ':').
-const SERVER_OF_USER: &str = "substring(user_id from position(':' in user_id) + 1)";
+pub(super) const SERVER_OF_USER: &str = "substring(user_id from position(':' in user_id) + 1)";
 
 /// Queue PDU `event_nid` for every server with a joined member in the room, and for `also`
 /// (e.g. the target of a membership change, who may have just left), except `ours` and

@@ -16,6 +16,7 @@ pub mod reads;
 pub mod receipts;
 pub mod rooms;
 pub mod server_keys;
+pub mod spaces;
 pub mod state;
 pub mod sync;
 pub mod uiaa;

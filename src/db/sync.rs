@@ -109,6 +109,30 @@ pub async fn state_events_between(
     .await
 }
 
+/// The user's membership in each of the rooms as of stream position `at`: (room_nid,
+/// membership), rooms where they had none left out.
+pub async fn memberships_at(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    room_nids: &[i64],
+    at: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (e.room_nid) e.room_nid,
+                COALESCE(e.json::jsonb -> 'content' ->> 'membership', '')
+         FROM events e JOIN state_keys k USING (state_key_nid)
+         WHERE e.room_nid = ANY($1) AND k.event_type = 'm.room.member' AND k.state_key = $2
+           AND e.stream_ordering <= $3 AND NOT e.outlier
+           AND e.rejected_reason IS NULL AND NOT e.soft_failed
+         ORDER BY e.room_nid, e.stream_ordering DESC",
+    )
+    .bind(room_nids)
+    .bind(user_id)
+    .bind(at)
+    .fetch_all(e)
+    .await
+}
+
 /// Full state of several groups in one query: (group, event_nid).
 pub async fn states_of_groups(
     e: impl PgExecutor<'_>,

@@ -548,7 +548,7 @@ impl Federation {
         };
         if let Ok(room) = rooms.room(&room_id).await {
             if rooms.is_resident(&room).await? {
-                rooms.join(user, &room_id, reason).await?;
+                rooms.join(user, &room_id, reason, &profile).await?;
                 return Ok(room_id);
             }
             if let Some(inviter) = rooms.membership_sender(&room, user).await? {

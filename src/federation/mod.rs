@@ -5,6 +5,8 @@ pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod edus;
+pub mod hierarchy;
+pub mod hierarchy_remote;
 pub mod inbound;
 pub mod keys;
 pub mod membership;
@@ -29,6 +31,7 @@ pub struct Federation {
     pub client: Arc<FederationClient>,
     pub remote_keys: RemoteKeys,
     pub sender: Arc<sender::Sender>,
+    hierarchy: Arc<hierarchy::HierarchyState>,
     db: PgPool,
     server_keys: Arc<ServerKeys>,
     max_missing_events: u64,
@@ -52,6 +55,9 @@ impl Federation {
             remote_keys: RemoteKeys::new(db.clone(), client.clone(), notaries),
             client,
             sender,
+            hierarchy: Arc::new(hierarchy::HierarchyState::new(
+                std::time::Duration::from_secs(config.hierarchy_cache_secs),
+            )),
             db,
             server_keys: keys,
             max_missing_events: config.max_missing_events,

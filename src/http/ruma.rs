@@ -56,9 +56,23 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
-        let request = http::Request::from_parts(parts, &bytes[..]);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(request, &args).map_err(|e| parse_error(e, &bytes))?;
+        let retry = may_be_lenient(&bytes).then(|| parts.clone());
+        let mut parsed =
+            T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args);
+        if let (
+            Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_))),
+            Some(parts),
+            Some(lenient),
+        ) = (&parsed, retry, lenient_body(&bytes))
+        {
+            let again =
+                T::try_from_http_request(http::Request::from_parts(parts, &lenient[..]), &args);
+            if again.is_ok() {
+                parsed = again;
+            }
+        }
+        let body = parsed.map_err(|e| parse_error(e, &bytes))?;
         Ok(Ruma {
             body,
             auth,
@@ -124,6 +138,30 @@ where
             content_length,
         })
     }
+}
+
+/// Whether [`lenient_body`] might read `bytes` differently (cheap: no parsing).
+fn may_be_lenient(bytes: &[u8]) -> bool {
+    bytes.is_empty() || bytes.windows(4).any(|w| w == b"null")
+}
+
+/// A second reading of a body ruma refused, for optional fields that clients leave out in
+/// ways ruma does not take: no body at all (ruma's generated endpoints read it as `{}`, its
+/// hand-written ones such as join by ID or alias do not; matrix-nio POSTs /join with none),
+/// and top-level fields set to `null` (matrix-nio's unthreaded receipt sends
+/// `"thread_id": null`), read as absent. `None` when there is nothing to read differently.
+fn lenient_body(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.is_empty() {
+        return Some(b"{}".to_vec());
+    }
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).ok()?;
+    let before = object.len();
+    object.retain(|_, v| !v.is_null());
+    if object.len() == before {
+        return None;
+    }
+    serde_json::to_vec(&object).ok()
 }
 
 /// Map a ruma parse failure to the errcode the spec names for it.

@@ -39,7 +39,7 @@ pub const DEFAULT_PAGE: u64 = 100;
 pub const MAX_PAGE: u64 = 500;
 
 /// The state a directory entry is made of.
-const SUMMARY_TYPES: [&str; 8] = [
+pub(super) const SUMMARY_TYPES: [&str; 8] = [
     "m.room.create",
     "m.room.name",
     "m.room.topic",
@@ -391,12 +391,7 @@ impl Rooms {
 
         let rooms: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| {
-                let rules = RoomVersionId::try_from(r.room_version.as_str())
-                    .ok()
-                    .and_then(|v| v.rules());
-                (r.room_nid, rules)
-            })
+            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
             .collect();
         let state = self.state_contents(&rooms, &SUMMARY_TYPES).await?;
         let chunk = rows
@@ -427,7 +422,7 @@ impl Rooms {
 
     /// Current `(type, "")` state contents of several rooms in one query, redacted where the
     /// event was, keyed by (room_nid, type). Each room comes with its version's rules.
-    async fn state_contents(
+    pub(super) async fn state_contents(
         &self,
         rooms: &[(i64, Option<RoomVersionRules>)],
         types: &[&str],
@@ -508,21 +503,26 @@ fn summarize(
     chunk.room_type = field("m.room.create", "type").map(RoomType::from);
     Ok(chunk)
 }
-fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+pub(super) fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
     match content.get(key) {
         Some(CanonicalJsonValue::String(s)) => Some(s),
         _ => None,
     }
 }
 
-fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
-    RoomVersionId::try_from(room.room_version.as_str())
+/// The rules of a stored room version, if it is one we know.
+pub(super) fn rules_of_version(version: &str) -> Option<RoomVersionRules> {
+    RoomVersionId::try_from(version)
         .ok()
         .and_then(|v| v.rules())
+}
+
+fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
+    rules_of_version(&room.room_version)
         .ok_or_else(|| Error::internal(format!("room version {} has no rules", room.room_version)))
 }
 
-fn stored_room_id(id: &str) -> Result<OwnedRoomId> {
+pub(super) fn stored_room_id(id: &str) -> Result<OwnedRoomId> {
     OwnedRoomId::try_from(id).map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))
 }
 

@@ -23,12 +23,20 @@ impl Rooms {
         }
     }
 
-    /// Join `user` to a local room. For restricted rooms the allow rules are checked against
-    /// local memberships, and a local member with invite power vouches for the join
+    /// Join `user` to a local room, with their display name and avatar (`profile`) in the
+    /// member event as clients expect. For restricted rooms the allow rules are checked
+    /// against local memberships, and a local member with invite power vouches for the join
     /// (`join_authorised_via_users_server`), as the auth rules require.
-    pub async fn join(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+    pub async fn join(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<()> {
         let room = self.room(room_id).await?;
-        let extra = self.join_content(&room, user).await?;
+        let mut extra = self.join_content(&room, user).await?;
+        set_profile(&mut extra, profile);
         self.set_membership(user, room_id, user, "join", reason, Some(extra))
             .await?;
         Ok(())
@@ -81,6 +89,37 @@ impl Rooms {
             }
         }
         Ok(extra)
+    }
+
+    /// After a profile change: a new member event with the display name and avatar in every
+    /// room `user` is joined to, as the spec asks of servers. A room where that fails (say its
+    /// power levels forbid it) is logged and skipped; the profile itself has changed.
+    pub async fn propagate_profile(
+        &self,
+        user: &UserId,
+        profile: &(Option<String>, Option<String>),
+    ) -> Result<()> {
+        for room_id in self.joined_rooms(user).await? {
+            let current = self
+                .state_content(user, &room_id, "m.room.member", user.as_str())
+                .await?;
+            let mut content = current.as_object().cloned().unwrap_or_default();
+            // Both belong to the join itself, not to a later change of profile.
+            content.remove("join_authorised_via_users_server");
+            content.remove("reason");
+            let before = content.clone();
+            set_profile(&mut content, profile);
+            if content == before {
+                continue;
+            }
+            let sent = self
+                .set_membership(user, &room_id, user, "join", None, Some(content))
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(%room_id, %user, error = %e, "profile change not sent to room");
+            }
+        }
+        Ok(())
     }
 
     /// Knock on a room (join rule `knock` or `knock_restricted`).
@@ -233,3 +272,16 @@ pub const INVITE_STATE_TYPES: [&str; 6] = [
     "m.room.join_rules",
     "m.room.canonical_alias",
 ];
+
+/// Put a display name and avatar (or their absence) into member event content.
+pub(crate) fn set_profile(
+    content: &mut Map<String, Value>,
+    profile: &(Option<String>, Option<String>),
+) {
+    for (key, value) in [("displayname", &profile.0), ("avatar_url", &profile.1)] {
+        match value {
+            Some(v) => content.insert(key.into(), v.clone().into()),
+            None => content.remove(key),
+        };
+    }
+}

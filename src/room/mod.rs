@@ -4,6 +4,7 @@ pub mod append;
 pub mod create;
 pub mod directory;
 pub mod graph;
+pub mod hierarchy;
 pub mod legacy;
 pub mod lock;
 pub mod membership;

@@ -276,6 +276,28 @@ impl Rooms {
         Ok(e["content"].clone())
     }
 
+    /// Where a page starts when a client pages from a `/sync` position (`next_batch`), as the
+    /// spec allows: right after the room's last event at or before `stream`, so paging back
+    /// includes that event and paging forwards does not.
+    pub async fn topo_at_stream(
+        &self,
+        room_id: &RoomId,
+        stream: i64,
+        forward: bool,
+    ) -> Result<TopoToken> {
+        let room = self.room(room_id).await?;
+        let last = db::events::last_at_stream(self.db(), room.room_nid, stream).await?;
+        Ok(match last {
+            None => TopoToken::START,
+            // Stream positions are whole numbers: nothing sits between s and s + 1.
+            Some((depth, s)) if !forward => TopoToken {
+                depth,
+                stream: s + 1,
+            },
+            Some((depth, stream)) => TopoToken { depth, stream },
+        })
+    }
+
     /// A page of the timeline from `from`, backwards or forwards, filtered. Keyset pagination
     /// on (depth, stream): one query per page plus one batched fetch for redactions.
     pub async fn messages(

@@ -202,20 +202,42 @@ impl Sync {
             by_room.entry(e.room_nid).or_default().push(e);
         }
 
-        // State at the start of each room's timeline (initial sync): all groups in one query.
-        let mut start_groups: HashMap<i64, i64> = HashMap::new();
+        // Rooms joined since the token get their whole state, as in an initial sync: without
+        // it a client would know nothing of a room it joined but its own join (clients learn
+        // that a room is encrypted, its name and members from this).
+        let newly_joined = match since {
+            None => std::collections::HashSet::new(),
+            Some(_) => self.newly_joined(user, &joined, after).await?,
+        };
+
+        // The timelines as the user may see them.
+        let mut timelines = Vec::with_capacity(joined.len());
         for r in &joined {
-            let events = by_room.get(&r.room_nid).map(Vec::as_slice).unwrap_or(&[]);
-            let start = events
-                .get(events.len().min(limit as usize).saturating_sub(1))
-                .filter(|_| !events.is_empty());
-            let group = match start {
+            let mut events = by_room.remove(&r.room_nid).unwrap_or_default();
+            let limited = events.len() as i64 > limit;
+            events.truncate(limit as usize);
+            events.reverse();
+            let changed_membership = r.member_stream > after;
+            if since.is_some() && events.is_empty() && !changed_membership {
+                continue;
+            }
+            let row = room_row(r);
+            let events = self.rooms.filter_visible(&row, user, events).await?;
+            timelines.push((*r, row, events, limited));
+        }
+
+        // Whole state at the start of each timeline that needs it (the state before its first
+        // visible event): all groups in one query.
+        let mut start_groups: HashMap<i64, i64> = HashMap::new();
+        for (r, _, events, _) in &timelines {
+            if since.is_some() && !newly_joined.contains(&r.room_nid) {
+                continue;
+            }
+            let group = match events.first() {
                 Some(e) => e.state_before,
                 None => r.state_group,
             };
-            if let Some(g) = group
-                && since.is_none()
-            {
+            if let Some(g) = group {
                 start_groups.insert(r.room_nid, g);
             }
         }
@@ -234,30 +256,17 @@ impl Sync {
             }
         }
 
-        for r in &joined {
-            let mut events = by_room.remove(&r.room_nid).unwrap_or_default();
-            let limited = events.len() as i64 > limit;
-            events.truncate(limit as usize);
-            events.reverse();
-            let changed_membership = r.member_stream > after;
-            if since.is_some() && events.is_empty() && !changed_membership {
-                continue;
-            }
-            let row = room_row(r);
-            let events = self.rooms.filter_visible(&row, user, events).await?;
-            let state = match since {
-                None => start_groups
-                    .get(&r.room_nid)
-                    .and_then(|g| state_by_group.remove(g))
-                    .unwrap_or_default(),
-                Some(_) if limited => {
+        for (r, row, events, limited) in timelines {
+            let state = match start_groups.get(&r.room_nid) {
+                Some(g) => state_by_group.remove(g).unwrap_or_default(),
+                None if since.is_some() && limited => {
                     let first = events
                         .first()
                         .and_then(|e| e.stream_ordering)
                         .unwrap_or(upto + 1);
                     db::sync::state_events_between(db, r.room_nid, after, first).await?
                 }
-                Some(_) => Vec::new(),
+                None => Vec::new(),
             };
             let state = if req.lazy_load_members {
                 self.lazy_members(&row, user, &events, state).await?
@@ -349,6 +358,34 @@ impl Sync {
         }
         self.add_summaries(user, &rooms, &mut out).await?;
         Ok(out)
+    }
+
+    /// The joined rooms whose membership changed after `after` and was not `join` then.
+    async fn newly_joined(
+        &self,
+        user: &UserId,
+        joined: &[&db::sync::UserRoom],
+        after: i64,
+    ) -> Result<std::collections::HashSet<i64>> {
+        let changed: Vec<i64> = joined
+            .iter()
+            .filter(|r| r.member_stream > after)
+            .map(|r| r.room_nid)
+            .collect();
+        if changed.is_empty() {
+            return Ok(Default::default());
+        }
+        let was_joined: std::collections::HashSet<i64> =
+            db::sync::memberships_at(self.rooms.db(), user.as_str(), &changed, after)
+                .await?
+                .into_iter()
+                .filter(|(_, m)| m == "join")
+                .map(|(nid, _)| nid)
+                .collect();
+        Ok(changed
+            .into_iter()
+            .filter(|nid| !was_joined.contains(nid))
+            .collect())
     }
 
     /// Typing, receipts and presence for the joined rooms, read before the timelines so

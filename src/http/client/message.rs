@@ -19,6 +19,7 @@ use crate::room::append::TxnRef;
 use crate::room::pdu::NewContent;
 use crate::room::raw;
 use crate::room::timeline::{EventFilter, TopoToken};
+use crate::sync::token::SyncToken;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, send_route);
@@ -102,10 +103,23 @@ async fn messages_route(
     req: Ruma<get_message_events::v3::Request>,
 ) -> Result<get_message_events::v3::Response> {
     let body = req.body;
-    let from = body.from.as_deref().map(TopoToken::parse).transpose()?;
+    let forward = body.dir == Direction::Forward;
+    let from = match body.from.as_deref() {
+        // A `/sync` next_batch (matrix-nio pages from it); ours start with `t`.
+        Some(t) if t.starts_with('s') => {
+            let stream = SyncToken::parse(t)?.events;
+            Some(
+                state
+                    .rooms
+                    .topo_at_stream(&body.room_id, stream, forward)
+                    .await?,
+            )
+        }
+        Some(t) => Some(TopoToken::parse(t)?),
+        None => None,
+    };
     let filter = EventFilter::from(&body.filter);
     let limit = i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX);
-    let forward = body.dir == Direction::Forward;
     let user = &req.auth.user_id;
     let mut page = state
         .rooms
@@ -137,7 +151,8 @@ async fn messages_route(
         }
     }
     let mut response = get_message_events::v3::Response::new();
-    response.start = page.start.to_string();
+    // The spec: `start` is the `from` the client gave.
+    response.start = body.from.clone().unwrap_or_else(|| page.start.to_string());
     response.end = page.end.map(|t| t.to_string());
     if !body.filter.lazy_load_options.is_disabled() {
         let members = state.rooms.page_members(&body.room_id, &page.chunk).await?;

@@ -9,6 +9,7 @@ mod device;
 mod directory;
 mod discovery;
 mod filter;
+mod hierarchy;
 mod keys;
 mod legacy;
 mod media;
@@ -47,6 +48,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = filter::routes(r);
     let r = room::routes(r);
     let r = directory::routes(r);
+    let r = hierarchy::routes(r);
     let r = membership::routes(r);
     let r = message::routes(r);
     let r = pages::routes(r);

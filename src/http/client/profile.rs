@@ -34,6 +34,12 @@ async fn local_profile(
     state.accounts.profile(user_id).await
 }
 
+/// The changed profile goes into the member events of the user's rooms.
+async fn propagate(state: &AppState, user: &ruma::UserId) -> Result<()> {
+    let profile = state.accounts.profile(user).await?;
+    state.rooms.propagate_profile(user, &profile).await
+}
+
 /// # `GET /_matrix/client/v3/profile/{userId}`
 async fn get_profile_route(
     state: AppState,
@@ -77,6 +83,7 @@ async fn set_displayname_route(
         .accounts
         .set_displayname(&req.auth.user_id, name.as_deref())
         .await?;
+    propagate(&state, &req.auth.user_id).await?;
     Ok(set_display_name::v3::Response::new())
 }
 
@@ -107,5 +114,6 @@ async fn set_avatar_url_route(
         .accounts
         .set_avatar_url(&req.auth.user_id, url.as_ref().map(|u| u.as_str()))
         .await?;
+    propagate(&state, &req.auth.user_id).await?;
     Ok(set_avatar_url::v3::Response::new())
 }

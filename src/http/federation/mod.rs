@@ -3,6 +3,7 @@
 mod directory;
 mod discovery;
 mod events;
+mod hierarchy;
 mod media;
 mod membership;
 mod notary;
@@ -20,6 +21,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = notary::routes(r);
     let r = membership::routes(r);
     let r = events::routes(r);
+    let r = hierarchy::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
     let r = media::routes(r);

@@ -1,0 +1,284 @@
+//! Hot paths over a stored room graph, against a real Postgres (the test cluster the
+//! integration tests use): state resolution of two forks with 1,000 and 10,000 conflicted
+//! state events, and the /backfill and /get_missing_events walks over a 100,000-event room.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+#[path = "../tests/common/db.rs"]
+mod test_db;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fixture::{Fixture, measuring};
+use ruma::OwnedEventId;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::runtime::Runtime;
+use trellis::db;
+use trellis::keys::ServerKeys;
+use trellis::room::Rooms;
+use trellis::room::remote::Incoming;
+use trellis::room::state_res::{self, KeyMap};
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A fresh migrated database and a `Rooms` over it.
+async fn open(f: &Fixture) -> (PgPool, Rooms) {
+    let url = test_db::fresh_database().await;
+    let pool = db::connect(&url, 4).await.expect("connect");
+    let keys = ServerKeys::from_seed(f.keys.server_name().clone(), "bench", &[7; 32]).expect("key");
+    let rooms = Rooms::new(pool.clone(), Arc::new(keys), 0);
+    rooms
+        .ensure_room(&f.room_id, &f.version)
+        .await
+        .expect("room");
+    (pool, rooms)
+}
+
+async fn event_nids(pool: &PgPool, events: &[&Incoming]) -> HashMap<OwnedEventId, i64> {
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    db::graph::nids_of(pool, &ids)
+        .await
+        .expect("nids")
+        .into_iter()
+        .map(|(id, nid)| (OwnedEventId::try_from(id).expect("event ID"), nid))
+        .collect()
+}
+
+/// A state by numbers from events: (type, state_key) numbered through the store.
+async fn key_map(pool: &PgPool, events: &[&Incoming]) -> KeyMap {
+    let nids = event_nids(pool, events).await;
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.pdu.kind.to_string(),
+                e.pdu.state_key.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(t, k)| (t.as_str(), k.as_str()))
+        .collect();
+    let mut conn = pool.acquire().await.expect("connection");
+    let keys = db::state::intern_keys(&mut conn, &pairs)
+        .await
+        .expect("keys");
+    events
+        .iter()
+        .zip(&kinds)
+        .map(|(e, k)| (keys[k], nids[&e.event_id]))
+        .collect()
+}
+
+fn state_resolution(c: &mut Criterion) {
+    let rt = runtime();
+    let sizes: &[usize] = if measuring() { &[1_000, 10_000] } else { &[20] };
+    let mut group = c.benchmark_group("state resolution of two forks");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    for &n in sizes {
+        let f = Fixture::new();
+        let base = f.base();
+        // The same users join on both forks with different display names: every member
+        // entry is conflicted.
+        let a = f.joins(&base, 0, n, "fork a", &base.join_rules, 5);
+        let b = f.joins(&base, 0, n, "fork b", &base.join_rules, 5);
+        let (pool, forks) = rt.block_on(async {
+            let (pool, rooms) = open(&f).await;
+            let all: Vec<Incoming> = base
+                .events
+                .iter()
+                .chain(&a)
+                .chain(&b)
+                .map(|e| Incoming {
+                    event_id: e.event_id.clone(),
+                    json: e.json.clone(),
+                    pdu: e.pdu.clone(),
+                })
+                .collect();
+            rooms.store_outliers(&f.room_id, &all).await.expect("store");
+            let fork_a: Vec<&Incoming> = base.events.iter().chain(&a).collect();
+            let fork_b: Vec<&Incoming> = base.events.iter().chain(&b).collect();
+            let forks = vec![key_map(&pool, &fork_a).await, key_map(&pool, &fork_b).await];
+            (pool, forks)
+        });
+        group.bench_function(format!("{n} conflicted members"), |bench| {
+            bench.iter(|| {
+                let resolved = rt
+                    .block_on(state_res::resolve(&pool, &f.rules, &forks, None))
+                    .expect("resolved");
+                assert_eq!(resolved.map.len(), n + 4);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A room of `n` messages after the base events, stored as timeline events; every 50th
+/// event has a sibling that the next event merges. Returns the room number and the event
+/// numbers in order.
+async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
+    let base = f.base();
+    let auth = [
+        base.create.clone(),
+        base.power_levels.clone(),
+        base.creator_join.clone(),
+    ];
+    let mut events: Vec<Incoming> = Vec::with_capacity(n + n / 50 + 4);
+    let mut prev = vec![base.join_rules.clone()];
+    for i in 0..n {
+        let depth = 5 + i as i64;
+        let body = json!({"msgtype": "m.text", "body": format!("message {i}")});
+        let parents = std::mem::take(&mut prev);
+        let e = f.event(
+            &f.creator,
+            "m.room.message",
+            None,
+            body.clone(),
+            &parents,
+            &auth,
+            depth,
+        );
+        prev.push(e.event_id.clone());
+        events.push(e);
+        if i % 50 == 49 {
+            // A sibling on the same parents, merged by the next event.
+            let side = f.event(
+                &f.creator,
+                "m.room.message",
+                None,
+                body,
+                &parents,
+                &auth,
+                depth,
+            );
+            prev.push(side.event_id.clone());
+            events.push(side);
+        }
+    }
+    let room = db::rooms::by_id(pool, f.room_id.as_str())
+        .await
+        .expect("room")
+        .expect("room row");
+    let mut tx = pool.begin().await.expect("transaction");
+    let mut order = Vec::with_capacity(events.len());
+    for chunk in events.chunks(5_000) {
+        let mut ids: Vec<&str> = Vec::new();
+        for e in chunk {
+            ids.push(e.event_id.as_str());
+            ids.extend(e.pdu.prev_events.iter().map(|p| p.as_str()));
+            ids.extend(e.pdu.auth_events.iter().map(|p| p.as_str()));
+        }
+        let nids = db::events::intern_ids(&mut tx, &ids).await.expect("intern");
+        for e in chunk {
+            let nid = nids[e.event_id.as_str()];
+            let prev: Vec<i64> = e.pdu.prev_events.iter().map(|p| nids[p.as_str()]).collect();
+            let auth: Vec<i64> = e.pdu.auth_events.iter().map(|p| nids[p.as_str()]).collect();
+            let position = db::events::next_stream_position(&mut tx)
+                .await
+                .expect("position");
+            db::events::insert(
+                &mut tx,
+                &db::events::NewEvent {
+                    event_nid: nid,
+                    room_nid: room.room_nid,
+                    event_type: "m.room.message",
+                    state_key_nid: None,
+                    sender: f.creator.as_str(),
+                    origin_server_ts: 0,
+                    depth: e.pdu.depth,
+                    json: &e.json,
+                    outlier: false,
+                    rejected_reason: None,
+                    soft_failed: false,
+                    state_before: None,
+                    state_after: None,
+                },
+                Some(position),
+            )
+            .await
+            .expect("insert");
+            db::events::insert_edges(&mut tx, nid, &prev, &auth)
+                .await
+                .expect("edges");
+            order.push(nid);
+        }
+    }
+    tx.commit().await.expect("commit");
+    (room.room_nid, order)
+}
+
+fn walks(c: &mut Criterion) {
+    let rt = runtime();
+    let n = if measuring() { 100_000 } else { 500 };
+    let f = Fixture::new();
+    let (pool, room_nid, order) = rt.block_on(async {
+        let (pool, _rooms) = open(&f).await;
+        let (room_nid, order) = long_room(&f, &pool, n).await;
+        (pool, room_nid, order)
+    });
+    let newest = order[order.len() - 1];
+    let middle = order[order.len() / 2];
+    let back = |k: usize| order[order.len().saturating_sub(k + 1)];
+    let mut group = c.benchmark_group(format!("graph walks over a {n}-event room"));
+    group.bench_function("/backfill 100 from the newest event", |b| {
+        b.iter(|| {
+            let got = rt
+                .block_on(db::graph::backfill(&pool, room_nid, &[newest], 100))
+                .expect("walk");
+            assert_eq!(got.len(), 100);
+        })
+    });
+    group.bench_function("/backfill 100 from the middle", |b| {
+        b.iter(|| {
+            let got = rt
+                .block_on(db::graph::backfill(&pool, room_nid, &[middle], 100))
+                .expect("walk");
+            assert_eq!(got.len(), 100);
+        })
+    });
+    group.bench_function("/get_missing_events 10 over a gap of 30", |b| {
+        b.iter(|| {
+            let got = rt
+                .block_on(db::graph::missing_events(
+                    &pool,
+                    room_nid,
+                    &[back(30)],
+                    &[newest],
+                    0,
+                    10,
+                ))
+                .expect("walk");
+            assert_eq!(got.len(), 10);
+        })
+    });
+    group.bench_function("/get_missing_events 100 with nothing in common", |b| {
+        b.iter(|| {
+            let got = rt
+                .block_on(db::graph::missing_events(
+                    &pool,
+                    room_nid,
+                    &[],
+                    &[newest],
+                    0,
+                    100,
+                ))
+                .expect("walk");
+            assert_eq!(got.len(), 100);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, state_resolution, walks);
+criterion_main!(benches);

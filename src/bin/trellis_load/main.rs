@@ -1,0 +1,169 @@
+//! `trellis-load`: the same scenarios against one or more running homeservers (Trellis,
+//! Synapse, ...) in one run, printed side by side with the ratio of the first to the second.
+//!
+//! Every server needs open registration with the dummy flow (Synapse:
+//! `enable_registration: true`, `enable_registration_without_verification: true`) and rate
+//! limits out of the way. Users are created with fresh names on each run.
+//!
+//! The federation scenarios stand up a scripted peer server on 127.0.0.1 (TLS with a
+//! self-signed certificate). They need each server to be named by IP and port
+//! (`127.0.0.1:8448`), to skip certificate checks and to be allowed to reach loopback:
+//! settings for a test machine only. `--no-federation` leaves them out.
+//!
+//! ```text
+//! trellis-load --server trellis=http://127.0.0.1:8008 --server synapse=http://127.0.0.1:8118 \
+//!              [--pid trellis=1234 --pid synapse=5678] [--scale 1.0] [--no-federation]
+//! ```
+
+mod client;
+mod peer;
+mod scenarios;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use client::Client;
+use scenarios::{Figures, scaled};
+
+const USAGE: &str = "usage: trellis-load --server NAME=URL [--server NAME=URL ...] \
+                     [--pid NAME=PID ...] [--scale F] [--no-federation]";
+
+struct Args {
+    servers: Vec<(String, String)>,
+    pids: BTreeMap<String, String>,
+    scale: f64,
+    federation: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        servers: Vec::new(),
+        pids: BTreeMap::new(),
+        scale: 1.0,
+        federation: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--server" => {
+                let v = value()?;
+                let (n, u) = v.split_once('=').ok_or("--server NAME=URL")?;
+                args.servers
+                    .push((n.to_owned(), u.trim_end_matches('/').to_owned()));
+            }
+            "--pid" => {
+                let v = value()?;
+                let (n, p) = v.split_once('=').ok_or("--pid NAME=PID")?;
+                args.pids.insert(n.to_owned(), p.to_owned());
+            }
+            "--scale" => {
+                args.scale = value()?
+                    .parse()
+                    .map_err(|_| "--scale takes a number".to_owned())?;
+                if args.scale.is_nan() || args.scale <= 0.0 {
+                    return Err("--scale must be above 0".to_owned());
+                }
+            }
+            "--no-federation" => args.federation = false,
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    if args.servers.is_empty() {
+        return Err(USAGE.to_owned());
+    }
+    Ok(args)
+}
+
+fn rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("trellis-load: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let tag = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let federation = match args.federation {
+        true => {
+            let peer = peer::Peer::start().await?;
+            let members = scaled(10_000, args.scale);
+            eprintln!("peer {} hosts a room of {members} members", peer.name);
+            let hosted = peer.host_room(members)?;
+            Some((peer, hosted))
+        }
+        false => None,
+    };
+    let mut results: Vec<(String, Figures)> = Vec::new();
+    for (name, base) in &args.servers {
+        eprintln!("running against {name} ({base})...");
+        let client = Client {
+            http: http.clone(),
+            base: base.clone(),
+        };
+        let mut figures = Figures::new();
+        scenarios::client_api(&client, args.scale, &tag, &mut figures)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        if let Some((peer, hosted)) = &federation {
+            scenarios::federation(&client, peer, hosted, args.scale, &tag, &mut figures)
+                .await
+                .map_err(|e| format!("{name}: federation: {e}"))?;
+        }
+        if let Some(rss) = args.pids.get(name).and_then(|p| rss_mib(p)) {
+            figures.insert("14 server RSS after the run", (rss, "MiB", false));
+        }
+        results.push((name.clone(), figures));
+    }
+    print_table(&results);
+    Ok(())
+}
+
+/// One row per figure, one column per server, and the first server's advantage over the
+/// second (above 1 means the first did better).
+fn print_table(results: &[(String, Figures)]) {
+    print!("{:<52}", "scenario");
+    for (name, _) in results {
+        print!(" {name:>16}");
+    }
+    if results.len() > 1 {
+        print!(" {:>10}", "ratio");
+    }
+    println!();
+    let Some((_, first)) = results.first() else {
+        return;
+    };
+    for (key, (a, _, bigger)) in first {
+        print!("{:<52}", &key[3..]);
+        for (_, f) in results {
+            match f.get(key) {
+                Some((v, unit, _)) => print!(" {:>16}", format!("{v:.1} {unit}")),
+                None => print!(" {:>16}", "-"),
+            }
+        }
+        if let Some((b, _, _)) = results.get(1).and_then(|r| r.1.get(key)) {
+            let ratio = if *bigger { a / b } else { b / a };
+            print!(" {:>9.1}x", ratio);
+        }
+        println!();
+    }
+}

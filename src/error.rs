@@ -193,6 +193,8 @@ fn status_for_kind(kind: &ErrorKind) -> StatusCode {
         K::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         K::WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         K::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        K::CannotOverwriteMedia => StatusCode::CONFLICT,
+        K::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         K::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         K::ConnectionFailed | K::ConnectionTimeout => StatusCode::BAD_GATEWAY,
         _ => StatusCode::BAD_REQUEST,

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod membership;
 pub mod pages;
 pub mod pdu;
+pub mod persist;
 pub mod push;
 pub mod reads;
 pub mod remote;

@@ -60,6 +60,23 @@ impl Error {
         }
     }
 
+    /// The same failure for another caller (several requests can share one failed commit):
+    /// caller-facing errors keep their errcode and message, internal ones their text.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Matrix { kind, message } => Error::Matrix {
+                kind: kind.clone(),
+                message: message.clone(),
+            },
+            Error::BadRequest(m) => Error::BadRequest(m.clone()),
+            Error::Upstream(m) => Error::Upstream(m.clone()),
+            Error::Conflict(m) => Error::Conflict(m.clone()),
+            Error::MethodNotAllowed => Error::MethodNotAllowed,
+            Error::Uiaa(info) => Error::Uiaa(info.clone()),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, message)
     }

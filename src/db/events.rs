@@ -473,25 +473,33 @@ pub async fn last_at_stream(
     .await
 }
 
-/// The event a client transaction produced, if it was sent before.
-pub async fn txn_event(
+/// Events earlier client transactions produced, for several at once:
+/// (user, device, transaction ID) → event ID, for those that were sent before.
+pub async fn txn_events(
     e: impl PgExecutor<'_>,
     room_nid: i64,
-    user_id: &str,
-    device_id: &str,
-    txn_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT i.event_id FROM event_txn_ids t JOIN event_ids i USING (event_nid)
-         WHERE t.room_nid = $1 AND t.user_id = $2 AND t.device_id = $3 AND t.txn_id = $4",
+    txns: &[(&str, &str, &str)],
+) -> Result<HashMap<(String, String, String), String>, sqlx::Error> {
+    if txns.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT t.user_id, t.device_id, t.txn_id, i.event_id
+         FROM unnest($2::text[], $3::text[], $4::text[]) AS w(u, d, x)
+         JOIN event_txn_ids t
+           ON t.room_nid = $1 AND t.user_id = w.u AND t.device_id = w.d AND t.txn_id = w.x
+         JOIN event_ids i ON i.event_nid = t.event_nid",
     )
     .bind(room_nid)
-    .bind(user_id)
-    .bind(device_id)
-    .bind(txn_id)
-    .fetch_optional(e)
+    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
+    .fetch_all(e)
     .await?;
-    Ok(row.map(|r| r.0))
+    Ok(rows
+        .into_iter()
+        .map(|(u, d, x, id)| ((u, d, x), id))
+        .collect())
 }
 
 /// Record client transaction IDs: (user, device, transaction ID, event number).

@@ -80,11 +80,58 @@ pub struct Placing {
     pub auth_ids: Vec<OwnedEventId>,
 }
 
+/// Where the room's graph ends: the forward extremities a new event cites, and its depth.
+#[derive(Clone)]
+pub struct Tip {
+    pub prev_ids: Vec<OwnedEventId>,
+    pub depth: i64,
+}
+
+impl Tip {
+    /// The room's tip as stored.
+    pub async fn of(db: &PgPool, room: &RoomRow) -> Result<Tip> {
+        let extremities = db::events::forward_extremities(db, room.room_nid).await?;
+        Ok(Tip {
+            prev_ids: extremities
+                .iter()
+                .take(MAX_PREV_EVENTS)
+                .filter_map(|(_, id, _)| OwnedEventId::try_from(id.as_str()).ok())
+                .collect(),
+            depth: extremities
+                .iter()
+                .map(|e| e.2)
+                .max()
+                .map_or(1, |d| d.saturating_add(1)),
+        })
+    }
+
+    /// The tip once `event` (placed on this one) is stored.
+    pub fn after(event_id: &OwnedEventId, depth: i64) -> Tip {
+        Tip {
+            prev_ids: vec![event_id.clone()],
+            depth: depth.saturating_add(1),
+        }
+    }
+}
+
 /// Choose prev_events, depth and auth events for an event `sender` would send now.
 pub async fn place(
     db: &PgPool,
     cache: &StateCache,
     room: &RoomRow,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Placing> {
+    let tip = Tip::of(db, room).await?;
+    place_on(db, cache, room, tip, sender, new).await
+}
+
+/// Steps 2 and 3 on a given tip, on the room's current state.
+pub async fn place_on(
+    db: &PgPool,
+    cache: &StateCache,
+    room: &RoomRow,
+    tip: Tip,
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Placing> {
@@ -95,19 +142,7 @@ pub async fn place(
         .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
     let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
         .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
-
-    // 2. prev_events and depth.
-    let extremities = db::events::forward_extremities(db, room.room_nid).await?;
-    let prev_ids: Vec<OwnedEventId> = extremities
-        .iter()
-        .take(MAX_PREV_EVENTS)
-        .filter_map(|(_, id, _)| OwnedEventId::try_from(id.as_str()).ok())
-        .collect();
-    let depth = extremities
-        .iter()
-        .map(|e| e.2)
-        .max()
-        .map_or(1, |d| d.saturating_add(1));
+    let Tip { prev_ids, depth } = tip;
 
     // 3. The auth state.
     let auth_types = ruma::state_res::auth_types_for_event(
@@ -142,7 +177,19 @@ pub async fn prepare_local(
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Prepared> {
-    let p = place(store.db, store.state, room, sender, new).await?;
+    let tip = Tip::of(store.db, room).await?;
+    prepare_on(store, room, tip, sender, new).await
+}
+
+/// Steps 3 to 5 on a given tip (an event prepared just before this one, in the same batch).
+pub async fn prepare_on(
+    store: &Store<'_>,
+    room: &RoomRow,
+    tip: Tip,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Prepared> {
+    let p = place_on(store.db, store.state, room, tip, sender, new).await?;
 
     // 4. Build and sign.
     let placement = Placement {
@@ -197,33 +244,38 @@ pub async fn persist_local(
     txn: Option<TxnRef<'_>>,
 ) -> Result<()> {
     // 6. Store, in one transaction.
-    let current = if pdu.state_key.is_some() {
-        Current::Extend { also: Vec::new() }
-    } else {
-        Current::Keep
-    };
-    let stored = persist(
-        store,
-        lock,
-        Checked {
-            event_id,
-            json,
-            pdu,
-            room,
-            state_before: room.state_group,
-            rejected: None,
-            soft_failed: false,
-            current,
-            txn,
-            fan_out: FanOut::Local,
-            historical: false,
-        },
-    )
-    .await?;
+    let stored = persist(store, lock, local_checked(room, event_id, json, pdu, txn)).await?;
     if !stored {
         return Err(Error::internal("a new local event already existed"));
     }
     Ok(())
+}
+
+/// A local event, checked, as the store takes it: on the current state, sent to every
+/// server in the room.
+pub fn local_checked<'a>(
+    room: &'a RoomRow,
+    event_id: &'a ruma::EventId,
+    json: &'a str,
+    pdu: &'a Pdu,
+    txn: Option<TxnRef<'a>>,
+) -> Checked<'a> {
+    Checked {
+        event_id,
+        json,
+        pdu,
+        room,
+        state_before: room.state_group,
+        rejected: None,
+        soft_failed: false,
+        current: match pdu.state_key {
+            Some(_) => Current::Extend { also: Vec::new() },
+            None => Current::Keep,
+        },
+        txn,
+        fan_out: FanOut::Local,
+        historical: false,
+    }
 }
 
 /// How many forward extremities a new event references at most.

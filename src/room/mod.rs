@@ -5,6 +5,7 @@ pub mod create;
 pub mod directory;
 pub mod graph;
 pub mod hierarchy;
+pub mod ingest;
 pub mod legacy;
 pub mod lock;
 pub mod membership;

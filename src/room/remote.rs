@@ -52,7 +52,7 @@ struct Verdict {
 }
 
 /// Live events extend the room; historical ones (backfill) fill in its past.
-enum Mode<'a> {
+pub(super) enum Mode<'a> {
     Live {
         forward_for: Option<&'a str>,
         state: Option<i64>,
@@ -70,7 +70,7 @@ pub fn rules_of(room: &RoomRow) -> Result<RoomVersionRules> {
         .ok_or_else(|| Error::internal(format!("room version {} unknown", room.room_version)))
 }
 
-fn parse_stored(row: &db::events::StoredEvent) -> Result<Pdu> {
+pub(super) fn parse_stored(row: &db::events::StoredEvent) -> Result<Pdu> {
     let id = OwnedEventId::try_from(row.event_id.as_str())
         .map_err(|e| Error::internal(format!("stored event ID invalid: {e}")))?;
     let mut pdu = Pdu::parse(id, &row.json)?;
@@ -132,11 +132,22 @@ impl Rooms {
     }
 
     async fn receive(&self, room_id: &RoomId, ev: &Incoming, mode: Mode<'_>) -> Result<Outcome> {
+        let lock = self.locks.lock(room_id).await;
+        self.receive_locked(&lock, room_id, ev, mode).await
+    }
+
+    /// The full checks of one PDU (its room locked by the caller), then the store.
+    pub(super) async fn receive_locked(
+        &self,
+        lock: &super::lock::RoomLock,
+        room_id: &RoomId,
+        ev: &Incoming,
+        mode: Mode<'_>,
+    ) -> Result<Outcome> {
         let (forward_for, explicit_state, historical) = match mode {
             Mode::Live { forward_for, state } => (forward_for, state, false),
             Mode::Historical { state } => (None, state, true),
         };
-        let lock = self.locks.lock(room_id).await;
         let room = self.room(room_id).await?;
         let db = self.db();
         let rules = rules_of(&room)?;
@@ -242,7 +253,7 @@ impl Rooms {
                         current: Current::Keep,
                     };
                     return self
-                        .store_checked(&lock, &room, ev, verdict, forward_for, false)
+                        .store_checked(lock, &room, ev, verdict, forward_for, false)
                         .await;
                 }
             }
@@ -256,7 +267,7 @@ impl Rooms {
                 current: Current::Keep,
             };
             return self
-                .store_checked(&lock, &room, ev, verdict, forward_for, historical)
+                .store_checked(lock, &room, ev, verdict, forward_for, historical)
                 .await;
         }
 
@@ -271,7 +282,7 @@ impl Rooms {
             soft_failed: false,
             current,
         };
-        self.store_checked(&lock, &room, ev, verdict, forward_for, historical)
+        self.store_checked(lock, &room, ev, verdict, forward_for, historical)
             .await
     }
 

@@ -106,20 +106,25 @@ pub async fn place(
         .max()
         .map_or(1, |d| d.saturating_add(1));
 
-    // 3. The auth state.
-    let auth_types = ruma::state_res::auth_types_for_event(
+    // 3. The auth state (with the create event even where it is implied, not listed).
+    let auth_types = auth_state_keys(
+        &rules,
         &new.kind,
         sender,
         new.state_key.as_deref(),
         &new.content,
-        &rules.authorization,
     )
     .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
     let auth_state = match room.state_group {
         Some(group) => load_state_events(db, cache, group, &auth_types).await?,
         None => HashMap::new(),
     };
-    let mut auth_ids: Vec<OwnedEventId> = auth_state.values().map(|p| p.event_id.clone()).collect();
+    let implied = implied_create_key(&rules);
+    let mut auth_ids: Vec<OwnedEventId> = auth_state
+        .iter()
+        .filter(|(k, _)| Some(*k) != implied.as_ref())
+        .map(|(_, p)| p.event_id.clone())
+        .collect();
     auth_ids.sort();
     Ok(Placing {
         version,
@@ -143,7 +148,7 @@ pub async fn prepare_local(
 
     // 4. Build and sign.
     let placement = Placement {
-        room_id: &p.room_id,
+        room_id: Some(&p.room_id),
         version: &p.version,
         rules: &p.rules,
         sender,
@@ -152,9 +157,7 @@ pub async fn prepare_local(
         depth: p.depth,
     };
     let (event_id, json) = pdu::build(store.keys, new, &placement)?;
-    if json.len() > MAX_PDU_BYTES {
-        return Err(Error::too_large("Event is larger than 65536 bytes"));
-    }
+    check_size(&json)?;
     let pdu = Pdu::parse(event_id.clone(), &json)?;
 
     // 5. Authorise against the state before it.
@@ -164,6 +167,40 @@ pub async fn prepare_local(
         json,
         pdu,
     })
+}
+
+/// The state entries authorising an event needs: its auth event types, plus the create
+/// event where the room ID implies it instead of the auth events listing it (version 12 on).
+pub fn auth_state_keys(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    kind: &TimelineEventType,
+    sender: &UserId,
+    state_key: Option<&str>,
+    content: &serde_json::value::RawValue,
+) -> std::result::Result<Vec<(StateEventType, String)>, String> {
+    let mut keys = ruma::state_res::auth_types_for_event(
+        kind,
+        sender,
+        state_key,
+        content,
+        &rules.authorization,
+    )?;
+    if *kind != TimelineEventType::RoomCreate
+        && let Some(k) = implied_create_key(rules)
+    {
+        keys.push(k);
+    }
+    Ok(keys)
+}
+
+/// The create event's state key where events do not list it among their auth events.
+fn implied_create_key(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Option<(StateEventType, String)> {
+    rules
+        .authorization
+        .room_create_event_id_as_room_id
+        .then(|| (StateEventType::RoomCreate, String::new()))
 }
 
 /// The auth rules for `pdu` against `state` (which holds at least its auth types), both the
@@ -504,6 +541,14 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
 const MAX_PREV_EVENTS: usize = 10;
 /// The spec's limit on a PDU's size.
 const MAX_PDU_BYTES: usize = 65_536;
+
+/// The spec's size limit on a PDU, for the events we build.
+pub fn check_size(json: &str) -> Result<()> {
+    if json.len() > MAX_PDU_BYTES {
+        return Err(Error::too_large("Event is larger than 65536 bytes"));
+    }
+    Ok(())
+}
 
 /// The membership value of an m.room.member content (`leave` when unreadable).
 pub fn membership_of(content: &serde_json::value::RawValue) -> String {

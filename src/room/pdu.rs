@@ -105,6 +105,27 @@ impl Pdu {
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
     }
+
+    /// Whether the PDU is an event of `room_id`: its `room_id` field, or, for the create
+    /// event of a room version whose room ID is the create event's hash (12 on), its own ID.
+    pub fn belongs_to(&self, room_id: &RoomId) -> bool {
+        match &self.room_id {
+            Some(r) => r == room_id,
+            None => {
+                self.kind == TimelineEventType::RoomCreate
+                    && self.event_id.as_str().strip_prefix('$') == Some(room_id.strip_sigil())
+            }
+        }
+    }
+}
+
+/// The create event a room's ID stands for, in room versions where events do not list it
+/// among their auth events (12 on): every event is authorised as if they did.
+pub fn implied_create_id(rules: &RoomVersionRules, room_id: &RoomId) -> Option<OwnedEventId> {
+    if !rules.authorization.room_create_event_id_as_room_id {
+        return None;
+    }
+    EventId::parse(format!("${}", room_id.strip_sigil())).ok()
 }
 
 impl ruma::state_res::Event for Pdu {
@@ -166,7 +187,8 @@ pub struct NewContent {
 
 /// Everything the graph decides for a new event.
 pub struct Placement<'a> {
-    pub room_id: &'a RoomId,
+    /// `None` only for a create event whose room ID will be its hash (room version 12 on).
+    pub room_id: Option<&'a RoomId>,
     pub version: &'a RoomVersionId,
     pub rules: &'a RoomVersionRules,
     pub sender: &'a UserId,
@@ -184,7 +206,14 @@ pub fn build(
     let internal = |e: &dyn std::fmt::Display| Error::internal(format!("building event: {e}"));
     let mut obj = CanonicalJsonObject::new();
     let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
-    obj.insert("room_id".into(), s(at.room_id.as_str()));
+    match at.room_id {
+        Some(room_id) => {
+            obj.insert("room_id".into(), s(room_id.as_str()));
+        }
+        None if new.kind == TimelineEventType::RoomCreate
+            && !at.rules.event_format.require_room_create_room_id => {}
+        None => return Err(Error::internal("an event without a room ID")),
+    }
     obj.insert("sender".into(), s(at.sender.as_str()));
     obj.insert("type".into(), s(&new.kind.to_string()));
     let content: CanonicalJsonValue =

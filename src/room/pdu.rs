@@ -295,6 +295,16 @@ pub fn client_format(
             );
         }
     }
+    // A version 12 create event has no room_id: its own ID is the room's, and clients expect
+    // every event to name its room.
+    if !out.contains_key("room_id")
+        && out.get("type").and_then(|t| t.as_str()) == Some("m.room.create")
+    {
+        out.insert(
+            "room_id".into(),
+            serde_json::Value::String(format!("!{}", event_id.as_str().trim_start_matches('$'))),
+        );
+    }
     out.insert(
         "event_id".into(),
         serde_json::Value::String(event_id.to_string()),
@@ -324,5 +334,32 @@ mod tests {
         assert_eq!(p.auth_events, vec![OwnedEventId::try_from("$a:x").unwrap()]);
         assert_eq!(p.depth, 3);
         assert!(Pdu::parse("$e".try_into().unwrap(), "{}").is_err());
+    }
+
+    #[test]
+    fn a_version_12_create_event_belongs_to_the_room_its_hash_names() {
+        let create = r#"{"sender":"@a:x","origin_server_ts":1,"type":"m.room.create",
+            "state_key":"","content":{"room_version":"12"},"prev_events":[],"auth_events":[],"depth":1}"#;
+        let p = Pdu::parse("$abcDEF_-1".try_into().unwrap(), create).unwrap();
+        assert!(p.room_id.is_none());
+        assert!(p.belongs_to(<&RoomId>::try_from("!abcDEF_-1").unwrap()));
+        assert!(!p.belongs_to(<&RoomId>::try_from("!other").unwrap()));
+        // Another event must name its room itself.
+        let msg = r#"{"sender":"@a:x","origin_server_ts":1,"type":"m.room.message",
+            "content":{},"prev_events":[],"auth_events":[],"depth":1}"#;
+        let m = Pdu::parse("$abcDEF_-1".try_into().unwrap(), msg).unwrap();
+        assert!(!m.belongs_to(<&RoomId>::try_from("!abcDEF_-1").unwrap()));
+
+        let v12 = RoomVersionId::V12.rules().unwrap();
+        let v11 = RoomVersionId::V11.rules().unwrap();
+        let room = <&RoomId>::try_from("!abcDEF_-1").unwrap();
+        assert_eq!(
+            implied_create_id(&v12, room).unwrap().as_str(),
+            "$abcDEF_-1"
+        );
+        assert!(implied_create_id(&v11, <&RoomId>::try_from("!r:x").unwrap()).is_none());
+
+        let client = client_format(p.event_id.as_ref(), create, None, None).unwrap();
+        assert_eq!(client["room_id"], "!abcDEF_-1");
     }
 }

@@ -266,3 +266,18 @@ pub async fn load_maps(db: &PgPool, groups: &[i64]) -> Result<Vec<KeyMap>> {
         .map(|g| by_group.get(g).cloned().unwrap_or_default())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicted_events_are_every_value_of_a_key_the_forks_disagree_on() {
+        // Keys 1..=4: 1 agreed, 2 differs, 3 missing from one fork, 4 agreed by all three.
+        let a: KeyMap = [(1, 10), (2, 20), (3, 30), (4, 40)].into();
+        let b: KeyMap = [(1, 10), (2, 21), (4, 40)].into();
+        let c: KeyMap = [(1, 10), (2, 20), (3, 30), (4, 40)].into();
+        assert_eq!(conflicted_events(&[&a, &b, &c]), vec![20, 21, 30]);
+        assert!(conflicted_events(&[&a, &c]).is_empty());
+    }
+}

@@ -214,6 +214,17 @@ pub fn authorise(
     ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
         by_id.get(id).map(|p| (*p).clone())
     })?;
+    authorise_by_state(rules, pdu, state)
+}
+
+/// The state-dependent auth rules only: whether `pdu` is allowed by the room's state
+/// `state` (the state before it, or the current state for soft failure), its own auth
+/// events having been checked already. Its auth events need not be in that state.
+pub fn authorise_by_state(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    pdu: &Pdu,
+    state: &HashMap<(StateEventType, String), Pdu>,
+) -> std::result::Result<(), String> {
     ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
         state.get(&(t.clone(), k.to_owned())).cloned()
     })
@@ -289,8 +300,12 @@ pub enum Current {
     /// `also` lists entries where the state before it differs from the old current state.
     Extend { also: Vec<StateChange> },
     /// The current state is the resolution of the old one with the state after the event;
-    /// `changes` are the entries that differ from the old current state.
-    Resolved { changes: Vec<StateChange> },
+    /// `changes` are the entries that differ from the old current state, `removed` the state
+    /// keys it no longer has (an entry whose only events lost the resolution).
+    Resolved {
+        changes: Vec<StateChange>,
+        removed: Vec<i64>,
+    },
 }
 
 /// An event that went through the checks, ready to store.
@@ -443,12 +458,16 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
             }
             (state_after, also)
         }
-        Current::Resolved { changes } => {
+        Current::Resolved { changes, removed } => {
             let entries: Vec<(i64, i64)> = changes
                 .iter()
                 .map(|c| (c.state_key_nid, c.event_nid))
                 .collect();
-            let group = if entries.is_empty() {
+            let group = if !removed.is_empty() {
+                // A delta cannot remove a key: the whole new state as a snapshot.
+                db::state::remove_current(&mut tx, room.room_nid, &removed).await?;
+                Some(snapshot_without(&mut tx, room, &entries, &removed).await?)
+            } else if entries.is_empty() {
                 room.state_group
             } else {
                 Some(new_state_group(&mut tx, room.room_nid, room.state_group, &entries).await?)
@@ -584,6 +603,29 @@ pub(crate) async fn new_state_group(
     all.extend(entries.iter().copied());
     let all: Vec<(i64, i64)> = all.into_iter().collect();
     Ok(db::state::create_group(tx, room_nid, None, &all).await?)
+}
+
+/// The room's current state with `entries` set and `removed` gone, as a new snapshot group.
+async fn snapshot_without(
+    tx: &mut sqlx::PgConnection,
+    room: &RoomRow,
+    entries: &[(i64, i64)],
+    removed: &[i64],
+) -> Result<i64> {
+    let mut all: HashMap<i64, i64> = match room.state_group {
+        Some(g) => db::state::load(&mut *tx, g)
+            .await?
+            .into_iter()
+            .map(|r| (r.0, r.1))
+            .collect(),
+        None => HashMap::new(),
+    };
+    all.extend(entries.iter().copied());
+    for k in removed {
+        all.remove(k);
+    }
+    let all: Vec<(i64, i64)> = all.into_iter().collect();
+    Ok(db::state::create_group(tx, room.room_nid, None, &all).await?)
 }
 
 /// The state events for `keys` in `group`, parsed, keyed by (type, state_key): from the

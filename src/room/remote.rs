@@ -232,7 +232,7 @@ impl Rooms {
                 Some(g) => self.state_entries(g, &auth_types).await?,
                 None => HashMap::new(),
             };
-            rejected = append::authorise(&rules, pdu, &before)
+            rejected = append::authorise_by_state(&rules, pdu, &before)
                 .err()
                 .map(|e| format!("not allowed by the state before it: {e}"));
             if rejected.is_none()
@@ -241,7 +241,7 @@ impl Rooms {
                 && let Some(current) = room.state_group
             {
                 let now = self.state_entries(current, &auth_types).await?;
-                if let Err(e) = append::authorise(&rules, pdu, &now) {
+                if let Err(e) = append::authorise_by_state(&rules, pdu, &now) {
                     tracing::info!(event_id = %ev.event_id, error = %e, "soft-failed against current state");
                     let verdict = Verdict {
                         state_before,
@@ -422,7 +422,12 @@ impl Rooms {
             .map(|(k, v)| (*k, *v))
             .collect();
         let changes = self.state_changes(&diff, &resolved.events).await?;
-        Ok(Current::Resolved { changes })
+        let removed: Vec<i64> = current_map
+            .keys()
+            .filter(|k| !resolved.map.contains_key(k))
+            .copied()
+            .collect();
+        Ok(Current::Resolved { changes, removed })
     }
 
     /// Current-state changes with the memberships they set, reading member events not in
@@ -469,11 +474,18 @@ impl Rooms {
             .filter(|(k, v)| base_map.get(k) != Some(v))
             .map(|(k, v)| (*k, *v))
             .collect();
-        if entries.is_empty() {
+        let drops_keys = base_map.keys().any(|k| !map.contains_key(k));
+        if entries.is_empty() && !drops_keys {
             return Ok(base);
         }
         let mut tx = self.db().begin().await?;
-        let group = append::new_state_group(&mut tx, room_nid, Some(base), &entries).await?;
+        let group = if drops_keys {
+            // A delta cannot remove a key: the whole map as a snapshot.
+            let all: Vec<(i64, i64)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+            db::state::create_group(&mut tx, room_nid, None, &all).await?
+        } else {
+            append::new_state_group(&mut tx, room_nid, Some(base), &entries).await?
+        };
         tx.commit().await?;
         Ok(group)
     }

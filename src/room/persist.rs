@@ -42,8 +42,12 @@ pub enum Current {
     /// `also` lists entries where the state before it differs from the old current state.
     Extend { also: Vec<StateChange> },
     /// The current state is the resolution of the old one with the state after the event;
-    /// `changes` are the entries that differ from the old current state.
-    Resolved { changes: Vec<StateChange> },
+    /// `changes` are the entries that differ from the old current state, `removed` the state
+    /// keys it no longer has (an entry whose only events lost the resolution).
+    Resolved {
+        changes: Vec<StateChange>,
+        removed: Vec<i64>,
+    },
 }
 
 /// An event that went through the checks, ready to store.
@@ -274,6 +278,7 @@ pub async fn persist_batch(
     // and the outbound queue.
     let mut current_group = room.state_group;
     let mut changes: Vec<StateChange> = Vec::new();
+    let mut removed_keys: Vec<i64> = Vec::new();
     let mut txns = Vec::new();
     let mut outbound = Vec::new();
     for (i, ev) in evs.iter().enumerate() {
@@ -327,12 +332,23 @@ pub async fn persist_batch(
                 changes.extend(own);
                 current_group = states_after[i];
             }
-            Current::Resolved { changes: resolved } => {
+            Current::Resolved {
+                changes: resolved,
+                removed,
+            } => {
                 let entries: Vec<(i64, i64)> = resolved
                     .iter()
                     .map(|c| (c.state_key_nid, c.event_nid))
                     .collect();
-                if !entries.is_empty() {
+                if !removed.is_empty() {
+                    // A delta cannot remove a key: the whole new state as a snapshot.
+                    current_group = Some(
+                        snapshot_without(&mut tx, room.room_nid, current_group, &entries, removed)
+                            .await?,
+                    );
+                    changes.retain(|c| !removed.contains(&c.state_key_nid));
+                    removed_keys.extend(removed.iter().copied());
+                } else if !entries.is_empty() {
                     current_group = Some(
                         new_state_group(&mut tx, room.room_nid, current_group, &entries).await?,
                     );
@@ -346,6 +362,10 @@ pub async fn persist_batch(
         {
             db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
         }
+    }
+    // Keys set again later in the batch come back with the changes.
+    if !removed_keys.is_empty() {
+        db::state::remove_current(&mut tx, room.room_nid, &removed_keys).await?;
     }
     apply_state_changes(&mut tx, room, changes, current_group).await?;
     db::events::insert_txns(&mut tx, room.room_nid, &txns).await?;
@@ -414,6 +434,30 @@ pub fn membership_of(content: &serde_json::value::RawValue) -> String {
     serde_json::from_str::<M>(content.get())
         .map(|m| m.membership)
         .unwrap_or_else(|_| "leave".to_owned())
+}
+
+/// The state of `group` with `entries` set and `removed` gone, as a new snapshot group.
+async fn snapshot_without(
+    tx: &mut sqlx::PgConnection,
+    room_nid: i64,
+    group: Option<i64>,
+    entries: &[(i64, i64)],
+    removed: &[i64],
+) -> Result<i64> {
+    let mut all: HashMap<i64, i64> = match group {
+        Some(g) => db::state::load(&mut *tx, g)
+            .await?
+            .into_iter()
+            .map(|r| (r.0, r.1))
+            .collect(),
+        None => HashMap::new(),
+    };
+    all.extend(entries.iter().copied());
+    for k in removed {
+        all.remove(k);
+    }
+    let all: Vec<(i64, i64)> = all.into_iter().collect();
+    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
 }
 
 /// A new state group: `prev` plus `entries`, as a delta unless the chain is at its cap.

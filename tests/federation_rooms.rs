@@ -591,8 +591,8 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
     let id_of = |t: &str, k: &str| {
         ruma::OwnedEventId::try_from(state[&(t.to_owned(), k.to_owned())].as_str()).unwrap()
     };
+    // Room version 12 (the default): the create event is implied by the room ID.
     let message_auth = vec![
-        id_of("m.room.create", ""),
         id_of("m.room.power_levels", ""),
         id_of("m.room.member", &bob.user_id),
     ];
@@ -600,7 +600,7 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
     member_auth.push(id_of("m.room.join_rules", ""));
     let latest = timeline(&a, &alice, &room).await.last().unwrap().0.clone();
     let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
-    let version = ruma::RoomVersionId::V10;
+    let version = ruma::RoomVersionId::V12;
     let rules = version.rules().unwrap();
     let sender = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
     let make = |kind: &str,
@@ -619,7 +619,7 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
             &keys,
             &new,
             &Placement {
-                room_id: &room_id,
+                room_id: Some(&room_id),
                 version: &version,
                 rules: &rules,
                 sender: &sender,
@@ -666,11 +666,7 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
         103,
     );
     // After the change, bob's messages cite his new member event.
-    let after_auth = vec![
-        message_auth[0].clone(),
-        message_auth[1].clone(),
-        s4.0.clone(),
-    ];
+    let after_auth = vec![message_auth[0].clone(), s4.0.clone()];
     let m5 = make("m.room.message", None, text("m5"), &s4.0, &after_auth, 104);
     let m6 = make("m.room.message", None, text("m6"), &m5.0, &after_auth, 105);
     // A fork off m2: kept, but it does not follow every forward extremity.

@@ -785,6 +785,11 @@ impl Rooms {
             .ok_or_else(|| Error::bad_json("membership event without state_key"))?;
         let membership = membership_of(&ev.pdu.content);
         let _lock = self.locks.lock(room_id).await;
+        let in_flight = super::persist::live_positions(self.db(), &self.stream, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("no stream position"))?;
+        let position = in_flight.position();
         let mut tx = self.db().begin().await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
         let nids = db::events::intern_ids(&mut tx, &[ev.event_id.as_str()]).await?;
@@ -793,8 +798,6 @@ impl Rooms {
             .ok_or_else(|| Error::internal("event ID not interned"))?;
         let kind = ev.pdu.kind.to_string();
         let sk = db::state::intern_keys(&mut tx, &[(kind.as_str(), target)]).await?;
-        let position = db::events::next_stream_position(&mut tx).await?;
-        let in_flight = self.stream.begin(position);
         db::events::insert(
             &mut tx,
             &db::events::NewEvent {

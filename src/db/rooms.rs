@@ -35,6 +35,53 @@ pub async fn by_id(e: impl PgExecutor<'_>, room_id: &str) -> Result<Option<RoomR
     .await
 }
 
+/// The room and its forward extremities (event number, ID, depth; deepest first), in one
+/// query: what appending to the room starts from.
+pub async fn with_extremities(
+    e: impl PgExecutor<'_>,
+    room_id: &str,
+) -> Result<Option<(RoomRow, Vec<(i64, String, i64)>)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        room_nid: i64,
+        room_id: String,
+        room_version: String,
+        state_group: Option<i64>,
+        is_public: bool,
+        event_nid: Option<i64>,
+        event_id: Option<String>,
+        depth: Option<i64>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public,
+                f.event_nid, i.event_id, e.depth
+         FROM rooms r
+         LEFT JOIN forward_extremities f ON f.room_nid = r.room_nid
+         LEFT JOIN event_ids i ON i.event_nid = f.event_nid
+         LEFT JOIN events e ON e.event_nid = f.event_nid
+         WHERE r.room_id = $1
+         ORDER BY e.depth DESC, f.event_nid DESC",
+    )
+    .bind(room_id)
+    .fetch_all(e)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let room = RoomRow {
+        room_nid: first.room_nid,
+        room_id: first.room_id.clone(),
+        room_version: first.room_version.clone(),
+        state_group: first.state_group,
+        is_public: first.is_public,
+    };
+    let extremities = rows
+        .into_iter()
+        .filter_map(|r| Some((r.event_nid?, r.event_id?, r.depth?)))
+        .collect();
+    Ok(Some((room, extremities)))
+}
+
 pub async fn set_state_group(
     tx: &mut PgConnection,
     room_nid: i64,

@@ -91,7 +91,12 @@ impl Tip {
     /// The room's tip as stored.
     pub async fn of(db: &PgPool, room: &RoomRow) -> Result<Tip> {
         let extremities = db::events::forward_extremities(db, room.room_nid).await?;
-        Ok(Tip {
+        Ok(Tip::from_extremities(&extremities))
+    }
+
+    /// The tip over forward extremities (number, ID, depth), deepest first.
+    pub fn from_extremities(extremities: &[(i64, String, i64)]) -> Tip {
+        Tip {
             prev_ids: extremities
                 .iter()
                 .take(MAX_PREV_EVENTS)
@@ -102,7 +107,7 @@ impl Tip {
                 .map(|e| e.2)
                 .max()
                 .map_or(1, |d| d.saturating_add(1)),
-        })
+        }
     }
 
     /// The tip once `event` (placed on this one) is stored.

@@ -103,41 +103,24 @@ pub async fn persist_batch(
         .map(|e| e.rejected.is_none() && !e.soft_failed)
         .collect();
 
-    // Push rules are evaluated before the transaction opens: it stays short.
-    let mut notified: Vec<Option<Notified>> = Vec::with_capacity(evs.len());
-    let mut push: Option<(Option<i64>, PushContext)> = None;
-    for (ev, ok) in evs.iter().zip(&accepted) {
-        if !ok || ev.historical {
-            notified.push(None);
-            continue;
-        }
-        let fresh = match &push {
-            Some((group, _)) => *group != ev.state_before,
-            None => true,
-        };
-        if fresh {
-            let rules = super::remote::rules_of(room)?;
-            let ctx = PushContext::load(store, room, &rules, ev.state_before).await?;
-            push = Some((ev.state_before, ctx));
-        }
-        match &push {
-            Some((_, ctx)) => notified.push(Some(ctx.actions(ev).await?)),
-            None => notified.push(None),
-        }
-    }
-
     // Live positions come from the stream's block (a round trip only to refill it).
     let live = evs.iter().filter(|e| !e.historical).count();
     let mut live_guards = live_positions(db, stream, live).await?.into_iter();
-
-    let mut tx = db.begin().await?;
     let mut all_ids: Vec<&str> = Vec::new();
     for ev in &evs {
         all_ids.push(ev.event_id.as_str());
         all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
         all_ids.extend(ev.pdu.auth_events.iter().map(|e| e.as_str()));
     }
-    let (nids, backfill) = db::append::number(&mut tx, &all_ids, evs.len() - live).await?;
+    // Push rules are evaluated on another connection while the transaction opens and
+    // numbers the events: the two round trips overlap.
+    let opening = async {
+        let mut tx = db.begin().await?;
+        let numbers = db::append::number(&mut tx, &all_ids, evs.len() - live).await?;
+        Ok::<_, Error>((tx, numbers))
+    };
+    let (notified, (mut tx, (nids, backfill))) =
+        tokio::try_join!(notifications(store, room, &evs, &accepted), opening)?;
     let mut backfill = backfill.into_iter();
     let nid = |id: &str| {
         nids.get(id)
@@ -355,6 +338,38 @@ pub async fn persist_batch(
         }
     }
     Ok(stored)
+}
+
+/// Whom each event notifies (push rules of the room's local members); `None` for events
+/// that notify nobody (rejected, soft-failed, historical).
+async fn notifications(
+    store: &Store<'_>,
+    room: &RoomRow,
+    evs: &[Checked<'_>],
+    accepted: &[bool],
+) -> Result<Vec<Option<Notified>>> {
+    let mut notified = Vec::with_capacity(evs.len());
+    let mut push: Option<(Option<i64>, PushContext)> = None;
+    for (ev, ok) in evs.iter().zip(accepted) {
+        if !ok || ev.historical {
+            notified.push(None);
+            continue;
+        }
+        let fresh = match &push {
+            Some((group, _)) => *group != ev.state_before,
+            None => true,
+        };
+        if fresh {
+            let rules = super::remote::rules_of(room)?;
+            let ctx = PushContext::load(store, room, &rules, ev.state_before).await?;
+            push = Some((ev.state_before, ctx));
+        }
+        match &push {
+            Some((_, ctx)) => notified.push(Some(ctx.actions(ev).await?)),
+            None => notified.push(None),
+        }
+    }
+    Ok(notified)
 }
 
 /// How many live stream positions to take from the sequence at once.

@@ -111,11 +111,7 @@ impl Rooms {
         if jobs.is_empty() {
             return;
         }
-        let room = match self.room(room_id).await {
-            Ok(r) => r,
-            Err(e) => return fail_all(jobs, &e),
-        };
-        // Client transactions sent before: one query for the whole batch.
+        // Client transactions sent before, the room and its tip: two queries at once.
         let keys: Vec<(&str, &str, &str)> = jobs
             .iter()
             .filter_map(|j| {
@@ -124,15 +120,17 @@ impl Rooms {
                     .map(|(d, t)| (j.sender.as_str(), d.as_str(), t.as_str()))
             })
             .collect();
-        let (seen, tip) = match tokio::try_join!(
-            async {
-                Ok::<_, Error>(db::events::txn_events(self.db(), room.room_nid, &keys).await?)
-            },
-            Tip::of(self.db(), &room),
+        let (seen, found) = match tokio::try_join!(
+            db::events::txn_events(self.db(), room_id.as_str(), &keys),
+            db::rooms::with_extremities(self.db(), room_id.as_str()),
         ) {
             Ok(v) => v,
-            Err(e) => return fail_all(jobs, &e),
+            Err(e) => return fail_all(jobs, &e.into()),
         };
+        let Some((room, extremities)) = found else {
+            return fail_all(jobs, &Error::not_found("Room not found"));
+        };
+        let tip = Tip::from_extremities(&extremities);
 
         let store = self.store();
         let mut tip = tip;

@@ -438,13 +438,124 @@ async fn state_ids(
         .collect()
 }
 
+/// PDUs as a user of server `from` would send them into a room on server `to`, signed with
+/// `from`'s own key, and /send transactions of them.
+struct Forger {
+    keys: trellis::keys::ServerKeys,
+    from: ruma::OwnedServerName,
+    to: ruma::OwnedServerName,
+    to_url: String,
+    room_id: ruma::OwnedRoomId,
+    version: ruma::RoomVersionId,
+    sender: ruma::OwnedUserId,
+}
+
+impl Forger {
+    fn new(
+        to: &TestServer,
+        from: &TestServer,
+        room: &str,
+        sender: &str,
+        version: ruma::RoomVersionId,
+    ) -> Forger {
+        let name = ruma::OwnedServerName::try_from(from.server_name()).unwrap();
+        Forger {
+            keys: trellis::keys::ServerKeys::load_or_generate(
+                &from.config.signing_key_path(),
+                name.clone(),
+            )
+            .unwrap(),
+            from: name,
+            to: ruma::OwnedServerName::try_from(to.server_name()).unwrap(),
+            to_url: to.federation_url(""),
+            room_id: ruma::OwnedRoomId::try_from(room).unwrap(),
+            version,
+            sender: ruma::OwnedUserId::try_from(sender).unwrap(),
+        }
+    }
+
+    /// An event on `prev` citing `auth`: its ID and signed JSON.
+    fn event(
+        &self,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+        prev: &ruma::OwnedEventId,
+        auth: &[ruma::OwnedEventId],
+        depth: i64,
+    ) -> (ruma::OwnedEventId, String) {
+        use trellis::room::pdu::{NewContent, Placement, build};
+        let new = NewContent {
+            kind: ruma::events::TimelineEventType::from(kind),
+            state_key: state_key.map(str::to_owned),
+            content: serde_json::value::to_raw_value(&content).unwrap(),
+            redacts: None,
+        };
+        build(
+            &self.keys,
+            &new,
+            &Placement {
+                room_id: Some(&self.room_id),
+                version: &self.version,
+                rules: &self.version.rules().unwrap(),
+                sender: &self.sender,
+                prev_events: std::slice::from_ref(prev),
+                auth_events: auth,
+                depth,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A message on `prev`.
+    fn message(
+        &self,
+        body: &str,
+        prev: &ruma::OwnedEventId,
+        auth: &[ruma::OwnedEventId],
+        depth: i64,
+    ) -> (ruma::OwnedEventId, String) {
+        let content = json!({"msgtype": "m.text", "body": body});
+        self.event("m.room.message", None, content, prev, auth, depth)
+    }
+
+    /// Send the PDUs as one transaction; the status and the answer.
+    async fn send(&self, txn: &str, pdus: Vec<Box<serde_json::value::RawValue>>) -> (u16, Value) {
+        use ruma::api::OutgoingRequestExt;
+        use ruma::api::federation::authentication::XMatrixSigningInput;
+        use ruma::api::federation::transactions::send_transaction_message;
+        let mut request = send_transaction_message::v1::Request::new(
+            txn.into(),
+            self.from.clone(),
+            ruma::MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.pdus = pdus;
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(
+                &self.to_url,
+                XMatrixSigningInput::new(self.from.clone(), self.to.clone(), self.keys.key_pair()),
+                (),
+            )
+            .unwrap();
+        let (parts, body) = http_request.into_parts();
+        let response = insecure_client()
+            .put(parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn raw(json: &str) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(json.to_owned()).unwrap()
+}
+
 #[tokio::test]
 async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
-    use ruma::api::OutgoingRequestExt;
-    use ruma::api::federation::authentication::XMatrixSigningInput;
-    use ruma::api::federation::transactions::send_transaction_message;
-    use trellis::room::pdu::{NewContent, Placement, build};
-
     let a = TestServer::start_federating().await;
     let b = TestServer::start_federating().await;
     let alice = a.register("alice", "password-a").await;
@@ -459,11 +570,7 @@ async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
     .await;
 
     // Forge a transaction as B would send it, signed with B's own key.
-    let b_name = ruma::OwnedServerName::try_from(b.server_name()).unwrap();
-    let a_name = ruma::OwnedServerName::try_from(a.server_name()).unwrap();
-    let keys =
-        trellis::keys::ServerKeys::load_or_generate(&b.config.signing_key_path(), b_name.clone())
-            .unwrap();
+    let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V10);
     let state = state_ids(&a, &alice, &room).await;
     let auth: Vec<ruma::OwnedEventId> = [
         ("m.room.create", ""),
@@ -476,69 +583,21 @@ async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
     })
     .collect();
     let latest = timeline(&a, &alice, &room).await.last().unwrap().0.clone();
-    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
-    let version = ruma::RoomVersionId::V10;
-    let rules = version.rules().unwrap();
-    let sender = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
-    let make = |body: &str, prev: &ruma::OwnedEventId, depth: i64| {
-        let new = NewContent {
-            kind: ruma::events::TimelineEventType::RoomMessage,
-            state_key: None,
-            content: serde_json::value::to_raw_value(&json!({"msgtype": "m.text", "body": body}))
-                .unwrap(),
-            redacts: None,
-        };
-        build(
-            &keys,
-            &new,
-            &Placement {
-                room_id: Some(&room_id),
-                version: &version,
-                rules: &rules,
-                sender: &sender,
-                prev_events: std::slice::from_ref(prev),
-                auth_events: &auth,
-                depth,
-            },
-        )
-        .unwrap()
-    };
     let latest = ruma::OwnedEventId::try_from(latest.as_str()).unwrap();
-    let (good1, json1) = make("good-1", &latest, 100);
-    let (bad, json_bad) = make("bad", &good1, 101);
-    let (good3, json3) = make("good-3", &good1, 101);
+    let (good1, json1) = forger.message("good-1", &latest, &auth, 100);
+    let (bad, json_bad) = forger.message("bad", &good1, &auth, 101);
+    let (good3, json3) = forger.message("good-3", &good1, &auth, 101);
     // Replace the bad event's signature with the first event's: valid base64, wrong bytes.
     let mut bad_value: Value = serde_json::from_str(&json_bad).unwrap();
     let first: Value = serde_json::from_str(&json1).unwrap();
     bad_value["signatures"] = first["signatures"].clone();
-
-    let mut request = send_transaction_message::v1::Request::new(
-        "forged-1".into(),
-        b_name.clone(),
-        ruma::MilliSecondsSinceUnixEpoch::now(),
-    );
-    request.pdus = vec![
-        serde_json::value::RawValue::from_string(json1).unwrap(),
-        serde_json::value::to_raw_value(&bad_value).unwrap(),
-        serde_json::value::RawValue::from_string(json3).unwrap(),
-    ];
-    let http_request = request
-        .try_into_http_request::<Vec<u8>>(
-            &a.federation_url(""),
-            XMatrixSigningInput::new(b_name.clone(), a_name.clone(), keys.key_pair()),
-            (),
+    let (status, answer) = forger
+        .send(
+            "forged-1",
+            vec![raw(&json1), raw(&bad_value.to_string()), raw(&json3)],
         )
-        .unwrap();
-    let (parts, body) = http_request.into_parts();
-    let response = insecure_client()
-        .put(parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(answer["pdus"][good1.as_str()], json!({}), "{answer}");
     assert_eq!(answer["pdus"][good3.as_str()], json!({}), "{answer}");
     assert!(
@@ -564,11 +623,6 @@ async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
 
 #[tokio::test]
 async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order() {
-    use ruma::api::OutgoingRequestExt;
-    use ruma::api::federation::authentication::XMatrixSigningInput;
-    use ruma::api::federation::transactions::send_transaction_message;
-    use trellis::room::pdu::{NewContent, Placement, build};
-
     let a = TestServer::start_federating().await;
     let b = TestServer::start_federating().await;
     let alice = a.register("alice", "password-a").await;
@@ -581,17 +635,13 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
     })
     .await;
 
-    // Events as B would send them, signed with B's key.
-    let b_name = ruma::OwnedServerName::try_from(b.server_name()).unwrap();
-    let a_name = ruma::OwnedServerName::try_from(a.server_name()).unwrap();
-    let keys =
-        trellis::keys::ServerKeys::load_or_generate(&b.config.signing_key_path(), b_name.clone())
-            .unwrap();
+    // Events as B would send them, signed with B's key, in room version 12 (the default):
+    // the create event is implied by the room ID.
+    let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
     let state = state_ids(&a, &alice, &room).await;
     let id_of = |t: &str, k: &str| {
         ruma::OwnedEventId::try_from(state[&(t.to_owned(), k.to_owned())].as_str()).unwrap()
     };
-    // Room version 12 (the default): the create event is implied by the room ID.
     let message_auth = vec![
         id_of("m.room.power_levels", ""),
         id_of("m.room.member", &bob.user_id),
@@ -599,65 +649,12 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
     let mut member_auth = message_auth.clone();
     member_auth.push(id_of("m.room.join_rules", ""));
     let latest = timeline(&a, &alice, &room).await.last().unwrap().0.clone();
-    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
-    let version = ruma::RoomVersionId::V12;
-    let rules = version.rules().unwrap();
-    let sender = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
-    let make = |kind: &str,
-                key: Option<&str>,
-                content: Value,
-                prev: &ruma::OwnedEventId,
-                auth: &[ruma::OwnedEventId],
-                depth: i64| {
-        let new = NewContent {
-            kind: ruma::events::TimelineEventType::from(kind),
-            state_key: key.map(str::to_owned),
-            content: serde_json::value::to_raw_value(&content).unwrap(),
-            redacts: None,
-        };
-        build(
-            &keys,
-            &new,
-            &Placement {
-                room_id: Some(&room_id),
-                version: &version,
-                rules: &rules,
-                sender: &sender,
-                prev_events: std::slice::from_ref(prev),
-                auth_events: auth,
-                depth,
-            },
-        )
-        .unwrap()
-    };
-    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
     let latest = ruma::OwnedEventId::try_from(latest.as_str()).unwrap();
-    let m1 = make(
-        "m.room.message",
-        None,
-        text("m1"),
-        &latest,
-        &message_auth,
-        100,
-    );
-    let m2 = make(
-        "m.room.message",
-        None,
-        text("m2"),
-        &m1.0,
-        &message_auth,
-        101,
-    );
-    let m3 = make(
-        "m.room.message",
-        None,
-        text("m3"),
-        &m2.0,
-        &message_auth,
-        102,
-    );
+    let m1 = forger.message("m1", &latest, &message_auth, 100);
+    let m2 = forger.message("m2", &m1.0, &message_auth, 101);
+    let m3 = forger.message("m3", &m2.0, &message_auth, 102);
     let renamed = json!({"membership": "join", "displayname": "Bob Batch"});
-    let s4 = make(
+    let s4 = forger.event(
         "m.room.member",
         Some(&bob.user_id),
         renamed,
@@ -667,45 +664,16 @@ async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order()
     );
     // After the change, bob's messages cite his new member event.
     let after_auth = vec![message_auth[0].clone(), s4.0.clone()];
-    let m5 = make("m.room.message", None, text("m5"), &s4.0, &after_auth, 104);
-    let m6 = make("m.room.message", None, text("m6"), &m5.0, &after_auth, 105);
+    let m5 = forger.message("m5", &s4.0, &after_auth, 104);
+    let m6 = forger.message("m6", &m5.0, &after_auth, 105);
     // A fork off m2: kept, but it does not follow every forward extremity.
-    let f7 = make(
-        "m.room.message",
-        None,
-        text("f7"),
-        &m2.0,
-        &message_auth,
-        102,
-    );
-    let all = [&m6, &f7, &m1, &s4, &m3, &m5, &m2];
-
-    let mut request = send_transaction_message::v1::Request::new(
-        "batch-1".into(),
-        b_name.clone(),
-        ruma::MilliSecondsSinceUnixEpoch::now(),
-    );
-    request.pdus = all
-        .iter()
-        .map(|e| serde_json::value::RawValue::from_string(e.1.clone()).unwrap())
-        .collect();
-    let http_request = request
-        .try_into_http_request::<Vec<u8>>(
-            &a.federation_url(""),
-            XMatrixSigningInput::new(b_name.clone(), a_name.clone(), keys.key_pair()),
-            (),
-        )
-        .unwrap();
-    let (parts, body) = http_request.into_parts();
-    let response = insecure_client()
-        .put(parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let f7 = forger.message("f7", &m2.0, &message_auth, 102);
+    // m1 comes twice: one event.
+    let all = [&m6, &f7, &m1, &s4, &m3, &m5, &m2, &m1];
+    let (status, answer) = forger
+        .send("batch-1", all.iter().map(|e| raw(&e.1)).collect())
+        .await;
+    assert_eq!(status, 200);
     for e in all {
         assert_eq!(answer["pdus"][e.0.as_str()], json!({}), "{answer}");
     }

@@ -537,33 +537,7 @@ async fn racing_senders_leave_one_chain() {
     };
     tokio::join!(send_all(a.clone()), send_all(b.clone()));
 
-    // One forward extremity, and depths form one unbroken chain.
-    let mut db = sqlx::PgConnection::connect(s.config.database.url.as_deref().unwrap())
-        .await
-        .unwrap();
-    use sqlx::Connection;
-    let (extremities,): (i64,) = sqlx::query_as("SELECT count(*) FROM forward_extremities")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(extremities, 1);
-    let depths: Vec<(i64,)> = sqlx::query_as("SELECT depth FROM events ORDER BY depth")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-    let depths: Vec<i64> = depths.into_iter().map(|d| d.0).collect();
-    assert_eq!(
-        depths,
-        (1..=depths.len() as i64).collect::<Vec<_>>(),
-        "no gaps, no duplicate depth"
-    );
-    let (multi_parent,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM (SELECT event_nid FROM event_edges GROUP BY event_nid HAVING count(*) > 1) x",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(multi_parent, 0, "every event has exactly one parent");
+    assert_one_chain(&s).await;
     let all = paginate(&s, &a, &room, "f", 100, "").await;
     assert_eq!(
         all.iter().filter(|e| e["type"] == "m.room.message").count(),
@@ -611,6 +585,13 @@ async fn concurrent_sends_chain_and_a_retried_transaction_is_stored_once() {
     assert_eq!(bodies.len(), 41, "{bodies:?}");
     assert_eq!(bodies.iter().filter(|b| **b == "the same one").count(), 1);
 
+    assert_one_chain(&s).await;
+    s.shutdown().await;
+}
+
+/// The server's one room is one chain: a single forward extremity, depths without gap or
+/// repeat, one parent per event.
+async fn assert_one_chain(s: &TestServer) {
     use sqlx::Connection;
     let mut db = sqlx::PgConnection::connect(s.config.database.url.as_deref().unwrap())
         .await
@@ -625,7 +606,11 @@ async fn concurrent_sends_chain_and_a_retried_transaction_is_stored_once() {
         .await
         .unwrap();
     let depths: Vec<i64> = depths.into_iter().map(|d| d.0).collect();
-    assert_eq!(depths, (1..=depths.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        depths,
+        (1..=depths.len() as i64).collect::<Vec<_>>(),
+        "no gaps, no duplicate depth"
+    );
     let (multi_parent,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM (SELECT event_nid FROM event_edges GROUP BY event_nid HAVING count(*) > 1) x",
     )
@@ -633,7 +618,6 @@ async fn concurrent_sends_chain_and_a_retried_transaction_is_stored_once() {
     .await
     .unwrap();
     assert_eq!(multi_parent, 0, "every event has exactly one parent");
-    s.shutdown().await;
 }
 
 /// Send `n` messages as `u`, returning their bodies.

@@ -145,8 +145,13 @@ pub async fn persist_batch(
     let mut event_nids = Vec::with_capacity(evs.len());
     let mut state_key_nids = Vec::with_capacity(evs.len());
     let mut states_after = Vec::with_capacity(evs.len());
+    let mut row_positions = Vec::with_capacity(evs.len());
+    // An event listed twice is written once (one statement cannot write a row twice).
+    let mut duplicate = Vec::with_capacity(evs.len());
+    let mut seen = HashSet::with_capacity(evs.len());
     for (ev, kind) in evs.iter().zip(&kinds) {
         let event_nid = nid(ev.event_id.as_str())?;
+        duplicate.push(!seen.insert(event_nid));
         let state_key_nid = match &ev.pdu.state_key {
             Some(k) => Some(
                 key_nids
@@ -172,6 +177,14 @@ pub async fn persist_batch(
             }),
         }
         .ok_or_else(|| Error::internal("too few stream positions"))?;
+        positions.push(Some(position));
+        event_nids.push(event_nid);
+        state_key_nids.push(state_key_nid);
+        states_after.push(state_after);
+        if duplicate.last().copied().unwrap_or(false) {
+            continue;
+        }
+        row_positions.push(Some(position));
         rows.push(db::events::NewEvent {
             event_nid,
             room_nid: room.room_nid,
@@ -188,13 +201,13 @@ pub async fn persist_batch(
             state_before: ev.state_before,
             state_after,
         });
-        positions.push(Some(position));
-        event_nids.push(event_nid);
-        state_key_nids.push(state_key_nid);
-        states_after.push(state_after);
     }
-    let inserted = db::events::insert_many(&mut tx, &rows, &positions).await?;
-    let stored: Vec<bool> = event_nids.iter().map(|n| inserted.contains(n)).collect();
+    let inserted = db::events::insert_many(&mut tx, &rows, &row_positions).await?;
+    let stored: Vec<bool> = event_nids
+        .iter()
+        .zip(&duplicate)
+        .map(|(n, dup)| !dup && inserted.contains(n))
+        .collect();
     if inserted.is_empty() {
         // Nothing new: the transaction rolls back on drop and the positions are abandoned.
         return Ok(stored);

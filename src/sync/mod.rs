@@ -124,6 +124,19 @@ struct Delta {
     rooms: Vec<db::sync::UserRoom>,
 }
 
+/// What the rooms' part of a read works from.
+#[derive(Clone, Copy)]
+struct RoomsRead<'a> {
+    req: &'a SyncRequest,
+    /// The client's token, `None` for an initial (or full-state) sync.
+    since: Option<SyncToken>,
+    upto: i64,
+    rooms: &'a [db::sync::UserRoom],
+    news: Option<&'a News>,
+    parts: Parts,
+    carry: Option<SyncToken>,
+}
+
 /// Which parts of the sync a read covers beyond typing, timelines and unread counts.
 #[derive(Debug, Clone, Copy)]
 struct Parts {
@@ -243,55 +256,84 @@ impl Sync {
     ) -> Result<(SyncResponse, Vec<db::sync::UserRoom>)> {
         let db = self.rooms.db();
         let since = if req.full_state { None } else { req.since };
-        let after = since.map_or(0, |s| s.events);
-        let (news, carry, rooms) = match delta {
-            Some(Delta { news, prev, rooms }) => (Some(news), Some(prev), rooms),
-            None => (None, None, db::sync::user_rooms(db, user.as_str()).await?),
+        // After a wake-up, read only as far as the news goes: an event the notifier has not
+        // published yet is in no news, and will wake this sync again. Otherwise the position
+        // is taken before the rooms are listed, so a membership at or below it is listed.
+        let (news, carry, rooms, upto) = match delta {
+            Some(Delta { news, prev, rooms }) => {
+                let upto = news.published.max(prev.events);
+                (Some(news), Some(prev), rooms, upto)
+            }
+            None => {
+                let upto = self.rooms.stream().safe_position();
+                let rooms = db::sync::user_rooms(db, user.as_str()).await?;
+                (None, None, rooms, upto)
+            }
         };
         let parts = news.as_ref().map_or(Parts::ALL, |n| Parts::of(n.kinds));
-        // After a wake-up, read only as far as the news goes: an event the notifier has not
-        // published yet is in no news, and will wake this sync again.
-        let upto = match (&news, carry) {
-            (Some(n), Some(prev)) => n.published.max(prev.events),
-            _ => self.rooms.stream().safe_position(),
-        };
         let ad_upto = match carry {
             Some(prev) if !parts.account_data => prev.account_data,
             _ => db::sync::max_account_data_stream(db).await?,
         };
         let all_nids: Vec<i64> = rooms.iter().map(|r| r.room_nid).collect();
-        // Acknowledgement of to-device messages follows the client's token even with
-        // full_state, so it uses `req.since`.
-        let e2e = e2e::section(
-            db,
-            user,
-            req.device_id.as_str(),
-            req.since,
-            upto,
-            &e2e::E2eRead {
-                to_device: parts.to_device,
-                device_lists: parts.device_lists,
-                members_unchanged: since.and_then(|s| {
-                    self.notifier
-                        .members_changed_since(&all_nids, s.events, upto)
-                        .map(|moved| !moved)
-                }) == Some(true),
-                carry,
-            },
-        )
-        .await?;
         let mut out = SyncResponse {
             next_batch: SyncToken {
                 events: upto,
                 account_data: ad_upto,
-                to_device: e2e.to_device_pos,
-                device_lists: e2e.device_lists_pos,
                 ..Default::default()
             },
-            e2e,
             ..Default::default()
         };
+        // The device's part and the rooms' part are independent: read them side by side.
+        // Acknowledgement of to-device messages follows the client's token even with
+        // full_state, so it uses `req.since`.
+        let e2e_read = e2e::E2eRead {
+            to_device: parts.to_device,
+            device_lists: parts.device_lists,
+            members_unchanged: since.and_then(|s| {
+                self.notifier
+                    .members_changed_since(&all_nids, s.events, upto)
+                    .map(|moved| !moved)
+            }) == Some(true),
+            carry,
+        };
+        let device_part =
+            e2e::section(db, user, req.device_id.as_str(), req.since, upto, &e2e_read);
+        let read = RoomsRead {
+            req,
+            since,
+            upto,
+            rooms: &rooms,
+            news: news.as_ref(),
+            parts,
+            carry,
+        };
+        let (e2e, ()) = tokio::try_join!(device_part, self.read_rooms(user, &read, &mut out))?;
+        out.next_batch.to_device = e2e.to_device_pos;
+        out.next_batch.device_lists = e2e.device_lists_pos;
+        out.e2e = e2e;
+        Ok((out, rooms))
+    }
 
+    /// The rooms' part of a read: timelines, state, memberships, ephemeral events, account
+    /// data, summaries and unread counts.
+    async fn read_rooms(
+        &self,
+        user: &UserId,
+        read: &RoomsRead<'_>,
+        out: &mut SyncResponse,
+    ) -> Result<()> {
+        let RoomsRead {
+            req,
+            since,
+            upto,
+            rooms,
+            news,
+            parts,
+            carry,
+        } = *read;
+        let db = self.rooms.db();
+        let after = since.map_or(0, |s| s.events);
         let joined: Vec<&db::sync::UserRoom> =
             rooms.iter().filter(|r| r.membership == "join").collect();
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
@@ -299,7 +341,7 @@ impl Sync {
         let ephemeral = self
             .ephemeral_section(user, &joined, since, parts, carry)
             .await?;
-        let candidates = self.timeline_rooms(&joined, news.as_ref(), since, upto);
+        let candidates = self.timeline_rooms(&joined, news, since, upto);
         let recent = match candidates.as_deref().unwrap_or(&joined_nids) {
             [] => Vec::new(),
             nids => {
@@ -400,16 +442,11 @@ impl Sync {
         }
 
         if parts.memberships {
-            self.add_memberships(
-                &rooms,
-                after,
-                since.is_some() || req.include_leave,
-                &mut out,
-            )
-            .await?;
+            self.add_memberships(&rooms, after, since.is_some() || req.include_leave, out)
+                .await?;
         }
 
-        add_ephemeral(&mut out, ephemeral);
+        add_ephemeral(out, ephemeral);
 
         if parts.account_data {
             let ad_after = since.map_or(0, |s| s.account_data);
@@ -427,9 +464,8 @@ impl Sync {
                 }
             }
         }
-        self.add_summaries(user, &rooms, &summarise, &mut out)
-            .await?;
-        Ok((out, rooms))
+        self.add_summaries(user, rooms, &summarise, out).await?;
+        Ok(())
     }
 
     /// The joined rooms whose timelines are read: after a wake-up, those the news names;

@@ -493,3 +493,143 @@ impl Drop for Waiter {
         self.hub.lock().forget(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ruma::{device_id, user_id};
+
+    use super::*;
+
+    fn event(position: i64, room_nid: i64, member: Option<&str>) -> StreamEvent {
+        StreamEvent {
+            position,
+            room_nid,
+            member: member.map(str::to_owned),
+        }
+    }
+
+    /// The news, if the waiter has some within a moment.
+    async fn news(w: &Waiter) -> Option<News> {
+        tokio::time::timeout(Duration::from_millis(50), w.next())
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn wakes_only_the_waiters_news_is_for() {
+        let n = SyncNotifier::new();
+        assert!(n.start_at(10));
+        let bob = n.waiter(user_id!("@bob:x"), device_id!("B"));
+        bob.watch_rooms(&[1, 2]);
+        let carol = n.waiter(user_id!("@carol:x"), device_id!("C"));
+        carol.watch_rooms(&[3]);
+
+        n.publish_events(&[event(11, 3, None)], 11, false);
+        assert!(news(&bob).await.is_none(), "an event in another room");
+        let got = news(&carol).await.expect("carol's room");
+        assert_eq!(got.kinds, Kinds::EVENTS);
+        assert_eq!(got.rooms, BTreeSet::from([3]));
+        assert_eq!(got.published, 11);
+
+        // A membership event about Bob in a room he does not watch is for him.
+        n.publish_events(&[event(12, 3, Some("@bob:x"))], 12, false);
+        assert!(
+            news(&bob)
+                .await
+                .expect("an invite")
+                .kinds
+                .contains(Kinds::MEMBERSHIP)
+        );
+        n.publish_rooms(&[2], Kinds::TYPING);
+        assert_eq!(news(&bob).await.expect("typing").kinds, Kinds::TYPING);
+        n.publish_to_device(user_id!("@bob:x"), Some(device_id!("OTHER")));
+        assert!(news(&bob).await.is_none(), "another device's message");
+        n.publish_to_device(user_id!("@bob:x"), None);
+        assert_eq!(news(&bob).await.expect("to-device").kinds, Kinds::TO_DEVICE);
+        drop(carol);
+        assert_eq!(n.waiting(), 1);
+    }
+
+    #[tokio::test]
+    async fn news_between_registering_and_watching_is_kept() {
+        let n = SyncNotifier::new();
+        n.start_at(0);
+        let w = n.waiter(user_id!("@bob:x"), device_id!("B"));
+        // The sync reads its rooms while these land.
+        n.publish_events(&[event(1, 7, None)], 1, false);
+        n.publish_rooms(&[8], Kinds::RECEIPTS);
+        n.publish_rooms(&[9], Kinds::TYPING);
+        w.watch_rooms(&[7, 8]);
+        let got = news(&w).await.expect("missed news");
+        assert_eq!(got.kinds, Kinds::EVENTS | Kinds::RECEIPTS);
+        assert_eq!(got.rooms, BTreeSet::from([7]));
+        // Taken: watching again finds nothing older.
+        w.watch_rooms(&[7, 8, 9]);
+        assert!(news(&w).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_room_log_answers_only_what_it_knows() {
+        let n = SyncNotifier::new();
+        assert_eq!(n.rooms_changed_since(&[1], 0, 0), None, "not started");
+        n.start_at(100);
+        n.publish_events(
+            &[event(101, 1, None), event(102, 2, Some("@a:x"))],
+            102,
+            false,
+        );
+        assert_eq!(
+            n.rooms_changed_since(&[1, 2, 3], 100, 102),
+            Some(vec![1, 2])
+        );
+        assert_eq!(n.rooms_changed_since(&[1, 2, 3], 101, 102), Some(vec![2]));
+        assert_eq!(
+            n.rooms_changed_since(&[1], 99, 102),
+            None,
+            "before the start"
+        );
+        assert_eq!(
+            n.rooms_changed_since(&[1], 101, 103),
+            None,
+            "not published yet"
+        );
+        assert_eq!(n.members_changed_since(&[1], 100, 102), Some(false));
+        assert_eq!(n.members_changed_since(&[1, 2], 101, 102), Some(true));
+        // Too many events at once: everyone reads everything, and the past is unknown.
+        let w = n.waiter(user_id!("@bob:x"), device_id!("B"));
+        n.publish_events(&[], 500, true);
+        assert!(
+            news(&w)
+                .await
+                .expect("overflow")
+                .kinds
+                .contains(Kinds::MEMBERSHIP)
+        );
+        assert_eq!(n.rooms_changed_since(&[1], 102, 500), None);
+        assert_eq!(n.rooms_changed_since(&[1], 500, 500), Some(vec![]));
+    }
+
+    #[test]
+    fn the_room_log_stays_bounded() {
+        let n = SyncNotifier::new();
+        n.start_at(0);
+        let events: Vec<StreamEvent> = (1..=MAX_LOGGED_ROOMS as i64 + 10)
+            .map(|i| event(i, i, None))
+            .collect();
+        let last = events.len() as i64;
+        n.publish_events(&events, last, false);
+        let hub = n.hub.lock();
+        assert!(hub.log.rooms.len() <= MAX_LOGGED_ROOMS);
+        let floor = hub.log.event_floor;
+        drop(hub);
+        assert!(floor > 0);
+        // What is forgotten is unknown, what is kept is still known.
+        assert_eq!(n.rooms_changed_since(&[1], floor - 1, last), None);
+        assert_eq!(
+            n.rooms_changed_since(&[last], floor, last),
+            Some(vec![last])
+        );
+    }
+}

@@ -442,7 +442,7 @@ impl Sync {
         }
 
         if parts.memberships {
-            self.add_memberships(&rooms, after, since.is_some() || req.include_leave, out)
+            self.add_memberships(rooms, after, since.is_some() || req.include_leave, out)
                 .await?;
         }
 

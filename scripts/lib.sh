@@ -1,47 +1,61 @@
-# Shell functions shared by scripts/run, scripts/test and scripts/sdk-test; sourced, not run.
-# The sourcing script defines die() (print a message and exit non-zero) and may define step()
-# (announce a step); without step(), announcements are plain lines.
+# Shell functions shared by the scripts in this directory. Source it after setting
+# `script_name` (used in error messages).
 
-announce() {
-	if declare -F step >/dev/null; then
-		step "$@"
-	else
-		echo "$*"
-	fi
+die() {
+	printf '%s: %s\n' "${script_name:-scripts}" "$*" >&2
+	exit 1
 }
 
-# The same search as src/db/embedded.rs: PATH, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin.
-postgres_found() {
+if [ -t 1 ]; then
+	step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+	step() { printf '\n==> %s\n' "$*"; }
+fi
+
+# Print the first directory holding both initdb and postgres, searched the same way as
+# src/db/embedded.rs: PATH, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin.
+postgres_bindir() {
 	local dir
 	local IFS=:
 	for dir in $PATH /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
 		if [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ]; then
+			printf '%s\n' "$dir"
 			return 0
 		fi
 	done
 	return 1
 }
 
-# Installs the Postgres server binaries with apt-get (as root, or through sudo) unless they are
-# already there. $1 tells the user what to do instead when that is impossible, e.g.
-# "set database.url in trellis.toml to use an existing server".
-install_postgres() {
-	postgres_found && return 0
-	local instead=$1
-	local missing="Postgres server binaries (initdb, postgres) were not found on PATH or in /usr/lib/postgresql/*/bin."
+postgres_found() {
+	postgres_bindir >/dev/null
+}
+
+# Install Debian packages with apt-get (directly as root, through sudo otherwise). When that
+# cannot be done, fail with $1 (what is missing), what to install, and $2 (another way out).
+apt_install() { # what is missing, alternative, package...
+	local missing=$1 alternative=$2
+	shift 2
 	local sudo=()
 	if [ "$(id -u)" -ne 0 ]; then
 		if command -v sudo >/dev/null && command -v apt-get >/dev/null; then
 			sudo=(sudo)
 		else
-			die "$missing Install them with \`apt-get install postgresql\` (Debian/Ubuntu) as root, or $instead."
+			die "$missing Install them with \`apt-get install $*\` (Debian/Ubuntu) as root${alternative:+, or $alternative}."
 		fi
 	fi
 	command -v apt-get >/dev/null ||
-		die "$missing Install your system's PostgreSQL server package, or $instead."
-	announce "Installing the Postgres server binaries: apt-get install postgresql"
+		die "$missing Install your system's package for $*${alternative:+, or $alternative}."
+	step "Installing $*: apt-get install $*"
 	"${sudo[@]}" apt-get update -qq
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+		apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Install the Postgres server binaries when they are missing; $1 is another way out to name
+# when that cannot be done (e.g. using an existing server).
+ensure_postgres() { # alternative
+	postgres_found && return 0
+	apt_install "Postgres server binaries (initdb, postgres) were not found on PATH or in /usr/lib/postgresql/*/bin." \
+		"${1:-}" postgresql
 	postgres_found || die "apt-get installed postgresql, but initdb and postgres are still not found"
 }

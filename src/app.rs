@@ -10,6 +10,7 @@ use crate::e2e::E2e;
 use crate::ephemeral::Ephemeral;
 use crate::federation::Federation;
 use crate::keys::ServerKeys;
+use crate::media::Media;
 use crate::room::Rooms;
 use crate::sync::Sync;
 use crate::sync::notify::SyncNotifier;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub federation: Federation,
     pub e2e: E2e,
     pub ephemeral: Ephemeral,
+    pub media: Media,
 }
 
 impl AppState {
@@ -48,6 +50,13 @@ impl AppState {
         let sync = Sync::new(rooms.clone(), notifier.clone(), ephemeral.clone());
         let e2e = E2e::new(db.clone(), config.server_name(), notifier);
         let federation = Federation::new(db.clone(), &config.federation, keys.clone())?;
+        let media = Media::new(
+            db.clone(),
+            config.media_dir(),
+            config.media.clone(),
+            config.server_name(),
+            federation.client.clone(),
+        )?;
         Ok(AppState {
             config,
             db,
@@ -58,6 +67,7 @@ impl AppState {
             federation,
             e2e,
             ephemeral,
+            media,
         })
     }
 }

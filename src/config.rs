@@ -31,6 +31,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
+    pub media: MediaConfig,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -251,6 +253,47 @@ impl Default for RateLimitsConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest upload, and largest file fetched from another server, in bytes.
+    pub max_upload_size: u64,
+    /// Largest image, in pixels, decoded to make thumbnails.
+    pub max_image_pixels: u64,
+    /// Media stored here before this time (ms since the Unix epoch) stays readable through the
+    /// legacy unauthenticated endpoints: the "freeze" of the spec's authenticated-media
+    /// transition. 0: nothing is.
+    pub legacy_unauthenticated_before_ms: i64,
+    /// Fetch media of other servers over federation when a client asks for it.
+    pub fetch_remote: bool,
+    /// Longest a download from another server may take, in seconds.
+    pub remote_timeout_secs: u64,
+    /// How long a URI reserved with `POST /_matrix/media/v1/create` waits for its content.
+    pub pending_upload_expiry_secs: u64,
+    /// Most reserved URIs without content one user may hold.
+    pub max_pending_uploads: u32,
+    /// Serve `/preview_url` (it makes the server fetch URLs chosen by users).
+    pub url_preview_enabled: bool,
+    /// Largest page or image fetched for a URL preview, in bytes.
+    pub url_preview_max_size: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_upload_size: 50 * 1024 * 1024,
+            max_image_pixels: 32_000_000,
+            legacy_unauthenticated_before_ms: 0,
+            fetch_remote: true,
+            remote_timeout_secs: 120,
+            pending_upload_expiry_secs: 86_400,
+            max_pending_uploads: 5,
+            url_preview_enabled: false,
+            url_preview_max_size: 10 * 1024 * 1024,
+        }
+    }
+}
+
 /// Why a configuration could not be used: every problem, each naming its key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -399,6 +442,24 @@ impl Config {
                 ));
             }
         }
+        let m = &self.media;
+        for (key, value) in [
+            ("media.max_upload_size", m.max_upload_size),
+            ("media.max_image_pixels", m.max_image_pixels),
+            ("media.remote_timeout_secs", m.remote_timeout_secs),
+            (
+                "media.pending_upload_expiry_secs",
+                m.pending_upload_expiry_secs,
+            ),
+            ("media.url_preview_max_size", m.url_preview_max_size),
+        ] {
+            if value == 0 {
+                p.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if m.legacy_unauthenticated_before_ms < 0 {
+            p.push("media.legacy_unauthenticated_before_ms: must not be negative".to_owned());
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -420,6 +481,10 @@ impl Config {
 
     pub fn signing_key_path(&self) -> PathBuf {
         self.data_dir.join("signing.key")
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
     }
 }
 

@@ -60,6 +60,23 @@ impl Error {
         }
     }
 
+    /// The same failure for another caller (several requests can share one failed commit):
+    /// caller-facing errors keep their errcode and message, internal ones their text.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Matrix { kind, message } => Error::Matrix {
+                kind: kind.clone(),
+                message: message.clone(),
+            },
+            Error::BadRequest(m) => Error::BadRequest(m.clone()),
+            Error::Upstream(m) => Error::Upstream(m.clone()),
+            Error::Conflict(m) => Error::Conflict(m.clone()),
+            Error::MethodNotAllowed => Error::MethodNotAllowed,
+            Error::Uiaa(info) => Error::Uiaa(info.clone()),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, message)
     }
@@ -193,6 +210,8 @@ fn status_for_kind(kind: &ErrorKind) -> StatusCode {
         K::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         K::WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         K::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        K::CannotOverwriteMedia => StatusCode::CONFLICT,
+        K::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         K::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         K::ConnectionFailed | K::ConnectionTimeout => StatusCode::BAD_GATEWAY,
         _ => StatusCode::BAD_REQUEST,

@@ -1,7 +1,8 @@
 //! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
 //!
 //! Module dependencies point one way:
-//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`.
+//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`,
+//! and `http → media → federation` (media fetches remote files through the federation client).
 //! `room` never calls `federation`; an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 
@@ -16,6 +17,7 @@ pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod media;
 pub mod room;
 pub mod server;
 pub mod sync;

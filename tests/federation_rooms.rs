@@ -158,6 +158,36 @@ async fn a_stopped_server_receives_what_it_missed() {
     .await;
 }
 
+/// createRoom's `invite` names a user of another server: the invite goes through that
+/// server (which must countersign it), as a later /invite would, and keeps `is_direct`.
+#[tokio::test]
+async fn create_room_invites_users_of_other_servers() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(
+            &alice,
+            json!({"preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true}),
+        )
+        .await;
+    let sync = b.sync(&bob, "").await;
+    let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    let own = invite
+        .as_array()
+        .and_then(|i| i.iter().find(|e| e["state_key"] == bob.user_id.as_str()))
+        .unwrap_or_else(|| panic!("bob's server has the invite: {sync}"));
+    assert_eq!(own["content"]["membership"], "invite");
+    assert_eq!(own["content"]["is_direct"], true);
+    b.join(&bob, &room).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob joined", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn invites_joins_rejections_and_leaves_across_servers() {
     let a = TestServer::start_federating().await;
@@ -514,6 +544,202 @@ async fn a_pdu_with_a_bad_signature_is_rejected_alone() {
     assert_eq!(unsigned.status(), 401);
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn a_transaction_of_messages_a_state_change_and_a_fork_is_taken_in_order() {
+    use ruma::api::OutgoingRequestExt;
+    use ruma::api::federation::authentication::XMatrixSigningInput;
+    use ruma::api::federation::transactions::send_transaction_message;
+    use trellis::room::pdu::{NewContent, Placement, build};
+
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "batch").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    // Events as B would send them, signed with B's key.
+    let b_name = ruma::OwnedServerName::try_from(b.server_name()).unwrap();
+    let a_name = ruma::OwnedServerName::try_from(a.server_name()).unwrap();
+    let keys =
+        trellis::keys::ServerKeys::load_or_generate(&b.config.signing_key_path(), b_name.clone())
+            .unwrap();
+    let state = state_ids(&a, &alice, &room).await;
+    let id_of = |t: &str, k: &str| {
+        ruma::OwnedEventId::try_from(state[&(t.to_owned(), k.to_owned())].as_str()).unwrap()
+    };
+    let message_auth = vec![
+        id_of("m.room.create", ""),
+        id_of("m.room.power_levels", ""),
+        id_of("m.room.member", &bob.user_id),
+    ];
+    let mut member_auth = message_auth.clone();
+    member_auth.push(id_of("m.room.join_rules", ""));
+    let latest = timeline(&a, &alice, &room).await.last().unwrap().0.clone();
+    let room_id = ruma::OwnedRoomId::try_from(room.as_str()).unwrap();
+    let version = ruma::RoomVersionId::V10;
+    let rules = version.rules().unwrap();
+    let sender = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
+    let make = |kind: &str,
+                key: Option<&str>,
+                content: Value,
+                prev: &ruma::OwnedEventId,
+                auth: &[ruma::OwnedEventId],
+                depth: i64| {
+        let new = NewContent {
+            kind: ruma::events::TimelineEventType::from(kind),
+            state_key: key.map(str::to_owned),
+            content: serde_json::value::to_raw_value(&content).unwrap(),
+            redacts: None,
+        };
+        build(
+            &keys,
+            &new,
+            &Placement {
+                room_id: &room_id,
+                version: &version,
+                rules: &rules,
+                sender: &sender,
+                prev_events: std::slice::from_ref(prev),
+                auth_events: auth,
+                depth,
+            },
+        )
+        .unwrap()
+    };
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    let latest = ruma::OwnedEventId::try_from(latest.as_str()).unwrap();
+    let m1 = make(
+        "m.room.message",
+        None,
+        text("m1"),
+        &latest,
+        &message_auth,
+        100,
+    );
+    let m2 = make(
+        "m.room.message",
+        None,
+        text("m2"),
+        &m1.0,
+        &message_auth,
+        101,
+    );
+    let m3 = make(
+        "m.room.message",
+        None,
+        text("m3"),
+        &m2.0,
+        &message_auth,
+        102,
+    );
+    let renamed = json!({"membership": "join", "displayname": "Bob Batch"});
+    let s4 = make(
+        "m.room.member",
+        Some(&bob.user_id),
+        renamed,
+        &m3.0,
+        &member_auth,
+        103,
+    );
+    // After the change, bob's messages cite his new member event.
+    let after_auth = vec![
+        message_auth[0].clone(),
+        message_auth[1].clone(),
+        s4.0.clone(),
+    ];
+    let m5 = make("m.room.message", None, text("m5"), &s4.0, &after_auth, 104);
+    let m6 = make("m.room.message", None, text("m6"), &m5.0, &after_auth, 105);
+    // A fork off m2: kept, but it does not follow every forward extremity.
+    let f7 = make(
+        "m.room.message",
+        None,
+        text("f7"),
+        &m2.0,
+        &message_auth,
+        102,
+    );
+    let all = [&m6, &f7, &m1, &s4, &m3, &m5, &m2];
+
+    let mut request = send_transaction_message::v1::Request::new(
+        "batch-1".into(),
+        b_name.clone(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    request.pdus = all
+        .iter()
+        .map(|e| serde_json::value::RawValue::from_string(e.1.clone()).unwrap())
+        .collect();
+    let http_request = request
+        .try_into_http_request::<Vec<u8>>(
+            &a.federation_url(""),
+            XMatrixSigningInput::new(b_name.clone(), a_name.clone(), keys.key_pair()),
+            (),
+        )
+        .unwrap();
+    let (parts, body) = http_request.into_parts();
+    let response = insecure_client()
+        .put(parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    for e in all {
+        assert_eq!(answer["pdus"][e.0.as_str()], json!({}), "{answer}");
+    }
+
+    let seen = bodies(&timeline(&a, &alice, &room).await);
+    for body in ["m1", "m2", "m3", "m5", "m6", "f7"] {
+        assert_eq!(
+            seen.iter().filter(|b| *b == body).count(),
+            1,
+            "{body} in {seen:?}"
+        );
+    }
+    let pos = |b: &str| seen.iter().position(|x| x == b).unwrap();
+    assert!(pos("m1") < pos("m2") && pos("m2") < pos("m3") && pos("m3") < pos("m5"));
+    assert!(pos("m5") < pos("m6") && pos("m2") < pos("f7"));
+    let (status, member) = a
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                enc(&bob.user_id)
+            ),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(member["displayname"], "Bob Batch", "the state change took");
+
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(a.config.database.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let extremities: Vec<(String,)> = sqlx::query_as(
+        "SELECT i.event_id FROM forward_extremities f JOIN event_ids i USING (event_nid)
+         JOIN rooms r USING (room_nid) WHERE r.room_id = $1 ORDER BY 1",
+    )
+    .bind(&room)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let mut expected = vec![m6.0.to_string(), f7.0.to_string()];
+    expected.sort();
+    assert_eq!(
+        extremities.into_iter().map(|e| e.0).collect::<Vec<_>>(),
+        expected,
+        "the chain's end and the fork"
+    );
 }
 
 #[tokio::test]

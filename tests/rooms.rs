@@ -572,6 +572,70 @@ async fn racing_senders_leave_one_chain() {
     s.shutdown().await;
 }
 
+#[tokio::test]
+async fn concurrent_sends_chain_and_a_retried_transaction_is_stored_once() {
+    let s = TestServer::start().await;
+    let a = s.register("kate", "kate-password").await;
+    let room = s.create_room(&a, json!({"preset": "public_chat"})).await;
+    // Forty sends at once (stored together in batches), and five copies of one transaction.
+    let names: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("c{i}"), format!("c {i}")))
+        .collect();
+    let sends = names
+        .iter()
+        .map(|(txn, body)| send_text(&s, &a, &room, txn, body));
+    let dups = (0..5).map(|_| send_text(&s, &a, &room, "dup", "the same one"));
+    let (sent, dup) = tokio::join!(
+        futures::future::join_all(sends),
+        futures::future::join_all(dups)
+    );
+    assert!(sent.iter().all(|(status, _)| *status == 200), "{sent:?}");
+    assert!(dup.iter().all(|(status, _)| *status == 200), "{dup:?}");
+    let dup_ids: std::collections::HashSet<&str> = dup
+        .iter()
+        .filter_map(|(_, b)| b["event_id"].as_str())
+        .collect();
+    assert_eq!(dup_ids.len(), 1, "one event for one transaction: {dup:?}");
+    let sent_ids: std::collections::HashSet<&str> = sent
+        .iter()
+        .filter_map(|(_, b)| b["event_id"].as_str())
+        .collect();
+    assert_eq!(sent_ids.len(), 40);
+
+    let all = paginate(&s, &a, &room, "f", 100, "").await;
+    let bodies: Vec<&str> = all
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies.len(), 41, "{bodies:?}");
+    assert_eq!(bodies.iter().filter(|b| **b == "the same one").count(), 1);
+
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(s.config.database.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let (extremities,): (i64,) = sqlx::query_as("SELECT count(*) FROM forward_extremities")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(extremities, 1);
+    let depths: Vec<(i64,)> = sqlx::query_as("SELECT depth FROM events ORDER BY depth")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let depths: Vec<i64> = depths.into_iter().map(|d| d.0).collect();
+    assert_eq!(depths, (1..=depths.len() as i64).collect::<Vec<_>>());
+    let (multi_parent,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT event_nid FROM event_edges GROUP BY event_nid HAVING count(*) > 1) x",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(multi_parent, 0, "every event has exactly one parent");
+    s.shutdown().await;
+}
+
 /// Send `n` messages as `u`, returning their bodies.
 async fn send_many(s: &TestServer, u: &User, room: &str, prefix: &str, n: usize) {
     for i in 0..n {

@@ -4,6 +4,7 @@
 
 pub mod password;
 pub mod ratelimit;
+pub mod token_cache;
 pub mod tokens;
 pub mod uiaa;
 
@@ -69,6 +70,7 @@ pub struct Accounts {
     server_name: OwnedServerName,
     registration: Arc<RegistrationConfig>,
     pub limits: Arc<RateLimiters>,
+    tokens: Arc<token_cache::TokenCache>,
 }
 
 pub fn now_ms() -> i64 {
@@ -91,6 +93,7 @@ impl Accounts {
                 login_per_user: Limiter::new(rl.login_per_user),
                 register_per_ip: Limiter::new(rl.register_per_ip),
             }),
+            tokens: Arc::default(),
         }
     }
 
@@ -104,16 +107,22 @@ impl Accounts {
 
     /// Who holds `token`; `M_UNKNOWN_TOKEN` for unknown, revoked or deactivated.
     pub async fn authenticate(&self, token: &str) -> Result<AuthedUser> {
-        let owner = db::devices::token_owner(&self.db, &tokens::hash_token(token))
+        let hash = tokens::hash_token(token);
+        if let Some(user) = self.tokens.get(&hash) {
+            return Ok(user);
+        }
+        let owner = db::devices::token_owner(&self.db, &hash)
             .await?
             .filter(|o| !o.deactivated)
             .ok_or_else(Error::unknown_token)?;
-        Ok(AuthedUser {
+        let user = AuthedUser {
             user_id: UserId::parse(owner.user_id)
                 .map_err(|e| Error::internal(format!("stored user ID is invalid: {e}")))?,
             device_id: owner.device_id.into(),
             is_guest: owner.is_guest,
-        })
+        };
+        self.tokens.insert(hash, user.clone());
+        Ok(user)
     }
 
     /// A user ID on this server from a full ID or a localpart, if it is well formed.
@@ -289,6 +298,7 @@ impl Accounts {
         db::devices::delete(&mut *tx, user.user_id.as_str(), user.device_id.as_str()).await?;
         device_list_changed(&mut tx, &user.user_id).await?;
         tx.commit().await?;
+        self.tokens.forget_user(&user.user_id);
         self.devices_changed(&user.user_id);
         Ok(())
     }
@@ -299,6 +309,7 @@ impl Accounts {
         db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
+        self.tokens.forget_user(user_id);
         self.devices_changed(user_id);
         Ok(())
     }
@@ -323,6 +334,7 @@ impl Accounts {
             device_list_changed(&mut tx, &user.user_id).await?;
         }
         tx.commit().await?;
+        self.tokens.forget_user(&user.user_id);
         if logout_devices {
             self.devices_changed(&user.user_id);
         }
@@ -336,6 +348,7 @@ impl Accounts {
         db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
+        self.tokens.forget_user(user_id);
         self.devices_changed(user_id);
         tracing::info!(%user_id, "account deactivated");
         Ok(())
@@ -373,6 +386,7 @@ impl Accounts {
         db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
+        self.tokens.forget_user(user_id);
         self.devices_changed(user_id);
         Ok(())
     }

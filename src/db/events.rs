@@ -1,6 +1,6 @@
 //! The `events`, `event_ids`, edge, extremity and transaction-ID tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgExecutor};
 
@@ -38,18 +38,32 @@ pub async fn intern_ids(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    sqlx::query(
-        "INSERT INTO event_ids (event_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+    // One round trip: the new numbers come from RETURNING, the known ones from the SELECT
+    // (whose snapshot does not see the rows this statement inserts, so no ID comes twice).
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "WITH new AS (
+             INSERT INTO event_ids (event_id) SELECT unnest($1::text[])
+             ON CONFLICT DO NOTHING RETURNING event_nid, event_id
+         )
+         SELECT event_nid, event_id FROM new
+         UNION ALL
+         SELECT event_nid, event_id FROM event_ids WHERE event_id = ANY($1)",
     )
     .bind(ids)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT event_nid, event_id FROM event_ids WHERE event_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    Ok(rows.into_iter().map(|(n, id)| (id, n)).collect())
+    let mut out: HashMap<String, i64> = rows.into_iter().map(|(n, id)| (id, n)).collect();
+    if ids.iter().any(|id| !out.contains_key(*id)) {
+        // Another transaction inserted one of them while this statement ran: its snapshot
+        // could not see that row, a new one can.
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT event_nid, event_id FROM event_ids WHERE event_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        out.extend(rows.into_iter().map(|(n, id)| (id, n)));
+    }
+    Ok(out)
 }
 
 pub struct NewEvent<'a> {
@@ -70,18 +84,43 @@ pub struct NewEvent<'a> {
 
 /// The next live stream position.
 pub async fn next_stream_position(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT nextval('events_stream_seq')")
-        .fetch_one(tx)
-        .await?;
-    Ok(n)
+    Ok(next_stream_positions(tx, 1)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
-/// The next backfill position: negative, decreasing, so history never moves a sync token.
-pub async fn next_backfill_position(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT -nextval('events_backfill_seq')")
-        .fetch_one(tx)
-        .await?;
-    Ok(n)
+/// `n` new live stream positions, ascending.
+pub async fn next_stream_positions(
+    tx: &mut PgConnection,
+    n: usize,
+) -> Result<Vec<i64>, sqlx::Error> {
+    positions(tx, "nextval('events_stream_seq')", n).await
+}
+
+/// `n` new backfill positions: negative, decreasing, so history never moves a sync token.
+pub async fn next_backfill_positions(
+    tx: &mut PgConnection,
+    n: usize,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut p = positions(tx, "-nextval('events_backfill_seq')", n).await?;
+    p.reverse();
+    Ok(p)
+}
+
+async fn positions(tx: &mut PgConnection, next: &str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64,)> =
+        sqlx::query_as(&format!("SELECT {next} FROM generate_series(1, $1::int)"))
+            .bind(i32::try_from(n).unwrap_or(i32::MAX))
+            .fetch_all(tx)
+            .await?;
+    let mut out: Vec<i64> = rows.into_iter().map(|r| r.0).collect();
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// The highest live stream position stored.
@@ -92,42 +131,62 @@ pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Er
     Ok(n.unwrap_or(0).max(0))
 }
 
-/// Insert the event at live stream position `stream` (`None` for an outlier). An outlier
-/// already stored under the same number is replaced: the event has now been placed in the
-/// timeline. Returns false when a non-outlier was already there (nothing changed).
+/// Insert the event at stream position `stream` (`None` for an outlier). See
+/// [`insert_many`]; returns false when a non-outlier was already there.
 pub async fn insert(
     tx: &mut PgConnection,
     e: &NewEvent<'_>,
     stream: Option<i64>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    Ok(!insert_many(tx, std::slice::from_ref(e), &[stream])
+        .await?
+        .is_empty())
+}
+
+/// Insert events, each at its stream position (`None` for an outlier), in one statement. An
+/// outlier already stored under the same number is replaced: the event has now been placed in
+/// the timeline. Returns the numbers actually written (an event already in the timeline is
+/// left as it was, and absent from the answer).
+pub async fn insert_many(
+    tx: &mut PgConnection,
+    events: &[NewEvent<'_>],
+    streams: &[Option<i64>],
+) -> Result<HashSet<i64>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let col = |f: fn(&NewEvent<'_>) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let rows: Vec<(i64,)> = sqlx::query_as(
         "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender, origin_server_ts,
                              depth, stream_ordering, json, outlier, rejected_reason, soft_failed,
                              state_before, state_after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $14, $8, $9, $10, $11, $12, $13)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::bool[],
+                              $11::text[], $12::bool[], $13::bigint[], $14::bigint[])
          ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE SET
              stream_ordering = EXCLUDED.stream_ordering, outlier = EXCLUDED.outlier,
              rejected_reason = EXCLUDED.rejected_reason, soft_failed = EXCLUDED.soft_failed,
              state_before = EXCLUDED.state_before, state_after = EXCLUDED.state_after
-         WHERE events.outlier AND NOT EXCLUDED.outlier",
+         WHERE events.outlier AND NOT EXCLUDED.outlier
+         RETURNING event_nid",
     )
-    .bind(e.event_nid)
-    .bind(e.room_nid)
-    .bind(e.event_type)
-    .bind(e.state_key_nid)
-    .bind(e.sender)
-    .bind(e.origin_server_ts)
-    .bind(e.depth)
-    .bind(e.json)
-    .bind(e.outlier)
-    .bind(e.rejected_reason)
-    .bind(e.soft_failed)
-    .bind(e.state_before)
-    .bind(e.state_after)
-    .bind(stream)
-    .execute(tx)
+    .bind(col(|e| Some(e.event_nid)))
+    .bind(col(|e| Some(e.room_nid)))
+    .bind(events.iter().map(|e| e.event_type).collect::<Vec<_>>())
+    .bind(col(|e| e.state_key_nid))
+    .bind(events.iter().map(|e| e.sender).collect::<Vec<_>>())
+    .bind(col(|e| Some(e.origin_server_ts)))
+    .bind(col(|e| Some(e.depth)))
+    .bind(streams)
+    .bind(events.iter().map(|e| e.json).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.outlier).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.rejected_reason).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.soft_failed).collect::<Vec<_>>())
+    .bind(col(|e| e.state_before))
+    .bind(col(|e| e.state_after))
+    .fetch_all(tx)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Store outliers (events known through a state or an auth chain) in one statement; events
@@ -244,62 +303,77 @@ pub async fn add_backward_extremities(
     Ok(())
 }
 
-/// The event is now in the timeline: it is no longer a gap.
-pub async fn remove_backward_extremity(
+/// The events are now in the timeline: they are no longer gaps.
+pub async fn remove_backward_extremities(
     tx: &mut PgConnection,
     room_nid: i64,
-    event_nid: i64,
+    event_nids: &[i64],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM backward_extremities WHERE room_nid = $1 AND event_nid = $2")
+    sqlx::query("DELETE FROM backward_extremities WHERE room_nid = $1 AND event_nid = ANY($2)")
         .bind(room_nid)
-        .bind(event_nid)
+        .bind(event_nids)
         .execute(tx)
         .await?;
     Ok(())
 }
 
+/// One event's prev and auth edges.
 pub async fn insert_edges(
     tx: &mut PgConnection,
     event_nid: i64,
     prev_nids: &[i64],
     auth_nids: &[i64],
 ) -> Result<(), sqlx::Error> {
+    let prev: Vec<(i64, i64)> = prev_nids.iter().map(|p| (event_nid, *p)).collect();
+    let auth: Vec<(i64, i64)> = auth_nids.iter().map(|a| (event_nid, *a)).collect();
+    insert_edges_many(tx, &prev, &auth).await
+}
+
+/// Prev edges and auth edges, (event, referenced event) pairs, in one statement.
+pub async fn insert_edges_many(
+    tx: &mut PgConnection,
+    prev: &[(i64, i64)],
+    auth: &[(i64, i64)],
+) -> Result<(), sqlx::Error> {
+    let firsts = |v: &[(i64, i64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
+    let seconds = |v: &[(i64, i64)]| v.iter().map(|e| e.1).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO event_edges (event_nid, prev_event_nid) SELECT $1, unnest($2::bigint[])
-         ON CONFLICT DO NOTHING",
+        "WITH p AS (
+             INSERT INTO event_edges (event_nid, prev_event_nid)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
+         )
+         INSERT INTO event_auth_edges (event_nid, auth_event_nid)
+         SELECT * FROM unnest($3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING",
     )
-    .bind(event_nid)
-    .bind(prev_nids)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO event_auth_edges (event_nid, auth_event_nid) SELECT $1, unnest($2::bigint[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(event_nid)
-    .bind(auth_nids)
-    .execute(&mut *tx)
+    .bind(firsts(prev))
+    .bind(seconds(prev))
+    .bind(firsts(auth))
+    .bind(seconds(auth))
+    .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Make `event_nid` the room's forward extremity in place of the events it references.
+/// Make `new_nids` forward extremities of the room in place of `replaced` (the events they
+/// reference), in one statement. `new_nids` must not hold any of `replaced`.
 pub async fn advance_forward_extremities(
     tx: &mut PgConnection,
     room_nid: i64,
-    event_nid: i64,
-    prev_nids: &[i64],
+    new_nids: &[i64],
+    replaced: &[i64],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = ANY($2)")
-        .bind(room_nid)
-        .bind(prev_nids)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(room_nid)
-        .bind(event_nid)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "WITH gone AS (
+             DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = ANY($3)
+         )
+         INSERT INTO forward_extremities (room_nid, event_nid)
+         SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(room_nid)
+    .bind(new_nids)
+    .bind(replaced)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -399,44 +473,53 @@ pub async fn last_at_stream(
     .await
 }
 
-/// The event a client transaction produced, if it was sent before.
-pub async fn txn_event(
+/// Events earlier client transactions produced, for several at once:
+/// (user, device, transaction ID) → event ID, for those that were sent before.
+pub async fn txn_events(
     e: impl PgExecutor<'_>,
     room_nid: i64,
-    user_id: &str,
-    device_id: &str,
-    txn_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT i.event_id FROM event_txn_ids t JOIN event_ids i USING (event_nid)
-         WHERE t.room_nid = $1 AND t.user_id = $2 AND t.device_id = $3 AND t.txn_id = $4",
+    txns: &[(&str, &str, &str)],
+) -> Result<HashMap<(String, String, String), String>, sqlx::Error> {
+    if txns.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT t.user_id, t.device_id, t.txn_id, i.event_id
+         FROM unnest($2::text[], $3::text[], $4::text[]) AS w(u, d, x)
+         JOIN event_txn_ids t
+           ON t.room_nid = $1 AND t.user_id = w.u AND t.device_id = w.d AND t.txn_id = w.x
+         JOIN event_ids i ON i.event_nid = t.event_nid",
     )
     .bind(room_nid)
-    .bind(user_id)
-    .bind(device_id)
-    .bind(txn_id)
-    .fetch_optional(e)
+    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
+    .fetch_all(e)
     .await?;
-    Ok(row.map(|r| r.0))
+    Ok(rows
+        .into_iter()
+        .map(|(u, d, x, id)| ((u, d, x), id))
+        .collect())
 }
 
-pub async fn insert_txn(
+/// Record client transaction IDs: (user, device, transaction ID, event number).
+pub async fn insert_txns(
     tx: &mut PgConnection,
     room_nid: i64,
-    user_id: &str,
-    device_id: &str,
-    txn_id: &str,
-    event_nid: i64,
+    txns: &[(&str, &str, &str, i64)],
 ) -> Result<(), sqlx::Error> {
+    if txns.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO event_txn_ids (room_nid, user_id, device_id, txn_id, event_nid)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])",
     )
     .bind(room_nid)
-    .bind(user_id)
-    .bind(device_id)
-    .bind(txn_id)
-    .bind(event_nid)
+    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.3).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())

@@ -5,35 +5,45 @@ use sqlx::{PgConnection, PgExecutor};
 /// The server part of a user ID column, in SQL (everything after the first ':').
 pub(super) const SERVER_OF_USER: &str = "substring(user_id from position(':' in user_id) + 1)";
 
-/// Queue PDU `event_nid` for every server with a joined member in the room, and for `also`
-/// (e.g. the target of a membership change, who may have just left), except `ours` and
-/// `except` (the server the event came from).
-pub async fn enqueue_room_event(
+/// Queue PDUs of one room for every server with a joined member in it (see
+/// [`OutboundEvent`] for the others), never for `ours`.
+pub async fn enqueue_room_events(
     tx: &mut PgConnection,
     room_nid: i64,
-    event_nid: i64,
     ours: &str,
-    also: &[&str],
-    except: Option<&str>,
+    events: &[OutboundEvent<'_>],
 ) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(&format!(
-        "INSERT INTO federation_outbox (destination, event_nid)
-         SELECT d, $2 FROM (
+        "WITH servers AS (
              SELECT DISTINCT {SERVER_OF_USER} AS d FROM room_members
              WHERE room_nid = $1 AND membership = 'join'
-             UNION SELECT unnest($4::text[])
-         ) s
-         WHERE d <> $3 AND d IS DISTINCT FROM $5
-         ORDER BY d"
+         )
+         INSERT INTO federation_outbox (destination, event_nid)
+         SELECT d, ev.nid FROM unnest($3::bigint[], $4::text[], $5::text[]) AS ev(nid, also, skip)
+         CROSS JOIN LATERAL (SELECT d FROM servers UNION SELECT ev.also) s
+         WHERE d IS NOT NULL AND d <> $2 AND d IS DISTINCT FROM ev.skip
+         ORDER BY ev.nid, d"
     ))
     .bind(room_nid)
-    .bind(event_nid)
     .bind(ours)
-    .bind(also)
-    .bind(except)
+    .bind(events.iter().map(|e| e.event_nid).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.also).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.except).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// An event to send to the servers with a joined member in its room: also to `also` (the
+/// server of a membership change's target, who may just have left), never to `except` (the
+/// server it came from).
+pub struct OutboundEvent<'a> {
+    pub event_nid: i64,
+    pub also: Option<&'a str>,
+    pub except: Option<&'a str>,
 }
 
 /// Queue an EDU (`{"edu_type", "content"}` JSON) for each destination.

@@ -10,6 +10,7 @@ pub mod events;
 pub mod federation;
 pub mod filters;
 pub mod graph;
+pub mod media;
 pub mod push;
 pub mod reads;
 pub mod receipts;

@@ -4,14 +4,13 @@ use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
-/// Local users joined to the room, except `except`, with their displayname in the room's
-/// current state (member event content) and their stored push rules, if any:
+/// Local users joined to the room, with their displayname in the room's current state
+/// (member event content) and their stored push rules, if any:
 /// (user_id, displayname, push rules content).
 pub async fn local_members_with_rules(
     e: impl PgExecutor<'_>,
     room_nid: i64,
     server: &str,
-    except: &str,
 ) -> Result<Vec<(String, Option<String>, Option<Json<Box<RawValue>>>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.user_id, (ev.json::jsonb -> 'content' ->> 'displayname'), a.content
@@ -19,12 +18,11 @@ pub async fn local_members_with_rules(
          JOIN events ev ON ev.event_nid = m.event_nid
          LEFT JOIN account_data a
            ON a.user_id = m.user_id AND a.room_id = '' AND a.data_type = 'm.push_rules'
-         WHERE m.room_nid = $1 AND m.membership = 'join' AND m.user_id <> $3
+         WHERE m.room_nid = $1 AND m.membership = 'join'
            AND substring(m.user_id from position(':' in m.user_id) + 1) = $2",
     )
     .bind(room_nid)
     .bind(server)
-    .bind(except)
     .fetch_all(e)
     .await
 }
@@ -40,32 +38,39 @@ pub async fn joined_count(e: impl PgExecutor<'_>, room_nid: i64) -> Result<i64, 
     Ok(n)
 }
 
-/// Record that an event notifies users: (user_id, highlight).
+/// Record which users events notify.
 pub async fn insert(
     tx: &mut PgConnection,
     room_nid: i64,
-    event_nid: i64,
-    stream_ordering: i64,
-    thread_id: &str,
-    users: &[(String, bool)],
+    rows: &[PushRow<'_>],
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = users.iter().map(|u| u.0.as_str()).collect();
-    let highlights: Vec<bool> = users.iter().map(|u| u.1).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO event_push_actions
              (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
-         SELECT $1, $2, u, $3, h, $4 FROM unnest($5::text[], $6::bool[]) AS x(u, h)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bool[], $6::text[])
          ON CONFLICT DO NOTHING",
     )
     .bind(room_nid)
-    .bind(event_nid)
-    .bind(stream_ordering)
-    .bind(thread_id)
-    .bind(&ids)
-    .bind(&highlights)
+    .bind(rows.iter().map(|r| r.event_nid).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.stream_ordering).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.highlight).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.thread_id).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// One user to notify of one event.
+pub struct PushRow<'a> {
+    pub event_nid: i64,
+    pub user_id: &'a str,
+    pub stream_ordering: i64,
+    pub highlight: bool,
+    pub thread_id: &'a str,
 }
 
 /// Unread notification counts of a user in some rooms, per thread, after the user's newest

@@ -47,16 +47,19 @@ pub async fn lookup_keys(
     Ok(rows.into_iter().map(|(n, t, k)| ((t, k), n)).collect())
 }
 
-/// The chain of a group: walk prev_group links to the snapshot, newest first, and keep the
-/// newest entry per key. `only` restricts to some keys (None: the whole state).
-const STATE_QUERY: &str = "
-    WITH RECURSIVE chain(sg, prev, lvl) AS (
+/// The chain of group $1: its prev_group links back to the snapshot, at most $2 of them, with
+/// the level of each (0 for the group itself).
+const CHAIN: &str = "
+    chain(sg, prev, lvl) AS (
         SELECT state_group, prev_group, 0 FROM state_groups WHERE state_group = $1
         UNION ALL
         SELECT g.state_group, g.prev_group, c.lvl + 1
         FROM state_groups g JOIN chain c ON g.state_group = c.prev
         WHERE c.lvl < $2
-    )
+    )";
+
+/// A whole state: the newest entry per key along the chain.
+const STATE_QUERY: &str = "
     SELECT DISTINCT ON (s.state_key_nid) s.state_key_nid, s.event_nid, k.event_type, k.state_key
     FROM chain c
     JOIN state_group_entries s ON s.state_group = c.sg
@@ -66,14 +69,18 @@ const STATE_QUERY: &str = "
 pub type StateRow = (i64, i64, String, String);
 
 pub async fn load(e: impl PgExecutor<'_>, group: i64) -> Result<Vec<StateRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{STATE_QUERY} ORDER BY s.state_key_nid, c.lvl"))
-        .bind(group)
-        .bind(MAX_CHAIN_LEN)
-        .fetch_all(e)
-        .await
+    sqlx::query_as(&format!(
+        "WITH RECURSIVE {CHAIN} {STATE_QUERY} ORDER BY s.state_key_nid, c.lvl"
+    ))
+    .bind(group)
+    .bind(MAX_CHAIN_LEN)
+    .fetch_all(e)
+    .await
 }
 
-/// Only the given keys of a state (what authorising one event needs).
+/// Only the given keys of a state (what authorising one event needs). The keys are numbered
+/// first, so each level of the chain is probed by its primary key for just those numbers
+/// rather than scanned whole (a snapshot may hold thousands of members).
 pub async fn load_keys(
     e: impl PgExecutor<'_>,
     group: i64,
@@ -82,8 +89,15 @@ pub async fn load_keys(
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
     sqlx::query_as(&format!(
-        "{STATE_QUERY}
-         JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
+        "WITH RECURSIVE {CHAIN},
+         want AS (
+             SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
+             JOIN unnest($3::text[], $4::text[]) AS w(t, sk)
+               ON k.event_type = w.t AND k.state_key = w.sk
+         )
+         SELECT DISTINCT ON (s.state_key_nid) s.state_key_nid, s.event_nid, w.event_type, w.state_key
+         FROM chain c CROSS JOIN want w
+         JOIN state_group_entries s ON s.state_group = c.sg AND s.state_key_nid = w.state_key_nid
          ORDER BY s.state_key_nid, c.lvl"
     ))
     .bind(group)

@@ -21,7 +21,7 @@ use ruma::api::{
 };
 use ruma::{OwnedServerName, ServerName};
 
-use super::discovery::{Connect, Discovery, NetLookup, SrvTarget};
+use super::discovery::{Connect, Discovery, NetLookup, SrvTarget, Target};
 use crate::config::{FederationConfig, IpRange};
 use crate::error::Error;
 use crate::keys::ServerKeys;
@@ -42,12 +42,27 @@ pub enum FederationError {
     InvalidResponse(OwnedServerName, String),
     #[error("could not build the request: {0}")]
     Request(String),
+    /// A URL (media redirect, URL preview) that may not or could not be fetched.
+    #[error("{url}: {reason}")]
+    Url { url: String, reason: String },
+    /// A URL whose host resolves only to addresses outbound requests may not reach.
+    #[error("{0} resolves only to addresses outbound requests may not reach")]
+    ForbiddenUrl(String),
 }
 
 impl FederationError {
     /// The remote answered 404 (or M_NOT_FOUND).
     pub fn is_not_found(&self) -> bool {
         matches!(self, FederationError::Remote { status: 404, .. })
+    }
+
+    /// The remote does not know the endpoint at all (an older server).
+    pub fn is_unrecognized(&self) -> bool {
+        matches!(
+            self,
+            FederationError::Remote { status: 404 | 405 | 400, errcode: Some(e), .. }
+                if e == "M_UNRECOGNIZED"
+        )
     }
 }
 
@@ -220,16 +235,36 @@ pub struct FederationClient {
     guard: AddressGuard,
 }
 
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+
 fn http_client(
     guard: &AddressGuard,
     srv: Option<SrvRoutes>,
     verify_tls: bool,
 ) -> reqwest::ClientBuilder {
+    // The resolver never sees a redirect to an IP literal, so the guard checks those here.
+    let redirect_guard = guard.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        let refused = attempt
+            .url()
+            .host()
+            .and_then(|h| literal_ip(&h))
+            .is_some_and(|ip| !redirect_guard.allows(ip));
+        if refused {
+            attempt.error("redirect to an address outbound requests may not reach")
+        } else if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedResolver {
             guard: guard.clone(),
             srv,
         }))
+        .redirect(redirects)
         .danger_accept_invalid_certs(!verify_tls)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(15))
@@ -270,6 +305,85 @@ impl FederationClient {
         R: OutgoingRequest<PathBuilder = SinglePath>,
         R::Authentication: OutboundAuth,
     {
+        let response = self.dispatch(destination, request, None).await?;
+        let status = response.status();
+        let bytes = read_limited(response)
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
+        if !status.is_success() {
+            return Err(remote_error(destination, status, &bytes));
+        }
+        let http_response = http::Response::builder()
+            .status(status)
+            .body(&bytes[..])
+            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))?;
+        R::IncomingResponse::try_from_http_response(http_response)
+            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))
+    }
+
+    /// Like [`Self::send`], for answers too large to hold in memory (media): the response is
+    /// handed back once its headers arrive, and the caller reads and bounds the body, which
+    /// must arrive within `timeout`.
+    #[tracing::instrument(name = "federation_request", skip_all, fields(%destination, path = R::PATH_BUILDER.path()))]
+    pub async fn send_streaming<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutboundAuth,
+    {
+        let response = self.dispatch(destination, request, Some(timeout)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = read_limited(response).await.unwrap_or_default();
+            return Err(remote_error(destination, status, &bytes));
+        }
+        Ok(response)
+    }
+
+    /// Discover `destination`, sign `request` and send it; any status comes back.
+    async fn dispatch<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, FederationError>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath>,
+        R::Authentication: OutboundAuth,
+    {
+        let (target, client) = self.route(destination).await?;
+        let origin = self.keys.server_name();
+        let auth = <R::Authentication as OutboundAuth>::input(origin, destination, &self.keys);
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(&target.base_url(), auth, ())
+            .map_err(|e| FederationError::Request(e.to_string()))?;
+        let (parts, body) = http_request.into_parts();
+        let url = parts.uri.to_string();
+        let mut builder = client
+            .request(parts.method, &url)
+            .body(body)
+            .header(http::header::HOST, &target.host_header);
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        for (name, value) in &parts.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .send()
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))
+    }
+
+    /// Where requests to `destination` go, and the client that connects there.
+    async fn route(
+        &self,
+        destination: &ServerName,
+    ) -> Result<(Target, &reqwest::Client), FederationError> {
         let target = self
             .discovery
             .resolve(destination)
@@ -288,41 +402,105 @@ impl FederationClient {
                 &self.srv_http
             }
         };
-        let origin = self.keys.server_name();
-        let auth = <R::Authentication as OutboundAuth>::input(origin, destination, &self.keys);
-        let http_request = request
-            .try_into_http_request::<Vec<u8>>(&target.base_url(), auth, ())
-            .map_err(|e| FederationError::Request(e.to_string()))?;
-        let (parts, body) = http_request.into_parts();
-        let url = parts.uri.to_string();
-        let mut builder = client
-            .request(parts.method, &url)
-            .body(body)
-            .header(http::header::HOST, &target.host_header);
-        for (name, value) in &parts.headers {
-            builder = builder.header(name, value);
-        }
-        let unreachable =
-            |e: reqwest::Error| FederationError::Unreachable(destination.to_owned(), e.to_string());
-        let response = builder.send().await.map_err(unreachable)?;
+        Ok((target, client))
+    }
+
+    /// An unsigned GET of `path_and_query` on `destination`'s federation address, for the
+    /// few client-server endpoints servers ask of each other (legacy media downloads from
+    /// servers without authenticated media). Answered like [`Self::send_streaming`].
+    #[tracing::instrument(name = "federation_request", skip_all, fields(%destination, path = path_and_query))]
+    pub async fn get_unsigned(
+        &self,
+        destination: &ServerName,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError> {
+        let (target, client) = self.route(destination).await?;
+        let response = client
+            .get(format!("{}{path_and_query}", target.base_url()))
+            .header(http::header::HOST, &target.host_header)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
         let status = response.status();
-        let bytes = read_limited(response).await.map_err(unreachable)?;
         if !status.is_success() {
-            let errcode = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["errcode"].as_str().map(str::to_owned));
-            return Err(FederationError::Remote {
-                server: destination.to_owned(),
-                status: status.as_u16(),
-                errcode,
-            });
+            let bytes = read_limited(response).await.unwrap_or_default();
+            return Err(remote_error(destination, status, &bytes));
         }
-        let http_response = http::Response::builder()
-            .status(status)
-            .body(&bytes[..])
-            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))?;
-        R::IncomingResponse::try_from_http_response(http_response)
-            .map_err(|e| FederationError::InvalidResponse(destination.to_owned(), e.to_string()))
+        Ok(response)
+    }
+
+    /// GET an `http(s)` URL that is not a Matrix server's (a media redirect, a page to
+    /// preview), unsigned, through the same address guard as federation. The response comes
+    /// back once its headers arrive; its body must arrive within `timeout`.
+    #[tracing::instrument(name = "url_request", skip_all, fields(%url))]
+    pub async fn get_url(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, FederationError> {
+        let failed = |reason: String| FederationError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(failed("only http and https URLs are fetched".to_owned()));
+        }
+        let host = parsed.host().ok_or_else(|| failed("no host".to_owned()))?;
+        // The resolver checks every connection; checking first too lets a refusal be told
+        // apart from an unreachable host.
+        let allowed = match literal_ip(&host) {
+            Some(ip) => self.guard.allows(ip),
+            None => {
+                let port = parsed.port_or_known_default().unwrap_or(443);
+                let name = host.to_string();
+                tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                    .any(|a| self.guard.allows(a.ip()))
+            }
+        };
+        if !allowed {
+            return Err(FederationError::ForbiddenUrl(url.to_owned()));
+        }
+        let response = self
+            .http
+            .get(parsed)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("answered {}", response.status())));
+        }
+        Ok(response)
+    }
+}
+
+/// The IP address of a URL host that is an IP literal.
+fn literal_ip(host: &url::Host<&str>) -> Option<IpAddr> {
+    match host {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(*v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(*v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// The error for a non-success answer, keeping the errcode the remote gave, if any.
+fn remote_error(
+    destination: &ServerName,
+    status: http::StatusCode,
+    body: &[u8],
+) -> FederationError {
+    let errcode = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errcode"].as_str().map(str::to_owned));
+    FederationError::Remote {
+        server: destination.to_owned(),
+        status: status.as_u16(),
+        errcode,
     }
 }
 
@@ -340,7 +518,6 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::discovery::Target;
 
     #[test]
     fn private_addresses_are_refused_unless_allowed() {
@@ -519,5 +696,36 @@ mod tests {
         );
         assert!(!server.is_finished());
         server.abort();
+    }
+
+    /// A redirect to an IP literal never reaches the resolver, so the redirect policy checks
+    /// it: only 127.0.0.2 is allowed here, and the redirect to 127.0.0.3 is refused.
+    #[tokio::test]
+    async fn redirects_to_refused_addresses_are_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await.unwrap();
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.3:{port}/x\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let guard = AddressGuard::new(&FederationConfig {
+            ip_range_allowlist: vec!["127.0.0.2/32".into()],
+            ..FederationConfig::default()
+        });
+        let client = http_client(&guard, None, true).build().unwrap();
+        let error = client
+            .get(format!("http://127.0.0.2:{port}/"))
+            .send()
+            .await
+            .expect_err("the redirect must be refused");
+        assert!(error.is_redirect(), "{error:?}");
+        server.await.unwrap();
     }
 }

@@ -117,18 +117,33 @@ impl Federation {
         let mut verified = verify_pdus(&self.remote_keys, &rules, raws).await;
         // Parents before children: depth orders a well-formed batch.
         verified.sort_by_key(|(_, r)| r.as_ref().map_or(i64::MAX, |e| e.pdu.depth));
+        let mut accepted: Vec<Incoming> = Vec::with_capacity(verified.len());
         for (id, checked) in verified {
-            let result = match checked {
-                Err(e) => Err(e),
-                Ok(_) if !allowed => Err("server is denied by the room's ACL".to_owned()),
-                Ok(ev) => self.accept(rooms, origin, room_id, &ev).await,
+            let refused = match checked {
+                Err(e) => e,
+                Ok(_) if !allowed => "server is denied by the room's ACL".to_owned(),
+                Ok(ev) => {
+                    accepted.push(ev);
+                    continue;
+                }
+            };
+            tracing::info!(%origin, event_id = ?id, error = %refused, "PDU not accepted");
+            if let Some(id) = id {
+                results.insert(id, Err(refused));
+            }
+        }
+        // Together first; what lacks events it refers to is then taken one by one.
+        let outcomes = rooms.receive_pdus(room_id, &accepted, None).await;
+        for (ev, outcome) in accepted.iter().zip(outcomes) {
+            let result = match outcome {
+                Ok(Outcome::Missing { .. }) => self.accept(rooms, origin, room_id, ev).await,
+                Ok(o) => verdict(o),
+                Err(e) => Err(e.to_string()),
             };
             if let Err(e) = &result {
-                tracing::info!(%origin, event_id = ?id, error = %e, "PDU not accepted");
+                tracing::info!(%origin, event_id = %ev.event_id, error = %e, "PDU not accepted");
             }
-            if let Some(id) = id {
-                results.insert(id, result);
-            }
+            results.insert(ev.event_id.clone(), result);
         }
     }
 
@@ -166,15 +181,7 @@ impl Federation {
                     .map_err(|e| e.to_string())?;
             }
         }
-        match outcome {
-            Outcome::Stored { .. } | Outcome::AlreadyKnown => Ok(()),
-            Outcome::Rejected(reason) => Err(reason),
-            Outcome::Missing { prev, auth } => Err(format!(
-                "unknown events referenced: {} prev, {} auth",
-                prev.len(),
-                auth.len()
-            )),
-        }
+        verdict(outcome)
     }
 
     /// Ask the origin for the events between our forward extremities and `ev`
@@ -231,5 +238,18 @@ impl Federation {
                 }
             }
         }
+    }
+}
+
+/// The /send result for an outcome.
+fn verdict(outcome: Outcome) -> std::result::Result<(), String> {
+    match outcome {
+        Outcome::Stored { .. } | Outcome::AlreadyKnown => Ok(()),
+        Outcome::Rejected(reason) => Err(reason),
+        Outcome::Missing { prev, auth } => Err(format!(
+            "unknown events referenced: {} prev, {} auth",
+            prev.len(),
+            auth.len()
+        )),
     }
 }

@@ -276,6 +276,7 @@ impl Federation {
         room_id: &RoomId,
         invitee: &UserId,
         reason: Option<&str>,
+        is_direct: bool,
     ) -> Result<ruma::OwnedEventId> {
         rooms
             .invite_with(
@@ -283,6 +284,7 @@ impl Federation {
                 room_id,
                 invitee,
                 reason,
+                is_direct,
                 |room, prepared, stripped| async move {
                     let version = RoomVersionId::try_from(room.room_version.as_str())
                         .map_err(|e| Error::internal(e.to_string()))?;
@@ -605,7 +607,7 @@ impl Federation {
                 .act_on_member(sender, room_id, invitee, "invite", reason)
                 .await?;
         } else {
-            self.invite_remote(rooms, sender, room_id, invitee, reason)
+            self.invite_remote(rooms, sender, room_id, invitee, reason, false)
                 .await?;
         }
         Ok(())

@@ -48,18 +48,7 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = RawPathParams::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?
-            .iter()
-            .map(|(_, v)| v.to_owned())
-            .chain(
-                parts
-                    .extensions
-                    .get::<EmptyLastParam>()
-                    .map(|_| String::new()),
-            )
-            .collect();
+        let path_args = path_args(&mut parts, state).await?;
         let client_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -89,6 +78,64 @@ where
             auth,
             client_ip,
             query,
+        })
+    }
+}
+
+/// The path parameters of a matched route, in order.
+async fn path_args(parts: &mut http::request::Parts, state: &AppState) -> Result<Vec<String>> {
+    Ok(RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| Error::invalid_param(format!("Invalid path parameter: {e}")))?
+        .iter()
+        .map(|(_, v)| v.to_owned())
+        .chain(
+            parts
+                .extensions
+                .get::<EmptyLastParam>()
+                .map(|_| String::new()),
+        )
+        .collect())
+}
+
+/// A ruma request whose body is streamed instead of read (media uploads): `body` is parsed
+/// from the path, query and headers with an empty body, and `stream` is the real body.
+/// Authentication sees no body, so this is only for access-token endpoints.
+pub struct RumaStream<T: IncomingRequest>
+where
+    T::Authentication: Authenticate,
+{
+    pub body: T,
+    pub auth: <T::Authentication as Authenticate>::Output,
+    pub stream: axum::body::Body,
+    /// The declared body length, to refuse an oversized upload before reading it.
+    pub content_length: Option<u64>,
+}
+
+impl<T> FromRequest<AppState> for RumaStream<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: Authenticate,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let (mut parts, stream) = req.into_parts();
+        let path_args = path_args(&mut parts, state).await?;
+        let auth = T::Authentication::authenticate(state, &parts, &[]).await?;
+        let content_length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let request = http::Request::from_parts(parts, &[][..]);
+        let body = T::try_from_http_request(request, &args).map_err(|e| parse_error(e, &[]))?;
+        Ok(RumaStream {
+            body,
+            auth,
+            stream,
+            content_length,
         })
     }
 }
@@ -180,6 +227,27 @@ where
         async move { handler(state, req).await.map(RumaResponse) }
     };
     on(method_filter(&T::METHOD), h)
+}
+
+/// Register `handler` on every path of ruma endpoint `T` with `T`'s method, for handlers
+/// that take the request through their own extractor `X` (such as [`RumaStream`]) or write
+/// their own response (streamed files).
+pub fn route_raw<T, X, H, Fut>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    T: IncomingRequest + 'static,
+    X: FromRequest<AppState> + Send + 'static,
+    H: Fn(AppState, X) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response>> + Send + 'static,
+{
+    let h = move |State(state): State<AppState>, req: X| {
+        let handler = handler.clone();
+        async move { handler(state, req).await }
+    };
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        router = router.route(path, on(method_filter(&T::METHOD), h.clone()));
+    }
+    router
 }
 
 /// Marks a request routed through a path whose last parameter was empty (see

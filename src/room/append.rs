@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use ruma::events::StateEventType;
-use ruma::events::TimelineEventType;
 use ruma::{OwnedEventId, UserId};
 use sqlx::PgPool;
 
@@ -19,6 +18,11 @@ use std::sync::Arc;
 
 use super::lock::RoomLock;
 use super::pdu::{self, NewContent, Pdu, Placement};
+pub(crate) use super::persist::new_state_group;
+pub use super::persist::{
+    Checked, Current, FanOut, StateChange, membership_of, persist, persist_batch,
+};
+use super::state_cache::StateCache;
 use super::stream::StreamPositions;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -35,6 +39,7 @@ pub struct Store<'a> {
     pub db: &'a PgPool,
     pub keys: &'a ServerKeys,
     pub stream: &'a Arc<StreamPositions>,
+    pub state: &'a StateCache,
 }
 
 /// Build, authorise and store a local event; returns its ID.
@@ -75,10 +80,58 @@ pub struct Placing {
     pub auth_ids: Vec<OwnedEventId>,
 }
 
+/// Where the room's graph ends: the forward extremities a new event cites, and its depth.
+#[derive(Clone)]
+pub struct Tip {
+    pub prev_ids: Vec<OwnedEventId>,
+    pub depth: i64,
+}
+
+impl Tip {
+    /// The room's tip as stored.
+    pub async fn of(db: &PgPool, room: &RoomRow) -> Result<Tip> {
+        let extremities = db::events::forward_extremities(db, room.room_nid).await?;
+        Ok(Tip {
+            prev_ids: extremities
+                .iter()
+                .take(MAX_PREV_EVENTS)
+                .filter_map(|(_, id, _)| OwnedEventId::try_from(id.as_str()).ok())
+                .collect(),
+            depth: extremities
+                .iter()
+                .map(|e| e.2)
+                .max()
+                .map_or(1, |d| d.saturating_add(1)),
+        })
+    }
+
+    /// The tip once `event` (placed on this one) is stored.
+    pub fn after(event_id: &OwnedEventId, depth: i64) -> Tip {
+        Tip {
+            prev_ids: vec![event_id.clone()],
+            depth: depth.saturating_add(1),
+        }
+    }
+}
+
 /// Choose prev_events, depth and auth events for an event `sender` would send now.
 pub async fn place(
     db: &PgPool,
+    cache: &StateCache,
     room: &RoomRow,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Placing> {
+    let tip = Tip::of(db, room).await?;
+    place_on(db, cache, room, tip, sender, new).await
+}
+
+/// Steps 2 and 3 on a given tip, on the room's current state.
+pub async fn place_on(
+    db: &PgPool,
+    cache: &StateCache,
+    room: &RoomRow,
+    tip: Tip,
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Placing> {
@@ -89,19 +142,7 @@ pub async fn place(
         .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
     let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
         .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
-
-    // 2. prev_events and depth.
-    let extremities = db::events::forward_extremities(db, room.room_nid).await?;
-    let prev_ids: Vec<OwnedEventId> = extremities
-        .iter()
-        .take(MAX_PREV_EVENTS)
-        .filter_map(|(_, id, _)| OwnedEventId::try_from(id.as_str()).ok())
-        .collect();
-    let depth = extremities
-        .iter()
-        .map(|e| e.2)
-        .max()
-        .map_or(1, |d| d.saturating_add(1));
+    let Tip { prev_ids, depth } = tip;
 
     // 3. The auth state.
     let auth_types = ruma::state_res::auth_types_for_event(
@@ -113,7 +154,7 @@ pub async fn place(
     )
     .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
     let auth_state = match room.state_group {
-        Some(group) => load_state_events(db, group, &auth_types).await?,
+        Some(group) => load_state_events(db, cache, group, &auth_types).await?,
         None => HashMap::new(),
     };
     let mut auth_ids: Vec<OwnedEventId> = auth_state.values().map(|p| p.event_id.clone()).collect();
@@ -136,7 +177,19 @@ pub async fn prepare_local(
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Prepared> {
-    let p = place(store.db, room, sender, new).await?;
+    let tip = Tip::of(store.db, room).await?;
+    prepare_on(store, room, tip, sender, new).await
+}
+
+/// Steps 3 to 5 on a given tip (an event prepared just before this one, in the same batch).
+pub async fn prepare_on(
+    store: &Store<'_>,
+    room: &RoomRow,
+    tip: Tip,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Prepared> {
+    let p = place_on(store.db, store.state, room, tip, sender, new).await?;
 
     // 4. Build and sign.
     let placement = Placement {
@@ -191,308 +244,38 @@ pub async fn persist_local(
     txn: Option<TxnRef<'_>>,
 ) -> Result<()> {
     // 6. Store, in one transaction.
-    let current = if pdu.state_key.is_some() {
-        Current::Extend { also: Vec::new() }
-    } else {
-        Current::Keep
-    };
-    let stored = persist(
-        store,
-        lock,
-        Checked {
-            event_id,
-            json,
-            pdu,
-            room,
-            state_before: room.state_group,
-            rejected: None,
-            soft_failed: false,
-            current,
-            txn,
-            fan_out: FanOut::Local,
-            historical: false,
-        },
-    )
-    .await?;
+    let stored = persist(store, lock, local_checked(room, event_id, json, pdu, txn)).await?;
     if !stored {
         return Err(Error::internal("a new local event already existed"));
     }
     Ok(())
 }
 
-/// How a newly stored event reaches other servers.
-pub enum FanOut<'a> {
-    /// Our own event: every server with a joined member, and the target's server of a
-    /// membership change (who may just have left).
-    Local,
-    /// A remote event we accepted on its server's behalf (send_join, send_leave, send_knock):
-    /// every server in the room except its origin, which has it.
-    Forward { origin: &'a str },
-    /// A remote event received by /send: its origin sends it to the others itself.
-    None,
-}
-
-/// One entry of the current state that changes, with the membership it sets if it is an
-/// m.room.member event: (user ID, membership).
-#[derive(Debug, Clone)]
-pub struct StateChange {
-    pub state_key_nid: i64,
-    pub event_nid: i64,
-    pub member: Option<(String, String)>,
-}
-
-/// What the event does to the room's current state.
-pub enum Current {
-    /// Nothing (a message on the current state, a rejected or soft-failed event).
-    Keep,
-    /// The state after the event becomes current: it extends every forward extremity.
-    /// `also` lists entries where the state before it differs from the old current state.
-    Extend { also: Vec<StateChange> },
-    /// The current state is the resolution of the old one with the state after the event;
-    /// `changes` are the entries that differ from the old current state.
-    Resolved { changes: Vec<StateChange> },
-}
-
-/// An event that went through the checks, ready to store.
-pub struct Checked<'a> {
-    pub event_id: &'a ruma::EventId,
-    pub json: &'a str,
-    pub pdu: &'a Pdu,
-    pub room: &'a RoomRow,
-    pub state_before: Option<i64>,
-    /// Failed authorisation: stored for the graph's sake, never state, never shown.
-    pub rejected: Option<String>,
-    /// Passed auth at its own place in the graph but not against the current state.
-    pub soft_failed: bool,
-    pub current: Current,
-    pub txn: Option<TxnRef<'a>>,
-    pub fan_out: FanOut<'a>,
-    /// Backfilled history: placed before everything in the stream (a negative position),
-    /// never a forward extremity, never current state.
-    pub historical: bool,
-}
-
-/// Store a checked event in one transaction: event row, edges, state group, extremities,
-/// current state and memberships, redaction mark, client transaction ID, outbound queue.
-/// Returns false if the event was already in the timeline (nothing written).
-pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Result<bool> {
-    debug_assert_eq!(lock.room_id().as_str(), ev.room.room_id);
-    let Store { db, keys, stream } = *store;
-    let room = ev.room;
-    let pdu = ev.pdu;
-    let accepted = ev.rejected.is_none() && !ev.soft_failed;
-    // Push rules are evaluated before the transaction opens: it stays short.
-    let notified = match accepted && !ev.historical {
-        true => {
-            let rules = super::remote::rules_of(room)?;
-            Some(super::push::push_actions(store, room, &rules, &ev).await?)
-        }
-        false => None,
-    };
-    let mut tx = db.begin().await?;
-    let mut all_ids: Vec<&str> = vec![ev.event_id.as_str()];
-    all_ids.extend(pdu.prev_events.iter().map(|e| e.as_str()));
-    all_ids.extend(pdu.auth_events.iter().map(|e| e.as_str()));
-    let nids = db::events::intern_ids(&mut tx, &all_ids).await?;
-    let nid = |id: &str| {
-        nids.get(id)
-            .copied()
-            .ok_or_else(|| Error::internal("event ID not interned"))
-    };
-    let event_nid = nid(ev.event_id.as_str())?;
-    let prev_nids = pdu
-        .prev_events
-        .iter()
-        .map(|e| nid(e.as_str()))
-        .collect::<Result<Vec<_>>>()?;
-    let auth_nids = pdu
-        .auth_events
-        .iter()
-        .map(|e| nid(e.as_str()))
-        .collect::<Result<Vec<_>>>()?;
-
-    let kind = pdu.kind.to_string();
-    let state_key_nid = match &pdu.state_key {
-        Some(key) => {
-            let k = db::state::intern_keys(&mut tx, &[(kind.as_str(), key.as_str())]).await?;
-            Some(
-                *k.get(&(kind.clone(), key.clone()))
-                    .ok_or_else(|| Error::internal("state key not interned"))?,
-            )
-        }
-        None => None,
-    };
-    let state_after = match state_key_nid {
-        Some(sk) if ev.rejected.is_none() => Some(
-            new_state_group(&mut tx, room.room_nid, ev.state_before, &[(sk, event_nid)]).await?,
-        ),
-        _ => ev.state_before,
-    };
-    let (position, in_flight) = if ev.historical {
-        (db::events::next_backfill_position(&mut tx).await?, None)
-    } else {
-        let p = db::events::next_stream_position(&mut tx).await?;
-        (p, Some(stream.begin(p)))
-    };
-    let inserted = db::events::insert(
-        &mut tx,
-        &db::events::NewEvent {
-            event_nid,
-            room_nid: room.room_nid,
-            event_type: &kind,
-            state_key_nid,
-            sender: pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX),
-            depth: pdu.depth.max(1),
-            json: ev.json,
-            outlier: false,
-            rejected_reason: ev.rejected.as_deref(),
-            soft_failed: ev.soft_failed,
-            state_before: ev.state_before,
-            state_after,
+/// A local event, checked, as the store takes it: on the current state, sent to every
+/// server in the room.
+pub fn local_checked<'a>(
+    room: &'a RoomRow,
+    event_id: &'a ruma::EventId,
+    json: &'a str,
+    pdu: &'a Pdu,
+    txn: Option<TxnRef<'a>>,
+) -> Checked<'a> {
+    Checked {
+        event_id,
+        json,
+        pdu,
+        room,
+        state_before: room.state_group,
+        rejected: None,
+        soft_failed: false,
+        current: match pdu.state_key {
+            Some(_) => Current::Extend { also: Vec::new() },
+            None => Current::Keep,
         },
-        Some(position),
-    )
-    .await?;
-    if !inserted {
-        // The transaction rolls back on drop and the position is abandoned.
-        drop(in_flight);
-        return Ok(false);
+        txn,
+        fan_out: FanOut::Local,
+        historical: false,
     }
-    db::events::insert_edges(&mut tx, event_nid, &prev_nids, &auth_nids).await?;
-    if let Some(n) = notified.as_ref().filter(|n| !n.users.is_empty()) {
-        db::push::insert(
-            &mut tx,
-            room.room_nid,
-            event_nid,
-            position,
-            &n.thread_id,
-            &n.users,
-        )
-        .await?;
-    }
-    db::events::remove_backward_extremity(&mut tx, room.room_nid, event_nid).await?;
-    db::events::add_backward_extremities(&mut tx, room.room_nid, &prev_nids).await?;
-    if accepted && !ev.historical {
-        db::events::advance_forward_extremities(&mut tx, room.room_nid, event_nid, &prev_nids)
-            .await?;
-    }
-    let own_change = || {
-        state_key_nid.map(|sk| StateChange {
-            state_key_nid: sk,
-            event_nid,
-            member: (pdu.kind == TimelineEventType::RoomMember)
-                .then(|| {
-                    pdu.state_key
-                        .clone()
-                        .map(|k| (k, membership_of(&pdu.content)))
-                })
-                .flatten(),
-        })
-    };
-    let (new_group, changes) = match ev.current {
-        _ if !accepted || ev.historical => (None, Vec::new()),
-        Current::Keep => (None, Vec::new()),
-        Current::Extend { mut also } => {
-            if let Some(own) = own_change() {
-                // The event's own entry wins over what the state before it held.
-                also.retain(|c| c.state_key_nid != own.state_key_nid);
-                also.push(own);
-            }
-            (state_after, also)
-        }
-        Current::Resolved { changes } => {
-            let entries: Vec<(i64, i64)> = changes
-                .iter()
-                .map(|c| (c.state_key_nid, c.event_nid))
-                .collect();
-            let group = if entries.is_empty() {
-                room.state_group
-            } else {
-                Some(new_state_group(&mut tx, room.room_nid, room.state_group, &entries).await?)
-            };
-            (group, changes)
-        }
-    };
-    if !changes.is_empty() {
-        let entries: Vec<(i64, i64)> = changes
-            .iter()
-            .map(|c| (c.state_key_nid, c.event_nid))
-            .collect();
-        db::state::set_current_many(&mut tx, room.room_nid, &entries).await?;
-        let members: Vec<(&str, &str, i64)> = changes
-            .iter()
-            .filter_map(|c| {
-                c.member
-                    .as_ref()
-                    .map(|(u, m)| (u.as_str(), m.as_str(), c.event_nid))
-            })
-            .collect();
-        if !members.is_empty() {
-            db::rooms::set_memberships(&mut tx, room.room_nid, &members).await?;
-        }
-    }
-    if let Some(group) = new_group
-        && Some(group) != room.state_group
-    {
-        db::rooms::set_state_group(&mut tx, room.room_nid, group).await?;
-    }
-    if accepted
-        && let Some(target) = &pdu.redacts
-        && let Some(target) = db::events::by_id(&mut *tx, target.as_str()).await?
-        && target.room_nid == room.room_nid
-    {
-        db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
-    }
-    if let Some(t) = ev.txn {
-        db::events::insert_txn(
-            &mut tx,
-            room.room_nid,
-            pdu.sender.as_str(),
-            t.device_id,
-            t.txn_id,
-            event_nid,
-        )
-        .await?;
-    }
-    let ours = keys.server_name().as_str();
-    match ev.fan_out {
-        _ if ev.historical => {}
-        FanOut::Local => {
-            let target_server: Vec<&str> = match (&pdu.kind, &pdu.state_key) {
-                (TimelineEventType::RoomMember, Some(k)) => {
-                    k.split_once(':').map(|(_, s)| s).into_iter().collect()
-                }
-                _ => Vec::new(),
-            };
-            db::federation::enqueue_room_event(
-                &mut tx,
-                room.room_nid,
-                event_nid,
-                ours,
-                &target_server,
-                None,
-            )
-            .await?;
-        }
-        FanOut::Forward { origin } if accepted => {
-            db::federation::enqueue_room_event(
-                &mut tx,
-                room.room_nid,
-                event_nid,
-                ours,
-                &[],
-                Some(origin),
-            )
-            .await?;
-        }
-        FanOut::Forward { .. } | FanOut::None => {}
-    }
-    tx.commit().await?;
-    if let Some(f) = in_flight {
-        f.committed();
-    }
-    Ok(true)
 }
 
 /// How many forward extremities a new event references at most.
@@ -500,49 +283,29 @@ const MAX_PREV_EVENTS: usize = 10;
 /// The spec's limit on a PDU's size.
 const MAX_PDU_BYTES: usize = 65_536;
 
-/// The membership value of an m.room.member content (`leave` when unreadable).
-pub fn membership_of(content: &serde_json::value::RawValue) -> String {
-    #[derive(serde::Deserialize)]
-    struct M {
-        membership: String,
-    }
-    serde_json::from_str::<M>(content.get())
-        .map(|m| m.membership)
-        .unwrap_or_else(|_| "leave".to_owned())
-}
-
-/// A new state group: `prev` plus `entries`, as a delta unless the chain is at its cap.
-pub(crate) async fn new_state_group(
-    tx: &mut sqlx::PgConnection,
-    room_nid: i64,
-    prev: Option<i64>,
-    entries: &[(i64, i64)],
-) -> Result<i64> {
-    let Some(prev) = prev else {
-        return Ok(db::state::create_group(tx, room_nid, None, entries).await?);
-    };
-    let len = db::state::chain_len(&mut *tx, prev).await?;
-    if len + 1 < db::state::MAX_CHAIN_LEN {
-        return Ok(db::state::create_group(tx, room_nid, Some((prev, len)), entries).await?);
-    }
-    // The chain is at its cap: write the whole state as a new snapshot.
-    let mut all: HashMap<i64, i64> = db::state::load(&mut *tx, prev)
-        .await?
-        .into_iter()
-        .map(|r| (r.0, r.1))
-        .collect();
-    all.extend(entries.iter().copied());
-    let all: Vec<(i64, i64)> = all.into_iter().collect();
-    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
-}
-
-/// The state events for `keys` in `group`, parsed, keyed by (type, state_key).
+/// The state events for `keys` in `group`, parsed, keyed by (type, state_key): from the
+/// cache where it has them, the rest in one query.
 pub async fn load_state_events(
     db: &PgPool,
+    cache: &StateCache,
     group: i64,
     keys: &[(StateEventType, String)],
 ) -> Result<HashMap<(StateEventType, String), Pdu>> {
-    let strs: Vec<(String, &str)> = keys
+    let mut out = HashMap::new();
+    let mut missing: Vec<&(StateEventType, String)> = Vec::new();
+    for k in keys {
+        match cache.get(group, &k.0, &k.1) {
+            Some(Some(pdu)) => {
+                out.insert(k.clone(), pdu);
+            }
+            Some(None) => {}
+            None => missing.push(k),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let strs: Vec<(String, &str)> = missing
         .iter()
         .map(|(t, k)| (t.to_string(), k.as_str()))
         .collect();
@@ -550,14 +313,18 @@ pub async fn load_state_events(
     let rows = db::state::load_keys(db, group, &pairs).await?;
     let nids: Vec<i64> = rows.iter().map(|r| r.1).collect();
     let events = db::events::by_nids(db, &nids).await?;
-    let mut out = HashMap::new();
+    let mut loaded = HashMap::new();
     for e in events {
         let id = OwnedEventId::try_from(e.event_id.as_str())
             .map_err(|err| Error::internal(format!("stored event ID invalid: {err}")))?;
         let pdu = Pdu::parse(id, &e.json)?;
         if let Some(k) = &pdu.state_key {
-            out.insert((StateEventType::from(pdu.kind.to_string()), k.clone()), pdu);
+            loaded.insert((StateEventType::from(pdu.kind.to_string()), k.clone()), pdu);
         }
     }
+    for k in missing {
+        cache.insert(group, k.0.clone(), k.1.clone(), loaded.get(k).cloned());
+    }
+    out.extend(loaded);
     Ok(out)
 }

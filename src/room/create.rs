@@ -26,6 +26,7 @@ pub struct CreateRoom {
     pub name: Option<String>,
     pub topic: Option<String>,
     pub alias_localpart: Option<String>,
+    /// Everyone to invite; only local users are invited by `create_room` itself.
     pub invite: Vec<OwnedUserId>,
     pub is_direct: bool,
     /// Extra keys for the create event's content (e.g. `type: m.space`).
@@ -211,7 +212,13 @@ impl Rooms {
                 json!({"topic": t}),
             ));
         }
-        for u in &req.invite {
+        // Users of other servers are invited after creation, through their servers (the
+        // caller's job: an invite they never countersigned would not reach them).
+        for u in req
+            .invite
+            .iter()
+            .filter(|u| u.server_name() == self.server_name())
+        {
             let mut c = json!({"membership": "invite"});
             if req.is_direct {
                 c["is_direct"] = true.into();

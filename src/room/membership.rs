@@ -4,7 +4,6 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
 use serde_json::{Map, Value};
 
 use super::Rooms;
-use super::append::load_state_events;
 use crate::db;
 use crate::error::{Error, Result};
 use ruma::events::StateEventType;
@@ -59,7 +58,7 @@ impl Rooms {
                 (StateEventType::RoomJoinRules, String::new()),
                 (StateEventType::RoomPowerLevels, String::new()),
             ];
-            let state = load_state_events(self.db(), group, &keys).await?;
+            let state = self.state_entries(group, &keys).await?;
             let join_rules: Value = state
                 .get(&keys[0])
                 .and_then(|p| serde_json::from_str(p.content.get()).ok())
@@ -205,13 +204,15 @@ impl Rooms {
     /// Invite a user of another server: the invite is built and authorised here, `countersign`
     /// has the invitee's server sign it (given the room, the prepared event and the PDUs of
     /// the room's public basics as JSON), and the countersigned event is stored. The room
-    /// lock is held throughout so the event still extends the room when stored.
+    /// lock is held throughout so the event still extends the room when stored. `is_direct`
+    /// marks the invite to a direct chat (createRoom's `is_direct`).
     pub async fn invite_with<F, Fut>(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         invitee: &UserId,
         reason: Option<&str>,
+        is_direct: bool,
         countersign: F,
     ) -> Result<ruma::OwnedEventId>
     where
@@ -222,6 +223,9 @@ impl Rooms {
         content.insert("membership".into(), "invite".into());
         if let Some(r) = reason {
             content.insert("reason".into(), r.into());
+        }
+        if is_direct {
+            content.insert("is_direct".into(), true.into());
         }
         let new = super::pdu::NewContent {
             kind: ruma::events::TimelineEventType::RoomMember,

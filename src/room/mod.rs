@@ -5,15 +5,19 @@ pub mod create;
 pub mod directory;
 pub mod graph;
 pub mod hierarchy;
+pub mod ingest;
 pub mod legacy;
 pub mod lock;
 pub mod membership;
 pub mod pages;
 pub mod pdu;
+pub mod persist;
 pub mod push;
 pub mod reads;
 pub mod remote;
+pub mod send;
 pub mod served;
+pub mod state_cache;
 pub mod state_res;
 pub mod stream;
 pub mod timeline;
@@ -29,7 +33,6 @@ use sqlx::PgPool;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
-use append::TxnRef;
 use lock::RoomLocks;
 use pdu::NewContent;
 use stream::StreamPositions;
@@ -40,6 +43,8 @@ pub struct Rooms {
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
     stream: Arc<StreamPositions>,
+    state_cache: Arc<state_cache::StateCache>,
+    sends: Arc<send::SendQueues>,
 }
 
 impl Rooms {
@@ -50,6 +55,8 @@ impl Rooms {
             keys,
             locks: Arc::new(RoomLocks::default()),
             stream: StreamPositions::new(stream_max),
+            state_cache: Arc::default(),
+            sends: Arc::default(),
         }
     }
 
@@ -63,6 +70,7 @@ impl Rooms {
             db: &self.db,
             keys: &self.keys,
             stream: &self.stream,
+            state: &self.state_cache,
         }
     }
 
@@ -70,52 +78,19 @@ impl Rooms {
         self.keys.server_name()
     }
 
+    /// State events of `group` for `keys`, parsed (cached: groups never change).
+    pub async fn state_entries(
+        &self,
+        group: i64,
+        keys: &[(ruma::events::StateEventType, String)],
+    ) -> Result<std::collections::HashMap<(ruma::events::StateEventType, String), pdu::Pdu>> {
+        append::load_state_events(&self.db, &self.state_cache, group, keys).await
+    }
+
     pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {
         db::rooms::by_id(&self.db, room_id.as_str())
             .await?
             .ok_or_else(|| Error::not_found("Room not found"))
-    }
-
-    /// Send an event as `sender`: build, authorise, append. A repeated client transaction
-    /// returns the event it produced the first time.
-    pub async fn send(
-        &self,
-        sender: &UserId,
-        room_id: &RoomId,
-        new: NewContent,
-        txn: Option<TxnRef<'_>>,
-    ) -> Result<OwnedEventId> {
-        let room = self.room(room_id).await?;
-        if let Some(id) = self.txn_event(&room, sender, txn.as_ref()).await? {
-            return Ok(id);
-        }
-        let lock = self.locks.lock(room_id).await;
-        let room = self.room(room_id).await?;
-        // Checked again under the lock: two retries of one transaction may race.
-        if let Some(id) = self.txn_event(&room, sender, txn.as_ref()).await? {
-            return Ok(id);
-        }
-        append::append_local(&self.store(), &lock, &room, sender, new, txn).await
-    }
-
-    async fn txn_event(
-        &self,
-        room: &RoomRow,
-        sender: &UserId,
-        txn: Option<&TxnRef<'_>>,
-    ) -> Result<Option<OwnedEventId>> {
-        let Some(t) = txn else { return Ok(None) };
-        let found = db::events::txn_event(
-            &self.db,
-            room.room_nid,
-            sender.as_str(),
-            t.device_id,
-            t.txn_id,
-        )
-        .await?;
-        found
-            .map(|id| OwnedEventId::try_from(id).map_err(|e| Error::internal(e.to_string())))
-            .transpose()
     }
 
     /// The sender's current membership in the room (`None` if never a member).

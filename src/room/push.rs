@@ -25,66 +25,100 @@ struct StoredRules {
     global: Ruleset,
 }
 
-/// Evaluate the push rules of the room's local members (the sender aside) for an event about
-/// to be stored, with the power levels of the state before it.
-pub(crate) async fn push_actions(
-    store: &Store<'_>,
-    room: &RoomRow,
-    rules: &RoomVersionRules,
-    ev: &Checked<'_>,
-) -> Result<Notified> {
-    let (event_id, pdu, json, state_before) = (ev.event_id, ev.pdu, ev.json, ev.state_before);
-    let db = store.db;
-    let thread_id = thread_of(pdu).unwrap_or_else(|| "main".to_owned());
-    let members = db::push::local_members_with_rules(
-        db,
-        room.room_nid,
-        store.keys.server_name().as_str(),
-        pdu.sender.as_str(),
-    )
-    .await?;
-    if members.is_empty() {
-        return Ok(Notified {
-            thread_id,
-            users: Vec::new(),
-        });
-    }
-    let member_count =
-        UInt::try_from(db::push::joined_count(db, room.room_nid).await?).unwrap_or_default();
-    let power = match state_before {
-        Some(g) => {
-            let key = (StateEventType::RoomPowerLevels, String::new());
-            load_state_events(db, g, std::slice::from_ref(&key))
-                .await?
-                .remove(&key)
-                .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+/// What evaluating push rules needs of a room, loaded once for the events stored together:
+/// its local members with their rules, its member count and its power levels.
+pub(crate) struct PushContext {
+    room_id: ruma::OwnedRoomId,
+    members: Vec<(OwnedUserId, String, Ruleset)>,
+    member_count: UInt,
+    power: Option<PushConditionPowerLevelsCtx>,
+}
+
+impl PushContext {
+    /// For events stored on the state group `state_before`.
+    pub(crate) async fn load(
+        store: &Store<'_>,
+        room: &RoomRow,
+        rules: &RoomVersionRules,
+        state_before: Option<i64>,
+    ) -> Result<PushContext> {
+        let db = store.db;
+        let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let rows = db::push::local_members_with_rules(
+            db,
+            room.room_nid,
+            store.keys.server_name().as_str(),
+        )
+        .await?;
+        let mut members = Vec::with_capacity(rows.len());
+        for (user_id, displayname, stored) in rows {
+            let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
+                continue;
+            };
+            let ruleset = stored
+                .and_then(|j| serde_json::from_str::<StoredRules>(j.0.get()).ok())
+                .map_or_else(|| Ruleset::server_default(&user), |s| s.global);
+            let name = displayname.unwrap_or_else(|| user.localpart().to_owned());
+            members.push((user, name, ruleset));
         }
-        None => None,
-    };
-    let power_ctx = power.map(|p| power_levels_ctx(&p, rules));
-    let event = pdu::client_format(event_id, json, None, None)?;
-    let raw: Raw<Value> = Raw::from_json(
-        serde_json::value::to_raw_value(&event).map_err(|e| Error::internal(e.to_string()))?,
-    );
-    let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
-        .map_err(|e| Error::internal(e.to_string()))?;
-    let mut users = Vec::new();
-    for (user_id, displayname, stored) in members {
-        let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
-            continue;
+        if members.is_empty() {
+            return Ok(PushContext {
+                room_id,
+                members,
+                member_count: UInt::default(),
+                power: None,
+            });
+        }
+        let member_count =
+            UInt::try_from(db::push::joined_count(db, room.room_nid).await?).unwrap_or_default();
+        let power = match state_before {
+            Some(g) => {
+                let key = (StateEventType::RoomPowerLevels, String::new());
+                load_state_events(db, store.state, g, std::slice::from_ref(&key))
+                    .await?
+                    .remove(&key)
+                    .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+            }
+            None => None,
         };
-        let ruleset = stored
-            .and_then(|j| serde_json::from_str::<StoredRules>(j.0.get()).ok())
-            .map_or_else(|| Ruleset::server_default(&user), |s| s.global);
-        let name = displayname.unwrap_or_else(|| user.localpart().to_owned());
-        let mut ctx = PushConditionRoomCtx::new(room_id.clone(), member_count, user, name);
-        ctx.power_levels = power_ctx.clone();
-        let actions = ruleset.get_actions(&raw, &ctx).await;
-        if actions.iter().any(|a| a.should_notify()) {
-            users.push((user_id, actions.iter().any(|a| a.is_highlight())));
-        }
+        Ok(PushContext {
+            room_id,
+            members,
+            member_count,
+            power: power.map(|p| power_levels_ctx(&p, rules)),
+        })
     }
-    Ok(Notified { thread_id, users })
+
+    /// Which members (its sender aside) an event about to be stored notifies.
+    pub(crate) async fn actions(&self, ev: &Checked<'_>) -> Result<Notified> {
+        let thread_id = thread_of(ev.pdu).unwrap_or_else(|| "main".to_owned());
+        let mut users = Vec::new();
+        if self.members.iter().all(|m| m.0 == ev.pdu.sender) {
+            return Ok(Notified { thread_id, users });
+        }
+        let event = pdu::client_format(ev.event_id, ev.json, None, None)?;
+        let raw: Raw<Value> = Raw::from_json(
+            serde_json::value::to_raw_value(&event).map_err(|e| Error::internal(e.to_string()))?,
+        );
+        for (user, name, ruleset) in &self.members {
+            if *user == ev.pdu.sender {
+                continue;
+            }
+            let mut ctx = PushConditionRoomCtx::new(
+                self.room_id.clone(),
+                self.member_count,
+                user.clone(),
+                name.clone(),
+            );
+            ctx.power_levels = self.power.clone();
+            let actions = ruleset.get_actions(&raw, &ctx).await;
+            if actions.iter().any(|a| a.should_notify()) {
+                users.push((user.to_string(), actions.iter().any(|a| a.is_highlight())));
+            }
+        }
+        Ok(Notified { thread_id, users })
+    }
 }
 
 /// The thread root an event replies in (`m.thread` relation), if any.

@@ -11,9 +11,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId};
 
 use super::Rooms;
-use super::append::{
-    self, Checked, Current, FanOut, StateChange, load_state_events, membership_of, persist,
-};
+use super::append::{self, Checked, Current, FanOut, StateChange, membership_of, persist};
 use super::pdu::Pdu;
 use super::state_res::{self, KeyMap, Pending};
 use crate::db::{self, rooms::RoomRow};
@@ -54,7 +52,7 @@ struct Verdict {
 }
 
 /// Live events extend the room; historical ones (backfill) fill in its past.
-enum Mode<'a> {
+pub(super) enum Mode<'a> {
     Live {
         forward_for: Option<&'a str>,
         state: Option<i64>,
@@ -72,7 +70,7 @@ pub fn rules_of(room: &RoomRow) -> Result<RoomVersionRules> {
         .ok_or_else(|| Error::internal(format!("room version {} unknown", room.room_version)))
 }
 
-fn parse_stored(row: &db::events::StoredEvent) -> Result<Pdu> {
+pub(super) fn parse_stored(row: &db::events::StoredEvent) -> Result<Pdu> {
     let id = OwnedEventId::try_from(row.event_id.as_str())
         .map_err(|e| Error::internal(format!("stored event ID invalid: {e}")))?;
     let mut pdu = Pdu::parse(id, &row.json)?;
@@ -134,11 +132,22 @@ impl Rooms {
     }
 
     async fn receive(&self, room_id: &RoomId, ev: &Incoming, mode: Mode<'_>) -> Result<Outcome> {
+        let lock = self.locks.lock(room_id).await;
+        self.receive_locked(&lock, room_id, ev, mode).await
+    }
+
+    /// The full checks of one PDU (its room locked by the caller), then the store.
+    pub(super) async fn receive_locked(
+        &self,
+        lock: &super::lock::RoomLock,
+        room_id: &RoomId,
+        ev: &Incoming,
+        mode: Mode<'_>,
+    ) -> Result<Outcome> {
         let (forward_for, explicit_state, historical) = match mode {
             Mode::Live { forward_for, state } => (forward_for, state, false),
             Mode::Historical { state } => (None, state, true),
         };
-        let lock = self.locks.lock(room_id).await;
         let room = self.room(room_id).await?;
         let db = self.db();
         let rules = rules_of(&room)?;
@@ -223,7 +232,7 @@ impl Rooms {
             )
             .map_err(|e| Error::bad_json(format!("invalid event content: {e}")))?;
             let before = match state_before {
-                Some(g) => load_state_events(db, g, &auth_types).await?,
+                Some(g) => self.state_entries(g, &auth_types).await?,
                 None => HashMap::new(),
             };
             rejected = append::authorise(&rules, pdu, &before)
@@ -234,7 +243,7 @@ impl Rooms {
                 && state_before != room.state_group
                 && let Some(current) = room.state_group
             {
-                let now = load_state_events(db, current, &auth_types).await?;
+                let now = self.state_entries(current, &auth_types).await?;
                 if let Err(e) = append::authorise(&rules, pdu, &now) {
                     tracing::info!(event_id = %ev.event_id, error = %e, "soft-failed against current state");
                     let verdict = Verdict {
@@ -244,7 +253,7 @@ impl Rooms {
                         current: Current::Keep,
                     };
                     return self
-                        .store_checked(&lock, &room, ev, verdict, forward_for, false)
+                        .store_checked(lock, &room, ev, verdict, forward_for, false)
                         .await;
                 }
             }
@@ -258,7 +267,7 @@ impl Rooms {
                 current: Current::Keep,
             };
             return self
-                .store_checked(&lock, &room, ev, verdict, forward_for, historical)
+                .store_checked(lock, &room, ev, verdict, forward_for, historical)
                 .await;
         }
 
@@ -273,7 +282,7 @@ impl Rooms {
             soft_failed: false,
             current,
         };
-        self.store_checked(&lock, &room, ev, verdict, forward_for, historical)
+        self.store_checked(lock, &room, ev, verdict, forward_for, historical)
             .await
     }
 
@@ -571,7 +580,7 @@ impl Rooms {
             &rules.authorization,
         )
         .map_err(|e| Error::bad_json(format!("invalid join event: {e}")))?;
-        let before = load_state_events(db, group, &auth_types).await?;
+        let before = self.state_entries(group, &auth_types).await?;
         append::authorise(&rules, &join.pdu, &before)
             .map_err(|e| Error::Upstream(format!("the join event fails the room's state: {e}")))?;
         let old = match room.state_group {

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::Rooms;
-use super::append::{self, load_state_events};
+use super::append;
 use super::pdu::{NewContent, Pdu};
 use super::raw;
 use crate::db::{self, rooms::RoomRow};
@@ -40,7 +40,9 @@ impl Rooms {
             return Ok(true);
         };
         let key = (ruma::events::StateEventType::RoomServerAcl, String::new());
-        let state = load_state_events(self.db(), group, std::slice::from_ref(&key)).await?;
+        let state = self
+            .state_entries(group, std::slice::from_ref(&key))
+            .await?;
         let Some(acl) = state.get(&key) else {
             return Ok(true);
         };
@@ -100,7 +102,7 @@ impl Rooms {
             content: raw(&Value::Object(content))?,
             redacts: None,
         };
-        let p = append::place(self.db(), &room, user, &new).await?;
+        let p = append::place(self.db(), &self.state_cache, &room, user, &new).await?;
         let template = json!({
             "room_id": room_id,
             "sender": user,

@@ -23,6 +23,23 @@ pub async fn signed(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
+    let response = signed_request(from, to, method, path, body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// The request [`signed`] sends, for callers that read more than a JSON body.
+pub fn signed_request(
+    from: &TestServer,
+    to: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
     let origin = ruma::OwnedServerName::try_from(from.server_name()).expect("server name");
     let keys = trellis::keys::ServerKeys::load_or_generate(&from.config.signing_key_path(), origin)
         .expect("signing key");
@@ -56,10 +73,7 @@ pub async fn signed(
     if let Some(b) = body {
         request = request.json(b);
     }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let value = response.json().await.unwrap_or(Value::Null);
-    (status, value)
+    request
 }
 
 /// Poll `check` until it holds (federation is asynchronous), failing after 60 s.

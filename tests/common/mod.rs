@@ -4,4 +4,5 @@
 
 pub mod db;
 pub mod federation;
+pub mod media;
 pub mod server;

@@ -8,13 +8,28 @@ use trellis::server::RunningServer;
 
 use super::db::fresh_database;
 
-/// A Trellis server on 127.0.0.1 with its own fresh database and data directory.
+/// A Trellis server on 127.0.0.1 with its own fresh database and data directory. Its client
+/// API helpers are those of [`Api`].
 pub struct TestServer {
     pub config: Config,
-    pub base: String,
-    pub http: reqwest::Client,
+    api: Api,
     running: Option<RunningServer>,
     _data_dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The client API of a homeserver at `base` (a Trellis test server, or another homeserver
+/// the interop tests talk to), with helpers that assert the common calls succeed.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
 }
 
 /// Generous limits so ordinary tests never trip them; rate-limit tests set their own.
@@ -104,8 +119,7 @@ impl TestServer {
         f(&mut config);
         let mut server = TestServer {
             config,
-            base: String::new(),
-            http: reqwest::Client::new(),
+            api: Api::new(String::new()),
             running: None,
             _data_dir: Some(dir),
         };
@@ -118,7 +132,7 @@ impl TestServer {
         let config = self.config.clone();
         config.validate().expect("test config is valid");
         let running = trellis::server::start(config).await.expect("server starts");
-        self.base = format!("http://{}", running.client_addr);
+        self.api.base = format!("http://{}", running.client_addr);
         self.running = Some(running);
     }
 
@@ -140,6 +154,21 @@ impl TestServer {
             r.shutdown().await.expect("clean shutdown");
         }
         self.boot().await;
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        Api {
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -267,12 +296,6 @@ impl TestServer {
             .await;
         assert_eq!(status, 200, "sync: {body}");
         body
-    }
-
-    pub async fn shutdown(mut self) {
-        if let Some(r) = self.running.take() {
-            r.shutdown().await.expect("clean shutdown");
-        }
     }
 }
 

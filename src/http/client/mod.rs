@@ -12,6 +12,7 @@ mod filter;
 mod hierarchy;
 mod keys;
 mod legacy;
+mod media;
 mod members;
 mod membership;
 mod message;
@@ -61,6 +62,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = typing::routes(r);
     let r = receipt::routes(r);
     let r = presence::routes(r);
+    let r = media::routes(r);
     sync::routes(r)
 }
 

@@ -87,7 +87,7 @@ async fn create_room_route(
                 name: body.name,
                 topic: body.topic,
                 alias_localpart: body.room_alias_name,
-                invite: body.invite,
+                invite: body.invite.clone(),
                 is_direct: body.is_direct,
                 creation_content,
                 power_level_override,
@@ -97,5 +97,22 @@ async fn create_room_route(
             },
         )
         .await?;
+    for invitee in body
+        .invite
+        .iter()
+        .filter(|u| u.server_name() != state.rooms.server_name())
+    {
+        state
+            .federation
+            .invite_remote(
+                &state.rooms,
+                &user.user_id,
+                &room_id,
+                invitee,
+                None,
+                body.is_direct,
+            )
+            .await?;
+    }
     Ok(create_room::v3::Response::new(room_id))
 }

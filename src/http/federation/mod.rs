@@ -4,6 +4,7 @@ mod directory;
 mod discovery;
 mod events;
 mod hierarchy;
+mod media;
 mod membership;
 mod notary;
 mod query;
@@ -23,5 +24,6 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = hierarchy::routes(r);
     let r = transactions::routes(r);
     let r = query::routes(r);
+    let r = media::routes(r);
     user_keys::routes(r)
 }

@@ -1,0 +1,442 @@
+//! Step 6 of the append path: storing checked events. Events that arrive together for one
+//! room are stored in one transaction with a fixed number of statements, whatever their
+//! number (the commit, not the work, is what costs: one fsync for the whole batch).
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::events::TimelineEventType;
+
+use super::append::{Store, TxnRef};
+use super::lock::RoomLock;
+use super::pdu::Pdu;
+use super::push::{Notified, PushContext};
+use crate::db::{self, rooms::RoomRow};
+use crate::error::{Error, Result};
+
+/// How a newly stored event reaches other servers.
+pub enum FanOut<'a> {
+    /// Our own event: every server with a joined member, and the target's server of a
+    /// membership change (who may just have left).
+    Local,
+    /// A remote event we accepted on its server's behalf (send_join, send_leave, send_knock):
+    /// every server in the room except its origin, which has it.
+    Forward { origin: &'a str },
+    /// A remote event received by /send: its origin sends it to the others itself.
+    None,
+}
+
+/// One entry of the current state that changes, with the membership it sets if it is an
+/// m.room.member event: (user ID, membership).
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub state_key_nid: i64,
+    pub event_nid: i64,
+    pub member: Option<(String, String)>,
+}
+
+/// What the event does to the room's current state.
+pub enum Current {
+    /// Nothing (a message on the current state, a rejected or soft-failed event).
+    Keep,
+    /// The state after the event becomes current: it extends every forward extremity.
+    /// `also` lists entries where the state before it differs from the old current state.
+    Extend { also: Vec<StateChange> },
+    /// The current state is the resolution of the old one with the state after the event;
+    /// `changes` are the entries that differ from the old current state.
+    Resolved { changes: Vec<StateChange> },
+}
+
+/// An event that went through the checks, ready to store.
+pub struct Checked<'a> {
+    pub event_id: &'a ruma::EventId,
+    pub json: &'a str,
+    pub pdu: &'a Pdu,
+    pub room: &'a RoomRow,
+    pub state_before: Option<i64>,
+    /// Failed authorisation: stored for the graph's sake, never state, never shown.
+    pub rejected: Option<String>,
+    /// Passed auth at its own place in the graph but not against the current state.
+    pub soft_failed: bool,
+    pub current: Current,
+    pub txn: Option<TxnRef<'a>>,
+    pub fan_out: FanOut<'a>,
+    /// Backfilled history: placed before everything in the stream (a negative position),
+    /// never a forward extremity, never current state.
+    pub historical: bool,
+}
+
+/// Store one checked event; false if it was already in the timeline (nothing written).
+pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Result<bool> {
+    Ok(persist_batch(store, lock, vec![ev])
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(false))
+}
+
+/// Store checked events of one room, in order, in one transaction: event rows, edges, state
+/// groups, extremities, current state and memberships, redaction marks, client transaction
+/// IDs, the outbound queue. Later events may build on earlier ones (cite them as prev events,
+/// or stand on the state group an earlier one makes). Returns, per event, whether it was
+/// written (false: it was already in the timeline).
+pub async fn persist_batch(
+    store: &Store<'_>,
+    lock: &RoomLock,
+    evs: Vec<Checked<'_>>,
+) -> Result<Vec<bool>> {
+    let Some(first) = evs.first() else {
+        return Ok(Vec::new());
+    };
+    let room: &RoomRow = first.room;
+    debug_assert_eq!(lock.room_id().as_str(), room.room_id);
+    debug_assert!(evs.iter().all(|e| e.room.room_nid == room.room_nid));
+    let Store {
+        db, keys, stream, ..
+    } = *store;
+    let accepted: Vec<bool> = evs
+        .iter()
+        .map(|e| e.rejected.is_none() && !e.soft_failed)
+        .collect();
+
+    // Push rules are evaluated before the transaction opens: it stays short.
+    let mut notified: Vec<Option<Notified>> = Vec::with_capacity(evs.len());
+    let mut push: Option<(Option<i64>, PushContext)> = None;
+    for (ev, ok) in evs.iter().zip(&accepted) {
+        if !ok || ev.historical {
+            notified.push(None);
+            continue;
+        }
+        let fresh = match &push {
+            Some((group, _)) => *group != ev.state_before,
+            None => true,
+        };
+        if fresh {
+            let rules = super::remote::rules_of(room)?;
+            let ctx = PushContext::load(store, room, &rules, ev.state_before).await?;
+            push = Some((ev.state_before, ctx));
+        }
+        match &push {
+            Some((_, ctx)) => notified.push(Some(ctx.actions(ev).await?)),
+            None => notified.push(None),
+        }
+    }
+
+    let mut tx = db.begin().await?;
+    let mut all_ids: Vec<&str> = Vec::new();
+    for ev in &evs {
+        all_ids.push(ev.event_id.as_str());
+        all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
+        all_ids.extend(ev.pdu.auth_events.iter().map(|e| e.as_str()));
+    }
+    let nids = db::events::intern_ids(&mut tx, &all_ids).await?;
+    let nid = |id: &str| {
+        nids.get(id)
+            .copied()
+            .ok_or_else(|| Error::internal("event ID not interned"))
+    };
+    let kinds: Vec<String> = evs.iter().map(|e| e.pdu.kind.to_string()).collect();
+    let key_pairs: Vec<(&str, &str)> = evs
+        .iter()
+        .zip(&kinds)
+        .filter_map(|(e, k)| e.pdu.state_key.as_deref().map(|sk| (k.as_str(), sk)))
+        .collect();
+    let key_nids = match key_pairs.is_empty() {
+        true => HashMap::new(),
+        false => db::state::intern_keys(&mut tx, &key_pairs).await?,
+    };
+    let live = evs.iter().filter(|e| !e.historical).count();
+    let mut live_positions = db::events::next_stream_positions(&mut tx, live)
+        .await?
+        .into_iter();
+    let mut backfill_positions = db::events::next_backfill_positions(&mut tx, evs.len() - live)
+        .await?
+        .into_iter();
+
+    // The rows, each on its state group.
+    let mut rows = Vec::with_capacity(evs.len());
+    let mut positions = Vec::with_capacity(evs.len());
+    let mut event_nids = Vec::with_capacity(evs.len());
+    let mut state_key_nids = Vec::with_capacity(evs.len());
+    let mut states_after = Vec::with_capacity(evs.len());
+    for (ev, kind) in evs.iter().zip(&kinds) {
+        let event_nid = nid(ev.event_id.as_str())?;
+        let state_key_nid = match &ev.pdu.state_key {
+            Some(k) => Some(
+                key_nids
+                    .get(&(kind.clone(), k.clone()))
+                    .copied()
+                    .ok_or_else(|| Error::internal("state key not interned"))?,
+            ),
+            None => None,
+        };
+        let state_after = match state_key_nid {
+            Some(sk) if ev.rejected.is_none() => Some(
+                new_state_group(&mut tx, room.room_nid, ev.state_before, &[(sk, event_nid)])
+                    .await?,
+            ),
+            _ => ev.state_before,
+        };
+        let position = match ev.historical {
+            true => backfill_positions.next(),
+            false => live_positions.next(),
+        }
+        .ok_or_else(|| Error::internal("too few stream positions"))?;
+        rows.push(db::events::NewEvent {
+            event_nid,
+            room_nid: room.room_nid,
+            event_type: kind,
+            state_key_nid,
+            sender: ev.pdu.sender.as_str(),
+            origin_server_ts: i64::try_from(u64::from(ev.pdu.origin_server_ts.0))
+                .unwrap_or(i64::MAX),
+            depth: ev.pdu.depth.max(1),
+            json: ev.json,
+            outlier: false,
+            rejected_reason: ev.rejected.as_deref(),
+            soft_failed: ev.soft_failed,
+            state_before: ev.state_before,
+            state_after,
+        });
+        positions.push(Some(position));
+        event_nids.push(event_nid);
+        state_key_nids.push(state_key_nid);
+        states_after.push(state_after);
+    }
+    // Registered before the insert, so a reader never passes a position being written.
+    let mut in_flight: Vec<_> = evs
+        .iter()
+        .zip(&positions)
+        .filter(|(e, _)| !e.historical)
+        .filter_map(|(_, p)| *p)
+        .map(|p| (p, stream.begin(p)))
+        .collect();
+    let inserted = db::events::insert_many(&mut tx, &rows, &positions).await?;
+    let stored: Vec<bool> = event_nids.iter().map(|n| inserted.contains(n)).collect();
+    if inserted.is_empty() {
+        // Nothing new: the transaction rolls back on drop and the positions are abandoned.
+        return Ok(stored);
+    }
+
+    // Edges, push actions, extremities.
+    let mut prev_edges = Vec::new();
+    let mut auth_edges = Vec::new();
+    let mut push_rows = Vec::new();
+    let mut forward_new = Vec::new();
+    let mut forward_replaced = HashSet::new();
+    let mut all_prevs = Vec::new();
+    for (i, ev) in evs.iter().enumerate() {
+        if !stored[i] {
+            continue;
+        }
+        let event_nid = event_nids[i];
+        let prevs = ev
+            .pdu
+            .prev_events
+            .iter()
+            .map(|e| nid(e.as_str()))
+            .collect::<Result<Vec<_>>>()?;
+        for a in &ev.pdu.auth_events {
+            auth_edges.push((event_nid, nid(a.as_str())?));
+        }
+        prev_edges.extend(prevs.iter().map(|p| (event_nid, *p)));
+        if let (Some(n), Some(position)) = (&notified[i], positions[i]) {
+            push_rows.extend(
+                n.users
+                    .iter()
+                    .map(|(user_id, highlight)| db::push::PushRow {
+                        event_nid,
+                        user_id,
+                        stream_ordering: position,
+                        highlight: *highlight,
+                        thread_id: &n.thread_id,
+                    }),
+            );
+        }
+        if accepted[i] && !ev.historical {
+            forward_new.push(event_nid);
+            forward_replaced.extend(prevs.iter().copied());
+        }
+        all_prevs.extend(prevs);
+    }
+    db::events::insert_edges_many(&mut tx, &prev_edges, &auth_edges).await?;
+    db::push::insert(&mut tx, room.room_nid, &push_rows).await?;
+    let written: Vec<i64> = inserted.iter().copied().collect();
+    db::events::remove_backward_extremities(&mut tx, room.room_nid, &written).await?;
+    db::events::add_backward_extremities(&mut tx, room.room_nid, &all_prevs).await?;
+    if !forward_new.is_empty() {
+        forward_new.retain(|n| !forward_replaced.contains(n));
+        let replaced: Vec<i64> = forward_replaced.into_iter().collect();
+        db::events::advance_forward_extremities(&mut tx, room.room_nid, &forward_new, &replaced)
+            .await?;
+    }
+
+    // Current state (each accepted live event in turn), redactions, client transaction IDs
+    // and the outbound queue.
+    let mut current_group = room.state_group;
+    let mut changes: Vec<StateChange> = Vec::new();
+    let mut txns = Vec::new();
+    let mut outbound = Vec::new();
+    for (i, ev) in evs.iter().enumerate() {
+        if !stored[i] {
+            continue;
+        }
+        let event_nid = event_nids[i];
+        if let Some(t) = &ev.txn {
+            txns.push((ev.pdu.sender.as_str(), t.device_id, t.txn_id, event_nid));
+        }
+        match ev.fan_out {
+            _ if ev.historical => {}
+            FanOut::Local => outbound.push(db::federation::OutboundEvent {
+                event_nid,
+                // The target of a membership change hears of it even if it just left.
+                also: match (&ev.pdu.kind, &ev.pdu.state_key) {
+                    (TimelineEventType::RoomMember, Some(k)) => k.split_once(':').map(|(_, s)| s),
+                    _ => None,
+                },
+                except: None,
+            }),
+            FanOut::Forward { origin } if accepted[i] => {
+                outbound.push(db::federation::OutboundEvent {
+                    event_nid,
+                    also: None,
+                    except: Some(origin),
+                })
+            }
+            FanOut::Forward { .. } | FanOut::None => {}
+        }
+        if !accepted[i] || ev.historical {
+            continue;
+        }
+        let own = state_key_nids[i].map(|sk| StateChange {
+            state_key_nid: sk,
+            event_nid,
+            member: (ev.pdu.kind == TimelineEventType::RoomMember)
+                .then(|| {
+                    ev.pdu
+                        .state_key
+                        .clone()
+                        .map(|k| (k, membership_of(&ev.pdu.content)))
+                })
+                .flatten(),
+        });
+        match &ev.current {
+            Current::Keep => {}
+            Current::Extend { also } => {
+                // The event's own entry comes last, so it wins over the state before it.
+                changes.extend(also.iter().cloned());
+                changes.extend(own);
+                current_group = states_after[i];
+            }
+            Current::Resolved { changes: resolved } => {
+                let entries: Vec<(i64, i64)> = resolved
+                    .iter()
+                    .map(|c| (c.state_key_nid, c.event_nid))
+                    .collect();
+                if !entries.is_empty() {
+                    current_group = Some(
+                        new_state_group(&mut tx, room.room_nid, current_group, &entries).await?,
+                    );
+                }
+                changes.extend(resolved.iter().cloned());
+            }
+        }
+        if let Some(target) = &ev.pdu.redacts
+            && let Some(target) = db::events::by_id(&mut *tx, target.as_str()).await?
+            && target.room_nid == room.room_nid
+        {
+            db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
+        }
+    }
+    apply_state_changes(&mut tx, room, changes, current_group).await?;
+    db::events::insert_txns(&mut tx, room.room_nid, &txns).await?;
+    db::federation::enqueue_room_events(
+        &mut tx,
+        room.room_nid,
+        keys.server_name().as_str(),
+        &outbound,
+    )
+    .await?;
+    tx.commit().await?;
+    for (position, guard) in in_flight.drain(..) {
+        // A position whose event was not written is dropped: skipped, never waited for.
+        if positions
+            .iter()
+            .zip(&stored)
+            .any(|(p, s)| *s && *p == Some(position))
+        {
+            guard.committed();
+        }
+    }
+    Ok(stored)
+}
+
+/// Make the accumulated changes the room's current state, the last change of each key (and
+/// of each member) winning, and `group` its state group.
+async fn apply_state_changes(
+    tx: &mut sqlx::PgConnection,
+    room: &RoomRow,
+    changes: Vec<StateChange>,
+    group: Option<i64>,
+) -> Result<()> {
+    if !changes.is_empty() {
+        let mut by_key: HashMap<i64, i64> = HashMap::new();
+        let mut members: HashMap<String, (String, i64)> = HashMap::new();
+        for c in changes {
+            by_key.insert(c.state_key_nid, c.event_nid);
+            if let Some((user, membership)) = c.member {
+                members.insert(user, (membership, c.event_nid));
+            }
+        }
+        let entries: Vec<(i64, i64)> = by_key.into_iter().collect();
+        db::state::set_current_many(&mut *tx, room.room_nid, &entries).await?;
+        let members: Vec<(&str, &str, i64)> = members
+            .iter()
+            .map(|(u, (m, e))| (u.as_str(), m.as_str(), *e))
+            .collect();
+        if !members.is_empty() {
+            db::rooms::set_memberships(&mut *tx, room.room_nid, &members).await?;
+        }
+    }
+    if let Some(group) = group
+        && Some(group) != room.state_group
+    {
+        db::rooms::set_state_group(&mut *tx, room.room_nid, group).await?;
+    }
+    Ok(())
+}
+
+/// The membership value of an m.room.member content (`leave` when unreadable).
+pub fn membership_of(content: &serde_json::value::RawValue) -> String {
+    #[derive(serde::Deserialize)]
+    struct M {
+        membership: String,
+    }
+    serde_json::from_str::<M>(content.get())
+        .map(|m| m.membership)
+        .unwrap_or_else(|_| "leave".to_owned())
+}
+
+/// A new state group: `prev` plus `entries`, as a delta unless the chain is at its cap.
+pub(crate) async fn new_state_group(
+    tx: &mut sqlx::PgConnection,
+    room_nid: i64,
+    prev: Option<i64>,
+    entries: &[(i64, i64)],
+) -> Result<i64> {
+    let Some(prev) = prev else {
+        return Ok(db::state::create_group(tx, room_nid, None, entries).await?);
+    };
+    let len = db::state::chain_len(&mut *tx, prev).await?;
+    if len + 1 < db::state::MAX_CHAIN_LEN {
+        return Ok(db::state::create_group(tx, room_nid, Some((prev, len)), entries).await?);
+    }
+    // The chain is at its cap: write the whole state as a new snapshot.
+    let mut all: HashMap<i64, i64> = db::state::load(&mut *tx, prev)
+        .await?
+        .into_iter()
+        .map(|r| (r.0, r.1))
+        .collect();
+    all.extend(entries.iter().copied());
+    let all: Vec<(i64, i64)> = all.into_iter().collect();
+    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
+}

@@ -1,0 +1,221 @@
+//! Group commit for local sends. Every send joins its room's queue, then waits for the room
+//! lock. Whoever holds the lock takes everything queued for the room, builds the events one
+//! on top of the other, and stores them in one transaction; the senders whose events went in
+//! find their answers waiting when the lock comes to them. Under load one commit (one fsync)
+//! carries many events; alone, a send costs what it always did.
+//!
+//! A batch stops after its first state event: the events after it must be authorised against
+//! the state it makes, which is only known once it is stored.
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use tokio::sync::oneshot;
+
+use super::Rooms;
+use super::append::{self, Prepared, Tip, TxnRef};
+use super::lock::RoomLock;
+use super::pdu::NewContent;
+use crate::db;
+use crate::error::{Error, Result};
+
+/// Most events stored in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// One send waiting to be stored.
+struct Job {
+    sender: OwnedUserId,
+    new: NewContent,
+    /// (device ID, transaction ID) of a client send.
+    txn: Option<(String, String)>,
+    reply: oneshot::Sender<Result<OwnedEventId>>,
+}
+
+/// The sends queued per room.
+#[derive(Default)]
+pub struct SendQueues {
+    pending: Mutex<HashMap<OwnedRoomId, VecDeque<Job>>>,
+}
+
+impl SendQueues {
+    fn push(&self, room_id: &RoomId, job: Job) {
+        self.pending
+            .lock()
+            .entry(room_id.to_owned())
+            .or_default()
+            .push_back(job);
+    }
+
+    /// The next batch of the room's queue, in order.
+    fn take(&self, room_id: &RoomId) -> Vec<Job> {
+        let mut pending = self.pending.lock();
+        let Some(queue) = pending.get_mut(room_id) else {
+            return Vec::new();
+        };
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH
+            && let Some(job) = queue.pop_front()
+        {
+            let state = job.new.state_key.is_some();
+            batch.push(job);
+            if state {
+                break;
+            }
+        }
+        if queue.is_empty() {
+            pending.remove(room_id);
+        }
+        batch
+    }
+}
+
+impl Rooms {
+    /// Send an event as `sender`: build, authorise, append. A repeated client transaction
+    /// returns the event it produced the first time.
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        new: NewContent,
+        txn: Option<TxnRef<'_>>,
+    ) -> Result<OwnedEventId> {
+        let (reply, mut answer) = oneshot::channel();
+        self.sends.push(
+            room_id,
+            Job {
+                sender: sender.to_owned(),
+                new,
+                txn: txn.map(|t| (t.device_id.to_owned(), t.txn_id.to_owned())),
+                reply,
+            },
+        );
+        let lock = self.locks.lock(room_id).await;
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(Error::internal("a queued send was dropped"));
+                }
+                // Still queued (possibly behind a state event): store the next batch.
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.send_batch(&lock, room_id).await;
+                }
+            }
+        }
+    }
+
+    /// Build and store the next batch of the room's queue, answering each of its senders.
+    async fn send_batch(&self, lock: &RoomLock, room_id: &RoomId) {
+        let jobs = self.sends.take(room_id);
+        if jobs.is_empty() {
+            return;
+        }
+        let room = match self.room(room_id).await {
+            Ok(r) => r,
+            Err(e) => return fail_all(jobs, &e),
+        };
+        // Client transactions sent before: one query for the whole batch.
+        let keys: Vec<(&str, &str, &str)> = jobs
+            .iter()
+            .filter_map(|j| {
+                j.txn
+                    .as_ref()
+                    .map(|(d, t)| (j.sender.as_str(), d.as_str(), t.as_str()))
+            })
+            .collect();
+        let (seen, tip) = match tokio::try_join!(
+            async {
+                Ok::<_, Error>(db::events::txn_events(self.db(), room.room_nid, &keys).await?)
+            },
+            Tip::of(self.db(), &room),
+        ) {
+            Ok(v) => v,
+            Err(e) => return fail_all(jobs, &e),
+        };
+
+        let store = self.store();
+        let mut tip = tip;
+        let mut built: Vec<(Job, Prepared)> = Vec::with_capacity(jobs.len());
+        // A retry of a transaction that is in this same batch: answered with its event.
+        let mut repeats: Vec<(Job, usize)> = Vec::new();
+        for job in jobs {
+            if let Some((device, txn)) = &job.txn {
+                let key = (job.sender.to_string(), device.clone(), txn.clone());
+                if let Some(id) = seen.get(&key) {
+                    let _ = job.reply.send(
+                        OwnedEventId::try_from(id.as_str())
+                            .map_err(|e| Error::internal(e.to_string())),
+                    );
+                    continue;
+                }
+                if let Some(first) = built
+                    .iter()
+                    .position(|(b, _)| b.sender == job.sender && b.txn == job.txn)
+                {
+                    repeats.push((job, first));
+                    continue;
+                }
+            }
+            match append::prepare_on(&store, &room, tip.clone(), &job.sender, &job.new).await {
+                Ok(p) => {
+                    tip = Tip::after(&p.event_id, p.pdu.depth);
+                    built.push((job, p));
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+        if built.is_empty() {
+            return;
+        }
+
+        let checked = built
+            .iter()
+            .map(|(job, p)| {
+                append::local_checked(
+                    &room,
+                    &p.event_id,
+                    &p.json,
+                    &p.pdu,
+                    job.txn.as_ref().map(|(d, t)| TxnRef {
+                        device_id: d,
+                        txn_id: t,
+                    }),
+                )
+            })
+            .collect();
+        let outcome = append::persist_batch(&store, lock, checked).await;
+        let ids: Vec<OwnedEventId> = built.iter().map(|(_, p)| p.event_id.clone()).collect();
+        match outcome {
+            Ok(stored) => {
+                for ((job, p), stored) in built.into_iter().zip(stored) {
+                    let result = match stored {
+                        true => {
+                            tracing::debug!(event_id = %p.event_id, %room_id, kind = %job.new.kind, "event appended");
+                            Ok(p.event_id)
+                        }
+                        false => Err(Error::internal("a new local event already existed")),
+                    };
+                    let _ = job.reply.send(result);
+                }
+                for (job, first) in repeats {
+                    let _ = job.reply.send(Ok(ids[first].clone()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%room_id, error = %e, events = ids.len(), "storing a batch of sends failed");
+                fail_all(built.into_iter().map(|(j, _)| j), &e);
+                fail_all(repeats.into_iter().map(|(j, _)| j), &e);
+            }
+        }
+    }
+}
+
+/// Answer every job with (a copy of) `e`.
+fn fail_all(jobs: impl IntoIterator<Item = Job>, e: &Error) {
+    for job in jobs {
+        let _ = job.reply.send(Err(e.duplicate()));
+    }
+}

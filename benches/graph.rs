@@ -179,17 +179,23 @@ async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
             ids.extend(e.pdu.prev_events.iter().map(|p| p.as_str()));
             ids.extend(e.pdu.auth_events.iter().map(|p| p.as_str()));
         }
-        let nids = db::events::intern_ids(&mut tx, &ids).await.expect("intern");
-        for e in chunk {
-            let nid = nids[e.event_id.as_str()];
-            let prev: Vec<i64> = e.pdu.prev_events.iter().map(|p| nids[p.as_str()]).collect();
-            let auth: Vec<i64> = e.pdu.auth_events.iter().map(|p| nids[p.as_str()]).collect();
-            let position = db::events::next_stream_position(&mut tx)
-                .await
-                .expect("position");
-            db::events::insert(
-                &mut tx,
-                &db::events::NewEvent {
+        let (nids, _) = db::append::number(&mut tx, &ids, 0).await.expect("numbers");
+        let positions = db::append::position_block(&mut *tx, chunk.len())
+            .await
+            .expect("positions");
+        let mut links = db::append::Links::default();
+        let rows: Vec<db::events::NewEvent<'_>> = chunk
+            .iter()
+            .map(|e| {
+                let nid = nids[e.event_id.as_str()];
+                links
+                    .prev_edges
+                    .extend(e.pdu.prev_events.iter().map(|p| (nid, nids[p.as_str()])));
+                links
+                    .auth_edges
+                    .extend(e.pdu.auth_events.iter().map(|p| (nid, nids[p.as_str()])));
+                order.push(nid);
+                db::events::NewEvent {
                     event_nid: nid,
                     room_nid: room.room_nid,
                     event_type: "m.room.message",
@@ -203,16 +209,16 @@ async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
                     soft_failed: false,
                     state_before: None,
                     state_after: None,
-                },
-                Some(position),
-            )
+                }
+            })
+            .collect();
+        let positions: Vec<Option<i64>> = positions.into_iter().map(Some).collect();
+        db::events::insert_many(&mut tx, &rows, &positions)
             .await
             .expect("insert");
-            db::events::insert_edges(&mut tx, nid, &prev, &auth)
-                .await
-                .expect("edges");
-            order.push(nid);
-        }
+        db::append::link(&mut tx, room.room_nid, "bench.test", &links)
+            .await
+            .expect("edges");
     }
     tx.commit().await.expect("commit");
     (room.room_nid, order)

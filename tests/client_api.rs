@@ -36,11 +36,13 @@ async fn discovery_endpoints() {
     let u = s.register("olga", "olga-password").await;
     let (status, body) = s.get("/_matrix/client/v3/capabilities", u.t()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["capabilities"]["m.room_versions"]["default"], "10");
-    assert_eq!(
-        body["capabilities"]["m.room_versions"]["available"]["11"],
-        "stable"
-    );
+    assert_eq!(body["capabilities"]["m.room_versions"]["default"], "12");
+    for v in ["10", "11", "12"] {
+        assert_eq!(
+            body["capabilities"]["m.room_versions"]["available"][v],
+            "stable"
+        );
+    }
     assert_error(
         &s.get("/_matrix/client/v3/capabilities", None).await,
         401,

@@ -103,7 +103,7 @@ async fn state_and_state_ids_at_events_and_now() {
     )
     .await;
     assert_eq!(status, 200, "{now}");
-    assert_eq!(now["room_version"], "10");
+    assert_eq!(now["room_version"], "12");
     let mut pdu_ids = ids(&now["pdu_ids"]);
     pdu_ids.sort();
     assert_eq!(pdu_ids, client_state_ids(&s).await);
@@ -132,7 +132,7 @@ async fn state_and_state_ids_at_events_and_now() {
     )
     .await;
     assert_eq!(status, 200, "{full}");
-    assert_eq!(full["room_version"], "10");
+    assert_eq!(full["room_version"], "12");
     assert_eq!(
         full["pdus"].as_array().map(Vec::len),
         Some(ids(&then["pdu_ids"]).len())

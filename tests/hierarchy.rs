@@ -205,7 +205,7 @@ async fn a_three_level_space_over_two_servers_comes_back_whole_page_by_page() {
     assert_eq!(child["content"]["via"], json!([a.server_name()]));
     let s0 = room(&body, &t.s0);
     assert_eq!(children_state(s0), v([&t.a1, &t.s1, &t.b1]));
-    assert_eq!(s0["room_version"], "10");
+    assert_eq!(s0["room_version"], "12");
     let b2 = room(&body, &t.b2);
     assert_eq!(b2["name"], "B2");
     assert!(b2.get("room_type").is_none(), "{b2}");

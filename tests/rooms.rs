@@ -1083,3 +1083,246 @@ async fn local_joins_carry_the_profile() {
     assert_eq!(content["displayname"], "mo");
     assert_eq!(content["avatar_url"], "mxc://trellis.test/mo");
 }
+
+/// The room's state events of `kind`, by state key.
+async fn state_event(s: &TestServer, u: &User, room: &str, kind: &str) -> Value {
+    let (status, state) = s
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state"), u.t())
+        .await;
+    assert_eq!(status, 200, "{state}");
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == "")
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} in {state}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_12_room_lifecycle_with_creators_above_every_power_level() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice12", "alice-password").await;
+    let bob = s.register("bob12", "bob-password").await;
+    let carol = s.register("carol12", "carol-password").await;
+    let room = s
+        .create_room(
+            &alice,
+            json!({
+                "room_version": "12",
+                "preset": "private_chat",
+                "name": "Twelve",
+                "creation_content": {"additional_creators": [bob.user_id]},
+                "power_level_content_override": {"users": {alice.user_id.as_str(): 100, carol.user_id.as_str(): 50}}
+            }),
+        )
+        .await;
+
+    // The room ID is the create event's hash and names no server; the create event has no
+    // creator field and lists the additional creator.
+    let create = state_event(&s, &alice, &room, "m.room.create").await;
+    assert_eq!(
+        room,
+        format!(
+            "!{}",
+            create["event_id"].as_str().unwrap().trim_start_matches('$')
+        )
+    );
+    assert!(!room.contains(':'), "{room}");
+    assert_eq!(create["room_id"], room.as_str());
+    assert_eq!(create["content"]["room_version"], "12");
+    assert!(create["content"]["creator"].is_null(), "{create}");
+    assert_eq!(
+        create["content"]["additional_creators"],
+        json!([bob.user_id])
+    );
+
+    // Creators are left out of the power levels (even when the override names them); only
+    // they may upgrade the room.
+    let power = state_event(&s, &alice, &room, "m.room.power_levels").await;
+    let users = power["content"]["users"].as_object().unwrap();
+    assert!(!users.contains_key(&alice.user_id), "{power}");
+    assert!(!users.contains_key(&bob.user_id), "{power}");
+    assert_eq!(users[&carol.user_id], 50);
+    assert_eq!(power["content"]["events"]["m.room.tombstone"], 150);
+
+    // A creator cannot be given a power level: the auth rules refuse such an event.
+    let mut listed = power["content"].clone();
+    listed["users"][&alice.user_id] = json!(100);
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"),
+            alice.t(),
+            &listed,
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // The additional creator joins and has unlimited power: any state, power levels too.
+    for u in [&bob, &carol] {
+        let (st, body) = s
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/invite"),
+                alice.t(),
+                &json!({"user_id": u.user_id}),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        s.join(u, &room).await;
+    }
+    let (st, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.tombstone"),
+            bob.t(),
+            &json!({"body": "moved", "replacement_room": "!elsewhere"}),
+        )
+        .await;
+    assert_eq!(
+        st, 200,
+        "an additional creator may send a 150 event: {body}"
+    );
+    let mut promoted = power["content"].clone();
+    promoted["users"][&carol.user_id] = json!(100);
+    let (st, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"),
+            bob.t(),
+            &promoted,
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Carol at 100 still cannot touch a creator, nor send what needs 150.
+    for target in [&alice, &bob] {
+        assert_error(
+            &s.post(
+                &format!("/_matrix/client/v3/rooms/{room}/kick"),
+                carol.t(),
+                &json!({"user_id": target.user_id}),
+            )
+            .await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
+    assert_error(
+        &s.put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.tombstone"),
+            carol.t(),
+            &json!({"body": "moved", "replacement_room": "!elsewhere"}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Creators cannot kick each other either: neither outranks the other.
+    assert_error(
+        &s.post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // A creator may kick anyone else.
+    let (st, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            bob.t(),
+            &json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Messages both ways and history back to the create event.
+    for (i, u) in [&alice, &bob, &alice].iter().enumerate() {
+        let (st, body) = send_text(&s, u, &room, &format!("t{i}"), &format!("m{i}")).await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let history = paginate(&s, &bob, &room, "b", 5, "").await;
+    let bodies: Vec<&str> = history
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["m2", "m1", "m0"]);
+    assert_eq!(history.last().unwrap()["type"], "m.room.create");
+    assert_eq!(history.last().unwrap()["room_id"], room.as_str());
+
+    // A creator can leave; the room goes on.
+    let (st, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, body) = send_text(&s, &alice, &room, "after", "after bob left").await;
+    assert_eq!(st, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_12_presets_and_bad_creators() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice12p", "alice-password").await;
+    let dan = s.register("dan12p", "dan-password").await;
+
+    // A trusted private chat makes its invitees creators (not power level 100).
+    let room = s
+        .create_room(
+            &alice,
+            json!({"preset": "trusted_private_chat", "invite": [dan.user_id], "is_direct": true}),
+        )
+        .await;
+    let create = state_event(&s, &alice, &room, "m.room.create").await;
+    assert_eq!(create["content"]["room_version"], "12", "12 is the default");
+    assert_eq!(
+        create["content"]["additional_creators"],
+        json!([dan.user_id])
+    );
+    let power = state_event(&s, &alice, &room, "m.room.power_levels").await;
+    assert_eq!(power["content"]["users"], json!({}), "{power}");
+    s.join(&dan, &room).await;
+    let (st, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+            dan.t(),
+            &json!({"name": "ours"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Additional creators must be user IDs; nothing is created otherwise.
+    for bad in [json!("@dan:x"), json!(["not a user"]), json!([1])] {
+        assert_error(
+            &s.post(
+                "/_matrix/client/v3/createRoom",
+                alice.t(),
+                &json!({"room_version": "12", "creation_content": {"additional_creators": bad}}),
+            )
+            .await,
+            400,
+            "M_BAD_JSON",
+        );
+    }
+
+    // Version 11 keeps the old ways: a server in the room ID, the creator at 100.
+    let old = s
+        .create_room(
+            &alice,
+            json!({"room_version": "11", "preset": "trusted_private_chat", "invite": [dan.user_id]}),
+        )
+        .await;
+    assert!(old.ends_with(&format!(":{}", s.server_name())), "{old}");
+    let power = state_event(&s, &alice, &old, "m.room.power_levels").await;
+    assert_eq!(power["content"]["users"][&alice.user_id], 100);
+    assert_eq!(power["content"]["users"][&dan.user_id], 100);
+    assert_eq!(power["content"]["events"]["m.room.tombstone"], 100);
+    let create = state_event(&s, &alice, &old, "m.room.create").await;
+    assert!(create["content"]["additional_creators"].is_null());
+}

@@ -80,7 +80,7 @@ impl Fixture {
             &self.keys,
             &new,
             &Placement {
-                room_id: &self.room_id,
+                room_id: Some(&self.room_id),
                 version: &self.version,
                 rules: &self.rules,
                 sender,

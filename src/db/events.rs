@@ -82,47 +82,6 @@ pub struct NewEvent<'a> {
     pub state_after: Option<i64>,
 }
 
-/// The next live stream position.
-pub async fn next_stream_position(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    Ok(next_stream_positions(tx, 1)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default())
-}
-
-/// `n` new live stream positions, ascending.
-pub async fn next_stream_positions(
-    tx: &mut PgConnection,
-    n: usize,
-) -> Result<Vec<i64>, sqlx::Error> {
-    positions(tx, "nextval('events_stream_seq')", n).await
-}
-
-/// `n` new backfill positions: negative, decreasing, so history never moves a sync token.
-pub async fn next_backfill_positions(
-    tx: &mut PgConnection,
-    n: usize,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let mut p = positions(tx, "-nextval('events_backfill_seq')", n).await?;
-    p.reverse();
-    Ok(p)
-}
-
-async fn positions(tx: &mut PgConnection, next: &str, n: usize) -> Result<Vec<i64>, sqlx::Error> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<(i64,)> =
-        sqlx::query_as(&format!("SELECT {next} FROM generate_series(1, $1::int)"))
-            .bind(i32::try_from(n).unwrap_or(i32::MAX))
-            .fetch_all(tx)
-            .await?;
-    let mut out: Vec<i64> = rows.into_iter().map(|r| r.0).collect();
-    out.sort_unstable();
-    Ok(out)
-}
-
 /// The highest live stream position stored.
 pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(stream_ordering) FROM events")
@@ -284,99 +243,6 @@ pub async fn auth_chains(
     .await
 }
 
-/// Note events referenced as prev_events that we do not have (where backfill starts).
-pub async fn add_backward_extremities(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    event_nids: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO backward_extremities (room_nid, event_nid)
-         SELECT $1, n FROM unnest($2::bigint[]) AS n
-         WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_nid = n AND NOT e.outlier)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(room_nid)
-    .bind(event_nids)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// The events are now in the timeline: they are no longer gaps.
-pub async fn remove_backward_extremities(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    event_nids: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM backward_extremities WHERE room_nid = $1 AND event_nid = ANY($2)")
-        .bind(room_nid)
-        .bind(event_nids)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
-/// One event's prev and auth edges.
-pub async fn insert_edges(
-    tx: &mut PgConnection,
-    event_nid: i64,
-    prev_nids: &[i64],
-    auth_nids: &[i64],
-) -> Result<(), sqlx::Error> {
-    let prev: Vec<(i64, i64)> = prev_nids.iter().map(|p| (event_nid, *p)).collect();
-    let auth: Vec<(i64, i64)> = auth_nids.iter().map(|a| (event_nid, *a)).collect();
-    insert_edges_many(tx, &prev, &auth).await
-}
-
-/// Prev edges and auth edges, (event, referenced event) pairs, in one statement.
-pub async fn insert_edges_many(
-    tx: &mut PgConnection,
-    prev: &[(i64, i64)],
-    auth: &[(i64, i64)],
-) -> Result<(), sqlx::Error> {
-    let firsts = |v: &[(i64, i64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
-    let seconds = |v: &[(i64, i64)]| v.iter().map(|e| e.1).collect::<Vec<_>>();
-    sqlx::query(
-        "WITH p AS (
-             INSERT INTO event_edges (event_nid, prev_event_nid)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING
-         )
-         INSERT INTO event_auth_edges (event_nid, auth_event_nid)
-         SELECT * FROM unnest($3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(firsts(prev))
-    .bind(seconds(prev))
-    .bind(firsts(auth))
-    .bind(seconds(auth))
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Make `new_nids` forward extremities of the room in place of `replaced` (the events they
-/// reference), in one statement. `new_nids` must not hold any of `replaced`.
-pub async fn advance_forward_extremities(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    new_nids: &[i64],
-    replaced: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH gone AS (
-             DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = ANY($3)
-         )
-         INSERT INTO forward_extremities (room_nid, event_nid)
-         SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(room_nid)
-    .bind(new_nids)
-    .bind(replaced)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// The forward extremities with their event IDs and depths.
 pub async fn forward_extremities(
     e: impl PgExecutor<'_>,
@@ -500,29 +366,6 @@ pub async fn txn_events(
         .into_iter()
         .map(|(u, d, x, id)| ((u, d, x), id))
         .collect())
-}
-
-/// Record client transaction IDs: (user, device, transaction ID, event number).
-pub async fn insert_txns(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    txns: &[(&str, &str, &str, i64)],
-) -> Result<(), sqlx::Error> {
-    if txns.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO event_txn_ids (room_nid, user_id, device_id, txn_id, event_nid)
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])",
-    )
-    .bind(room_nid)
-    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.3).collect::<Vec<_>>())
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 /// Every timeline m.room.member event about `user_id` in the room (a user has few).

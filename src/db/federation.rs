@@ -5,47 +5,6 @@ use sqlx::{PgConnection, PgExecutor};
 /// The server part of a user ID column, in SQL (everything after the first ':').
 pub(super) const SERVER_OF_USER: &str = "substring(user_id from position(':' in user_id) + 1)";
 
-/// Queue PDUs of one room for every server with a joined member in it (see
-/// [`OutboundEvent`] for the others), never for `ours`.
-pub async fn enqueue_room_events(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    ours: &str,
-    events: &[OutboundEvent<'_>],
-) -> Result<u64, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(&format!(
-        "WITH servers AS (
-             SELECT DISTINCT {SERVER_OF_USER} AS d FROM room_members
-             WHERE room_nid = $1 AND membership = 'join'
-         )
-         INSERT INTO federation_outbox (destination, event_nid)
-         SELECT d, ev.nid FROM unnest($3::bigint[], $4::text[], $5::text[]) AS ev(nid, also, skip)
-         CROSS JOIN LATERAL (SELECT d FROM servers UNION SELECT ev.also) s
-         WHERE d IS NOT NULL AND d <> $2 AND d IS DISTINCT FROM ev.skip
-         ORDER BY ev.nid, d"
-    ))
-    .bind(room_nid)
-    .bind(ours)
-    .bind(events.iter().map(|e| e.event_nid).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.also).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.except).collect::<Vec<_>>())
-    .execute(tx)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// An event to send to the servers with a joined member in its room: also to `also` (the
-/// server of a membership change's target, who may just have left), never to `except` (the
-/// server it came from).
-pub struct OutboundEvent<'a> {
-    pub event_nid: i64,
-    pub also: Option<&'a str>,
-    pub except: Option<&'a str>,
-}
-
 /// Queue an EDU (`{"edu_type", "content"}` JSON) for each destination.
 pub async fn enqueue_edu(
     e: impl PgExecutor<'_>,

@@ -1,5 +1,6 @@
-//! Walks over the event graph for other servers: /backfill and /get_missing_events. Each is
-//! one recursive query bounded by depth and by a row cap, never a query per event.
+//! Walks over the event graph: /backfill and /get_missing_events for other servers, the
+//! conflicted state subgraph for state resolution. Each is one recursive query bounded by
+//! depth or by a row cap, never a query per event.
 
 use sqlx::PgExecutor;
 
@@ -135,4 +136,41 @@ pub async fn next_to_gap(e: impl PgExecutor<'_>, event_id: &str) -> Result<bool,
     .fetch_one(e)
     .await?;
     Ok(b)
+}
+
+/// The conflicted state subgraph of state resolution v2.1 (room version 12): the events on
+/// some auth-event path between two of `conflicted` (those included), found as the
+/// descendants of `conflicted` among their ancestors. `also_from`: extra starting points of
+/// the ancestor walk (the auth events of a conflicted event not stored yet). The ancestor
+/// walk visits at most `cap` events; the second value is whether it stopped there, when
+/// the answer would be incomplete.
+pub async fn conflicted_subgraph(
+    e: impl PgExecutor<'_>,
+    conflicted: &[i64],
+    also_from: &[i64],
+    cap: i64,
+) -> Result<(Vec<i64>, bool), sqlx::Error> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "WITH RECURSIVE up(nid) AS (
+             SELECT n FROM unnest($1::bigint[] || $2::bigint[]) AS n
+             UNION
+             SELECT a.auth_event_nid FROM up JOIN event_auth_edges a ON a.event_nid = up.nid
+         ),
+         ancestors AS MATERIALIZED (SELECT nid FROM up LIMIT $3),
+         down(nid) AS (
+             SELECT n FROM unnest($1::bigint[]) AS n
+             UNION
+             SELECT a.event_nid FROM down d
+             JOIN event_auth_edges a ON a.auth_event_nid = d.nid
+             JOIN ancestors x ON x.nid = a.event_nid
+         )
+         SELECT nid, (SELECT count(*) FROM ancestors) FROM down",
+    )
+    .bind(conflicted)
+    .bind(also_from)
+    .bind(cap)
+    .fetch_all(e)
+    .await?;
+    let truncated = rows.first().is_some_and(|r| r.1 >= cap);
+    Ok((rows.into_iter().map(|r| r.0).collect(), truncated))
 }

@@ -2,6 +2,7 @@
 //! `&mut Transaction` so that callers compose transactions; nothing here knows about HTTP.
 
 pub mod account_data;
+pub mod append;
 pub mod devices;
 pub mod directory;
 pub mod e2e;

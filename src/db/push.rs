@@ -1,8 +1,8 @@
 //! Push actions: which stored events notify which local users (`event_push_actions`).
 
 use serde_json::value::RawValue;
+use sqlx::PgExecutor;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
 
 /// Local users joined to the room, with their displayname in the room's current state
 /// (member event content) and their stored push rules, if any:
@@ -36,41 +36,6 @@ pub async fn joined_count(e: impl PgExecutor<'_>, room_nid: i64) -> Result<i64, 
     .fetch_one(e)
     .await?;
     Ok(n)
-}
-
-/// Record which users events notify.
-pub async fn insert(
-    tx: &mut PgConnection,
-    room_nid: i64,
-    rows: &[PushRow<'_>],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO event_push_actions
-             (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
-         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bool[], $6::text[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(room_nid)
-    .bind(rows.iter().map(|r| r.event_nid).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.stream_ordering).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.highlight).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.thread_id).collect::<Vec<_>>())
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// One user to notify of one event.
-pub struct PushRow<'a> {
-    pub event_nid: i64,
-    pub user_id: &'a str,
-    pub stream_ordering: i64,
-    pub highlight: bool,
-    pub thread_id: &'a str,
 }
 
 /// Unread notification counts of a user in some rooms, per thread, after the user's newest

@@ -259,6 +259,20 @@ pub async fn set_current_many(
     Ok(())
 }
 
+/// Drop keys from the room's current state (entries state resolution left without an event).
+pub async fn remove_current(
+    tx: &mut PgConnection,
+    room_nid: i64,
+    keys: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM current_state WHERE room_nid = $1 AND state_key_nid = ANY($2)")
+        .bind(room_nid)
+        .bind(keys)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// For each of `groups`, its history visibility entry and the membership entries of the
 /// users of `server`: (group, type, state_key, event_nid).
 pub async fn visibility_for_server(

@@ -88,7 +88,7 @@ impl Federation {
                     None
                 }
             })
-            .filter(|e| e.pdu.room_id.as_deref() == Some(room_id))
+            .filter(|e| e.pdu.belongs_to(room_id))
             .collect();
         events.sort_by_key(|e| e.pdu.depth);
         let mut stored = 0;
@@ -174,7 +174,7 @@ impl Federation {
             .await
             .into_iter()
             .filter_map(|(_, r)| r.ok())
-            .filter(|e| e.pdu.room_id.as_deref() == Some(room_id))
+            .filter(|e| e.pdu.belongs_to(room_id))
             .collect();
         rooms.store_outliers(room_id, &verified).await?;
         rooms.snapshot_of(room_id, &answer.pdu_ids).await
@@ -248,7 +248,7 @@ impl Federation {
             };
             let checked = verify_pdus(&self.remote_keys, &rules, &[&*event.pdu]).await;
             if matches!(checked.first(), Some((_, Ok(ev))) if ev.event_id == answer.event_id
-                && ev.pdu.room_id.as_deref() == Some(room_id))
+                && ev.pdu.belongs_to(room_id))
             {
                 return Ok((answer.event_id, remote_ts));
             }

@@ -224,7 +224,7 @@ impl Federation {
             .await
             .into_iter()
             .filter_map(|(_, r)| r.ok())
-            .filter(|e| e.pdu.room_id.as_deref() == Some(room_id))
+            .filter(|e| e.pdu.belongs_to(room_id))
             .collect();
         fetched.sort_by_key(|e| e.pdu.depth);
         for e in &fetched {

@@ -123,7 +123,7 @@ impl Federation {
         )>| {
             list.into_iter()
                 .filter_map(|(id, r)| match r {
-                    Ok(ev) if ev.pdu.room_id.as_deref() == Some(room_id) => Some(ev),
+                    Ok(ev) if ev.pdu.belongs_to(room_id) => Some(ev),
                     Ok(_) => None,
                     Err(e) => {
                         tracing::info!(event_id = ?id, error = %e, "dropped an event of the join's state");

@@ -41,8 +41,9 @@ impl Federation {
             .await?
             .pdu;
 
-        // The room version is in the create event, one of the event's auth events.
-        let version = self.room_version_via(via, &pdu).await?;
+        // The room version is in the create event, one of the event's auth events or (since
+        // version 12) the event the room ID names.
+        let version = self.room_version_via(via, room_id, &pdu).await?;
         rooms.ensure_room(room_id, &version).await?;
         let rules = version
             .rules()
@@ -72,11 +73,13 @@ impl Federation {
         }
     }
 
-    /// The room version named by the create event among `pdu`'s auth events, fetched from
-    /// `via` (version 1 when the create event names none, as the spec says).
+    /// The room version named by the create event, fetched from `via`: the event a room ID
+    /// without a server name stands for, or one of `pdu`'s auth events (version 1 when the
+    /// create event names none, as the spec says).
     async fn room_version_via(
         &self,
         via: &ServerName,
+        room_id: &RoomId,
         pdu: &serde_json::value::RawValue,
     ) -> Result<RoomVersionId> {
         #[derive(serde::Deserialize)]
@@ -85,11 +88,15 @@ impl Federation {
         }
         let auth: AuthEvents = serde_json::from_str(pdu.get())
             .map_err(|e| Error::Upstream(format!("{via} sent an unreadable event: {e}")))?;
-        for id in auth
-            .auth_events
-            .iter()
-            .filter_map(|v| v.as_str().or_else(|| v[0].as_str()))
-        {
+        let named = room_id
+            .server_name()
+            .is_none()
+            .then(|| format!("${}", room_id.strip_sigil()));
+        for id in named.iter().map(String::as_str).chain(
+            auth.auth_events
+                .iter()
+                .filter_map(|v| v.as_str().or_else(|| v[0].as_str())),
+        ) {
             let Ok(id) = ruma::OwnedEventId::try_from(id) else {
                 continue;
             };

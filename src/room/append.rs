@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use ruma::events::StateEventType;
+use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{OwnedEventId, UserId};
 use sqlx::PgPool;
 
@@ -144,20 +144,25 @@ pub async fn place_on(
         .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
     let Tip { prev_ids, depth } = tip;
 
-    // 3. The auth state.
-    let auth_types = ruma::state_res::auth_types_for_event(
+    // 3. The auth state (with the create event even where it is implied, not listed).
+    let auth_types = auth_state_keys(
+        &rules,
         &new.kind,
         sender,
         new.state_key.as_deref(),
         &new.content,
-        &rules.authorization,
     )
     .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
     let auth_state = match room.state_group {
         Some(group) => load_state_events(db, cache, group, &auth_types).await?,
         None => HashMap::new(),
     };
-    let mut auth_ids: Vec<OwnedEventId> = auth_state.values().map(|p| p.event_id.clone()).collect();
+    let implied = implied_create_key(&rules);
+    let mut auth_ids: Vec<OwnedEventId> = auth_state
+        .iter()
+        .filter(|(k, _)| Some(*k) != implied.as_ref())
+        .map(|(_, p)| p.event_id.clone())
+        .collect();
     auth_ids.sort();
     Ok(Placing {
         version,
@@ -193,7 +198,7 @@ pub async fn prepare_on(
 
     // 4. Build and sign.
     let placement = Placement {
-        room_id: &p.room_id,
+        room_id: Some(&p.room_id),
         version: &p.version,
         rules: &p.rules,
         sender,
@@ -202,9 +207,7 @@ pub async fn prepare_on(
         depth: p.depth,
     };
     let (event_id, json) = pdu::build(store.keys, new, &placement)?;
-    if json.len() > MAX_PDU_BYTES {
-        return Err(Error::too_large("Event is larger than 65536 bytes"));
-    }
+    check_size(&json)?;
     let pdu = Pdu::parse(event_id.clone(), &json)?;
 
     // 5. Authorise against the state before it.
@@ -214,6 +217,40 @@ pub async fn prepare_on(
         json,
         pdu,
     })
+}
+
+/// The state entries authorising an event needs: its auth event types, plus the create
+/// event where the room ID implies it instead of the auth events listing it (version 12 on).
+pub fn auth_state_keys(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    kind: &TimelineEventType,
+    sender: &UserId,
+    state_key: Option<&str>,
+    content: &serde_json::value::RawValue,
+) -> std::result::Result<Vec<(StateEventType, String)>, String> {
+    let mut keys = ruma::state_res::auth_types_for_event(
+        kind,
+        sender,
+        state_key,
+        content,
+        &rules.authorization,
+    )?;
+    if *kind != TimelineEventType::RoomCreate
+        && let Some(k) = implied_create_key(rules)
+    {
+        keys.push(k);
+    }
+    Ok(keys)
+}
+
+/// The create event's state key where events do not list it among their auth events.
+fn implied_create_key(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Option<(StateEventType, String)> {
+    rules
+        .authorization
+        .room_create_event_id_as_room_id
+        .then(|| (StateEventType::RoomCreate, String::new()))
 }
 
 /// The auth rules for `pdu` against `state` (which holds at least its auth types), both the
@@ -227,6 +264,17 @@ pub fn authorise(
     ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
         by_id.get(id).map(|p| (*p).clone())
     })?;
+    authorise_by_state(rules, pdu, state)
+}
+
+/// The state-dependent auth rules only: whether `pdu` is allowed by the room's state
+/// `state` (the state before it, or the current state for soft failure), its own auth
+/// events having been checked already. Its auth events need not be in that state.
+pub fn authorise_by_state(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    pdu: &Pdu,
+    state: &HashMap<(StateEventType, String), Pdu>,
+) -> std::result::Result<(), String> {
     ruma::state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
         state.get(&(t.clone(), k.to_owned())).cloned()
     })
@@ -282,6 +330,14 @@ pub fn local_checked<'a>(
 const MAX_PREV_EVENTS: usize = 10;
 /// The spec's limit on a PDU's size.
 const MAX_PDU_BYTES: usize = 65_536;
+
+/// The spec's size limit on a PDU, for the events we build.
+pub fn check_size(json: &str) -> Result<()> {
+    if json.len() > MAX_PDU_BYTES {
+        return Err(Error::too_large("Event is larger than 65536 bytes"));
+    }
+    Ok(())
+}
 
 /// The state events for `keys` in `group`, parsed, keyed by (type, state_key): from the
 /// cache where it has them, the rest in one query.

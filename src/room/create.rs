@@ -5,7 +5,9 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::pdu::NewContent;
+use ruma::room_version_rules::RoomVersionRules;
+
+use super::pdu::{self, NewContent, Pdu, Placement};
 use super::{Rooms, append, raw};
 use crate::db;
 use crate::error::{Error, Result};
@@ -52,10 +54,12 @@ pub fn creatable_versions() -> Vec<RoomVersionId> {
         V::V9,
         V::V10,
         V::V11,
+        V::V12,
     ]
 }
 
-pub const DEFAULT_VERSION: RoomVersionId = RoomVersionId::V10;
+/// The spec's recommended default, as Synapse creates rooms.
+pub const DEFAULT_VERSION: RoomVersionId = RoomVersionId::V12;
 
 impl Rooms {
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
@@ -88,35 +92,50 @@ impl Rooms {
             Preset::PrivateChat
         });
 
-        let room_id = RoomId::new_v1(self.server_name());
+        let rules = version
+            .rules()
+            .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
+        let auth = &rules.authorization;
+
+        let mut create = req.creation_content.clone();
+        if !auth.use_room_create_sender {
+            create.insert("creator".into(), creator.as_str().into());
+        }
+        create.insert("room_version".into(), version.as_str().into());
+        // Room creators have unlimited power since version 12; a trusted private chat makes
+        // its invitees creators too, rather than giving them power level 100.
+        let mut creators: Vec<OwnedUserId> = vec![creator.to_owned()];
+        if auth.additional_room_creators {
+            let mut additional = additional_creators(&create)?;
+            if preset == Preset::TrustedPrivateChat {
+                additional.extend(req.invite.iter().cloned());
+            }
+            additional.retain(|u| u != creator);
+            let mut seen = std::collections::HashSet::new();
+            additional.retain(|u| seen.insert(u.clone()));
+            if !additional.is_empty() {
+                create.insert("additional_creators".into(), json!(additional));
+            }
+            creators.extend(additional);
+        }
+        let (room_id, first) = self.build_create_event(creator, &version, &rules, create)?;
         let mut tx = self.db().begin().await?;
         let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
         tx.commit().await?;
         let lock = self.locks.lock(&room_id).await;
+        let room = self.room(&room_id).await?;
+        append::persist_local(
+            &self.store(),
+            &lock,
+            &room,
+            &first.event_id,
+            &first.json,
+            &first.pdu,
+            None,
+        )
+        .await?;
 
         let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
-        let mut create = req.creation_content.clone();
-        if matches!(
-            version,
-            RoomVersionId::V1
-                | RoomVersionId::V2
-                | RoomVersionId::V3
-                | RoomVersionId::V4
-                | RoomVersionId::V5
-                | RoomVersionId::V6
-                | RoomVersionId::V7
-                | RoomVersionId::V8
-                | RoomVersionId::V9
-                | RoomVersionId::V10
-        ) {
-            create.insert("creator".into(), creator.as_str().into());
-        }
-        create.insert("room_version".into(), version.as_str().into());
-        events.push((
-            TimelineEventType::RoomCreate,
-            Some(String::new()),
-            Value::Object(create),
-        ));
 
         let mut join = json!({"membership": "join"});
         if let Some(d) = &req.creator_displayname {
@@ -132,18 +151,26 @@ impl Rooms {
         ));
 
         let mut users = Map::new();
-        users.insert(creator.to_string(), 100.into());
-        if preset == Preset::TrustedPrivateChat {
-            for u in &req.invite {
-                users.insert(u.to_string(), 100.into());
+        if !auth.explicitly_privilege_room_creators {
+            users.insert(creator.to_string(), 100.into());
+            if preset == Preset::TrustedPrivateChat {
+                for u in &req.invite {
+                    users.insert(u.to_string(), 100.into());
+                }
             }
         }
+        // Only creators may upgrade a room whose creators outrank everyone.
+        let tombstone = if auth.explicitly_privilege_room_creators {
+            150
+        } else {
+            100
+        };
         let mut power = json!({
             "users": users,
             "users_default": 0,
             "events": {
                 "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
                 "m.room.server_acl": 100, "m.room.encryption": 100
             },
             "events_default": 0,
@@ -155,6 +182,15 @@ impl Rooms {
         if let (Some(o), Some(p)) = (&req.power_level_override, power.as_object_mut()) {
             for (k, v) in o {
                 p.insert(k.clone(), v.clone());
+            }
+            // Creators cannot be listed where they have unlimited power; leaving them out
+            // changes nothing about what they may do.
+            if auth.explicitly_privilege_room_creators
+                && let Some(Value::Object(u)) = p.get_mut("users")
+            {
+                for c in &creators {
+                    u.remove(c.as_str());
+                }
             }
         }
         events.push((
@@ -244,5 +280,70 @@ impl Rooms {
         }
         tracing::info!(%room_id, %creator, %version, "room created");
         Ok(room_id)
+    }
+
+    /// Build, sign and check a room's create event, and the room ID that goes with it: a new
+    /// random ID, or (version 12 on) the create event's own reference hash.
+    fn build_create_event(
+        &self,
+        creator: &UserId,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        content: Map<String, Value>,
+    ) -> Result<(OwnedRoomId, append::Prepared)> {
+        let random_id = (!rules.authorization.room_create_event_id_as_room_id)
+            .then(|| RoomId::new_v1(self.server_name()));
+        let new = NewContent {
+            kind: TimelineEventType::RoomCreate,
+            state_key: Some(String::new()),
+            content: raw(&Value::Object(content))?,
+            redacts: None,
+        };
+        let (event_id, json) = pdu::build(
+            &self.keys,
+            &new,
+            &Placement {
+                room_id: random_id.as_deref(),
+                version,
+                rules,
+                sender: creator,
+                prev_events: &[],
+                auth_events: &[],
+                depth: 1,
+            },
+        )?;
+        append::check_size(&json)?;
+        let room_id = match random_id {
+            Some(id) => id,
+            None => RoomId::new_v2(event_id.as_str().trim_start_matches('$'))
+                .map_err(|e| Error::internal(format!("room ID from the create event: {e}")))?,
+        };
+        let pdu = Pdu::parse(event_id.clone(), &json)?;
+        append::authorise(rules, &pdu, &Default::default()).map_err(Error::bad_json)?;
+        Ok((
+            room_id,
+            append::Prepared {
+                event_id,
+                json,
+                pdu,
+            },
+        ))
+    }
+}
+
+/// `additional_creators` of a create event's content: valid user IDs, or a clear error.
+fn additional_creators(content: &Map<String, Value>) -> Result<Vec<OwnedUserId>> {
+    let bad = || Error::bad_json("additional_creators must be a list of user IDs");
+    match content.get("additional_creators") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| OwnedUserId::try_from(s).ok())
+                    .ok_or_else(bad)
+            })
+            .collect(),
+        Some(_) => Err(bad()),
     }
 }

@@ -8,6 +8,7 @@ use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId, ServerName};
 use serde_json::value::RawValue;
 
 use super::Rooms;
+use super::pdu::implied_create_id;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -171,12 +172,20 @@ impl Rooms {
     ) -> Result<Vec<Box<RawValue>>> {
         let room = self.room_for_server(room_id, server).await?;
         let ev = self.event_in_room(&room, event_id).await?;
-        let chain: Vec<i64> =
+        let mut chain: Vec<i64> =
             db::events::auth_chains(self.db(), &[0], &[ev.event_nid], MAX_AUTH_CHAIN)
                 .await?
                 .into_iter()
                 .map(|r| r.1)
                 .collect();
+        // Since room version 12 no event lists the create event, yet every event needs it.
+        if let Some(create) = implied_create_id(&super::remote::rules_of(&room)?, room_id)
+            && let Some(c) = db::events::by_id(self.db(), create.as_str()).await?
+            && c.event_nid != ev.event_nid
+            && !chain.contains(&c.event_nid)
+        {
+            chain.push(c.event_nid);
+        }
         db::events::by_nids(self.db(), &chain)
             .await?
             .into_iter()

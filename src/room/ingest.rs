@@ -14,7 +14,7 @@ use ruma::{OwnedEventId, RoomId};
 use super::Rooms;
 use super::append::{self, Checked, Current, FanOut};
 use super::lock::RoomLock;
-use super::pdu::Pdu;
+use super::pdu::{Pdu, implied_create_id};
 use super::remote::{Incoming, Mode, Outcome, parse_stored, rules_of};
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -120,7 +120,9 @@ impl Rooms {
     /// The room, the stored events `evs` are or refer to, and its forward extremities.
     async fn view(&self, room_id: &RoomId, evs: &[Incoming]) -> Result<View> {
         let room = self.room(room_id).await?;
-        let mut wanted: Vec<&str> = Vec::new();
+        // Since room version 12 the create event is implied by the room ID, not listed.
+        let implied_create = implied_create_id(&rules_of(&room)?, room_id);
+        let mut wanted: Vec<&str> = implied_create.iter().map(|e| e.as_str()).collect();
         for ev in evs {
             wanted.push(ev.event_id.as_str());
             wanted.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
@@ -162,8 +164,12 @@ impl Rooms {
         if !on_current {
             return Ok(None);
         }
+        let implied_create = match &pdu.room_id {
+            Some(room_id) => implied_create_id(rules, room_id),
+            None => None,
+        };
         let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
-        for id in &pdu.auth_events {
+        for id in pdu.auth_events.iter().chain(&implied_create) {
             let Some(row) = view.stored.get(id.as_str()) else {
                 return Ok(None);
             };
@@ -175,17 +181,17 @@ impl Rooms {
         if append::authorise(rules, pdu, &auth_state).is_err() {
             return Ok(None);
         }
-        let Ok(auth_types) = ruma::state_res::auth_types_for_event(
+        let Ok(auth_types) = append::auth_state_keys(
+            rules,
             &pdu.kind,
             &pdu.sender,
             pdu.state_key.as_deref(),
             &pdu.content,
-            &rules.authorization,
         ) else {
             return Ok(None);
         };
         let before = self.state_entries(current, &auth_types).await?;
-        if append::authorise(rules, pdu, &before).is_err() {
+        if append::authorise_by_state(rules, pdu, &before).is_err() {
             return Ok(None);
         }
         let extends_all = view

@@ -105,6 +105,27 @@ impl Pdu {
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
     }
+
+    /// Whether the PDU is an event of `room_id`: its `room_id` field, or, for the create
+    /// event of a room version whose room ID is the create event's hash (12 on), its own ID.
+    pub fn belongs_to(&self, room_id: &RoomId) -> bool {
+        match &self.room_id {
+            Some(r) => r == room_id,
+            None => {
+                self.kind == TimelineEventType::RoomCreate
+                    && self.event_id.as_str().strip_prefix('$') == Some(room_id.strip_sigil())
+            }
+        }
+    }
+}
+
+/// The create event a room's ID stands for, in room versions where events do not list it
+/// among their auth events (12 on): every event is authorised as if they did.
+pub fn implied_create_id(rules: &RoomVersionRules, room_id: &RoomId) -> Option<OwnedEventId> {
+    if !rules.authorization.room_create_event_id_as_room_id {
+        return None;
+    }
+    EventId::parse(format!("${}", room_id.strip_sigil())).ok()
 }
 
 impl ruma::state_res::Event for Pdu {
@@ -166,7 +187,8 @@ pub struct NewContent {
 
 /// Everything the graph decides for a new event.
 pub struct Placement<'a> {
-    pub room_id: &'a RoomId,
+    /// `None` only for a create event whose room ID will be its hash (room version 12 on).
+    pub room_id: Option<&'a RoomId>,
     pub version: &'a RoomVersionId,
     pub rules: &'a RoomVersionRules,
     pub sender: &'a UserId,
@@ -184,7 +206,14 @@ pub fn build(
     let internal = |e: &dyn std::fmt::Display| Error::internal(format!("building event: {e}"));
     let mut obj = CanonicalJsonObject::new();
     let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
-    obj.insert("room_id".into(), s(at.room_id.as_str()));
+    match at.room_id {
+        Some(room_id) => {
+            obj.insert("room_id".into(), s(room_id.as_str()));
+        }
+        None if new.kind == TimelineEventType::RoomCreate
+            && !at.rules.event_format.require_room_create_room_id => {}
+        None => return Err(Error::internal("an event without a room ID")),
+    }
     obj.insert("sender".into(), s(at.sender.as_str()));
     obj.insert("type".into(), s(&new.kind.to_string()));
     let content: CanonicalJsonValue =
@@ -266,6 +295,16 @@ pub fn client_format(
             );
         }
     }
+    // A version 12 create event has no room_id: its own ID is the room's, and clients expect
+    // every event to name its room.
+    if !out.contains_key("room_id")
+        && out.get("type").and_then(|t| t.as_str()) == Some("m.room.create")
+    {
+        out.insert(
+            "room_id".into(),
+            serde_json::Value::String(format!("!{}", event_id.as_str().trim_start_matches('$'))),
+        );
+    }
     out.insert(
         "event_id".into(),
         serde_json::Value::String(event_id.to_string()),
@@ -295,5 +334,32 @@ mod tests {
         assert_eq!(p.auth_events, vec![OwnedEventId::try_from("$a:x").unwrap()]);
         assert_eq!(p.depth, 3);
         assert!(Pdu::parse("$e".try_into().unwrap(), "{}").is_err());
+    }
+
+    #[test]
+    fn a_version_12_create_event_belongs_to_the_room_its_hash_names() {
+        let create = r#"{"sender":"@a:x","origin_server_ts":1,"type":"m.room.create",
+            "state_key":"","content":{"room_version":"12"},"prev_events":[],"auth_events":[],"depth":1}"#;
+        let p = Pdu::parse("$abcDEF_-1".try_into().unwrap(), create).unwrap();
+        assert!(p.room_id.is_none());
+        assert!(p.belongs_to(<&RoomId>::try_from("!abcDEF_-1").unwrap()));
+        assert!(!p.belongs_to(<&RoomId>::try_from("!other").unwrap()));
+        // Another event must name its room itself.
+        let msg = r#"{"sender":"@a:x","origin_server_ts":1,"type":"m.room.message",
+            "content":{},"prev_events":[],"auth_events":[],"depth":1}"#;
+        let m = Pdu::parse("$abcDEF_-1".try_into().unwrap(), msg).unwrap();
+        assert!(!m.belongs_to(<&RoomId>::try_from("!abcDEF_-1").unwrap()));
+
+        let v12 = RoomVersionId::V12.rules().unwrap();
+        let v11 = RoomVersionId::V11.rules().unwrap();
+        let room = <&RoomId>::try_from("!abcDEF_-1").unwrap();
+        assert_eq!(
+            implied_create_id(&v12, room).unwrap().as_str(),
+            "$abcDEF_-1"
+        );
+        assert!(implied_create_id(&v11, <&RoomId>::try_from("!r:x").unwrap()).is_none());
+
+        let client = client_format(p.event_id.as_ref(), create, None, None).unwrap();
+        assert_eq!(client["room_id"], "!abcDEF_-1");
     }
 }

@@ -10,6 +10,7 @@ use super::append::{Store, TxnRef};
 use super::lock::RoomLock;
 use super::pdu::Pdu;
 use super::push::{Notified, PushContext};
+use super::stream::{InFlight, StreamPositions};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -42,8 +43,12 @@ pub enum Current {
     /// `also` lists entries where the state before it differs from the old current state.
     Extend { also: Vec<StateChange> },
     /// The current state is the resolution of the old one with the state after the event;
-    /// `changes` are the entries that differ from the old current state.
-    Resolved { changes: Vec<StateChange> },
+    /// `changes` are the entries that differ from the old current state, `removed` the state
+    /// keys it no longer has (an entry whose only events lost the resolution).
+    Resolved {
+        changes: Vec<StateChange>,
+        removed: Vec<i64>,
+    },
 }
 
 /// An event that went through the checks, ready to store.
@@ -121,6 +126,10 @@ pub async fn persist_batch(
         }
     }
 
+    // Live positions come from the stream's block (a round trip only to refill it).
+    let live = evs.iter().filter(|e| !e.historical).count();
+    let mut live_guards = live_positions(db, stream, live).await?.into_iter();
+
     let mut tx = db.begin().await?;
     let mut all_ids: Vec<&str> = Vec::new();
     for ev in &evs {
@@ -128,7 +137,8 @@ pub async fn persist_batch(
         all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
         all_ids.extend(ev.pdu.auth_events.iter().map(|e| e.as_str()));
     }
-    let nids = db::events::intern_ids(&mut tx, &all_ids).await?;
+    let (nids, backfill) = db::append::number(&mut tx, &all_ids, evs.len() - live).await?;
+    let mut backfill = backfill.into_iter();
     let nid = |id: &str| {
         nids.get(id)
             .copied()
@@ -144,17 +154,11 @@ pub async fn persist_batch(
         true => HashMap::new(),
         false => db::state::intern_keys(&mut tx, &key_pairs).await?,
     };
-    let live = evs.iter().filter(|e| !e.historical).count();
-    let mut live_positions = db::events::next_stream_positions(&mut tx, live)
-        .await?
-        .into_iter();
-    let mut backfill_positions = db::events::next_backfill_positions(&mut tx, evs.len() - live)
-        .await?
-        .into_iter();
 
     // The rows, each on its state group.
     let mut rows = Vec::with_capacity(evs.len());
     let mut positions = Vec::with_capacity(evs.len());
+    let mut guards = Vec::with_capacity(live);
     let mut event_nids = Vec::with_capacity(evs.len());
     let mut state_key_nids = Vec::with_capacity(evs.len());
     let mut states_after = Vec::with_capacity(evs.len());
@@ -177,8 +181,12 @@ pub async fn persist_batch(
             _ => ev.state_before,
         };
         let position = match ev.historical {
-            true => backfill_positions.next(),
-            false => live_positions.next(),
+            true => backfill.next(),
+            false => live_guards.next().map(|g| {
+                let p = g.position();
+                guards.push((event_nid, g));
+                p
+            }),
         }
         .ok_or_else(|| Error::internal("too few stream positions"))?;
         rows.push(db::events::NewEvent {
@@ -202,14 +210,6 @@ pub async fn persist_batch(
         state_key_nids.push(state_key_nid);
         states_after.push(state_after);
     }
-    // Registered before the insert, so a reader never passes a position being written.
-    let mut in_flight: Vec<_> = evs
-        .iter()
-        .zip(&positions)
-        .filter(|(e, _)| !e.historical)
-        .filter_map(|(_, p)| *p)
-        .map(|p| (p, stream.begin(p)))
-        .collect();
     let inserted = db::events::insert_many(&mut tx, &rows, &positions).await?;
     let stored: Vec<bool> = event_nids.iter().map(|n| inserted.contains(n)).collect();
     if inserted.is_empty() {
@@ -217,18 +217,19 @@ pub async fn persist_batch(
         return Ok(stored);
     }
 
-    // Edges, push actions, extremities.
-    let mut prev_edges = Vec::new();
-    let mut auth_edges = Vec::new();
-    let mut push_rows = Vec::new();
-    let mut forward_new = Vec::new();
+    // What hangs off the new rows, and the current state (each accepted live event in
+    // turn).
+    let mut links = db::append::Links::default();
     let mut forward_replaced = HashSet::new();
-    let mut all_prevs = Vec::new();
+    let mut current_group = room.state_group;
+    let mut changes: Vec<StateChange> = Vec::new();
+    let mut removed_keys: Vec<i64> = Vec::new();
     for (i, ev) in evs.iter().enumerate() {
         if !stored[i] {
             continue;
         }
         let event_nid = event_nids[i];
+        links.written.push(event_nid);
         let prevs = ev
             .pdu
             .prev_events
@@ -236,14 +237,16 @@ pub async fn persist_batch(
             .map(|e| nid(e.as_str()))
             .collect::<Result<Vec<_>>>()?;
         for a in &ev.pdu.auth_events {
-            auth_edges.push((event_nid, nid(a.as_str())?));
+            links.auth_edges.push((event_nid, nid(a.as_str())?));
         }
-        prev_edges.extend(prevs.iter().map(|p| (event_nid, *p)));
+        links
+            .prev_edges
+            .extend(prevs.iter().map(|p| (event_nid, *p)));
         if let (Some(n), Some(position)) = (&notified[i], positions[i]) {
-            push_rows.extend(
+            links.push.extend(
                 n.users
                     .iter()
-                    .map(|(user_id, highlight)| db::push::PushRow {
+                    .map(|(user_id, highlight)| db::append::PushRow {
                         event_nid,
                         user_id,
                         stream_ordering: position,
@@ -253,40 +256,18 @@ pub async fn persist_batch(
             );
         }
         if accepted[i] && !ev.historical {
-            forward_new.push(event_nid);
+            links.forward_new.push(event_nid);
             forward_replaced.extend(prevs.iter().copied());
         }
-        all_prevs.extend(prevs);
-    }
-    db::events::insert_edges_many(&mut tx, &prev_edges, &auth_edges).await?;
-    db::push::insert(&mut tx, room.room_nid, &push_rows).await?;
-    let written: Vec<i64> = inserted.iter().copied().collect();
-    db::events::remove_backward_extremities(&mut tx, room.room_nid, &written).await?;
-    db::events::add_backward_extremities(&mut tx, room.room_nid, &all_prevs).await?;
-    if !forward_new.is_empty() {
-        forward_new.retain(|n| !forward_replaced.contains(n));
-        let replaced: Vec<i64> = forward_replaced.into_iter().collect();
-        db::events::advance_forward_extremities(&mut tx, room.room_nid, &forward_new, &replaced)
-            .await?;
-    }
-
-    // Current state (each accepted live event in turn), redactions, client transaction IDs
-    // and the outbound queue.
-    let mut current_group = room.state_group;
-    let mut changes: Vec<StateChange> = Vec::new();
-    let mut txns = Vec::new();
-    let mut outbound = Vec::new();
-    for (i, ev) in evs.iter().enumerate() {
-        if !stored[i] {
-            continue;
-        }
-        let event_nid = event_nids[i];
+        links.cited.extend(prevs);
         if let Some(t) = &ev.txn {
-            txns.push((ev.pdu.sender.as_str(), t.device_id, t.txn_id, event_nid));
+            links
+                .txns
+                .push((ev.pdu.sender.as_str(), t.device_id, t.txn_id, event_nid));
         }
         match ev.fan_out {
             _ if ev.historical => {}
-            FanOut::Local => outbound.push(db::federation::OutboundEvent {
+            FanOut::Local => links.outbound.push(db::append::OutboundEvent {
                 event_nid,
                 // The target of a membership change hears of it even if it just left.
                 also: match (&ev.pdu.kind, &ev.pdu.state_key) {
@@ -296,7 +277,7 @@ pub async fn persist_batch(
                 except: None,
             }),
             FanOut::Forward { origin } if accepted[i] => {
-                outbound.push(db::federation::OutboundEvent {
+                links.outbound.push(db::append::OutboundEvent {
                     event_nid,
                     also: None,
                     except: Some(origin),
@@ -327,12 +308,23 @@ pub async fn persist_batch(
                 changes.extend(own);
                 current_group = states_after[i];
             }
-            Current::Resolved { changes: resolved } => {
+            Current::Resolved {
+                changes: resolved,
+                removed,
+            } => {
                 let entries: Vec<(i64, i64)> = resolved
                     .iter()
                     .map(|c| (c.state_key_nid, c.event_nid))
                     .collect();
-                if !entries.is_empty() {
+                if !removed.is_empty() {
+                    // A delta cannot remove a key: the whole new state as a snapshot.
+                    current_group = Some(
+                        snapshot_without(&mut tx, room.room_nid, current_group, &entries, removed)
+                            .await?,
+                    );
+                    changes.retain(|c| !removed.contains(&c.state_key_nid));
+                    removed_keys.extend(removed.iter().copied());
+                } else if !entries.is_empty() {
                     current_group = Some(
                         new_state_group(&mut tx, room.room_nid, current_group, &entries).await?,
                     );
@@ -347,27 +339,42 @@ pub async fn persist_batch(
             db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
         }
     }
+    links.forward_new.retain(|n| !forward_replaced.contains(n));
+    links.forward_replaced = forward_replaced.into_iter().collect();
+    // Keys set again later in the batch come back with the changes.
+    if !removed_keys.is_empty() {
+        db::state::remove_current(&mut tx, room.room_nid, &removed_keys).await?;
+    }
     apply_state_changes(&mut tx, room, changes, current_group).await?;
-    db::events::insert_txns(&mut tx, room.room_nid, &txns).await?;
-    db::federation::enqueue_room_events(
-        &mut tx,
-        room.room_nid,
-        keys.server_name().as_str(),
-        &outbound,
-    )
-    .await?;
+    db::append::link(&mut tx, room.room_nid, keys.server_name().as_str(), &links).await?;
     tx.commit().await?;
-    for (position, guard) in in_flight.drain(..) {
+    for (event_nid, guard) in guards {
         // A position whose event was not written is dropped: skipped, never waited for.
-        if positions
-            .iter()
-            .zip(&stored)
-            .any(|(p, s)| *s && *p == Some(position))
-        {
+        if inserted.contains(&event_nid) {
             guard.committed();
         }
     }
     Ok(stored)
+}
+
+/// How many live stream positions to take from the sequence at once.
+const POSITION_BLOCK: usize = 256;
+
+/// `n` live stream positions, registered as in flight.
+pub(crate) async fn live_positions(
+    db: &sqlx::PgPool,
+    stream: &std::sync::Arc<StreamPositions>,
+    n: usize,
+) -> Result<Vec<InFlight>> {
+    // Concurrent senders may drain a new block before this one takes from it; a few
+    // refills always suffice.
+    for _ in 0..8 {
+        if let Some(guards) = stream.take(n) {
+            return Ok(guards);
+        }
+        stream.add_block(db::append::position_block(db, n.max(POSITION_BLOCK)).await?);
+    }
+    Err(Error::internal("could not take stream positions"))
 }
 
 /// Make the accumulated changes the room's current state, the last change of each key (and
@@ -414,6 +421,30 @@ pub fn membership_of(content: &serde_json::value::RawValue) -> String {
     serde_json::from_str::<M>(content.get())
         .map(|m| m.membership)
         .unwrap_or_else(|_| "leave".to_owned())
+}
+
+/// The state of `group` with `entries` set and `removed` gone, as a new snapshot group.
+async fn snapshot_without(
+    tx: &mut sqlx::PgConnection,
+    room_nid: i64,
+    group: Option<i64>,
+    entries: &[(i64, i64)],
+    removed: &[i64],
+) -> Result<i64> {
+    let mut all: HashMap<i64, i64> = match group {
+        Some(g) => db::state::load(&mut *tx, g)
+            .await?
+            .into_iter()
+            .map(|r| (r.0, r.1))
+            .collect(),
+        None => HashMap::new(),
+    };
+    all.extend(entries.iter().copied());
+    for k in removed {
+        all.remove(k);
+    }
+    let all: Vec<(i64, i64)> = all.into_iter().collect();
+    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
 }
 
 /// A new state group: `prev` plus `entries`, as a delta unless the chain is at its cap.

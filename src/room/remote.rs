@@ -12,7 +12,7 @@ use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId};
 
 use super::Rooms;
 use super::append::{self, Checked, Current, FanOut, StateChange, membership_of, persist};
-use super::pdu::Pdu;
+use super::pdu::{Pdu, implied_create_id};
 use super::state_res::{self, KeyMap, Pending};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -153,9 +153,16 @@ impl Rooms {
         let rules = rules_of(&room)?;
         let pdu = &ev.pdu;
 
+        // Since room version 12 the create event is implied by the room ID, not listed.
+        let implied_create = implied_create_id(&rules, room_id).filter(|id| *id != ev.event_id);
         let mut wanted: Vec<&str> = vec![ev.event_id.as_str()];
         wanted.extend(pdu.prev_events.iter().map(|e| e.as_str()));
-        wanted.extend(pdu.auth_events.iter().map(|e| e.as_str()));
+        wanted.extend(
+            pdu.auth_events
+                .iter()
+                .chain(&implied_create)
+                .map(|e| e.as_str()),
+        );
         let rows = db::events::by_ids(db, &wanted).await?;
         let by_id: HashMap<&str, &db::events::StoredEvent> =
             rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
@@ -175,6 +182,7 @@ impl Rooms {
         let missing_auth: Vec<OwnedEventId> = pdu
             .auth_events
             .iter()
+            .chain(&implied_create)
             .filter(|id| !by_id.contains_key(id.as_str()))
             .cloned()
             .collect();
@@ -187,7 +195,7 @@ impl Rooms {
 
         // Auth against its own auth events.
         let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
-        for id in &pdu.auth_events {
+        for id in pdu.auth_events.iter().chain(&implied_create) {
             if let Some(row) = by_id.get(id.as_str()) {
                 let p = parse_stored(row)?;
                 if let Some(k) = &p.state_key {
@@ -223,19 +231,19 @@ impl Rooms {
         };
 
         if rejected.is_none() {
-            let auth_types = ruma::state_res::auth_types_for_event(
+            let auth_types = append::auth_state_keys(
+                &rules,
                 &pdu.kind,
                 &pdu.sender,
                 pdu.state_key.as_deref(),
                 &pdu.content,
-                &rules.authorization,
             )
             .map_err(|e| Error::bad_json(format!("invalid event content: {e}")))?;
             let before = match state_before {
                 Some(g) => self.state_entries(g, &auth_types).await?,
                 None => HashMap::new(),
             };
-            rejected = append::authorise(&rules, pdu, &before)
+            rejected = append::authorise_by_state(&rules, pdu, &before)
                 .err()
                 .map(|e| format!("not allowed by the state before it: {e}"));
             if rejected.is_none()
@@ -244,7 +252,7 @@ impl Rooms {
                 && let Some(current) = room.state_group
             {
                 let now = self.state_entries(current, &auth_types).await?;
-                if let Err(e) = append::authorise(&rules, pdu, &now) {
+                if let Err(e) = append::authorise_by_state(&rules, pdu, &now) {
                     tracing::info!(event_id = %ev.event_id, error = %e, "soft-failed against current state");
                     let verdict = Verdict {
                         state_before,
@@ -425,7 +433,12 @@ impl Rooms {
             .map(|(k, v)| (*k, *v))
             .collect();
         let changes = self.state_changes(&diff, &resolved.events).await?;
-        Ok(Current::Resolved { changes })
+        let removed: Vec<i64> = current_map
+            .keys()
+            .filter(|k| !resolved.map.contains_key(k))
+            .copied()
+            .collect();
+        Ok(Current::Resolved { changes, removed })
     }
 
     /// Current-state changes with the memberships they set, reading member events not in
@@ -472,11 +485,18 @@ impl Rooms {
             .filter(|(k, v)| base_map.get(k) != Some(v))
             .map(|(k, v)| (*k, *v))
             .collect();
-        if entries.is_empty() {
+        let drops_keys = base_map.keys().any(|k| !map.contains_key(k));
+        if entries.is_empty() && !drops_keys {
             return Ok(base);
         }
         let mut tx = self.db().begin().await?;
-        let group = append::new_state_group(&mut tx, room_nid, Some(base), &entries).await?;
+        let group = if drops_keys {
+            // A delta cannot remove a key: the whole map as a snapshot.
+            let all: Vec<(i64, i64)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+            db::state::create_group(&mut tx, room_nid, None, &all).await?
+        } else {
+            append::new_state_group(&mut tx, room_nid, Some(base), &entries).await?
+        };
         tx.commit().await?;
         Ok(group)
     }
@@ -503,8 +523,8 @@ impl Rooms {
         for e in auth_chain.iter().chain(state) {
             all.insert(&e.event_id, e);
         }
-        let stored = self.stored_auth_events(&all).await?;
-        let rejected = check_auth_graph(&rules, &all, &stored);
+        let stored = self.stored_auth_events(&rules, room_id, &all).await?;
+        let rejected = check_auth_graph(&rules, room_id, &all, &stored);
 
         let mut tx = db.begin().await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
@@ -572,12 +592,12 @@ impl Rooms {
 
         // The join event against that state.
         let room = self.room(room_id).await?;
-        let auth_types = ruma::state_res::auth_types_for_event(
+        let auth_types = append::auth_state_keys(
+            &rules,
             &join.pdu.kind,
             &join.pdu.sender,
             join.pdu.state_key.as_deref(),
             &join.pdu.content,
-            &rules.authorization,
         )
         .map_err(|e| Error::bad_json(format!("invalid join event: {e}")))?;
         let before = self.state_entries(group, &auth_types).await?;
@@ -618,14 +638,19 @@ impl Rooms {
         Ok(())
     }
 
-    /// The auth events of `all` that are not in it but already stored.
+    /// The auth events of `all` (with the room's implied create event) that are not in it
+    /// but already stored.
     async fn stored_auth_events(
         &self,
+        rules: &RoomVersionRules,
+        room_id: &RoomId,
         all: &HashMap<&EventId, &Incoming>,
     ) -> Result<HashMap<OwnedEventId, Pdu>> {
+        let implied = implied_create_id(rules, room_id);
         let outside: Vec<&str> = all
             .values()
             .flat_map(|e| e.pdu.auth_events.iter())
+            .chain(&implied)
             .filter(|a| !all.contains_key(&***a))
             .map(|a| a.as_str())
             .collect::<HashSet<_>>()
@@ -648,8 +673,8 @@ impl Rooms {
         for e in events {
             all.insert(&e.event_id, e);
         }
-        let stored = self.stored_auth_events(&all).await?;
-        let rejected = check_auth_graph(&rules, &all, &stored);
+        let stored = self.stored_auth_events(&rules, room_id, &all).await?;
+        let rejected = check_auth_graph(&rules, room_id, &all, &stored);
         let mut tx = self.db().begin().await?;
         let mut ids: Vec<&str> = all.keys().map(|e| e.as_str()).collect();
         for e in all.values() {
@@ -760,6 +785,11 @@ impl Rooms {
             .ok_or_else(|| Error::bad_json("membership event without state_key"))?;
         let membership = membership_of(&ev.pdu.content);
         let _lock = self.locks.lock(room_id).await;
+        let in_flight = super::persist::live_positions(self.db(), &self.stream, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("no stream position"))?;
+        let position = in_flight.position();
         let mut tx = self.db().begin().await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
         let nids = db::events::intern_ids(&mut tx, &[ev.event_id.as_str()]).await?;
@@ -768,8 +798,6 @@ impl Rooms {
             .ok_or_else(|| Error::internal("event ID not interned"))?;
         let kind = ev.pdu.kind.to_string();
         let sk = db::state::intern_keys(&mut tx, &[(kind.as_str(), target)]).await?;
-        let position = db::events::next_stream_position(&mut tx).await?;
-        let in_flight = self.stream.begin(position);
         db::events::insert(
             &mut tx,
             &db::events::NewEvent {
@@ -811,9 +839,17 @@ impl Rooms {
 /// is rejected too.
 fn check_auth_graph<'a>(
     rules: &RoomVersionRules,
+    room_id: &RoomId,
     all: &HashMap<&'a EventId, &'a Incoming>,
     stored: &HashMap<OwnedEventId, Pdu>,
 ) -> HashMap<&'a EventId, String> {
+    // Since room version 12 every event but the create event is authorised by the create
+    // event its room ID names, without listing it.
+    let implied = implied_create_id(rules, room_id);
+    let auth_of = |e: &'a Incoming| {
+        let implied = implied.as_ref().filter(|c| **c != e.event_id);
+        e.pdu.auth_events.iter().chain(implied)
+    };
     // Order: depth-first over auth edges so that auth events come before the events citing
     // them; iterative to stay safe on deep chains.
     let mut order: Vec<&EventId> = Vec::with_capacity(all.len());
@@ -835,7 +871,7 @@ fn check_auth_graph<'a>(
             }
             stack.push((id, true));
             if let Some(e) = all.get(id) {
-                for a in &e.pdu.auth_events {
+                for a in auth_of(e) {
                     if let Some((k, _)) = all.get_key_value(&**a)
                         && !seen.contains(*k)
                     {
@@ -850,7 +886,7 @@ fn check_auth_graph<'a>(
         let Some(e) = all.get(id) else { continue };
         let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
         let mut problem = None;
-        for a in &e.pdu.auth_events {
+        for a in auth_of(e) {
             match all.get(&**a) {
                 Some(ae) if rejected.contains_key(&*ae.event_id) => {
                     problem = Some(format!("auth event {a} was rejected"));

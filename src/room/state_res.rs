@@ -65,10 +65,10 @@ pub async fn resolve(
         _ => {}
     }
     let state_res_rules = match rules.state_res {
-        StateResolutionVersion::V2(r) if !r.consider_conflicted_state_subgraph => r,
+        StateResolutionVersion::V2(r) => r,
         _ => {
             return Err(Error::internal(
-                "state resolution is implemented for room versions 2 to 11",
+                "state resolution is implemented for room versions 2 and later",
             ));
         }
     };
@@ -115,9 +115,31 @@ pub async fn resolve(
         }
     }
 
+    // Since v2.1 (room version 12) the events between conflicted ones take part too.
+    let subgraph = if state_res_rules.consider_conflicted_state_subgraph {
+        let conflicted = conflicted_events(&distinct);
+        let also_from: Vec<i64> = pending
+            .as_ref()
+            .filter(|p| conflicted.contains(&p.nid))
+            .map(|p| p.auth_nids.to_vec())
+            .unwrap_or_default();
+        let (nids, truncated) =
+            db::graph::conflicted_subgraph(db, &conflicted, &also_from, MAX_AUTH_CHAIN_ROWS)
+                .await?;
+        if truncated {
+            return Err(Error::internal(
+                "conflicted state subgraph too large to resolve state",
+            ));
+        }
+        nids
+    } else {
+        Vec::new()
+    };
+
     // Every event involved, parsed once.
     let mut wanted: HashSet<i64> = distinct.iter().flat_map(|f| f.values().copied()).collect();
     wanted.extend(chain_rows.iter().map(|r| r.1));
+    wanted.extend(subgraph.iter().copied());
     if let Some(n) = pending_nid {
         wanted.remove(&n);
     }
@@ -176,6 +198,12 @@ pub async fn resolve(
         }
         auth_chains.push(set);
     }
+    let mut subgraph_ids = EventIdSet::new();
+    for n in &subgraph {
+        if let Some(p) = events.get(n) {
+            subgraph_ids.insert(p.event_id.clone());
+        }
+    }
     let by_id: HashMap<&EventId, &Pdu> =
         events.values().map(|p| (p.event_id.as_ref(), p)).collect();
     let resolved = ruma::state_res::resolve(
@@ -184,7 +212,8 @@ pub async fn resolve(
         maps.iter(),
         auth_chains,
         |id| by_id.get(id).map(|p| (*p).clone()),
-        |_| None,
+        // Walked above from the same forks: ruma's conflicted state set is ours.
+        |_| Some(subgraph_ids.clone()),
     )
     .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
 
@@ -199,6 +228,21 @@ pub async fn resolve(
         map.insert(*sk, *ev);
     }
     Ok(Resolved { map, events })
+}
+
+/// The events of every state key the forks do not agree on (absent from one counts).
+fn conflicted_events(forks: &[&KeyMap]) -> Vec<i64> {
+    let keys: HashSet<i64> = forks.iter().flat_map(|f| f.keys().copied()).collect();
+    let mut out: HashSet<i64> = HashSet::new();
+    for k in keys {
+        let values: Vec<Option<i64>> = forks.iter().map(|f| f.get(&k).copied()).collect();
+        if values.iter().any(|v| *v != values[0]) {
+            out.extend(values.into_iter().flatten());
+        }
+    }
+    let mut out: Vec<i64> = out.into_iter().collect();
+    out.sort_unstable();
+    out
 }
 
 /// A stored state group as a map by numbers.
@@ -221,4 +265,19 @@ pub async fn load_maps(db: &PgPool, groups: &[i64]) -> Result<Vec<KeyMap>> {
         .iter()
         .map(|g| by_group.get(g).cloned().unwrap_or_default())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicted_events_are_every_value_of_a_key_the_forks_disagree_on() {
+        // Keys 1..=4: 1 agreed, 2 differs, 3 missing from one fork, 4 agreed by all three.
+        let a: KeyMap = [(1, 10), (2, 20), (3, 30), (4, 40)].into();
+        let b: KeyMap = [(1, 10), (2, 21), (4, 40)].into();
+        let c: KeyMap = [(1, 10), (2, 20), (3, 30), (4, 40)].into();
+        assert_eq!(conflicted_events(&[&a, &b, &c]), vec![20, 21, 30]);
+        assert!(conflicted_events(&[&a, &c]).is_empty());
+    }
 }

@@ -5,10 +5,15 @@
 //! see 10. So each append registers its position before writing and completes it after the
 //! commit, and readers only see the *safe* position: everything at or below it is committed.
 //!
+//! Positions are handed out from blocks taken from the sequence, under the same lock that
+//! registers them as in flight: a position is never known to a writer before it is
+//! registered, so no other commit can carry the safe position past it. Blocks also spare a
+//! round trip per send.
+//!
 //! One process owns its appends; several processes over one database will need the same
 //! bookkeeping through Postgres (LISTEN/NOTIFY), as DESIGN.md plans.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +27,10 @@ pub struct StreamPositions {
 struct Inner {
     in_flight: BTreeSet<i64>,
     max_completed: i64,
+    /// Positions taken from the sequence and not handed out yet, ascending.
+    block: VecDeque<i64>,
+    /// The highest position handed out: later ones must be above it.
+    last_handed: i64,
 }
 
 impl StreamPositions {
@@ -32,6 +41,8 @@ impl StreamPositions {
             inner: Mutex::new(Inner {
                 in_flight: BTreeSet::new(),
                 max_completed: current_max,
+                block: VecDeque::new(),
+                last_handed: current_max,
             }),
             safe,
         })
@@ -47,7 +58,44 @@ impl StreamPositions {
         self.safe.subscribe()
     }
 
+    /// `n` positions from the current block, each registered as in flight (finish the
+    /// guards after commit); `None` when the block holds fewer (add one and ask again).
+    pub fn take(self: &Arc<Self>, n: usize) -> Option<Vec<InFlight>> {
+        let mut inner = self.inner.lock();
+        if inner.block.len() < n {
+            return None;
+        }
+        let taken: Vec<i64> = inner.block.drain(..n).collect();
+        if let Some(&last) = taken.last() {
+            inner.last_handed = last;
+        }
+        inner.in_flight.extend(taken.iter().copied());
+        Some(
+            taken
+                .into_iter()
+                .map(|position| InFlight {
+                    positions: self.clone(),
+                    position,
+                    done: false,
+                })
+                .collect(),
+        )
+    }
+
+    /// Positions newly taken from the sequence. Those not above every position handed out
+    /// already (a block fetched concurrently and added later) are dropped: positions only
+    /// ever grow.
+    pub fn add_block(&self, mut positions: Vec<i64>) {
+        positions.sort_unstable();
+        let mut inner = self.inner.lock();
+        let floor = inner.block.back().copied().unwrap_or(inner.last_handed);
+        inner
+            .block
+            .extend(positions.into_iter().filter(|p| *p > floor));
+    }
+
     /// Register a position about to be written; finish the returned guard after commit.
+    #[cfg(test)]
     pub fn begin(self: &Arc<Self>, position: i64) -> InFlight {
         self.inner.lock().in_flight.insert(position);
         InFlight {
@@ -89,6 +137,10 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
     pub fn committed(mut self) {
         self.done = true;
         self.positions.finish(self.position, true);
@@ -121,5 +173,35 @@ mod tests {
         assert_eq!(p.safe_position(), 11, "a rolled-back position is skipped");
         p.begin(13).committed();
         assert_eq!(p.safe_position(), 13);
+    }
+
+    #[test]
+    fn positions_come_from_blocks_in_order() {
+        let p = StreamPositions::new(9);
+        assert!(p.take(1).is_none(), "no block yet");
+        p.add_block(vec![12, 10, 11]);
+        let first = p.take(2).unwrap();
+        assert_eq!(
+            first.iter().map(|g| g.position).collect::<Vec<_>>(),
+            [10, 11]
+        );
+        assert!(p.take(2).is_none(), "one left");
+        // A block fetched earlier but added late is below what was handed out: dropped.
+        p.add_block(vec![13, 14]);
+        p.add_block(vec![5, 6]);
+        let next = p.take(3).unwrap();
+        assert_eq!(
+            next.iter().map(|g| g.position).collect::<Vec<_>>(),
+            [12, 13, 14]
+        );
+        // Handed-out positions are in flight until committed.
+        for g in next {
+            g.committed();
+        }
+        assert_eq!(p.safe_position(), 9, "10 and 11 are still being written");
+        for g in first {
+            g.committed();
+        }
+        assert_eq!(p.safe_position(), 14);
     }
 }

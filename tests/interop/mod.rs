@@ -9,9 +9,6 @@ use crate::common::federation::eventually;
 use crate::common::server::{Api, TestServer, User, enc};
 
 const PASSWORD: &str = "interop-password";
-/// The room version Synapse's users create rooms in, unless a case asks for Synapse's own
-/// default: the newest version both servers support.
-pub const SYNAPSE_ROOM_VERSION: &str = "11";
 /// How long a change may take to cross from one server to the other.
 const CROSSING: Duration = Duration::from_secs(60);
 
@@ -75,7 +72,6 @@ impl Synapse {
             api: &self.api,
             server: self.server.clone(),
             user,
-            room_version: Some(SYNAPSE_ROOM_VERSION),
         }
     }
 }
@@ -92,8 +88,6 @@ pub struct Side<'a> {
     /// The server name (for `via` and error messages).
     pub server: String,
     pub user: User,
-    /// The room version `create_room` asks for when the body names none.
-    room_version: Option<&'static str>,
 }
 
 impl<'a> Side<'a> {
@@ -103,7 +97,6 @@ impl<'a> Side<'a> {
             api: t,
             server: t.server_name().to_owned(),
             user,
-            room_version: None,
         }
     }
 
@@ -111,12 +104,8 @@ impl<'a> Side<'a> {
         self.user.t()
     }
 
-    pub async fn create_room(&self, mut body: Value) -> String {
-        if let Some(version) = self.room_version
-            && body.get("room_version").is_none()
-        {
-            body["room_version"] = json!(version);
-        }
+    /// A room in the server's default version unless `body` names one (12 on both sides).
+    pub async fn create_room(&self, body: Value) -> String {
         self.api.create_room(&self.user, body).await
     }
 
@@ -376,7 +365,6 @@ impl<'a> Side<'a> {
             api: self.api,
             server: self.server.clone(),
             user: device.clone(),
-            room_version: self.room_version,
         }
         .upload_keys()
         .await;

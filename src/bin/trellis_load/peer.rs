@@ -151,7 +151,7 @@ impl Peer {
             &self.keys,
             new,
             &Placement {
-                room_id,
+                room_id: Some(room_id),
                 version: &VERSION,
                 rules: &rules,
                 sender,

@@ -361,3 +361,38 @@ async fn news_racing_the_start_of_a_sync_is_not_lost() {
     }
     s.shutdown().await;
 }
+
+/// What the notifier keeps in memory starts empty after a restart: a token from before it
+/// still gets every event since, and waiting syncs wake as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_before_a_restart_misses_nothing() {
+    let mut s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let x = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let y = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &x).await;
+    s.join(&bob, &y).await;
+    let since = next(&s.sync(&bob, "?timeout=0").await);
+    send(&s, &alice, &x, "before the restart").await;
+    s.restart().await;
+    // Another sync starts the notifier after the restart; then more news in the other room.
+    s.sync(&alice, "?timeout=0").await;
+    send(&s, &alice, &y, "after the restart").await;
+
+    let res = s.sync(&bob, &format!("?since={since}&timeout=0")).await;
+    assert_eq!(bodies(&res, &x), vec!["before the restart"], "{res}");
+    assert_eq!(bodies(&res, &y), vec!["after the restart"], "{res}");
+    let since = next(&res);
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
+        send(&s, &alice, &x, "woken").await;
+    })
+    .await;
+    assert_woken(took, "a message after the restart");
+    assert_eq!(bodies(&res, &x), vec!["woken"], "{res}");
+    s.shutdown().await;
+}

@@ -77,6 +77,33 @@ async fn send(s: &TestServer, u: &User, room: &str, body: &str) {
     s.send_text(u, room, body).await;
 }
 
+/// PUT or POST (`put`) `body` to `path` as `u`, asserting success.
+async fn ok(s: &TestServer, put: bool, u: &User, path: String, body: Value) {
+    let path = format!("/_matrix/client/v3{path}");
+    let (status, res) = match put {
+        true => s.put(&path, u.t(), &body).await,
+        false => s.post(&path, u.t(), &body).await,
+    };
+    assert_eq!(status, 200, "{path}: {res}");
+}
+
+async fn typing(s: &TestServer, u: &User, room: &str, on: bool) {
+    let path = format!("/rooms/{room}/typing/{}", u.user_id);
+    ok(s, true, u, path, json!({"typing": on, "timeout": 10000})).await;
+}
+
+async fn presence(s: &TestServer, u: &User) {
+    let path = format!("/presence/{}/status", u.user_id);
+    ok(
+        s,
+        true,
+        u,
+        path,
+        json!({"presence": "online", "status_msg": "hi"}),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wake_only_members_of_their_room() {
     let s = TestServer::start().await;
@@ -95,24 +122,17 @@ async fn events_wake_only_members_of_their_room() {
     // Messages, state and typing in a room Bob is not in leave his sync asleep.
     let (res, took) = poll_while(&s, &bob, &since, IDLE_MS, async {
         send(&s, &carol, &y, "not for bob").await;
-        let (status, _) = s
-            .put(
-                &format!("/_matrix/client/v3/rooms/{y}/state/m.room.topic/"),
-                carol.t(),
-                &json!({"topic": "elsewhere"}),
-            )
-            .await;
-        assert_eq!(status, 200);
-        for on in [true, false] {
-            let (status, _) = s
-                .put(
-                    &format!("/_matrix/client/v3/rooms/{y}/typing/{}", carol.user_id),
-                    carol.t(),
-                    &json!({"typing": on, "timeout": 10000}),
-                )
-                .await;
-            assert_eq!(status, 200);
-        }
+        let topic = json!({"topic": "elsewhere"});
+        ok(
+            &s,
+            true,
+            &carol,
+            format!("/rooms/{y}/state/m.room.topic/"),
+            topic,
+        )
+        .await;
+        typing(&s, &carol, &y, true).await;
+        typing(&s, &carol, &y, false).await;
     })
     .await;
     assert_not_woken(&res, &since, took, "activity in another room");
@@ -128,42 +148,28 @@ async fn events_wake_only_members_of_their_room() {
     let since = next(&res);
 
     // So does typing in his room.
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let (status, _) = s
-            .put(
-                &format!("/_matrix/client/v3/rooms/{x}/typing/{}", alice.user_id),
-                alice.t(),
-                &json!({"typing": true, "timeout": 10000}),
-            )
-            .await;
-        assert_eq!(status, 200);
-    })
-    .await;
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, typing(&s, &alice, &x, true)).await;
     assert_woken(took, "typing in his room");
-    let typing = &res["rooms"]["join"][&x]["ephemeral"]["events"][0];
-    assert_eq!(typing["type"], "m.typing", "{res}");
-    assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]));
+    let shown = &res["rooms"]["join"][&x]["ephemeral"]["events"][0];
+    assert_eq!(shown["type"], "m.typing", "{res}");
+    assert_eq!(shown["content"]["user_ids"], json!([alice.user_id]));
     // Alice stops, so no expiry wakes him later.
-    let path = format!("/_matrix/client/v3/rooms/{x}/typing/{}", alice.user_id);
-    let (status, _) = s.put(&path, alice.t(), &json!({"typing": false})).await;
-    assert_eq!(status, 200);
+    typing(&s, &alice, &x, false).await;
     let since = next(
         &s.sync(&bob, &format!("?since={}&timeout=0", next(&res)))
             .await,
     );
 
     // And an invite to the other room, which he was not in when the sync started.
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let (status, _) = s
-            .post(
-                &format!("/_matrix/client/v3/rooms/{y}/invite"),
-                carol.t(),
-                &json!({"user_id": bob.user_id}),
-            )
-            .await;
-        assert_eq!(status, 200);
-    })
-    .await;
+    let target = json!({"user_id": bob.user_id});
+    let invite = ok(
+        &s,
+        false,
+        &carol,
+        format!("/rooms/{y}/invite"),
+        target.clone(),
+    );
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, invite).await;
     assert_woken(took, "an invite");
     assert!(res["rooms"]["invite"].get(&y).is_some(), "{res}");
     let since = next(&res);
@@ -180,17 +186,8 @@ async fn events_wake_only_members_of_their_room() {
     let since = next(&res);
 
     // Being kicked wakes him, and the room moves to `leave`.
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let (status, _) = s
-            .post(
-                &format!("/_matrix/client/v3/rooms/{y}/kick"),
-                carol.t(),
-                &json!({"user_id": bob.user_id}),
-            )
-            .await;
-        assert_eq!(status, 200);
-    })
-    .await;
+    let kick = ok(&s, false, &carol, format!("/rooms/{y}/kick"), target);
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, kick).await;
     assert_woken(took, "a kick");
     assert!(res["rooms"]["leave"].get(&y).is_some(), "{res}");
     let since = next(&res);
@@ -219,51 +216,30 @@ async fn to_device_account_data_and_co_members_wake_the_right_syncs() {
     s.join(&bob, &x).await;
     let since = next(&s.sync(&bob, "?timeout=0").await);
 
-    let to_device = |device: String, txn: &'static str| {
+    let to_device = |device: &str, txn: &str| {
         let body = json!({"messages": {bob.user_id.clone(): {device: {"n": txn}}}});
-        let s = &s;
-        let alice = &alice;
-        async move {
-            let path = format!("/_matrix/client/v3/sendToDevice/m.custom/{txn}");
-            assert_eq!(s.put(&path, alice.t(), &body).await.0, 200);
-        }
+        let path = format!("/sendToDevice/m.custom/{txn}");
+        ok(&s, true, &alice, path, body)
     };
 
     // A message for Bob's other device does not wake this one...
-    let (res, took) = poll_while(
-        &s,
-        &bob,
-        &since,
-        IDLE_MS,
-        to_device(bob2.device_id.clone(), "t1"),
-    )
-    .await;
+    let other = to_device(&bob2.device_id, "t1");
+    let (res, took) = poll_while(&s, &bob, &since, IDLE_MS, other).await;
     assert_not_woken(&res, &since, took, "to-device for another device");
     // ...one for this device does.
-    let (res, took) = poll_while(
-        &s,
-        &bob,
-        &since,
-        WAKE_MS,
-        to_device(bob.device_id.clone(), "t2"),
-    )
-    .await;
+    let this = to_device(&bob.device_id, "t2");
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, this).await;
     assert_woken(took, "to-device for this device");
     assert_eq!(res["to_device"]["events"][0]["content"]["n"], "t2", "{res}");
     let since = next(&res);
 
     // Someone else's account data is no news; his own is.
-    let (res, took) = poll_while(&s, &bob, &since, IDLE_MS, async {
-        let path = format!("/_matrix/client/v3/user/{}/account_data/m.x", carol.user_id);
-        assert_eq!(s.put(&path, carol.t(), &json!({"a": 1})).await.0, 200);
-    })
-    .await;
+    let path = |u: &User| format!("/user/{}/account_data/m.x", u.user_id);
+    let theirs = ok(&s, true, &carol, path(&carol), json!({"a": 1}));
+    let (res, took) = poll_while(&s, &bob, &since, IDLE_MS, theirs).await;
     assert_not_woken(&res, &since, took, "another user's account data");
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let path = format!("/_matrix/client/v3/user/{}/account_data/m.x", bob.user_id);
-        assert_eq!(s.put(&path, bob2.t(), &json!({"b": 2})).await.0, 200);
-    })
-    .await;
+    let his = ok(&s, true, &bob2, path(&bob), json!({"b": 2}));
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, his).await;
     assert_woken(took, "his own account data");
     assert_eq!(res["account_data"]["events"][0]["content"]["b"], 2, "{res}");
     let since = next(&res);
@@ -279,24 +255,14 @@ async fn to_device_account_data_and_co_members_wake_the_right_syncs() {
         }})
     };
     let (res, took) = poll_while(&s, &bob, &since, IDLE_MS, async {
-        let path = format!("/_matrix/client/v3/presence/{}/status", carol.user_id);
-        let body = json!({"presence": "online", "status_msg": "hi"});
-        assert_eq!(s.put(&path, carol.t(), &body).await.0, 200);
-        let (status, _) = s
-            .post("/_matrix/client/v3/keys/upload", carol.t(), &keys(&carol))
-            .await;
-        assert_eq!(status, 200);
+        presence(&s, &carol).await;
+        ok(&s, false, &carol, "/keys/upload".into(), keys(&carol)).await;
     })
     .await;
     assert_not_woken(&res, &since, took, "a stranger's presence and keys");
 
     // Those of a co-member wake him.
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let path = format!("/_matrix/client/v3/presence/{}/status", alice.user_id);
-        let body = json!({"presence": "online", "status_msg": "here"});
-        assert_eq!(s.put(&path, alice.t(), &body).await.0, 200);
-    })
-    .await;
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, presence(&s, &alice)).await;
     assert_woken(took, "a co-member's presence");
     let senders: Vec<&str> = res["presence"]["events"]
         .as_array()
@@ -304,13 +270,8 @@ async fn to_device_account_data_and_co_members_wake_the_right_syncs() {
         .unwrap_or_default();
     assert_eq!(senders, vec![alice.user_id.as_str()], "{res}");
     let since = next(&res);
-    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, async {
-        let (status, _) = s
-            .post("/_matrix/client/v3/keys/upload", alice.t(), &keys(&alice))
-            .await;
-        assert_eq!(status, 200);
-    })
-    .await;
+    let upload = ok(&s, false, &alice, "/keys/upload".into(), keys(&alice));
+    let (res, took) = poll_while(&s, &bob, &since, WAKE_MS, upload).await;
     assert_woken(took, "a co-member's new keys");
     assert_eq!(
         res["device_lists"]["changed"],

@@ -229,6 +229,13 @@ impl Hub {
         }
     }
 
+    fn publish_everyone(&mut self, kinds: Kinds) {
+        for w in self.waiters.values_mut() {
+            w.news.add(kinds, None);
+            w.wake.notify_one();
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         let Some(w) = self.waiters.remove(&id) else {
             return;
@@ -284,16 +291,12 @@ impl SyncNotifier {
         let id = hub.next_id;
         let wake = Arc::new(Notify::new());
         let seen = hub.seq;
-        let published = hub.published.unwrap_or(0);
         hub.waiters.insert(
             id,
             WaiterState {
                 user: user.to_owned(),
                 device: device.to_owned(),
-                news: News {
-                    published,
-                    ..News::default()
-                },
+                news: News::default(),
                 seen,
                 rooms: Vec::new(),
                 wake: wake.clone(),
@@ -328,10 +331,7 @@ impl SyncNotifier {
                 seq_floor: hub.seq,
                 ..RoomLog::default()
             };
-            for w in hub.waiters.values_mut() {
-                w.news.add(Kinds::MEMBERSHIP, None);
-                w.wake.notify_one();
-            }
+            hub.publish_everyone(Kinds::MEMBERSHIP);
         }
         hub.published = Some(hub.published.map_or(upto, |p| p.max(upto)));
         hub.log.trim();
@@ -364,19 +364,10 @@ impl SyncNotifier {
                 Err(e) => {
                     tracing::warn!(error = %e, %user, "looking up rooms to wake syncs in failed");
                     // Better everyone reads again than a co-member misses the change.
-                    notifier.publish_everyone(Kinds::MEMBERSHIP);
+                    notifier.hub.lock().publish_everyone(Kinds::MEMBERSHIP);
                 }
             }
         });
-    }
-
-    /// Wake every waiting sync to read everything again.
-    fn publish_everyone(&self, kinds: Kinds) {
-        let mut hub = self.hub.lock();
-        for w in hub.waiters.values_mut() {
-            w.news.add(kinds, None);
-            w.wake.notify_one();
-        }
     }
 
     /// To-device messages for `device` of `user` (`None`: every device).
@@ -389,33 +380,35 @@ impl SyncNotifier {
     /// Which of `rooms` had events after `after`, if the hub knows all events from `after`
     /// up to `upto` (`None`: it does not; read them all).
     pub fn rooms_changed_since(&self, rooms: &[i64], after: i64, upto: i64) -> Option<Vec<i64>> {
-        let hub = self.hub.lock();
-        let published = hub.published?;
-        if after < hub.log.event_floor || published < upto {
-            return None;
-        }
-        Some(
+        self.known_since(after, upto, |log| {
             rooms
                 .iter()
                 .copied()
-                .filter(|r| hub.log.rooms.get(r).is_some_and(|e| e.last_event > after))
-                .collect(),
-        )
+                .filter(|r| log.rooms.get(r).is_some_and(|e| e.last_event > after))
+                .collect()
+        })
     }
 
     /// Whether any of `rooms` had a membership event after `after`, if the hub knows all
     /// events from `after` up to `upto`.
     pub fn members_changed_since(&self, rooms: &[i64], after: i64, upto: i64) -> Option<bool> {
-        let hub = self.hub.lock();
-        let published = hub.published?;
-        if after < hub.log.event_floor || published < upto {
-            return None;
-        }
-        Some(
+        self.known_since(after, upto, |log| {
             rooms
                 .iter()
-                .any(|r| hub.log.rooms.get(r).is_some_and(|e| e.last_member > after)),
-        )
+                .any(|r| log.rooms.get(r).is_some_and(|e| e.last_member > after))
+        })
+    }
+
+    /// `answer` from the room log, if it holds every event from `after` up to `upto`.
+    fn known_since<T>(
+        &self,
+        after: i64,
+        upto: i64,
+        answer: impl FnOnce(&RoomLog) -> T,
+    ) -> Option<T> {
+        let hub = self.hub.lock();
+        let published = hub.published?;
+        (after >= hub.log.event_floor && published >= upto).then(|| answer(&hub.log))
     }
 
     /// Waiting syncs (for tests and metrics).

@@ -38,9 +38,9 @@ impl AppState {
         keys: Arc<ServerKeys>,
         stream_max: i64,
     ) -> crate::error::Result<Self> {
-        let accounts = Accounts::new(db.clone(), &config);
-        let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
         let notifier = SyncNotifier::new();
+        let accounts = Accounts::new(db.clone(), &config, notifier.clone());
+        let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
         let ephemeral = Ephemeral::new(
             db.clone(),
             rooms.clone(),

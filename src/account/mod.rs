@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use crate::config::{Config, RegistrationConfig};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::sync::notify::{Kinds, SyncNotifier};
 use ratelimit::Limiter;
 
 /// The caller of an access-token endpoint.
@@ -64,6 +65,8 @@ pub struct RateLimiters {
 #[derive(Clone)]
 pub struct Accounts {
     db: PgPool,
+    /// Wakes the syncs that account data and device changes concern.
+    notifier: SyncNotifier,
     server_name: OwnedServerName,
     registration: Arc<RegistrationConfig>,
     pub limits: Arc<RateLimiters>,
@@ -78,10 +81,11 @@ pub fn now_ms() -> i64 {
 }
 
 impl Accounts {
-    pub fn new(db: PgPool, config: &Config) -> Self {
+    pub fn new(db: PgPool, config: &Config, notifier: SyncNotifier) -> Self {
         let rl = &config.rate_limits;
         Accounts {
             db,
+            notifier,
             server_name: config.server_name(),
             registration: Arc::new(config.registration.clone()),
             limits: Arc::new(RateLimiters {
@@ -295,6 +299,7 @@ impl Accounts {
         device_list_changed(&mut tx, &user.user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(&user.user_id);
+        self.devices_changed(&user.user_id);
         Ok(())
     }
 
@@ -305,6 +310,7 @@ impl Accounts {
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(user_id);
+        self.devices_changed(user_id);
         Ok(())
     }
 
@@ -329,6 +335,9 @@ impl Accounts {
         }
         tx.commit().await?;
         self.tokens.forget_user(&user.user_id);
+        if logout_devices {
+            self.devices_changed(&user.user_id);
+        }
         Ok(())
     }
 
@@ -340,6 +349,7 @@ impl Accounts {
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(user_id);
+        self.devices_changed(user_id);
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }
@@ -377,6 +387,7 @@ impl Accounts {
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(user_id);
+        self.devices_changed(user_id);
         Ok(())
     }
 
@@ -395,6 +406,13 @@ impl Accounts {
     pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> Result<()> {
         db::users::set_avatar_url(&self.db, user_id.as_str(), url).await?;
         Ok(())
+    }
+
+    /// Wake the syncs of the user and of everyone sharing a room with them: their device list
+    /// changed.
+    fn devices_changed(&self, user_id: &UserId) {
+        self.notifier
+            .publish_to_co_members(&self.db, user_id, Kinds::DEVICE_LISTS);
     }
 
     /// Hand out a one-time nonce for shared-secret registration.
@@ -447,6 +465,7 @@ impl Accounts {
         }
         let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
         db::account_data::put(&self.db, user_id.as_str(), room, data_type, content).await?;
+        self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }
 
@@ -476,6 +495,7 @@ impl Accounts {
             &json,
         )
         .await?;
+        self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }
 

@@ -107,15 +107,20 @@ pub async fn one_time_key_counts(
     .await
 }
 
-/// Algorithms whose fallback key has not been handed out yet.
-pub async fn unused_fallback_algorithms(
+/// With the one-time key counts, the algorithms whose fallback key has not been handed out
+/// yet, in one query for /sync: (algorithm, one-time key count or `None` for an unused
+/// fallback key).
+pub async fn key_counts(
     e: impl PgExecutor<'_>,
     user_id: &str,
     device_id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT algorithm FROM e2e_fallback_keys
-         WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm",
+) -> Result<Vec<(String, Option<i64>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT algorithm, count(*) FROM e2e_one_time_keys
+         WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
+         UNION ALL
+         SELECT algorithm, NULL FROM e2e_fallback_keys
+         WHERE user_id = $1 AND device_id = $2 AND NOT used",
     )
     .bind(user_id)
     .bind(device_id)

@@ -175,24 +175,26 @@ pub(crate) const CHAINS: &str = "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
         WHERE c.lvl < $2
     )";
 
-/// For each of `groups`, the entries for `keys` (a handful of (type, state_key) pairs), in
-/// one query: (group, type, state_key, event_nid).
+/// For each of `groups`, the entries for `keys` (a handful of (type, state_key) pairs) with
+/// their events' JSON, in one query: (group, type, state_key, event JSON).
 pub async fn load_keys_many(
     e: impl PgExecutor<'_>,
     groups: &[i64],
     keys: &[(&str, &str)],
-) -> Result<Vec<(i64, String, String, i64)>, sqlx::Error> {
+) -> Result<Vec<(i64, String, String, String)>, sqlx::Error> {
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
     sqlx::query_as(
 &format!(
         "{CHAINS}
-        SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, k.event_type, k.state_key, s.event_nid
-        FROM chain c
-        JOIN state_group_entries s ON s.state_group = c.sg
-        JOIN state_keys k ON k.state_key_nid = s.state_key_nid
-        JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
-        ORDER BY c.root, s.state_key_nid, c.lvl"
+        SELECT x.root, x.event_type, x.state_key, ev.json FROM (
+            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, k.event_type, k.state_key, s.event_nid
+            FROM chain c
+            JOIN state_group_entries s ON s.state_group = c.sg
+            JOIN state_keys k ON k.state_key_nid = s.state_key_nid
+            JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
+            ORDER BY c.root, s.state_key_nid, c.lvl
+        ) x JOIN events ev ON ev.event_nid = x.event_nid"
     ))
     .bind(groups)
     .bind(MAX_CHAIN_LEN)

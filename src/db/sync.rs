@@ -216,3 +216,39 @@ pub async fn heroes(
     .fetch_all(e)
     .await
 }
+
+/// The committed events of the live stream with positions in (`after`, `upto`], in order, at
+/// most `limit`: (position, room_nid, the user a membership event is about). Outliers
+/// count: an invite from another server is one.
+pub async fn stream_events(
+    e: impl PgExecutor<'_>,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.stream_ordering, e.room_nid,
+                CASE WHEN e.event_type = 'm.room.member' THEN k.state_key END
+         FROM events e LEFT JOIN state_keys k ON k.state_key_nid = e.state_key_nid
+         WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2
+         ORDER BY e.stream_ordering LIMIT $3",
+    )
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(e)
+    .await
+}
+
+/// The rooms `user_id` is joined to.
+pub async fn joined_room_nids(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT room_nid FROM room_members WHERE user_id = $1 AND membership = 'join'",
+    )
+    .bind(user_id)
+    .fetch_all(e)
+    .await
+}

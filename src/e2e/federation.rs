@@ -167,7 +167,7 @@ impl E2e {
         }
         db::e2e::mark_device_lists_changed(&mut *tx, &[uid.to_owned()]).await?;
         tx.commit().await?;
-        self.notifier.notify();
+        self.keys_changed(user);
         Ok(EduOutcome::Applied)
     }
 
@@ -227,7 +227,7 @@ impl E2e {
         )
         .await?;
         tx.commit().await?;
-        self.notifier.notify();
+        self.to_device_queued(&users, &devices);
         Ok(EduOutcome::Applied)
     }
 

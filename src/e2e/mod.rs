@@ -32,7 +32,7 @@ use crate::account::{AuthedUser, now_ms};
 use crate::db::{self, e2e::SignatureRow};
 use crate::error::{Error, Result};
 use crate::sync::e2e::{counts, user_ids};
-use crate::sync::notify::SyncNotifier;
+use crate::sync::notify::{Kinds, SyncNotifier};
 use crate::sync::token::SyncToken;
 
 #[derive(Clone)]
@@ -80,6 +80,23 @@ impl E2e {
 
     pub fn notifier(&self) -> &SyncNotifier {
         &self.notifier
+    }
+
+    /// Wake the syncs of `user` and of everyone sharing a room with them: their keys changed.
+    pub(crate) fn keys_changed(&self, user: &UserId) {
+        self.notifier
+            .publish_to_co_members(&self.db, user, Kinds::DEVICE_LISTS);
+    }
+
+    /// Wake the syncs of the devices messages were queued for (`None`: all of the user's),
+    /// given as the parallel arrays they were queued from.
+    pub(crate) fn to_device_queued(&self, users: &[String], devices: &[Option<String>]) {
+        for (user, device) in users.iter().zip(devices) {
+            if let Ok(user) = <&UserId>::try_from(user.as_str()) {
+                let device = device.as_deref().map(<&ruma::DeviceId>::from);
+                self.notifier.publish_to_device(user, device);
+            }
+        }
     }
 
     fn is_local(&self, user: &UserId) -> bool {
@@ -135,7 +152,7 @@ impl E2e {
         let counts = counts(db::e2e::one_time_key_counts(&mut *tx, uid, did).await?);
         tx.commit().await?;
         if changed {
-            self.notifier.notify();
+            self.keys_changed(user.user_id.as_ref());
         }
         Ok(KeysUploaded {
             counts,
@@ -342,7 +359,7 @@ impl E2e {
         db::e2e::upsert_cross_signing_keys(&mut *tx, user.as_str(), &types, &ids, &jsons).await?;
         db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
         tx.commit().await?;
-        self.notifier.notify();
+        self.keys_changed(user);
         Ok(())
     }
 
@@ -385,7 +402,7 @@ impl E2e {
         db::e2e::insert_signatures(&mut *tx, &rows).await?;
         db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
         tx.commit().await?;
-        self.notifier.notify();
+        self.keys_changed(user);
         Ok(())
     }
 
@@ -451,9 +468,7 @@ impl E2e {
             .await?;
         }
         tx.commit().await?;
-        if !users.is_empty() {
-            self.notifier.notify();
-        }
+        self.to_device_queued(&users, &devices);
         Ok(remote)
     }
 }

@@ -2,7 +2,9 @@
 //! and the part of /sync that delivers them. No HTTP here.
 //!
 //! Typing and presence live in memory (see their modules for why); receipts live in
-//! Postgres. Every change wakes waiting syncs through the shared [`SyncNotifier`].
+//! Postgres. Every change wakes the waiting syncs it concerns through the shared
+//! [`SyncNotifier`]: typing and receipts those of the room's members, presence those of
+//! everyone sharing a room with the user.
 
 pub mod presence;
 pub mod receipts;
@@ -22,7 +24,7 @@ use crate::account::{Accounts, now_ms};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 use crate::room::Rooms;
-use crate::sync::notify::SyncNotifier;
+use crate::sync::notify::{Kinds, SyncNotifier};
 use presence::{PresenceMap, PresenceView};
 use receipts::ReceiptKind;
 use typing::TypingRooms;
@@ -53,6 +55,15 @@ pub struct EphemeralPositions {
     pub typing: i64,
     pub receipts: i64,
     pub presence: i64,
+}
+
+/// Which parts of the ephemeral section a sync reads (typing always: it is in memory).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EphemeralRead {
+    pub receipts: bool,
+    pub presence: bool,
+    /// Positions that stand for the parts not read.
+    pub carry: EphemeralPositions,
 }
 
 /// What /sync gets from this module.
@@ -94,11 +105,11 @@ impl Ephemeral {
         room_id: &RoomId,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.joined_room(user, room_id).await?;
+        let room = self.joined_room(user, room_id).await?;
         let timeout = timeout.map(|t| t.min(MAX_TYPING_TIMEOUT));
         let until = timeout.map(|t| Instant::now() + t);
-        if self.typing.set(room_id, user, until) {
-            self.notifier.notify();
+        if self.typing.set(room_id, room.room_nid, user, until) {
+            self.notifier.publish_rooms(&[room.room_nid], Kinds::TYPING);
         }
         if let Some(t) = timeout {
             // One short-lived timer per notice: it removes whatever ran out by then (this
@@ -107,8 +118,9 @@ impl Ephemeral {
             let notifier = self.notifier.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(t).await;
-                if typing.expire(Instant::now()) {
-                    notifier.notify();
+                let rooms = typing.expire(Instant::now());
+                if !rooms.is_empty() {
+                    notifier.publish_rooms(&rooms, Kinds::TYPING);
                 }
             });
         }
@@ -127,7 +139,8 @@ impl Ephemeral {
         let room = self.joined_room(user, room_id).await?;
         self.store_receipt(&room, user, kind, thread, event_id)
             .await?;
-        self.notifier.notify();
+        self.notifier
+            .publish_rooms(&[room.room_nid], Kinds::RECEIPTS);
         Ok(())
     }
 
@@ -192,7 +205,11 @@ impl Ephemeral {
                     .await?;
             }
         }
-        self.notifier.notify();
+        // The fully-read marker woke the user's syncs as account data.
+        if read.is_some() || read_private.is_some() {
+            self.notifier
+                .publish_rooms(&[room.room_nid], Kinds::RECEIPTS);
+        }
         Ok(())
     }
 
@@ -216,7 +233,8 @@ impl Ephemeral {
             .presence
             .set(user, state, Some(status_msg), Instant::now());
         if changed {
-            self.notifier.notify();
+            self.notifier
+                .publish_to_co_members(&self.db, user, Kinds::PRESENCE);
         }
         Ok(changed)
     }
@@ -230,7 +248,8 @@ impl Ephemeral {
         }
         let changed = self.presence.set(user, state.clone(), None, Instant::now());
         if changed {
-            self.notifier.notify();
+            self.notifier
+                .publish_to_co_members(&self.db, user, Kinds::PRESENCE);
         }
         changed
     }
@@ -249,12 +268,14 @@ impl Ephemeral {
     }
 
     /// The ephemeral part of a sync for `user`'s joined rooms (`(room_nid, room_id)`), since
-    /// `since` (`None`: initial sync). One receipt query and one presence query in all.
+    /// `since` (`None`: initial sync): at most one receipt query and one presence query in
+    /// all, for the parts `read` asks for.
     pub async fn sync_section(
         &self,
         user: &UserId,
         joined: &[(i64, &RoomId)],
         since: Option<EphemeralPositions>,
+        read: EphemeralRead,
     ) -> Result<EphemeralSync> {
         let mut out = EphemeralSync::default();
 
@@ -271,48 +292,54 @@ impl Ephemeral {
                 .push(json!({"type": "m.typing", "content": {"user_ids": users}}));
         }
 
-        let upto = db::receipts::max_stream(&self.db).await?;
-        out.positions.receipts = upto;
-        let after = since.map_or(0, |s| s.receipts);
-        if after < upto {
-            let nids: Vec<i64> = joined.iter().map(|(nid, _)| *nid).collect();
-            let rows = db::receipts::since(&self.db, &nids, user.as_str(), after, upto).await?;
-            let by_nid: HashMap<i64, &RoomId> = joined.iter().copied().collect();
-            for (nid, event) in receipts::receipt_events(rows) {
-                if let Some(room_id) = by_nid.get(&nid) {
-                    out.rooms
-                        .entry((*room_id).to_owned())
-                        .or_default()
-                        .push(event);
+        out.positions.receipts = read.carry.receipts;
+        if read.receipts {
+            let upto = db::receipts::max_stream(&self.db).await?;
+            out.positions.receipts = upto;
+            let after = since.map_or(0, |s| s.receipts);
+            if after < upto {
+                let nids: Vec<i64> = joined.iter().map(|(nid, _)| *nid).collect();
+                let rows = db::receipts::since(&self.db, &nids, user.as_str(), after, upto).await?;
+                let by_nid: HashMap<i64, &RoomId> = joined.iter().copied().collect();
+                for (nid, event) in receipts::receipt_events(rows) {
+                    if let Some(room_id) = by_nid.get(&nid) {
+                        out.rooms
+                            .entry((*room_id).to_owned())
+                            .or_default()
+                            .push(event);
+                    }
                 }
             }
         }
 
-        let presence = self.presence.changed_since(
-            since.map(|s| u64::try_from(s.presence).unwrap_or(0)),
-            Instant::now(),
-        );
-        out.positions.presence = i64::try_from(presence.position).unwrap_or(i64::MAX);
-        let others: Vec<String> = presence
-            .users
-            .iter()
-            .filter(|(u, _)| u.as_str() != user.as_str())
-            .map(|(u, _)| u.to_string())
-            .collect();
-        let visible: HashSet<String> = if others.is_empty() {
-            HashSet::new()
-        } else {
-            db::receipts::sharing_a_room(&self.db, user.as_str(), &others)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        out.presence = presence
-            .users
-            .iter()
-            .filter(|(u, _)| u.as_str() == user.as_str() || visible.contains(u.as_str()))
-            .map(|(u, view)| view.event(u))
-            .collect();
+        out.positions.presence = read.carry.presence;
+        if read.presence {
+            let presence = self.presence.changed_since(
+                since.map(|s| u64::try_from(s.presence).unwrap_or(0)),
+                Instant::now(),
+            );
+            out.positions.presence = i64::try_from(presence.position).unwrap_or(i64::MAX);
+            let others: Vec<String> = presence
+                .users
+                .iter()
+                .filter(|(u, _)| u.as_str() != user.as_str())
+                .map(|(u, _)| u.to_string())
+                .collect();
+            let visible: HashSet<String> = if others.is_empty() {
+                HashSet::new()
+            } else {
+                db::receipts::sharing_a_room(&self.db, user.as_str(), &others)
+                    .await?
+                    .into_iter()
+                    .collect()
+            };
+            out.presence = presence
+                .users
+                .iter()
+                .filter(|(u, _)| u.as_str() == user.as_str() || visible.contains(u.as_str()))
+                .map(|(u, view)| view.event(u))
+                .collect();
+        }
         Ok(out)
     }
 }

@@ -24,6 +24,8 @@ struct State {
 
 #[derive(Default)]
 struct RoomTyping {
+    /// The room's number, for waking its members' syncs.
+    nid: i64,
     /// Typing users and when their typing notice runs out.
     users: HashMap<OwnedUserId, Instant>,
     /// The serial of the last change of `users`.
@@ -44,12 +46,14 @@ impl TypingRooms {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `user` types in `room` until `until`, or stops (`None`). Returns whether the set of
-    /// typing users changed (a renewed deadline alone is no news for clients).
-    pub fn set(&self, room: &RoomId, user: &UserId, until: Option<Instant>) -> bool {
+    /// `user` types in `room` (numbered `nid`) until `until`, or stops (`None`). Returns
+    /// whether the set of typing users changed (a renewed deadline alone is no news for
+    /// clients).
+    pub fn set(&self, room: &RoomId, nid: i64, user: &UserId, until: Option<Instant>) -> bool {
         let mut state = self.state();
         let next = state.serial + 1;
         let entry = state.rooms.entry(room.to_owned()).or_default();
+        entry.nid = nid;
         let changed = match until {
             Some(t) => entry.users.insert(user.to_owned(), t).is_none(),
             None => entry.users.remove(user).is_some(),
@@ -61,23 +65,24 @@ impl TypingRooms {
         changed
     }
 
-    /// Drop every typing notice that ran out by `now`. Returns whether anything changed.
-    pub fn expire(&self, now: Instant) -> bool {
+    /// Drop every typing notice that ran out by `now`. Returns the rooms (numbers) whose
+    /// set changed.
+    pub fn expire(&self, now: Instant) -> Vec<i64> {
         let mut state = self.state();
         let next = state.serial + 1;
-        let mut any = false;
+        let mut changed = Vec::new();
         for room in state.rooms.values_mut() {
             let before = room.users.len();
             room.users.retain(|_, until| *until > now);
             if room.users.len() != before {
                 room.changed = next;
-                any = true;
+                changed.push(room.nid);
             }
         }
-        if any {
+        if !changed.is_empty() {
             state.serial = next;
         }
-        any
+        changed
     }
 
     /// The typing sets of `rooms` that changed after `since` (all non-empty ones on an
@@ -123,24 +128,24 @@ mod tests {
         let other = room_id!("!o:x");
         let alice = user_id!("@alice:x");
         let now = Instant::now();
-        assert!(t.set(room, alice, Some(now + Duration::from_secs(5))));
+        assert!(t.set(room, 7, alice, Some(now + Duration::from_secs(5))));
         // Renewing is not a change.
-        assert!(!t.set(room, alice, Some(now + Duration::from_secs(9))));
+        assert!(!t.set(room, 7, alice, Some(now + Duration::from_secs(9))));
         let all = t.changed_since(None, &[room, other]);
         assert_eq!(all.position, 1);
         assert_eq!(all.rooms, vec![(room.to_owned(), vec![alice.to_owned()])]);
         assert!(t.changed_since(Some(1), &[room]).rooms.is_empty());
 
-        assert!(!t.expire(now + Duration::from_secs(8)));
-        assert!(t.expire(now + Duration::from_secs(9)));
+        assert!(t.expire(now + Duration::from_secs(8)).is_empty());
+        assert_eq!(t.expire(now + Duration::from_secs(9)), vec![7]);
         let after = t.changed_since(Some(1), &[room]);
         assert_eq!(after.position, 2);
         assert_eq!(after.rooms, vec![(room.to_owned(), vec![])]);
         // Nothing typing: an initial sync shows nothing.
         assert!(t.changed_since(None, &[room]).rooms.is_empty());
         // A token from before a restart gets the current sets again.
-        assert!(!t.set(room, alice, None));
-        t.set(room, alice, Some(now + Duration::from_secs(60)));
+        assert!(!t.set(room, 7, alice, None));
+        t.set(room, 7, alice, Some(now + Duration::from_secs(60)));
         assert_eq!(t.changed_since(Some(99), &[room]).rooms.len(), 1);
     }
 }

@@ -8,8 +8,9 @@
 //! 4. `invited` and the user was invited → visible;
 //! 5. otherwise hidden.
 //!
-//! A page is checked with two batched queries (the state entries of its distinct state
-//! groups, then their events), never a query per event.
+//! A page is checked with one batched query (the state entries of its distinct state groups
+//! with their events), never a query per event; rule 3 costs one more, only when an event
+//! reaches it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -52,59 +53,70 @@ impl Rooms {
             ],
         )
         .await?;
-        let nids: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        let contents: HashMap<i64, Value> = db::events::by_nids(self.db(), &nids)
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                serde_json::from_str::<Value>(&e.json)
-                    .ok()
-                    .map(|v| (e.event_nid, v["content"].clone()))
-            })
-            .collect();
         let mut at: HashMap<i64, AtEvent> = HashMap::new();
-        for (group, kind, _, nid) in rows {
+        for (group, kind, _, json) in rows {
             let entry = at.entry(group).or_default();
-            let content = contents.get(&nid);
+            let content = serde_json::from_str::<Value>(&json)
+                .ok()
+                .map(|v| v["content"].clone());
+            let field = |name: &str| {
+                content
+                    .as_ref()
+                    .and_then(|c| c[name].as_str())
+                    .map(str::to_owned)
+            };
             if kind == "m.room.history_visibility" {
-                entry.visibility = content
-                    .and_then(|c| c["history_visibility"].as_str())
-                    .map(str::to_owned);
+                entry.visibility = field("history_visibility");
             } else {
-                entry.membership = content
-                    .and_then(|c| c["membership"].as_str())
-                    .map(str::to_owned);
+                entry.membership = field("membership");
             }
         }
-        // Rule 3 needs the user's last join: the newest of their membership events that is a join.
-        let last_join = db::events::member_events_of(self.db(), room.room_nid, user.as_str())
-            .await?
-            .into_iter()
-            .filter(|e| {
-                serde_json::from_str::<Value>(&e.json)
-                    .is_ok_and(|v| v["content"]["membership"] == "join")
-            })
-            .map(|e| (e.depth, e.stream_ordering.unwrap_or(0)))
-            .max();
         let none = AtEvent::default();
-        Ok(events
-            .into_iter()
-            .filter(|e| {
-                let state = e
-                    .state_after
-                    .or(e.state_before)
-                    .and_then(|g| at.get(&g))
-                    .unwrap_or(&none);
-                // A room with no history_visibility event is "shared".
-                let visibility = state.visibility.as_deref().unwrap_or("shared");
-                let membership = state.membership.as_deref();
-                visibility == "world_readable"
-                    || membership == Some("join")
-                    || (visibility == "shared"
-                        && last_join.is_some_and(|j| j > (e.depth, e.stream_ordering.unwrap_or(0))))
-                    || (visibility == "invited" && membership == Some("invite"))
-            })
-            .collect())
+        // Rule 3 needs the user's last join; it is read only if an event needs it.
+        let mut last_join: Option<Option<(i64, i64)>> = None;
+        let mut kept = Vec::with_capacity(events.len());
+        for e in events {
+            let state = e
+                .state_after
+                .or(e.state_before)
+                .and_then(|g| at.get(&g))
+                .unwrap_or(&none);
+            // A room with no history_visibility event is "shared".
+            let visibility = state.visibility.as_deref().unwrap_or("shared");
+            let membership = state.membership.as_deref();
+            let visible = match visibility {
+                _ if membership == Some("join") => true,
+                "world_readable" => true,
+                "shared" => {
+                    let join = match last_join {
+                        Some(j) => j,
+                        None => *last_join.insert(self.last_join(room, user).await?),
+                    };
+                    join.is_some_and(|j| j > (e.depth, e.stream_ordering.unwrap_or(0)))
+                }
+                "invited" => membership == Some("invite"),
+                _ => false,
+            };
+            if visible {
+                kept.push(e);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The (depth, stream position) of the user's newest join to the room, if any.
+    async fn last_join(&self, room: &RoomRow, user: &UserId) -> Result<Option<(i64, i64)>> {
+        Ok(
+            db::events::member_events_of(self.db(), room.room_nid, user.as_str())
+                .await?
+                .into_iter()
+                .filter(|e| {
+                    serde_json::from_str::<Value>(&e.json)
+                        .is_ok_and(|v| v["content"]["membership"] == "join")
+                })
+                .map(|e| (e.depth, e.stream_ordering.unwrap_or(0)))
+                .max(),
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! The end-to-end encryption parts of /sync: to-device messages, one-time key counts, unused
-//! fallback key types and device-list changes. Each is one query for the syncing device.
+//! fallback key types and device-list changes, for the syncing device.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +33,19 @@ impl E2eSync {
     }
 }
 
+/// Which parts of the section a read covers (one-time key counts always).
+#[derive(Debug, Clone, Copy)]
+pub struct E2eRead {
+    pub to_device: bool,
+    pub device_lists: bool,
+    /// No membership changed in the user's rooms since the token (as far as the notifier
+    /// knows): with no device-list change either, nobody's keys can be new to the user.
+    pub members_unchanged: bool,
+    /// The token of the read before, in this request: its positions stand for the parts not
+    /// read, and its to-device messages were acknowledged already.
+    pub carry: Option<SyncToken>,
+}
+
 /// Read the section for `device`. `since` is the client's token as given (to-device messages
 /// up to it are acknowledged and deleted here); `events_upto` is the event position the rest
 /// of the sync reads up to.
@@ -42,56 +55,67 @@ pub async fn section(
     device: &str,
     since: Option<SyncToken>,
     events_upto: i64,
+    read: &E2eRead,
 ) -> Result<E2eSync> {
     let uid = user.as_str();
     let acked = since.map_or(0, |s| s.to_device);
-    if acked > 0 {
-        db::e2e::delete_to_device_upto(db, uid, device, acked).await?;
-    }
-    let messages = db::e2e::to_device_after(db, uid, device, acked, MAX_TO_DEVICE).await?;
-    let to_device_pos = messages.last().map_or(acked, |m| m.0);
-    let to_device = messages
-        .into_iter()
-        .map(|(_, sender, kind, content)| {
-            let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-            serde_json::json!({"sender": sender, "type": kind, "content": content})
-        })
-        .collect();
-
-    let one_time_keys_count = counts(db::e2e::one_time_key_counts(db, uid, device).await?);
-    let unused_fallback_key_types = db::e2e::unused_fallback_algorithms(db, uid, device)
-        .await?
-        .into_iter()
-        .map(OneTimeKeyAlgorithm::from)
-        .collect();
-
-    let device_lists_pos = db::e2e::max_device_list_stream(db).await?;
-    // An initial sync lists no changes: the client queries every key it needs anyway.
-    let (changed, left) = match since {
-        Some(s) => {
-            let changed = db::e2e::changed_users(
-                db,
-                uid,
-                s.device_lists,
-                device_lists_pos,
-                s.events,
-                events_upto,
-            )
-            .await?;
-            let left = db::e2e::left_users(db, uid, s.events, events_upto).await?;
-            (user_ids(changed), user_ids(left))
+    let mut out = E2eSync::default();
+    match read.carry {
+        Some(prev) if !read.to_device => out.to_device_pos = prev.to_device,
+        carry => {
+            if acked > 0 && carry.is_none() {
+                db::e2e::delete_to_device_upto(db, uid, device, acked).await?;
+            }
+            let messages = db::e2e::to_device_after(db, uid, device, acked, MAX_TO_DEVICE).await?;
+            out.to_device_pos = messages.last().map_or(acked, |m| m.0);
+            out.to_device = messages
+                .into_iter()
+                .map(|(_, sender, kind, content)| {
+                    let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
+                    serde_json::json!({"sender": sender, "type": kind, "content": content})
+                })
+                .collect();
         }
-        None => (Vec::new(), Vec::new()),
-    };
-    Ok(E2eSync {
-        to_device,
-        one_time_keys_count,
-        unused_fallback_key_types,
-        changed,
-        left,
-        to_device_pos,
-        device_lists_pos: device_lists_pos.max(since.map_or(0, |s| s.device_lists)),
-    })
+    }
+
+    let mut one_time = Vec::new();
+    for (algorithm, count) in db::e2e::key_counts(db, uid, device).await? {
+        match count {
+            Some(n) => one_time.push((algorithm, n)),
+            None => out
+                .unused_fallback_key_types
+                .push(OneTimeKeyAlgorithm::from(algorithm)),
+        }
+    }
+    out.one_time_keys_count = counts(one_time);
+    out.unused_fallback_key_types
+        .sort_by(|a, b| a.as_str().cmp(b.as_str()));
+
+    match read.carry {
+        Some(prev) if !read.device_lists => out.device_lists_pos = prev.device_lists,
+        _ => {
+            let device_lists_pos = db::e2e::max_device_list_stream(db).await?;
+            // An initial sync lists no changes: the client queries every key it needs anyway.
+            if let Some(s) = since
+                && !(device_lists_pos <= s.device_lists && read.members_unchanged)
+            {
+                let changed = db::e2e::changed_users(
+                    db,
+                    uid,
+                    s.device_lists,
+                    device_lists_pos,
+                    s.events,
+                    events_upto,
+                )
+                .await?;
+                let left = db::e2e::left_users(db, uid, s.events, events_upto).await?;
+                out.changed = user_ids(changed);
+                out.left = user_ids(left);
+            }
+            out.device_lists_pos = device_lists_pos.max(since.map_or(0, |s| s.device_lists));
+        }
+    }
+    Ok(out)
 }
 
 /// (algorithm, count) rows as the map /sync and /keys/upload answer with.

@@ -2,27 +2,34 @@
 //!
 //! Each kind of data is read for all rooms at once (rooms and memberships, recent timeline
 //! events, state snapshots, account data), never a query per room for those; visibility is
-//! still checked per room. A request with nothing new waits on the event stream (no polling
-//! loop) until something arrives or the timeout passes.
+//! still checked per room. Timelines are read only for the rooms the notifier says changed
+//! since the token, when it knows.
+//!
+//! A request with nothing new waits (no polling loop) until news for its user arrives (see
+//! [`notify`]) or the timeout passes. The read after a wake-up covers only what the news
+//! names: the rooms with new events, to-device messages, and so on; everything else is known
+//! unchanged since the read before it.
 
 pub mod e2e;
+pub mod feed;
 pub mod filter;
 pub mod notify;
+mod rooms;
 pub mod token;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use ruma::{OwnedDeviceId, OwnedRoomId, UserId};
 use serde_json::Value;
 
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
-use crate::ephemeral::{Ephemeral, EphemeralPositions, EphemeralSync};
+use crate::ephemeral::Ephemeral;
 use crate::error::Result;
 use crate::room::Rooms;
 use crate::room::timeline::TopoToken;
 use e2e::E2eSync;
-use notify::SyncNotifier;
+use notify::{Kinds, News, SyncNotifier};
 use token::SyncToken;
 
 /// How a sync is asked for, in domain terms.
@@ -50,7 +57,8 @@ pub struct JoinedRoomSync {
     pub account_data: Vec<Value>,
     /// `m.typing` and `m.receipt` events.
     pub ephemeral: Vec<Value>,
-    pub summary: RoomSummary,
+    /// Sent when it may have changed (always on an initial sync).
+    pub summary: Option<RoomSummary>,
     /// Unread notifications per thread ('main' for the main timeline): (notifications,
     /// highlights).
     pub unread: BTreeMap<String, (i64, i64)>,
@@ -106,6 +114,63 @@ const INVITE_STATE_TYPES: &[&str] = &[
     "m.room.name",
 ];
 
+/// A read after a wake-up: the news, and what the read before it found.
+struct Delta {
+    news: News,
+    /// The token the read before answered with (nothing new up to it).
+    prev: SyncToken,
+    /// The user's rooms as the read before found them: news with no membership change of
+    /// the user leaves them as they were.
+    rooms: Vec<db::sync::UserRoom>,
+}
+
+/// What the rooms' part of a read works from.
+#[derive(Clone, Copy)]
+struct RoomsRead<'a> {
+    req: &'a SyncRequest,
+    /// The client's token, `None` for an initial (or full-state) sync.
+    since: Option<SyncToken>,
+    upto: i64,
+    rooms: &'a [db::sync::UserRoom],
+    news: Option<&'a News>,
+    parts: Parts,
+    carry: Option<SyncToken>,
+}
+
+/// Which parts of the sync a read covers beyond typing, timelines and unread counts.
+#[derive(Debug, Clone, Copy)]
+struct Parts {
+    account_data: bool,
+    to_device: bool,
+    device_lists: bool,
+    receipts: bool,
+    presence: bool,
+    /// Invites, knocks, leaves and rooms joined since the token.
+    memberships: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        account_data: true,
+        to_device: true,
+        device_lists: true,
+        receipts: true,
+        presence: true,
+        memberships: true,
+    };
+
+    fn of(kinds: Kinds) -> Parts {
+        Parts {
+            account_data: kinds.contains(Kinds::ACCOUNT_DATA),
+            to_device: kinds.contains(Kinds::TO_DEVICE),
+            device_lists: kinds.contains(Kinds::DEVICE_LISTS),
+            receipts: kinds.contains(Kinds::RECEIPTS),
+            presence: kinds.contains(Kinds::PRESENCE),
+            memberships: kinds.contains(Kinds::MEMBERSHIP),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Sync {
     rooms: Rooms,
@@ -144,59 +209,145 @@ impl Sync {
         }
     }
 
-    /// Answer now if anything changed since the token, otherwise wait for new events up to
-    /// the timeout.
+    /// Answer now if anything changed since the token, otherwise wait for news for this
+    /// user up to the timeout.
     pub async fn sync(&self, user: &UserId, req: SyncRequest) -> Result<SyncResponse> {
-        let mut waiter = self.rooms.stream().subscribe();
-        let mut notes = self.notifier.subscribe();
+        feed::ensure_started(self.rooms.db(), self.rooms.stream(), &self.notifier);
+        let initial = req.since.is_none() || req.full_state;
+        // Registered before the first read: news that lands between the read and the wait
+        // is kept for it, never lost.
+        let waiter = (!initial && !req.timeout.is_zero())
+            .then(|| self.notifier.waiter(user, &req.device_id));
         let deadline = tokio::time::Instant::now() + req.timeout;
+        let (mut response, mut rooms) = self.sync_once(user, &req, None).await?;
+        let Some(waiter) = waiter else {
+            return Ok(response);
+        };
         loop {
-            let response = self.sync_once(user, &req).await?;
-            let initial = req.since.is_none() || req.full_state;
-            if initial || !response.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !response.is_empty() {
                 return Ok(response);
             }
-            // Sleep until the stream moves or the timeout passes; a timeout answers empty
-            // with the same position.
-            match tokio::time::timeout_at(deadline, notify::either_changed(&mut waiter, &mut notes))
-                .await
-            {
-                Ok(Ok(())) => continue,
-                _ => return Ok(response),
-            }
+            let joined: Vec<i64> = rooms
+                .iter()
+                .filter(|r| r.membership == "join")
+                .map(|r| r.room_nid)
+                .collect();
+            waiter.watch_rooms(&joined);
+            // A timeout answers empty with the same position.
+            let Ok(news) = tokio::time::timeout_at(deadline, waiter.next()).await else {
+                return Ok(response);
+            };
+            let delta = (!news.kinds.contains(Kinds::MEMBERSHIP)).then(|| Delta {
+                news,
+                prev: response.next_batch,
+                rooms: std::mem::take(&mut rooms),
+            });
+            (response, rooms) = self.sync_once(user, &req, delta).await?;
         }
     }
 
-    async fn sync_once(&self, user: &UserId, req: &SyncRequest) -> Result<SyncResponse> {
+    /// One read of everything new since the token, or, after a wake-up (`delta`), of what
+    /// the news names. Returns the response and the user's rooms it was built from.
+    async fn sync_once(
+        &self,
+        user: &UserId,
+        req: &SyncRequest,
+        delta: Option<Delta>,
+    ) -> Result<(SyncResponse, Vec<db::sync::UserRoom>)> {
         let db = self.rooms.db();
-        let upto = self.rooms.stream().safe_position();
-        let ad_upto = db::sync::max_account_data_stream(db).await?;
         let since = if req.full_state { None } else { req.since };
-        let after = since.map_or(0, |s| s.events);
-        // Acknowledgement of to-device messages follows the client's token even with
-        // full_state, so it uses `req.since`.
-        let e2e = e2e::section(db, user, req.device_id.as_str(), req.since, upto).await?;
+        // After a wake-up, read only as far as the news goes: an event the notifier has not
+        // published yet is in no news, and will wake this sync again. Otherwise the position
+        // is taken before the rooms are listed, so a membership at or below it is listed.
+        let (news, carry, rooms, upto) = match delta {
+            Some(Delta { news, prev, rooms }) => {
+                let upto = news.published.max(prev.events);
+                (Some(news), Some(prev), rooms, upto)
+            }
+            None => {
+                let upto = self.rooms.stream().safe_position();
+                let rooms = db::sync::user_rooms(db, user.as_str()).await?;
+                (None, None, rooms, upto)
+            }
+        };
+        let parts = news.as_ref().map_or(Parts::ALL, |n| Parts::of(n.kinds));
+        let ad_upto = match carry {
+            Some(prev) if !parts.account_data => prev.account_data,
+            _ => db::sync::max_account_data_stream(db).await?,
+        };
+        let all_nids: Vec<i64> = rooms.iter().map(|r| r.room_nid).collect();
         let mut out = SyncResponse {
             next_batch: SyncToken {
                 events: upto,
                 account_data: ad_upto,
-                to_device: e2e.to_device_pos,
-                device_lists: e2e.device_lists_pos,
                 ..Default::default()
             },
-            e2e,
             ..Default::default()
         };
+        // The device's part and the rooms' part are independent: read them side by side.
+        // Acknowledgement of to-device messages follows the client's token even with
+        // full_state, so it uses `req.since`.
+        let e2e_read = e2e::E2eRead {
+            to_device: parts.to_device,
+            device_lists: parts.device_lists,
+            members_unchanged: since.and_then(|s| {
+                self.notifier
+                    .members_changed_since(&all_nids, s.events, upto)
+                    .map(|moved| !moved)
+            }) == Some(true),
+            carry,
+        };
+        let device_part =
+            e2e::section(db, user, req.device_id.as_str(), req.since, upto, &e2e_read);
+        let read = RoomsRead {
+            req,
+            since,
+            upto,
+            rooms: &rooms,
+            news: news.as_ref(),
+            parts,
+            carry,
+        };
+        let (e2e, ()) = tokio::try_join!(device_part, self.read_rooms(user, &read, &mut out))?;
+        out.next_batch.to_device = e2e.to_device_pos;
+        out.next_batch.device_lists = e2e.device_lists_pos;
+        out.e2e = e2e;
+        Ok((out, rooms))
+    }
 
-        let rooms = db::sync::user_rooms(db, user.as_str()).await?;
+    /// The rooms' part of a read: timelines, state, memberships, ephemeral events, account
+    /// data, summaries and unread counts.
+    async fn read_rooms(
+        &self,
+        user: &UserId,
+        read: &RoomsRead<'_>,
+        out: &mut SyncResponse,
+    ) -> Result<()> {
+        let RoomsRead {
+            req,
+            since,
+            upto,
+            rooms,
+            news,
+            parts,
+            carry,
+        } = *read;
+        let db = self.rooms.db();
+        let after = since.map_or(0, |s| s.events);
         let joined: Vec<&db::sync::UserRoom> =
             rooms.iter().filter(|r| r.membership == "join").collect();
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
-        let ephemeral = self.ephemeral_section(user, &joined, since).await?;
-        let recent =
-            db::sync::recent_events(db, &joined_nids, after, upto, limit, &req.timeline_select)
-                .await?;
+        let ephemeral = self
+            .ephemeral_section(user, &joined, since, parts, carry)
+            .await?;
+        let candidates = self.timeline_rooms(&joined, news, since, upto);
+        let recent = match candidates.as_deref().unwrap_or(&joined_nids) {
+            [] => Vec::new(),
+            nids => {
+                db::sync::recent_events(db, nids, after, upto, limit, &req.timeline_select).await?
+            }
+        };
         let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
         for e in recent {
             by_room.entry(e.room_nid).or_default().push(e);
@@ -206,8 +357,8 @@ impl Sync {
         // it a client would know nothing of a room it joined but its own join (clients learn
         // that a room is encrypted, its name and members from this).
         let newly_joined = match since {
-            None => std::collections::HashSet::new(),
-            Some(_) => self.newly_joined(user, &joined, after).await?,
+            Some(_) if parts.memberships => self.newly_joined(user, &joined, after).await?,
+            _ => HashSet::new(),
         };
 
         // The timelines as the user may see them.
@@ -241,21 +392,11 @@ impl Sync {
                 start_groups.insert(r.room_nid, g);
             }
         }
-        let groups: Vec<i64> = start_groups.values().copied().collect();
-        let state_rows = db::sync::states_of_groups(db, &groups).await?;
-        let state_nids: Vec<i64> = state_rows.iter().map(|r| r.1).collect();
-        let state_events: HashMap<i64, StoredEvent> = db::events::by_nids(db, &state_nids)
-            .await?
-            .into_iter()
-            .map(|e| (e.event_nid, e))
-            .collect();
-        let mut state_by_group: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
-        for (group, nid) in state_rows {
-            if let Some(e) = state_events.get(&nid) {
-                state_by_group.entry(group).or_default().push(e.clone());
-            }
-        }
+        let mut state_by_group = self.states_of_groups(&start_groups).await?;
 
+        // Rooms whose summary is sent: all on an initial sync, else those whose members may
+        // have changed (clients keep the summary they have, as the spec allows).
+        let mut summarise: HashSet<i64> = HashSet::new();
         for (r, row, events, limited) in timelines {
             let state = match start_groups.get(&r.room_nid) {
                 Some(g) => state_by_group.remove(g).unwrap_or_default(),
@@ -268,6 +409,15 @@ impl Sync {
                 }
                 None => Vec::new(),
             };
+            if since.is_none()
+                || newly_joined.contains(&r.room_nid)
+                || events
+                    .iter()
+                    .chain(&state)
+                    .any(|e| e.event_type == "m.room.member")
+            {
+                summarise.insert(r.room_nid);
+            }
             let state = if req.lazy_load_members {
                 self.lazy_members(&row, user, &events, state).await?
             } else {
@@ -286,262 +436,141 @@ impl Sync {
                     limited,
                     prev_batch,
                     state,
-                    account_data: Vec::new(),
-                    ephemeral: Vec::new(),
-                    summary: RoomSummary::default(),
-                    unread: BTreeMap::new(),
-                },
-            );
-        }
-
-        for r in rooms
-            .iter()
-            .filter(|r| r.membership == "invite" && r.member_stream > after)
-        {
-            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
-                continue;
-            };
-            out.invite.insert(room_id, self.invite_state(r).await?);
-        }
-
-        for r in rooms
-            .iter()
-            .filter(|r| r.membership == "knock" && r.member_stream > after)
-        {
-            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
-                continue;
-            };
-            out.knock.insert(room_id, self.invite_state(r).await?);
-        }
-
-        for r in rooms.iter().filter(|r| {
-            matches!(r.membership.as_str(), "leave" | "ban")
-                && !r.forgotten
-                && r.member_stream > after
-                && (since.is_some() || req.include_leave)
-        }) {
-            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
-                continue;
-            };
-            // The timeline of a left room ends with the event that removed the user.
-            let row = room_row(r);
-            let events = db::events::by_nids(db, &[r.member_event_nid]).await?;
-            let timeline = self.rooms.to_client(&row, &events).await?;
-            out.leave.insert(
-                room_id,
-                JoinedRoomSync {
-                    timeline,
                     ..Default::default()
                 },
             );
         }
 
-        add_ephemeral(&mut out, ephemeral);
+        if parts.memberships {
+            self.add_memberships(rooms, after, since.is_some() || req.include_leave, out)
+                .await?;
+        }
 
-        let ad_after = since.map_or(0, |s| s.account_data);
-        for (room_id, kind, content, _) in
-            db::sync::account_data_since(db, user.as_str(), ad_after).await?
-        {
-            let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-            let event = serde_json::json!({"type": kind, "content": content});
-            if room_id.is_empty() {
-                out.account_data.push(event);
-            } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
-                && let Some(joined) = out.join.get_mut(&id)
+        add_ephemeral(out, ephemeral);
+
+        if parts.account_data {
+            let ad_after = since.map_or(0, |s| s.account_data);
+            for (room_id, kind, content, _) in
+                db::sync::account_data_since(db, user.as_str(), ad_after).await?
             {
-                joined.account_data.push(event);
-            } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
-                && joined.iter().any(|r| r.room_id == room_id)
-            {
-                out.join.entry(id).or_default().account_data.push(event);
-            }
-        }
-        self.add_summaries(user, &rooms, &mut out).await?;
-        Ok(out)
-    }
-
-    /// The joined rooms whose membership changed after `after` and was not `join` then.
-    async fn newly_joined(
-        &self,
-        user: &UserId,
-        joined: &[&db::sync::UserRoom],
-        after: i64,
-    ) -> Result<std::collections::HashSet<i64>> {
-        let changed: Vec<i64> = joined
-            .iter()
-            .filter(|r| r.member_stream > after)
-            .map(|r| r.room_nid)
-            .collect();
-        if changed.is_empty() {
-            return Ok(Default::default());
-        }
-        let was_joined: std::collections::HashSet<i64> =
-            db::sync::memberships_at(self.rooms.db(), user.as_str(), &changed, after)
-                .await?
-                .into_iter()
-                .filter(|(_, m)| m == "join")
-                .map(|(nid, _)| nid)
-                .collect();
-        Ok(changed
-            .into_iter()
-            .filter(|nid| !was_joined.contains(nid))
-            .collect())
-    }
-
-    /// Typing, receipts and presence for the joined rooms, read before the timelines so
-    /// nothing that lands in between is skipped by the next token.
-    async fn ephemeral_section(
-        &self,
-        user: &UserId,
-        joined: &[&db::sync::UserRoom],
-        since: Option<SyncToken>,
-    ) -> Result<EphemeralSync> {
-        let rooms: Vec<(i64, &ruma::RoomId)> = joined
-            .iter()
-            .filter_map(|r| {
-                <&ruma::RoomId>::try_from(r.room_id.as_str())
-                    .ok()
-                    .map(|id| (r.room_nid, id))
-            })
-            .collect();
-        let since = since.map(|s| EphemeralPositions {
-            typing: s.typing,
-            receipts: s.receipts,
-            presence: s.presence,
-        });
-        self.ephemeral.sync_section(user, &rooms, since).await
-    }
-
-    /// Fill in the summary and unread counts of every joined room in the response: three
-    /// queries for all rooms.
-    async fn add_summaries(
-        &self,
-        user: &UserId,
-        rooms: &[db::sync::UserRoom],
-        out: &mut SyncResponse,
-    ) -> Result<()> {
-        let nid_of: HashMap<&str, i64> = rooms
-            .iter()
-            .map(|r| (r.room_id.as_str(), r.room_nid))
-            .collect();
-        let nids: Vec<i64> = out
-            .join
-            .keys()
-            .filter_map(|id| nid_of.get(id.as_str()).copied())
-            .collect();
-        if nids.is_empty() {
-            return Ok(());
-        }
-        let db = self.rooms.db();
-        let mut summaries: HashMap<i64, RoomSummary> = HashMap::new();
-        for (nid, joined, invited) in db::sync::member_counts(db, &nids).await? {
-            let s = summaries.entry(nid).or_default();
-            s.joined = joined;
-            s.invited = invited;
-        }
-        for (nid, hero) in db::sync::heroes(db, &nids, user.as_str(), MAX_HEROES).await? {
-            summaries.entry(nid).or_default().heroes.push(hero);
-        }
-        let mut unread: HashMap<i64, BTreeMap<String, (i64, i64)>> = HashMap::new();
-        for (nid, thread, n, h) in db::push::unread_counts(db, user.as_str(), &nids).await? {
-            unread.entry(nid).or_default().insert(thread, (n, h));
-        }
-        for (room_id, joined) in out.join.iter_mut() {
-            if let Some(nid) = nid_of.get(room_id.as_str()) {
-                if let Some(s) = summaries.remove(nid) {
-                    joined.summary = s;
+                let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
+                let event = serde_json::json!({"type": kind, "content": content});
+                if room_id.is_empty() {
+                    out.account_data.push(event);
+                } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
+                    && joined.iter().any(|r| r.room_id == room_id)
+                {
+                    out.join.entry(id).or_default().account_data.push(event);
                 }
-                joined.unread = unread.remove(nid).unwrap_or_default();
             }
         }
+        self.add_summaries(user, rooms, &summarise, out).await?;
         Ok(())
     }
 
-    /// Lazy-loaded membership: drop member events of users who did not send anything in the
-    /// timeline, and add those senders' member events (as of the timeline's start) that the
-    /// state section lacks. Redundant members are sent again rather than tracked per device.
-    async fn lazy_members(
+    /// The joined rooms whose timelines are read: after a wake-up, those the news names;
+    /// otherwise, when the notifier knows, those with events since the token and those whose
+    /// membership changed (`None`: all of them).
+    fn timeline_rooms(
         &self,
-        room: &RoomRow,
-        user: &UserId,
-        timeline: &[StoredEvent],
-        state: Vec<StoredEvent>,
-    ) -> Result<Vec<StoredEvent>> {
-        let mut wanted: std::collections::BTreeSet<String> =
-            timeline.iter().map(|e| e.sender.clone()).collect();
-        wanted.insert(user.to_string());
-        let state_key = |e: &StoredEvent| {
-            serde_json::from_str::<Value>(&e.json)
-                .ok()
-                .and_then(|v| v["state_key"].as_str().map(str::to_owned))
-        };
-        let mut kept = Vec::with_capacity(state.len());
-        let mut have = std::collections::BTreeSet::new();
-        for e in state {
-            if e.event_type != "m.room.member" {
-                kept.push(e);
-            } else if let Some(k) = state_key(&e)
-                && wanted.contains(&k)
-            {
-                have.insert(k);
-                kept.push(e);
-            }
-        }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|u| !have.contains(*u))
-            .map(String::as_str)
-            .collect();
-        let group = timeline
-            .first()
-            .and_then(|e| e.state_before)
-            .or(room.state_group);
-        if let (false, Some(group)) = (missing.is_empty(), group) {
-            let keys: Vec<(&str, &str)> = missing.iter().map(|u| ("m.room.member", *u)).collect();
-            let nids: Vec<i64> = db::state::load_keys(self.rooms.db(), group, &keys)
-                .await?
-                .into_iter()
-                .map(|row| row.1)
-                .collect();
-            kept.extend(db::events::by_nids(self.rooms.db(), &nids).await?);
-        }
-        Ok(kept)
-    }
-
-    /// Stripped state for an invite: the invite itself and the room's public basics.
-    async fn invite_state(&self, r: &db::sync::UserRoom) -> Result<Vec<Value>> {
-        if let Some(json) = &r.invite_state
-            && let Ok(events) = serde_json::from_str::<Vec<Value>>(json)
-        {
-            return Ok(events);
-        }
-        let db = self.rooms.db();
-        let mut nids = vec![r.member_event_nid];
-        if let Some(group) = r.state_group {
-            let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();
-            nids.extend(
-                db::state::load_keys(db, group, &keys)
-                    .await?
-                    .into_iter()
-                    .map(|row| row.1),
+        joined: &[&db::sync::UserRoom],
+        news: Option<&News>,
+        since: Option<SyncToken>,
+        upto: i64,
+    ) -> Option<Vec<i64>> {
+        if let Some(news) = news {
+            return Some(
+                joined
+                    .iter()
+                    .map(|r| r.room_nid)
+                    .filter(|nid| news.rooms.contains(nid))
+                    .collect(),
             );
         }
-        let events = db::events::by_nids(db, &nids).await?;
-        Ok(events
-            .iter()
-            .filter_map(|e| serde_json::from_str::<Value>(&e.json).ok())
-            .map(|v| {
-                serde_json::json!({
-                    "type": v["type"], "state_key": v["state_key"], "sender": v["sender"], "content": v["content"]
-                })
-            })
-            .collect())
+        let after = since?.events;
+        let nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
+        let mut changed = self.notifier.rooms_changed_since(&nids, after, upto)?;
+        changed.extend(
+            joined
+                .iter()
+                .filter(|r| r.member_stream > after)
+                .map(|r| r.room_nid),
+        );
+        changed.sort_unstable();
+        changed.dedup();
+        Some(changed)
+    }
+
+    /// The full state of several groups (`room_nid → group`), in two queries (none when
+    /// there are no groups).
+    async fn states_of_groups(
+        &self,
+        groups: &HashMap<i64, i64>,
+    ) -> Result<HashMap<i64, Vec<StoredEvent>>> {
+        let mut state_by_group: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
+        if groups.is_empty() {
+            return Ok(state_by_group);
+        }
+        let db = self.rooms.db();
+        let groups: Vec<i64> = groups.values().copied().collect();
+        let state_rows = db::sync::states_of_groups(db, &groups).await?;
+        let state_nids: Vec<i64> = state_rows.iter().map(|r| r.1).collect();
+        let state_events: HashMap<i64, StoredEvent> = db::events::by_nids(db, &state_nids)
+            .await?
+            .into_iter()
+            .map(|e| (e.event_nid, e))
+            .collect();
+        for (group, nid) in state_rows {
+            if let Some(e) = state_events.get(&nid) {
+                state_by_group.entry(group).or_default().push(e.clone());
+            }
+        }
+        Ok(state_by_group)
+    }
+
+    /// Invites, knocks and left rooms whose membership changed since the token.
+    async fn add_memberships(
+        &self,
+        rooms: &[db::sync::UserRoom],
+        after: i64,
+        with_leaves: bool,
+        out: &mut SyncResponse,
+    ) -> Result<()> {
+        for r in rooms.iter().filter(|r| r.member_stream > after) {
+            let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
+                continue;
+            };
+            match r.membership.as_str() {
+                "invite" => {
+                    out.invite.insert(room_id, self.invite_state(r).await?);
+                }
+                "knock" => {
+                    out.knock.insert(room_id, self.invite_state(r).await?);
+                }
+                "leave" | "ban" if !r.forgotten && with_leaves => {
+                    // The timeline of a left room ends with the event that removed the user.
+                    let row = room_row(r);
+                    let events =
+                        db::events::by_nids(self.rooms.db(), &[r.member_event_nid]).await?;
+                    let timeline = self.rooms.to_client(&row, &events).await?;
+                    out.leave.insert(
+                        room_id,
+                        JoinedRoomSync {
+                            timeline,
+                            ..Default::default()
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
 /// Put the ephemeral section into the response: each room's events (a room with nothing
 /// else new still appears), presence, and the positions in the next token.
-fn add_ephemeral(out: &mut SyncResponse, ephemeral: EphemeralSync) {
+fn add_ephemeral(out: &mut SyncResponse, ephemeral: crate::ephemeral::EphemeralSync) {
     out.next_batch.typing = ephemeral.positions.typing;
     out.next_batch.receipts = ephemeral.positions.receipts;
     out.next_batch.presence = ephemeral.positions.presence;

@@ -83,18 +83,19 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         let mut joined = JoinedRoom::new();
         fill(&mut joined.timeline, &mut joined.state, &r)?;
         joined.account_data.events = raws(&r.account_data)?;
-        joined.summary.heroes = r
-            .summary
-            .heroes
-            .iter()
-            .filter_map(|h| OwnedUserId::try_from(h.as_str()).ok())
-            .collect();
-        joined.summary.joined_member_count = Some(UInt::new_saturating(
-            u64::try_from(r.summary.joined).unwrap_or(0),
-        ));
-        joined.summary.invited_member_count = Some(UInt::new_saturating(
-            u64::try_from(r.summary.invited).unwrap_or(0),
-        ));
+        if let Some(summary) = &r.summary {
+            joined.summary.heroes = summary
+                .heroes
+                .iter()
+                .filter_map(|h| OwnedUserId::try_from(h.as_str()).ok())
+                .collect();
+            joined.summary.joined_member_count = Some(UInt::new_saturating(
+                u64::try_from(summary.joined).unwrap_or(0),
+            ));
+            joined.summary.invited_member_count = Some(UInt::new_saturating(
+                u64::try_from(summary.invited).unwrap_or(0),
+            ));
+        }
         joined.ephemeral.events = raws(&r.ephemeral)?;
         set_unread(&mut joined, &r.unread, per_thread);
         response.rooms.join.insert(room_id, joined);

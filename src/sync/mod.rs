@@ -20,6 +20,7 @@ use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::ephemeral::{Ephemeral, EphemeralPositions, EphemeralSync};
 use crate::error::Result;
 use crate::room::Rooms;
+use crate::room::membership::INVITE_STATE_TYPES;
 use crate::room::timeline::TopoToken;
 use e2e::E2eSync;
 use notify::SyncNotifier;
@@ -95,16 +96,6 @@ impl SyncResponse {
 
 /// Largest timeline a sync returns per room, whatever the filter asks.
 const MAX_TIMELINE: i64 = 200;
-
-/// State types shown to invitees (stripped state), as Synapse's defaults.
-const INVITE_STATE_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.avatar",
-    "m.room.encryption",
-    "m.room.name",
-];
 
 #[derive(Clone)]
 pub struct Sync {

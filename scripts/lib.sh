@@ -59,3 +59,21 @@ ensure_postgres() { # alternative
 		"${1:-}" postgresql
 	postgres_found || die "apt-get installed postgresql, but initdb and postgres are still not found"
 }
+
+# Make a fresh virtualenv at $2 with the Python 3 interpreter $1 (installing python3 with
+# apt-get when no `python3` is found, and python3-venv when the interpreter cannot make
+# one: Debian ships venv and ensurepip apart from the interpreter). $3 is another way out
+# to name when that cannot be done.
+make_venv() { # python, directory, alternative
+	local python=$1 dir=$2 alternative=${3:-}
+	if ! command -v "$python" >/dev/null; then
+		[ "$python" = python3 ] || die "$python was not found${alternative:+; $alternative}"
+		apt_install "Python 3 was not found." "$alternative" python3
+	fi
+	rm -rf "$dir"
+	if ! "$python" -m venv "$dir" >/dev/null 2>&1; then
+		rm -rf "$dir"
+		apt_install "Python's venv module is missing." "$alternative" python3-venv
+		"$python" -m venv "$dir" || die "$python -m venv failed even with python3-venv installed"
+	fi
+}

@@ -6,6 +6,7 @@ mod common;
 
 use common::federation::{eventually, membership};
 use common::server::{TestServer, User, enc};
+use common::stripped::{RECOMMENDED, room_with_every_stripped_state, stripped_types};
 use serde_json::{Value, json};
 
 /// The room's timeline as the user sees it, oldest first: (event_id, type, body or membership).
@@ -1207,4 +1208,51 @@ async fn the_conflicted_state_subgraph_is_the_auth_paths_between_conflicted_even
     // The walk stops at its cap and says so.
     assert!(walk(vec![7, 2], vec![], 2).await.1);
     pool.close().await;
+}
+
+/// Another server's invitee and knocker see the room's recommended stripped state (the
+/// invite's `invite_room_state` and the knock's `knock_room_state`).
+#[tokio::test]
+async fn invites_and_knocks_across_servers_carry_the_recommended_stripped_state() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let carol = b.register("carol", "password-c").await;
+    let room = a
+        .create_room(&alice, room_with_every_stripped_state())
+        .await;
+
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "invite: {body}");
+    let sync = b.sync(&bob, "").await;
+    let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert_eq!(stripped_types(invite), RECOMMENDED, "{invite}");
+
+    let (status, body) = b
+        .post(
+            &format!(
+                "/_matrix/client/v3/knock/{}?via={}",
+                enc(&room),
+                a.server_name()
+            ),
+            carol.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "knock: {body}");
+    let sync = b.sync(&carol, "").await;
+    let knock = &sync["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert_eq!(stripped_types(knock), RECOMMENDED, "{knock}");
+    let encryption = knock
+        .as_array()
+        .and_then(|k| k.iter().find(|e| e["type"] == "m.room.encryption"))
+        .expect("encryption");
+    assert_eq!(encryption["content"]["algorithm"], "m.megolm.v1.aes-sha2");
 }

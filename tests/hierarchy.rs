@@ -192,8 +192,9 @@ async fn a_three_level_space_over_two_servers_comes_back_whole_page_by_page() {
     let s1 = room(&body, &t.s1);
     assert_eq!(s1["name"], "S1");
     assert_eq!(s1["room_type"], "m.space");
-    // A public room's join rule may be left out (the spec's default).
-    assert!(s1.get("join_rule").is_none_or(|j| j == "public"), "{s1}");
+    // Spelled out even though the spec lets `public` be left out: Synapse passes what we
+    // answer to its clients as it is.
+    assert_eq!(s1["join_rule"], "public", "{s1}");
     assert_eq!(s1["num_joined_members"], 1);
     assert_eq!(s1["world_readable"], false);
     assert_eq!(s1["guest_can_join"], false);
@@ -205,6 +206,7 @@ async fn a_three_level_space_over_two_servers_comes_back_whole_page_by_page() {
     assert_eq!(child["content"]["via"], json!([a.server_name()]));
     let s0 = room(&body, &t.s0);
     assert_eq!(children_state(s0), v([&t.a1, &t.s1, &t.b1]));
+    assert_eq!(s0["join_rule"], "public", "{s0}");
     assert_eq!(s0["room_version"], "12");
     let b2 = room(&body, &t.b2);
     assert_eq!(b2["name"], "B2");
@@ -380,6 +382,7 @@ async fn rooms_the_caller_may_not_see_are_left_out() {
     assert_eq!(body["room"]["room_id"], space.as_str());
     assert_eq!(body["room"]["name"], "SP");
     assert_eq!(body["room"]["room_type"], "m.space");
+    assert_eq!(body["room"]["join_rule"], "public", "{body}");
     assert_eq!(
         children_state(&body["room"]),
         v([&public, &private, &readable, &restricted, &hidden_space])
@@ -409,6 +412,11 @@ async fn rooms_the_caller_may_not_see_are_left_out() {
         .expect("readable room");
     assert_eq!(readable_summary["world_readable"], true);
     assert_eq!(readable_summary["join_rule"], "invite");
+    let public_summary = body["children"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["room_id"] == public.as_str()))
+        .expect("public room");
+    assert_eq!(public_summary["join_rule"], "public", "{public_summary}");
     assert!(readable_summary.get("children_state").is_none());
     // A private room is unknown to A's server as a root.
     let path_private = format!("/_matrix/federation/v1/hierarchy/{}", enc(&private));

@@ -1,6 +1,6 @@
 //! Reading around a room's timeline through the client API: member lists (now and at a
-//! token), joined members, event context with tokens that continue /messages, and
-//! timestamp_to_event.
+//! token), joined members, event context with tokens that continue /messages,
+//! timestamp_to_event, and the state a former member reads.
 
 mod common;
 
@@ -589,5 +589,143 @@ async fn timestamp_to_event_nearest_both_ways() {
         404,
         "M_NOT_FOUND",
     );
+    s.shutdown().await;
+}
+
+/// `m.room.name` and the whole state as `u` reads them: (status, name or error body).
+async fn state_name(s: &TestServer, u: &User, room: &str) -> (u16, Value) {
+    s.get(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        u.t(),
+    )
+    .await
+}
+
+/// The content of `event_type`/`state_key` in a `/state` answer.
+fn in_state<'a>(state: &'a Value, event_type: &str, state_key: &str) -> Option<&'a Value> {
+    state
+        .as_array()
+        .expect("state events")
+        .iter()
+        .find(|e| e["type"] == event_type && e["state_key"] == state_key)
+        .map(|e| &e["content"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn former_members_read_the_state_as_it_was_when_they_left() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let carol = s.register("carol", "carol-password").await;
+    let dave = s.register("dave", "dave-password").await;
+    let eve = s.register("eve", "eve-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "before"}))
+        .await;
+    for u in [&bob, &carol, &dave] {
+        s.join(u, &room).await;
+    }
+    let rename = |name: &'static str| {
+        let (s, alice, room) = (&s, &alice, &room);
+        async move {
+            let (status, body) = s
+                .put(
+                    &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+                    alice.t(),
+                    &json!({"name": name}),
+                )
+                .await;
+            assert_eq!(status, 200, "rename: {body}");
+        }
+    };
+
+    // Bob leaves, carol is kicked and dave banned, each at a different name.
+    leave(&s, &bob, &room).await;
+    rename("after bob").await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "kick: {body}");
+    rename("after carol").await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/ban"),
+            alice.t(),
+            &json!({"user_id": dave.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "ban: {body}");
+    rename("now").await;
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+            alice.t(),
+            &json!({"topic": "set later"}),
+        )
+        .await;
+    assert_eq!(status, 200, "topic: {body}");
+
+    for (u, name, membership) in [
+        (&alice, "now", "join"),
+        (&bob, "before", "leave"),
+        (&carol, "after bob", "leave"),
+        (&dave, "after carol", "ban"),
+    ] {
+        let (status, body) = state_name(&s, u, &room).await;
+        assert_eq!(
+            (status, &body["name"]),
+            (200, &json!(name)),
+            "{}",
+            u.user_id
+        );
+        let (status, state) = s
+            .get(&format!("/_matrix/client/v3/rooms/{room}/state"), u.t())
+            .await;
+        assert_eq!(status, 200, "{state}");
+        assert_eq!(in_state(&state, "m.room.name", "").unwrap()["name"], name);
+        assert_eq!(
+            in_state(&state, "m.room.member", &u.user_id).unwrap()["membership"],
+            membership
+        );
+        if membership != "join" {
+            // Nothing from after they left: the topic came later.
+            assert!(in_state(&state, "m.room.topic", "").is_none(), "{state}");
+            assert_error(
+                &s.get(
+                    &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+                    u.t(),
+                )
+                .await,
+                404,
+                "M_NOT_FOUND",
+            );
+        }
+    }
+
+    // Never a member: refused. A forgotten room is as if never joined.
+    assert_error(&state_name(&s, &eve, &room).await, 403, "M_FORBIDDEN");
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/forget"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "forget: {body}");
+    assert_error(&state_name(&s, &bob, &room).await, 403, "M_FORBIDDEN");
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), bob.t())
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // Back in the room, the current state again.
+    s.join(&bob, &room).await;
+    assert_eq!(state_name(&s, &bob, &room).await.1["name"], "now");
     s.shutdown().await;
 }

@@ -731,12 +731,16 @@ async fn history_visibility_is_enforced_per_event() {
             send_many(&s, &owner, &room, "after", 2).await;
             let seen_after = visible_bodies(&s, &late, &room).await;
             assert_eq!(seen_after, expected, "nothing after leaving");
-            assert_error(
-                &s.get(&format!("/_matrix/client/v3/rooms/{room}/state"), late.t())
-                    .await,
-                403,
-                "M_FORBIDDEN",
-            );
+            // The state is the state as it was when they left.
+            let (status, state) = s
+                .get(&format!("/_matrix/client/v3/rooms/{room}/state"), late.t())
+                .await;
+            assert_eq!(status, 200, "{state}");
+            let own = state
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["state_key"] == late.user_id.as_str()))
+                .expect("own member event");
+            assert_eq!(own["content"]["membership"], "leave");
         }
         // Someone never in the room sees nothing.
         let r = s

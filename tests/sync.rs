@@ -5,6 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::server::{TestServer, assert_error};
+use common::stripped::{RECOMMENDED, room_with_every_stripped_state, stripped_types};
 use serde_json::{Value, json};
 
 fn bodies(timeline: &Value) -> Vec<String> {
@@ -625,4 +626,47 @@ async fn a_room_joined_since_the_token_comes_with_its_state() {
         "{joined}"
     );
     assert_eq!(bodies(&joined["timeline"]), ["hello"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_and_knocks_carry_the_recommended_stripped_state() {
+    let s = TestServer::start().await;
+    let owner = s.register("bea", "bea-password").await;
+    let invitee = s.register("dan", "dan-password").await;
+    let knocker = s.register("cal", "cal-password").await;
+    let room = s
+        .create_room(&owner, room_with_every_stripped_state())
+        .await;
+
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            owner.t(),
+            &json!({"user_id": invitee.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "invite: {body}");
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/knock/{room}"),
+            knocker.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "knock: {body}");
+
+    let sync = s.sync(&invitee, "").await;
+    let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert_eq!(stripped_types(invite), RECOMMENDED, "{invite}");
+    let encryption = invite
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["type"] == "m.room.encryption"))
+        .expect("encryption");
+    assert_eq!(encryption["content"]["algorithm"], "m.megolm.v1.aes-sha2");
+    assert_eq!(encryption["state_key"], "");
+
+    let sync = s.sync(&knocker, "").await;
+    let knock = &sync["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert_eq!(stripped_types(knock), RECOMMENDED, "{knock}");
+    s.shutdown().await;
 }

@@ -40,6 +40,8 @@ pub struct MembershipAt {
     pub depth: i64,
     pub stream_ordering: Option<i64>,
     pub state_after: Option<i64>,
+    /// The user left and then forgot the room.
+    pub forgotten: bool,
 }
 
 pub async fn membership_at(
@@ -48,7 +50,7 @@ pub async fn membership_at(
     user_id: &str,
 ) -> Result<Option<MembershipAt>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT m.membership, e.depth, e.stream_ordering, e.state_after
+        "SELECT m.membership, e.depth, e.stream_ordering, e.state_after, m.forgotten
          FROM room_members m JOIN events e ON e.event_nid = m.event_nid
          WHERE m.room_nid = $1 AND m.user_id = $2",
     )

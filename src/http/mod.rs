@@ -6,6 +6,7 @@ pub mod client;
 pub mod federation;
 pub mod response;
 pub mod ruma;
+mod summaries;
 
 use std::net::SocketAddr;
 use std::time::Instant;

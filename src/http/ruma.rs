@@ -186,14 +186,33 @@ pub struct RumaResponse<R>(pub R);
 
 impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
     fn into_response(self) -> Response {
-        match self.0.try_into_http_response::<BytesMut>() {
-            Ok(res) => res
-                .map(|body| axum::body::Body::from(body.freeze()))
-                .into_response(),
-            Err(e) => {
-                Error::internal(format!("response serialization failed: {e}")).into_response()
-            }
-        }
+        write_response(self.0, None)
+    }
+}
+
+/// A change to a response's JSON body after ruma wrote it, for a field ruma leaves out that
+/// other servers or clients need spelled out (see [`route_patched`]).
+pub type BodyPatch = fn(&mut serde_json::Value);
+
+fn write_response<R: OutgoingResponse>(response: R, patch: Option<BodyPatch>) -> Response {
+    let written = response
+        .try_into_http_response::<BytesMut>()
+        .map_err(|e| Error::internal(format!("response serialization failed: {e}")))
+        .and_then(|res| {
+            let Some(patch) = patch else {
+                return Ok(res.map(BytesMut::freeze));
+            };
+            let (parts, body) = res.into_parts();
+            let mut json: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::internal(format!("response body is not JSON: {e}")))?;
+            patch(&mut json);
+            let body = serde_json::to_vec(&json)
+                .map_err(|e| Error::internal(format!("response serialization failed: {e}")))?;
+            Ok(http::Response::from_parts(parts, body.into()))
+        });
+    match written {
+        Ok(res) => res.map(axum::body::Body::from).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -206,15 +225,49 @@ where
     H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
 {
+    route_with(router, handler, None)
+}
+
+/// Like [`route`], with `patch` applied to the JSON body of every successful answer.
+pub fn route_patched<T, H, Fut>(
+    router: Router<AppState>,
+    handler: H,
+    patch: BodyPatch,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    route_with(router, handler, Some(patch))
+}
+
+fn route_with<T, H, Fut>(
+    router: Router<AppState>,
+    handler: H,
+    patch: Option<BodyPatch>,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
     let mut router = router;
     for path in T::PATH_BUILDER.all_paths() {
-        router = router.route(path, method_router(handler.clone()));
+        router = router.route(path, method_router(handler.clone(), patch));
     }
     router
 }
 
 /// An axum method router for `T`'s method that runs `handler` on the parsed request.
-fn method_router<T, H, Fut>(handler: H) -> axum::routing::MethodRouter<AppState>
+fn method_router<T, H, Fut>(
+    handler: H,
+    patch: Option<BodyPatch>,
+) -> axum::routing::MethodRouter<AppState>
 where
     T: IncomingRequest + Send + 'static,
     T::Authentication: Authenticate,
@@ -224,7 +277,11 @@ where
 {
     let h = move |State(state): State<AppState>, req: Ruma<T>| {
         let handler = handler.clone();
-        async move { handler(state, req).await.map(RumaResponse) }
+        async move {
+            handler(state, req)
+                .await
+                .map(|response| write_response(response, patch))
+        }
     };
     on(method_filter(&T::METHOD), h)
 }
@@ -282,7 +339,7 @@ where
                 req.extensions_mut().insert(EmptyLastParam);
                 req
             });
-            router = router.route(&short, method_router(handler.clone()).layer(mark));
+            router = router.route(&short, method_router(handler.clone(), None).layer(mark));
         }
     }
     router

@@ -247,8 +247,8 @@ impl Rooms {
 }
 
 impl Rooms {
-    /// The PDUs of the room's public basics (create, name, avatar, topic, join rules,
-    /// canonical alias) as JSON: what an invitee or a knocker is shown of the room.
+    /// The PDUs of the room's public basics ([`INVITE_STATE_TYPES`]) as JSON: what an
+    /// invitee or a knocker is shown of the room.
     pub async fn public_basics(&self, room: &db::rooms::RoomRow) -> Result<Vec<String>> {
         let Some(group) = room.state_group else {
             return Ok(Vec::new());
@@ -267,14 +267,17 @@ impl Rooms {
     }
 }
 
-/// State types whose events go with an invite, so the invitee's client can show the room.
-pub const INVITE_STATE_TYPES: [&str; 6] = [
+/// State types whose events go with an invite or a knock (stripped state), so the invitee's
+/// or knocker's client can show the room: the spec's recommended list. Local invitees and
+/// knockers see them in /sync; other servers get them with an invite or a knock's answer.
+pub const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.name",
     "m.room.avatar",
     "m.room.topic",
     "m.room.join_rules",
     "m.room.canonical_alias",
+    "m.room.encryption",
 ];
 
 /// Put a display name and avatar (or their absence) into member event content.

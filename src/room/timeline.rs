@@ -172,6 +172,27 @@ impl Rooms {
         ))
     }
 
+    /// The state group `user` may read the room's state from: the current state when they
+    /// are joined or the room is world-readable; for a former member (left, kicked or
+    /// banned, and the room not forgotten) the state as it was right after they left, as
+    /// the spec says and Synapse does. Anyone else gets 403.
+    pub async fn readable_state_group(&self, room: &RoomRow, user: &UserId) -> Result<Option<i64>> {
+        let own = db::reads::membership_at(self.db(), room.room_nid, user.as_str()).await?;
+        if own.as_ref().is_some_and(|m| m.membership == "join")
+            || self.history_visibility(room).await? == "world_readable"
+        {
+            return Ok(room.state_group);
+        }
+        let departed =
+            own.filter(|m| matches!(m.membership.as_str(), "leave" | "ban") && !m.forgotten);
+        match departed.and_then(|m| m.state_after) {
+            Some(group) => Ok(Some(group)),
+            None => Err(Error::forbidden(
+                "You are not allowed to view the state of this room",
+            )),
+        }
+    }
+
     pub async fn history_visibility(&self, room: &RoomRow) -> Result<String> {
         let Some(group) = room.state_group else {
             return Ok("shared".to_owned());
@@ -243,11 +264,10 @@ impl Rooms {
         Ok(self.to_client(&room, &[e]).await?.remove(0))
     }
 
-    /// The room's current state events.
+    /// The room's current state events (for a former member, as it was when they left).
     pub async fn current_state(&self, user: &UserId, room_id: &RoomId) -> Result<Vec<Value>> {
         let room = self.room(room_id).await?;
-        self.check_can_read_state(&room, user).await?;
-        let Some(group) = room.state_group else {
+        let Some(group) = self.readable_state_group(&room, user).await? else {
             return Ok(Vec::new());
         };
         let rows = db::state::load(self.db(), group).await?;
@@ -256,7 +276,8 @@ impl Rooms {
         self.to_client(&room, &events).await
     }
 
-    /// The content of one current state event.
+    /// The content of one current state event (for a former member, as it was when they
+    /// left).
     pub async fn state_content(
         &self,
         user: &UserId,
@@ -265,9 +286,11 @@ impl Rooms {
         state_key: &str,
     ) -> Result<Value> {
         let room = self.room(room_id).await?;
-        self.check_can_read_state(&room, user).await?;
         let not_found = || Error::not_found("State event not found");
-        let group = room.state_group.ok_or_else(not_found)?;
+        let group = self
+            .readable_state_group(&room, user)
+            .await?
+            .ok_or_else(not_found)?;
         let rows = db::state::load_keys(self.db(), group, &[(event_type, state_key)]).await?;
         let row = rows.first().ok_or_else(not_found)?;
         let events = db::events::by_nids(self.db(), &[row.1]).await?;

@@ -104,16 +104,6 @@ impl SyncResponse {
 /// Largest timeline a sync returns per room, whatever the filter asks.
 const MAX_TIMELINE: i64 = 200;
 
-/// State types shown to invitees (stripped state), as Synapse's defaults.
-const INVITE_STATE_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.avatar",
-    "m.room.encryption",
-    "m.room.name",
-];
-
 /// A read after a wake-up: the news, and what the read before it found.
 struct Delta {
     news: News,

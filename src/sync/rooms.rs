@@ -7,10 +7,11 @@ use ruma::UserId;
 use serde_json::Value;
 
 use super::token::SyncToken;
-use super::{INVITE_STATE_TYPES, MAX_HEROES, Parts, RoomSummary, Sync, SyncResponse};
+use super::{MAX_HEROES, Parts, RoomSummary, Sync, SyncResponse};
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::ephemeral::{EphemeralPositions, EphemeralRead, EphemeralSync};
 use crate::error::Result;
+use crate::room::membership::INVITE_STATE_TYPES;
 
 impl Sync {
     /// The joined rooms whose membership changed after `after` and was not `join` then.

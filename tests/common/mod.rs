@@ -6,3 +6,4 @@ pub mod db;
 pub mod federation;
 pub mod media;
 pub mod server;
+pub mod stripped;

@@ -8,10 +8,11 @@ use ruma::api::client::space::get_hierarchy;
 use crate::app::AppState;
 use crate::error::Result;
 use crate::federation::hierarchy::HierarchyQuery;
-use crate::http::ruma::{Ruma, route};
+use crate::http::ruma::{Ruma, route_patched};
+use crate::http::summaries;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    route(r, hierarchy_route)
+    route_patched(r, hierarchy_route, summaries::client_hierarchy)
 }
 
 /// # `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`

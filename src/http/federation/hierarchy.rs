@@ -7,10 +7,11 @@ use ruma::api::federation::space::get_hierarchy;
 
 use crate::app::AppState;
 use crate::error::Result;
-use crate::http::ruma::{Ruma, route};
+use crate::http::ruma::{Ruma, route_patched};
+use crate::http::summaries;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    route(r, hierarchy_route)
+    route_patched(r, hierarchy_route, summaries::federation_hierarchy)
 }
 
 /// # `GET /_matrix/federation/v1/hierarchy/{roomId}`

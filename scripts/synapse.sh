@@ -35,8 +35,10 @@ synapse_install() { # venv
 	command -v "$python" >/dev/null || apt_install "Python 3 was not found." "set PYTHON to a Python 3.10 or later" python3
 	"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
 		die "Synapse needs Python 3.10 or later; $python is $("$python" --version 2>&1). Set PYTHON to a newer one."
-	if "$venv/bin/python" -c 'import synapse, sys; sys.exit(synapse.__version__ != sys.argv[1])' \
-		"$synapse_version" 2>/dev/null; then
+	# The installed distribution's version: synapse.__version__ adds git details when the
+	# virtualenv lies inside a git checkout, as it does here.
+	if "$venv/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(m.version("matrix-synapse") != sys.argv[1])' "$synapse_version" 2>/dev/null; then
 		return 0
 	fi
 	step "Installing Synapse $synapse_version into $venv"

@@ -3,14 +3,16 @@
 //! with it, hosts one generated room (make_join / send_join) and accepts whatever the server
 //! under test sends it. It checks nothing it receives: it is there to measure the other side.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use rand::RngCore;
 use ruma::api::federation::membership::{create_join_event, prepare_join_event};
 use ruma::api::federation::transactions::send_transaction_message;
@@ -37,6 +39,7 @@ pub struct Peer {
     keys: Arc<ServerKeys>,
     client: FederationClient,
     hosted: Arc<Mutex<Option<Arc<HostedRoom>>>>,
+    built: Arc<Mutex<Built>>,
     stop: watch::Sender<bool>,
     dir: PathBuf,
 }
@@ -64,10 +67,19 @@ pub struct Joined {
     depth: i64,
 }
 
+/// Every event the peer has built or signed, by ID. A server that receives events out of
+/// order (Synapse may take the PDUs of one transaction in any order) asks the sender for the
+/// ones before them, as it would ask a real server.
+#[derive(Default)]
+struct Built {
+    events: HashMap<OwnedEventId, (String, Vec<OwnedEventId>)>,
+}
+
 #[derive(Clone)]
 struct PeerState {
     keys: Arc<ServerKeys>,
     hosted: Arc<Mutex<Option<Arc<HostedRoom>>>>,
+    built: Arc<Mutex<Built>>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -96,6 +108,7 @@ impl Peer {
         std::fs::write(&key_path, cert.signing_key.serialize_pem()).map_err(err)?;
 
         let hosted = Arc::new(Mutex::new(None));
+        let built = Arc::new(Mutex::new(Built::default()));
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(server_keys))
             .route("/_matrix/federation/v1/version", get(version))
@@ -108,10 +121,16 @@ impl Peer {
                 "/_matrix/federation/v2/send_join/{room}/{event}",
                 put(send_join),
             )
+            .route("/_matrix/federation/v1/event/{event}", get(event))
+            .route(
+                "/_matrix/federation/v1/get_missing_events/{room}",
+                post(missing_events),
+            )
             .fallback(unrecognized)
             .with_state(PeerState {
                 keys: keys.clone(),
                 hosted: hosted.clone(),
+                built: built.clone(),
             });
         let (stop, stop_rx) = watch::channel(false);
         trellis::server::spawn_serving(listener, Some((&cert_path, &key_path)), app, stop_rx)
@@ -128,6 +147,7 @@ impl Peer {
             keys,
             client,
             hosted,
+            built,
             stop,
             dir,
         })
@@ -147,7 +167,7 @@ impl Peer {
         depth: i64,
     ) -> Res<(OwnedEventId, String)> {
         let rules = VERSION.rules().ok_or("no rules for the room version")?;
-        pdu::build(
+        let (id, json) = pdu::build(
             &self.keys,
             new,
             &Placement {
@@ -160,7 +180,15 @@ impl Peer {
                 depth,
             },
         )
-        .map_err(err)
+        .map_err(err)?;
+        self.remember(&id, &json, prev.to_vec())?;
+        Ok((id, json))
+    }
+
+    fn remember(&self, id: &OwnedEventId, json: &str, prev: Vec<OwnedEventId>) -> Res<()> {
+        let mut built = self.built.lock().map_err(err)?;
+        built.events.insert(id.clone(), (json.to_owned(), prev));
+        Ok(())
     }
 
     /// Generate a public room with `members` joined users besides its creator, and host it:
@@ -327,8 +355,19 @@ impl Peer {
             Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
             _ => return Err("join template without depth".to_owned()),
         };
-        let raw =
-            RawValue::from_string(serde_json::to_string(&event).map_err(err)?).map_err(err)?;
+        let json = serde_json::to_string(&event).map_err(err)?;
+        let prev = match event.get("prev_events") {
+            Some(CanonicalJsonValue::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| match v {
+                    CanonicalJsonValue::String(s) => EventId::parse(s).ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.remember(&event_id, &json, prev)?;
+        let raw = RawValue::from_string(json).map_err(err)?;
         let answer = self
             .client
             .send(
@@ -510,7 +549,73 @@ async fn send_join(
     }
 }
 
-async fn unrecognized() -> Response {
+/// `GET /_matrix/federation/v1/event/{eventId}`, for events the peer built.
+async fn event(State(s): State<PeerState>, Path(id): Path<String>) -> Response {
+    let found = s.built.lock().ok().and_then(|b| {
+        let id = EventId::parse(&id).ok()?;
+        b.events.get(&id).map(|(json, _)| json.clone())
+    });
+    match found {
+        Some(json) => json_response(
+            StatusCode::OK,
+            format!(
+                r#"{{"origin":"{}","origin_server_ts":{},"pdus":[{json}]}}"#,
+                s.keys.server_name(),
+                MilliSecondsSinceUnixEpoch::now().get()
+            ),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"errcode": "M_NOT_FOUND", "error": "Unknown event"}).to_string(),
+        ),
+    }
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`: the peer's events before
+/// `latest_events`, walking back through prev_events up to `earliest_events`, oldest first.
+async fn missing_events(State(s): State<PeerState>, Json(body): Json<Value>) -> Response {
+    let ids = |key: &str| -> Vec<OwnedEventId> {
+        body[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| EventId::parse(v.as_str()?).ok())
+            .collect()
+    };
+    let limit = body["limit"].as_u64().unwrap_or(10).min(100) as usize;
+    let latest = ids("latest_events");
+    let mut seen: HashSet<OwnedEventId> = ids("earliest_events").into_iter().collect();
+    seen.extend(latest.iter().cloned());
+    let Ok(built) = s.built.lock() else {
+        return json_response(StatusCode::INTERNAL_SERVER_ERROR, "{}".to_owned());
+    };
+    let mut queue: VecDeque<OwnedEventId> = latest
+        .iter()
+        .filter_map(|id| built.events.get(id))
+        .flat_map(|(_, prev)| prev.iter().cloned())
+        .collect();
+    let mut found = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        if found.len() >= limit {
+            break;
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some((json, prev)) = built.events.get(&id) {
+            found.push(json.as_str());
+            queue.extend(prev.iter().cloned());
+        }
+    }
+    found.reverse();
+    json_response(
+        StatusCode::OK,
+        format!(r#"{{"events":[{}]}}"#, found.join(",")),
+    )
+}
+
+async fn unrecognized(uri: Uri) -> Response {
+    eprintln!("peer: not served: {}", uri.path());
     json_response(
         StatusCode::NOT_FOUND,
         json!({"errcode": "M_UNRECOGNIZED", "error": "Not served by the load peer"}).to_string(),

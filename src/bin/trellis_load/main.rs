@@ -132,6 +132,10 @@ async fn run() -> Result<(), String> {
         if let Some(rss) = args.pids.get(name).and_then(|p| rss_mib(p)) {
             figures.insert("14 server RSS after the run", (rss, "MiB", false));
         }
+        // Each server's figures as soon as it is done, in case a later one fails.
+        for (key, (v, unit, _)) in &figures {
+            eprintln!("  {:<52} {v:.1} {unit}", &key[3..]);
+        }
         results.push((name.clone(), figures));
     }
     print_table(&results);

@@ -73,6 +73,14 @@ pub struct Joined {
 #[derive(Default)]
 struct Built {
     events: HashMap<OwnedEventId, (String, Vec<OwnedEventId>)>,
+    /// Per room, the state every event the peer sends there sees (its own events change no
+    /// state after its join) and that state's auth chain, for `/state_ids`.
+    rooms: HashMap<OwnedRoomId, RoomIds>,
+}
+
+struct RoomIds {
+    state: Vec<OwnedEventId>,
+    auth_chain: Vec<OwnedEventId>,
 }
 
 #[derive(Clone)]
@@ -122,6 +130,7 @@ impl Peer {
                 put(send_join),
             )
             .route("/_matrix/federation/v1/event/{event}", get(event))
+            .route("/_matrix/federation/v1/state_ids/{room}", get(state_ids))
             .route(
                 "/_matrix/federation/v1/get_missing_events/{room}",
                 post(missing_events),
@@ -301,6 +310,21 @@ impl Peer {
             latest = id;
             depth += 1;
         }
+        let ids = |events: &[String]| -> Res<Vec<OwnedEventId>> {
+            events
+                .iter()
+                .map(|j| reference_id(&serde_json::from_str(j).map_err(err)?))
+                .collect()
+        };
+        let room_ids = RoomIds {
+            state: ids(&state_json)?,
+            auth_chain: ids(&chain)?,
+        };
+        self.built
+            .lock()
+            .map_err(err)?
+            .rooms
+            .insert(room_id.clone(), room_ids);
         let send_join_body = format!(
             r#"{{"origin":"{}","members_omitted":false,"servers_in_room":["{}"],"state":[{}],"auth_chain":[{}]}}"#,
             self.name,
@@ -378,15 +402,29 @@ impl Peer {
             .map_err(err)?;
         // A message cites the create event, the power levels and its sender's membership.
         let mut auth = vec![event_id.clone()];
+        let mut state = vec![event_id.clone()];
         for raw in &answer.room_state.state {
             let ev: CanonicalJsonObject = serde_json::from_str(raw.get()).map_err(err)?;
+            let id = reference_id(&ev)?;
             let is = |k: &str, v: &str| matches!(ev.get(k), Some(CanonicalJsonValue::String(s)) if s == v);
             if (is("type", "m.room.create") || is("type", "m.room.power_levels"))
                 && is("state_key", "")
             {
-                auth.push(reference_id(&ev)?);
+                auth.push(id.clone());
             }
+            state.push(id);
         }
+        let auth_chain = answer
+            .room_state
+            .auth_chain
+            .iter()
+            .map(|raw| reference_id(&serde_json::from_str(raw.get()).map_err(err)?))
+            .collect::<Res<Vec<_>>>()?;
+        self.built
+            .lock()
+            .map_err(err)?
+            .rooms
+            .insert(room_id.clone(), RoomIds { state, auth_chain });
         if auth.len() != 3 {
             return Err("send_join state lacks the create or power levels event".to_owned());
         }
@@ -568,6 +606,19 @@ async fn event(State(s): State<PeerState>, Path(id): Path<String>) -> Response {
             StatusCode::NOT_FOUND,
             json!({"errcode": "M_NOT_FOUND", "error": "Unknown event"}).to_string(),
         ),
+    }
+}
+
+/// `GET /_matrix/federation/v1/state_ids/{roomId}`: the room's state at any of the peer's
+/// events there (they change no state after the peer's join).
+async fn state_ids(State(s): State<PeerState>, Path(room): Path<String>) -> Response {
+    let answer = s.built.lock().ok().and_then(|b| {
+        let ids = b.rooms.get(&OwnedRoomId::try_from(room.as_str()).ok()?)?;
+        Some(json!({"pdu_ids": ids.state, "auth_chain_ids": ids.auth_chain}).to_string())
+    });
+    match answer {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => not_found(),
     }
 }
 

@@ -131,6 +131,7 @@ impl Peer {
             )
             .route("/_matrix/federation/v1/event/{event}", get(event))
             .route("/_matrix/federation/v1/state_ids/{room}", get(state_ids))
+            .route("/_matrix/federation/v1/state/{room}", get(room_state))
             .route(
                 "/_matrix/federation/v1/get_missing_events/{room}",
                 post(missing_events),
@@ -406,6 +407,8 @@ impl Peer {
         for raw in &answer.room_state.state {
             let ev: CanonicalJsonObject = serde_json::from_str(raw.get()).map_err(err)?;
             let id = reference_id(&ev)?;
+            // Known, so that /state can give it back; its ancestors are not the peer's to walk.
+            self.remember(&id, raw.get(), Vec::new())?;
             let is = |k: &str, v: &str| matches!(ev.get(k), Some(CanonicalJsonValue::String(s)) if s == v);
             if (is("type", "m.room.create") || is("type", "m.room.power_levels"))
                 && is("state_key", "")
@@ -418,7 +421,11 @@ impl Peer {
             .room_state
             .auth_chain
             .iter()
-            .map(|raw| reference_id(&serde_json::from_str(raw.get()).map_err(err)?))
+            .map(|raw| {
+                let id = reference_id(&serde_json::from_str(raw.get()).map_err(err)?)?;
+                self.remember(&id, raw.get(), Vec::new())?;
+                Ok(id)
+            })
             .collect::<Res<Vec<_>>>()?;
         self.built
             .lock()
@@ -615,6 +622,29 @@ async fn state_ids(State(s): State<PeerState>, Path(room): Path<String>) -> Resp
     let answer = s.built.lock().ok().and_then(|b| {
         let ids = b.rooms.get(&OwnedRoomId::try_from(room.as_str()).ok()?)?;
         Some(json!({"pdu_ids": ids.state, "auth_chain_ids": ids.auth_chain}).to_string())
+    });
+    match answer {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => not_found(),
+    }
+}
+
+/// `GET /_matrix/federation/v1/state/{roomId}`: the same as events.
+async fn room_state(State(s): State<PeerState>, Path(room): Path<String>) -> Response {
+    let answer = s.built.lock().ok().and_then(|b| {
+        let ids = b.rooms.get(&OwnedRoomId::try_from(room.as_str()).ok()?)?;
+        let events = |ids: &[OwnedEventId]| -> Option<String> {
+            let json: Option<Vec<&str>> = ids
+                .iter()
+                .map(|id| b.events.get(id).map(|(j, _)| j.as_str()))
+                .collect();
+            Some(json?.join(","))
+        };
+        Some(format!(
+            r#"{{"pdus":[{}],"auth_chain":[{}]}}"#,
+            events(&ids.state)?,
+            events(&ids.auth_chain)?
+        ))
     });
     match answer {
         Some(body) => json_response(StatusCode::OK, body),

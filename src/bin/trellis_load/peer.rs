@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -543,7 +544,10 @@ async fn version() -> Response {
     )
 }
 
-async fn accept_transaction() -> Response {
+// Handlers that ignore the request body still take it: a connection closed with request
+// bytes left unread is reset, and the reset can cut off the answer still on its way (Synapse
+// lost the tail of large send_join answers that way).
+async fn accept_transaction(_body: Bytes) -> Response {
     json_response(StatusCode::OK, r#"{"pdus":{}}"#.to_owned())
 }
 
@@ -587,6 +591,7 @@ async fn make_join(
 async fn send_join(
     State(s): State<PeerState>,
     Path((room, _event)): Path<(String, String)>,
+    _body: Bytes,
 ) -> Response {
     match hosted(&s, &room) {
         Some(h) => json_response(StatusCode::OK, h.send_join_body.clone()),
@@ -695,7 +700,7 @@ async fn missing_events(State(s): State<PeerState>, Json(body): Json<Value>) -> 
     )
 }
 
-async fn unrecognized(uri: Uri) -> Response {
+async fn unrecognized(uri: Uri, _body: Bytes) -> Response {
     eprintln!("peer: not served: {}", uri.path());
     json_response(
         StatusCode::NOT_FOUND,

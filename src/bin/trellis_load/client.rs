@@ -89,7 +89,10 @@ impl Client {
             )
             .await?;
         Ok(User {
-            token: v["access_token"].as_str().ok_or("no access_token")?.to_owned(),
+            token: v["access_token"]
+                .as_str()
+                .ok_or("no access_token")?
+                .to_owned(),
             user_id: u.user_id.clone(),
         })
     }

@@ -71,6 +71,7 @@ pub struct Accounts {
     registration: Arc<RegistrationConfig>,
     pub limits: Arc<RateLimiters>,
     tokens: Arc<token_cache::TokenCache>,
+    passwords: password::Hasher,
 }
 
 pub fn now_ms() -> i64 {
@@ -94,6 +95,7 @@ impl Accounts {
                 register_per_ip: Limiter::new(rl.register_per_ip),
             }),
             tokens: Arc::default(),
+            passwords: password::Hasher::default(),
         }
     }
 
@@ -170,7 +172,7 @@ impl Accounts {
             None => self.random_free_user_id().await?,
         };
         let password_hash = match new.password {
-            Some(p) => Some(password::hash(p).await?),
+            Some(p) => Some(self.passwords.hash(p).await?),
             None => None,
         };
         let now = now_ms();
@@ -289,7 +291,7 @@ impl Accounts {
         let Some(hash) = row.password_hash.filter(|_| !row.deactivated) else {
             return Ok(false);
         };
-        password::verify(password.to_owned(), hash).await
+        self.passwords.verify(password.to_owned(), hash).await
     }
 
     /// Revoke the caller's token by removing its device.
@@ -321,7 +323,7 @@ impl Accounts {
         new_password: String,
         logout_devices: bool,
     ) -> Result<()> {
-        let hash = password::hash(new_password).await?;
+        let hash = self.passwords.hash(new_password).await?;
         let mut tx = self.db.begin().await?;
         db::users::set_password_hash(&mut *tx, user.user_id.as_str(), Some(&hash)).await?;
         if logout_devices {

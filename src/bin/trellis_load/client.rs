@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 
 pub type Res<T> = Result<T, String>;
 
+const PASSWORD: &str = "load-test-password";
+
 #[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
@@ -54,7 +56,7 @@ impl Client {
     /// Register `name` through the dummy flow of user-interactive auth.
     pub async fn register(&self, name: &str) -> Res<User> {
         let path = "/_matrix/client/v3/register";
-        let mut body = json!({"username": name, "password": "load-test-password"});
+        let mut body = json!({"username": name, "password": PASSWORD});
         let first = self
             .call(reqwest::Method::POST, path, None, Some(&body))
             .await?;
@@ -68,6 +70,30 @@ impl Client {
                 .ok_or("no access_token")?
                 .to_owned(),
             user_id: done["user_id"].as_str().ok_or("no user_id")?.to_owned(),
+        })
+    }
+
+    /// A new login (a new device) of `u`.
+    pub async fn login(&self, u: &User) -> Res<User> {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": u.user_id},
+            "password": PASSWORD,
+        });
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/login",
+                None,
+                Some(&body),
+            )
+            .await?;
+        Ok(User {
+            token: v["access_token"]
+                .as_str()
+                .ok_or("no access_token")?
+                .to_owned(),
+            user_id: u.user_id.clone(),
         })
     }
 

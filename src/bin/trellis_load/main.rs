@@ -25,6 +25,8 @@ use std::time::Duration;
 use client::Client;
 use scenarios::{Figures, scaled};
 
+const SETTLE: Duration = Duration::from_secs(15);
+
 const USAGE: &str = "usage: trellis-load --server NAME=URL [--server NAME=URL ...] \
                      [--pid NAME=PID ...] [--scale F] [--no-federation]";
 
@@ -129,8 +131,20 @@ async fn run() -> Result<(), String> {
                 .await
                 .map_err(|e| format!("{name}: federation: {e}"))?;
         }
-        if let Some(rss) = args.pids.get(name).and_then(|p| rss_mib(p)) {
-            figures.insert("14 server RSS after the run", (rss, "MiB", false));
+        if let Some(pid) = args.pids.get(name) {
+            if let Some(rss) = rss_mib(pid) {
+                figures.insert("14 server RSS right after the run", (rss, "MiB", false));
+            }
+            // What the server keeps once idle: allocators and garbage collectors give memory
+            // back on their own schedule.
+            tokio::time::sleep(SETTLE).await;
+            if let Some(rss) = rss_mib(pid) {
+                figures.insert("15 server RSS 15 s later", (rss, "MiB", false));
+            }
+        }
+        // Each server's figures as soon as it is done, in case a later one fails.
+        for (key, (v, unit, _)) in &figures {
+            eprintln!("  {:<52} {v:.1} {unit}", &key[3..]);
         }
         results.push((name.clone(), figures));
     }

@@ -3,14 +3,17 @@
 //! with it, hosts one generated room (make_join / send_join) and accepts whatever the server
 //! under test sends it. It checks nothing it receives: it is there to measure the other side.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use rand::RngCore;
 use ruma::api::federation::membership::{create_join_event, prepare_join_event};
 use ruma::api::federation::transactions::send_transaction_message;
@@ -37,6 +40,7 @@ pub struct Peer {
     keys: Arc<ServerKeys>,
     client: FederationClient,
     hosted: Arc<Mutex<Option<Arc<HostedRoom>>>>,
+    built: Arc<Mutex<Built>>,
     stop: watch::Sender<bool>,
     dir: PathBuf,
 }
@@ -64,10 +68,27 @@ pub struct Joined {
     depth: i64,
 }
 
+/// Every event the peer has built or signed, by ID. A server that receives events out of
+/// order (Synapse may take the PDUs of one transaction in any order) asks the sender for the
+/// ones before them, as it would ask a real server.
+#[derive(Default)]
+struct Built {
+    events: HashMap<OwnedEventId, (String, Vec<OwnedEventId>)>,
+    /// Per room, the state every event the peer sends there sees (its own events change no
+    /// state after its join) and that state's auth chain, for `/state_ids`.
+    rooms: HashMap<OwnedRoomId, RoomIds>,
+}
+
+struct RoomIds {
+    state: Vec<OwnedEventId>,
+    auth_chain: Vec<OwnedEventId>,
+}
+
 #[derive(Clone)]
 struct PeerState {
     keys: Arc<ServerKeys>,
     hosted: Arc<Mutex<Option<Arc<HostedRoom>>>>,
+    built: Arc<Mutex<Built>>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -96,6 +117,7 @@ impl Peer {
         std::fs::write(&key_path, cert.signing_key.serialize_pem()).map_err(err)?;
 
         let hosted = Arc::new(Mutex::new(None));
+        let built = Arc::new(Mutex::new(Built::default()));
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(server_keys))
             .route("/_matrix/federation/v1/version", get(version))
@@ -108,10 +130,18 @@ impl Peer {
                 "/_matrix/federation/v2/send_join/{room}/{event}",
                 put(send_join),
             )
+            .route("/_matrix/federation/v1/event/{event}", get(event))
+            .route("/_matrix/federation/v1/state_ids/{room}", get(state_ids))
+            .route("/_matrix/federation/v1/state/{room}", get(room_state))
+            .route(
+                "/_matrix/federation/v1/get_missing_events/{room}",
+                post(missing_events),
+            )
             .fallback(unrecognized)
             .with_state(PeerState {
                 keys: keys.clone(),
                 hosted: hosted.clone(),
+                built: built.clone(),
             });
         let (stop, stop_rx) = watch::channel(false);
         trellis::server::spawn_serving(listener, Some((&cert_path, &key_path)), app, stop_rx)
@@ -128,6 +158,7 @@ impl Peer {
             keys,
             client,
             hosted,
+            built,
             stop,
             dir,
         })
@@ -147,7 +178,7 @@ impl Peer {
         depth: i64,
     ) -> Res<(OwnedEventId, String)> {
         let rules = VERSION.rules().ok_or("no rules for the room version")?;
-        pdu::build(
+        let (id, json) = pdu::build(
             &self.keys,
             new,
             &Placement {
@@ -160,7 +191,15 @@ impl Peer {
                 depth,
             },
         )
-        .map_err(err)
+        .map_err(err)?;
+        self.remember(&id, &json, prev.to_vec())?;
+        Ok((id, json))
+    }
+
+    fn remember(&self, id: &OwnedEventId, json: &str, prev: Vec<OwnedEventId>) -> Res<()> {
+        let mut built = self.built.lock().map_err(err)?;
+        built.events.insert(id.clone(), (json.to_owned(), prev));
+        Ok(())
     }
 
     /// Generate a public room with `members` joined users besides its creator, and host it:
@@ -273,6 +312,21 @@ impl Peer {
             latest = id;
             depth += 1;
         }
+        let ids = |events: &[String]| -> Res<Vec<OwnedEventId>> {
+            events
+                .iter()
+                .map(|j| reference_id(&serde_json::from_str(j).map_err(err)?))
+                .collect()
+        };
+        let room_ids = RoomIds {
+            state: ids(&state_json)?,
+            auth_chain: ids(&chain)?,
+        };
+        self.built
+            .lock()
+            .map_err(err)?
+            .rooms
+            .insert(room_id.clone(), room_ids);
         let send_join_body = format!(
             r#"{{"origin":"{}","members_omitted":false,"servers_in_room":["{}"],"state":[{}],"auth_chain":[{}]}}"#,
             self.name,
@@ -327,8 +381,19 @@ impl Peer {
             Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
             _ => return Err("join template without depth".to_owned()),
         };
-        let raw =
-            RawValue::from_string(serde_json::to_string(&event).map_err(err)?).map_err(err)?;
+        let json = serde_json::to_string(&event).map_err(err)?;
+        let prev = match event.get("prev_events") {
+            Some(CanonicalJsonValue::Array(ids)) => ids
+                .iter()
+                .filter_map(|v| match v {
+                    CanonicalJsonValue::String(s) => EventId::parse(s).ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.remember(&event_id, &json, prev)?;
+        let raw = RawValue::from_string(json).map_err(err)?;
         let answer = self
             .client
             .send(
@@ -339,15 +404,35 @@ impl Peer {
             .map_err(err)?;
         // A message cites the create event, the power levels and its sender's membership.
         let mut auth = vec![event_id.clone()];
+        let mut state = vec![event_id.clone()];
         for raw in &answer.room_state.state {
             let ev: CanonicalJsonObject = serde_json::from_str(raw.get()).map_err(err)?;
+            let id = reference_id(&ev)?;
+            // Known, so that /state can give it back; its ancestors are not the peer's to walk.
+            self.remember(&id, raw.get(), Vec::new())?;
             let is = |k: &str, v: &str| matches!(ev.get(k), Some(CanonicalJsonValue::String(s)) if s == v);
             if (is("type", "m.room.create") || is("type", "m.room.power_levels"))
                 && is("state_key", "")
             {
-                auth.push(reference_id(&ev)?);
+                auth.push(id.clone());
             }
+            state.push(id);
         }
+        let auth_chain = answer
+            .room_state
+            .auth_chain
+            .iter()
+            .map(|raw| {
+                let id = reference_id(&serde_json::from_str(raw.get()).map_err(err)?)?;
+                self.remember(&id, raw.get(), Vec::new())?;
+                Ok(id)
+            })
+            .collect::<Res<Vec<_>>>()?;
+        self.built
+            .lock()
+            .map_err(err)?
+            .rooms
+            .insert(room_id.clone(), RoomIds { state, auth_chain });
         if auth.len() != 3 {
             return Err("send_join state lacks the create or power levels event".to_owned());
         }
@@ -459,7 +544,10 @@ async fn version() -> Response {
     )
 }
 
-async fn accept_transaction() -> Response {
+// Handlers that ignore the request body still take it: a connection closed with request
+// bytes left unread is reset, and the reset can cut off the answer still on its way (Synapse
+// lost the tail of large send_join answers that way).
+async fn accept_transaction(_body: Bytes) -> Response {
     json_response(StatusCode::OK, r#"{"pdus":{}}"#.to_owned())
 }
 
@@ -503,6 +591,7 @@ async fn make_join(
 async fn send_join(
     State(s): State<PeerState>,
     Path((room, _event)): Path<(String, String)>,
+    _body: Bytes,
 ) -> Response {
     match hosted(&s, &room) {
         Some(h) => json_response(StatusCode::OK, h.send_join_body.clone()),
@@ -510,7 +599,109 @@ async fn send_join(
     }
 }
 
-async fn unrecognized() -> Response {
+/// `GET /_matrix/federation/v1/event/{eventId}`, for events the peer built.
+async fn event(State(s): State<PeerState>, Path(id): Path<String>) -> Response {
+    let found = s.built.lock().ok().and_then(|b| {
+        let id = EventId::parse(&id).ok()?;
+        b.events.get(&id).map(|(json, _)| json.clone())
+    });
+    match found {
+        Some(json) => json_response(
+            StatusCode::OK,
+            format!(
+                r#"{{"origin":"{}","origin_server_ts":{},"pdus":[{json}]}}"#,
+                s.keys.server_name(),
+                MilliSecondsSinceUnixEpoch::now().get()
+            ),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"errcode": "M_NOT_FOUND", "error": "Unknown event"}).to_string(),
+        ),
+    }
+}
+
+/// `GET /_matrix/federation/v1/state_ids/{roomId}`: the room's state at any of the peer's
+/// events there (they change no state after the peer's join).
+async fn state_ids(State(s): State<PeerState>, Path(room): Path<String>) -> Response {
+    let answer = s.built.lock().ok().and_then(|b| {
+        let ids = b.rooms.get(&OwnedRoomId::try_from(room.as_str()).ok()?)?;
+        Some(json!({"pdu_ids": ids.state, "auth_chain_ids": ids.auth_chain}).to_string())
+    });
+    match answer {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => not_found(),
+    }
+}
+
+/// `GET /_matrix/federation/v1/state/{roomId}`: the same as events.
+async fn room_state(State(s): State<PeerState>, Path(room): Path<String>) -> Response {
+    let answer = s.built.lock().ok().and_then(|b| {
+        let ids = b.rooms.get(&OwnedRoomId::try_from(room.as_str()).ok()?)?;
+        let events = |ids: &[OwnedEventId]| -> Option<String> {
+            let json: Option<Vec<&str>> = ids
+                .iter()
+                .map(|id| b.events.get(id).map(|(j, _)| j.as_str()))
+                .collect();
+            Some(json?.join(","))
+        };
+        Some(format!(
+            r#"{{"pdus":[{}],"auth_chain":[{}]}}"#,
+            events(&ids.state)?,
+            events(&ids.auth_chain)?
+        ))
+    });
+    match answer {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => not_found(),
+    }
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`: the peer's events before
+/// `latest_events`, walking back through prev_events up to `earliest_events`, oldest first.
+async fn missing_events(State(s): State<PeerState>, Json(body): Json<Value>) -> Response {
+    let ids = |key: &str| -> Vec<OwnedEventId> {
+        body[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| EventId::parse(v.as_str()?).ok())
+            .collect()
+    };
+    let limit = body["limit"].as_u64().unwrap_or(10).min(100) as usize;
+    let latest = ids("latest_events");
+    let mut seen: HashSet<OwnedEventId> = ids("earliest_events").into_iter().collect();
+    seen.extend(latest.iter().cloned());
+    let Ok(built) = s.built.lock() else {
+        return json_response(StatusCode::INTERNAL_SERVER_ERROR, "{}".to_owned());
+    };
+    let mut queue: VecDeque<OwnedEventId> = latest
+        .iter()
+        .filter_map(|id| built.events.get(id))
+        .flat_map(|(_, prev)| prev.iter().cloned())
+        .collect();
+    let mut found = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        if found.len() >= limit {
+            break;
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some((json, prev)) = built.events.get(&id) {
+            found.push(json.as_str());
+            queue.extend(prev.iter().cloned());
+        }
+    }
+    found.reverse();
+    json_response(
+        StatusCode::OK,
+        format!(r#"{{"events":[{}]}}"#, found.join(",")),
+    )
+}
+
+async fn unrecognized(uri: Uri, _body: Bytes) -> Response {
+    eprintln!("peer: not served: {}", uri.path());
     json_response(
         StatusCode::NOT_FOUND,
         json!({"errcode": "M_UNRECOGNIZED", "error": "Not served by the load peer"}).to_string(),

@@ -216,7 +216,7 @@ async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
         db::events::insert_many(&mut tx, &rows, &positions)
             .await
             .expect("insert");
-        db::append::link(&mut tx, room.room_nid, "bench.test", &links)
+        db::append::link(&mut *tx, room.room_nid, "bench.test", &links)
             .await
             .expect("edges");
     }

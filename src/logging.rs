@@ -10,8 +10,8 @@ pub fn init(config: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(&config.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| EnvFilter::try_new(with_quiet_deps(&config.level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(with_quiet_deps("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);
@@ -25,4 +25,30 @@ pub fn init(config: &LogConfig) {
     };
     // An already-installed subscriber (tests, embedding) is fine.
     let _ = result;
+}
+
+/// ruma's auth checks log every decision about every event at `info`: two lines per event
+/// stored, most of the log and a measurable share of a send's CPU. They are kept to warnings
+/// unless the configured filter names them itself.
+fn with_quiet_deps(level: &str) -> String {
+    if level.contains("ruma_state_res") {
+        level.to_owned()
+    } else {
+        format!("{level},ruma_state_res=warn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_decisions_are_quiet_unless_asked_for() {
+        assert_eq!(with_quiet_deps("info"), "info,ruma_state_res=warn");
+        assert_eq!(
+            with_quiet_deps("debug,ruma_state_res=debug"),
+            "debug,ruma_state_res=debug"
+        );
+        assert!(EnvFilter::try_new(with_quiet_deps("trellis=debug")).is_ok());
+    }
 }

@@ -1,7 +1,10 @@
 //! The append path's writes around newly stored events, in as few round trips as the data
-//! allows: event numbers in one statement, and everything that hangs off the new event rows (edges, push actions, extremities, client transaction IDs, the outbound
-//! federation queue) in another. A send then costs four round trips inside its transaction,
-//! whatever the number of events stored together.
+//! allows: event numbers in one statement, and everything that hangs off the new event rows
+//! (edges, push actions, extremities, client transaction IDs, the outbound federation queue)
+//! in another; a send then costs four round trips inside its transaction, whatever the
+//! number of events stored together. A batch of plain local messages, whose numbers are
+//! taken in advance ([`nid_block`]), is written whole by [`link`] in one statement, with no
+//! transaction around it.
 
 use std::collections::HashMap;
 
@@ -54,6 +57,18 @@ pub async fn number(
 }
 
 /// `n` new live stream positions from the sequence (a block for the stream's bookkeeping).
+/// `n` event numbers from the sequence `event_ids` numbers with, for events written with
+/// their numbers known in advance (see [`Links::new_events`]).
+pub async fn nid_block(e: impl PgExecutor<'_>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT nextval('event_ids_event_nid_seq') FROM generate_series(1, $1::int)",
+    )
+    .bind(i32::try_from(n).unwrap_or(i32::MAX))
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 pub async fn position_block(e: impl PgExecutor<'_>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
     let rows: Vec<(i64,)> =
         sqlx::query_as("SELECT nextval('events_stream_seq') FROM generate_series(1, $1::int)")
@@ -82,6 +97,15 @@ pub struct Links<'a> {
     pub txns: Vec<(&'a str, &'a str, &'a str, i64)>,
     /// Events to send to other servers.
     pub outbound: Vec<OutboundEvent<'a>>,
+    /// New events written by this same statement (numbers taken in advance, see
+    /// [`nid_block`]) with their IDs and stream positions: a batch needs no transaction of
+    /// its own.
+    pub new_events: Vec<(super::events::NewEvent<'a>, &'a str, i64)>,
+    /// Edges to events already stored, by ID: (event, prev or auth event ID).
+    pub prev_by_id: Vec<(i64, &'a str)>,
+    pub auth_by_id: Vec<(i64, &'a str)>,
+    /// Forward extremities replaced, by ID.
+    pub replaced_by_id: Vec<&'a str>,
 }
 
 /// One user to notify of one event.
@@ -105,7 +129,7 @@ pub struct OutboundEvent<'a> {
 /// Write `links` of the room in one statement. The event rows must already be written (the
 /// backward-extremity check looks for them); `ours` is never queued as a destination.
 pub async fn link(
-    tx: &mut PgConnection,
+    e: impl PgExecutor<'_>,
     room_nid: i64,
     ours: &str,
     links: &Links<'_>,
@@ -115,14 +139,38 @@ pub async fn link(
     let push = &links.push;
     let txns = &links.txns;
     let out = &links.outbound;
+    let new = &links.new_events;
+    let new_col = |f: fn(&super::events::NewEvent<'_>) -> i64| {
+        new.iter().map(|(e, _, _)| f(e)).collect::<Vec<_>>()
+    };
     sqlx::query(&format!(
-        "WITH prev_edges AS (
+        "WITH new_ids AS (
+             INSERT INTO event_ids (event_nid, event_id)
+             SELECT * FROM unnest($23::bigint[], $24::text[])
+         ),
+         new_events AS (
+             INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender,
+                                 origin_server_ts, depth, stream_ordering, json, outlier,
+                                 rejected_reason, soft_failed, state_before, state_after)
+             SELECT n, $1, t, NULL, s, ts, d, so, j, false, NULL, false, sb, sb
+             FROM unnest($23::bigint[], $25::text[], $26::text[], $27::bigint[], $28::bigint[],
+                         $29::bigint[], $30::text[], $31::bigint[]) AS x(n, t, s, ts, d, so, j, sb)
+         ),
+         prev_edges AS (
              INSERT INTO event_edges (event_nid, prev_event_nid)
-             SELECT * FROM unnest($2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING
+             SELECT * FROM unnest($2::bigint[], $3::bigint[])
+             UNION ALL
+             SELECT w.n, i.event_nid FROM unnest($32::bigint[], $33::text[]) AS w(n, id)
+             JOIN event_ids i ON i.event_id = w.id
+             ON CONFLICT DO NOTHING
          ),
          auth_edges AS (
              INSERT INTO event_auth_edges (event_nid, auth_event_nid)
-             SELECT * FROM unnest($4::bigint[], $5::bigint[]) ON CONFLICT DO NOTHING
+             SELECT * FROM unnest($4::bigint[], $5::bigint[])
+             UNION ALL
+             SELECT w.n, i.event_nid FROM unnest($34::bigint[], $35::text[]) AS w(n, id)
+             JOIN event_ids i ON i.event_id = w.id
+             ON CONFLICT DO NOTHING
          ),
          push AS (
              INSERT INTO event_push_actions
@@ -140,7 +188,8 @@ pub async fn link(
              ON CONFLICT DO NOTHING
          ),
          replaced AS (
-             DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid = ANY($14)
+             DELETE FROM forward_extremities WHERE room_nid = $1 AND (event_nid = ANY($14)
+                 OR event_nid IN (SELECT event_nid FROM event_ids WHERE event_id = ANY($36)))
          ),
          tips AS (
              INSERT INTO forward_extremities (room_nid, event_nid)
@@ -186,7 +235,21 @@ pub async fn link(
     .bind(out.iter().map(|o| o.event_nid).collect::<Vec<_>>())
     .bind(out.iter().map(|o| o.also).collect::<Vec<_>>())
     .bind(out.iter().map(|o| o.except).collect::<Vec<_>>())
-    .execute(&mut *tx)
+    .bind(new_col(|e| e.event_nid))
+    .bind(new.iter().map(|n| n.1).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.0.event_type).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.0.sender).collect::<Vec<_>>())
+    .bind(new_col(|e| e.origin_server_ts))
+    .bind(new_col(|e| e.depth))
+    .bind(new.iter().map(|n| n.2).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.0.json).collect::<Vec<_>>())
+    .bind(new.iter().map(|n| n.0.state_before).collect::<Vec<_>>())
+    .bind(links.prev_by_id.iter().map(|e| e.0).collect::<Vec<_>>())
+    .bind(links.prev_by_id.iter().map(|e| e.1).collect::<Vec<_>>())
+    .bind(links.auth_by_id.iter().map(|e| e.0).collect::<Vec<_>>())
+    .bind(links.auth_by_id.iter().map(|e| e.1).collect::<Vec<_>>())
+    .bind(&links.replaced_by_id)
+    .execute(e)
     .await?;
     Ok(())
 }

@@ -6,14 +6,16 @@ use sqlx::types::Json;
 
 /// Local users joined to the room, with their displayname in the room's current state
 /// (member event content) and their stored push rules, if any:
-/// (user_id, displayname, push rules content).
+/// (user_id, displayname, push rules content), and how many members are joined.
 pub async fn local_members_with_rules(
     e: impl PgExecutor<'_>,
     room_nid: i64,
     server: &str,
-) -> Result<Vec<(String, Option<String>, Option<Json<Box<RawValue>>>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT m.user_id, (ev.json::jsonb -> 'content' ->> 'displayname'), a.content
+) -> Result<LocalMembers, sqlx::Error> {
+    // The count is an uncorrelated subquery: evaluated once, not per row.
+    let rows: Vec<(String, Option<String>, Option<Json<Box<RawValue>>>, i64)> = sqlx::query_as(
+        "SELECT m.user_id, (ev.json::jsonb -> 'content' ->> 'displayname'), a.content,
+                (SELECT count(*) FROM room_members WHERE room_nid = $1 AND membership = 'join')
          FROM room_members m
          JOIN events ev ON ev.event_nid = m.event_nid
          LEFT JOIN account_data a
@@ -24,18 +26,20 @@ pub async fn local_members_with_rules(
     .bind(room_nid)
     .bind(server)
     .fetch_all(e)
-    .await
+    .await?;
+    let joined = rows.first().map_or(0, |r| r.3);
+    let members = rows
+        .into_iter()
+        .map(|(user, name, rules, _)| (user, name, rules))
+        .collect();
+    Ok(LocalMembers { members, joined })
 }
 
-/// Joined members of the room (push rules' member_count condition).
-pub async fn joined_count(e: impl PgExecutor<'_>, room_nid: i64) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM room_members WHERE room_nid = $1 AND membership = 'join'",
-    )
-    .bind(room_nid)
-    .fetch_one(e)
-    .await?;
-    Ok(n)
+/// The room's local joined members with their display names and stored push rules, and
+/// the number of joined members (push rules' member_count condition).
+pub struct LocalMembers {
+    pub members: Vec<(String, Option<String>, Option<Json<Box<RawValue>>>)>,
+    pub joined: i64,
 }
 
 /// Unread notification counts of a user in some rooms, per thread, after the user's newest

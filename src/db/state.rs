@@ -176,25 +176,31 @@ pub(crate) const CHAINS: &str = "WITH RECURSIVE chain(root, sg, prev, lvl) AS (
     )";
 
 /// For each of `groups`, the entries for `keys` (a handful of (type, state_key) pairs) with
-/// their events' JSON, in one query: (group, type, state_key, event JSON).
+/// their events, in one query: (group, type, state_key, event ID, event JSON). As in
+/// [`load_keys`], the keys are numbered first so each level of each chain is probed by its
+/// primary key.
 pub async fn load_keys_many(
     e: impl PgExecutor<'_>,
     groups: &[i64],
     keys: &[(&str, &str)],
-) -> Result<Vec<(i64, String, String, String)>, sqlx::Error> {
+) -> Result<Vec<(i64, String, String, String, String)>, sqlx::Error> {
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    sqlx::query_as(
-&format!(
-        "{CHAINS}
-        SELECT x.root, x.event_type, x.state_key, ev.json FROM (
-            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, k.event_type, k.state_key, s.event_nid
-            FROM chain c
-            JOIN state_group_entries s ON s.state_group = c.sg
-            JOIN state_keys k ON k.state_key_nid = s.state_key_nid
-            JOIN unnest($3::text[], $4::text[]) AS want(t, sk) ON k.event_type = want.t AND k.state_key = want.sk
+    sqlx::query_as(&format!(
+        "{CHAINS},
+        want AS (
+            SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
+            JOIN unnest($3::text[], $4::text[]) AS w(t, sk)
+              ON k.event_type = w.t AND k.state_key = w.sk
+        )
+        SELECT x.root, x.event_type, x.state_key, i.event_id, ev.json FROM (
+            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, w.event_type, w.state_key, s.event_nid
+            FROM chain c CROSS JOIN want w
+            JOIN state_group_entries s ON s.state_group = c.sg AND s.state_key_nid = w.state_key_nid
             ORDER BY c.root, s.state_key_nid, c.lvl
-        ) x JOIN events ev ON ev.event_nid = x.event_nid"
+        ) x
+        JOIN events ev ON ev.event_nid = x.event_nid
+        JOIN event_ids i ON i.event_nid = x.event_nid"
     ))
     .bind(groups)
     .bind(MAX_CHAIN_LEN)

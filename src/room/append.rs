@@ -40,6 +40,7 @@ pub struct Store<'a> {
     pub keys: &'a ServerKeys,
     pub stream: &'a Arc<StreamPositions>,
     pub state: &'a StateCache,
+    pub nids: &'a super::nids::EventNids,
 }
 
 /// Build, authorise and store a local event; returns its ID.
@@ -344,6 +345,9 @@ pub fn check_size(json: &str) -> Result<()> {
     Ok(())
 }
 
+/// State entries of one group, parsed, keyed by (type, state_key).
+pub type StateEntries = HashMap<(StateEventType, String), Pdu>;
+
 /// The state events for `keys` in `group`, parsed, keyed by (type, state_key): from the
 /// cache where it has them, the rest in one query.
 pub async fn load_state_events(
@@ -351,41 +355,69 @@ pub async fn load_state_events(
     cache: &StateCache,
     group: i64,
     keys: &[(StateEventType, String)],
-) -> Result<HashMap<(StateEventType, String), Pdu>> {
-    let mut out = HashMap::new();
-    let mut missing: Vec<&(StateEventType, String)> = Vec::new();
-    for k in keys {
-        match cache.get(group, &k.0, &k.1) {
-            Some(Some(pdu)) => {
-                out.insert(k.clone(), pdu);
+) -> Result<StateEntries> {
+    Ok(load_state_events_many(db, cache, &[group], keys)
+        .await?
+        .remove(&group)
+        .unwrap_or_default())
+}
+
+/// [`load_state_events`] for several groups: what the cache lacks for any of them comes in
+/// one query for all.
+pub async fn load_state_events_many(
+    db: &PgPool,
+    cache: &StateCache,
+    groups: &[i64],
+    keys: &[(StateEventType, String)],
+) -> Result<HashMap<i64, StateEntries>> {
+    let mut out: HashMap<i64, StateEntries> = HashMap::new();
+    let mut missing_groups: Vec<i64> = Vec::new();
+    let mut missing_keys: Vec<&(StateEventType, String)> = Vec::new();
+    for &group in groups {
+        let entries = out.entry(group).or_default();
+        for k in keys {
+            match cache.get(group, &k.0, &k.1) {
+                Some(Some(pdu)) => {
+                    entries.insert(k.clone(), pdu);
+                }
+                Some(None) => {}
+                None => {
+                    if !missing_groups.contains(&group) {
+                        missing_groups.push(group);
+                    }
+                    if !missing_keys.contains(&k) {
+                        missing_keys.push(k);
+                    }
+                }
             }
-            Some(None) => {}
-            None => missing.push(k),
         }
     }
-    if missing.is_empty() {
+    if missing_groups.is_empty() {
         return Ok(out);
     }
-    let strs: Vec<(String, &str)> = missing
+    let strs: Vec<(String, &str)> = missing_keys
         .iter()
         .map(|(t, k)| (t.to_string(), k.as_str()))
         .collect();
     let pairs: Vec<(&str, &str)> = strs.iter().map(|(t, k)| (t.as_str(), *k)).collect();
-    let rows = db::state::load_keys(db, group, &pairs).await?;
-    let nids: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let events = db::events::by_nids(db, &nids).await?;
-    let mut loaded = HashMap::new();
-    for e in events {
-        let id = OwnedEventId::try_from(e.event_id.as_str())
+    let mut loaded: HashMap<i64, StateEntries> = HashMap::new();
+    for (group, kind, state_key, event_id, json) in
+        db::state::load_keys_many(db, &missing_groups, &pairs).await?
+    {
+        let id = OwnedEventId::try_from(event_id.as_str())
             .map_err(|err| Error::internal(format!("stored event ID invalid: {err}")))?;
-        let pdu = Pdu::parse(id, &e.json)?;
-        if let Some(k) = &pdu.state_key {
-            loaded.insert((StateEventType::from(pdu.kind.to_string()), k.clone()), pdu);
+        let pdu = Pdu::parse(id, &json)?;
+        loaded
+            .entry(group)
+            .or_default()
+            .insert((StateEventType::from(kind), state_key), pdu);
+    }
+    for group in missing_groups {
+        let found = loaded.remove(&group).unwrap_or_default();
+        for k in &missing_keys {
+            cache.insert(group, k.0.clone(), k.1.clone(), found.get(*k).cloned());
         }
+        out.entry(group).or_default().extend(found);
     }
-    for k in missing {
-        cache.insert(group, k.0.clone(), k.1.clone(), loaded.get(k).cloned());
-    }
-    out.extend(loaded);
     Ok(out)
 }

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod legacy;
 pub mod lock;
 pub mod membership;
+pub mod nids;
 pub mod pages;
 pub mod pdu;
 pub mod persist;
@@ -44,6 +45,7 @@ pub struct Rooms {
     locks: Arc<RoomLocks>,
     stream: Arc<StreamPositions>,
     state_cache: Arc<state_cache::StateCache>,
+    nids: Arc<nids::EventNids>,
     sends: Arc<send::SendQueues>,
 }
 
@@ -56,6 +58,7 @@ impl Rooms {
             locks: Arc::new(RoomLocks::default()),
             stream: StreamPositions::new(stream_max),
             state_cache: Arc::default(),
+            nids: Arc::default(),
             sends: Arc::default(),
         }
     }
@@ -71,6 +74,7 @@ impl Rooms {
             keys: &self.keys,
             stream: &self.stream,
             state: &self.state_cache,
+            nids: &self.nids,
         }
     }
 

@@ -45,14 +45,14 @@ impl PushContext {
         let db = store.db;
         let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
             .map_err(|e| Error::internal(e.to_string()))?;
-        let rows = db::push::local_members_with_rules(
+        let local = db::push::local_members_with_rules(
             db,
             room.room_nid,
             store.keys.server_name().as_str(),
         )
         .await?;
-        let mut members = Vec::with_capacity(rows.len());
-        for (user_id, displayname, stored) in rows {
+        let mut members = Vec::with_capacity(local.members.len());
+        for (user_id, displayname, stored) in local.members {
             let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
                 continue;
             };
@@ -70,8 +70,7 @@ impl PushContext {
                 power: None,
             });
         }
-        let member_count =
-            UInt::try_from(db::push::joined_count(db, room.room_nid).await?).unwrap_or_default();
+        let member_count = UInt::try_from(local.joined).unwrap_or_default();
         let power = match state_before {
             Some(g) => {
                 let key = (StateEventType::RoomPowerLevels, String::new());

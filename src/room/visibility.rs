@@ -8,16 +8,19 @@
 //! 4. `invited` and the user was invited → visible;
 //! 5. otherwise hidden.
 //!
-//! A page is checked with one batched query (the state entries of its distinct state groups
-//! with their events), never a query per event; rule 3 costs one more, only when an event
-//! reaches it.
+//! A page is checked with the state entries of its distinct state groups, from the state
+//! cache (groups never change) or else in one batched query, never a query per event; rule 3
+//! costs one more, only when an event reaches it.
 
 use std::collections::{HashMap, HashSet};
 
 use ruma::UserId;
+use ruma::events::StateEventType;
 use serde_json::Value;
 
 use super::Rooms;
+use super::append;
+use super::pdu::Pdu;
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::Result;
 
@@ -44,33 +47,29 @@ impl Rooms {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let rows = db::state::load_keys_many(
+        let visibility_key = (StateEventType::RoomHistoryVisibility, String::new());
+        let member_key = (StateEventType::RoomMember, user.to_string());
+        let entries = append::load_state_events_many(
             self.db(),
+            &self.state_cache,
             &groups,
-            &[
-                ("m.room.history_visibility", ""),
-                ("m.room.member", user.as_str()),
-            ],
+            &[visibility_key.clone(), member_key.clone()],
         )
         .await?;
-        let mut at: HashMap<i64, AtEvent> = HashMap::new();
-        for (group, kind, _, json) in rows {
-            let entry = at.entry(group).or_default();
-            let content = serde_json::from_str::<Value>(&json)
-                .ok()
-                .map(|v| v["content"].clone());
-            let field = |name: &str| {
-                content
-                    .as_ref()
-                    .and_then(|c| c[name].as_str())
-                    .map(str::to_owned)
-            };
-            if kind == "m.room.history_visibility" {
-                entry.visibility = field("history_visibility");
-            } else {
-                entry.membership = field("membership");
-            }
-        }
+        let field = |pdu: Option<&Pdu>, name: &str| -> Option<String> {
+            let content = serde_json::from_str::<Value>(pdu?.content.get()).ok()?;
+            content[name].as_str().map(str::to_owned)
+        };
+        let at: HashMap<i64, AtEvent> = entries
+            .iter()
+            .map(|(group, state)| {
+                let at = AtEvent {
+                    visibility: field(state.get(&visibility_key), "history_visibility"),
+                    membership: field(state.get(&member_key), "membership"),
+                };
+                (*group, at)
+            })
+            .collect();
         let none = AtEvent::default();
         // Rule 3 needs the user's last join; it is read only if an event needs it.
         let mut last_join: Option<Option<(i64, i64)>> = None;

@@ -13,7 +13,7 @@ pub async fn local_members_with_rules(
     server: &str,
 ) -> Result<LocalMembers, sqlx::Error> {
     // The count is an uncorrelated subquery: evaluated once, not per row.
-    let rows: Vec<(String, Option<String>, Option<Json<Box<RawValue>>>, i64)> = sqlx::query_as(
+    let rows: Vec<(String, Option<String>, StoredRules, i64)> = sqlx::query_as(
         "SELECT m.user_id, (ev.json::jsonb -> 'content' ->> 'displayname'), a.content,
                 (SELECT count(*) FROM room_members WHERE room_nid = $1 AND membership = 'join')
          FROM room_members m
@@ -35,10 +35,13 @@ pub async fn local_members_with_rules(
     Ok(LocalMembers { members, joined })
 }
 
+/// A user's stored push rules (account data), if any.
+pub type StoredRules = Option<Json<Box<RawValue>>>;
+
 /// The room's local joined members with their display names and stored push rules, and
 /// the number of joined members (push rules' member_count condition).
 pub struct LocalMembers {
-    pub members: Vec<(String, Option<String>, Option<Json<Box<RawValue>>>)>,
+    pub members: Vec<(String, Option<String>, StoredRules)>,
     pub joined: i64,
 }
 

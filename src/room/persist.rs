@@ -175,7 +175,7 @@ pub async fn persist_batch(
             true => backfill.next(),
             false => live_guards.next().map(|g| {
                 let p = g.position();
-                guards.push((event_nid, g));
+                guards.push((event_nid, g, member_target(ev.pdu)));
                 p
             }),
         }
@@ -347,13 +347,21 @@ pub async fn persist_batch(
     apply_state_changes(&mut tx, room, changes, current_group).await?;
     db::append::link(&mut *tx, room.room_nid, keys.server_name().as_str(), &links).await?;
     tx.commit().await?;
-    for (event_nid, guard) in guards {
+    for (event_nid, guard, member) in guards {
         // A position whose event was not written is dropped: skipped, never waited for.
         if inserted.contains(&event_nid) {
-            guard.committed();
+            guard.committed(room.room_nid, member);
         }
     }
     Ok(stored)
+}
+
+/// Whom a membership event is about (what the sync feed is told of it).
+fn member_target(pdu: &super::pdu::Pdu) -> Option<String> {
+    match pdu.kind {
+        TimelineEventType::RoomMember => pdu.state_key.clone(),
+        _ => None,
+    }
 }
 
 /// Whether the batch is only new local messages on the current state: no state, no
@@ -476,7 +484,7 @@ async fn persist_plain(
     )
     .await?;
     for guard in guards {
-        guard.committed();
+        guard.committed(room.room_nid, None);
     }
     Ok(vec![true; evs.len()])
 }

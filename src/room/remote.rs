@@ -829,7 +829,7 @@ impl Rooms {
         )
         .await?;
         tx.commit().await?;
-        in_flight.committed();
+        in_flight.committed(room_nid, Some(target.to_owned()));
         Ok(())
     }
 }

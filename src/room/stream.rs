@@ -13,7 +13,7 @@
 //! One process owns its appends; several processes over one database will need the same
 //! bookkeeping through Postgres (LISTEN/NOTIFY), as DESIGN.md plans.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -31,7 +31,21 @@ struct Inner {
     block: VecDeque<i64>,
     /// The highest position handed out: later ones must be above it.
     last_handed: i64,
+    /// What each committed position holds (room, and whom a membership event is about),
+    /// until the sync feed takes it: the feed learns of new events without reading them back.
+    told: BTreeMap<i64, Told>,
+    /// Positions at or below this may be missing from `told` (dropped when it was full).
+    told_complete_after: i64,
 }
+
+/// A committed event as the sync feed needs it: (position, room number, the user a
+/// membership event is about).
+pub type TellEvent = (i64, i64, Option<String>);
+type Told = (i64, Option<String>);
+
+/// Most committed events kept for a feed that has not taken them (no sync has started yet,
+/// or it fell behind); past that the oldest go and the feed reads those from the database.
+const MAX_TOLD: usize = 20_000;
 
 impl StreamPositions {
     /// Start from what the database already holds.
@@ -43,6 +57,8 @@ impl StreamPositions {
                 max_completed: current_max,
                 block: VecDeque::new(),
                 last_handed: current_max,
+                told: BTreeMap::new(),
+                told_complete_after: current_max,
             }),
             safe,
         })
@@ -105,12 +121,42 @@ impl StreamPositions {
         }
     }
 
-    fn finish(&self, position: i64, committed: bool) {
+    /// The committed events in (`after`, `upto`], taken out of the record; `None` when the
+    /// record may lack some of them (read those from the database).
+    pub fn take_told(&self, after: i64, upto: i64) -> Option<Vec<TellEvent>> {
+        let mut inner = self.inner.lock();
+        let taken = match upto.checked_add(1) {
+            Some(above) => {
+                let rest = inner.told.split_off(&above);
+                std::mem::replace(&mut inner.told, rest)
+            }
+            None => std::mem::take(&mut inner.told),
+        };
+        if after < inner.told_complete_after {
+            inner.told_complete_after = inner.told_complete_after.max(upto);
+            return None;
+        }
+        Some(
+            taken
+                .into_iter()
+                .filter(|(p, _)| *p > after)
+                .map(|(p, (room, member))| (p, room, member))
+                .collect(),
+        )
+    }
+
+    fn finish(&self, position: i64, committed: Option<Told>) {
         let safe = {
             let mut inner = self.inner.lock();
             inner.in_flight.remove(&position);
-            if committed {
+            if let Some(told) = committed {
                 inner.max_completed = inner.max_completed.max(position);
+                if inner.told.len() >= MAX_TOLD
+                    && let Some((oldest, _)) = inner.told.pop_first()
+                {
+                    inner.told_complete_after = inner.told_complete_after.max(oldest);
+                }
+                inner.told.insert(position, told);
             }
             match inner.in_flight.first() {
                 Some(&lowest) => (lowest - 1).min(inner.max_completed),
@@ -141,16 +187,19 @@ impl InFlight {
         self.position
     }
 
-    pub fn committed(mut self) {
+    /// The event at this position is committed: in room `room_nid`, and about `member` if
+    /// it is a membership event.
+    pub fn committed(mut self, room_nid: i64, member: Option<String>) {
         self.done = true;
-        self.positions.finish(self.position, true);
+        self.positions
+            .finish(self.position, Some((room_nid, member)));
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.done {
-            self.positions.finish(self.position, false);
+            self.positions.finish(self.position, None);
         }
     }
 }
@@ -164,14 +213,14 @@ mod tests {
         let p = StreamPositions::new(9);
         let ten = p.begin(10);
         let eleven = p.begin(11);
-        eleven.committed();
+        eleven.committed(1, None);
         assert_eq!(p.safe_position(), 9, "10 is still being written");
-        ten.committed();
+        ten.committed(1, None);
         assert_eq!(p.safe_position(), 11);
         let twelve = p.begin(12);
         drop(twelve);
         assert_eq!(p.safe_position(), 11, "a rolled-back position is skipped");
-        p.begin(13).committed();
+        p.begin(13).committed(1, None);
         assert_eq!(p.safe_position(), 13);
     }
 
@@ -196,12 +245,33 @@ mod tests {
         );
         // Handed-out positions are in flight until committed.
         for g in next {
-            g.committed();
+            g.committed(1, None);
         }
         assert_eq!(p.safe_position(), 9, "10 and 11 are still being written");
         for g in first {
-            g.committed();
+            g.committed(1, None);
         }
         assert_eq!(p.safe_position(), 14);
+    }
+
+    #[test]
+    fn committed_events_are_told_once_and_a_full_record_says_so() {
+        let p = StreamPositions::new(0);
+        p.begin(1).committed(7, None);
+        p.begin(2).committed(8, Some("@a:x".to_owned()));
+        drop(p.begin(3));
+        assert_eq!(
+            p.take_told(0, 3),
+            Some(vec![(1, 7, None), (2, 8, Some("@a:x".to_owned()))])
+        );
+        assert_eq!(p.take_told(3, 3), Some(vec![]), "taken once");
+        for n in 4..(4 + MAX_TOLD as i64 + 1) {
+            p.begin(n).committed(1, None);
+        }
+        // Position 4 was dropped to make room: the feed must read (3, ..] from the database.
+        assert_eq!(p.take_told(3, 10), None);
+        let rest = p.take_told(10, i64::MAX).unwrap();
+        assert_eq!(rest.len(), MAX_TOLD - 6);
+        assert_eq!(rest.first().map(|e| e.0), Some(11));
     }
 }

@@ -1,11 +1,13 @@
-//! Room events for the notifier: each time the event stream's safe position moves, one query
-//! reads which rooms the newly committed events are in (and whom membership events are
+//! Room events for the notifier: each time the event stream's safe position moves, the feed
+//! learns which rooms the newly committed events are in (and whom membership events are
 //! about), for every waiting sync together, and the notifier wakes only those concerned.
 //!
-//! Reading the committed range from Postgres rather than being told by the append path keeps
-//! the append path unaware of sync, catches every writer of the stream (local sends, events
-//! from other servers, invites over federation) and is what several processes over one
-//! database will need anyway (with LISTEN/NOTIFY in place of the in-process watch channel).
+//! The append path tells the stream what each committed position holds, so the common case
+//! costs no query between a commit and the wake-up it causes. When that record is incomplete
+//! (it is bounded, and a feed may start or fall behind after it dropped entries) the range is
+//! read from Postgres instead, which also covers every writer of the stream; several
+//! processes over one database will read it that way (with LISTEN/NOTIFY in place of the
+//! in-process watch channel).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,18 +34,30 @@ pub fn ensure_started(db: &PgPool, stream: &Arc<StreamPositions>, notifier: &Syn
     let mut rx = stream.subscribe();
     let start = *rx.borrow_and_update();
     if notifier.start_at(start) {
-        tokio::spawn(run(db.clone(), rx, notifier.clone(), start));
+        tokio::spawn(run(db.clone(), stream.clone(), rx, notifier.clone(), start));
     }
 }
 
-async fn run(db: PgPool, mut rx: watch::Receiver<i64>, notifier: SyncNotifier, start: i64) {
+async fn run(
+    db: PgPool,
+    stream: Arc<StreamPositions>,
+    mut rx: watch::Receiver<i64>,
+    notifier: SyncNotifier,
+    start: i64,
+) {
     let mut published = start;
     let mut delay = Duration::from_millis(50);
     loop {
         let upto = *rx.borrow_and_update();
         if upto > published {
             let limit = i64::try_from(MAX_EVENTS_PER_READ + 1).unwrap_or(i64::MAX);
-            match db::sync::stream_events(&db, published, upto, limit).await {
+            // Events this process committed are told by the append path; the database is
+            // read only when that record is incomplete.
+            let read = match stream.take_told(published, upto) {
+                Some(told) => Ok(told),
+                None => db::sync::stream_events(&db, published, upto, limit).await,
+            };
+            match read {
                 Ok(rows) => {
                     let overflow = rows.len() > MAX_EVENTS_PER_READ;
                     let events: Vec<StreamEvent> = rows

@@ -35,6 +35,31 @@ pub async fn by_id(e: impl PgExecutor<'_>, room_id: &str) -> Result<Option<RoomR
     .await
 }
 
+/// The room and `user_id`'s membership in it, in one query.
+pub async fn with_membership(
+    e: impl PgExecutor<'_>,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<(RoomRow, Option<String>)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        room: RoomRow,
+        membership: Option<String>,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public, m.membership
+         FROM rooms r
+         LEFT JOIN room_members m ON m.room_nid = r.room_nid AND m.user_id = $2
+         WHERE r.room_id = $1",
+    )
+    .bind(room_id)
+    .bind(user_id)
+    .fetch_optional(e)
+    .await?;
+    Ok(row.map(|r| (r.room, r.membership)))
+}
+
 /// The room and its forward extremities (event number, ID, depth; deepest first), in one
 /// query: what appending to the room starts from.
 pub async fn with_extremities(

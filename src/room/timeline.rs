@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use ruma::events::StateEventType;
 use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId, UserId};
 use serde_json::Value;
 
@@ -197,21 +198,30 @@ impl Rooms {
         let Some(group) = room.state_group else {
             return Ok("shared".to_owned());
         };
-        let rows =
-            db::state::load_keys(self.db(), group, &[("m.room.history_visibility", "")]).await?;
-        let Some(row) = rows.first() else {
-            return Ok("shared".to_owned());
-        };
-        let events = db::events::by_nids(self.db(), &[row.1]).await?;
-        Ok(events
-            .first()
-            .and_then(|e| serde_json::from_str::<Value>(&e.json).ok())
-            .and_then(|v| {
-                v["content"]["history_visibility"]
-                    .as_str()
-                    .map(str::to_owned)
-            })
+        let key = (StateEventType::RoomHistoryVisibility, String::new());
+        let entries = self
+            .state_entries(group, std::slice::from_ref(&key))
+            .await?;
+        Ok(entries
+            .get(&key)
+            .and_then(|pdu| serde_json::from_str::<Value>(pdu.content.get()).ok())
+            .and_then(|c| c["history_visibility"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "shared".to_owned()))
+    }
+
+    /// The room, if `user` may read its events (a member now or before, or the room is
+    /// world-readable): the room and the membership check in one query.
+    pub async fn readable_room(&self, room_id: &RoomId, user: &UserId) -> Result<RoomRow> {
+        let (room, membership) =
+            db::rooms::with_membership(self.db(), room_id.as_str(), user.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Room not found"))?;
+        if membership.is_none() && self.history_visibility(&room).await? != "world_readable" {
+            return Err(Error::forbidden(
+                "You are not allowed to view events in this room",
+            ));
+        }
+        Ok(room)
     }
 
     /// Client-format events, in the given order, with redactions applied (one extra batched
@@ -249,8 +259,7 @@ impl Rooms {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<Value> {
-        let room = self.room(room_id).await?;
-        self.check_can_read(&room, user).await?;
+        let room = self.readable_room(room_id, user).await?;
         let e = db::events::by_id(self.db(), event_id.as_str())
             .await?
             .filter(|e| e.room_nid == room.room_nid && e.rejected_reason.is_none() && !e.outlier)
@@ -332,8 +341,7 @@ impl Rooms {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Page> {
-        let room = self.room(room_id).await?;
-        self.check_can_read(&room, user).await?;
+        let room = self.readable_room(room_id, user).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let start = from.unwrap_or(if forward {
             TopoToken::START

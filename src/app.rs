@@ -39,8 +39,8 @@ impl AppState {
         stream_max: i64,
     ) -> crate::error::Result<Self> {
         let notifier = SyncNotifier::new();
-        let accounts = Accounts::new(db.clone(), &config, notifier.clone());
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
+        let accounts = Accounts::new(db.clone(), &config, notifier.clone(), rooms.push_contexts());
         let ephemeral = Ephemeral::new(
             db.clone(),
             rooms.clone(),

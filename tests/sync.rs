@@ -463,6 +463,27 @@ async fn unread_notification_counts_follow_push_rules_and_receipts() {
         sync["rooms"]["join"][&room]["unread_thread_notifications"][&plain1]["notification_count"],
         1
     );
+
+    // A new rule of bob's applies to the very next message in the same room and state.
+    let (status, body) = s
+        .put(
+            "/_matrix/client/v3/pushrules/global/override/quiet",
+            bob.t(),
+            &json!({"conditions": [{"kind": "event_match", "key": "content.body", "pattern": "quiet"}],
+                    "actions": []}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.send_text(&alice, &room, "quiet").await;
+    let sync = s.sync(&bob, "").await;
+    assert_eq!(
+        counts(&sync),
+        (Some(2), Some(0)),
+        "the quiet message notifies nobody"
+    );
+    s.send_text(&alice, &room, "loud").await;
+    let sync = s.sync(&bob, "").await;
+    assert_eq!(counts(&sync), (Some(3), Some(0)));
 }
 
 #[tokio::test]

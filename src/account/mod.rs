@@ -72,6 +72,8 @@ pub struct Accounts {
     pub limits: Arc<RateLimiters>,
     tokens: Arc<token_cache::TokenCache>,
     passwords: password::Hasher,
+    /// Told of push rule changes: rooms keep each room's push rules while none change.
+    push: Arc<crate::room::push::PushContexts>,
 }
 
 pub fn now_ms() -> i64 {
@@ -82,7 +84,12 @@ pub fn now_ms() -> i64 {
 }
 
 impl Accounts {
-    pub fn new(db: PgPool, config: &Config, notifier: SyncNotifier) -> Self {
+    pub fn new(
+        db: PgPool,
+        config: &Config,
+        notifier: SyncNotifier,
+        push: Arc<crate::room::push::PushContexts>,
+    ) -> Self {
         let rl = &config.rate_limits;
         Accounts {
             db,
@@ -96,6 +103,7 @@ impl Accounts {
             }),
             tokens: Arc::default(),
             passwords: password::Hasher::default(),
+            push,
         }
     }
 
@@ -467,6 +475,9 @@ impl Accounts {
         }
         let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
         db::account_data::put(&self.db, user_id.as_str(), room, data_type, content).await?;
+        if data_type == PUSH_RULES {
+            self.push.rules_changed();
+        }
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }
@@ -497,6 +508,7 @@ impl Accounts {
             &json,
         )
         .await?;
+        self.push.rules_changed();
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }

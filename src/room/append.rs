@@ -41,6 +41,7 @@ pub struct Store<'a> {
     pub stream: &'a Arc<StreamPositions>,
     pub state: &'a StateCache,
     pub nids: &'a super::nids::EventNids,
+    pub push: &'a super::push::PushContexts,
 }
 
 /// Build, authorise and store a local event; returns its ID.

@@ -46,6 +46,7 @@ pub struct Rooms {
     stream: Arc<StreamPositions>,
     state_cache: Arc<state_cache::StateCache>,
     nids: Arc<nids::EventNids>,
+    push: Arc<push::PushContexts>,
     sends: Arc<send::SendQueues>,
 }
 
@@ -59,8 +60,15 @@ impl Rooms {
             stream: StreamPositions::new(stream_max),
             state_cache: Arc::default(),
             nids: Arc::default(),
+            push: Arc::default(),
             sends: Arc::default(),
         }
+    }
+
+    /// Where changes of local users' push rules are told (they are read when events are
+    /// stored).
+    pub fn push_contexts(&self) -> Arc<push::PushContexts> {
+        self.push.clone()
     }
 
     /// The live event stream: its safe position and wake-ups.
@@ -75,6 +83,7 @@ impl Rooms {
             stream: &self.stream,
             state: &self.state_cache,
             nids: &self.nids,
+            push: &self.push,
         }
     }
 

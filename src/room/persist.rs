@@ -498,7 +498,7 @@ async fn notifications(
     accepted: &[bool],
 ) -> Result<Vec<Option<Notified>>> {
     let mut notified = Vec::with_capacity(evs.len());
-    let mut push: Option<(Option<i64>, PushContext)> = None;
+    let mut push: Option<(Option<i64>, std::sync::Arc<PushContext>)> = None;
     for (ev, ok) in evs.iter().zip(accepted) {
         if !ok || ev.historical {
             notified.push(None);
@@ -510,7 +510,7 @@ async fn notifications(
         };
         if fresh {
             let rules = super::remote::rules_of(room)?;
-            let ctx = PushContext::load(store, room, &rules, ev.state_before).await?;
+            let ctx = store.push.get(store, room, &rules, ev.state_before).await?;
             push = Some((ev.state_before, ctx));
         }
         match &push {

@@ -2,6 +2,11 @@
 //! notifies (and highlights), decided by each one's push rules with ruma's evaluator. The
 //! answer is written with the event, so /sync counts unread notifications with one query.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 use ruma::events::StateEventType;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
@@ -25,6 +30,55 @@ struct StoredRules {
     global: Ruleset,
 }
 
+/// Most rooms whose push context is kept; past that the cache starts again empty.
+const MAX_CACHED_ROOMS: usize = 1024;
+
+/// Push contexts of recently written rooms, reused while the room's state and every local
+/// user's push rules stay as they were: a send then reads nothing to evaluate push rules.
+/// The room's state group changes with every membership, name or power change; push rule
+/// changes go through [`PushContexts::rules_changed`].
+#[derive(Default)]
+pub struct PushContexts {
+    rules_changed: AtomicU64,
+    by_room: Mutex<HashMap<i64, CachedContext>>,
+}
+
+/// A room's push context: the state group it was loaded for, the push-rules generation it
+/// saw, the context.
+type CachedContext = (Option<i64>, u64, Arc<PushContext>);
+
+impl PushContexts {
+    /// Some local user's push rules changed (called once the change is stored).
+    pub fn rules_changed(&self) {
+        self.rules_changed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The context for events stored on `state_before`, cached or loaded.
+    pub(crate) async fn get(
+        &self,
+        store: &Store<'_>,
+        room: &RoomRow,
+        rules: &RoomVersionRules,
+        state_before: Option<i64>,
+    ) -> Result<Arc<PushContext>> {
+        // Read before loading: a change stored after this read makes the entry stale.
+        let generation = self.rules_changed.load(Ordering::SeqCst);
+        if let Some((group, r#gen, ctx)) = self.by_room.lock().get(&room.room_nid)
+            && *group == state_before
+            && *r#gen == generation
+        {
+            return Ok(ctx.clone());
+        }
+        let ctx = Arc::new(PushContext::load(store, room, rules, state_before).await?);
+        let mut cached = self.by_room.lock();
+        if cached.len() >= MAX_CACHED_ROOMS {
+            cached.clear();
+        }
+        cached.insert(room.room_nid, (state_before, generation, ctx.clone()));
+        Ok(ctx)
+    }
+}
+
 /// What evaluating push rules needs of a room, loaded once for the events stored together:
 /// its local members with their rules, its member count and its power levels.
 pub(crate) struct PushContext {
@@ -36,7 +90,7 @@ pub(crate) struct PushContext {
 
 impl PushContext {
     /// For events stored on the state group `state_before`.
-    pub(crate) async fn load(
+    async fn load(
         store: &Store<'_>,
         room: &RoomRow,
         rules: &RoomVersionRules,

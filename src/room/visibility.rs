@@ -30,7 +30,38 @@ struct AtEvent {
     membership: Option<String>,
 }
 
+/// The state entries a visibility check reads: the history visibility and the user's
+/// membership.
+fn visibility_keys(user: &UserId) -> [(StateEventType, String); 2] {
+    [
+        (StateEventType::RoomHistoryVisibility, String::new()),
+        (StateEventType::RoomMember, user.to_string()),
+    ]
+}
+
 impl Rooms {
+    /// Load what checking `user`'s view of events on these state groups needs, for many
+    /// rooms at once (one query for whatever the cache lacks), so that the per-room
+    /// [`Rooms::filter_visible`] calls that follow read only the cache.
+    pub async fn prepare_visibility(&self, user: &UserId, groups: &[i64]) -> Result<()> {
+        let groups: Vec<i64> = groups
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !groups.is_empty() {
+            append::load_state_events_many(
+                self.db(),
+                &self.state_cache,
+                &groups,
+                &visibility_keys(user),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Keep only the events `user` may see, in order.
     pub async fn filter_visible(
         &self,
@@ -47,8 +78,7 @@ impl Rooms {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let visibility_key = (StateEventType::RoomHistoryVisibility, String::new());
-        let member_key = (StateEventType::RoomMember, user.to_string());
+        let [visibility_key, member_key] = visibility_keys(user);
         let entries = append::load_state_events_many(
             self.db(),
             &self.state_cache,

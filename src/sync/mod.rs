@@ -328,16 +328,27 @@ impl Sync {
             rooms.iter().filter(|r| r.membership == "join").collect();
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
-        let ephemeral = self
-            .ephemeral_section(user, &joined, since, parts, carry)
-            .await?;
         let candidates = self.timeline_rooms(&joined, news, since, upto);
-        let recent = match candidates.as_deref().unwrap_or(&joined_nids) {
-            [] => Vec::new(),
-            nids => {
-                db::sync::recent_events(db, nids, after, upto, limit, &req.timeline_select).await?
-            }
+        let timeline_read = async {
+            let recent = match candidates.as_deref().unwrap_or(&joined_nids) {
+                [] => Vec::new(),
+                nids => {
+                    db::sync::recent_events(db, nids, after, upto, limit, &req.timeline_select)
+                        .await?
+                }
+            };
+            // Every room's visibility entries in one read, before the per-room checks.
+            let groups: Vec<i64> = recent
+                .iter()
+                .filter_map(|e| e.state_after.or(e.state_before))
+                .collect();
+            self.rooms.prepare_visibility(user, &groups).await?;
+            Ok(recent)
         };
+        let (ephemeral, recent) = tokio::try_join!(
+            self.ephemeral_section(user, &joined, since, parts, carry),
+            timeline_read
+        )?;
         let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
         for e in recent {
             by_room.entry(e.room_nid).or_default().push(e);

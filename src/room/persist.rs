@@ -242,17 +242,7 @@ pub async fn persist_batch(
             .prev_edges
             .extend(prevs.iter().map(|p| (event_nid, *p)));
         if let (Some(n), Some(position)) = (&notified[i], positions[i]) {
-            links.push.extend(
-                n.users
-                    .iter()
-                    .map(|(user_id, highlight)| db::append::PushRow {
-                        event_nid,
-                        user_id,
-                        stream_ordering: position,
-                        highlight: *highlight,
-                        thread_id: &n.thread_id,
-                    }),
-            );
+            links.push.extend(n.rows(event_nid, position));
         }
         if accepted[i] && !ev.historical {
             links.forward_new.push(event_nid);
@@ -429,17 +419,7 @@ async fn persist_plain(
             }
         }
         if let Some(n) = &notified[i] {
-            links.push.extend(
-                n.users
-                    .iter()
-                    .map(|(user_id, highlight)| db::append::PushRow {
-                        event_nid,
-                        user_id,
-                        stream_ordering: position,
-                        highlight: *highlight,
-                        thread_id: &n.thread_id,
-                    }),
-            );
+            links.push.extend(n.rows(event_nid, position));
         }
         if let Some(t) = &ev.txn {
             links

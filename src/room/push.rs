@@ -25,6 +25,25 @@ pub struct Notified {
     pub users: Vec<(String, bool)>,
 }
 
+impl Notified {
+    /// The push action rows for the event stored as `event_nid` at `stream_ordering`.
+    pub fn rows(
+        &self,
+        event_nid: i64,
+        stream_ordering: i64,
+    ) -> impl Iterator<Item = db::append::PushRow<'_>> {
+        self.users
+            .iter()
+            .map(move |(user_id, highlight)| db::append::PushRow {
+                event_nid,
+                user_id,
+                stream_ordering,
+                highlight: *highlight,
+                thread_id: &self.thread_id,
+            })
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct StoredRules {
     global: Ruleset,

@@ -144,12 +144,17 @@ async fn run() -> Result<(), String> {
         }
         // Each server's figures as soon as it is done, in case a later one fails.
         for (key, (v, unit, _)) in &figures {
-            eprintln!("  {:<52} {v:.1} {unit}", &key[3..]);
+            eprintln!("  {:<52} {v:.1} {unit}", label(key));
         }
         results.push((name.clone(), figures));
     }
     print_table(&results);
     Ok(())
+}
+
+/// A figure's name without the sort key it starts with ("07 sync wake-up" → "sync wake-up").
+fn label(key: &str) -> &str {
+    key.split_once(' ').map_or(key, |(_, name)| name)
 }
 
 /// One row per figure, one column per server, and the first server's advantage over the
@@ -167,7 +172,7 @@ fn print_table(results: &[(String, Figures)]) {
         return;
     };
     for (key, (a, _, bigger)) in first {
-        print!("{:<52}", &key[3..]);
+        print!("{:<52}", label(key));
         for (_, f) in results {
             match f.get(key) {
                 Some((v, unit, _)) => print!(" {:>16}", format!("{v:.1} {unit}")),

@@ -271,13 +271,21 @@ pub fn client_format(
     rules: Option<&RoomVersionRules>,
     redacted_because: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let mut obj: CanonicalJsonObject = serde_json::from_str(json)
-        .map_err(|e| Error::internal(format!("stored event unreadable: {e}")))?;
-    if let (Some(because), Some(rules)) = (&redacted_because, rules) {
-        obj = ruma::canonical_json::redact(obj, &rules.redaction, None)
-            .map_err(|e| Error::internal(format!("redaction failed: {e}")))?;
-        let _ = because;
-    }
+    let unreadable =
+        |e: serde_json::Error| Error::internal(format!("stored event unreadable: {e}"));
+    // Plain JSON is enough to pick fields from; the canonical form only to redact.
+    let mut obj: serde_json::Map<String, serde_json::Value> = match (&redacted_because, rules) {
+        (Some(_), Some(rules)) => {
+            let canonical: CanonicalJsonObject = serde_json::from_str(json).map_err(unreadable)?;
+            let redacted = ruma::canonical_json::redact(canonical, &rules.redaction, None)
+                .map_err(|e| Error::internal(format!("redaction failed: {e}")))?;
+            match serde_json::to_value(redacted).map_err(unreadable)? {
+                serde_json::Value::Object(fields) => fields,
+                _ => serde_json::Map::new(),
+            }
+        }
+        _ => serde_json::from_str(json).map_err(unreadable)?,
+    };
     let mut out = serde_json::Map::new();
     for key in [
         "type",
@@ -289,10 +297,7 @@ pub fn client_format(
         "redacts",
     ] {
         if let Some(v) = obj.remove(key) {
-            out.insert(
-                key.to_owned(),
-                serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))?,
-            );
+            out.insert(key.to_owned(), v);
         }
     }
     // A version 12 create event has no room_id: its own ID is the room's, and clients expect

@@ -339,36 +339,6 @@ pub async fn last_at_stream(
     .await
 }
 
-/// Events earlier client transactions in the room produced, for several at once:
-/// (user, device, transaction ID) → event ID, for those that were sent before.
-pub async fn txn_events(
-    e: impl PgExecutor<'_>,
-    room_id: &str,
-    txns: &[(&str, &str, &str)],
-) -> Result<HashMap<(String, String, String), String>, sqlx::Error> {
-    if txns.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT t.user_id, t.device_id, t.txn_id, i.event_id
-         FROM unnest($2::text[], $3::text[], $4::text[]) AS w(u, d, x)
-         JOIN rooms r ON r.room_id = $1
-         JOIN event_txn_ids t
-           ON t.room_nid = r.room_nid AND t.user_id = w.u AND t.device_id = w.d AND t.txn_id = w.x
-         JOIN event_ids i ON i.event_nid = t.event_nid",
-    )
-    .bind(room_id)
-    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
-    .fetch_all(e)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(u, d, x, id)| ((u, d, x), id))
-        .collect())
-}
-
 /// Every timeline m.room.member event about `user_id` in the room (a user has few).
 pub async fn member_events_of(
     e: impl PgExecutor<'_>,

@@ -60,12 +60,14 @@ pub async fn with_membership(
     Ok(row.map(|r| (r.room, r.membership)))
 }
 
-/// The room and its forward extremities (event number, ID, depth; deepest first), in one
-/// query: what appending to the room starts from.
+/// What appending to a room starts from, in one query: the room, its forward extremities
+/// (event number, ID, depth; deepest first), and the events that earlier client transactions
+/// among `txns` (user, device, transaction ID) produced in it, keyed by transaction.
 pub async fn with_extremities(
     e: impl PgExecutor<'_>,
     room_id: &str,
-) -> Result<Option<(RoomRow, Vec<(i64, String, i64)>)>, sqlx::Error> {
+    txns: &[(&str, &str, &str)],
+) -> Result<Option<SendStart>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         room_nid: i64,
@@ -76,10 +78,16 @@ pub async fn with_extremities(
         event_nid: Option<i64>,
         event_id: Option<String>,
         depth: Option<i64>,
+        seen: Option<String>,
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public,
-                f.event_nid, i.event_id, e.depth
+                f.event_nid, i.event_id, e.depth,
+                (SELECT json_agg(json_build_array(t.user_id, t.device_id, t.txn_id, ti.event_id))::text
+                 FROM unnest($2::text[], $3::text[], $4::text[]) AS w(u, d, x)
+                 JOIN event_txn_ids t ON t.room_nid = r.room_nid
+                      AND t.user_id = w.u AND t.device_id = w.d AND t.txn_id = w.x
+                 JOIN event_ids ti ON ti.event_nid = t.event_nid) AS seen
          FROM rooms r
          LEFT JOIN forward_extremities f ON f.room_nid = r.room_nid
          LEFT JOIN event_ids i ON i.event_nid = f.event_nid
@@ -88,6 +96,9 @@ pub async fn with_extremities(
          ORDER BY e.depth DESC, f.event_nid DESC",
     )
     .bind(room_id)
+    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
     .fetch_all(e)
     .await?;
     let Some(first) = rows.first() else {
@@ -100,11 +111,29 @@ pub async fn with_extremities(
         state_group: first.state_group,
         is_public: first.is_public,
     };
+    let seen: Vec<(String, String, String, String)> = match &first.seen {
+        Some(json) => serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        None => Vec::new(),
+    };
     let extremities = rows
         .into_iter()
         .filter_map(|r| Some((r.event_nid?, r.event_id?, r.depth?)))
         .collect();
-    Ok(Some((room, extremities)))
+    Ok(Some(SendStart {
+        room,
+        extremities,
+        seen: seen
+            .into_iter()
+            .map(|(u, d, x, id)| ((u, d, x), id))
+            .collect(),
+    }))
+}
+
+/// See [`with_extremities`].
+pub struct SendStart {
+    pub room: RoomRow,
+    pub extremities: Vec<(i64, String, i64)>,
+    pub seen: std::collections::HashMap<(String, String, String), String>,
 }
 
 pub async fn set_state_group(

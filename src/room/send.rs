@@ -111,7 +111,7 @@ impl Rooms {
         if jobs.is_empty() {
             return;
         }
-        // Client transactions sent before, the room and its tip: two queries at once.
+        // The room, its tip and the client transactions sent before: one query.
         let keys: Vec<(&str, &str, &str)> = jobs
             .iter()
             .filter_map(|j| {
@@ -120,14 +120,16 @@ impl Rooms {
                     .map(|(d, t)| (j.sender.as_str(), d.as_str(), t.as_str()))
             })
             .collect();
-        let (seen, found) = match tokio::try_join!(
-            db::events::txn_events(self.db(), room_id.as_str(), &keys),
-            db::rooms::with_extremities(self.db(), room_id.as_str()),
-        ) {
+        let found = match db::rooms::with_extremities(self.db(), room_id.as_str(), &keys).await {
             Ok(v) => v,
             Err(e) => return fail_all(jobs, &e.into()),
         };
-        let Some((room, extremities)) = found else {
+        let Some(db::rooms::SendStart {
+            room,
+            extremities,
+            seen,
+        }) = found
+        else {
             return fail_all(jobs, &Error::not_found("Room not found"));
         };
         let tip = Tip::from_extremities(&extremities);

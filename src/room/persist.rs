@@ -70,6 +70,35 @@ pub struct Checked<'a> {
     pub historical: bool,
 }
 
+impl Checked<'_> {
+    /// The event's row, numbered `event_nid`, standing on `state_after`.
+    fn row<'s>(
+        &'s self,
+        room_nid: i64,
+        event_nid: i64,
+        kind: &'s str,
+        state_key_nid: Option<i64>,
+        state_after: Option<i64>,
+    ) -> db::events::NewEvent<'s> {
+        db::events::NewEvent {
+            event_nid,
+            room_nid,
+            event_type: kind,
+            state_key_nid,
+            sender: self.pdu.sender.as_str(),
+            origin_server_ts: i64::try_from(u64::from(self.pdu.origin_server_ts.0))
+                .unwrap_or(i64::MAX),
+            depth: self.pdu.depth.max(1),
+            json: self.json,
+            outlier: false,
+            rejected_reason: self.rejected.as_deref(),
+            soft_failed: self.soft_failed,
+            state_before: self.state_before,
+            state_after,
+        }
+    }
+}
+
 /// Store one checked event; false if it was already in the timeline (nothing written).
 pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Result<bool> {
     Ok(persist_batch(store, lock, vec![ev])
@@ -188,22 +217,7 @@ pub async fn persist_batch(
             continue;
         }
         row_positions.push(Some(position));
-        rows.push(db::events::NewEvent {
-            event_nid,
-            room_nid: room.room_nid,
-            event_type: kind,
-            state_key_nid,
-            sender: ev.pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(ev.pdu.origin_server_ts.0))
-                .unwrap_or(i64::MAX),
-            depth: ev.pdu.depth.max(1),
-            json: ev.json,
-            outlier: false,
-            rejected_reason: ev.rejected.as_deref(),
-            soft_failed: ev.soft_failed,
-            state_before: ev.state_before,
-            state_after,
-        });
+        rows.push(ev.row(room.room_nid, event_nid, kind, state_key_nid, state_after));
     }
     let inserted = db::events::insert_many(&mut tx, &rows, &row_positions).await?;
     let stored: Vec<bool> = event_nids
@@ -431,22 +445,7 @@ async fn persist_plain(
             also: None,
             except: None,
         });
-        let row = db::events::NewEvent {
-            event_nid,
-            room_nid: room.room_nid,
-            event_type: &kinds[i],
-            state_key_nid: None,
-            sender: ev.pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(ev.pdu.origin_server_ts.0))
-                .unwrap_or(i64::MAX),
-            depth: ev.pdu.depth.max(1),
-            json: ev.json,
-            outlier: false,
-            rejected_reason: None,
-            soft_failed: false,
-            state_before: ev.state_before,
-            state_after: ev.state_before,
-        };
+        let row = ev.row(room.room_nid, event_nid, &kinds[i], None, ev.state_before);
         links.new_events.push((row, ev.event_id.as_str(), position));
     }
     links.replaced_by_id.sort_unstable();

@@ -126,6 +126,228 @@ pub struct OutboundEvent<'a> {
     pub except: Option<&'a str>,
 }
 
+/// What a room's write must find for its batch to go in: the batch was built on the room's
+/// tip as remembered in memory, so the statement checks that tip still holds (it deletes
+/// exactly `replaced` forward extremities, and the room's state group is `state_group`).
+/// When it does not, the whole statement fails with [`TIP_MOVED`] and writes nothing.
+#[derive(Clone, Copy)]
+pub struct Expect {
+    pub replaced: i64,
+    pub state_group: Option<i64>,
+}
+
+/// The SQLSTATE of a write whose [`Expect`] did not hold (raised by `trellis_expect`).
+pub const TIP_MOVED: &str = "TR001";
+
+/// Whether `e` means a write was built on something that no longer holds: the room's tip
+/// moved ([`Expect`]) or one of its client transaction IDs is already taken (a retry). The
+/// statement wrote nothing; the batch is to be rebuilt from what is stored.
+pub fn is_stale_write(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some(TIP_MOVED) || d.constraint() == Some("event_txn_ids_pkey")
+        }
+        _ => false,
+    }
+}
+
+/// The links of one or more rooms as the columns of one statement (owned, so that writes
+/// of several rooms, prepared by different tasks, can be joined into one: see
+/// `room::writer`).
+#[derive(Default, Clone)]
+pub struct LinkRows {
+    prev_edges: (Vec<i64>, Vec<i64>),
+    auth_edges: (Vec<i64>, Vec<i64>),
+    push: PushColumns,
+    written: (Vec<i64>, Vec<i64>),
+    cited: (Vec<i64>, Vec<i64>),
+    forward_new: (Vec<i64>, Vec<i64>),
+    forward_replaced: (Vec<i64>, Vec<i64>),
+    txns: TxnColumns,
+    outbound: OutboundColumns,
+    new_events: NewEventColumns,
+    prev_by_id: (Vec<i64>, Vec<String>),
+    auth_by_id: (Vec<i64>, Vec<String>),
+    replaced_by_id: (Vec<i64>, Vec<String>),
+    /// room, forward extremities replaced, state group.
+    expect: (Vec<i64>, Vec<i64>, Vec<Option<i64>>),
+}
+
+#[derive(Default, Clone)]
+struct PushColumns {
+    room: Vec<i64>,
+    event: Vec<i64>,
+    user: Vec<String>,
+    ordering: Vec<i64>,
+    highlight: Vec<bool>,
+    thread: Vec<String>,
+}
+
+#[derive(Default, Clone)]
+struct TxnColumns {
+    room: Vec<i64>,
+    user: Vec<String>,
+    device: Vec<String>,
+    txn: Vec<String>,
+    event: Vec<i64>,
+}
+
+#[derive(Default, Clone)]
+struct OutboundColumns {
+    room: Vec<i64>,
+    event: Vec<i64>,
+    also: Vec<Option<String>>,
+    except: Vec<Option<String>>,
+}
+
+#[derive(Default, Clone)]
+struct NewEventColumns {
+    room: Vec<i64>,
+    nid: Vec<i64>,
+    id: Vec<String>,
+    kind: Vec<String>,
+    sender: Vec<String>,
+    ts: Vec<i64>,
+    depth: Vec<i64>,
+    ordering: Vec<i64>,
+    json: Vec<String>,
+    state_before: Vec<Option<i64>>,
+}
+
+impl LinkRows {
+    /// The rows of `links` of room `room_nid`, checked against `expect` if given.
+    pub fn new(room_nid: i64, links: &Links<'_>, expect: Option<Expect>) -> LinkRows {
+        let mut rows = LinkRows::default();
+        rows.add(room_nid, links, expect);
+        rows
+    }
+
+    fn add(&mut self, room: i64, l: &Links<'_>, expect: Option<Expect>) {
+        let pairs = |to: &mut (Vec<i64>, Vec<i64>), from: &[(i64, i64)]| {
+            to.0.extend(from.iter().map(|p| p.0));
+            to.1.extend(from.iter().map(|p| p.1));
+        };
+        pairs(&mut self.prev_edges, &l.prev_edges);
+        pairs(&mut self.auth_edges, &l.auth_edges);
+        let of_room = |to: &mut (Vec<i64>, Vec<i64>), from: &[i64]| {
+            to.0.extend(from.iter().map(|_| room));
+            to.1.extend_from_slice(from);
+        };
+        of_room(&mut self.written, &l.written);
+        of_room(&mut self.cited, &l.cited);
+        of_room(&mut self.forward_new, &l.forward_new);
+        of_room(&mut self.forward_replaced, &l.forward_replaced);
+        for r in &l.push {
+            self.push.room.push(room);
+            self.push.event.push(r.event_nid);
+            self.push.user.push(r.user_id.to_owned());
+            self.push.ordering.push(r.stream_ordering);
+            self.push.highlight.push(r.highlight);
+            self.push.thread.push(r.thread_id.to_owned());
+        }
+        for t in &l.txns {
+            self.txns.room.push(room);
+            self.txns.user.push(t.0.to_owned());
+            self.txns.device.push(t.1.to_owned());
+            self.txns.txn.push(t.2.to_owned());
+            self.txns.event.push(t.3);
+        }
+        for o in &l.outbound {
+            self.outbound.room.push(room);
+            self.outbound.event.push(o.event_nid);
+            self.outbound.also.push(o.also.map(str::to_owned));
+            self.outbound.except.push(o.except.map(str::to_owned));
+        }
+        let n = &mut self.new_events;
+        for (e, id, ordering) in &l.new_events {
+            n.room.push(room);
+            n.nid.push(e.event_nid);
+            n.id.push((*id).to_owned());
+            n.kind.push(e.event_type.to_owned());
+            n.sender.push(e.sender.to_owned());
+            n.ts.push(e.origin_server_ts);
+            n.depth.push(e.depth);
+            n.ordering.push(*ordering);
+            n.json.push(e.json.to_owned());
+            n.state_before.push(e.state_before);
+        }
+        let by_id = |to: &mut (Vec<i64>, Vec<String>), from: &[(i64, &str)]| {
+            to.0.extend(from.iter().map(|p| p.0));
+            to.1.extend(from.iter().map(|p| p.1.to_owned()));
+        };
+        by_id(&mut self.prev_by_id, &l.prev_by_id);
+        by_id(&mut self.auth_by_id, &l.auth_by_id);
+        self.replaced_by_id
+            .0
+            .extend(l.replaced_by_id.iter().map(|_| room));
+        self.replaced_by_id
+            .1
+            .extend(l.replaced_by_id.iter().map(|s| (*s).to_owned()));
+        if let Some(x) = expect {
+            self.expect.0.push(room);
+            self.expect.1.push(x.replaced);
+            self.expect.2.push(x.state_group);
+        }
+    }
+
+    /// Add another room's rows (that room must not be among these).
+    pub fn append(&mut self, o: &LinkRows) {
+        fn mv<T: Clone>(a: &mut Vec<T>, b: &[T]) {
+            a.extend_from_slice(b);
+        }
+        mv(&mut self.prev_edges.0, &o.prev_edges.0);
+        mv(&mut self.prev_edges.1, &o.prev_edges.1);
+        mv(&mut self.auth_edges.0, &o.auth_edges.0);
+        mv(&mut self.auth_edges.1, &o.auth_edges.1);
+        mv(&mut self.push.room, &o.push.room);
+        mv(&mut self.push.event, &o.push.event);
+        mv(&mut self.push.user, &o.push.user);
+        mv(&mut self.push.ordering, &o.push.ordering);
+        mv(&mut self.push.highlight, &o.push.highlight);
+        mv(&mut self.push.thread, &o.push.thread);
+        for (a, b) in [
+            (&mut self.written, &o.written),
+            (&mut self.cited, &o.cited),
+            (&mut self.forward_new, &o.forward_new),
+            (&mut self.forward_replaced, &o.forward_replaced),
+        ] {
+            mv(&mut a.0, &b.0);
+            mv(&mut a.1, &b.1);
+        }
+        mv(&mut self.txns.room, &o.txns.room);
+        mv(&mut self.txns.user, &o.txns.user);
+        mv(&mut self.txns.device, &o.txns.device);
+        mv(&mut self.txns.txn, &o.txns.txn);
+        mv(&mut self.txns.event, &o.txns.event);
+        mv(&mut self.outbound.room, &o.outbound.room);
+        mv(&mut self.outbound.event, &o.outbound.event);
+        mv(&mut self.outbound.also, &o.outbound.also);
+        mv(&mut self.outbound.except, &o.outbound.except);
+        let (n, m) = (&mut self.new_events, &o.new_events);
+        mv(&mut n.room, &m.room);
+        mv(&mut n.nid, &m.nid);
+        mv(&mut n.id, &m.id);
+        mv(&mut n.kind, &m.kind);
+        mv(&mut n.sender, &m.sender);
+        mv(&mut n.ts, &m.ts);
+        mv(&mut n.depth, &m.depth);
+        mv(&mut n.ordering, &m.ordering);
+        mv(&mut n.json, &m.json);
+        mv(&mut n.state_before, &m.state_before);
+        for (a, b) in [
+            (&mut self.prev_by_id, &o.prev_by_id),
+            (&mut self.auth_by_id, &o.auth_by_id),
+            (&mut self.replaced_by_id, &o.replaced_by_id),
+        ] {
+            mv(&mut a.0, &b.0);
+            mv(&mut a.1, &b.1);
+        }
+        mv(&mut self.expect.0, &o.expect.0);
+        mv(&mut self.expect.1, &o.expect.1);
+        mv(&mut self.expect.2, &o.expect.2);
+    }
+}
+
 /// Write `links` of the room in one statement. The event rows must already be written (the
 /// backward-extremity check looks for them); `ours` is never queued as a destination.
 pub async fn link(
@@ -134,121 +356,150 @@ pub async fn link(
     ours: &str,
     links: &Links<'_>,
 ) -> Result<(), sqlx::Error> {
-    let firsts = |v: &[(i64, i64)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
-    let seconds = |v: &[(i64, i64)]| v.iter().map(|e| e.1).collect::<Vec<_>>();
-    let push = &links.push;
-    let txns = &links.txns;
-    let out = &links.outbound;
-    let new = &links.new_events;
-    let new_col = |f: fn(&super::events::NewEvent<'_>) -> i64| {
-        new.iter().map(|(e, _, _)| f(e)).collect::<Vec<_>>()
-    };
+    link_rows(e, ours, &LinkRows::new(room_nid, links, None)).await
+}
+
+/// Write the links of one or more rooms in one statement, atomic on its own: new event rows
+/// (numbers taken in advance), edges, push actions, extremities, client transaction IDs and
+/// the outbound queue. Fails with nothing written if a room's [`Expect`] does not hold.
+pub async fn link_rows(
+    e: impl PgExecutor<'_>,
+    ours: &str,
+    r: &LinkRows,
+) -> Result<(), sqlx::Error> {
+    let n = &r.new_events;
     sqlx::query(&format!(
         "WITH new_ids AS (
              INSERT INTO event_ids (event_nid, event_id)
-             SELECT * FROM unnest($23::bigint[], $24::text[])
+             SELECT * FROM unnest($1::bigint[], $2::text[])
          ),
          new_events AS (
              INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender,
                                  origin_server_ts, depth, stream_ordering, json, outlier,
                                  rejected_reason, soft_failed, state_before, state_after)
-             SELECT n, $1, t, NULL, s, ts, d, so, j, false, NULL, false, sb, sb
-             FROM unnest($23::bigint[], $25::text[], $26::text[], $27::bigint[], $28::bigint[],
-                         $29::bigint[], $30::text[], $31::bigint[]) AS x(n, t, s, ts, d, so, j, sb)
+             SELECT nid, room, t, NULL, s, ts, d, so, j, false, NULL, false, sb, sb
+             FROM unnest($1::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+                         $7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
+                  AS x(nid, room, t, s, ts, d, so, j, sb)
          ),
          prev_edges AS (
              INSERT INTO event_edges (event_nid, prev_event_nid)
-             SELECT * FROM unnest($2::bigint[], $3::bigint[])
+             SELECT * FROM unnest($11::bigint[], $12::bigint[])
              UNION ALL
-             SELECT w.n, i.event_nid FROM unnest($32::bigint[], $33::text[]) AS w(n, id)
+             SELECT w.n, i.event_nid FROM unnest($13::bigint[], $14::text[]) AS w(n, id)
              JOIN event_ids i ON i.event_id = w.id
              ON CONFLICT DO NOTHING
          ),
          auth_edges AS (
              INSERT INTO event_auth_edges (event_nid, auth_event_nid)
-             SELECT * FROM unnest($4::bigint[], $5::bigint[])
+             SELECT * FROM unnest($15::bigint[], $16::bigint[])
              UNION ALL
-             SELECT w.n, i.event_nid FROM unnest($34::bigint[], $35::text[]) AS w(n, id)
+             SELECT w.n, i.event_nid FROM unnest($17::bigint[], $18::text[]) AS w(n, id)
              JOIN event_ids i ON i.event_id = w.id
              ON CONFLICT DO NOTHING
          ),
          push AS (
              INSERT INTO event_push_actions
                  (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
-             SELECT $1, * FROM unnest($6::bigint[], $7::text[], $8::bigint[], $9::bool[], $10::text[])
+             SELECT * FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::bigint[],
+                                  $23::bool[], $24::text[])
              ON CONFLICT DO NOTHING
          ),
          filled AS (
-             DELETE FROM backward_extremities WHERE room_nid = $1 AND event_nid = ANY($11)
+             DELETE FROM backward_extremities
+             WHERE (room_nid, event_nid) IN (SELECT * FROM unnest($25::bigint[], $26::bigint[]))
          ),
          gaps AS (
              INSERT INTO backward_extremities (room_nid, event_nid)
-             SELECT $1, n FROM unnest($12::bigint[]) AS n
+             SELECT room, n FROM unnest($27::bigint[], $28::bigint[]) AS c(room, n)
              WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_nid = n AND NOT e.outlier)
              ON CONFLICT DO NOTHING
          ),
          replaced AS (
-             DELETE FROM forward_extremities WHERE room_nid = $1 AND (event_nid = ANY($14)
-                 OR event_nid IN (SELECT event_nid FROM event_ids WHERE event_id = ANY($36)))
+             DELETE FROM forward_extremities
+             WHERE (room_nid, event_nid) IN (
+                 SELECT * FROM unnest($29::bigint[], $30::bigint[])
+                 UNION ALL
+                 SELECT w.room, i.event_nid FROM unnest($31::bigint[], $32::text[]) AS w(room, id)
+                 JOIN event_ids i ON i.event_id = w.id)
+             RETURNING room_nid
          ),
          tips AS (
              INSERT INTO forward_extremities (room_nid, event_nid)
-             SELECT $1, unnest($13::bigint[]) ON CONFLICT DO NOTHING
+             SELECT * FROM unnest($33::bigint[], $34::bigint[]) ON CONFLICT DO NOTHING
          ),
          txns AS (
              INSERT INTO event_txn_ids (room_nid, user_id, device_id, txn_id, event_nid)
-             SELECT $1, * FROM unnest($15::text[], $16::text[], $17::text[], $18::bigint[])
+             SELECT * FROM unnest($35::bigint[], $36::text[], $37::text[], $38::text[],
+                                  $39::bigint[])
          ),
          servers AS (
-             SELECT DISTINCT {SERVER_OF_USER} AS d FROM room_members
-             WHERE room_nid = $1 AND membership = 'join'
+             SELECT DISTINCT room_nid, {SERVER_OF_USER} AS d FROM room_members
+             WHERE room_nid = ANY($40) AND membership = 'join'
          ),
          outbox AS (
              INSERT INTO federation_outbox (destination, event_nid)
              SELECT d, ev.nid
-             FROM unnest($20::bigint[], $21::text[], $22::text[]) AS ev(nid, also, skip)
-             CROSS JOIN LATERAL (SELECT d FROM servers UNION SELECT ev.also) s
-             WHERE d IS NOT NULL AND d <> $19 AND d IS DISTINCT FROM ev.skip
+             FROM unnest($40::bigint[], $41::bigint[], $42::text[], $43::text[])
+                  AS ev(room, nid, also, skip)
+             CROSS JOIN LATERAL (SELECT d FROM servers s WHERE s.room_nid = ev.room
+                                 UNION SELECT ev.also) s
+             WHERE d IS NOT NULL AND d <> $44 AND d IS DISTINCT FROM ev.skip
              ORDER BY ev.nid, d
          )
-         SELECT 1"
+         SELECT count(*) FROM unnest($45::bigint[], $46::bigint[], $47::bigint[]) AS x(room, n, sg)
+         WHERE NOT trellis_expect(
+             (SELECT count(*) FROM replaced r WHERE r.room_nid = x.room) = x.n
+             AND (SELECT state_group FROM rooms WHERE room_nid = x.room)
+                 IS NOT DISTINCT FROM x.sg)"
     ))
-    .bind(room_nid)
-    .bind(firsts(&links.prev_edges))
-    .bind(seconds(&links.prev_edges))
-    .bind(firsts(&links.auth_edges))
-    .bind(seconds(&links.auth_edges))
-    .bind(push.iter().map(|r| r.event_nid).collect::<Vec<_>>())
-    .bind(push.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(push.iter().map(|r| r.stream_ordering).collect::<Vec<_>>())
-    .bind(push.iter().map(|r| r.highlight).collect::<Vec<_>>())
-    .bind(push.iter().map(|r| r.thread_id).collect::<Vec<_>>())
-    .bind(&links.written)
-    .bind(&links.cited)
-    .bind(&links.forward_new)
-    .bind(&links.forward_replaced)
-    .bind(txns.iter().map(|t| t.0).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.1).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.2).collect::<Vec<_>>())
-    .bind(txns.iter().map(|t| t.3).collect::<Vec<_>>())
+    .bind(&n.nid)
+    .bind(&n.id)
+    .bind(&n.room)
+    .bind(&n.kind)
+    .bind(&n.sender)
+    .bind(&n.ts)
+    .bind(&n.depth)
+    .bind(&n.ordering)
+    .bind(&n.json)
+    .bind(&n.state_before)
+    .bind(&r.prev_edges.0)
+    .bind(&r.prev_edges.1)
+    .bind(&r.prev_by_id.0)
+    .bind(&r.prev_by_id.1)
+    .bind(&r.auth_edges.0)
+    .bind(&r.auth_edges.1)
+    .bind(&r.auth_by_id.0)
+    .bind(&r.auth_by_id.1)
+    .bind(&r.push.room)
+    .bind(&r.push.event)
+    .bind(&r.push.user)
+    .bind(&r.push.ordering)
+    .bind(&r.push.highlight)
+    .bind(&r.push.thread)
+    .bind(&r.written.0)
+    .bind(&r.written.1)
+    .bind(&r.cited.0)
+    .bind(&r.cited.1)
+    .bind(&r.forward_replaced.0)
+    .bind(&r.forward_replaced.1)
+    .bind(&r.replaced_by_id.0)
+    .bind(&r.replaced_by_id.1)
+    .bind(&r.forward_new.0)
+    .bind(&r.forward_new.1)
+    .bind(&r.txns.room)
+    .bind(&r.txns.user)
+    .bind(&r.txns.device)
+    .bind(&r.txns.txn)
+    .bind(&r.txns.event)
+    .bind(&r.outbound.room)
+    .bind(&r.outbound.event)
+    .bind(&r.outbound.also)
+    .bind(&r.outbound.except)
     .bind(ours)
-    .bind(out.iter().map(|o| o.event_nid).collect::<Vec<_>>())
-    .bind(out.iter().map(|o| o.also).collect::<Vec<_>>())
-    .bind(out.iter().map(|o| o.except).collect::<Vec<_>>())
-    .bind(new_col(|e| e.event_nid))
-    .bind(new.iter().map(|n| n.1).collect::<Vec<_>>())
-    .bind(new.iter().map(|n| n.0.event_type).collect::<Vec<_>>())
-    .bind(new.iter().map(|n| n.0.sender).collect::<Vec<_>>())
-    .bind(new_col(|e| e.origin_server_ts))
-    .bind(new_col(|e| e.depth))
-    .bind(new.iter().map(|n| n.2).collect::<Vec<_>>())
-    .bind(new.iter().map(|n| n.0.json).collect::<Vec<_>>())
-    .bind(new.iter().map(|n| n.0.state_before).collect::<Vec<_>>())
-    .bind(links.prev_by_id.iter().map(|e| e.0).collect::<Vec<_>>())
-    .bind(links.prev_by_id.iter().map(|e| e.1).collect::<Vec<_>>())
-    .bind(links.auth_by_id.iter().map(|e| e.0).collect::<Vec<_>>())
-    .bind(links.auth_by_id.iter().map(|e| e.1).collect::<Vec<_>>())
-    .bind(&links.replaced_by_id)
+    .bind(&r.expect.0)
+    .bind(&r.expect.1)
+    .bind(&r.expect.2)
     .execute(e)
     .await?;
     Ok(())

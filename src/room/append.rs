@@ -21,6 +21,7 @@ use super::pdu::{self, NewContent, Pdu, Placement};
 pub(crate) use super::persist::new_state_group;
 pub use super::persist::{
     Checked, Current, FanOut, StateChange, membership_of, persist, persist_batch,
+    persist_batch_expecting,
 };
 use super::state_cache::StateCache;
 use super::stream::StreamPositions;
@@ -42,6 +43,8 @@ pub struct Store<'a> {
     pub state: &'a StateCache,
     pub nids: &'a super::nids::EventNids,
     pub push: &'a super::push::PushContexts,
+    pub tips: &'a super::tips::Tips,
+    pub writer: &'a super::writer::PlainWriter,
 }
 
 /// Build, authorise and store a local event; returns its ID.
@@ -93,22 +96,28 @@ impl Tip {
     /// The room's tip as stored.
     pub async fn of(db: &PgPool, room: &RoomRow) -> Result<Tip> {
         let extremities = db::events::forward_extremities(db, room.room_nid).await?;
-        Ok(Tip::from_extremities(&extremities))
+        Ok(Tip::from_extremities(
+            extremities
+                .iter()
+                .map(|(_, id, depth)| (id.as_str(), *depth)),
+        ))
     }
 
-    /// The tip over forward extremities (number, ID, depth), deepest first.
-    pub fn from_extremities(extremities: &[(i64, String, i64)]) -> Tip {
+    /// The tip over forward extremities (ID, depth), deepest first.
+    pub fn from_extremities<'a>(extremities: impl IntoIterator<Item = (&'a str, i64)>) -> Tip {
+        let mut prev_ids = Vec::new();
+        let mut deepest: Option<i64> = None;
+        for (id, depth) in extremities {
+            deepest = Some(deepest.map_or(depth, |d| d.max(depth)));
+            if prev_ids.len() < MAX_PREV_EVENTS
+                && let Ok(id) = OwnedEventId::try_from(id)
+            {
+                prev_ids.push(id);
+            }
+        }
         Tip {
-            prev_ids: extremities
-                .iter()
-                .take(MAX_PREV_EVENTS)
-                .filter_map(|(_, id, _)| OwnedEventId::try_from(id.as_str()).ok())
-                .collect(),
-            depth: extremities
-                .iter()
-                .map(|e| e.2)
-                .max()
-                .map_or(1, |d| d.saturating_add(1)),
+            prev_ids,
+            depth: deepest.map_or(1, |d| d.saturating_add(1)),
         }
     }
 

@@ -22,7 +22,9 @@ pub mod state_cache;
 pub mod state_res;
 pub mod stream;
 pub mod timeline;
+pub mod tips;
 pub mod visibility;
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -48,20 +50,24 @@ pub struct Rooms {
     nids: Arc<nids::EventNids>,
     push: Arc<push::PushContexts>,
     sends: Arc<send::SendQueues>,
+    tips: Arc<tips::Tips>,
+    writer: Arc<writer::PlainWriter>,
 }
 
 impl Rooms {
     /// `stream_max`: the highest stream position already stored.
     pub fn new(db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
         Rooms {
-            db,
-            keys,
+            db: db.clone(),
+            keys: keys.clone(),
             locks: Arc::new(RoomLocks::default()),
             stream: StreamPositions::new(stream_max),
             state_cache: Arc::default(),
             nids: Arc::default(),
             push: Arc::default(),
             sends: Arc::default(),
+            tips: Arc::default(),
+            writer: Arc::new(writer::PlainWriter::new(db, keys.server_name().to_string())),
         }
     }
 
@@ -84,6 +90,8 @@ impl Rooms {
             state: &self.state_cache,
             nids: &self.nids,
             push: &self.push,
+            tips: &self.tips,
+            writer: &self.writer,
         }
     }
 

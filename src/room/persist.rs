@@ -118,14 +118,28 @@ pub async fn persist_batch(
     lock: &RoomLock,
     evs: Vec<Checked<'_>>,
 ) -> Result<Vec<bool>> {
+    persist_batch_expecting(store, lock, evs, None).await
+}
+
+/// [`persist_batch`] for a batch built on a remembered tip (see `tips.rs`): nothing is
+/// written unless `expect` holds (the error then satisfies `db::append::is_stale_write`).
+pub async fn persist_batch_expecting(
+    store: &Store<'_>,
+    lock: &RoomLock,
+    evs: Vec<Checked<'_>>,
+    expect: Option<db::append::Expect>,
+) -> Result<Vec<bool>> {
     let Some(first) = evs.first() else {
         return Ok(Vec::new());
     };
     let room: &RoomRow = first.room;
     debug_assert_eq!(lock.room_id().as_str(), room.room_id);
     debug_assert!(evs.iter().all(|e| e.room.room_nid == room.room_nid));
+    // Whatever this writes, the remembered tip is no longer it (a send remembers the new
+    // one once stored).
+    store.tips.forget(lock.room_id());
     if is_plain(&evs) {
-        return persist_plain(store, room, evs).await;
+        return persist_plain(store, room, evs, expect).await;
     }
     let Store {
         db, keys, stream, ..
@@ -349,7 +363,13 @@ pub async fn persist_batch(
         db::state::remove_current(&mut tx, room.room_nid, &removed_keys).await?;
     }
     apply_state_changes(&mut tx, room, changes, current_group).await?;
-    db::append::link(&mut *tx, room.room_nid, keys.server_name().as_str(), &links).await?;
+    // The state group this transaction just set is the one to find.
+    let expect = expect.map(|x| db::append::Expect {
+        state_group: current_group,
+        ..x
+    });
+    let rows = db::append::LinkRows::new(room.room_nid, &links, expect);
+    db::append::link_rows(&mut *tx, keys.server_name().as_str(), &rows).await?;
     tx.commit().await?;
     for (event_nid, guard, member) in guards {
         // A position whose event was not written is dropped: skipped, never waited for.
@@ -389,11 +409,13 @@ fn is_plain(evs: &[Checked<'_>]) -> bool {
 /// Store a plain batch (see [`is_plain`]): its event numbers and stream positions are taken
 /// in advance (from in-memory blocks), so the rows and everything hanging off them go in a
 /// single statement, atomic on its own, with no transaction to open and commit around it:
-/// one round trip instead of five.
+/// one round trip instead of five, shared with the plain batches of other rooms written at
+/// the same moment (`writer.rs`).
 async fn persist_plain(
     store: &Store<'_>,
     room: &RoomRow,
     evs: Vec<Checked<'_>>,
+    expect: Option<db::append::Expect>,
 ) -> Result<Vec<bool>> {
     let accepted = vec![true; evs.len()];
     let numbers = async {
@@ -455,16 +477,14 @@ async fn persist_plain(
         .copied()
         .filter(|n| !cited_in_batch.contains(n))
         .collect();
-    db::append::link(
-        store.db,
-        room.room_nid,
-        store.keys.server_name().as_str(),
-        &links,
-    )
-    .await?;
-    for guard in guards {
-        guard.committed(room.room_nid, None);
-    }
+    store
+        .writer
+        .write(super::writer::Write {
+            room_nid: room.room_nid,
+            rows: db::append::LinkRows::new(room.room_nid, &links, expect),
+            positions: guards,
+        })
+        .await?;
     Ok(vec![true; evs.len()])
 }
 

@@ -17,6 +17,7 @@ use super::Rooms;
 use super::append::{self, Prepared, Tip, TxnRef};
 use super::lock::RoomLock;
 use super::pdu::NewContent;
+use super::tips::RoomTip;
 use crate::db;
 use crate::error::{Error, Result};
 
@@ -111,6 +112,21 @@ impl Rooms {
         if jobs.is_empty() {
             return;
         }
+        // On the tip the last send left, when there is one: no query before the write.
+        let jobs = match self.tips.get(room_id) {
+            Some(tip) => {
+                let start = Start {
+                    tip,
+                    seen: HashMap::new(),
+                    remembered: true,
+                };
+                match self.store_batch(lock, room_id, jobs, start).await {
+                    Some(stale) => stale,
+                    None => return,
+                }
+            }
+            None => jobs,
+        };
         // The room, its tip and the client transactions sent before: one query.
         let keys: Vec<(&str, &str, &str)> = jobs
             .iter()
@@ -132,10 +148,44 @@ impl Rooms {
         else {
             return fail_all(jobs, &Error::not_found("Room not found"));
         };
-        let tip = Tip::from_extremities(&extremities);
+        let tip = RoomTip {
+            room,
+            extremities: extremities.into_iter().map(|(_, id, d)| (id, d)).collect(),
+        };
+        let start = Start {
+            tip,
+            seen,
+            remembered: false,
+        };
+        if let Some(stale) = self.store_batch(lock, room_id, jobs, start).await {
+            // Read under the lock a moment ago: only another process writing this room
+            // moves it this fast.
+            fail_all(
+                stale,
+                &Error::internal("the room changed while storing; retry"),
+            );
+        }
+    }
 
+    /// Build `jobs` on `start` and store them. Returns the jobs, unanswered, when the store
+    /// found the start stale (only possible for a remembered one): nothing was written.
+    async fn store_batch(
+        &self,
+        lock: &RoomLock,
+        room_id: &RoomId,
+        jobs: Vec<Job>,
+        start: Start,
+    ) -> Option<Vec<Job>> {
+        let Start {
+            tip: room_tip,
+            seen,
+            remembered,
+        } = start;
+        let room = &room_tip.room;
         let store = self.store();
-        let mut tip = tip;
+        let first_tip =
+            Tip::from_extremities(room_tip.extremities.iter().map(|(id, d)| (id.as_str(), *d)));
+        let mut tip = first_tip.clone();
         let mut built: Vec<(Job, Prepared)> = Vec::with_capacity(jobs.len());
         // A retry of a transaction that is in this same batch: answered with its event.
         let mut repeats: Vec<(Job, usize)> = Vec::new();
@@ -157,7 +207,7 @@ impl Rooms {
                     continue;
                 }
             }
-            match append::prepare_on(&store, &room, tip.clone(), &job.sender, &job.new).await {
+            match append::prepare_on(&store, room, tip.clone(), &job.sender, &job.new).await {
                 Ok(p) => {
                     tip = Tip::after(&p.event_id, p.pdu.depth);
                     built.push((job, p));
@@ -168,14 +218,14 @@ impl Rooms {
             }
         }
         if built.is_empty() {
-            return;
+            return None;
         }
 
         let checked = built
             .iter()
             .map(|(job, p)| {
                 append::local_checked(
-                    &room,
+                    room,
                     &p.event_id,
                     &p.json,
                     &p.pdu,
@@ -186,10 +236,27 @@ impl Rooms {
                 )
             })
             .collect();
-        let outcome = append::persist_batch(&store, lock, checked).await;
+        let expect = db::append::Expect {
+            replaced: i64::try_from(first_tip.prev_ids.len()).unwrap_or(i64::MAX),
+            state_group: room.state_group,
+        };
+        let outcome = append::persist_batch_expecting(&store, lock, checked, Some(expect)).await;
         let ids: Vec<OwnedEventId> = built.iter().map(|(_, p)| p.event_id.clone()).collect();
         match outcome {
             Ok(stored) => {
+                // A batch of messages leaves the state as it was: the next send can build on
+                // the tip it made without asking for it. A state event changed the state
+                // group, which only the store knows: the next send reads it.
+                if let Some((_, last)) = built.last()
+                    && built.iter().all(|(_, p)| p.pdu.state_key.is_none())
+                    && stored.iter().all(|s| *s)
+                {
+                    let cited: Vec<String> =
+                        first_tip.prev_ids.iter().map(|e| e.to_string()).collect();
+                    let next =
+                        room_tip.after_plain(&cited, (last.event_id.to_string(), last.pdu.depth));
+                    self.tips.set(room_id, next);
+                }
                 for ((job, p), stored) in built.into_iter().zip(stored) {
                     let result = match stored {
                         true => {
@@ -203,14 +270,35 @@ impl Rooms {
                 for (job, first) in repeats {
                     let _ = job.reply.send(Ok(ids[first].clone()));
                 }
+                None
+            }
+            Err(Error::Database(e)) if remembered && db::append::is_stale_write(&e) => {
+                tracing::debug!(%room_id, error = %e, "remembered tip stale; rebuilding from the store");
+                Some(
+                    built
+                        .into_iter()
+                        .map(|(j, _)| j)
+                        .chain(repeats.into_iter().map(|(j, _)| j))
+                        .collect(),
+                )
             }
             Err(e) => {
                 tracing::warn!(%room_id, error = %e, events = ids.len(), "storing a batch of sends failed");
                 fail_all(built.into_iter().map(|(j, _)| j), &e);
                 fail_all(repeats.into_iter().map(|(j, _)| j), &e);
+                None
             }
         }
     }
+}
+
+/// What a batch is built on: the room's tip, the events of earlier client transactions
+/// among the batch's (empty for a remembered tip: a repeat then fails the write, which is
+/// retried from the store), and whether the tip was remembered rather than read.
+struct Start {
+    tip: RoomTip,
+    seen: HashMap<(String, String, String), String>,
+    remembered: bool,
 }
 
 /// Answer every job with (a copy of) `e`.

@@ -88,6 +88,7 @@ pub async fn recover_room(config: Config, room_id: &str, via: &str) -> Result<()
         .federation
         .recover_room(&state.rooms, &room_id, &via)
         .await;
+    state.rooms.close().await;
     state.db.close().await;
     // Stops Postgres only if this command started it; one a running server owns stays up.
     if let Some(pg) = postgres {
@@ -108,7 +109,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     state
         .federation
         .sender
-        .start(state.rooms.stream().subscribe(), stop_rx.clone());
+        .start(state.rooms.outbox_queued(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let client = &config.listeners.client;
     let client_addr = bind_and_serve(
@@ -164,6 +165,7 @@ impl RunningServer {
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop.send(true);
         while self.listeners.join_next().await.is_some() {}
+        self.state.rooms.close().await;
         self.state.db.close().await;
         if let Some(pg) = self.postgres.take() {
             pg.stop()

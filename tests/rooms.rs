@@ -1438,3 +1438,81 @@ async fn sends_to_many_rooms_at_once_are_each_stored_once_in_order() {
     assert!(tips.iter().all(|(_, n)| *n == 1), "{tips:?}");
     s.shutdown().await;
 }
+
+/// A new room's initial events are stored together, each on the state the one before it
+/// made: a chain of state groups, one per event, each a delta of one entry on the last.
+#[tokio::test]
+async fn creation_events_stand_each_on_the_state_the_previous_one_made() {
+    use sqlx::Connection;
+    let s = TestServer::start().await;
+    let a = s.register("nina", "nina-password").await;
+    let b = s.register("omar", "omar-password").await;
+    let room = s
+        .create_room(
+            &a,
+            json!({"preset": "private_chat", "name": "N", "topic": "T",
+                   "invite": [b.user_id.clone()]}),
+        )
+        .await;
+    let mut db = sqlx::PgConnection::connect(s.config.database.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    /// Type, state before, state after, its previous group, its chain length.
+    type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.event_type, e.state_before, e.state_after, g.prev_group, g.chain_len
+             FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+             LEFT JOIN state_groups g ON g.state_group = e.state_after
+             WHERE r.room_id = $1 ORDER BY e.depth",
+    )
+    .bind(&room)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "m.room.create",
+            "m.room.member",
+            "m.room.power_levels",
+            "m.room.join_rules",
+            "m.room.history_visibility",
+            "m.room.guest_access",
+            "m.room.name",
+            "m.room.topic",
+            "m.room.member"
+        ]
+    );
+    assert_eq!(rows[0].1, None, "the create event stands on nothing");
+    assert_eq!(rows[0].4, Some(0), "the first group is a snapshot");
+    for (i, w) in rows.windows(2).enumerate() {
+        let (before, after) = (&w[0], &w[1]);
+        assert_eq!(
+            after.1,
+            before.2,
+            "event {} stands on the one before",
+            i + 1
+        );
+        assert_eq!(after.3, before.2, "its group is a delta on that state");
+        assert_eq!(after.4, Some(i as i32 + 1));
+    }
+    let (current, members): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT r.state_group, (SELECT count(*) FROM room_members m WHERE m.room_nid = r.room_nid)
+         FROM rooms r WHERE r.room_id = $1",
+    )
+    .bind(&room)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(current, rows.last().unwrap().2);
+    assert_eq!(members, 2);
+    let (_, name) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            a.t(),
+        )
+        .await;
+    assert_eq!(name["name"], "N");
+    s.shutdown().await;
+}

@@ -355,20 +355,21 @@ pub async fn link(
     room_nid: i64,
     ours: &str,
     links: &Links<'_>,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     link_rows(e, ours, &LinkRows::new(room_nid, links, None)).await
 }
 
 /// Write the links of one or more rooms in one statement, atomic on its own: new event rows
 /// (numbers taken in advance), edges, push actions, extremities, client transaction IDs and
 /// the outbound queue. Fails with nothing written if a room's [`Expect`] does not hold.
+/// Returns how many entries it added to the outbound queue.
 pub async fn link_rows(
     e: impl PgExecutor<'_>,
     ours: &str,
     r: &LinkRows,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let n = &r.new_events;
-    sqlx::query(&format!(
+    let (queued, _): (i64, i64) = sqlx::query_as(&format!(
         "WITH new_ids AS (
              INSERT INTO event_ids (event_nid, event_id)
              SELECT * FROM unnest($1::bigint[], $2::text[])
@@ -446,12 +447,15 @@ pub async fn link_rows(
                                  UNION SELECT ev.also) s
              WHERE d IS NOT NULL AND d <> $44 AND d IS DISTINCT FROM ev.skip
              ORDER BY ev.nid, d
+             RETURNING 1
          )
-         SELECT count(*) FROM unnest($45::bigint[], $46::bigint[], $47::bigint[]) AS x(room, n, sg)
-         WHERE NOT trellis_expect(
-             (SELECT count(*) FROM replaced r WHERE r.room_nid = x.room) = x.n
-             AND (SELECT state_group FROM rooms WHERE room_nid = x.room)
-                 IS NOT DISTINCT FROM x.sg)"
+         SELECT (SELECT count(*) FROM outbox),
+                (SELECT count(*) FROM unnest($45::bigint[], $46::bigint[], $47::bigint[])
+                     AS x(room, n, sg)
+                 WHERE NOT trellis_expect(
+                     (SELECT count(*) FROM replaced r WHERE r.room_nid = x.room) = x.n
+                     AND (SELECT state_group FROM rooms WHERE room_nid = x.room)
+                         IS NOT DISTINCT FROM x.sg))"
     ))
     .bind(&n.nid)
     .bind(&n.id)
@@ -500,7 +504,7 @@ pub async fn link_rows(
     .bind(&r.expect.0)
     .bind(&r.expect.1)
     .bind(&r.expect.2)
-    .execute(e)
+    .fetch_one(e)
     .await?;
-    Ok(())
+    Ok(queued)
 }

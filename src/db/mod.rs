@@ -47,6 +47,25 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Connections the append path's writes may hold at once (see [`write_pool`]).
+const WRITE_CONNECTIONS: u32 = 4;
+
+/// A small pool beside `db`, to the same database, for the append path's writes. Its
+/// statements are large (a dozen data-modifying CTEs over parameter arrays) and Postgres
+/// would plan each execution afresh, which costs more than running it; they look rows up
+/// by key only, so one generic plan per statement serves every execution. Reads, whose best
+/// plan can depend on the values, stay on `db`. Connects on first use.
+pub fn write_pool(db: &PgPool) -> PgPool {
+    let options = (*db.connect_options())
+        .clone()
+        .options([("plan_cache_mode", "force_generic_plan")]);
+    PgPoolOptions::new()
+        .max_connections(WRITE_CONNECTIONS)
+        .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
+
 /// Bring the schema up to date.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

@@ -116,24 +116,26 @@ pub async fn create_group(
     prev: Option<(i64, i32)>,
     entries: &[(i64, i64)],
 ) -> Result<i64, sqlx::Error> {
+    let keys: Vec<i64> = entries.iter().map(|e| e.0).collect();
+    let events: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    // The group and its entries in one statement.
     let (group,): (i64,) = sqlx::query_as(
-        "INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES ($1, $2, $3) RETURNING state_group",
+        "WITH g AS (
+             INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES ($1, $2, $3)
+             RETURNING state_group
+         ),
+         e AS (
+             INSERT INTO state_group_entries (state_group, state_key_nid, event_nid)
+             SELECT g.state_group, x.k, x.e FROM g, unnest($4::bigint[], $5::bigint[]) AS x(k, e)
+         )
+         SELECT state_group FROM g",
     )
     .bind(room_nid)
     .bind(prev.map(|p| p.0))
     .bind(prev.map_or(0, |p| p.1 + 1))
-    .fetch_one(&mut *tx)
-    .await?;
-    let keys: Vec<i64> = entries.iter().map(|e| e.0).collect();
-    let events: Vec<i64> = entries.iter().map(|e| e.1).collect();
-    sqlx::query(
-        "INSERT INTO state_group_entries (state_group, state_key_nid, event_nid)
-         SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])",
-    )
-    .bind(group)
     .bind(&keys)
     .bind(&events)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(group)
 }

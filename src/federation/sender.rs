@@ -99,13 +99,10 @@ impl Sender {
         Ok(())
     }
 
-    /// Run until the process ends: wake on new events (`events`), on queued EDUs and when
-    /// retries fall due, and start a worker for each destination that has work.
-    pub fn start(
-        self: &Arc<Self>,
-        mut events: watch::Receiver<i64>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    /// Run until the process ends: wake when events are queued (`events`, told by the
+    /// append path only when a write queued some), on queued EDUs and when retries fall due,
+    /// and start a worker for each destination that has work.
+    pub fn start(self: &Arc<Self>, events: Arc<Notify>, mut stop: watch::Receiver<bool>) {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
@@ -116,11 +113,7 @@ impl Sender {
                 let next_retry = this.next_retry_in();
                 tokio::select! {
                     _ = stop.changed() => return,
-                    changed = events.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
+                    () = events.notified() => {}
                     () = this.wake.notified() => {}
                     () = tokio::time::sleep(next_retry) => {}
                 }

@@ -21,7 +21,7 @@ use super::pdu::{self, NewContent, Pdu, Placement};
 pub(crate) use super::persist::new_state_group;
 pub use super::persist::{
     Checked, Current, FanOut, StateChange, membership_of, persist, persist_batch,
-    persist_batch_expecting,
+    persist_batch_expecting, persist_chain,
 };
 use super::state_cache::StateCache;
 use super::stream::StreamPositions;
@@ -38,6 +38,8 @@ pub struct TxnRef<'a> {
 /// What the append path writes to and signs with.
 pub struct Store<'a> {
     pub db: &'a PgPool,
+    /// Where the writes go (see `db::write_pool`).
+    pub writes: &'a PgPool,
     pub keys: &'a ServerKeys,
     pub stream: &'a Arc<StreamPositions>,
     pub state: &'a StateCache,
@@ -45,6 +47,8 @@ pub struct Store<'a> {
     pub push: &'a super::push::PushContexts,
     pub tips: &'a super::tips::Tips,
     pub writer: &'a super::writer::PlainWriter,
+    /// Told when a write queued events for other servers (the federation sender waits on it).
+    pub outbox: &'a Arc<tokio::sync::Notify>,
 }
 
 /// Build, authorise and store a local event; returns its ID.
@@ -151,6 +155,24 @@ pub async fn place_on(
     sender: &UserId,
     new: &NewContent,
 ) -> Result<Placing> {
+    let (version, rules, room_id) = room_rules(room)?;
+    // 3. The auth state (with the create event even where it is implied, not listed).
+    let auth_types = event_auth_keys(&rules, sender, new)?;
+    let auth_state = match room.state_group {
+        Some(group) => load_state_events(db, cache, group, &auth_types).await?,
+        None => HashMap::new(),
+    };
+    Ok(placing(version, rules, room_id, tip, auth_state))
+}
+
+/// The room's version, its rules and its ID, parsed from the stored row.
+fn room_rules(
+    room: &RoomRow,
+) -> Result<(
+    ruma::RoomVersionId,
+    ruma::room_version_rules::RoomVersionRules,
+    ruma::OwnedRoomId,
+)> {
     let version = ruma::RoomVersionId::try_from(room.room_version.as_str())
         .map_err(|e| Error::internal(format!("stored room version invalid: {e}")))?;
     let rules = version
@@ -158,21 +180,34 @@ pub async fn place_on(
         .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
     let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
         .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
-    let Tip { prev_ids, depth } = tip;
+    Ok((version, rules, room_id))
+}
 
-    // 3. The auth state (with the create event even where it is implied, not listed).
-    let auth_types = auth_state_keys(
-        &rules,
+/// The state keys authorising `new` from `sender` needs.
+fn event_auth_keys(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Vec<(StateEventType, String)>> {
+    auth_state_keys(
+        rules,
         &new.kind,
         sender,
         new.state_key.as_deref(),
         &new.content,
     )
-    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
-    let auth_state = match room.state_group {
-        Some(group) => load_state_events(db, cache, group, &auth_types).await?,
-        None => HashMap::new(),
-    };
+    .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))
+}
+
+/// The placing of an event on `tip` with `auth_state`: its auth events are that state's
+/// (less the create event where the room ID implies it).
+fn placing(
+    version: ruma::RoomVersionId,
+    rules: ruma::room_version_rules::RoomVersionRules,
+    room_id: ruma::OwnedRoomId,
+    tip: Tip,
+    auth_state: StateEntries,
+) -> Placing {
     let implied = implied_create_key(&rules);
     let mut auth_ids: Vec<OwnedEventId> = auth_state
         .iter()
@@ -180,7 +215,8 @@ pub async fn place_on(
         .map(|(_, p)| p.event_id.clone())
         .collect();
     auth_ids.sort();
-    Ok(Placing {
+    let Tip { prev_ids, depth } = tip;
+    Placing {
         version,
         rules,
         room_id,
@@ -188,7 +224,7 @@ pub async fn place_on(
         depth,
         auth_state,
         auth_ids,
-    })
+    }
 }
 
 /// Steps 2 to 5: place, build, sign and authorise a local event without storing it.
@@ -211,8 +247,36 @@ pub async fn prepare_on(
     new: &NewContent,
 ) -> Result<Prepared> {
     let p = place_on(store.db, store.state, room, tip, sender, new).await?;
+    build_authorised(store.keys, &p, sender, new)
+}
 
-    // 4. Build and sign.
+/// Steps 3 to 5 on a given tip and on a state held in memory: for room creation, where each
+/// event stands on the state the one before it made and none of it is stored yet.
+pub fn prepare_on_state(
+    keys: &ServerKeys,
+    room: &RoomRow,
+    tip: Tip,
+    sender: &UserId,
+    new: &NewContent,
+    state: &StateEntries,
+) -> Result<Prepared> {
+    let (version, rules, room_id) = room_rules(room)?;
+    let auth_state: StateEntries = event_auth_keys(&rules, sender, new)?
+        .into_iter()
+        .filter_map(|k| state.get(&k).cloned().map(|p| (k, p)))
+        .collect();
+    let p = placing(version, rules, room_id, tip, auth_state);
+    build_authorised(keys, &p, sender, new)
+}
+
+/// Steps 4 and 5: build and sign the event placed by `p`, and authorise it against the state
+/// before it.
+fn build_authorised(
+    keys: &ServerKeys,
+    p: &Placing,
+    sender: &UserId,
+    new: &NewContent,
+) -> Result<Prepared> {
     let placement = Placement {
         room_id: Some(&p.room_id),
         version: &p.version,
@@ -222,11 +286,9 @@ pub async fn prepare_on(
         auth_events: &p.auth_ids,
         depth: p.depth,
     };
-    let (event_id, json) = pdu::build(store.keys, new, &placement)?;
+    let (event_id, json) = pdu::build(keys, new, &placement)?;
     check_size(&json)?;
     let pdu = Pdu::parse(event_id.clone(), &json)?;
-
-    // 5. Authorise against the state before it.
     authorise(&p.rules, &pdu, &p.auth_state).map_err(Error::forbidden)?;
     Ok(Prepared {
         event_id,

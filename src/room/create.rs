@@ -119,21 +119,6 @@ impl Rooms {
             creators.extend(additional);
         }
         let (room_id, first) = self.build_create_event(creator, &version, &rules, create)?;
-        let mut tx = self.db().begin().await?;
-        let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
-        tx.commit().await?;
-        let lock = self.locks.lock(&room_id).await;
-        let room = self.room(&room_id).await?;
-        append::persist_local(
-            &self.store(),
-            &lock,
-            &room,
-            &first.event_id,
-            &first.json,
-            &first.pdu,
-            None,
-        )
-        .await?;
 
         let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
 
@@ -262,16 +247,48 @@ impl Rooms {
             events.push((TimelineEventType::RoomMember, Some(u.to_string()), c));
         }
 
+        // Every event is built on the state the ones before it make, held in memory, and
+        // all of them are stored together.
+        let mut tx = self.db().begin().await?;
+        let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
+        tx.commit().await?;
+        let room = db::rooms::RoomRow {
+            room_nid,
+            room_id: room_id.to_string(),
+            room_version: version.to_string(),
+            state_group: None,
+            is_public: false,
+        };
+        let mut state = append::StateEntries::new();
+        let mut tip = append::Tip::after(&first.event_id, first.pdu.depth);
+        let mut built = vec![first];
         for (kind, state_key, content) in events {
-            let room = self.room(&room_id).await?;
+            if let Some(prev) = built.last() {
+                state.insert(
+                    (
+                        prev.pdu.kind.to_string().into(),
+                        prev.pdu.state_key.clone().unwrap_or_default(),
+                    ),
+                    prev.pdu.clone(),
+                );
+            }
             let new = NewContent {
                 kind,
                 state_key,
                 content: raw(&content)?,
                 redacts: None,
             };
-            append::append_local(&self.store(), &lock, &room, creator, new, None).await?;
+            let p = append::prepare_on_state(&self.keys, &room, tip, creator, &new, &state)?;
+            tip = append::Tip::after(&p.event_id, p.pdu.depth);
+            built.push(p);
         }
+        let lock = self.locks.lock(&room_id).await;
+        let checked = built
+            .iter()
+            .map(|p| append::local_checked(&room, &p.event_id, &p.json, &p.pdu, None))
+            .collect();
+        append::persist_chain(&self.store(), &lock, checked).await?;
+        drop(lock);
         if let Some(a) = &alias {
             db::rooms::insert_alias(self.db(), a, room_nid, creator.as_str()).await?;
         }

@@ -43,6 +43,8 @@ use stream::StreamPositions;
 #[derive(Clone)]
 pub struct Rooms {
     db: PgPool,
+    /// The append path's writes (see `db::write_pool`).
+    writes: PgPool,
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
     stream: Arc<StreamPositions>,
@@ -52,13 +54,17 @@ pub struct Rooms {
     sends: Arc<send::SendQueues>,
     tips: Arc<tips::Tips>,
     writer: Arc<writer::PlainWriter>,
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Rooms {
     /// `stream_max`: the highest stream position already stored.
     pub fn new(db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let writes = db::write_pool(&db);
         Rooms {
-            db: db.clone(),
+            db,
+            writes: writes.clone(),
             keys: keys.clone(),
             locks: Arc::new(RoomLocks::default()),
             stream: StreamPositions::new(stream_max),
@@ -67,7 +73,12 @@ impl Rooms {
             push: Arc::default(),
             sends: Arc::default(),
             tips: Arc::default(),
-            writer: Arc::new(writer::PlainWriter::new(db, keys.server_name().to_string())),
+            writer: Arc::new(writer::PlainWriter::new(
+                writes,
+                keys.server_name().to_string(),
+                outbox.clone(),
+            )),
+            outbox,
         }
     }
 
@@ -75,6 +86,11 @@ impl Rooms {
     /// stored).
     pub fn push_contexts(&self) -> Arc<push::PushContexts> {
         self.push.clone()
+    }
+
+    /// Told whenever events are queued for other servers.
+    pub fn outbox_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
     }
 
     /// The live event stream: its safe position and wake-ups.
@@ -85,6 +101,7 @@ impl Rooms {
     fn store(&self) -> append::Store<'_> {
         append::Store {
             db: &self.db,
+            writes: &self.writes,
             keys: &self.keys,
             stream: &self.stream,
             state: &self.state_cache,
@@ -92,6 +109,7 @@ impl Rooms {
             push: &self.push,
             tips: &self.tips,
             writer: &self.writer,
+            outbox: &self.outbox,
         }
     }
 
@@ -173,6 +191,11 @@ impl Rooms {
 
     pub(crate) fn db(&self) -> &PgPool {
         &self.db
+    }
+
+    /// Close the connections of the append path's writes (the main pool is the caller's).
+    pub async fn close(&self) {
+        self.writes.close().await;
     }
 }
 

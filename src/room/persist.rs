@@ -71,14 +71,14 @@ pub struct Checked<'a> {
 }
 
 impl Checked<'_> {
-    /// The event's row, numbered `event_nid`, standing on `state_after`.
+    /// The event's row, numbered `event_nid`, between `state_before` and `state_after`.
     fn row<'s>(
         &'s self,
         room_nid: i64,
         event_nid: i64,
         kind: &'s str,
         state_key_nid: Option<i64>,
-        state_after: Option<i64>,
+        (state_before, state_after): (Option<i64>, Option<i64>),
     ) -> db::events::NewEvent<'s> {
         db::events::NewEvent {
             event_nid,
@@ -93,7 +93,7 @@ impl Checked<'_> {
             outlier: false,
             rejected_reason: self.rejected.as_deref(),
             soft_failed: self.soft_failed,
-            state_before: self.state_before,
+            state_before,
             state_after,
         }
     }
@@ -141,6 +141,36 @@ pub async fn persist_batch_expecting(
     if is_plain(&evs) {
         return persist_plain(store, room, evs, expect).await;
     }
+    persist_in_transaction(store, room, evs, expect, false).await
+}
+
+/// Store a new room's first events, each standing on the state the one before it makes
+/// (none of it stored yet), in one transaction. The first stands on its own `state_before`;
+/// the others' are ignored. Push rules are evaluated on the first one's state: at creation
+/// nobody but the creator, who sends them all, is joined.
+pub async fn persist_chain(
+    store: &Store<'_>,
+    lock: &RoomLock,
+    evs: Vec<Checked<'_>>,
+) -> Result<Vec<bool>> {
+    let Some(first) = evs.first() else {
+        return Ok(Vec::new());
+    };
+    debug_assert_eq!(lock.room_id().as_str(), first.room.room_id);
+    store.tips.forget(lock.room_id());
+    let room = first.room;
+    persist_in_transaction(store, room, evs, None, true).await
+}
+
+/// [`persist_batch`] for anything but a plain batch: one transaction. `chained`: see
+/// [`persist_chain`].
+async fn persist_in_transaction(
+    store: &Store<'_>,
+    room: &RoomRow,
+    evs: Vec<Checked<'_>>,
+    expect: Option<db::append::Expect>,
+    chained: bool,
+) -> Result<Vec<bool>> {
     let Store {
         db, keys, stream, ..
     } = *store;
@@ -161,7 +191,7 @@ pub async fn persist_batch_expecting(
     // Push rules are evaluated on another connection while the transaction opens and
     // numbers the events: the two round trips overlap.
     let opening = async {
-        let mut tx = db.begin().await?;
+        let mut tx = store.writes.begin().await?;
         let numbers = db::append::number(&mut tx, &all_ids, evs.len() - live).await?;
         Ok::<_, Error>((tx, numbers))
     };
@@ -195,8 +225,14 @@ pub async fn persist_batch_expecting(
     // An event listed twice is written once (one statement cannot write a row twice).
     let mut duplicate = Vec::with_capacity(evs.len());
     let mut seen = HashSet::with_capacity(evs.len());
-    for (ev, kind) in evs.iter().zip(&kinds) {
+    // Chain lengths of the groups this transaction makes (one per state event).
+    let mut made: HashMap<i64, i32> = HashMap::new();
+    for (i, (ev, kind)) in evs.iter().zip(&kinds).enumerate() {
         let event_nid = nid(ev.event_id.as_str())?;
+        let state_before = match (chained, states_after.last()) {
+            (true, Some(after)) if i > 0 => *after,
+            _ => ev.state_before,
+        };
         duplicate.push(!seen.insert(event_nid));
         let state_key_nid = match &ev.pdu.state_key {
             Some(k) => Some(
@@ -208,11 +244,20 @@ pub async fn persist_batch_expecting(
             None => None,
         };
         let state_after = match state_key_nid {
-            Some(sk) if ev.rejected.is_none() => Some(
-                new_state_group(&mut tx, room.room_nid, ev.state_before, &[(sk, event_nid)])
-                    .await?,
-            ),
-            _ => ev.state_before,
+            Some(sk) if ev.rejected.is_none() => {
+                let known = state_before.and_then(|g| made.get(&g).map(|len| (g, *len)));
+                let (group, len) = new_state_group_on(
+                    &mut tx,
+                    room.room_nid,
+                    state_before,
+                    known,
+                    &[(sk, event_nid)],
+                )
+                .await?;
+                made.insert(group, len);
+                Some(group)
+            }
+            _ => state_before,
         };
         let position = match ev.historical {
             true => backfill.next(),
@@ -231,7 +276,13 @@ pub async fn persist_batch_expecting(
             continue;
         }
         row_positions.push(Some(position));
-        rows.push(ev.row(room.room_nid, event_nid, kind, state_key_nid, state_after));
+        rows.push(ev.row(
+            room.room_nid,
+            event_nid,
+            kind,
+            state_key_nid,
+            (state_before, state_after),
+        ));
     }
     let inserted = db::events::insert_many(&mut tx, &rows, &row_positions).await?;
     let stored: Vec<bool> = event_nids
@@ -369,8 +420,11 @@ pub async fn persist_batch_expecting(
         ..x
     });
     let rows = db::append::LinkRows::new(room.room_nid, &links, expect);
-    db::append::link_rows(&mut *tx, keys.server_name().as_str(), &rows).await?;
+    let queued = db::append::link_rows(&mut *tx, keys.server_name().as_str(), &rows).await?;
     tx.commit().await?;
+    if queued > 0 {
+        store.outbox.notify_one();
+    }
     for (event_nid, guard, member) in guards {
         // A position whose event was not written is dropped: skipped, never waited for.
         if inserted.contains(&event_nid) {
@@ -467,7 +521,13 @@ async fn persist_plain(
             also: None,
             except: None,
         });
-        let row = ev.row(room.room_nid, event_nid, &kinds[i], None, ev.state_before);
+        let row = ev.row(
+            room.room_nid,
+            event_nid,
+            &kinds[i],
+            None,
+            (ev.state_before, ev.state_before),
+        );
         links.new_events.push((row, ev.event_id.as_str(), position));
     }
     links.replaced_by_id.sort_unstable();
@@ -617,12 +677,31 @@ pub(crate) async fn new_state_group(
     prev: Option<i64>,
     entries: &[(i64, i64)],
 ) -> Result<i64> {
+    Ok(new_state_group_on(tx, room_nid, prev, None, entries)
+        .await?
+        .0)
+}
+
+/// [`new_state_group`], with `prev`'s chain length if known (a group made in the same
+/// transaction); returns the new group and its chain length.
+async fn new_state_group_on(
+    tx: &mut sqlx::PgConnection,
+    room_nid: i64,
+    prev: Option<i64>,
+    known: Option<(i64, i32)>,
+    entries: &[(i64, i64)],
+) -> Result<(i64, i32)> {
     let Some(prev) = prev else {
-        return Ok(db::state::create_group(tx, room_nid, None, entries).await?);
+        let group = db::state::create_group(tx, room_nid, None, entries).await?;
+        return Ok((group, 0));
     };
-    let len = db::state::chain_len(&mut *tx, prev).await?;
+    let len = match known {
+        Some((g, len)) if g == prev => len,
+        _ => db::state::chain_len(&mut *tx, prev).await?,
+    };
     if len + 1 < db::state::MAX_CHAIN_LEN {
-        return Ok(db::state::create_group(tx, room_nid, Some((prev, len)), entries).await?);
+        let group = db::state::create_group(tx, room_nid, Some((prev, len)), entries).await?;
+        return Ok((group, len + 1));
     }
     // The chain is at its cap: write the whole state as a new snapshot.
     let mut all: HashMap<i64, i64> = db::state::load(&mut *tx, prev)
@@ -632,5 +711,6 @@ pub(crate) async fn new_state_group(
         .collect();
     all.extend(entries.iter().copied());
     let all: Vec<(i64, i64)> = all.into_iter().collect();
-    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
+    let group = db::state::create_group(tx, room_nid, None, &all).await?;
+    Ok((group, 0))
 }

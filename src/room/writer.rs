@@ -8,10 +8,10 @@
 //! leave a half-told stream: the positions of a written batch are marked committed by the
 //! task that wrote them.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use super::stream::InFlight;
@@ -36,14 +36,17 @@ struct Job {
 pub struct PlainWriter {
     db: PgPool,
     ours: String,
+    /// Told when a write queued something for other servers.
+    outbox: Arc<Notify>,
     queue: OnceLock<mpsc::UnboundedSender<Job>>,
 }
 
 impl PlainWriter {
-    pub fn new(db: PgPool, ours: String) -> PlainWriter {
+    pub fn new(db: PgPool, ours: String, outbox: Arc<Notify>) -> PlainWriter {
         PlainWriter {
             db,
             ours,
+            outbox,
             queue: OnceLock::new(),
         }
     }
@@ -53,7 +56,12 @@ impl PlainWriter {
     pub async fn write(&self, write: Write) -> Result<(), sqlx::Error> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(self.db.clone(), self.ours.clone(), rx));
+            tokio::spawn(run(
+                self.db.clone(),
+                self.ours.clone(),
+                self.outbox.clone(),
+                rx,
+            ));
             tx
         });
         let (done, answer) = oneshot::channel();
@@ -65,7 +73,7 @@ impl PlainWriter {
 }
 
 /// The writing task: everything waiting goes in the next statement.
-async fn run(db: PgPool, ours: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(db: PgPool, ours: String, outbox: Arc<Notify>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_ROOMS
@@ -74,22 +82,25 @@ async fn run(db: PgPool, ours: String, mut rx: mpsc::UnboundedReceiver<Job>) {
             jobs.push(job);
         }
         let span = tracing::debug_span!("plain_write", rooms = jobs.len());
-        write_jobs(&db, &ours, jobs).instrument(span).await;
+        if write_jobs(&db, &ours, jobs).instrument(span).await {
+            outbox.notify_one();
+        }
     }
 }
 
-async fn write_jobs(db: &PgPool, ours: &str, jobs: Vec<Job>) {
+/// Write the jobs' batches; whether anything was queued for other servers.
+async fn write_jobs(db: &PgPool, ours: &str, jobs: Vec<Job>) -> bool {
     if jobs.len() > 1 {
         let mut all = LinkRows::default();
         for j in &jobs {
             all.append(&j.write.rows);
         }
         match link_rows(db, ours, &all).await {
-            Ok(()) => {
+            Ok(queued) => {
                 for job in jobs {
                     finish(job, Ok(()));
                 }
-                return;
+                return queued > 0;
             }
             // One room's batch may be stale (its tip moved, a retried transaction): each
             // alone, so that only its own fails.
@@ -98,10 +109,13 @@ async fn write_jobs(db: &PgPool, ours: &str, jobs: Vec<Job>) {
             }
         }
     }
+    let mut any = false;
     for job in jobs {
         let result = link_rows(db, ours, &job.write.rows).await;
-        finish(job, result);
+        any |= matches!(result, Ok(q) if q > 0);
+        finish(job, result.map(|_| ()));
     }
+    any
 }
 
 fn finish(job: Job, result: Result<(), sqlx::Error>) {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod room;
 pub mod server;
 pub mod sync;

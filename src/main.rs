@@ -80,46 +80,6 @@ fn admin(task: AdminTask, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// glibc's malloc serves a block above its mmap threshold with a mapping of its own, returned
-/// to the kernel on free, but then raises the threshold to that block's size (up to 32 MiB).
-/// Each password hash works in a 19 MiB argon2 buffer, so after the first one every later
-/// buffer came from the heap arena of whichever blocking-pool thread ran it and stayed
-/// there once freed: 20-60 MiB kept per arena, three quarters of the server's memory after a
-/// load run. A fixed threshold (setting it turns the adjustment off) hands such blocks, and
-/// the other rare multi-megabyte ones (a large room's state, a big federation answer), back
-/// as soon as they are freed, while smaller allocations stay in the arenas.
-///
-/// Free memory inside a heap, below its topmost live allocation, glibc gives back only when
-/// asked. Joining a room of 10,000 members left 80 MiB of such holes among a few long-lived
-/// allocations (caches) after 16 MiB of live data; a thread asks every few seconds.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() {
-    const MMAP_THRESHOLD: libc::c_int = 1 << 20;
-    const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
-    let trim = || {
-        loop {
-            std::thread::sleep(TRIM_EVERY);
-            // SAFETY: malloc_trim is thread-safe and only returns free pages to the kernel.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("malloc-trim".to_owned())
-        .spawn(trim)
-    {
-        eprintln!("trellis: cannot start the malloc-trim thread: {e}");
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
-
 /// Configuration, logging and the async runtime; `None` after printing why not.
 fn prepare(path: Option<PathBuf>) -> Option<(trellis::Config, tokio::runtime::Runtime)> {
     // TRELLIS_CONFIG_FILE names the file, it is not a configuration key.
@@ -146,7 +106,7 @@ fn prepare(path: Option<PathBuf>) -> Option<(trellis::Config, tokio::runtime::Ru
 }
 
 fn serve(path: Option<PathBuf>) -> ExitCode {
-    tune_malloc();
+    trellis::memory::tune();
     let Some((config, runtime)) = prepare(path) else {
         return ExitCode::from(2);
     };

@@ -265,6 +265,22 @@ async fn backfill_and_missing_events_walk_the_graph() {
         ["m24", "m25", "m26", "m27", "m28"],
         "the nearest five"
     );
+    // Nothing in common: the walk stays near the latest events and still finds the nearest.
+    let body = json!({"earliest_events": ["$not-in-this-room"],
+                      "latest_events": [s.messages[29]], "limit": 3});
+    let (_, missing) = signed(
+        &s.b,
+        &s.a,
+        "POST",
+        &format!("/_matrix/federation/v1/get_missing_events/{room}"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(
+        bodies(&missing["events"]),
+        ["m26", "m27", "m28"],
+        "the nearest three, earliest unknown"
+    );
 }
 
 #[tokio::test]

@@ -50,6 +50,11 @@ pub async fn backfill(
 
 /// Ancestors of `latest` (excluded) that are not `earliest` nor reached through them, with
 /// depth >= `min_depth`: the nearest `limit` to `latest`, returned oldest first.
+///
+/// The nearest `limit` by depth all lie less than `limit` below the deepest of `latest`
+/// (following each event's deepest prev event steps down one depth at a time, so that window
+/// holds at least `limit` ancestors): the walk stays inside it, however far `earliest` is or
+/// whether it is in the room at all.
 pub async fn missing_events(
     e: impl PgExecutor<'_>,
     room_nid: i64,
@@ -59,14 +64,19 @@ pub async fn missing_events(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let mut rows: Vec<StoredEvent> = sqlx::query_as(
-        "WITH RECURSIVE walk(nid) AS (
+        "WITH RECURSIVE floor AS (
+             SELECT GREATEST($4, COALESCE(max(depth), 0) - $5) AS depth
+             FROM events WHERE event_nid = ANY($2)
+         ),
+         walk(nid) AS (
              SELECT ed.prev_event_nid FROM event_edges ed
              WHERE ed.event_nid = ANY($2) AND NOT (ed.prev_event_nid = ANY($3))
              UNION
              SELECT ed.prev_event_nid FROM walk w
              JOIN event_edges ed ON ed.event_nid = w.nid
              JOIN events p ON p.event_nid = ed.prev_event_nid
-             WHERE p.room_nid = $1 AND p.depth >= $4 AND NOT (ed.prev_event_nid = ANY($3))
+             WHERE p.room_nid = $1 AND p.depth >= (SELECT depth FROM floor)
+               AND NOT (ed.prev_event_nid = ANY($3))
          )
          SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
                 e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason, e.soft_failed,

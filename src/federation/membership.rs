@@ -18,6 +18,10 @@ use super::client::FederationError;
 use super::pdu::{parse_pdu, verify_pdus};
 use crate::error::{Error, Result};
 use crate::room::Rooms;
+
+/// A join whose state and auth chain hold at least this many events used enough memory for a
+/// moment to be worth handing back at once.
+const LARGE_JOIN: usize = 1000;
 use crate::room::append::membership_of;
 use crate::room::create::creatable_versions;
 use crate::room::pdu::Pdu;
@@ -140,6 +144,11 @@ impl Federation {
             .store_joined_state(room_id, &version, &join, &state, &auth_chain)
             .await?;
         tracing::info!(%server, state = state.len(), auth_chain = auth_chain.len(), "joined remote room");
+        let events = state.len() + auth_chain.len();
+        drop((answer, state, auth_chain));
+        if events >= LARGE_JOIN {
+            crate::memory::give_back();
+        }
         Ok(())
     }
 

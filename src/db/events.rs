@@ -302,22 +302,48 @@ pub async fn timeline_page(
     forward: bool,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
-    let sql = format!(
-        "{SELECT_EVENT}
-         WHERE e.room_nid = $1 AND e.stream_ordering IS NOT NULL AND NOT e.outlier
-           AND (e.depth, e.stream_ordering) {cmp} ($2, $3)
-           AND e.rejected_reason IS NULL AND NOT e.soft_failed
-         ORDER BY e.depth {order}, e.stream_ordering {order}
-         LIMIT $4"
-    );
-    sqlx::query_as(&sql)
+    sqlx::query_as(&page_sql("$1", forward))
         .bind(room_nid)
         .bind(from.0)
         .bind(from.1)
         .bind(limit)
         .fetch_all(e)
         .await
+}
+
+/// [`timeline_page`] of a room named by its ID (empty for an unknown room): it needs no
+/// earlier query for the room's number, so it can run beside the one checking the reader.
+pub async fn timeline_page_of(
+    e: impl PgExecutor<'_>,
+    room_id: &str,
+    from: (i64, i64),
+    forward: bool,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&page_sql(
+        "(SELECT room_nid FROM rooms WHERE room_id = $1)",
+        forward,
+    ))
+    .bind(room_id)
+    .bind(from.0)
+    .bind(from.1)
+    .bind(limit)
+    .fetch_all(e)
+    .await
+}
+
+/// A page of the timeline of `room` (an SQL expression for its number, `$1`), from the
+/// position `($2, $3)` in topological order, at most `$4` events.
+fn page_sql(room: &str, forward: bool) -> String {
+    let (cmp, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
+    format!(
+        "{SELECT_EVENT}
+         WHERE e.room_nid = {room} AND e.stream_ordering IS NOT NULL AND NOT e.outlier
+           AND (e.depth, e.stream_ordering) {cmp} ($2, $3)
+           AND e.rejected_reason IS NULL AND NOT e.soft_failed
+         ORDER BY e.depth {order}, e.stream_ordering {order}
+         LIMIT $4"
+    )
 }
 
 /// (depth, stream) of the room's last timeline event at or before stream position `at`.

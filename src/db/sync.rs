@@ -45,8 +45,8 @@ pub struct TimelineSelect {
 }
 
 /// For each room, its newest `per_room + 1` timeline events that `select` keeps, with
-/// positions in (`after`, `upto`], newest first (the extra one tells the caller the timeline
-/// is limited).
+/// positions in (`after`, `upto`], newest first, room after room (the extra one tells the
+/// caller the timeline is limited).
 pub async fn recent_events(
     e: impl PgExecutor<'_>,
     room_nids: &[i64],
@@ -55,23 +55,25 @@ pub async fn recent_events(
     per_room: i64,
     select: &TimelineSelect,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    // One index scan per room, newest first, stopping at the limit: the cost follows the
+    // rooms and the limit, not the length of their histories.
     sqlx::query_as(
-        "SELECT event_nid, event_id, room_nid, event_type, sender, depth, stream_ordering,
-                origin_server_ts, json, rejected_reason, soft_failed, outlier, redacted_by,
-                state_before, state_after
-         FROM (
-            SELECT e.*, i.event_id,
-                   row_number() OVER (PARTITION BY e.room_nid ORDER BY e.stream_ordering DESC) AS n
+        "SELECT x.* FROM unnest($1::bigint[]) AS r(nid)
+         CROSS JOIN LATERAL (
+            SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
+                   e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason,
+                   e.soft_failed, e.outlier, e.redacted_by, e.state_before, e.state_after
             FROM events e JOIN event_ids i USING (event_nid)
-            WHERE e.room_nid = ANY($1) AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
+            WHERE e.room_nid = r.nid AND e.stream_ordering IS NOT NULL
+              AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
               AND e.rejected_reason IS NULL AND NOT e.soft_failed
               AND ($5::text[] IS NULL OR e.event_type LIKE ANY($5))
               AND NOT (e.event_type LIKE ANY($6))
               AND ($7::text[] IS NULL OR e.sender = ANY($7))
               AND NOT (e.sender = ANY($8))
-         ) x
-         WHERE n <= $4 + 1
-         ORDER BY room_nid, stream_ordering DESC",
+            ORDER BY e.stream_ordering DESC
+            LIMIT $4 + 1
+         ) x",
     )
     .bind(room_nids)
     .bind(after)

@@ -263,6 +263,19 @@ pub fn build(
     Ok((event_id, json))
 }
 
+/// The fields of a PDU that the client format keeps (any other field is skipped unbuilt).
+#[derive(serde::Deserialize)]
+struct ClientFields {
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+    content: Option<serde_json::Value>,
+    sender: Option<serde_json::Value>,
+    origin_server_ts: Option<serde_json::Value>,
+    state_key: Option<serde_json::Value>,
+    room_id: Option<serde_json::Value>,
+    redacts: Option<serde_json::Value>,
+}
+
 /// The event as clients see it: the PDU's client fields, `event_id`, and `unsigned`.
 /// Redacted events are served with the redaction algorithm of the room version applied.
 pub fn client_format(
@@ -273,30 +286,29 @@ pub fn client_format(
 ) -> Result<serde_json::Value> {
     let unreadable =
         |e: serde_json::Error| Error::internal(format!("stored event unreadable: {e}"));
-    // Plain JSON is enough to pick fields from; the canonical form only to redact.
-    let mut obj: serde_json::Map<String, serde_json::Value> = match (&redacted_because, rules) {
+    // Only the fields clients see are built; the rest of the PDU (hashes, signatures, auth
+    // and prev events) is skipped while parsing. The canonical form only to redact.
+    let fields: ClientFields = match (&redacted_because, rules) {
         (Some(_), Some(rules)) => {
             let canonical: CanonicalJsonObject = serde_json::from_str(json).map_err(unreadable)?;
             let redacted = ruma::canonical_json::redact(canonical, &rules.redaction, None)
                 .map_err(|e| Error::internal(format!("redaction failed: {e}")))?;
-            match serde_json::to_value(redacted).map_err(unreadable)? {
-                serde_json::Value::Object(fields) => fields,
-                _ => serde_json::Map::new(),
-            }
+            serde_json::from_value(serde_json::to_value(redacted).map_err(unreadable)?)
+                .map_err(unreadable)?
         }
         _ => serde_json::from_str(json).map_err(unreadable)?,
     };
     let mut out = serde_json::Map::new();
-    for key in [
-        "type",
-        "content",
-        "sender",
-        "origin_server_ts",
-        "state_key",
-        "room_id",
-        "redacts",
+    for (key, v) in [
+        ("type", fields.kind),
+        ("content", fields.content),
+        ("sender", fields.sender),
+        ("origin_server_ts", fields.origin_server_ts),
+        ("state_key", fields.state_key),
+        ("room_id", fields.room_id),
+        ("redacts", fields.redacts),
     ] {
-        if let Some(v) = obj.remove(key) {
+        if let Some(v) = v {
             out.insert(key.to_owned(), v);
         }
     }

@@ -341,27 +341,44 @@ impl Rooms {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Page> {
-        let room = self.readable_room(room_id, user).await?;
         let limit = limit.clamp(1, MAX_PAGE);
         let start = from.unwrap_or(if forward {
             TopoToken::START
         } else {
             TopoToken::END
         });
+        // The first page is read beside the check of the reader (and dropped if that
+        // fails): one round trip for both.
+        let first = db::events::timeline_page_of(
+            self.db(),
+            room_id.as_str(),
+            (start.depth, start.stream),
+            forward,
+            limit,
+        );
+        let (room, first) = tokio::try_join!(self.readable_room(room_id, user), async {
+            Ok(first.await?)
+        })?;
+        let mut first = Some(first);
         let mut cursor = start;
         let mut chunk = Vec::new();
         let mut end = None;
         // A filter can drop events, so read further pages until the chunk is full or the
         // timeline ends; each read is still one indexed query.
         for _ in 0..8 {
-            let rows = db::events::timeline_page(
-                self.db(),
-                room.room_nid,
-                (cursor.depth, cursor.stream),
-                forward,
-                limit,
-            )
-            .await?;
+            let rows = match first.take() {
+                Some(rows) => rows,
+                None => {
+                    db::events::timeline_page(
+                        self.db(),
+                        room.room_nid,
+                        (cursor.depth, cursor.stream),
+                        forward,
+                        limit,
+                    )
+                    .await?
+                }
+            };
             let exhausted = (rows.len() as i64) < limit;
             if let Some(last) = rows.last() {
                 cursor = TopoToken::of(last);

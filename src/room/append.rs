@@ -38,8 +38,6 @@ pub struct TxnRef<'a> {
 /// What the append path writes to and signs with.
 pub struct Store<'a> {
     pub db: &'a PgPool,
-    /// Where the writes go (see `db::write_pool`).
-    pub writes: &'a PgPool,
     pub keys: &'a ServerKeys,
     pub stream: &'a Arc<StreamPositions>,
     pub state: &'a StateCache,

@@ -43,7 +43,7 @@ use stream::StreamPositions;
 #[derive(Clone)]
 pub struct Rooms {
     db: PgPool,
-    /// The append path's writes (see `db::write_pool`).
+    /// Where plain batches are written (see `db::write_pool`).
     writes: PgPool,
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
@@ -101,7 +101,6 @@ impl Rooms {
     fn store(&self) -> append::Store<'_> {
         append::Store {
             db: &self.db,
-            writes: &self.writes,
             keys: &self.keys,
             stream: &self.stream,
             state: &self.state_cache,
@@ -193,7 +192,7 @@ impl Rooms {
         &self.db
     }
 
-    /// Close the connections of the append path's writes (the main pool is the caller's).
+    /// Close the connections plain batches are written on (the main pool is the caller's).
     pub async fn close(&self) {
         self.writes.close().await;
     }

@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
+
+use super::rooms::RoomRow;
 
 /// An event as stored: its canonical JSON and the columns readers filter on.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -311,25 +313,62 @@ pub async fn timeline_page(
         .await
 }
 
-/// [`timeline_page`] of a room named by its ID (empty for an unknown room): it needs no
-/// earlier query for the room's number, so it can run beside the one checking the reader.
-pub async fn timeline_page_of(
+/// A room, a reader's membership in it and a page of its timeline (see [`timeline_page`]),
+/// read together: what a client's /messages needs, in one round trip. `None` for an
+/// unknown room. The page is read whether or not the reader may see it; the caller checks.
+pub struct ReaderPage {
+    pub room: RoomRow,
+    pub membership: Option<String>,
+    pub events: Vec<StoredEvent>,
+}
+
+pub async fn reader_page(
     e: impl PgExecutor<'_>,
     room_id: &str,
+    user_id: &str,
     from: (i64, i64),
     forward: bool,
     limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(&page_sql(
-        "(SELECT room_nid FROM rooms WHERE room_id = $1)",
-        forward,
+) -> Result<Option<ReaderPage>, sqlx::Error> {
+    let order = if forward { "ASC" } else { "DESC" };
+    // The event's room_nid is the room's (read from the room's columns: the page's may be
+    // null when the page is empty).
+    let rows = sqlx::query(&format!(
+        "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public,
+                m.membership, p.event_nid, p.event_id, p.event_type, p.sender, p.depth,
+                p.stream_ordering, p.origin_server_ts, p.json, p.rejected_reason,
+                p.soft_failed, p.outlier, p.redacted_by, p.state_before, p.state_after
+         FROM rooms r
+         LEFT JOIN room_members m ON m.room_nid = r.room_nid AND m.user_id = $5
+         LEFT JOIN LATERAL ({}) p ON true
+         WHERE r.room_id = $1
+         ORDER BY p.depth {order}, p.stream_ordering {order}",
+        page_sql("r.room_nid", forward)
     ))
     .bind(room_id)
     .bind(from.0)
     .bind(from.1)
     .bind(limit)
+    .bind(user_id)
     .fetch_all(e)
-    .await
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let room = RoomRow::from_row(first)?;
+    let membership = first.try_get("membership")?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // A room with nothing on this side of `from` comes as one row without an event.
+        if row.try_get::<Option<i64>, _>("event_nid")?.is_some() {
+            events.push(StoredEvent::from_row(row)?);
+        }
+    }
+    Ok(Some(ReaderPage {
+        room,
+        membership,
+        events,
+    }))
 }
 
 /// A page of the timeline of `room` (an SQL expression for its number, `$1`), from the

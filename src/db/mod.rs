@@ -11,6 +11,7 @@ pub mod events;
 pub mod federation;
 pub mod filters;
 pub mod graph;
+pub mod lease;
 pub mod media;
 pub mod push;
 pub mod reads;
@@ -47,26 +48,24 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
-/// Connections the writes of plain batches may hold at once (see [`write_pool`]).
-const WRITE_CONNECTIONS: u32 = 4;
+/// Connections for short reads beside `db` (see [`lease`]), as many as `db` may open.
+pub fn read_leases(db: &PgPool) -> lease::Leases {
+    let max = db.options().get_max_connections() as usize;
+    lease::Leases::new((*db.connect_options()).clone(), max)
+}
 
-/// A small pool beside `db`, to the same database, for writing plain batches of new
-/// messages (`room::writer`). That statement is large (a dozen data-modifying CTEs over
-/// parameter arrays) and Postgres would plan each execution afresh, which costs more than
-/// running it; it looks rows up by key only, so one generic plan serves every execution.
-/// Everything else stays on `db`, where Postgres chooses per statement: the append path's
-/// transactions ran at half the speed with generic plans (measured with the load tool:
-/// federation ingest and room creation), and reads may need plans that follow the values.
-/// Connects on first use.
-pub fn write_pool(db: &PgPool) -> PgPool {
+/// The one connection plain batches of new messages are written on (`room::writer`, a
+/// single task). That statement is large (a dozen data-modifying CTEs over parameter
+/// arrays) and Postgres would plan each execution afresh, which costs more than running it;
+/// it looks rows up by key only, so one generic plan serves every execution. Everything else
+/// stays on `db`, where Postgres chooses per statement: the append path's transactions ran at
+/// half the speed with generic plans (measured with the load tool: federation ingest and
+/// room creation), and reads may need plans that follow the values. Connects on first use.
+pub fn write_lease(db: &PgPool) -> lease::Leases {
     let options = (*db.connect_options())
         .clone()
         .options([("plan_cache_mode", "force_generic_plan")]);
-    PgPoolOptions::new()
-        .max_connections(WRITE_CONNECTIONS)
-        .acquire_timeout(Duration::from_secs(30))
-        .test_before_acquire(false)
-        .connect_lazy_with(options)
+    lease::Leases::new(options, 1)
 }
 
 /// Bring the schema up to date.

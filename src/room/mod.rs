@@ -43,8 +43,10 @@ use stream::StreamPositions;
 #[derive(Clone)]
 pub struct Rooms {
     db: PgPool,
-    /// Where plain batches are written (see `db::write_pool`).
-    writes: PgPool,
+    /// Short reads on the hot paths (/messages, woken syncs), see `db::lease`.
+    reads: db::lease::Leases,
+    /// The connection plain batches are written on (see `db::write_lease`).
+    writes: db::lease::Leases,
     keys: Arc<ServerKeys>,
     locks: Arc<RoomLocks>,
     stream: Arc<StreamPositions>,
@@ -61,9 +63,11 @@ impl Rooms {
     /// `stream_max`: the highest stream position already stored.
     pub fn new(db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
         let outbox = Arc::new(tokio::sync::Notify::new());
-        let writes = db::write_pool(&db);
+        let reads = db::read_leases(&db);
+        let writes = db::write_lease(&db);
         Rooms {
             db,
+            reads,
             writes: writes.clone(),
             keys: keys.clone(),
             locks: Arc::new(RoomLocks::default()),
@@ -192,9 +196,15 @@ impl Rooms {
         &self.db
     }
 
-    /// Close the connections plain batches are written on (the main pool is the caller's).
+    /// Where short reads off the hot paths run (no transaction): see `db::lease`.
+    pub(crate) fn reads(&self) -> &db::lease::Leases {
+        &self.reads
+    }
+
+    /// Close the connections lent for reads and writes (the main pool is the caller's).
     pub async fn close(&self) {
         self.writes.close().await;
+        self.reads.close().await;
     }
 }
 

@@ -216,6 +216,11 @@ impl Rooms {
             db::rooms::with_membership(self.db(), room_id.as_str(), user.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found("Room not found"))?;
+        self.may_read(room, membership.as_deref()).await
+    }
+
+    /// `room` if a user with `membership` (none: never a member) may read its events.
+    async fn may_read(&self, room: RoomRow, membership: Option<&str>) -> Result<RoomRow> {
         if membership.is_none() && self.history_visibility(&room).await? != "world_readable" {
             return Err(Error::forbidden(
                 "You are not allowed to view events in this room",
@@ -347,19 +352,20 @@ impl Rooms {
         } else {
             TopoToken::END
         });
-        // The first page is read beside the check of the reader (and dropped if that
-        // fails): one round trip for both.
-        let first = db::events::timeline_page_of(
-            self.db(),
+        // The first page comes with the room and the reader's membership (one round trip),
+        // and is dropped unread if the reader may not see the room.
+        let page = db::events::reader_page(
+            self.reads(),
             room_id.as_str(),
+            user.as_str(),
             (start.depth, start.stream),
             forward,
             limit,
-        );
-        let (room, first) = tokio::try_join!(self.readable_room(room_id, user), async {
-            Ok(first.await?)
-        })?;
-        let mut first = Some(first);
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("Room not found"))?;
+        let room = self.may_read(page.room, page.membership.as_deref()).await?;
+        let mut first = Some(page.events);
         let mut cursor = start;
         let mut chunk = Vec::new();
         let mut end = None;
@@ -370,7 +376,7 @@ impl Rooms {
                 Some(rows) => rows,
                 None => {
                     db::events::timeline_page(
-                        self.db(),
+                        self.reads(),
                         room.room_nid,
                         (cursor.depth, cursor.stream),
                         forward,

@@ -10,12 +10,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use super::stream::InFlight;
 use crate::db::append::{LinkRows, link_rows};
+use crate::db::lease::Leases;
 
 /// Most rooms joined into one statement.
 const MAX_ROOMS: usize = 64;
@@ -34,7 +34,7 @@ struct Job {
 }
 
 pub struct PlainWriter {
-    db: PgPool,
+    db: Leases,
     ours: String,
     /// Told when a write queued something for other servers.
     outbox: Arc<Notify>,
@@ -42,7 +42,7 @@ pub struct PlainWriter {
 }
 
 impl PlainWriter {
-    pub fn new(db: PgPool, ours: String, outbox: Arc<Notify>) -> PlainWriter {
+    pub fn new(db: Leases, ours: String, outbox: Arc<Notify>) -> PlainWriter {
         PlainWriter {
             db,
             ours,
@@ -73,7 +73,7 @@ impl PlainWriter {
 }
 
 /// The writing task: everything waiting goes in the next statement.
-async fn run(db: PgPool, ours: String, outbox: Arc<Notify>, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(db: Leases, ours: String, outbox: Arc<Notify>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_ROOMS
@@ -89,7 +89,7 @@ async fn run(db: PgPool, ours: String, outbox: Arc<Notify>, mut rx: mpsc::Unboun
 }
 
 /// Write the jobs' batches; whether anything was queued for other servers.
-async fn write_jobs(db: &PgPool, ours: &str, jobs: Vec<Job>) -> bool {
+async fn write_jobs(db: &Leases, ours: &str, jobs: Vec<Job>) -> bool {
     if jobs.len() > 1 {
         let mut all = LinkRows::default();
         for j in &jobs {

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::lease::Leases;
 use ruma::{OneTimeKeyAlgorithm, OwnedUserId, UInt, UserId};
 use serde_json::Value;
-use sqlx::PgPool;
 
 use super::token::SyncToken;
 use crate::db;
@@ -50,7 +50,7 @@ pub struct E2eRead {
 /// up to it are acknowledged and deleted here); `events_upto` is the event position the rest
 /// of the sync reads up to.
 pub async fn section(
-    db: &PgPool,
+    db: &Leases,
     user: &UserId,
     device: &str,
     since: Option<SyncToken>,

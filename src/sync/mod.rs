@@ -180,7 +180,7 @@ impl Sync {
         if filter.federation_format {
             let ids = filter::SyncFilter::event_ids(out);
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let pdus: HashMap<String, String> = db::events::by_ids(self.rooms.db(), &refs)
+            let pdus: HashMap<String, String> = db::events::by_ids(self.rooms.reads(), &refs)
                 .await?
                 .into_iter()
                 .map(|r| (r.event_id, r.json))
@@ -244,7 +244,7 @@ impl Sync {
         req: &SyncRequest,
         delta: Option<Delta>,
     ) -> Result<(SyncResponse, Vec<db::sync::UserRoom>)> {
-        let db = self.rooms.db();
+        let db = self.rooms.reads();
         let since = if req.full_state { None } else { req.since };
         // After a wake-up, read only as far as the news goes: an event the notifier has not
         // published yet is in no news, and will wake this sync again. Otherwise the position
@@ -322,7 +322,7 @@ impl Sync {
             parts,
             carry,
         } = *read;
-        let db = self.rooms.db();
+        let db = self.rooms.reads();
         let after = since.map_or(0, |s| s.events);
         let joined: Vec<&db::sync::UserRoom> =
             rooms.iter().filter(|r| r.membership == "join").collect();
@@ -512,7 +512,7 @@ impl Sync {
         if groups.is_empty() {
             return Ok(state_by_group);
         }
-        let db = self.rooms.db();
+        let db = self.rooms.reads();
         let groups: Vec<i64> = groups.values().copied().collect();
         let state_rows = db::sync::states_of_groups(db, &groups).await?;
         let state_nids: Vec<i64> = state_rows.iter().map(|r| r.1).collect();
@@ -552,7 +552,7 @@ impl Sync {
                     // The timeline of a left room ends with the event that removed the user.
                     let row = room_row(r);
                     let events =
-                        db::events::by_nids(self.rooms.db(), &[r.member_event_nid]).await?;
+                        db::events::by_nids(self.rooms.reads(), &[r.member_event_nid]).await?;
                     let timeline = self.rooms.to_client(&row, &events).await?;
                     out.leave.insert(
                         room_id,

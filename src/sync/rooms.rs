@@ -30,7 +30,7 @@ impl Sync {
             return Ok(Default::default());
         }
         let was_joined: HashSet<i64> =
-            db::sync::memberships_at(self.rooms.db(), user.as_str(), &changed, after)
+            db::sync::memberships_at(self.rooms.reads(), user.as_str(), &changed, after)
                 .await?
                 .into_iter()
                 .filter(|(_, m)| m == "join")
@@ -98,7 +98,7 @@ impl Sync {
         if nids.is_empty() {
             return Ok(());
         }
-        let db = self.rooms.db();
+        let db = self.rooms.reads();
         let mut summaries: HashMap<i64, RoomSummary> = HashMap::new();
         let summarised: Vec<i64> = nids
             .iter()
@@ -170,12 +170,12 @@ impl Sync {
             .or(room.state_group);
         if let (false, Some(group)) = (missing.is_empty(), group) {
             let keys: Vec<(&str, &str)> = missing.iter().map(|u| ("m.room.member", *u)).collect();
-            let nids: Vec<i64> = db::state::load_keys(self.rooms.db(), group, &keys)
+            let nids: Vec<i64> = db::state::load_keys(self.rooms.reads(), group, &keys)
                 .await?
                 .into_iter()
                 .map(|row| row.1)
                 .collect();
-            kept.extend(db::events::by_nids(self.rooms.db(), &nids).await?);
+            kept.extend(db::events::by_nids(self.rooms.reads(), &nids).await?);
         }
         Ok(kept)
     }
@@ -187,7 +187,7 @@ impl Sync {
         {
             return Ok(events);
         }
-        let db = self.rooms.db();
+        let db = self.rooms.reads();
         let mut nids = vec![r.member_event_nid];
         if let Some(group) = r.state_group {
             let keys: Vec<(&str, &str)> = INVITE_STATE_TYPES.iter().map(|t| (*t, "")).collect();

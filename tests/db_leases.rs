@@ -1,0 +1,84 @@
+//! Connections lent for one statement (`db::lease`): one goes back only when its statement
+//! finished, and is closed when it may have been left half way through one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::db::fresh_database;
+use trellis::db::lease::Leases;
+
+async fn backend(leases: &Leases) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(leases)
+        .await
+        .expect("pg_backend_pid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_goes_back_only_after_a_finished_statement() {
+    let url = fresh_database().await;
+    let leases = Leases::new(url.parse().expect("url"), 2);
+    assert_eq!(leases.idle(), 0, "nothing is opened before it is needed");
+
+    // A statement that succeeds: the connection goes back and serves the next one.
+    let first = backend(&leases).await;
+    assert_eq!(leases.idle(), 1);
+    assert_eq!(backend(&leases).await, first);
+
+    // An error the database answered with leaves the connection in step: kept.
+    let err = sqlx::query("SELECT 1 / 0")
+        .execute(&leases)
+        .await
+        .expect_err("division by zero");
+    assert!(matches!(err, sqlx::Error::Database(_)), "{err}");
+    assert_eq!(leases.idle(), 1);
+    assert_eq!(backend(&leases).await, first, "kept after a database error");
+
+    // A statement abandoned half way (the request was dropped): the connection may still
+    // have its reply coming, so it is closed, and the next statement gets a new one.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        sqlx::query("SELECT pg_sleep(5)").execute(&leases),
+    )
+    .await;
+    assert!(abandoned.is_err(), "pg_sleep(5) finished within 200 ms");
+    assert_eq!(
+        leases.idle(),
+        0,
+        "the abandoned connection is not lent again"
+    );
+    let second = backend(&leases).await;
+    assert_ne!(second, first);
+
+    // Rows come back whole and in order through the executor.
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT generate_series(1, 500)::bigint")
+        .fetch_all(&leases)
+        .await
+        .expect("series");
+    assert_eq!(rows, (1..=500).collect::<Vec<i64>>());
+
+    // At most `max` lent at once: a third waits until one comes back.
+    let a = leases.lease().await.expect("a");
+    let b = leases.lease().await.expect("b");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), leases.lease())
+            .await
+            .is_err(),
+        "a third lease while two are out"
+    );
+    drop(a);
+    let c = tokio::time::timeout(Duration::from_secs(5), leases.lease())
+        .await
+        .expect("a lease once one came back")
+        .expect("c");
+    drop((b, c));
+
+    // Closed: nothing more is lent.
+    leases.close().await;
+    assert_eq!(leases.idle(), 0);
+    assert!(matches!(
+        leases.lease().await.err(),
+        Some(sqlx::Error::PoolClosed)
+    ));
+}

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod logging;
 pub mod media;
 pub mod memory;
+pub mod planner_stats;
 pub mod room;
 pub mod server;
 pub mod sync;

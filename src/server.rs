@@ -102,6 +102,7 @@ pub async fn recover_room(config: Config, room_id: &str, via: &str) -> Result<()
 /// Start everything the configuration asks for and return once listeners are bound.
 pub async fn start(config: Config) -> Result<RunningServer> {
     let (state, postgres) = open(config).await?;
+    state.rooms.open_connections().await;
     let config = state.config.clone();
     let app = crate::http::router(state.clone());
 
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .federation
         .sender
         .start(state.rooms.outbox_queued(), stop_rx.clone());
+    crate::planner_stats::start(state.db.clone(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let client = &config.listeners.client;
     let client_addr = bind_and_serve(

@@ -70,6 +70,15 @@ impl Leases {
         })
     }
 
+    /// Open up to `n` connections now, side by side, so that the first requests do not wait
+    /// for them. One that fails to open is left for the first request to open.
+    pub async fn open(&self, n: usize) {
+        let n = n.min(self.0.permits.available_permits());
+        let opened = futures::future::join_all((0..n).map(|_| self.0.options.connect())).await;
+        let mut idle = self.0.idle.lock();
+        idle.extend(opened.into_iter().flatten());
+    }
+
     /// Lend no more, and close the idle connections politely (lent ones close when they
     /// come back).
     pub async fn close(&self) {

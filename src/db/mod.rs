@@ -13,6 +13,7 @@ pub mod filters;
 pub mod graph;
 pub mod lease;
 pub mod media;
+pub mod planner;
 pub mod push;
 pub mod reads;
 pub mod receipts;

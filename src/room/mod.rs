@@ -59,6 +59,9 @@ pub struct Rooms {
     outbox: Arc<tokio::sync::Notify>,
 }
 
+/// Read connections opened at start: enough for a sync's reads side by side.
+const READS_OPENED_AT_START: usize = 4;
+
 impl Rooms {
     /// `stream_max`: the highest stream position already stored.
     pub fn new(db: PgPool, keys: Arc<ServerKeys>, stream_max: i64) -> Self {
@@ -199,6 +202,11 @@ impl Rooms {
     /// Where short reads off the hot paths run (no transaction): see `db::lease`.
     pub(crate) fn reads(&self) -> &db::lease::Leases {
         &self.reads
+    }
+
+    /// Open the first connections for reads and the writer's before any request needs them.
+    pub async fn open_connections(&self) {
+        tokio::join!(self.reads.open(READS_OPENED_AT_START), self.writes.open(1));
     }
 
     /// Close the connections lent for reads and writes (the main pool is the caller's).

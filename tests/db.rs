@@ -1,5 +1,5 @@
-//! Connections lent for one statement (`db::lease`): one goes back only when its statement
-//! finished, and is closed when it may have been left half way through one.
+//! The database layer's own machinery: connections lent for one statement (`db::lease`),
+//! and the planner statistics kept up with a young database (`planner_stats`).
 
 mod common;
 
@@ -81,4 +81,43 @@ async fn a_connection_goes_back_only_after_a_finished_statement() {
         leases.lease().await.err(),
         Some(sqlx::Error::PoolClosed)
     ));
+}
+
+/// A table that grew from nothing is analysed at once; one already analysed is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_growing_from_nothing_are_analysed() {
+    let url = fresh_database().await;
+    let pool = trellis::db::connect(&url, 2).await.expect("pool");
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query(
+        "INSERT INTO event_ids (event_id) SELECT '$grown' || g FROM generate_series(1, 2000) g",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("insert");
+    // The statistics collector hears of the rows when the session reports them.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .expect("flush");
+    drop(conn);
+    let reltuples = || async {
+        sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE relname = 'event_ids'")
+            .fetch_one(&pool)
+            .await
+            .expect("reltuples")
+    };
+    assert!(reltuples().await < 2000.0, "analysed before the check");
+
+    let analysed = trellis::planner_stats::analyze_outgrown(&pool)
+        .await
+        .expect("analyse");
+    assert!(analysed.iter().any(|t| t == "event_ids"), "{analysed:?}");
+    assert_eq!(reltuples().await, 2000.0);
+
+    // Nothing changed since: nothing to do.
+    let again = trellis::planner_stats::analyze_outgrown(&pool)
+        .await
+        .expect("analyse");
+    assert!(!again.iter().any(|t| t == "event_ids"), "{again:?}");
 }

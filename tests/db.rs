@@ -15,6 +15,20 @@ async fn backend(leases: &Leases) -> i32 {
         .expect("pg_backend_pid")
 }
 
+/// End every other session on the test database, as Postgres does when it restarts.
+async fn terminate_others(url: &str) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+    admin.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_goes_back_only_after_a_finished_statement() {
     let url = fresh_database().await;
@@ -50,6 +64,34 @@ async fn a_connection_goes_back_only_after_a_finished_statement() {
     );
     let second = backend(&leases).await;
     assert_ne!(second, first);
+
+    // Postgres ends its sessions (as when it restarts): the next statement fails on its
+    // dead connection, the other idle ones are closed with it, and the one after that
+    // opens a live connection.
+    let (a, b) = (
+        leases.lease().await.expect("a"),
+        leases.lease().await.expect("b"),
+    );
+    a.settle(&Ok::<(), sqlx::Error>(()));
+    b.settle(&Ok::<(), sqlx::Error>(()));
+    assert_eq!(leases.idle(), 2);
+    terminate_others(&url).await;
+    let err = sqlx::query("SELECT 1")
+        .execute(&leases)
+        .await
+        .expect_err("a connection whose session Postgres ended");
+    // Either the session's last words (FATAL 57P01) or a broken socket, by timing.
+    assert!(
+        matches!(&err, sqlx::Error::Io(_))
+            || matches!(&err, sqlx::Error::Database(d) if d.code().as_deref() == Some("57P01")),
+        "{err:?}"
+    );
+    assert_eq!(
+        leases.idle(),
+        0,
+        "idle connections closed with the dead one"
+    );
+    backend(&leases).await;
 
     // Rows come back whole and in order through the executor.
     let rows: Vec<i64> = sqlx::query_scalar("SELECT generate_series(1, 500)::bigint")

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use sqlx::postgres::{PgConnectOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::postgres::{
+    PgConnectOptions, PgDatabaseError, PgQueryResult, PgRow, PgSeverity, PgStatement, PgTypeInfo,
+};
 use sqlx::{
     ConnectOptions, Connection, Describe, Either, Error, Execute, Executor, PgConnection, Postgres,
 };
@@ -105,16 +107,34 @@ impl Lease {
     /// Give the connection back if `result` shows the statement ran to its end: success,
     /// or an error the database answered with (the connection then waits for the next
     /// statement as usual). Any other failure may have left a reply half read: the
-    /// connection is closed.
+    /// connection is closed. When the connection is dead (its socket failed, or Postgres
+    /// ended the session, as it does to every client when it restarts), the idle ones most
+    /// likely are too: they are closed with it, which costs one failed statement instead of
+    /// one per idle connection.
     pub fn settle<T>(mut self, result: &Result<T, Error>) {
-        if matches!(
-            result,
-            Ok(_) | Err(Error::Database(_)) | Err(Error::RowNotFound)
-        ) && !self.home.0.permits.is_closed()
-            && let Some(conn) = self.conn.take()
-        {
-            self.home.0.idle.lock().push(conn);
+        match result {
+            Err(e) if session_ended(e) => self.home.0.idle.lock().clear(),
+            Ok(_) | Err(Error::Database(_)) | Err(Error::RowNotFound) => {
+                if !self.home.0.permits.is_closed()
+                    && let Some(conn) = self.conn.take()
+                {
+                    self.home.0.idle.lock().push(conn);
+                }
+            }
+            Err(_) => {}
         }
+    }
+}
+
+/// Whether `e` means the connection is gone: its socket failed, or Postgres ended the
+/// session (an error of severity FATAL or PANIC is the last thing a session sends).
+fn session_ended(e: &Error) -> bool {
+    match e {
+        Error::Io(_) => true,
+        Error::Database(d) => d
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|d| matches!(d.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        _ => false,
     }
 }
 

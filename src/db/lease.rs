@@ -4,8 +4,8 @@
 //! wake-up of the backend per statement, with no way to turn it off): on the hottest reads
 //! that is as much work as the statement itself. A connection lent from here goes back only
 //! when its statement finished and the protocol is known to be in step (success, or an
-//! error Postgres itself reported); after anything else (a broken socket, a request dropped
-//! half way through) it is closed instead. That is what the ping guards against, without
+//! error Postgres answered the statement with); after anything else (a broken socket, a
+//! session Postgres ended, a request dropped half way through) it is closed instead. That is what the ping guards against, without
 //! paying for it when nothing went wrong.
 //!
 //! `&Leases` is an executor like `&PgPool`, so every function under `db` taking an
@@ -51,8 +51,16 @@ impl Leases {
     }
 
     /// A connection: an idle one, or a new one if none is idle and fewer than `max` are
-    /// lent; otherwise waits for one to come back.
+    /// lent; otherwise waits for one to come back. Gives up after
+    /// [`super::ACQUIRE_TIMEOUT`], as the pool does, so a stuck database fails requests
+    /// instead of holding them forever.
     pub async fn lease(&self) -> Result<Lease, Error> {
+        tokio::time::timeout(super::ACQUIRE_TIMEOUT, self.lease_now())
+            .await
+            .map_err(|_| Error::PoolTimedOut)?
+    }
+
+    async fn lease_now(&self) -> Result<Lease, Error> {
         let permit = self
             .0
             .permits

@@ -33,13 +33,16 @@ use sqlx::{ConnectOptions, PgPool};
 /// The schema migrations, embedded in the binary and applied at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How long a statement may wait for a connection before it fails.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Open a pool to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     let options = options.log_slow_statements(log::LevelFilter::Warn, Duration::from_millis(500));
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // By default every checkout of an idle connection first pings the server: a second
         // round trip for every statement run on the pool, the largest share of a send's or a
         // page's time. A connection that broke while idle fails its statement instead, which

@@ -80,6 +80,18 @@ async fn client_state_ids(s: &Setup) -> Vec<String> {
 }
 
 /// The bodies of PDUs in an answer, in order.
+/// B asks A for the room's missing events: (status, answer).
+async fn missing_events(s: &Setup, body: &Value) -> (u16, Value) {
+    signed(
+        &s.b,
+        &s.a,
+        "POST",
+        &format!("/_matrix/federation/v1/get_missing_events/{}", enc(&s.room)),
+        Some(body),
+    )
+    .await
+}
+
 fn bodies(pdus: &Value) -> Vec<String> {
     pdus.as_array()
         .expect("pdus")
@@ -236,14 +248,7 @@ async fn backfill_and_missing_events_walk_the_graph() {
         "limit": 10,
         "min_depth": 0
     });
-    let (status, missing) = signed(
-        &s.b,
-        &s.a,
-        "POST",
-        &format!("/_matrix/federation/v1/get_missing_events/{room}"),
-        Some(&body),
-    )
-    .await;
+    let (status, missing) = missing_events(&s, &body).await;
     assert_eq!(status, 200, "{missing}");
     assert_eq!(
         bodies(&missing["events"]),
@@ -252,14 +257,7 @@ async fn backfill_and_missing_events_walk_the_graph() {
     );
     let body =
         json!({"earliest_events": [s.messages[0]], "latest_events": [s.messages[29]], "limit": 5});
-    let (_, missing) = signed(
-        &s.b,
-        &s.a,
-        "POST",
-        &format!("/_matrix/federation/v1/get_missing_events/{room}"),
-        Some(&body),
-    )
-    .await;
+    let (_, missing) = missing_events(&s, &body).await;
     assert_eq!(
         bodies(&missing["events"]),
         ["m24", "m25", "m26", "m27", "m28"],
@@ -268,14 +266,7 @@ async fn backfill_and_missing_events_walk_the_graph() {
     // Nothing in common: the walk stays near the latest events and still finds the nearest.
     let body = json!({"earliest_events": ["$not-in-this-room"],
                       "latest_events": [s.messages[29]], "limit": 3});
-    let (_, missing) = signed(
-        &s.b,
-        &s.a,
-        "POST",
-        &format!("/_matrix/federation/v1/get_missing_events/{room}"),
-        Some(&body),
-    )
-    .await;
+    let (_, missing) = missing_events(&s, &body).await;
     assert_eq!(
         bodies(&missing["events"]),
         ["m26", "m27", "m28"],

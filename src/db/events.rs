@@ -1,6 +1,7 @@
 //! The `events`, `event_ids`, edge, extremity and transaction-ID tables.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 
@@ -304,7 +305,9 @@ pub async fn timeline_page(
     forward: bool,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(&page_sql("$1", forward))
+    static SQL: LazyLock<[String; 2]> =
+        LazyLock::new(|| [false, true].map(|forward| page_sql("$1", forward)));
+    sqlx::query_as(&SQL[usize::from(forward)])
         .bind(room_nid)
         .bind(from.0)
         .bind(from.1)
@@ -330,28 +333,14 @@ pub async fn reader_page(
     forward: bool,
     limit: i64,
 ) -> Result<Option<ReaderPage>, sqlx::Error> {
-    let order = if forward { "ASC" } else { "DESC" };
-    // The event's room_nid is the room's (read from the room's columns: the page's may be
-    // null when the page is empty).
-    let rows = sqlx::query(&format!(
-        "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public,
-                m.membership, p.event_nid, p.event_id, p.event_type, p.sender, p.depth,
-                p.stream_ordering, p.origin_server_ts, p.json, p.rejected_reason,
-                p.soft_failed, p.outlier, p.redacted_by, p.state_before, p.state_after
-         FROM rooms r
-         LEFT JOIN room_members m ON m.room_nid = r.room_nid AND m.user_id = $5
-         LEFT JOIN LATERAL ({}) p ON true
-         WHERE r.room_id = $1
-         ORDER BY p.depth {order}, p.stream_ordering {order}",
-        page_sql("r.room_nid", forward)
-    ))
-    .bind(room_id)
-    .bind(from.0)
-    .bind(from.1)
-    .bind(limit)
-    .bind(user_id)
-    .fetch_all(e)
-    .await?;
+    let rows = sqlx::query(reader_page_sql(forward))
+        .bind(room_id)
+        .bind(from.0)
+        .bind(from.1)
+        .bind(limit)
+        .bind(user_id)
+        .fetch_all(e)
+        .await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -369,6 +358,29 @@ pub async fn reader_page(
         membership,
         events,
     }))
+}
+
+/// The statement of [`reader_page`], built once per direction. The event's room_nid is the
+/// room's (read from the room's columns: the page's may be null when the page is empty).
+fn reader_page_sql(forward: bool) -> &'static str {
+    static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+        [false, true].map(|forward| {
+            let order = if forward { "ASC" } else { "DESC" };
+            format!(
+                "SELECT r.room_nid, r.room_id, r.room_version, r.state_group, r.is_public,
+                        m.membership, p.event_nid, p.event_id, p.event_type, p.sender, p.depth,
+                        p.stream_ordering, p.origin_server_ts, p.json, p.rejected_reason,
+                        p.soft_failed, p.outlier, p.redacted_by, p.state_before, p.state_after
+                 FROM rooms r
+                 LEFT JOIN room_members m ON m.room_nid = r.room_nid AND m.user_id = $5
+                 LEFT JOIN LATERAL ({}) p ON true
+                 WHERE r.room_id = $1
+                 ORDER BY p.depth {order}, p.stream_ordering {order}",
+                page_sql("r.room_nid", forward)
+            )
+        })
+    });
+    &SQL[usize::from(forward)]
 }
 
 /// A page of the timeline of `room` (an SQL expression for its number, `$1`), from the

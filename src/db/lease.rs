@@ -85,8 +85,16 @@ impl Leases {
     pub async fn open(&self, n: usize) {
         let n = n.min(self.0.permits.available_permits());
         let opened = futures::future::join_all((0..n).map(|_| self.0.options.connect())).await;
-        let mut idle = self.0.idle.lock();
-        idle.extend(opened.into_iter().flatten());
+        let mut live = Vec::with_capacity(n);
+        for result in opened {
+            match result {
+                Ok(conn) => live.push(conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not open a database connection ahead of use")
+                }
+            }
+        }
+        self.0.idle.lock().extend(live);
     }
 
     /// Lend no more, and close the idle connections politely (lent ones close when they

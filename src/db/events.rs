@@ -282,20 +282,6 @@ pub async fn by_nids(
         .await
 }
 
-/// Mark `target` redacted by `redaction` (the JSON stays; readers serve it redacted).
-pub async fn set_redacted_by(
-    tx: &mut PgConnection,
-    target_nid: i64,
-    redaction_nid: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE events SET redacted_by = $2 WHERE event_nid = $1 AND redacted_by IS NULL")
-        .bind(target_nid)
-        .bind(redaction_nid)
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
 /// One page of a room's timeline in topological order, strictly after (`forward`) or before
 /// the position `(depth, stream)`. Rejected and soft-failed events are never returned.
 pub async fn timeline_page(

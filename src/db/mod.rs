@@ -17,6 +17,7 @@ pub mod planner;
 pub mod push;
 pub mod reads;
 pub mod receipts;
+pub mod redactions;
 pub mod rooms;
 pub mod server_keys;
 pub mod spaces;

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use super::Federation;
 use super::client::FederationError;
 use super::pdu::{parse_pdu, verify_pdus};
+use super::template::{self, Kind};
 use crate::error::{Error, Result};
 use crate::room::Rooms;
 
@@ -26,24 +27,6 @@ use crate::room::append::membership_of;
 use crate::room::create::creatable_versions;
 use crate::room::pdu::Pdu;
 use crate::room::remote::{Incoming, Outcome, rules_of};
-
-/// Which membership a template/answer is about.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Join,
-    Leave,
-    Knock,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Join => "join",
-            Kind::Leave => "leave",
-            Kind::Knock => "knock",
-        }
-    }
-}
 
 impl Federation {
     /// Join `user` to a room hosted elsewhere, through the first of `via` that answers:
@@ -87,8 +70,14 @@ impl Federation {
         request.ver = creatable_versions();
         let template = self.client.send(server, request).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let (event_id, obj) =
-            self.sign_template(&version, &template.event, Kind::Join, reason, profile)?;
+        let (event_id, obj) = self.sign_template(
+            &version,
+            (room_id, user),
+            &template.event,
+            Kind::Join,
+            reason,
+            profile,
+        )?;
         let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
         let raw =
@@ -156,6 +145,7 @@ impl Federation {
     fn sign_template(
         &self,
         version: &RoomVersionId,
+        (room_id, user): (&RoomId, &UserId),
         template: &RawValue,
         kind: Kind,
         reason: Option<&str>,
@@ -170,35 +160,29 @@ impl Federation {
             ));
         }
         let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
-        let mut obj: CanonicalJsonObject = serde_json::from_str(template.get())
+        let proposed: CanonicalJsonObject = serde_json::from_str(template.get())
             .map_err(|e| Error::Upstream(format!("invalid membership template: {e}")))?;
-        for key in ["event_id", "hashes", "signatures", "unsigned"] {
-            obj.remove(key);
-        }
+        let mut obj = template::checked(proposed, room_id, user, kind).map_err(|e| {
+            tracing::warn!(%room_id, %user, kind = kind.as_str(), error = %e, "refused a membership template");
+            Error::Upstream(format!("membership template refused: {e}"))
+        })?;
         let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
         obj.insert("origin".into(), s(self.client_server_name().as_str()));
         obj.insert(
             "origin_server_ts".into(),
             CanonicalJsonValue::Integer(MilliSecondsSinceUnixEpoch::now().0.into()),
         );
-        let content = match obj.get_mut("content") {
-            Some(CanonicalJsonValue::Object(c)) => c,
-            _ => {
-                return Err(Error::Upstream(
-                    "membership template without content".into(),
-                ));
+        if let Some(CanonicalJsonValue::Object(content)) = obj.get_mut("content") {
+            if let Some(r) = reason {
+                content.insert("reason".into(), s(r));
             }
-        };
-        content.insert("membership".into(), s(kind.as_str()));
-        if let Some(r) = reason {
-            content.insert("reason".into(), s(r));
-        }
-        if kind == Kind::Join {
-            if let Some(n) = &profile.0 {
-                content.insert("displayname".into(), s(n));
-            }
-            if let Some(a) = &profile.1 {
-                content.insert("avatar_url".into(), s(a));
+            if kind == Kind::Join {
+                if let Some(n) = &profile.0 {
+                    content.insert("displayname".into(), s(n));
+                }
+                if let Some(a) = &profile.1 {
+                    content.insert("avatar_url".into(), s(a));
+                }
             }
         }
         self.server_keys
@@ -237,6 +221,7 @@ impl Federation {
                 let version = template.room_version.unwrap_or(RoomVersionId::V1);
                 let (event_id, obj) = self.sign_template(
                     &version,
+                    (room_id, user),
                     &template.event,
                     Kind::Leave,
                     reason,
@@ -686,6 +671,7 @@ impl Federation {
         let version = template.room_version;
         let (event_id, obj) = self.sign_template(
             &version,
+            (room_id, user),
             &template.event,
             Kind::Knock,
             reason,

@@ -119,7 +119,7 @@ impl Tip {
         }
         Tip {
             prev_ids,
-            depth: deepest.map_or(1, |d| d.saturating_add(1)),
+            depth: deepest.map_or(1, pdu::depth_after),
         }
     }
 
@@ -127,7 +127,7 @@ impl Tip {
     pub fn after(event_id: &OwnedEventId, depth: i64) -> Tip {
         Tip {
             prev_ids: vec![event_id.clone()],
-            depth: depth.saturating_add(1),
+            depth: pdu::depth_after(depth),
         }
     }
 }

@@ -17,15 +17,12 @@ use ruma::canonical_json::redact_content_in_place;
 use ruma::directory::{
     Filter, PublicRoomsChunk, PublicRoomsChunkInit, RoomNetwork, RoomTypeFilter,
 };
-use ruma::events::room::power_levels::{
-    RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource,
-};
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::room::{JoinRuleKind, RoomType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId,
-    OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, UInt, UserId,
 };
 
 use super::pdu::NewContent;
@@ -237,33 +234,26 @@ impl Rooms {
         let state = self
             .room_state(room, &["m.room.create", "m.room.power_levels"])
             .await?;
-        let mut creators: Vec<OwnedUserId> = Vec::new();
-        if let Some((sender, create)) = state.get("m.room.create") {
-            let creator = str_field(create, "creator").unwrap_or(sender);
-            creators.extend(OwnedUserId::try_from(creator).ok());
-            if rules.authorization.additional_room_creators
-                && let Some(CanonicalJsonValue::Array(more)) = create.get("additional_creators")
-            {
-                creators.extend(more.iter().filter_map(|u| match u {
-                    CanonicalJsonValue::String(u) => OwnedUserId::try_from(u.as_str()).ok(),
-                    _ => None,
-                }));
-            }
-        }
-        let source = match state.get("m.room.power_levels") {
-            // `content` is already redacted if the event was, and a redacted content still
-            // reads as the full type (only `notifications` goes, which has a default).
-            Some((_, content)) => {
-                let json = serde_json::to_string(content)
-                    .map_err(|e| Error::internal(format!("power levels: {e}")))?;
-                RoomPowerLevelsSource::Original(
-                    serde_json::from_str::<RoomPowerLevelsEventContent>(&json)
-                        .map_err(|e| Error::internal(format!("stored power levels: {e}")))?,
-                )
-            }
-            None => RoomPowerLevelsSource::None,
+        let json = |c: &CanonicalJsonObject| {
+            serde_json::to_string(c).map_err(|e| Error::internal(format!("stored state: {e}")))
         };
-        let levels = RoomPowerLevels::new(source, &rules.authorization, creators);
+        let create = match state.get("m.room.create") {
+            Some((sender, content)) => Some((
+                UserId::parse(sender.as_str())
+                    .map_err(|e| Error::internal(format!("stored create event: {e}")))?,
+                json(content)?,
+            )),
+            None => None,
+        };
+        let power_levels = match state.get("m.room.power_levels") {
+            Some((_, content)) => Some(json(content)?),
+            None => None,
+        };
+        let levels = super::power::levels(
+            &rules,
+            create.as_ref().map(|(u, c)| (&**u, c.as_str())),
+            power_levels.as_deref(),
+        )?;
         Ok(levels.user_can_send_state(user, StateEventType::RoomCanonicalAlias))
     }
 

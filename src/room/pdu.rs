@@ -27,7 +27,12 @@ pub struct Pdu {
     pub state_key: Option<String>,
     pub prev_events: Vec<OwnedEventId>,
     pub auth_events: Vec<OwnedEventId>,
+    /// What a redaction names, in either place (ruma's auth rules read this); see
+    /// [`Pdu::redacted_event`] for the one the room version means.
     pub redacts: Option<OwnedEventId>,
+    /// `redacts` at the top level (room versions before 11) and in the content (11 on).
+    redacts_at_top: Option<OwnedEventId>,
+    redacts_in_content: Option<OwnedEventId>,
     pub depth: i64,
     pub rejected: bool,
 }
@@ -72,20 +77,19 @@ impl Pdu {
     pub fn parse(event_id: OwnedEventId, json: &str) -> Result<Pdu> {
         let f: PduFields = serde_json::from_str(json)
             .map_err(|e| Error::bad_json(format!("malformed PDU {event_id}: {e}")))?;
-        // Since room version 11 `redacts` lives in the content; accept either place.
-        let redacts = f.redacts.or_else(|| {
-            #[derive(Deserialize)]
-            struct R {
-                redacts: Option<OwnedEventId>,
-            }
-            (f.kind == TimelineEventType::RoomRedaction)
-                .then(|| {
-                    serde_json::from_str::<R>(f.content.get())
-                        .ok()
-                        .and_then(|r| r.redacts)
-                })
-                .flatten()
-        });
+        // Since room version 11 `redacts` lives in the content.
+        #[derive(Deserialize)]
+        struct R {
+            redacts: Option<OwnedEventId>,
+        }
+        let redacts_in_content = (f.kind == TimelineEventType::RoomRedaction)
+            .then(|| {
+                serde_json::from_str::<R>(f.content.get())
+                    .ok()
+                    .and_then(|r| r.redacts)
+            })
+            .flatten();
+        let redacts = f.redacts.clone().or_else(|| redacts_in_content.clone());
         Ok(Pdu {
             event_id,
             room_id: f.room_id,
@@ -97,9 +101,24 @@ impl Pdu {
             prev_events: f.prev_events.into_iter().map(EventRef::into_id).collect(),
             auth_events: f.auth_events.into_iter().map(EventRef::into_id).collect(),
             redacts,
+            redacts_at_top: f.redacts,
+            redacts_in_content,
             depth: i64::try_from(u64::from(f.depth)).unwrap_or(i64::MAX),
             rejected: false,
         })
+    }
+
+    /// The event this redaction redacts under the room version's rules: `content.redacts`
+    /// from version 11 on, the top-level key before (the other place means nothing there).
+    /// `None` for any other event type.
+    pub fn redacted_event(&self, rules: &RoomVersionRules) -> Option<&EventId> {
+        if self.kind != TimelineEventType::RoomRedaction {
+            return None;
+        }
+        match rules.redaction.content_field_redacts {
+            true => self.redacts_in_content.as_deref(),
+            false => self.redacts_at_top.as_deref(),
+        }
     }
 
     pub fn is_state(&self) -> bool {
@@ -185,6 +204,17 @@ pub struct NewContent {
     pub redacts: Option<OwnedEventId>,
 }
 
+/// The deepest depth an event can carry: the largest integer canonical JSON allows (the spec
+/// caps depth at 2^63-1, but a PDU's integers must stay within ±(2^53-1)).
+pub const MAX_DEPTH: i64 = 9_007_199_254_740_991;
+
+/// The depth of an event placed after one at `depth`. Depth comes from other servers, so it
+/// is clamped: one remote event at the cap must not make the room unwritable, its
+/// successors simply share the cap (the stream position still orders them).
+pub fn depth_after(depth: i64) -> i64 {
+    depth.saturating_add(1).clamp(1, MAX_DEPTH)
+}
+
 /// Everything the graph decides for a new event.
 pub struct Placement<'a> {
     /// `None` only for a create event whose room ID will be its hash (room version 12 on).
@@ -234,7 +264,12 @@ pub fn build(
     );
     obj.insert(
         "depth".into(),
-        CanonicalJsonValue::Integer(at.depth.try_into().map_err(|e| internal(&e))?),
+        CanonicalJsonValue::Integer(
+            at.depth
+                .clamp(1, MAX_DEPTH)
+                .try_into()
+                .map_err(|e| internal(&e))?,
+        ),
     );
     let ids = |list: &[OwnedEventId]| {
         CanonicalJsonValue::Array(

@@ -182,7 +182,9 @@ async fn persist_in_transaction(
     // Live positions come from the stream's block (a round trip only to refill it).
     let live = evs.iter().filter(|e| !e.historical).count();
     let mut live_guards = live_positions(db, stream, live).await?.into_iter();
+    let redactions = redaction_rights(store, room, &evs, &accepted).await?;
     let mut all_ids: Vec<&str> = Vec::new();
+    all_ids.extend(redactions.iter().flatten().map(|r| r.target.as_str()));
     for ev in &evs {
         all_ids.push(ev.event_id.as_str());
         all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
@@ -400,13 +402,21 @@ async fn persist_in_transaction(
                 changes.extend(resolved.iter().cloned());
             }
         }
-        if let Some(target) = &ev.pdu.redacts
-            && let Some(target) = db::events::by_id(&mut *tx, target.as_str()).await?
-            && target.room_nid == room.room_nid
-        {
-            db::events::set_redacted_by(&mut tx, target.event_nid, event_nid).await?;
+    }
+    // Redactions decided now: those of this batch, and earlier ones whose target just came.
+    let mut new_redactions = Vec::new();
+    for (i, r) in redactions.iter().enumerate() {
+        if let (Some(r), true) = (r, stored[i]) {
+            new_redactions.push(db::redactions::NewRedaction {
+                redaction_nid: event_nids[i],
+                target_nid: nid(r.target.as_str())?,
+                room_nid: room.room_nid,
+                by_power: r.by_power,
+                sender_server: evs[i].pdu.sender.server_name().as_str(),
+            });
         }
     }
+    db::redactions::apply(&mut tx, &new_redactions, &links.written).await?;
     links.forward_new.retain(|n| !forward_replaced.contains(n));
     links.forward_replaced = forward_replaced.into_iter().collect();
     // Keys set again later in the batch come back with the changes.
@@ -432,6 +442,57 @@ async fn persist_in_transaction(
         }
     }
     Ok(stored)
+}
+
+/// What an accepted redaction names, and whether its sender had the power to redact the
+/// events of others in the state before it.
+struct RedactionRight {
+    target: ruma::OwnedEventId,
+    by_power: bool,
+}
+
+/// Per event: its [`RedactionRight`] if it is an accepted redaction. The power levels are
+/// read only for batches that hold one (rare), through the state cache.
+async fn redaction_rights(
+    store: &Store<'_>,
+    room: &RoomRow,
+    evs: &[Checked<'_>],
+    accepted: &[bool],
+) -> Result<Vec<Option<RedactionRight>>> {
+    let mut out = Vec::with_capacity(evs.len());
+    let mut rules = None;
+    for (ev, ok) in evs.iter().zip(accepted) {
+        if !ok || ev.pdu.kind != TimelineEventType::RoomRedaction {
+            out.push(None);
+            continue;
+        }
+        let rules = match &rules {
+            Some(r) => r,
+            None => rules.insert(super::remote::rules_of(room)?),
+        };
+        let Some(target) = ev.pdu.redacted_event(rules) else {
+            out.push(None);
+            continue;
+        };
+        let by_power = match ev.state_before {
+            Some(group) => {
+                let state = super::append::load_state_events(
+                    store.db,
+                    store.state,
+                    group,
+                    &super::power::state_keys(),
+                )
+                .await?;
+                super::power::may_redact_others(rules, &state, &ev.pdu.sender)
+            }
+            None => false,
+        };
+        out.push(Some(RedactionRight {
+            target: target.to_owned(),
+            by_power,
+        }));
+    }
+    Ok(out)
 }
 
 /// Whom a membership event is about (what the sync feed is told of it).

@@ -5,5 +5,6 @@
 pub mod db;
 pub mod federation;
 pub mod media;
+pub mod rooms;
 pub mod server;
 pub mod stripped;

@@ -10,7 +10,6 @@ use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::get_room_event;
 use ruma::events::TimelineEventType;
 use ruma::serde::Raw;
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
@@ -70,21 +69,13 @@ async fn redact_route(
     req: Ruma<redact_event::v3::Request>,
 ) -> Result<redact_event::v3::Response> {
     let body = req.body;
-    let mut content = json!({"redacts": body.event_id});
-    if let Some(r) = &body.reason {
-        content["reason"] = r.clone().into();
-    }
     let event_id = state
         .rooms
-        .send(
+        .redact(
             &req.auth.user_id,
             &body.room_id,
-            NewContent {
-                kind: TimelineEventType::RoomRedaction,
-                state_key: None,
-                content: raw(&content)?,
-                redacts: Some(body.event_id.clone()),
-            },
+            &body.event_id,
+            body.reason.as_deref(),
             Some(TxnRef {
                 device_id: req.auth.device_id.as_str(),
                 txn_id: body.txn_id.as_str(),

@@ -1,0 +1,55 @@
+//! Redactions sent by local users. Other servers' redactions are judged when they take
+//! effect (`persist`); a local user is held to Synapse's stricter rule up front: their own
+//! events, or anyone's with the room's redact power level.
+
+use ruma::events::TimelineEventType;
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
+use serde_json::json;
+
+use super::append::TxnRef;
+use super::pdu::NewContent;
+use super::{Rooms, power, raw, remote};
+use crate::db;
+use crate::error::{Error, Result};
+
+impl Rooms {
+    /// Redact `target` in the room as `sender`, with an optional reason. An event this server
+    /// does not have (or of another room) may still be named: the redaction then waits for
+    /// it, and is judged by the rule for other servers' redactions when it comes.
+    pub async fn redact(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &EventId,
+        reason: Option<&str>,
+        txn: Option<TxnRef<'_>>,
+    ) -> Result<OwnedEventId> {
+        let room = self.room(room_id).await?;
+        if let Some(t) = db::events::by_id(&self.db, target.as_str()).await?
+            && t.room_nid == room.room_nid
+            && t.sender != sender.as_str()
+        {
+            let rules = remote::rules_of(&room)?;
+            let state = match room.state_group {
+                Some(group) => self.state_entries(group, &power::state_keys()).await?,
+                None => Default::default(),
+            };
+            if !power::may_redact_others(&rules, &state, sender) {
+                return Err(Error::forbidden(
+                    "You don't have permission to redact events of others",
+                ));
+            }
+        }
+        let mut content = json!({ "redacts": target });
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        let new = NewContent {
+            kind: TimelineEventType::RoomRedaction,
+            state_key: None,
+            content: raw(&content)?,
+            redacts: Some(target.to_owned()),
+        };
+        self.send(sender, room_id, new, txn).await
+    }
+}

@@ -1,0 +1,264 @@
+//! What a server in the room can do with events it signs itself: the checks that keep one
+//! hostile member server from breaking a room for everyone else (depth at the limit,
+//! redactions without the right to them).
+
+mod common;
+
+use common::federation::{eventually, membership};
+use common::rooms::{Forger, public_room, raw, state_ids, timeline};
+use common::server::{TestServer, User, assert_error};
+use ruma::OwnedEventId;
+use serde_json::{Value, json};
+
+fn id(s: &str) -> OwnedEventId {
+    OwnedEventId::try_from(s).unwrap()
+}
+
+/// A public room on `a` that each `(server, user)` of `others` has joined, as `a` sees it.
+async fn joined_room(
+    a: &TestServer,
+    alice: &User,
+    name: &str,
+    others: &[(&TestServer, &User)],
+) -> String {
+    let (room, alias) = public_room(a, alice, name).await;
+    for (s, u) in others {
+        s.join(u, &alias).await;
+        let who = u.user_id.clone();
+        eventually("the room's server sees the join", || async {
+            membership(a, alice, &room, &who).await.as_deref() == Some("join")
+        })
+        .await;
+    }
+    room
+}
+
+/// The auth events of a message from `sender` in room version 12 (the create event is
+/// implied by the room ID): the power levels and the sender's membership.
+async fn message_auth(a: &TestServer, alice: &User, room: &str, sender: &str) -> Vec<OwnedEventId> {
+    let state = state_ids(a, alice, room).await;
+    [("m.room.power_levels", ""), ("m.room.member", sender)]
+        .iter()
+        .map(|(t, k)| id(&state[&(t.to_string(), k.to_string())]))
+        .collect()
+}
+
+/// The newest event of the room's timeline as `alice` sees it on `a`.
+async fn latest(a: &TestServer, alice: &User, room: &str) -> OwnedEventId {
+    id(&timeline(a, alice, room).await.last().unwrap().0)
+}
+
+/// The event as `u` is served it by `s` (status, body).
+async fn event(s: &TestServer, u: &User, room: &str, event_id: &str) -> (u16, Value) {
+    s.get(
+        &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+        u.t(),
+    )
+    .await
+}
+
+/// Whether the event is served with its content stripped by a redaction.
+async fn redacted(s: &TestServer, u: &User, room: &str, event_id: &str) -> bool {
+    let (status, body) = event(s, u, room, event_id).await;
+    assert_eq!(status, 200, "{event_id}: {body}");
+    body["content"] == json!({})
+}
+
+/// One PDU at the deepest depth a PDU can carry must not make the room unwritable: events
+/// after it are placed at that depth too, and every send still succeeds.
+#[tokio::test]
+async fn an_event_at_the_deepest_depth_leaves_the_room_writable() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = joined_room(&a, &alice, "deep", &[(&b, &bob)]).await;
+
+    let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
+    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let prev = latest(&a, &alice, &room).await;
+    let deepest = 9_007_199_254_740_991;
+    let (deep, json) = forger.message("deep", &prev, &auth, deepest);
+    let (status, answer) = forger.send("deep-1", vec![raw(&json)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["pdus"][deep.as_str()], json!({}), "{answer}");
+
+    // Several sends on top of it, each on the one before (the remembered tip) and after a
+    // state change (the stored tip).
+    for i in 0..3 {
+        let (status, body) = a
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/after-{i}"),
+                alice.t(),
+                &json!({"msgtype": "m.text", "body": format!("after-{i}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+            alice.t(),
+            &json!({"topic": "still writable"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    a.send_text(&alice, &room, "last").await;
+    let bodies: Vec<String> = timeline(&a, &alice, &room)
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "m.room.message")
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(bodies, ["deep", "after-0", "after-1", "after-2", "last"]);
+
+    // Our events carry the clamped depth, as the other server is served them.
+    let last = latest(&a, &alice, &room).await;
+    let (status, pdu) = common::federation::signed(
+        &b,
+        &a,
+        "GET",
+        &format!("/_matrix/federation/v1/event/{last}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{pdu}");
+    assert_eq!(pdu["pdus"][0]["depth"], json!(deepest));
+}
+
+/// A redaction takes effect only when its sender has the room's redact power level or is on
+/// the server of the redacted event's sender, whichever comes first, redaction or event;
+/// local users may redact only their own events without that power.
+#[tokio::test]
+async fn redactions_take_effect_only_with_the_right_to_them() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let dave = a.register("dave", "password-d").await;
+    let bob = b.register("bob", "password-b").await;
+    let charlie = c.register("charlie", "password-c").await;
+    let room = joined_room(
+        &a,
+        &alice,
+        "redact",
+        &[(&b, &bob), (&c, &charlie), (&a, &dave)],
+    )
+    .await;
+    let v12 = ruma::RoomVersionId::V12;
+    let as_bob = Forger::new(&a, &b, &room, &bob.user_id, v12.clone());
+    let as_charlie = Forger::new(&a, &c, &room, &charlie.user_id, v12);
+    let bob_auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let charlie_auth = message_auth(&a, &alice, &room, &charlie.user_id).await;
+
+    // 1. Bob (power 0, another server) redacts alice's message: accepted into the graph,
+    //    no effect.
+    let alice_1 = a.send_text(&alice, &room, "alice-1").await;
+    let (r1, json) = as_bob.redaction(&id(&alice_1), &id(&alice_1), &bob_auth, 100);
+    let (status, answer) = as_bob.send("r1", vec![raw(&json)]).await;
+    assert_eq!(
+        (status, &answer["pdus"][r1.as_str()]),
+        (200, &json!({})),
+        "{answer}"
+    );
+    assert!(!redacted(&a, &alice, &room, &alice_1).await);
+
+    // 2. Bob redacts his own message: applied.
+    let (bob_1, json_m) = as_bob.message("bob-1", &r1, &bob_auth, 101);
+    let (r2, json_r) = as_bob.redaction(&bob_1, &bob_1, &bob_auth, 102);
+    let (status, _) = as_bob.send("r2", vec![raw(&json_m), raw(&json_r)]).await;
+    assert_eq!(status, 200);
+    assert!(redacted(&a, &alice, &room, bob_1.as_str()).await);
+
+    // 3. The redaction comes before the event it names. Bob's of charlie's message: no
+    //    effect when the message comes. Bob's of his own: applied when it comes.
+    let (charlie_1, json_c1) = as_charlie.message("charlie-1", &r2, &charlie_auth, 103);
+    let (bob_2, json_b2) = as_bob.message("bob-2", &r2, &bob_auth, 103);
+    let (r3, json_r3) = as_bob.redaction(&charlie_1, &r2, &bob_auth, 103);
+    let (r4, json_r4) = as_bob.redaction(&bob_2, &r3, &bob_auth, 104);
+    let (status, answer) = as_bob.send("r34", vec![raw(&json_r3), raw(&json_r4)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["pdus"][r3.as_str()], json!({}), "{answer}");
+    assert_eq!(answer["pdus"][r4.as_str()], json!({}), "{answer}");
+    let (status, answer) = as_charlie.send("c1", vec![raw(&json_c1)]).await;
+    assert_eq!(
+        (status, &answer["pdus"][charlie_1.as_str()]),
+        (200, &json!({})),
+        "{answer}"
+    );
+    assert!(!redacted(&a, &alice, &room, charlie_1.as_str()).await);
+    let (status, _) = as_bob.send("b2", vec![raw(&json_b2)]).await;
+    assert_eq!(status, 200);
+    assert!(redacted(&a, &alice, &room, bob_2.as_str()).await);
+
+    // 4. With the redact power level, bob's redaction of charlie's message applies, also
+    //    when it comes first.
+    let (status, mut levels) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    levels["users"][bob.user_id.as_str()] = json!(50);
+    let (status, body) = a
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels"),
+            alice.t(),
+            &levels,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bob_auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let charlie_auth = message_auth(&a, &alice, &room, &charlie.user_id).await;
+    let tip = latest(&a, &alice, &room).await;
+    let (charlie_2, json_c2) = as_charlie.message("charlie-2", &tip, &charlie_auth, 200);
+    let (charlie_3, json_c3) = as_charlie.message("charlie-3", &charlie_2, &charlie_auth, 201);
+    let (r5, json_r5) = as_bob.redaction(&charlie_2, &charlie_3, &bob_auth, 202);
+    // A redaction of an event nobody ever sends waits harmlessly.
+    let (r6, json_r6) = as_bob.redaction(&id("$never-sent"), &r5, &bob_auth, 203);
+    let (status, _) = as_charlie
+        .send("c23", vec![raw(&json_c2), raw(&json_c3)])
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = as_bob.send("r56", vec![raw(&json_r5), raw(&json_r6)]).await;
+    assert_eq!(status, 200);
+    for r in [&r5, &r6] {
+        assert_eq!(answer["pdus"][r.as_str()], json!({}), "{answer}");
+    }
+    assert!(redacted(&a, &alice, &room, charlie_2.as_str()).await);
+    assert!(!redacted(&a, &alice, &room, charlie_3.as_str()).await);
+    let (charlie_4, json_c4) = as_charlie.message("charlie-4", &r5, &charlie_auth, 203);
+    let (r7, json_r7) = as_bob.redaction(&charlie_4, &r5, &bob_auth, 203);
+    let (status, answer) = as_bob.send("r7", vec![raw(&json_r7)]).await;
+    assert_eq!(
+        (status, &answer["pdus"][r7.as_str()]),
+        (200, &json!({})),
+        "{answer}"
+    );
+    let (status, _) = as_charlie.send("c4", vec![raw(&json_c4)]).await;
+    assert_eq!(status, 200);
+    assert!(redacted(&a, &alice, &room, charlie_4.as_str()).await);
+
+    // 5. Local users: dave (power 0) may not redact alice's message, may redact his own;
+    //    alice (the creator) may redact anyone's.
+    let alice_2 = a.send_text(&alice, &room, "alice-2").await;
+    let dave_1 = a.send_text(&dave, &room, "dave-1").await;
+    let redact = |who: &User, target: &str, txn: &str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/redact/{target}/{txn}");
+        let token = who.t().map(str::to_owned);
+        let a = &a;
+        async move {
+            a.put(&path, token.as_deref(), &json!({"reason": "test"}))
+                .await
+        }
+    };
+    assert_error(&redact(&dave, &alice_2, "d1").await, 403, "M_FORBIDDEN");
+    assert!(!redacted(&a, &alice, &room, &alice_2).await);
+    let (status, body) = redact(&dave, &dave_1, "d2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(redacted(&a, &alice, &room, &dave_1).await);
+    let (status, body) = redact(&alice, charlie_3.as_str(), "a1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(redacted(&a, &alice, &room, charlie_3.as_str()).await);
+}

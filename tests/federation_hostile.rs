@@ -262,3 +262,88 @@ async fn redactions_take_effect_only_with_the_right_to_them() {
     assert_eq!(status, 200, "{body}");
     assert!(redacted(&a, &alice, &room, charlie_3.as_str()).await);
 }
+
+/// A make_join template is checked before we sign it: a resident server that proposes any
+/// other event (another type, someone else's state key, another room) gets no signature
+/// and no send_join; a proper template goes on to send_join.
+#[tokio::test]
+async fn a_membership_template_is_checked_before_it_is_signed() {
+    use common::media::{fake_homeserver, http_response};
+    use std::sync::{Arc, Mutex};
+
+    let a = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let template = Arc::new(Mutex::new(json!({})));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let port = {
+        let (template, seen) = (template.clone(), seen.clone());
+        fake_homeserver(move |line| {
+            seen.lock().unwrap().push(line.to_owned());
+            let body = match line.contains("/make_join/") {
+                true => json!({"room_version": "10", "event": *template.lock().unwrap()}),
+                false => json!({"errcode": "M_UNKNOWN", "error": "no"}),
+            };
+            let status = if line.contains("/make_join/") {
+                "200 OK"
+            } else {
+                "500 Oops"
+            };
+            http_response(
+                status,
+                &[("content-type", "application/json")],
+                body.to_string().as_bytes(),
+            )
+        })
+        .await
+    };
+    let remote = format!("127.0.0.1:{port}");
+    let room = format!("!hosted:{remote}");
+    let proper = json!({
+        "type": "m.room.member", "room_id": room, "sender": alice.user_id,
+        "state_key": alice.user_id, "content": {"membership": "join"},
+        "prev_events": ["$p"], "auth_events": ["$a"], "depth": 5, "origin": remote,
+        "origin_server_ts": 1,
+    });
+    let join = || async {
+        a.post(
+            &format!(
+                "/_matrix/client/v3/join/{}?server_name={remote}",
+                common::server::enc(&room)
+            ),
+            alice.t(),
+            &json!({}),
+        )
+        .await
+    };
+    let mut bad: Vec<Value> = Vec::new();
+    for (key, value) in [
+        ("type", json!("m.room.power_levels")),
+        ("state_key", json!(format!("@admin:{remote}"))),
+        ("sender", json!(format!("@admin:{remote}"))),
+        ("room_id", json!(format!("!other:{remote}"))),
+        ("content", json!({"membership": "ban"})),
+    ] {
+        let mut t = proper.clone();
+        t[key] = value;
+        bad.push(t);
+    }
+    for t in bad {
+        *template.lock().unwrap() = t.clone();
+        let (status, body) = join().await;
+        assert_ne!(status, 200, "{t}: {body}");
+        assert!(body["errcode"].is_string(), "{body}");
+    }
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|l| !l.contains("send_join")),
+        "a refused template was sent back signed: {:?}",
+        seen.lock().unwrap()
+    );
+    // The proper template is signed and sent back (the fake server then fails the join).
+    *template.lock().unwrap() = proper;
+    let (status, _) = join().await;
+    assert_ne!(status, 200);
+    assert!(seen.lock().unwrap().iter().any(|l| l.contains("send_join")));
+}

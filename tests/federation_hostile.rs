@@ -347,3 +347,68 @@ async fn a_membership_template_is_checked_before_it_is_signed() {
     assert_ne!(status, 200);
     assert!(seen.lock().unwrap().iter().any(|l| l.contains("send_join")));
 }
+
+/// History made of events that failed authorisation is skipped, not served: paging back
+/// through a run of them (more than a page) still reaches what came before.
+#[tokio::test]
+async fn paging_back_passes_over_a_run_of_rejected_events() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = joined_room(&a, &alice, "rejects", &[(&b, &bob)]).await;
+    a.send_text(&alice, &room, "before").await;
+
+    // Bob (power 0) renames the room 40 times: each rejected by the auth rules.
+    let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
+    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let mut prev = latest(&a, &alice, &room).await;
+    let mut pdus = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let (id, json) = forger.event(
+            "m.room.name",
+            Some(""),
+            json!({"name": format!("n{i}")}),
+            &prev,
+            &auth,
+            100 + i,
+        );
+        pdus.push(raw(&json));
+        ids.push(id.clone());
+        prev = id;
+    }
+    let (status, answer) = forger.send("names", pdus).await;
+    assert_eq!(status, 200);
+    for id in &ids {
+        assert!(answer["pdus"][id.as_str()]["error"].is_string(), "{answer}");
+    }
+    a.send_text(&alice, &room, "after").await;
+
+    // Page back five at a time: every page is served, nothing rejected shows, and the
+    // message from before the run is reached.
+    let mut from: Option<String> = None;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let query = match &from {
+            Some(f) => format!("dir=b&limit=5&from={f}"),
+            None => "dir=b&limit=5".to_owned(),
+        };
+        let (status, page) = a
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?{query}"),
+                alice.t(),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        for e in page["chunk"].as_array().unwrap() {
+            assert_ne!(e["type"], "m.room.name", "a rejected event was served: {e}");
+            seen.extend(e["content"]["body"].as_str().map(str::to_owned));
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["after", "before"]);
+}

@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 
 use ruma::api::federation::space::{SpaceHierarchyParentSummary, get_hierarchy};
 use ruma::events::room::join_rules::RoomJoinRulesEventContent;
-use ruma::events::room::server_acl::RoomServerAclEventContent;
 use ruma::events::space::child::HierarchySpaceChildEvent;
 use ruma::room::{JoinRuleSummary, RoomSummary, RoomType};
 use ruma::room_version_rules::RoomVersionRules;
@@ -350,10 +349,7 @@ fn server_allowed(state: &StateMap, room_nid: i64, server: &ServerName) -> bool 
     let Some((_, content)) = state.get(&(room_nid, "m.room.server_acl".to_owned())) else {
         return true;
     };
-    serde_json::to_value(content)
-        .ok()
-        .and_then(|v| serde_json::from_value::<RoomServerAclEventContent>(v).ok())
-        .is_none_or(|acl| acl.is_allowed(server))
+    serde_json::to_string(content).map_or(true, |json| super::served::acl_allows(&json, server))
 }
 
 #[cfg(test)]

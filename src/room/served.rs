@@ -46,13 +46,7 @@ impl Rooms {
         let Some(acl) = state.get(&key) else {
             return Ok(true);
         };
-        Ok(
-            match serde_json::from_str::<RoomServerAclEventContent>(acl.content.get()) {
-                Ok(content) => content.is_allowed(server),
-                // An unreadable ACL denies nobody, as Synapse treats it.
-                Err(_) => true,
-            },
-        )
+        Ok(acl_allows(acl.content.get(), server))
     }
 
     /// 403 unless `server` passes the room's ACL.
@@ -181,5 +175,41 @@ impl Rooms {
                 .await?
                 .and_then(|s| ruma::OwnedUserId::try_from(s).ok()),
         )
+    }
+}
+
+/// Whether an `m.room.server_acl` content (JSON) admits `server`. Server names are matched
+/// without regard to case (DNS names are case-insensitive; ruma's globs match that way). An
+/// unreadable ACL denies nobody, as Synapse treats it.
+pub(super) fn acl_allows(content: &str, server: &ServerName) -> bool {
+    serde_json::from_str::<RoomServerAclEventContent>(content)
+        .ok()
+        .is_none_or(|acl| acl.is_allowed(server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_server_names_match_without_regard_to_case() {
+        let acl =
+            r#"{"allow":["*"],"deny":["Evil.Example","*.BAD.org"],"allow_ip_literals":false}"#;
+        let name = |s: &str| ruma::OwnedServerName::try_from(s).unwrap();
+        for denied in [
+            "evil.example",
+            "EVIL.EXAMPLE",
+            "evil.example:8448",
+            "x.bad.ORG",
+            "1.2.3.4",
+        ] {
+            assert!(!acl_allows(acl, &name(denied)), "{denied}");
+        }
+        assert!(acl_allows(acl, &name("good.example")));
+        let allow_only = r#"{"allow":["Good.Example"]}"#;
+        assert!(acl_allows(allow_only, &name("GOOD.example")));
+        assert!(!acl_allows(allow_only, &name("other.example")));
+        // Unreadable: nobody denied.
+        assert!(acl_allows(r#"{"deny":"all"}"#, &name("evil.example")));
     }
 }

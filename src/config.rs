@@ -157,6 +157,9 @@ pub struct FederationConfig {
     /// How long, in seconds, another server's answer about a space is reused by the client
     /// `/hierarchy` walk before that server is asked again; 0 asks every time.
     pub hierarchy_cache_secs: u64,
+    /// Signing keys (ed25519 public keys, unpadded base64) never trusted, whichever server
+    /// presents them: keys known to be compromised.
+    pub denied_signing_keys: Vec<String>,
 }
 
 impl Default for FederationConfig {
@@ -168,6 +171,7 @@ impl Default for FederationConfig {
             max_retry_interval_secs: 3600,
             max_missing_events: 100,
             hierarchy_cache_secs: 3600,
+            denied_signing_keys: Vec::new(),
         }
     }
 }
@@ -403,6 +407,14 @@ impl Config {
             if ServerName::parse(notary).is_err() {
                 p.push(format!(
                     "federation.trusted_key_servers: {notary:?} is not a server name"
+                ));
+            }
+        }
+        for key in &self.federation.denied_signing_keys {
+            let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(key);
+            if decoded.map(|k| k.as_bytes().len()).ok() != Some(32) {
+                p.push(format!(
+                    "federation.denied_signing_keys: {key:?} is not an ed25519 public key in base64"
                 ));
             }
         }
@@ -740,7 +752,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_keys_all_at_once() {
         let err = Config::from_sources(
-            "server_name = \"bad name!\"\n[listeners.client]\naddress = \"nowhere\"\n[registration]\nenabled = true\n",
+            "server_name = \"bad name!\"\n[listeners.client]\naddress = \"nowhere\"\n[registration]\nenabled = true\n[federation]\ndenied_signing_keys = [\"short\", \"l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ\"]\n",
             env(&[]),
         )
         .unwrap_err();
@@ -748,6 +760,11 @@ mod tests {
         assert!(text.contains("server_name"), "{text}");
         assert!(text.contains("listeners.client.address"), "{text}");
         assert!(text.contains("registration.enabled"), "{text}");
+        assert!(text.contains("denied_signing_keys: \"short\""), "{text}");
+        assert!(
+            !text.contains("l8Hft5"),
+            "a well-formed key is not an error: {text}"
+        );
     }
 
     #[test]

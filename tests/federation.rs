@@ -287,3 +287,42 @@ async fn public_rooms_of_another_server() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A signing key on the deny-list is never trusted: requests signed with it are refused as
+/// if unsigned, though its server publishes it properly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_signing_key_is_refused() {
+    let b = TestServer::start_federating().await;
+    let bob = b.register("bob", "bob-password").await;
+    let b_key = trellis::keys::ServerKeys::load_or_generate(
+        &b.config.signing_key_path(),
+        ruma::OwnedServerName::try_from(b.server_name()).unwrap(),
+    )
+    .unwrap()
+    .public_key()
+    .encode();
+    let a = TestServer::start_with(|c| {
+        common::server::make_federating(c);
+        c.federation.denied_signing_keys = vec![b_key];
+    })
+    .await;
+    let c = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        alice.user_id
+    );
+    let (status, body) = common::federation::signed(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+    // Another server's key is trusted as ever; and the list is about what `a` verifies: `b`
+    // still takes `a`'s requests.
+    let (status, body) = common::federation::signed(&c, &a, "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        bob.user_id
+    );
+    let (status, body) = common::federation::signed(&a, &b, "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -2,13 +2,14 @@
 //! cached in Postgres until `valid_until_ts` (capped at seven days after fetching, as the
 //! spec asks), refetched on expiry or on an unknown key ID.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ruma::api::federation::discovery::{
     ServerSigningKeys, get_remote_server_keys_batch, get_server_keys,
 };
 use ruma::serde::Base64;
+use ruma::serde::base64::Standard;
 use ruma::signatures::{PublicKeyMap, PublicKeySet};
 use ruma::{CanonicalJsonObject, OwnedServerName, ServerName, ServerSigningKeyId};
 use sqlx::PgPool;
@@ -26,15 +27,41 @@ pub struct RemoteKeys {
     db: PgPool,
     client: Arc<FederationClient>,
     notaries: Arc<Vec<OwnedServerName>>,
+    /// Public keys never trusted (as stored: unpadded base64).
+    denied: Arc<HashSet<String>>,
 }
 
 impl RemoteKeys {
-    pub fn new(db: PgPool, client: Arc<FederationClient>, notaries: Vec<OwnedServerName>) -> Self {
+    /// `denied`: public keys in base64 (padded or not) never to trust; entries that do not
+    /// parse are left out (the config check reports them).
+    pub fn new(
+        db: PgPool,
+        client: Arc<FederationClient>,
+        notaries: Vec<OwnedServerName>,
+        denied: &[String],
+    ) -> Self {
+        let denied = denied
+            .iter()
+            .filter_map(|k| Base64::<Standard, Vec<u8>>::parse(k).ok())
+            .map(|k| k.encode())
+            .collect();
         RemoteKeys {
             db,
             client,
             notaries: Arc::new(notaries),
+            denied: Arc::new(denied),
         }
+    }
+
+    /// Whether a stored key may verify anything now: within its validity, not expired, not
+    /// denied.
+    fn usable(&self, k: &KeyRow, now: i64) -> bool {
+        let ok = k.valid_until_ts >= now && k.expired_ts.is_none();
+        if ok && self.denied.contains(&k.public_key) {
+            tracing::warn!(key_id = %k.key_id, "a denied signing key was presented");
+            return false;
+        }
+        ok
     }
 
     /// A key map holding `server`'s key `key_id`, valid now.
@@ -46,9 +73,7 @@ impl RemoteKeys {
         let now = now_ms();
         let usable = |rows: &[KeyRow]| {
             rows.iter()
-                .find(|k| {
-                    k.key_id == key_id.as_str() && k.valid_until_ts >= now && k.expired_ts.is_none()
-                })
+                .find(|k| k.key_id == key_id.as_str() && self.usable(k, now))
                 .cloned()
         };
         let mut found = usable(&db::server_keys::keys_of(&self.db, server.as_str()).await?);
@@ -194,7 +219,7 @@ impl RemoteKeys {
         let now = now_ms();
         let mut set = PublicKeySet::new();
         for k in db::server_keys::keys_of(&self.db, server.as_str()).await? {
-            if k.valid_until_ts >= now && k.expired_ts.is_none() {
+            if self.usable(&k, now) {
                 let key = Base64::parse(&k.public_key)
                     .map_err(|e| Error::internal(format!("stored key: {e}")))?;
                 set.insert(k.key_id, key);

@@ -53,7 +53,12 @@ impl Federation {
             std::time::Duration::from_secs(config.max_retry_interval_secs),
         );
         Ok(Federation {
-            remote_keys: RemoteKeys::new(db.clone(), client.clone(), notaries),
+            remote_keys: RemoteKeys::new(
+                db.clone(),
+                client.clone(),
+                notaries,
+                &config.denied_signing_keys,
+            ),
             client,
             sender,
             hierarchy: Arc::new(hierarchy::HierarchyState::new(

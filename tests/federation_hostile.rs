@@ -412,3 +412,92 @@ async fn paging_back_passes_over_a_run_of_rejected_events() {
     }
     assert_eq!(seen, ["after", "before"]);
 }
+
+/// The user IDs `u` sees typing in the room on `s` (an initial sync).
+async fn typing_users(s: &TestServer, u: &User, room: &str) -> Vec<String> {
+    let sync = s.sync(u, "").await;
+    let mut out = Vec::new();
+    for e in sync["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if e["type"] == "m.typing" {
+            for id in e["content"]["user_ids"].as_array().into_iter().flatten() {
+                out.extend(id.as_str().map(str::to_owned));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One transaction with malformed PDUs and EDUs and EDUs speaking for users of other servers
+/// still delivers everything good in it; the rest is dropped.
+#[tokio::test]
+async fn bad_and_spoofed_parts_of_a_transaction_harm_nothing_else() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = joined_room(&a, &alice, "spoof", &[(&b, &bob)]).await;
+    let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
+    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let prev = latest(&a, &alice, &room).await;
+    let (good, json_good) = forger.message("good", &prev, &auth, 100);
+    let typing = |user: &str| json!({"edu_type": "m.typing", "content": {"room_id": room, "user_id": user, "typing": true}});
+    let carol = format!("@carol:{}", b.server_name());
+    let pdus = vec![
+        raw(r#"{"type": 5}"#),
+        raw(r#"[1, 2, 3]"#),
+        raw(&json!({"room_id": room, "type": "m.room.message", "sender": bob.user_id}).to_string()),
+        raw(&json_good),
+    ];
+    let edus = vec![
+        raw(r#"{"edu_type": "m.typing", "content": "not an object"}"#),
+        raw(r#"{"no_type": true}"#),
+        raw(&typing(&alice.user_id).to_string()),
+        raw(&typing("@mallory:elsewhere.example").to_string()),
+        raw(&json!({"edu_type": "m.receipt", "content": {room.clone(): {"m.read": {alice.user_id.clone(): {"event_ids": [good], "data": {"ts": 1}}}}}}).to_string()),
+        raw(&typing(&carol).to_string()),
+    ];
+    let (status, answer) = forger.send_with_edus("mixed-1", pdus, edus).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pdus"][good.as_str()], json!({}), "{answer}");
+    let seen: Vec<String> = timeline(&a, &alice, &room)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert!(seen.contains(&"good".to_owned()), "{seen:?}");
+    // Carol (of the sending server, though not in the room) is refused by the room check;
+    // the spoofed users never show; alice's own receipt was not set by the other server.
+    assert_eq!(typing_users(&a, &alice, &room).await, Vec::<String>::new());
+    let (status, body) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{good}"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sync = a.sync(&alice, "").await;
+    let receipts = sync["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
+    assert!(
+        !receipts.contains("m.receipt") || !receipts.contains(&alice.user_id),
+        "{receipts}"
+    );
+
+    // A following transaction with bob's own typing is applied: the queue did not stall.
+    let (status, _) = forger
+        .send_with_edus(
+            "mixed-2",
+            Vec::new(),
+            vec![raw(&typing(&bob.user_id).to_string())],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        typing_users(&a, &alice, &room).await,
+        vec![bob.user_id.clone()]
+    );
+}

@@ -235,6 +235,16 @@ impl Forger {
         txn: &str,
         pdus: Vec<Box<serde_json::value::RawValue>>,
     ) -> (u16, Value) {
+        self.send_with_edus(txn, pdus, Vec::new()).await
+    }
+
+    /// Send PDUs and EDUs (raw JSON, however malformed) as one transaction.
+    pub async fn send_with_edus(
+        &self,
+        txn: &str,
+        pdus: Vec<Box<serde_json::value::RawValue>>,
+        edus: Vec<Box<serde_json::value::RawValue>>,
+    ) -> (u16, Value) {
         use ruma::api::OutgoingRequestExt;
         use ruma::api::federation::authentication::XMatrixSigningInput;
         use ruma::api::federation::transactions::send_transaction_message;
@@ -244,6 +254,7 @@ impl Forger {
             ruma::MilliSecondsSinceUnixEpoch::now(),
         );
         request.pdus = pdus;
+        request.edus = edus.into_iter().map(ruma::serde::Raw::from_json).collect();
         let http_request = request
             .try_into_http_request::<Vec<u8>>(
                 &self.to_url,

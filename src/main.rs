@@ -93,6 +93,19 @@ fn prepare(path: Option<PathBuf>) -> Option<(trellis::Config, tokio::runtime::Ru
         }
     };
     trellis::logging::init(&config.log);
+    // A panic is one log line with where it happened, in the log's own format, not a
+    // backtrace on stderr: handlers' panics are answered (see `http::panicked`) and must not
+    // flood the log of a server someone is probing.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, %message, "panic");
+    }));
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

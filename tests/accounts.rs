@@ -745,3 +745,38 @@ async fn shared_secret_registration() {
     );
     s.shutdown().await;
 }
+
+/// Bad login bodies are Matrix errors, never a dropped connection: the parser must not be
+/// able to panic on network input.
+#[tokio::test]
+async fn malformed_login_bodies_get_matrix_errors() {
+    let s = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let url = s.url("/_matrix/client/v3/login");
+    for body in [
+        "{}",
+        "",
+        "[]",
+        "null",
+        "{\"type\":\"m.login.password\"}",
+        "{\"type\":5}",
+        "{",
+    ] {
+        let res = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{body:?}: the connection failed: {e}"));
+        let status = res.status().as_u16();
+        let answer: serde_json::Value = res.json().await.unwrap_or_default();
+        assert!(
+            status == 400 || status == 401 || status == 403,
+            "{body:?}: {status} {answer}"
+        );
+        assert!(answer["errcode"].is_string(), "{body:?}: {answer}");
+    }
+    let res = http.post(&url).send().await.expect("no body at all");
+    assert_eq!(res.status(), 400);
+}

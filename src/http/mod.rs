@@ -30,9 +30,21 @@ pub fn router(state: AppState) -> Router {
     let r = federation::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// The last line of defence: a handler that panicked still answers, with a Matrix 500, and
+/// the request's log line says so. Nothing reachable from input should get here.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    Error::internal(format!("handler panicked: {what}")).into_response()
 }
 
 async fn unrecognized() -> Error {
@@ -132,5 +144,35 @@ pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
         Error::not_json("Request body is not valid JSON")
     } else {
         Error::bad_json(format!("Request body has the wrong shape: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_still_answers_with_a_matrix_error() {
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let v: Vec<&'static str> = Vec::new();
+                    v[1]
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errcode"], "M_UNKNOWN");
+        assert_eq!(json["error"], "Internal server error");
     }
 }

@@ -58,16 +58,14 @@ where
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let retry = may_be_lenient(&bytes).then(|| parts.clone());
-        let mut parsed =
-            T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args);
+        let mut parsed = parse::<T>(http::Request::from_parts(parts, &bytes[..]), &args)?;
         if let (
             Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_))),
             Some(parts),
             Some(lenient),
         ) = (&parsed, retry, lenient_body(&bytes))
         {
-            let again =
-                T::try_from_http_request(http::Request::from_parts(parts, &lenient[..]), &args);
+            let again = parse::<T>(http::Request::from_parts(parts, &lenient[..]), &args)?;
             if again.is_ok() {
                 parsed = again;
             }
@@ -80,6 +78,25 @@ where
             query,
         })
     }
+}
+
+/// ruma's parser for `T`. Parsers are not all panic-free on hostile input (a login body
+/// without `type` reached a map index in one), and no input from the network may reach a
+/// panic: a parser that panics has met a malformed request, answered `400 M_BAD_JSON`.
+fn parse<T: IncomingRequest>(
+    request: http::Request<&[u8]>,
+    args: &[&str],
+) -> Result<Result<T, FromHttpRequestError>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        T::try_from_http_request(request, args)
+    }))
+    .map_err(|_| {
+        tracing::warn!(
+            endpoint = std::any::type_name::<T>(),
+            "request parser panicked on its input"
+        );
+        Error::bad_json("Malformed request")
+    })
 }
 
 /// The path parameters of a matched route, in order.
@@ -130,7 +147,7 @@ where
             .and_then(|v| v.parse().ok());
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let request = http::Request::from_parts(parts, &[][..]);
-        let body = T::try_from_http_request(request, &args).map_err(|e| parse_error(e, &[]))?;
+        let body = parse::<T>(request, &args)?.map_err(|e| parse_error(e, &[]))?;
         Ok(RumaStream {
             body,
             auth,

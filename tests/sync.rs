@@ -610,10 +610,13 @@ async fn a_room_joined_since_the_token_comes_with_its_state() {
 
     let next = s.sync(&bob, &format!("?since={since}")).await;
     let joined = &next["rooms"]["join"][&room];
-    let types: Vec<&str> = joined["state"]["events"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
-        .unwrap_or_default();
+    // The room's state: the state section, then the state events of the timeline.
+    let types: Vec<&str> = ["state", "timeline"]
+        .iter()
+        .flat_map(|section| joined[section]["events"].as_array().into_iter().flatten())
+        .filter(|e| e["state_key"].is_string())
+        .filter_map(|e| e["type"].as_str())
+        .collect();
     for wanted in [
         "m.room.create",
         "m.room.power_levels",
@@ -623,12 +626,20 @@ async fn a_room_joined_since_the_token_comes_with_its_state() {
     ] {
         assert!(types.contains(&wanted), "{wanted} missing from {joined}");
     }
-    let alice_member = joined["state"]["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let alice_member = ["state", "timeline"]
+        .iter()
+        .flat_map(|section| joined[section]["events"].as_array().into_iter().flatten())
         .any(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str());
     assert!(alice_member, "{joined}");
+    // The change to `joined` history visibility is hidden from bob's timeline by itself;
+    // the state still tells him of it.
+    let visibility: Vec<&Value> = ["state", "timeline"]
+        .iter()
+        .flat_map(|section| joined[section]["events"].as_array().into_iter().flatten())
+        .filter(|e| e["type"] == "m.room.history_visibility")
+        .map(|e| &e["content"]["history_visibility"])
+        .collect();
+    assert_eq!(visibility.last(), Some(&&json!("joined")), "{joined}");
     let timeline = joined["timeline"]["events"].as_array().expect("timeline");
     assert_eq!(
         timeline.last().map(|e| &e["state_key"]),
@@ -690,4 +701,207 @@ async fn invites_and_knocks_carry_the_recommended_stripped_state() {
     let knock = &sync["rooms"]["knock"][&room]["knock_state"]["events"];
     assert_eq!(stripped_types(knock), RECOMMENDED, "{knock}");
     s.shutdown().await;
+}
+
+/// `/sync` with a timeline filter of `limit` events.
+fn limit_filter(limit: u32) -> String {
+    common::server::enc(&json!({"room": {"timeline": {"limit": limit}}}).to_string())
+}
+
+/// A room joined (or joined again) since the token comes as in an initial sync: its newest
+/// events, not only those after the token, `limited` with a `prev_batch` that pages back
+/// through the rest when it holds more, and everything when it fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_since_the_token_comes_with_its_history() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Chat"}))
+        .await;
+    for i in 0..6 {
+        s.send_text(&alice, &room, &format!("m{i}")).await;
+    }
+    let first = s.sync(&bob, "").await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    s.join(&bob, &room).await;
+
+    let next = s
+        .sync(&bob, &format!("?since={since}&filter={}", limit_filter(3)))
+        .await;
+    let joined = &next["rooms"]["join"][&room];
+    let timeline = &joined["timeline"];
+    let events = timeline["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{joined}");
+    assert_eq!(bodies(timeline), ["m4", "m5"], "{joined}");
+    assert_eq!(timeline["limited"], true, "{joined}");
+    let prev = timeline["prev_batch"]
+        .as_str()
+        .expect("prev_batch")
+        .to_owned();
+    // Paging back from prev_batch reaches the rest of the history and the creation.
+    let (status, page) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100&from={prev}"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let older: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(older, ["m3", "m2", "m1", "m0"]);
+    assert_eq!(
+        page["chunk"].as_array().unwrap().last().unwrap()["type"],
+        "m.room.create"
+    );
+
+    // Leave, miss a message, join again: the room comes back with what was missed.
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    s.send_text(&alice, &room, "while-away").await;
+    let gone = s.sync(&bob, &format!("?since={since}")).await;
+    assert!(gone["rooms"]["leave"][&room].is_object(), "{gone}");
+    let since = gone["next_batch"].as_str().unwrap().to_owned();
+    s.join(&bob, &room).await;
+    let back = s
+        .sync(&bob, &format!("?since={since}&filter={}", limit_filter(50)))
+        .await;
+    let timeline = &back["rooms"]["join"][&room]["timeline"];
+    assert_eq!(
+        bodies(timeline),
+        ["m0", "m1", "m2", "m3", "m4", "m5", "while-away"],
+        "{back}"
+    );
+    // All of it fits, from the room's creation on: nothing to page back for.
+    assert_eq!(timeline["events"][0]["type"], "m.room.create");
+    // (`limited: false` is left out, as ruma serialises it.)
+    assert_ne!(timeline["limited"], true, "{timeline}");
+    let types: Vec<&str> = back["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!types.contains(&"m.room.message"), "{types:?}");
+
+    // full_state=true answers the same way for every room.
+    let full = s
+        .sync(
+            &bob,
+            &format!("?since={since}&full_state=true&filter={}", limit_filter(2)),
+        )
+        .await;
+    let joined = &full["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    assert!(joined["timeline"]["prev_batch"].is_string());
+    let types: Vec<&str> = joined["state"]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        types.contains(&"m.room.create") && types.contains(&"m.room.name"),
+        "{types:?}"
+    );
+}
+
+/// Every token the server hands out is taken wherever a position is: a sync token as
+/// `/members?at=` (what matrix-js-sdk sends before encrypting) and as `/messages` `from`
+/// and `to`, pagination tokens as `to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_pagination_tokens_are_taken_everywhere() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.send_text(&alice, &room, "before-bob").await;
+    let before_bob = s.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.join(&bob, &room).await;
+    s.send_text(&alice, &room, "after-bob").await;
+    let now = s.sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.send_text(&alice, &room, "later").await;
+
+    let members = |at: String| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/members?not_membership=leave&at={at}");
+        let s = &s;
+        let alice = &alice;
+        async move {
+            let (status, body) = s.get(&path, alice.t()).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let mut who: Vec<String> = body["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["state_key"].as_str().unwrap().to_owned())
+                .collect();
+            who.sort();
+            who
+        }
+    };
+    assert_eq!(members(before_bob.clone()).await, vec![alice.user_id.clone()]);
+    let mut both = vec![alice.user_id.clone(), bob.user_id.clone()];
+    both.sort();
+    assert_eq!(members(now.clone()).await, both);
+
+    let page = |query: String| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/messages?{query}");
+        let s = &s;
+        let alice = &alice;
+        async move {
+            let (status, body) = s.get(&path, alice.t()).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let texts: Vec<String> = body["chunk"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect();
+            (texts, body)
+        }
+    };
+    // Back from a sync token: what was there at that point, newest first.
+    let (texts, _) = page(format!("dir=b&limit=50&from={now}")).await;
+    assert_eq!(texts, ["after-bob", "before-bob"]);
+    // Back from the end down to a sync token: only what came after it.
+    let (texts, body) = page(format!("dir=b&limit=50&to={before_bob}")).await;
+    assert_eq!(texts, ["later", "after-bob"], "{body}");
+    assert!(body["end"].is_null(), "the bound ends the pages: {body}");
+    // Forwards from one sync token to another.
+    let (texts, _) = page(format!("dir=f&limit=50&from={before_bob}&to={now}")).await;
+    assert_eq!(texts, ["after-bob"]);
+    // A pagination token as `to`: paging forwards up to a page's start stops before it.
+    let (_, last_two) = page("dir=b&limit=2".to_owned()).await;
+    let end = last_two["end"].as_str().unwrap().to_owned();
+    let (texts, _) = page(format!("dir=b&limit=50&to={end}")).await;
+    assert!(texts.starts_with(&["later".to_owned()]), "{texts:?}");
+    // Garbage is still refused.
+    for bad in ["s1_2", "x", "t1"] {
+        let (status, body) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/members?at={bad}"),
+                alice.t(),
+            )
+            .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (400, Some("M_INVALID_PARAM")),
+            "{bad}"
+        );
+    }
 }

@@ -135,15 +135,15 @@ pub async fn memberships_at(
     .await
 }
 
-/// Full state of several groups in one query: (group, event_nid).
+/// Full state of several groups in one query: (group, state_key_nid, event_nid).
 pub async fn states_of_groups(
     e: impl PgExecutor<'_>,
     groups: &[i64],
-) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
     sqlx::query_as(&format!(
         "{}
-        SELECT root, event_nid FROM (
-            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, s.event_nid
+        SELECT root, state_key_nid, event_nid FROM (
+            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, s.state_key_nid, s.event_nid
             FROM chain c JOIN state_group_entries s ON s.state_group = c.sg
             ORDER BY c.root, s.state_key_nid, c.lvl
         ) x",

@@ -22,7 +22,15 @@ impl Rooms {
         self.check_can_read(&room, user).await?;
         let membership = self.membership(&room, user).await?;
         let page = self
-            .messages(user, room_id, None, false, limit, &EventFilter::default())
+            .messages(
+                user,
+                room_id,
+                None,
+                None,
+                false,
+                limit,
+                &EventFilter::default(),
+            )
             .await?;
         let mut chunk = page.chunk;
         chunk.reverse();

@@ -215,14 +215,14 @@ impl Rooms {
         let before = match before_limit {
             0 => nothing(),
             n => {
-                self.messages(user, room_id, Some(at), false, n, filter)
+                self.messages(user, room_id, Some(at), None, false, n, filter)
                     .await?
             }
         };
         let after = match after_limit {
             0 => nothing(),
             n => {
-                self.messages(user, room_id, Some(at), true, n, filter)
+                self.messages(user, room_id, Some(at), None, true, n, filter)
                     .await?
             }
         };

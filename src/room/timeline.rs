@@ -53,6 +53,15 @@ impl std::fmt::Display for TopoToken {
     }
 }
 
+/// A position a client names in a room, in any token this server hands out, as the spec lets
+/// clients use them interchangeably: a topological token (`t…`: `prev_batch`, `start`,
+/// `end`) or a stream position (the events part of a sync token `s…`: `next_batch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    Topo(TopoToken),
+    Stream(i64),
+}
+
 /// Which events of a page a client wants (the RoomEventFilter subset /messages applies).
 #[derive(Debug, Default, Clone)]
 pub struct EventFilter {
@@ -335,13 +344,26 @@ impl Rooms {
         })
     }
 
-    /// A page of the timeline from `from`, backwards or forwards, filtered. Keyset pagination
-    /// on (depth, stream): one query per page plus one batched fetch for redactions.
+    /// The topological position `at` names in the room. A stream position means right after
+    /// the room's last event at or before it (so paging back from it includes that event, and
+    /// a `to` bound at it keeps that event on either side; see [`Rooms::messages`]).
+    pub async fn position(&self, room_id: &RoomId, at: At, forward: bool) -> Result<TopoToken> {
+        match at {
+            At::Topo(t) => Ok(t),
+            At::Stream(s) => self.topo_at_stream(room_id, s, forward).await,
+        }
+    }
+
+    /// A page of the timeline from `from`, backwards or forwards, filtered, stopping at `to`
+    /// (backwards: events at or after it; forwards: events before it). Keyset pagination on
+    /// (depth, stream): one query per page plus one batched fetch for redactions.
+    #[allow(clippy::too_many_arguments)]
     pub async fn messages(
         &self,
         user: &UserId,
         room_id: &RoomId,
         from: Option<TopoToken>,
+        to: Option<TopoToken>,
         forward: bool,
         limit: i64,
         filter: &EventFilter,
@@ -372,7 +394,7 @@ impl Rooms {
         // A filter can drop events, so read further pages until the chunk is full or the
         // timeline ends; each read is still one indexed query.
         for _ in 0..8 {
-            let rows = match first.take() {
+            let mut rows = match first.take() {
                 Some(rows) => rows,
                 None => {
                     db::events::timeline_page(
@@ -385,7 +407,21 @@ impl Rooms {
                     .await?
                 }
             };
-            let exhausted = (rows.len() as i64) < limit;
+            let mut exhausted = (rows.len() as i64) < limit;
+            if let Some(to) = to {
+                let before_the_end = |e: &StoredEvent| {
+                    let at = (e.depth, e.stream_ordering.unwrap_or(0));
+                    match forward {
+                        true => at < (to.depth, to.stream),
+                        false => at >= (to.depth, to.stream),
+                    }
+                };
+                let kept = rows.iter().take_while(|e| before_the_end(e)).count();
+                if kept < rows.len() {
+                    rows.truncate(kept);
+                    exhausted = true;
+                }
+            }
             if let Some(last) = rows.last() {
                 cursor = TopoToken::of(last);
                 end = Some(cursor);

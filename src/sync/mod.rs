@@ -329,21 +329,37 @@ impl Sync {
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
         let candidates = self.timeline_rooms(&joined, news, since, upto);
+        // Rooms joined since the token are sent as in an initial sync: their newest events
+        // whatever their position, and their whole state. Without that a client knows
+        // nothing of a room it joined but its own join (not its history, nor that it is
+        // encrypted, nor its name and members).
+        let newly_joined = match since {
+            Some(_) if parts.memberships => self.newly_joined(user, &joined, after).await?,
+            _ => HashSet::new(),
+        };
+        let from_start = |nid: &i64| since.is_none() || newly_joined.contains(nid);
         let timeline_read = async {
-            let recent = match candidates.as_deref().unwrap_or(&joined_nids) {
-                [] => Vec::new(),
-                nids => {
-                    db::sync::recent_events(db, nids, after, upto, limit, &req.timeline_select)
-                        .await?
+            let nids = candidates.as_deref().unwrap_or(&joined_nids);
+            let (fresh, known): (Vec<i64>, Vec<i64>) = nids.iter().partition(|n| from_start(n));
+            let read = |nids: Vec<i64>, after: i64| async move {
+                match nids.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => {
+                        db::sync::recent_events(db, &nids, after, upto, limit, &req.timeline_select)
+                            .await
+                    }
                 }
             };
+            // From the start: backfilled history (negative positions) included.
+            let (mut recent, older) = tokio::try_join!(read(known, after), read(fresh, i64::MIN))?;
+            recent.extend(older);
             // Every room's visibility entries in one read, before the per-room checks.
             let groups: Vec<i64> = recent
                 .iter()
                 .filter_map(|e| e.state_after.or(e.state_before))
                 .collect();
             self.rooms.prepare_visibility(user, &groups).await?;
-            Ok(recent)
+            Ok::<_, crate::error::Error>(recent)
         };
         let (ephemeral, recent) = tokio::try_join!(
             self.ephemeral_section(user, &joined, since, parts, carry),
@@ -354,35 +370,50 @@ impl Sync {
             by_room.entry(e.room_nid).or_default().push(e);
         }
 
-        // Rooms joined since the token get their whole state, as in an initial sync: without
-        // it a client would know nothing of a room it joined but its own join (clients learn
-        // that a room is encrypted, its name and members from this).
-        let newly_joined = match since {
-            Some(_) if parts.memberships => self.newly_joined(user, &joined, after).await?,
-            _ => HashSet::new(),
-        };
-
         // The timelines as the user may see them.
         let mut timelines = Vec::with_capacity(joined.len());
         for r in &joined {
             let mut events = by_room.remove(&r.room_nid).unwrap_or_default();
-            let limited = events.len() as i64 > limit;
+            let mut limited = events.len() as i64 > limit;
             events.truncate(limit as usize);
             events.reverse();
+            // A timeline read from the start that does not begin with the room's creation
+            // has history before it (here, or on the servers it was joined through): the
+            // client is told to page back for it.
+            if from_start(&r.room_nid)
+                && events
+                    .first()
+                    .is_some_and(|e| e.event_type != "m.room.create")
+            {
+                limited = true;
+            }
             let changed_membership = r.member_stream > after;
             if since.is_some() && events.is_empty() && !changed_membership {
                 continue;
             }
             let row = room_row(r);
-            let events = self.rooms.filter_visible(&row, user, events).await?;
+            // Accepted state events make a state group of their own: that tells them apart
+            // without parsing (rejected events are never read here).
+            let read_kinds: Vec<(i64, bool)> = events
+                .iter()
+                .map(|e| (e.event_nid, e.state_after != e.state_before))
+                .collect();
+            let mut events = self.rooms.filter_visible(&row, user, events).await?;
+            if from_start(&r.room_nid) {
+                let cut = visible_after_hidden_state(&read_kinds, &events);
+                if cut > 0 {
+                    events.drain(..cut);
+                    limited = true;
+                }
+            }
             timelines.push((*r, row, events, limited));
         }
 
         // Whole state at the start of each timeline that needs it (the state before its first
-        // visible event): all groups in one query.
-        let mut start_groups: HashMap<i64, i64> = HashMap::new();
+        // visible event), and the current state where it differs: all groups in one query.
+        let mut start_groups: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
         for (r, _, events, _) in &timelines {
-            if since.is_some() && !newly_joined.contains(&r.room_nid) {
+            if !from_start(&r.room_nid) {
                 continue;
             }
             let group = match events.first() {
@@ -390,17 +421,27 @@ impl Sync {
                 None => r.state_group,
             };
             if let Some(g) = group {
-                start_groups.insert(r.room_nid, g);
+                let end = r.state_group.filter(|e| *e != g);
+                start_groups.insert(r.room_nid, (g, end));
             }
         }
-        let mut state_by_group = self.states_of_groups(&start_groups).await?;
+        let groups: Vec<i64> = start_groups
+            .values()
+            .flat_map(|(start, end)| std::iter::once(*start).chain(*end))
+            .collect();
+        let state_by_group = self.states_of_groups(&groups).await?;
 
         // Rooms whose summary is sent: all on an initial sync, else those whose members may
         // have changed (clients keep the summary they have, as the spec allows).
         let mut summarise: HashSet<i64> = HashSet::new();
         for (r, row, events, limited) in timelines {
             let state = match start_groups.get(&r.room_nid) {
-                Some(g) => state_by_group.remove(g).unwrap_or_default(),
+                Some((start, end)) => start_state(
+                    state_by_group.get(start).map_or(&[], Vec::as_slice),
+                    end.and_then(|e| state_by_group.get(&e))
+                        .map_or(&[], Vec::as_slice),
+                    &events,
+                ),
                 None if since.is_some() && limited => {
                     let first = events
                         .first()
@@ -502,28 +543,32 @@ impl Sync {
         Some(changed)
     }
 
-    /// The full state of several groups (`room_nid → group`), in two queries (none when
-    /// there are no groups).
+    /// The full state of several groups, each entry with its state key number, in two queries
+    /// (none when there are no groups).
     async fn states_of_groups(
         &self,
-        groups: &HashMap<i64, i64>,
-    ) -> Result<HashMap<i64, Vec<StoredEvent>>> {
-        let mut state_by_group: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
+        groups: &[i64],
+    ) -> Result<HashMap<i64, Vec<(i64, StoredEvent)>>> {
+        let mut state_by_group: HashMap<i64, Vec<(i64, StoredEvent)>> = HashMap::new();
         if groups.is_empty() {
             return Ok(state_by_group);
         }
         let db = self.rooms.reads();
-        let groups: Vec<i64> = groups.values().copied().collect();
-        let state_rows = db::sync::states_of_groups(db, &groups).await?;
-        let state_nids: Vec<i64> = state_rows.iter().map(|r| r.1).collect();
+        let state_rows = db::sync::states_of_groups(db, groups).await?;
+        let mut state_nids: Vec<i64> = state_rows.iter().map(|r| r.2).collect();
+        state_nids.sort_unstable();
+        state_nids.dedup();
         let state_events: HashMap<i64, StoredEvent> = db::events::by_nids(db, &state_nids)
             .await?
             .into_iter()
             .map(|e| (e.event_nid, e))
             .collect();
-        for (group, nid) in state_rows {
+        for (group, key, nid) in state_rows {
             if let Some(e) = state_events.get(&nid) {
-                state_by_group.entry(group).or_default().push(e.clone());
+                state_by_group
+                    .entry(group)
+                    .or_default()
+                    .push((key, e.clone()));
             }
         }
         Ok(state_by_group)
@@ -571,6 +616,45 @@ impl Sync {
 
 /// Put the ephemeral section into the response: each room's events (a room with nothing
 /// else new still appears), presence, and the positions in the next token.
+/// How many of the `visible` events (in order) come before the last state event of the
+/// read (`all`: event number, whether a state event) that the user may not see. A timeline
+/// read from the start begins after it: the state section (the state before the timeline)
+/// then carries that change, which a client would otherwise never learn of, or would see
+/// undone by an older visible change of the same state in the timeline.
+fn visible_after_hidden_state(all: &[(i64, bool)], visible: &[StoredEvent]) -> usize {
+    let shown: HashSet<i64> = visible.iter().map(|e| e.event_nid).collect();
+    let Some(last_hidden) = all
+        .iter()
+        .rposition(|(nid, state)| *state && !shown.contains(nid))
+    else {
+        return 0;
+    };
+    let before: HashSet<i64> = all[..last_hidden].iter().map(|(nid, _)| *nid).collect();
+    visible
+        .iter()
+        .take_while(|e| before.contains(&e.event_nid))
+        .count()
+}
+
+/// The state section of a timeline read from the start: the state before its first event,
+/// except for keys whose current event the timeline does not show (hidden from this user
+/// by history visibility, or by the filter): those come as they are now, or the client would
+/// never learn of them (that the room became encrypted, say).
+fn start_state(
+    start: &[(i64, StoredEvent)],
+    now: &[(i64, StoredEvent)],
+    timeline: &[StoredEvent],
+) -> Vec<StoredEvent> {
+    let shown: HashSet<i64> = timeline.iter().map(|e| e.event_nid).collect();
+    let mut by_key: BTreeMap<i64, &StoredEvent> = start.iter().map(|(k, e)| (*k, e)).collect();
+    for (k, e) in now {
+        if !shown.contains(&e.event_nid) {
+            by_key.insert(*k, e);
+        }
+    }
+    by_key.into_values().cloned().collect()
+}
+
 fn add_ephemeral(out: &mut SyncResponse, ephemeral: crate::ephemeral::EphemeralSync) {
     out.next_batch.typing = ephemeral.positions.typing;
     out.next_batch.receipts = ephemeral.positions.receipts;

@@ -16,6 +16,7 @@ use crate::account::AuthedUser;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::auth::Authed;
+use crate::room::timeline::At;
 use crate::sync::SyncRequest;
 use crate::sync::token::SyncToken;
 
@@ -136,7 +137,15 @@ async fn events_route(
         let now = now_token(&state, &user).await?.to_string();
         return Ok(Json(json!({"start": now, "end": now, "chunk": []})));
     };
-    let since = SyncToken::parse(from)?;
+    let since = match super::position(from)? {
+        At::Stream(_) => SyncToken::parse(from)?,
+        // A pagination token names a place in one room's timeline; its stream part is where
+        // the event stream continues (the other streams from now, as on a first call).
+        At::Topo(t) => SyncToken {
+            events: t.stream.max(0),
+            ..now_token(&state, &user).await?
+        },
+    };
     let result = state
         .sync
         .sync(&user.user_id, request(&user, Some(since), timeout))

@@ -13,7 +13,6 @@ use crate::app::AppState;
 use crate::error::Result;
 use crate::http::ruma::{Ruma, route};
 use crate::room::raw;
-use crate::room::timeline::TopoToken;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, members_route);
@@ -26,7 +25,15 @@ async fn members_route(
     req: Ruma<get_member_events::v3::Request>,
 ) -> Result<get_member_events::v3::Response> {
     let body = req.body;
-    let at = body.at.as_deref().map(TopoToken::parse).transpose()?;
+    let at = match body.at.as_deref() {
+        Some(t) => Some(
+            state
+                .rooms
+                .position(&body.room_id, super::position(t)?, false)
+                .await?,
+        ),
+        None => None,
+    };
     let membership = body.membership.as_ref().map(|m| m.as_str());
     let not_membership = body.not_membership.as_ref().map(|m| m.as_str());
     let events = state

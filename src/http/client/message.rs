@@ -17,8 +17,9 @@ use crate::http::ruma::{Ruma, route};
 use crate::room::append::TxnRef;
 use crate::room::pdu::NewContent;
 use crate::room::raw;
-use crate::room::timeline::{EventFilter, TopoToken};
-use crate::sync::token::SyncToken;
+use crate::room::timeline::EventFilter;
+
+use super::position;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, send_route);
@@ -96,17 +97,21 @@ async fn messages_route(
     let body = req.body;
     let forward = body.dir == Direction::Forward;
     let from = match body.from.as_deref() {
-        // A `/sync` next_batch (matrix-nio pages from it); ours start with `t`.
-        Some(t) if t.starts_with('s') => {
-            let stream = SyncToken::parse(t)?.events;
-            Some(
-                state
-                    .rooms
-                    .topo_at_stream(&body.room_id, stream, forward)
-                    .await?,
-            )
-        }
-        Some(t) => Some(TopoToken::parse(t)?),
+        Some(t) => Some(
+            state
+                .rooms
+                .position(&body.room_id, position(t)?, forward)
+                .await?,
+        ),
+        None => None,
+    };
+    let to = match body.to.as_deref() {
+        Some(t) => Some(
+            state
+                .rooms
+                .position(&body.room_id, position(t)?, false)
+                .await?,
+        ),
         None => None,
     };
     let filter = EventFilter::from(&body.filter);
@@ -114,7 +119,7 @@ async fn messages_route(
     let user = &req.auth.user_id;
     let mut page = state
         .rooms
-        .messages(user, &body.room_id, from, forward, limit, &filter)
+        .messages(user, &body.room_id, from, to, forward, limit, &filter)
         .await?;
     // Paging back past the history we hold: fetch more from the room's other servers,
     // within a time budget, then answer as if it had been here all along. The unstable
@@ -133,7 +138,7 @@ async fn messages_route(
             Ok(Ok(n)) if n > 0 => {
                 page = state
                     .rooms
-                    .messages(user, &body.room_id, from, forward, limit, &filter)
+                    .messages(user, &body.room_id, from, to, forward, limit, &filter)
                     .await?;
             }
             Ok(Ok(_)) => {}

@@ -34,6 +34,18 @@ use axum::Router;
 use crate::account::AuthedUser;
 use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::room::timeline::{At, TopoToken};
+use crate::sync::token::SyncToken;
+
+/// A position in any token this server hands out: `t…` (`prev_batch`, `start`, `end`) or a
+/// sync token `s…` (`next_batch`), which clients may pass wherever the spec takes a
+/// pagination token (js-sdk loads members `at` its sync token, nio pages from one).
+fn position(token: &str) -> Result<At> {
+    match token.starts_with('s') {
+        true => Ok(At::Stream(SyncToken::parse(token)?.events)),
+        false => Ok(At::Topo(TopoToken::parse(token)?)),
+    }
+}
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);

@@ -1516,3 +1516,136 @@ async fn creation_events_stand_each_on_the_state_the_previous_one_made() {
     assert_eq!(name["name"], "N");
     s.shutdown().await;
 }
+
+/// How many events of the room `u` can page through.
+async fn timeline_len(s: &TestServer, u: &User, room: &str) -> usize {
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000"),
+            u.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["chunk"].as_array().unwrap().len()
+}
+
+/// Every way of building an event refuses one over the spec's 65,536 bytes with
+/// `413 M_TOO_LARGE`, before anything is stored, however the size is reached (plain text,
+/// multibyte characters, characters canonical JSON escapes); events near the limit pass.
+#[tokio::test]
+async fn events_over_the_size_limit_are_refused_before_anything_is_stored() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    let target = s.send_text(&alice, &room, "target").await;
+    let big = "x".repeat(70_000);
+    let multibyte = "é".repeat(33_000);
+    let escaped = "\u{1}".repeat(11_000);
+    let before = timeline_len(&s, &alice, &room).await;
+
+    let too_large = |r: (u16, Value), what: &str| {
+        assert_eq!(r.0, 413, "{what}: {}", r.1);
+        assert_eq!(r.1["errcode"], "M_TOO_LARGE", "{what}: {}", r.1);
+    };
+    for (i, text) in [&big, &multibyte, &escaped].into_iter().enumerate() {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/big-{i}");
+        let r = s
+            .put(
+                &path,
+                alice.t(),
+                &json!({"msgtype": "m.text", "body": text}),
+            )
+            .await;
+        too_large(r, &format!("message {i}"));
+    }
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+            alice.t(),
+            &json!({"topic": big}),
+        )
+        .await;
+    too_large(r, "state event");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/redact/{target}/r1"),
+            alice.t(),
+            &json!({"reason": big}),
+        )
+        .await;
+    too_large(r, "redaction reason");
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": bob.user_id, "reason": big}),
+        )
+        .await;
+    too_large(r, "kick reason");
+    let carol = s.register("carol", "carol-password").await;
+    let r = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            alice.t(),
+            &json!({"user_id": carol.user_id, "reason": big}),
+        )
+        .await;
+    too_large(r, "invite reason");
+    assert_eq!(
+        timeline_len(&s, &alice, &room).await,
+        before,
+        "nothing was stored"
+    );
+
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
+    for body in [
+        json!({"name": big}),
+        json!({"initial_state": [{"type": "m.room.topic", "state_key": "", "content": {"topic": big}}]}),
+        json!({"creation_content": {"filler": big}}),
+    ] {
+        let r = s
+            .post("/_matrix/client/v3/createRoom", alice.t(), &body)
+            .await;
+        too_large(r, "createRoom");
+    }
+    let (_, after) = s.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
+    assert_eq!(joined, after, "no room was created");
+
+    // A profile whose member events could not be built is refused before it is stored.
+    let long_url = format!("mxc://localhost/{}", "a".repeat(70_000));
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/avatar_url", alice.user_id),
+            alice.t(),
+            &json!({"avatar_url": long_url}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_BAD_JSON")),
+        "{body}"
+    );
+    let (_, profile) = s
+        .get(
+            &format!("/_matrix/client/v3/profile/{}", alice.user_id),
+            alice.t(),
+        )
+        .await;
+    assert!(profile["avatar_url"].is_null(), "{profile}");
+
+    // Just under the limit is fine.
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/near");
+    let near = "y".repeat(64_000);
+    let (status, body) = s
+        .put(
+            &path,
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": near}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

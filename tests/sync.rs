@@ -854,7 +854,10 @@ async fn sync_and_pagination_tokens_are_taken_everywhere() {
             who
         }
     };
-    assert_eq!(members(before_bob.clone()).await, vec![alice.user_id.clone()]);
+    assert_eq!(
+        members(before_bob.clone()).await,
+        vec![alice.user_id.clone()]
+    );
     let mut both = vec![alice.user_id.clone(), bob.user_id.clone()];
     both.sort();
     assert_eq!(members(now.clone()).await, both);

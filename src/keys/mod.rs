@@ -112,7 +112,13 @@ impl ServerKeys {
             object,
             redaction,
         )
-        .map_err(|e| Error::internal(format!("event signing failed: {e}")))
+        .map_err(|e| match e {
+            // The event's own fields are too large: the caller's input, never ours.
+            ruma::signatures::JsonError::PduTooLarge => {
+                Error::too_large("Event is larger than 65536 bytes")
+            }
+            e => Error::internal(format!("event signing failed: {e}")),
+        })
     }
 
     /// Add our signature to another server's event (invites, restricted joins we vouch

@@ -285,7 +285,6 @@ fn build_authorised(
         depth: p.depth,
     };
     let (event_id, json) = pdu::build(keys, new, &placement)?;
-    check_size(&json)?;
     let pdu = Pdu::parse(event_id.clone(), &json)?;
     authorise(&p.rules, &pdu, &p.auth_state).map_err(Error::forbidden)?;
     Ok(Prepared {
@@ -404,16 +403,6 @@ pub fn local_checked<'a>(
 
 /// How many forward extremities a new event references at most.
 const MAX_PREV_EVENTS: usize = 10;
-/// The spec's limit on a PDU's size.
-const MAX_PDU_BYTES: usize = 65_536;
-
-/// The spec's size limit on a PDU, for the events we build.
-pub fn check_size(json: &str) -> Result<()> {
-    if json.len() > MAX_PDU_BYTES {
-        return Err(Error::too_large("Event is larger than 65536 bytes"));
-    }
-    Ok(())
-}
 
 /// State entries of one group, parsed, keyed by (type, state_key).
 pub type StateEntries = HashMap<(StateEventType, String), Pdu>;

@@ -329,7 +329,6 @@ impl Rooms {
                 depth: 1,
             },
         )?;
-        append::check_size(&json)?;
         let room_id = match random_id {
             Some(id) => id,
             None => RoomId::new_v2(event_id.as_str().trim_start_matches('$'))

@@ -292,10 +292,31 @@ pub fn build(
         ));
     }
     keys.hash_and_sign_event(&mut obj, &at.rules.redaction)?;
-    let hash = ruma::signatures::reference_hash(&obj, at.rules).map_err(|e| internal(&e))?;
+    let hash = ruma::signatures::reference_hash(&obj, at.rules).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => too_large(),
+        e => internal(&e),
+    })?;
     let event_id = EventId::parse(format!("${hash}")).map_err(|e| internal(&e))?;
     let json = serde_json::to_string(&obj).map_err(|e| internal(&e))?;
+    check_size(&json)?;
     Ok((event_id, json))
+}
+
+/// The spec's limit on a PDU's size, signatures and all.
+const MAX_PDU_BYTES: usize = 65_536;
+
+/// What an event over [`MAX_PDU_BYTES`] answers: the client's content is too large, before
+/// anything is stored.
+pub fn too_large() -> Error {
+    Error::too_large("Event is larger than 65536 bytes")
+}
+
+/// The spec's size limit on a PDU, for the events we build.
+pub fn check_size(json: &str) -> Result<()> {
+    match json.len() > MAX_PDU_BYTES {
+        true => Err(too_large()),
+        false => Ok(()),
+    }
 }
 
 /// The fields of a PDU that the client format keeps (any other field is skipped unbuilt).

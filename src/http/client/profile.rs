@@ -23,6 +23,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 
 /// Longest display name accepted, as Synapse.
 const MAX_DISPLAYNAME_LEN: usize = 256;
+/// The longest avatar URL accepted, in bytes (as Synapse).
+const MAX_AVATAR_URL_LEN: usize = 1000;
 
 async fn local_profile(
     state: &AppState,
@@ -109,6 +111,15 @@ async fn set_avatar_url_route(
         && u.validate().is_err()
     {
         return Err(Error::bad_json("avatar_url must be an mxc:// URI"));
+    }
+    // Synapse's limit: the URL goes into a member event in every room of the user.
+    if url
+        .as_ref()
+        .is_some_and(|u| u.as_str().len() > MAX_AVATAR_URL_LEN)
+    {
+        return Err(Error::bad_json(format!(
+            "avatar_url is longer than {MAX_AVATAR_URL_LEN} bytes"
+        )));
     }
     state
         .accounts

@@ -292,3 +292,56 @@ async fn timestamp_to_event_asks_other_servers_across_a_gap() {
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["event_id"], create_id.as_str());
 }
+
+/// Jumping to a date in a room joined late: the event another server names is fetched and
+/// stored with the history before it, so the client can open it (/event, /context) and page
+/// from it.
+#[tokio::test]
+async fn an_event_found_by_timestamp_elsewhere_can_be_opened_here() {
+    let (a, b, alice, bob, room) = joined_pair("jump").await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(a.send_text(&alice, &room, &format!("early{i}")).await);
+    }
+    let (_, early5) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[5]),
+            alice.t(),
+        )
+        .await;
+    let ts = early5["origin_server_ts"]
+        .as_i64()
+        .expect("origin_server_ts");
+    b.join(&bob, &format!("#jump:{}", a.server_name())).await;
+    // B holds nothing of that time: it asks A.
+    let (status, found) = b
+        .get(
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], ids[5].as_str());
+    let (status, event) = b
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[5]),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["content"]["body"], "early5");
+    let (status, context) = b
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", ids[5]),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{context}");
+    let before: Vec<&str> = context["events_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(before, ["early4", "early3"], "{context}");
+}

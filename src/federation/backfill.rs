@@ -221,41 +221,120 @@ impl Federation {
         };
         let millis =
             ruma::MilliSecondsSinceUnixEpoch(UInt::try_from(ts.max(0)).unwrap_or_default());
+        // Other servers are asked within a budget: a client waits for the answer.
+        let deadline = tokio::time::Instant::now() + TIMESTAMP_BUDGET;
         for server in servers.iter().take(BACKFILL_SERVERS) {
-            let request = ruma::api::federation::event::get_event_by_timestamp::v1::Request::new(
-                room_id.to_owned(),
-                millis,
-                dir,
-            );
-            let Ok(answer) = self.client.send(server, request).await else {
-                continue;
-            };
-            let remote_ts = i64::try_from(u64::from(answer.origin_server_ts.0)).unwrap_or(i64::MAX);
-            let nearer = match &local {
-                None => true,
-                Some((_, local_ts)) => (remote_ts - ts).abs() < (local_ts - ts).abs(),
-            };
-            if !nearer {
-                continue;
-            }
-            // The event must exist and be genuine before a client is sent to it.
-            let Ok(event) = self
-                .client
-                .send(server, get_event::v1::Request::new(answer.event_id.clone()))
-                .await
-            else {
-                continue;
-            };
-            let checked = verify_pdus(&self.remote_keys, &rules, &[&*event.pdu]).await;
-            if matches!(checked.first(), Some((_, Ok(ev))) if ev.event_id == answer.event_id
-                && ev.pdu.belongs_to(room_id))
-            {
-                return Ok((answer.event_id, remote_ts));
+            let attempt =
+                self.timestamp_from(rooms, server, room_id, &rules, (millis, dir), ts, &local);
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::info!(%server, %room_id, "timestamp_to_event ran out of time");
+                    break;
+                }
             }
         }
         local.ok_or_else(|| {
             let dir = if forward { "f" } else { "b" };
             Error::not_found(format!("Unable to find event from {ts} in direction {dir}"))
         })
+    }
+
+    /// One server's answer to `/timestamp_to_event`, if it names an event nearer to `ts` than
+    /// `local`, genuine, and stored here with the history before it.
+    #[allow(clippy::too_many_arguments)]
+    async fn timestamp_from(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        room_id: &RoomId,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        (millis, dir): (ruma::MilliSecondsSinceUnixEpoch, ruma::api::Direction),
+        ts: i64,
+        local: &Option<(OwnedEventId, i64)>,
+    ) -> Option<(OwnedEventId, i64)> {
+        let request = ruma::api::federation::event::get_event_by_timestamp::v1::Request::new(
+            room_id.to_owned(),
+            millis,
+            dir,
+        );
+        let answer = self.client.send(server, request).await.ok()?;
+        let remote_ts = i64::try_from(u64::from(answer.origin_server_ts.0)).unwrap_or(i64::MAX);
+        let nearer = match &local {
+            None => true,
+            Some((_, local_ts)) => (remote_ts - ts).abs() < (local_ts - ts).abs(),
+        };
+        if !nearer {
+            return None;
+        }
+        // The event must exist and be genuine before a client is sent to it, and be here
+        // when the client asks for it and what surrounds it (/event, /context,
+        // /messages from it): it is stored, with the history before it.
+        let Ok(event) = self
+            .client
+            .send(server, get_event::v1::Request::new(answer.event_id.clone()))
+            .await
+        else {
+            return None;
+        };
+        let checked = verify_pdus(&self.remote_keys, rules, &[&*event.pdu]).await;
+        if !matches!(checked.first(), Some((_, Ok(ev))) if ev.event_id == answer.event_id
+            && ev.pdu.belongs_to(room_id))
+        {
+            return None;
+        }
+        if let Err(e) = self
+            .fetch_around(rooms, server, room_id, &answer.event_id, event.pdu)
+            .await
+        {
+            tracing::info!(%server, event_id = %answer.event_id, error = %e, "could not fetch the event found by timestamp");
+            return None;
+        }
+        Some((answer.event_id, remote_ts))
+    }
+}
+
+/// Events of history fetched before an event a client is sent to from another server: a page
+/// of context for it.
+const EVENTS_AROUND: u32 = 20;
+/// How long a client's /timestamp_to_event may wait on other servers.
+const TIMESTAMP_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Federation {
+    /// Store `event_id` (its PDU as `server` gave it) as history, then up to
+    /// [`EVENTS_AROUND`] events before it from the same server. Fails unless the event itself
+    /// is stored (or already was); the history before it is a best effort.
+    async fn fetch_around(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: Box<RawValue>,
+    ) -> Result<()> {
+        self.store_history(rooms, server, room_id, &[pdu]).await?;
+        if !rooms
+            .known_events(&[event_id.to_owned()])
+            .await?
+            .contains(event_id)
+        {
+            return Err(Error::Upstream(format!("{event_id} could not be stored")));
+        }
+        let request = get_backfill::v1::Request::new(
+            room_id.to_owned(),
+            vec![event_id.to_owned()],
+            UInt::from(EVENTS_AROUND),
+        );
+        match self.client.send(server, request).await {
+            Ok(r) => {
+                let stored = self.store_history(rooms, server, room_id, &r.pdus).await?;
+                tracing::debug!(%server, %event_id, stored, "history fetched before an event found by timestamp");
+            }
+            Err(e) => {
+                tracing::info!(%server, %event_id, error = %e, "backfill before an event found by timestamp failed")
+            }
+        }
+        Ok(())
     }
 }

@@ -77,3 +77,89 @@ make_venv() { # python, directory, alternative
 		"$python" -m venv "$dir" || die "$python -m venv failed even with python3-venv installed"
 	fi
 }
+
+# Build the server binary ($1: debug or release) and print its path. The debug binary is the
+# one the integration tests use: `cargo test` builds the server with the dev-dependencies'
+# features, which `cargo build` would not share (it would compile a second copy of much of
+# the dependency tree), and asking for one integration test builds it the same way, so after
+# scripts/test nothing is compiled here.
+build_trellis() { # profile
+	local build
+	case "$1" in
+	debug) build=(cargo test --no-run --test binary) ;;
+	release) build=(cargo build --release --bin trellis) ;;
+	*) die "the build profile must be debug or release, not $1" ;;
+	esac
+	step "${build[*]}" >&2
+	# Cargo names the binary in its JSON line for the `trellis` bin target.
+	local exe
+	exe=$("${build[@]}" --message-format=json-render-diagnostics |
+		grep '"reason":"compiler-artifact"' |
+		grep '"name":"trellis"' |
+		grep '"kind":\["bin"\]' |
+		sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+	[ -n "$exe" ] && [ -x "$exe" ] || die "cargo did not report the trellis binary it built"
+	printf '%s\n' "$exe"
+}
+
+# Start Trellis ($1, the binary) for a client suite with a new data directory under the
+# temporary directory (the managed Postgres runs as an unprivileged user when this runs as
+# root, and must reach it whatever the checkout's permissions), logging to $2: loopback only,
+# no federation listener, open registration, rate limits well above what scripted clients
+# need. It listens on a port it picks itself (port 0), read back from its log, so no other
+# process can take the port between choosing and binding it. Sets `trellis_pid`,
+# `trellis_data` and `trellis_base`; stop it with stop_trellis.
+start_trellis() { # binary, log
+	local bin=$1 log=$2
+	trellis_data=$(mktemp -d "${TMPDIR:-/tmp}/trellis-suite.XXXXXX")
+	chmod 755 "$trellis_data"
+	env TRELLIS_SERVER_NAME=localhost \
+		TRELLIS_DATA_DIR="$trellis_data" \
+		TRELLIS_LISTENERS__CLIENT__ADDRESS=127.0.0.1 \
+		TRELLIS_LISTENERS__CLIENT__PORT=0 \
+		TRELLIS_LISTENERS__FEDERATION__ENABLED=false \
+		TRELLIS_REGISTRATION__ENABLED=true \
+		TRELLIS_REGISTRATION__OPEN_WITHOUT_VERIFICATION=true \
+		TRELLIS_LOG__FORMAT=json \
+		TRELLIS_LOG__LEVEL="info,trellis::http=debug,ruma_state_res=warn" \
+		TRELLIS_RATE_LIMITS__LOGIN_PER_IP__BURST=1000 \
+		TRELLIS_RATE_LIMITS__LOGIN_PER_USER__BURST=1000 \
+		TRELLIS_RATE_LIMITS__REGISTER_PER_IP__BURST=1000 \
+		"$bin" serve >"$log" 2>&1 &
+	trellis_pid=$!
+	local addr=""
+	for _ in $(seq 1200); do
+		kill -0 "$trellis_pid" 2>/dev/null || break
+		addr=$(sed -n 's/.*"message":"Trellis is listening".*"client_addr":"\([^"]*\)".*/\1/p' "$log" | head -n 1)
+		[ -n "$addr" ] && break
+		sleep 0.1
+	done
+	if [ -z "$addr" ]; then
+		tail -n 40 "$log" >&2
+		die "Trellis did not start (its log is above)"
+	fi
+	trellis_base="http://$addr"
+	echo "Trellis is up on $trellis_base (log: $log)"
+}
+
+# Stop what start_trellis started: SIGTERM (Trellis drains requests and stops its managed
+# Postgres), SIGKILL after 30 s; then remove its data directory.
+stop_trellis() {
+	if [ -n "${trellis_pid:-}" ] && kill -0 "$trellis_pid" 2>/dev/null; then
+		kill -TERM "$trellis_pid" 2>/dev/null || true
+		for _ in $(seq 300); do
+			kill -0 "$trellis_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$trellis_pid" 2>/dev/null; then
+			echo "${script_name:-scripts}: Trellis did not stop within 30s; killing it" >&2
+			kill -KILL "$trellis_pid" 2>/dev/null || true
+		fi
+		wait "$trellis_pid" 2>/dev/null || true
+	fi
+	trellis_pid=""
+	if [ -n "${trellis_data:-}" ] && [ -d "$trellis_data" ]; then
+		rm -rf "$trellis_data"
+	fi
+	trellis_data=""
+}

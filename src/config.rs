@@ -32,6 +32,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
     pub media: MediaConfig,
+    pub voip: VoipConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             media: MediaConfig::default(),
+            voip: VoipConfig::default(),
         }
     }
 }
@@ -126,6 +128,35 @@ pub struct WellKnownConfig {
     pub client: Option<String>,
     /// `m.server` (host[:port]) served at `/.well-known/matrix/server`.
     pub server: Option<String>,
+}
+
+/// The TURN server clients use to place calls (`/voip/turnServer`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoipConfig {
+    /// TURN URIs handed to clients, e.g. `turn:turn.example.org:3478?transport=udp`; none
+    /// means no TURN server (clients get an empty answer).
+    pub turn_uris: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`): each user gets
+    /// credentials made with it, valid for `turn_user_lifetime_secs`.
+    pub turn_shared_secret: Option<String>,
+    /// Fixed credentials instead, for a TURN server without a shared secret.
+    pub turn_username: Option<String>,
+    pub turn_password: Option<String>,
+    /// How long credentials made with the shared secret are valid, in seconds.
+    pub turn_user_lifetime_secs: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        VoipConfig {
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_username: None,
+            turn_password: None,
+            turn_user_lifetime_secs: 86_400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -409,6 +440,27 @@ impl Config {
                     "federation.trusted_key_servers: {notary:?} is not a server name"
                 ));
             }
+        }
+        let v = &self.voip;
+        for uri in &v.turn_uris {
+            if !(uri.starts_with("turn:") || uri.starts_with("turns:")) {
+                p.push(format!(
+                    "voip.turn_uris: {uri:?} is not a turn: or turns: URI"
+                ));
+            }
+        }
+        let fixed = v.turn_username.is_some() && v.turn_password.is_some();
+        if !v.turn_uris.is_empty() && v.turn_shared_secret.is_none() && !fixed {
+            p.push(
+                "voip: turn_uris needs turn_shared_secret, or turn_username and turn_password"
+                    .to_owned(),
+            );
+        }
+        if v.turn_shared_secret.as_deref() == Some("") {
+            p.push("voip.turn_shared_secret: must not be empty when set".to_owned());
+        }
+        if v.turn_user_lifetime_secs == 0 {
+            p.push("voip.turn_user_lifetime_secs: must be at least 1".to_owned());
         }
         for key in &self.federation.denied_signing_keys {
             let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(key);

@@ -23,6 +23,7 @@ pub mod planner_stats;
 pub mod room;
 pub mod server;
 pub mod sync;
+pub mod voip;
 
 pub use app::AppState;
 pub use config::Config;

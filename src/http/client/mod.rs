@@ -28,6 +28,7 @@ mod state;
 mod sync;
 mod to_device;
 mod typing;
+mod voip;
 
 use axum::Router;
 
@@ -75,6 +76,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = receipt::routes(r);
     let r = presence::routes(r);
     let r = media::routes(r);
+    let r = voip::routes(r);
     sync::routes(r)
 }
 

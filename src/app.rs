@@ -11,9 +11,9 @@ use crate::ephemeral::Ephemeral;
 use crate::federation::Federation;
 use crate::keys::ServerKeys;
 use crate::media::Media;
+use crate::notify::SyncNotifier;
 use crate::room::Rooms;
 use crate::sync::Sync;
-use crate::sync::notify::SyncNotifier;
 
 /// Handed to every request handler. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -40,7 +40,12 @@ impl AppState {
     ) -> crate::error::Result<Self> {
         let notifier = SyncNotifier::new();
         let rooms = Rooms::new(db.clone(), keys.clone(), stream_max);
-        let accounts = Accounts::new(db.clone(), &config, notifier.clone(), rooms.push_contexts());
+        let accounts = Accounts::new(
+            db.clone(),
+            &config,
+            notifier.clone(),
+            rooms.push_rules_version(),
+        );
         let ephemeral = Ephemeral::new(
             db.clone(),
             rooms.clone(),

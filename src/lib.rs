@@ -1,9 +1,11 @@
 //! Trellis: a federation-first Matrix homeserver on a Postgres event DAG store.
 //!
-//! Module dependencies point one way:
-//! `server → http → e2e → sync → { federation → room } → { account, keys } → db → config, error`,
-//! and `http → media → federation` (media fetches remote files through the federation client).
-//! `room` never calls `federation`; an operation needing both is driven from above.
+//! Module dependencies point one way (scripts/check-layers keeps them so, by rank):
+//! `server → http → app → e2e → { sync, media } → federation → ephemeral → room → account →
+//! { keys, notify } → db → config, error`, with leaves beside (`random`, `memory`, `voip`,
+//! `logging`, `planner_stats`). Whatever has news (rooms, ephemeral events, account data,
+//! keys) tells the notifier, which depends on nothing above `db`; `room` never calls
+//! `federation`: an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 
 pub mod account;
@@ -19,7 +21,9 @@ pub mod keys;
 pub mod logging;
 pub mod media;
 pub mod memory;
+pub mod notify;
 pub mod planner_stats;
+pub mod random;
 pub mod room;
 pub mod server;
 pub mod sync;

@@ -23,7 +23,7 @@ use trellis::e2e::E2e;
 use trellis::e2e::federation::EduOutcome;
 use trellis::federation::client::FederationClient;
 use trellis::keys::ServerKeys;
-use trellis::sync::notify::SyncNotifier;
+use trellis::notify::SyncNotifier;
 
 const MASTER: &str = "nqOvzeuGWT/sRx3h7+MHoInYj3Uk2LD/unI9kDYcHwk";
 const SELF_SIGNING: &str = "Ikyn1eGy/E0EZd0JIjJPIGUDOGD8jOHh1ifmSThwJFo";

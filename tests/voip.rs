@@ -23,7 +23,10 @@ async fn turn_credentials_follow_the_configuration() {
     let bob = with_turn.register("bob", "bob-password").await;
     let (status, body) = with_turn.get(path, bob.t()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["uris"], json!(["turn:turn.example.org:3478?transport=udp"]));
+    assert_eq!(
+        body["uris"],
+        json!(["turn:turn.example.org:3478?transport=udp"])
+    );
     assert_eq!(body["ttl"], 600);
     let username = body["username"].as_str().unwrap();
     let (expiry, user) = username.split_once(':').unwrap();

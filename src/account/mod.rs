@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use crate::config::{Config, RegistrationConfig};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::sync::notify::{Kinds, SyncNotifier};
+use crate::notify::{Kinds, SyncNotifier};
 use ratelimit::Limiter;
 
 /// The caller of an access-token endpoint.
@@ -72,8 +72,24 @@ pub struct Accounts {
     pub limits: Arc<RateLimiters>,
     tokens: Arc<token_cache::TokenCache>,
     passwords: password::Hasher,
-    /// Told of push rule changes: rooms keep each room's push rules while none change.
-    push: Arc<crate::room::push::PushContexts>,
+    /// Counts push rule changes: rooms keep each room's push rules while none change.
+    push: Arc<PushRulesVersion>,
+}
+
+/// A count of the changes to local users' push rules. Whoever caches what the rules decide
+/// (the rooms' push contexts) keeps the count it saw and reloads when it moved.
+#[derive(Default)]
+pub struct PushRulesVersion(std::sync::atomic::AtomicU64);
+
+impl PushRulesVersion {
+    /// Some local user's push rules changed (called once the change is stored).
+    pub fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn current(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -88,7 +104,7 @@ impl Accounts {
         db: PgPool,
         config: &Config,
         notifier: SyncNotifier,
-        push: Arc<crate::room::push::PushContexts>,
+        push: Arc<PushRulesVersion>,
     ) -> Self {
         let rl = &config.rate_limits;
         Accounts {
@@ -220,7 +236,7 @@ impl Accounts {
 
     async fn random_free_user_id(&self) -> Result<OwnedUserId> {
         for _ in 0..10 {
-            let localpart = tokens::random_string(12, b"abcdefghijklmnopqrstuvwxyz0123456789");
+            let localpart = crate::random::string(12, b"abcdefghijklmnopqrstuvwxyz0123456789");
             let id = UserId::parse_with_server_name(localpart, &self.server_name)
                 .map_err(|e| Error::internal(format!("generated user ID invalid: {e}")))?;
             if !db::users::exists(&self.db, id.as_str()).await? {
@@ -476,7 +492,7 @@ impl Accounts {
         let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
         db::account_data::put(&self.db, user_id.as_str(), room, data_type, content).await?;
         if data_type == PUSH_RULES {
-            self.push.rules_changed();
+            self.push.bump();
         }
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
@@ -508,7 +524,7 @@ impl Accounts {
             &json,
         )
         .await?;
-        self.push.rules_changed();
+        self.push.bump();
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }

@@ -21,22 +21,15 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 
 /// A device ID as Synapse makes them: ten upper-case letters.
 pub fn new_device_id() -> String {
-    random_string(10, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    crate::random::string(10, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 }
 
 /// An opaque random ID (UIAA sessions, nonces).
 pub fn new_session_id() -> String {
-    random_string(
+    crate::random::string(
         24,
         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
     )
-}
-
-pub fn random_string(len: usize, alphabet: &[u8]) -> String {
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
-        .collect()
 }
 
 #[cfg(test)]

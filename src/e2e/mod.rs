@@ -31,8 +31,8 @@ use sqlx::PgPool;
 use crate::account::{AuthedUser, now_ms};
 use crate::db::{self, e2e::SignatureRow};
 use crate::error::{Error, Result};
+use crate::notify::{Kinds, SyncNotifier};
 use crate::sync::e2e::{counts, user_ids};
-use crate::sync::notify::{Kinds, SyncNotifier};
 use crate::sync::token::SyncToken;
 
 #[derive(Clone)]

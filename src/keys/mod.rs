@@ -165,10 +165,7 @@ fn generate() -> (String, [u8; 32]) {
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let version = format!(
         "a_{}",
-        crate::account::tokens::random_string(
-            4,
-            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        )
+        crate::random::string(4, b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     );
     (version, seed)
 }

@@ -91,10 +91,10 @@ impl Rooms {
         }
     }
 
-    /// Where changes of local users' push rules are told (they are read when events are
-    /// stored).
-    pub fn push_contexts(&self) -> Arc<push::PushContexts> {
-        self.push.clone()
+    /// The count of local users' push rule changes the rooms' push contexts follow (accounts
+    /// move it when a user's rules change).
+    pub fn push_rules_version(&self) -> Arc<crate::account::PushRulesVersion> {
+        self.push.rules_version()
     }
 
     /// Told whenever events are queued for other servers.

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use ruma::events::StateEventType;
@@ -16,6 +15,7 @@ use serde_json::Value;
 
 use super::append::{Checked, Store, load_state_events};
 use super::pdu::{self, Pdu};
+use crate::account::PushRulesVersion;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -55,10 +55,10 @@ const MAX_CACHED_ROOMS: usize = 1024;
 /// Push contexts of recently written rooms, reused while the room's state and every local
 /// user's push rules stay as they were: a send then reads nothing to evaluate push rules.
 /// The room's state group changes with every membership, name or power change; push rule
-/// changes go through [`PushContexts::rules_changed`].
+/// changes are counted by accounts ([`PushRulesVersion`]).
 #[derive(Default)]
 pub struct PushContexts {
-    rules_changed: AtomicU64,
+    rules: Arc<PushRulesVersion>,
     by_room: Mutex<HashMap<i64, CachedContext>>,
 }
 
@@ -67,9 +67,9 @@ pub struct PushContexts {
 type CachedContext = (Option<i64>, u64, Arc<PushContext>);
 
 impl PushContexts {
-    /// Some local user's push rules changed (called once the change is stored).
-    pub fn rules_changed(&self) {
-        self.rules_changed.fetch_add(1, Ordering::SeqCst);
+    /// The count of push rule changes these contexts follow (accounts move it).
+    pub fn rules_version(&self) -> Arc<PushRulesVersion> {
+        self.rules.clone()
     }
 
     /// The context for events stored on `state_before`, cached or loaded.
@@ -81,7 +81,7 @@ impl PushContexts {
         state_before: Option<i64>,
     ) -> Result<Arc<PushContext>> {
         // Read before loading: a change stored after this read makes the entry stale.
-        let generation = self.rules_changed.load(Ordering::SeqCst);
+        let generation = self.rules.current();
         if let Some((group, r#gen, ctx)) = self.by_room.lock().get(&room.room_nid)
             && *group == state_before
             && *r#gen == generation

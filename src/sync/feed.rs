@@ -15,8 +15,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::notify::{StreamEvent, SyncNotifier};
 use crate::db;
+use crate::notify::{StreamEvent, SyncNotifier};
 use crate::room::stream::StreamPositions;
 
 /// Most events read per advance. A bigger jump (a large batch from another server) is told

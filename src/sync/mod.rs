@@ -13,7 +13,6 @@
 pub mod e2e;
 pub mod feed;
 pub mod filter;
-pub mod notify;
 mod rooms;
 pub mod token;
 
@@ -26,10 +25,10 @@ use serde_json::Value;
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::ephemeral::Ephemeral;
 use crate::error::Result;
+use crate::notify::{Kinds, News, SyncNotifier};
 use crate::room::Rooms;
 use crate::room::timeline::TopoToken;
 use e2e::E2eSync;
-use notify::{Kinds, News, SyncNotifier};
 use token::SyncToken;
 
 /// How a sync is asked for, in domain terms.

@@ -1,4 +1,5 @@
-//! Targeted wake-ups for waiting /sync requests.
+//! Targeted wake-ups for waiting /sync requests: the notifier, below everything that has news
+//! (rooms, ephemeral events, account data, keys) and depending on nothing above `db`.
 //!
 //! A waiting sync is a [`Waiter`]: registered for its user and device before the sync reads
 //! anything (so news that lands between the read and the wait is kept, never lost), then,
@@ -7,7 +8,7 @@
 //! costs O(affected waiters), not O(waiting syncs); and it tells them what kind of news it is
 //! (and in which rooms), so the woken sync re-reads only that.
 //!
-//! Room events reach the hub through [`feed`](super::feed), which reads the committed part of
+//! Room events reach the hub through `sync::feed`, which reads the committed part of
 //! the event stream once per advance, for all waiters together. The hub also keeps, per
 //! room, the last stream position at which it had an event ([`RoomLog`]): an incremental sync
 //! asks it which of the user's rooms changed since the token instead of scanning them all.

@@ -259,7 +259,7 @@ impl Rooms {
             state_group: None,
             is_public: false,
         };
-        let mut state = append::StateEntries::new();
+        let mut state = super::state_cache::StateEntries::new();
         let mut tip = append::Tip::after(&first.event_id, first.pdu.depth);
         let mut built = vec![first];
         for (kind, state_key, content) in events {

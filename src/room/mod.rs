@@ -131,7 +131,7 @@ impl Rooms {
         group: i64,
         keys: &[(ruma::events::StateEventType, String)],
     ) -> Result<std::collections::HashMap<(ruma::events::StateEventType, String), pdu::Pdu>> {
-        append::load_state_events(&self.db, &self.state_cache, group, keys).await
+        state_cache::load_state_events(&self.db, &self.state_cache, group, keys).await
     }
 
     pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {

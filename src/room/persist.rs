@@ -476,7 +476,7 @@ async fn redaction_rights(
         };
         let by_power = match ev.state_before {
             Some(group) => {
-                let state = super::append::load_state_events(
+                let state = super::state_cache::load_state_events(
                     store.db,
                     store.state,
                     group,
@@ -630,11 +630,15 @@ async fn notifications(
         };
         if fresh {
             let rules = super::remote::rules_of(room)?;
-            let ctx = store.push.get(store, room, &rules, ev.state_before).await?;
+            let sources = (store.db, store.keys.server_name().as_ref(), store.state);
+            let ctx = store
+                .push
+                .get(sources, room, &rules, ev.state_before)
+                .await?;
             push = Some((ev.state_before, ctx));
         }
         match &push {
-            Some((_, ctx)) => notified.push(Some(ctx.actions(ev).await?)),
+            Some((_, ctx)) => notified.push(Some(ctx.actions(ev.event_id, ev.json, ev.pdu).await?)),
             None => notified.push(None),
         }
     }

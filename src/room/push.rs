@@ -10,11 +10,12 @@ use ruma::events::StateEventType;
 use ruma::push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
 use ruma::serde::Raw;
-use ruma::{Int, OwnedUserId, UInt};
+use ruma::{Int, OwnedUserId, ServerName, UInt};
 use serde_json::Value;
+use sqlx::PgPool;
 
-use super::append::{Checked, Store, load_state_events};
 use super::pdu::{self, Pdu};
+use super::state_cache::{StateCache, load_state_events};
 use crate::account::PushRulesVersion;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -72,10 +73,11 @@ impl PushContexts {
         self.rules.clone()
     }
 
-    /// The context for events stored on `state_before`, cached or loaded.
+    /// The context for events stored on `state_before`, cached or loaded (`server`: ours,
+    /// whose users' rules count).
     pub(crate) async fn get(
         &self,
-        store: &Store<'_>,
+        (db, server, state): (&PgPool, &ServerName, &StateCache),
         room: &RoomRow,
         rules: &RoomVersionRules,
         state_before: Option<i64>,
@@ -88,7 +90,8 @@ impl PushContexts {
         {
             return Ok(ctx.clone());
         }
-        let ctx = Arc::new(PushContext::load(store, room, rules, state_before).await?);
+        let ctx =
+            Arc::new(PushContext::load((db, server, state), room, rules, state_before).await?);
         let mut cached = self.by_room.lock();
         if cached.len() >= MAX_CACHED_ROOMS {
             cached.clear();
@@ -110,20 +113,14 @@ pub(crate) struct PushContext {
 impl PushContext {
     /// For events stored on the state group `state_before`.
     async fn load(
-        store: &Store<'_>,
+        (db, server, state): (&PgPool, &ServerName, &StateCache),
         room: &RoomRow,
         rules: &RoomVersionRules,
         state_before: Option<i64>,
     ) -> Result<PushContext> {
-        let db = store.db;
         let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
             .map_err(|e| Error::internal(e.to_string()))?;
-        let local = db::push::local_members_with_rules(
-            db,
-            room.room_nid,
-            store.keys.server_name().as_str(),
-        )
-        .await?;
+        let local = db::push::local_members_with_rules(db, room.room_nid, server.as_str()).await?;
         let mut members = Vec::with_capacity(local.members.len());
         for (user_id, displayname, stored) in local.members {
             let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
@@ -147,7 +144,7 @@ impl PushContext {
         let power = match state_before {
             Some(g) => {
                 let key = (StateEventType::RoomPowerLevels, String::new());
-                load_state_events(db, store.state, g, std::slice::from_ref(&key))
+                load_state_events(db, state, g, std::slice::from_ref(&key))
                     .await?
                     .remove(&key)
                     .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
@@ -163,18 +160,23 @@ impl PushContext {
     }
 
     /// Which members (its sender aside) an event about to be stored notifies.
-    pub(crate) async fn actions(&self, ev: &Checked<'_>) -> Result<Notified> {
-        let thread_id = thread_of(ev.pdu).unwrap_or_else(|| "main".to_owned());
+    pub(crate) async fn actions(
+        &self,
+        event_id: &ruma::EventId,
+        json: &str,
+        pdu: &Pdu,
+    ) -> Result<Notified> {
+        let thread_id = thread_of(pdu).unwrap_or_else(|| "main".to_owned());
         let mut users = Vec::new();
-        if self.members.iter().all(|m| m.0 == ev.pdu.sender) {
+        if self.members.iter().all(|m| m.0 == pdu.sender) {
             return Ok(Notified { thread_id, users });
         }
-        let event = pdu::client_format(ev.event_id, ev.json, None, None)?;
+        let event = pdu::client_format(event_id, json, None, None)?;
         let raw: Raw<Value> = Raw::from_json(
             serde_json::value::to_raw_value(&event).map_err(|e| Error::internal(e.to_string()))?,
         );
         for (user, name, ruleset) in &self.members {
-            if *user == ev.pdu.sender {
+            if *user == pdu.sender {
                 continue;
             }
             let mut ctx = PushConditionRoomCtx::new(

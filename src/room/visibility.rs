@@ -19,7 +19,6 @@ use ruma::events::StateEventType;
 use serde_json::Value;
 
 use super::Rooms;
-use super::append;
 use super::pdu::Pdu;
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::Result;
@@ -51,7 +50,7 @@ impl Rooms {
             .into_iter()
             .collect();
         if !groups.is_empty() {
-            append::load_state_events_many(
+            super::state_cache::load_state_events_many(
                 self.db(),
                 &self.state_cache,
                 &groups,
@@ -79,7 +78,7 @@ impl Rooms {
             .into_iter()
             .collect();
         let [visibility_key, member_key] = visibility_keys(user);
-        let entries = append::load_state_events_many(
+        let entries = super::state_cache::load_state_events_many(
             self.db(),
             &self.state_cache,
             &groups,

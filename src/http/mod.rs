@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let r = federation::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(trace_request))
@@ -133,9 +134,70 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
     })
 }
 
-/// Parse a JSON body: invalid JSON is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`.
+/// Parse a JSON body: invalid JSON is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`,
+/// text that cannot be stored (see [`check_storable_json`]) `M_BAD_JSON`.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e, bytes))
+    let parsed = serde_json::from_slice(bytes).map_err(|e| json_error(&e, bytes))?;
+    check_storable_json(bytes)?;
+    Ok(parsed)
+}
+
+/// Refuse a JSON text whose strings hold `\u0000` or a lone surrogate (`\ud800` unpaired).
+/// Both are valid JSON but neither can be stored: Postgres refuses NUL in text and `jsonb`,
+/// and a lone surrogate is not Unicode, so it would fail deep in a handler as a 500 after part
+/// of the work was done. Checked once, on the raw bytes, for every body a client sends.
+pub fn check_storable_json(bytes: &[u8]) -> Result<()> {
+    // Outside strings a backslash is a syntax error that the parser reports, so every
+    // backslash met here starts an escape; `\\` is skipped whole so `\\u0000` is text.
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(offset) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
+        i += offset;
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        match hex4(i + 2) {
+            Some(0) => return Err(Error::bad_json("JSON strings may not contain \\u0000")),
+            Some(0xD800..=0xDBFF) => {
+                let trail = (bytes.get(i + 6..i + 8) == Some(&b"\\u"[..]))
+                    .then(|| hex4(i + 8))
+                    .flatten();
+                if !matches!(trail, Some(0xDC00..=0xDFFF)) {
+                    return Err(Error::bad_json(
+                        "JSON strings may not contain a lone surrogate",
+                    ));
+                }
+                i += 12;
+            }
+            Some(0xDC00..=0xDFFF) => {
+                return Err(Error::bad_json(
+                    "JSON strings may not contain a lone surrogate",
+                ));
+            }
+            _ => i += 2,
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a request whose path or query string carries an encoded NUL (`%00`): no ID, type,
+/// key or name may hold one, and Postgres cannot store it. One check here instead of one per
+/// parameter; a real NUL byte is already refused by the HTTP parser.
+async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Error::invalid_param("Path and query parameters may not contain NUL")
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The errcode for a body that failed to deserialize.
@@ -151,6 +213,20 @@ pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[test]
+    fn unstorable_json_text_is_found_only_in_escapes() {
+        let refused = |s: &str| check_storable_json(s.as_bytes()).is_err();
+        assert!(refused(r#"{"a":"\u0000"}"#));
+        assert!(refused(r#"{"\u0000":1}"#));
+        assert!(refused(r#"{"a":"x\ud800"}"#));
+        assert!(refused(r#"{"a":"\uDBFF\u0041"}"#));
+        assert!(refused(r#"{"a":"\udc00"}"#));
+        assert!(refused(r#"{"a":"\ud800"#));
+        assert!(!refused(r#"{"a":"\ud83d\ude00","b":"\\u0000 \\ud800 \\"}"#));
+        assert!(!refused(r#"{"a":"\u0001\n\"\u00e9"}"#));
+        assert!(!refused("trailing backslash \\"));
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_still_answers_with_a_matrix_error() {

@@ -1,0 +1,459 @@
+//! Bad input gets a clear Matrix error with the right status and harms nothing: no 5xx, nothing
+//! stored. NUL characters and lone surrogates (which Postgres cannot store as text), event
+//! content that is not canonical JSON, values the spec constrains, malformed requests refused
+//! by the HTTP layer, and media IDs and server names that must never reach a lookup.
+
+mod common;
+
+use common::federation::signed;
+use common::media::db;
+use common::server::{TestServer, User, assert_error, enc};
+use serde_json::{Value, json};
+
+/// A request with a body sent exactly as written (serde cannot build a lone surrogate).
+async fn raw(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = s
+        .http
+        .request(method, s.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("request sent");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body read");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A 400 with one of the errcodes the spec names for malformed input.
+#[track_caller]
+fn assert_refused(result: &(u16, Value), what: &str) {
+    assert_eq!(result.0, 400, "{what}: status for {}", result.1);
+    let errcode = result.1["errcode"].as_str().unwrap_or("");
+    assert!(
+        ["M_BAD_JSON", "M_INVALID_PARAM", "M_NOT_JSON"].contains(&errcode),
+        "{what}: errcode in {}",
+        result.1
+    );
+    assert!(
+        result.1["error"].is_string(),
+        "{what}: message in {}",
+        result.1
+    );
+}
+
+async fn room_with(s: &TestServer, u: &User) -> String {
+    s.create_room(u, json!({"preset": "private_chat"})).await
+}
+
+/// The event types of a room's timeline as `u` sees it, newest first.
+async fn timeline_types(s: &TestServer, u: &User, room: &str) -> Vec<String> {
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+            u.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_everywhere_and_nothing_is_stored() {
+    let s = TestServer::start_with(|c| {
+        c.registration.shared_secret = Some("s3cret".to_owned());
+    })
+    .await;
+    let alice = s.register("alice", "alice-password").await;
+    let uid = enc(&alice.user_id);
+    let room = room_with(&s, &alice).await;
+    let before = timeline_types(&s, &alice, &room).await;
+
+    // Bodies.
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{uid}/displayname"),
+            alice.t(),
+            &json!({"displayname": "a\u{0}b"}),
+        )
+        .await;
+    assert_refused(&r, "display name");
+    let (_, profile) = s
+        .get(&format!("/_matrix/client/v3/profile/{uid}"), alice.t())
+        .await;
+    assert_ne!(profile["displayname"], "a\u{0}b");
+
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/devices/{}", alice.device_id),
+            alice.t(),
+            &json!({"display_name": "phone\u{0}"}),
+        )
+        .await;
+    assert_refused(&r, "device name");
+
+    let data = format!("/_matrix/client/v3/user/{uid}/account_data/org.example.nul");
+    let r = s.put(&data, alice.t(), &json!({"x": "\u{0}"})).await;
+    assert_refused(&r, "account data content");
+    let r = s.put(&data, alice.t(), &json!({"x\u{0}": 1})).await;
+    assert_refused(&r, "account data key");
+    assert_error(&s.get(&data, alice.t()).await, 404, "M_NOT_FOUND");
+
+    let filter = format!("/_matrix/client/v3/user/{uid}/filter");
+    let r = s
+        .post(&filter, alice.t(), &json!({"event_fields": ["a\u{0}"]}))
+        .await;
+    assert_refused(&r, "filter");
+    let r = s
+        .post(
+            &filter,
+            alice.t(),
+            &json!({"room": {"timeline": {"types": ["m.\u{0}"]}}}),
+        )
+        .await;
+    assert_refused(&r, "filter types");
+
+    let r = s
+        .put(
+            "/_matrix/client/v3/sendToDevice/org.example.nul/t1",
+            alice.t(),
+            &json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"x": "\u{0}"}}}}),
+        )
+        .await;
+    assert_refused(&r, "to-device content");
+
+    let r = s
+        .post(
+            "/_matrix/client/v3/publicRooms",
+            alice.t(),
+            &json!({"filter": {"generic_search_term": "a\u{0}"}}),
+        )
+        .await;
+    assert_refused(&r, "public rooms search");
+
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t2"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hi\u{0}"}),
+        )
+        .await;
+    assert_refused(&r, "message content");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+            alice.t(),
+            &json!({"topic": "\u{0}"}),
+        )
+        .await;
+    assert_refused(&r, "state content");
+
+    // Path and query parameters.
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/user/{uid}/account_data/a%00b"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_refused(&r, "account data type");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t%00x"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    assert_refused(&r, "txn id");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/org.ex%00ample/t3"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_refused(&r, "event type");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.example/k%00"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_refused(&r, "state key");
+    let r = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.ex%00ample/k"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_refused(&r, "state event type");
+    let r = s
+        .put(
+            "/_matrix/client/v3/pushrules/global/override/rule%00",
+            alice.t(),
+            &json!({"actions": ["notify"], "conditions": []}),
+        )
+        .await;
+    assert_refused(&r, "push rule id");
+    let r = s
+        .put(
+            "/_matrix/client/v3/sendToDevice/org.example/t%00",
+            alice.t(),
+            &json!({"messages": {}}),
+        )
+        .await;
+    assert_refused(&r, "to-device txn id");
+    let r = s
+        .get(
+            "/_matrix/client/v3/publicRooms?server=trellis.test&since=%00",
+            alice.t(),
+        )
+        .await;
+    assert_refused(&r, "public rooms query");
+    let r = s
+        .get(
+            &format!("/_matrix/client/v3/user/{uid}/filter/%00"),
+            alice.t(),
+        )
+        .await;
+    assert_refused(&r, "filter id");
+    let upload = s
+        .http
+        .post(s.url("/_matrix/media/v3/upload?filename=a%00b.txt"))
+        .bearer_auth(&alice.token)
+        .header("content-type", "text/plain")
+        .body("words")
+        .send()
+        .await
+        .expect("upload");
+    let status = upload.status().as_u16();
+    let body: Value = upload.json().await.unwrap_or(Value::Null);
+    assert_refused(&(status, body), "media file name");
+
+    // Registration: the device ID, the UIA session, the admin nonce.
+    let r = s
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            &json!({"username": "bob", "password": "bob-password", "device_id": "D\u{0}",
+                    "auth": {"type": "m.login.dummy"}}),
+        )
+        .await;
+    assert_refused(&r, "register device_id");
+    let r = s
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            &json!({"username": "bob", "password": "bob-password",
+                    "auth": {"type": "m.login.dummy", "session": "\u{0}"}}),
+        )
+        .await;
+    assert_refused(&r, "UIA session");
+    let r = s
+        .post(
+            "/_synapse/admin/v1/register",
+            None,
+            &json!({"nonce": "\u{0}", "username": "carol", "password": "p", "mac": "00"}),
+        )
+        .await;
+    assert_refused(&r, "admin register nonce");
+    let (status, _) = s.login("bob", "bob-password").await;
+    assert_eq!(status, 403, "bob was never registered");
+
+    // Nothing reached the room.
+    assert_eq!(timeline_types(&s, &alice, &room).await, before);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_federation_public_rooms_search_is_refused() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let r = signed(
+        &b,
+        &a,
+        "POST",
+        "/_matrix/federation/v1/publicRooms",
+        Some(&json!({"filter": {"generic_search_term": "x\u{0}"}})),
+    )
+    .await;
+    assert_refused(&r, "federation public rooms search");
+    let r = signed(
+        &b,
+        &a,
+        "GET",
+        "/_matrix/federation/v1/publicRooms?since=%00",
+        None,
+    )
+    .await;
+    assert_refused(&r, "federation public rooms since");
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_surrogates_are_refused() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let uid = enc(&alice.user_id);
+    let room = room_with(&s, &alice).await;
+    let before = timeline_types(&s, &alice, &room).await;
+    for (what, body) in [
+        ("lead", r#"{"msgtype":"m.text","body":"\ud800"}"#),
+        ("trail", r#"{"msgtype":"m.text","body":"\udc00x"}"#),
+        ("key", r#"{"msgtype":"m.text","body":"x","\uD83D":1}"#),
+        (
+            "pair reversed",
+            r#"{"msgtype":"m.text","body":"\udc00\ud800"}"#,
+        ),
+    ] {
+        let r = raw(
+            &s,
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/send/m.room.message/{}",
+                enc(what)
+            ),
+            alice.t(),
+            body,
+        )
+        .await;
+        assert_refused(&r, what);
+    }
+    // A real pair (an emoji) and an escaped backslash before "u" are fine.
+    let r = raw(
+        &s,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/ok"),
+        alice.t(),
+        r#"{"msgtype":"m.text","body":"\ud83d\ude00 \\ud800 \\u0000"}"#,
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let data = format!("/_matrix/client/v3/user/{uid}/account_data/org.example.s");
+    let r = raw(&s, "PUT", &data, alice.t(), r#"{"x":"\ud800"}"#).await;
+    assert_refused(&r, "account data");
+    assert_error(&s.get(&data, alice.t()).await, 404, "M_NOT_FOUND");
+    let r = raw(
+        &s,
+        "PUT",
+        &format!("/_matrix/client/v3/profile/{uid}/displayname"),
+        alice.t(),
+        r#"{"displayname":"\udfff"}"#,
+    )
+    .await;
+    assert_refused(&r, "display name");
+
+    let mut after = before.clone();
+    after.insert(0, "m.room.message".to_owned());
+    assert_eq!(timeline_types(&s, &alice, &room).await, after);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_content_must_be_canonical_json() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let room = room_with(&s, &alice).await;
+    let before = timeline_types(&s, &alice, &room).await;
+    let deep = format!("{{\"x\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases = [
+        ("float", r#"{"x":1.5}"#.to_owned()),
+        ("negative zero", r#"{"x":-0.0}"#.to_owned()),
+        ("exponent", r#"{"x":1e3}"#.to_owned()),
+        ("too big", r#"{"x":9007199254740992}"#.to_owned()),
+        ("too small", r#"{"x":-9007199254740992}"#.to_owned()),
+        ("huge", r#"{"x":1e400}"#.to_owned()),
+        ("nested float", r#"{"x":{"y":[1,2.25]}}"#.to_owned()),
+        ("deep", deep),
+    ];
+    for (i, (what, body)) in cases.iter().enumerate() {
+        let r = raw(
+            &s,
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/org.example.n/t{i}"),
+            alice.t(),
+            body,
+        )
+        .await;
+        assert_refused(&r, what);
+        let r = raw(
+            &s,
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/state/org.example.n/k{i}"),
+            alice.t(),
+            body,
+        )
+        .await;
+        assert_refused(&r, what);
+        let (status, _) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/state/org.example.n/k{i}"),
+                alice.t(),
+            )
+            .await;
+        assert_eq!(status, 404, "{what}: no state stored");
+    }
+    // The largest integers canonical JSON allows are fine.
+    let r = raw(
+        &s,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/org.example.n/edge"),
+        alice.t(),
+        r#"{"max":9007199254740991,"min":-9007199254740991}"#,
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let mut after = before.clone();
+    after.insert(0, "org.example.n".to_owned());
+    assert_eq!(timeline_types(&s, &alice, &room).await, after);
+
+    // createRoom with such numbers in the power levels creates nothing.
+    for (what, body) in [
+        (
+            "float",
+            r#"{"power_level_content_override":{"users_default":1.5}}"#,
+        ),
+        (
+            "too big",
+            r#"{"power_level_content_override":{"ban":9007199254740992}}"#,
+        ),
+        (
+            "huge",
+            r#"{"power_level_content_override":{"events":{"m.x":1e400}}}"#,
+        ),
+        (
+            "initial state float",
+            r#"{"initial_state":[{"type":"org.x","state_key":"","content":{"x":0.5}}]}"#,
+        ),
+    ] {
+        let r = raw(&s, "POST", "/_matrix/client/v3/createRoom", alice.t(), body).await;
+        assert_refused(&r, what);
+    }
+    let (_, joined) = s.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
+    assert_eq!(joined["joined_rooms"], json!([room]));
+    let (rooms,): (i64,) = sqlx::query_as("SELECT count(*) FROM rooms")
+        .fetch_one(&db(&s).await)
+        .await
+        .expect("count rooms");
+    assert_eq!(rooms, 1, "no room row left behind");
+    s.shutdown().await;
+}

@@ -457,3 +457,222 @@ async fn event_content_must_be_canonical_json() {
     assert_eq!(rooms, 1, "no room row left behind");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canonical_alias_must_name_an_alias_of_this_room() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let room = s
+        .create_room(&alice, json!({"room_alias_name": "home"}))
+        .await;
+    // A second room whose alias the first may not claim.
+    let _elsewhere = s
+        .create_room(&alice, json!({"room_alias_name": "elsewhere"}))
+        .await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias");
+    let before = s.get(&path, alice.t()).await;
+    assert_eq!(before.1["alias"], "#home:trellis.test");
+
+    assert_refused(
+        &s.put(&path, alice.t(), &json!({"alias": "not an alias"}))
+            .await,
+        "non-alias",
+    );
+    assert_refused(
+        &s.put(&path, alice.t(), &json!({"alias": 5})).await,
+        "alias not a string",
+    );
+    assert_refused(
+        &s.put(&path, alice.t(), &json!({"alt_aliases": [5]})).await,
+        "alt_aliases number",
+    );
+    assert_refused(
+        &s.put(
+            &path,
+            alice.t(),
+            &json!({"alt_aliases": "#home:trellis.test"}),
+        )
+        .await,
+        "alt_aliases not a list",
+    );
+    assert_error(
+        &s.put(&path, alice.t(), &json!({"alias": "#nowhere:trellis.test"}))
+            .await,
+        400,
+        "M_BAD_ALIAS",
+    );
+    assert_error(
+        &s.put(
+            &path,
+            alice.t(),
+            &json!({"alias": "#elsewhere:trellis.test"}),
+        )
+        .await,
+        400,
+        "M_BAD_ALIAS",
+    );
+    assert_error(
+        &s.put(
+            &path,
+            alice.t(),
+            &json!({"alias": "#home:trellis.test", "alt_aliases": ["#elsewhere:trellis.test"]}),
+        )
+        .await,
+        400,
+        "M_BAD_ALIAS",
+    );
+    assert_eq!(s.get(&path, alice.t()).await, before, "nothing changed");
+
+    // What the spec allows still works: the room's own aliases, and no alias at all.
+    let (status, body) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/directory/room/{}",
+                enc("#second:trellis.test")
+            ),
+            alice.t(),
+            &json!({"room_id": room}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .put(
+            &path,
+            alice.t(),
+            &json!({"alias": "#home:trellis.test", "alt_aliases": ["#second:trellis.test"]}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = s.put(&path, alice.t(), &json!({})).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_the_spec_constrains_are_validated() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let room = a.create_room(&alice, json!({})).await;
+
+    // createRoom: an unknown visibility, a power level that is not an integer.
+    for (what, body) in [
+        ("visibility", json!({"visibility": "secret"})),
+        (
+            "string power level",
+            json!({"power_level_content_override": {"users_default": "50"}}),
+        ),
+        (
+            "string event power level",
+            json!({"power_level_content_override": {"events": {"m.room.name": "0"}}}),
+        ),
+        (
+            "string user power level",
+            json!({"power_level_content_override": {"users": {"@x:trellis.test": "10"}}}),
+        ),
+    ] {
+        let r = a
+            .post("/_matrix/client/v3/createRoom", alice.t(), &body)
+            .await;
+        assert_refused(&r, what);
+    }
+    let (_, joined) = a.get("/_matrix/client/v3/joined_rooms", alice.t()).await;
+    assert_eq!(joined["joined_rooms"], json!([room]));
+
+    // Tokens and enumerations in query strings.
+    for query in [
+        "from=t-1_-1",
+        "from=t1_x",
+        "from=bogus",
+        "dir=b&to=bogus",
+        "dir=b&to=t-5_3",
+    ] {
+        let r = a
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&{query}"),
+                alice.t(),
+            )
+            .await;
+        assert_refused(&r, query);
+    }
+    assert_refused(
+        &a.get(
+            "/_matrix/client/v3/sync?set_presence=bogus&timeout=0",
+            alice.t(),
+        )
+        .await,
+        "set_presence",
+    );
+    assert_refused(
+        &a.get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?membership=bogus"),
+            alice.t(),
+        )
+        .await,
+        "members membership",
+    );
+    assert_refused(
+        &a.get(
+            &format!("/_matrix/client/v3/rooms/{room}/members?not_membership=bogus"),
+            alice.t(),
+        )
+        .await,
+        "members not_membership",
+    );
+
+    // Bodies of the wrong shape.
+    let uid = enc(&alice.user_id);
+    assert_refused(
+        &a.post(
+            &format!("/_matrix/client/v3/user/{uid}/filter"),
+            alice.t(),
+            &json!({"event_format": "bogus"}),
+        )
+        .await,
+        "filter event_format",
+    );
+    assert_refused(
+        &a.put(
+            "/_matrix/client/v3/sendToDevice/org.example/t1",
+            alice.t(),
+            &json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): "str"}}}),
+        )
+        .await,
+        "to-device content",
+    );
+    let event = a.send_text(&alice, &room, "hello").await;
+    assert_refused(
+        &a.post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                enc(&event)
+            ),
+            alice.t(),
+            &json!([]),
+        )
+        .await,
+        "receipt body",
+    );
+
+    // Federation profile query with a field the spec does not name.
+    let r = signed(
+        &b,
+        &a,
+        "GET",
+        &format!("/_matrix/federation/v1/query/profile?user_id={uid}&field=bogus"),
+        None,
+    )
+    .await;
+    assert_refused(&r, "federation profile field");
+    let r = signed(
+        &b,
+        &a,
+        "GET",
+        &format!("/_matrix/federation/v1/query/profile?user_id={uid}&field=displayname"),
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -56,6 +56,7 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        check_object_body(&bytes)?;
         if !carries_signed_pdus::<T>() {
             super::check_storable_json(&bytes)?;
         }
@@ -80,6 +81,20 @@ where
             client_ip,
             query,
         })
+    }
+}
+
+/// Every request body of the client-server and server-server APIs is a JSON object, but a
+/// generated struct parser also takes an array of its fields (and an empty array where every
+/// field is optional), so a body like `[]` would pass as `{}`. An empty body is left to the
+/// parser and [`lenient_body`].
+fn check_object_body(bytes: &[u8]) -> Result<()> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'{') => Ok(()),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            Err(Error::bad_json("Request body must be a JSON object"))
+        }
+        Some(_) => Err(Error::not_json("Request body is not valid JSON")),
     }
 }
 

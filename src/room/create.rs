@@ -178,6 +178,9 @@ impl Rooms {
                 }
             }
         }
+        if let Some(p) = power.as_object() {
+            super::power::check_integer_levels(p)?;
+        }
         events.push((
             TimelineEventType::RoomPowerLevels,
             Some(String::new()),

@@ -95,6 +95,17 @@ async fn messages_route(
 ) -> Result<get_message_events::v3::Response> {
     let body = req.body;
     let forward = body.dir == Direction::Forward;
+    // `to` is not applied yet (the page ends where the timeline or the limit does), but a
+    // malformed one is still the client's error.
+    match body.to.as_deref() {
+        Some(t) if t.starts_with('s') => {
+            SyncToken::parse(t)?;
+        }
+        Some(t) => {
+            TopoToken::parse(t)?;
+        }
+        None => {}
+    }
     let from = match body.from.as_deref() {
         // A `/sync` next_batch (matrix-nio pages from it); ours start with `t`.
         Some(t) if t.starts_with('s') => {

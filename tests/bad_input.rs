@@ -36,6 +36,50 @@ async fn raw(
     )
 }
 
+/// One HTTP/1.1 request written byte for byte to the client listener (no URL normalisation,
+/// no header limits), with `Connection: close`; returns the status and the body as JSON (or
+/// as a string when it is not JSON).
+async fn raw_http(s: &TestServer, head: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // A chunked body: keep what lies between the first size line and the last chunk.
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.split("\r\n").nth(1).unwrap_or("").to_owned()
+    } else {
+        body.to_owned()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A GET of `path` exactly as written, authenticated as `u`.
+async fn raw_get(s: &TestServer, u: &User, path: &str) -> (u16, Value) {
+    raw_http(
+        s,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            u.token
+        ),
+    )
+    .await
+}
+
 /// A 400 with one of the errcodes the spec names for malformed input.
 #[track_caller]
 fn assert_refused(result: &(u16, Value), what: &str) {
@@ -673,6 +717,102 @@ async fn values_the_spec_constrains_are_validated() {
     )
     .await;
     assert_eq!(r.0, 200, "{}", r.1);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_ids_and_server_names_are_checked_before_any_lookup() {
+    let s = TestServer::start_with(|c| {
+        // Any outbound fetch would be allowed to reach loopback: only validation stops it.
+        c.federation.ip_range_allowlist = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let alice = s.register("alice", "alice-password").await;
+    let mxc = common::media::upload(&s, &alice, b"words", "text/plain", None).await;
+    let id = common::media::tail(&mxc)
+        .rsplit('/')
+        .next()
+        .expect("media id")
+        .to_owned();
+    let prefixes = [
+        "/_matrix/client/v1/media/download",
+        "/_matrix/client/v1/media/thumbnail",
+        "/_matrix/media/v3/download",
+        "/_matrix/media/v3/thumbnail",
+    ];
+    for prefix in prefixes {
+        let q = if prefix.ends_with("thumbnail") {
+            "?width=32&height=32"
+        } else {
+            ""
+        };
+        for server in ["..", ".", "a..b", ".trellis.test", "trellis.test.", "-.x"] {
+            let r = raw_get(&s, &alice, &format!("{prefix}/{server}/{id}{q}")).await;
+            assert_error(&r, 400, "M_INVALID_PARAM");
+        }
+        for media in ["..", "a.b", "x%2Fy", "%C3%A9"] {
+            let r = raw_get(&s, &alice, &format!("{prefix}/trellis.test/{media}{q}")).await;
+            assert_error(&r, 400, "M_INVALID_PARAM");
+        }
+        // Well formed but unknown: not found, as Synapse answers.
+        let r = raw_get(&s, &alice, &format!("{prefix}/trellis.test/NoSuchMedia{q}")).await;
+        assert_error(&r, 404, "M_NOT_FOUND");
+    }
+    let r = raw_get(
+        &s,
+        &alice,
+        &format!("/_matrix/client/v1/media/download/../{id}/name.txt"),
+    )
+    .await;
+    assert_error(&r, 400, "M_INVALID_PARAM");
+    // Asynchronous uploads name a server and an ID too.
+    let r = s
+        .http
+        .put(s.url("/_matrix/media/v3/upload/trellis.test/..%2E"))
+        .bearer_auth(&alice.token)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .expect("upload");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_refused(&(status, body), "reserved upload media id");
+
+    // Nothing was fetched or stored for any of them.
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM media")
+        .fetch_one(&db(&s).await)
+        .await
+        .expect("count media");
+    assert_eq!(rows, 1, "only the upload");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_media_ids_are_checked() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    for media in ["a.b", "x~y", "%C3%A9"] {
+        let r = signed(
+            &b,
+            &a,
+            "GET",
+            &format!("/_matrix/federation/v1/media/download/{media}"),
+            None,
+        )
+        .await;
+        assert_error(&r, 400, "M_INVALID_PARAM");
+    }
+    let r = signed(
+        &b,
+        &a,
+        "GET",
+        "/_matrix/federation/v1/media/download/NoSuchMedia",
+        None,
+    )
+    .await;
+    assert_error(&r, 404, "M_NOT_FOUND");
     b.shutdown().await;
     a.shutdown().await;
 }

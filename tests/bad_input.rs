@@ -816,3 +816,100 @@ async fn federation_media_ids_are_checked() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// Every error answer is Matrix JSON, whichever layer refused the request.
+#[track_caller]
+fn assert_matrix_error(r: &(u16, Value), status: u16, what: &str) {
+    assert_eq!(r.0, status, "{what}: status for {}", r.1);
+    assert!(
+        r.1["errcode"].as_str().is_some_and(|c| c.starts_with("M_")),
+        "{what}: errcode in {}",
+        r.1
+    );
+    assert!(r.1["error"].is_string(), "{what}: message in {}", r.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_matrix_errors_from_every_layer() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let room = room_with(&s, &alice).await;
+    let req = |line: &str, extra: &str| {
+        format!(
+            "{line} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
+            alice.token
+        )
+    };
+
+    // Path parameters that are not UTF-8 once decoded.
+    let r = raw_http(
+        &s,
+        &req(
+            &format!("GET /_matrix/client/v3/rooms/{room}/state/%FF/x"),
+            "",
+        ),
+    )
+    .await;
+    assert_matrix_error(&r, 400, "bad path encoding");
+    let r = raw_http(&s, &req("GET /_matrix/client/v3/rooms/%C3%28/members", "")).await;
+    assert_matrix_error(&r, 400, "bad path encoding in room ID");
+    // A query string that is not UTF-8 once decoded.
+    let r = raw_http(
+        &s,
+        &req(
+            &format!("GET /_matrix/client/v3/rooms/{room}/messages?dir=b&from=%FF"),
+            "",
+        ),
+    )
+    .await;
+    assert_matrix_error(&r, 400, "bad query encoding");
+    let r = raw_http(
+        &s,
+        &req(
+            &format!("GET /_matrix/client/v1/rooms/{room}/hierarchy?limit=%FF"),
+            "",
+        ),
+    )
+    .await;
+    assert_matrix_error(&r, 400, "bad query value");
+
+    // An unknown method, and a body that is not JSON at all.
+    let r = raw_http(&s, &req("BREW /_matrix/client/versions", "")).await;
+    assert_matrix_error(&r, 405, "unknown method");
+    let r = raw_http(
+        &s,
+        &format!(
+            "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            alice.token
+        ),
+    )
+    .await;
+    assert_matrix_error(&r, 400, "not JSON");
+    s.shutdown().await;
+}
+
+/// Not yet: hyper answers a request it cannot parse (a URI over 65,534 bytes, more than 100
+/// headers, a header section over its buffer) itself, before any of our code runs, with an
+/// empty body that no setting changes.
+#[ignore = "hyper's automatic parse-error answers have no body; see the report on item 10"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_parse_get_matrix_errors() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let req = |line: &str, extra: &str| {
+        format!(
+            "{line} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n{extra}Connection: close\r\n\r\n",
+            alice.token
+        )
+    };
+    let long = format!("GET /_matrix/client/v3/sync?filter={}", "a".repeat(70_000));
+    let r = raw_http(&s, &req(&long, "")).await;
+    assert_matrix_error(&r, 414, "over-long URI");
+    let many: String = (0..150).map(|i| format!("X-Extra-{i}: {i}\r\n")).collect();
+    let r = raw_http(&s, &req("GET /_matrix/client/versions", &many)).await;
+    assert_matrix_error(&r, 431, "too many headers");
+    let huge = format!("X-Big: {}\r\n", "b".repeat(1 << 20));
+    let r = raw_http(&s, &req("GET /_matrix/client/versions", &huge)).await;
+    assert_matrix_error(&r, 431, "over-long header");
+    s.shutdown().await;
+}

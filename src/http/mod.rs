@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::map_response(matrix_error_body))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
@@ -46,6 +47,40 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned());
     Error::internal(format!("handler panicked: {what}")).into_response()
+}
+
+/// Every error answer carries a Matrix body. Our own errors already do (they are marked
+/// with [`LoggedError`]); one written by a layer or extractor we do not own (an axum
+/// rejection, a tower layer) gets an errcode chosen by its status, keeping its status.
+async fn matrix_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json
+        || response.extensions().get::<LoggedError>().is_some()
+    {
+        return response;
+    }
+    use ::ruma::api::error::ErrorKind as K;
+    let kind = match status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => K::Unrecognized,
+        StatusCode::PAYLOAD_TOO_LARGE => K::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => K::BadJson,
+        StatusCode::UNAUTHORIZED => K::MissingToken,
+        StatusCode::FORBIDDEN => K::Forbidden,
+        _ => K::Unknown,
+    };
+    let message = status.canonical_reason().unwrap_or("Request refused");
+    let mut answer = Error::new(kind, message).into_response();
+    *answer.status_mut() = status;
+    if let Some(logged) = answer.extensions_mut().get_mut::<LoggedError>() {
+        logged.internal = status.is_server_error();
+    }
+    answer
 }
 
 async fn unrecognized() -> Error {
@@ -213,6 +248,47 @@ pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn errors_from_layers_we_do_not_own_get_a_matrix_body() {
+        let app: Router = Router::new()
+            .route(
+                "/typed/{n}",
+                axum::routing::get(
+                    |axum::extract::Path(n): axum::extract::Path<u32>| async move { n.to_string() },
+                ),
+            )
+            .route(
+                "/plain",
+                axum::routing::get(|| async { (StatusCode::UNSUPPORTED_MEDIA_TYPE, "nope") }),
+            )
+            .layer(middleware::map_response(matrix_error_body));
+        for (uri, status, errcode) in [
+            ("/typed/x", StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            ("/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE, "M_BAD_JSON"),
+            ("/nowhere", StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{uri}");
+            let logged = response.extensions().get::<LoggedError>().cloned();
+            assert_eq!(logged.map(|l| l.internal), Some(false), "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["errcode"], errcode, "{uri}");
+            assert!(json["error"].is_string(), "{uri}");
+        }
+        let ok = app
+            .oneshot(Request::get("/typed/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
 
     #[test]
     fn unstorable_json_text_is_found_only_in_escapes() {

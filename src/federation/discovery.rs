@@ -128,6 +128,9 @@ pub enum DiscoveryError {
     /// The only SRV target is `.`: the name says it offers no federation service.
     #[error("{0} publishes no federation service (SRV target \".\")")]
     NotOffered(String),
+    /// The name is not a hostname or IP literal ([`is_valid_server_name`]).
+    #[error("{0:?} is not a valid server name")]
+    Invalid(String),
     #[error(transparent)]
     Dns(#[from] DnsError),
 }
@@ -251,6 +254,25 @@ pub struct Discovery<L = NetLookup> {
     srv: Mutex<HashMap<String, (SrvEntry, Instant)>>,
 }
 
+/// Whether a server name could name a real server. ruma's parser takes any run of letters,
+/// digits, dots and dashes as a hostname, so `..` or `a..b` pass it; the spec's grammar (a
+/// DNS name, or an IP literal) has no empty label, and DNS none that starts or ends with `-`. Checked before a name is looked up or
+/// contacted.
+pub fn is_valid_server_name(name: &ServerName) -> bool {
+    let (host, _) = split_host_port(name.as_str());
+    host.parse::<IpAddr>().is_ok()
+        || (host.len() <= 255
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
+}
+
 /// `host[:port]` split, accepting `[v6]:port`.
 pub fn split_host_port(name: &str) -> (String, Option<u16>) {
     if let Some(rest) = name.strip_prefix('[')
@@ -324,6 +346,9 @@ impl<L: Lookup> Discovery<L> {
     }
 
     pub async fn resolve(&self, server: &ServerName) -> Result<Target, DiscoveryError> {
+        if !is_valid_server_name(server) {
+            return Err(DiscoveryError::Invalid(server.to_string()));
+        }
         self.resolve_at(server.as_str(), Instant::now()).await
     }
 
@@ -435,6 +460,25 @@ impl<L: Lookup> Discovery<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_names_need_real_labels() {
+        let valid = |n: &str| is_valid_server_name(&ServerName::parse(n).expect("ruma parses it"));
+        for good in [
+            "example.org",
+            "a-b.example:8448",
+            "localhost",
+            "1.2.3.4:5",
+            "[::1]:80",
+        ] {
+            assert!(valid(good), "{good}");
+        }
+        for bad in ["..", ".", "a..b", ".example.org", "example.org.", "x.-.y:1"] {
+            if ServerName::parse(bad).is_ok() {
+                assert!(!valid(bad), "{bad}");
+            }
+        }
+    }
 
     /// Answers from tables, counting the questions asked.
     #[derive(Default)]

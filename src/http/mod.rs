@@ -30,7 +30,9 @@ pub fn router(state: AppState) -> Router {
     let r = federation::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::map_response(matrix_error_body))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
@@ -45,6 +47,40 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned());
     Error::internal(format!("handler panicked: {what}")).into_response()
+}
+
+/// Every error answer carries a Matrix body. Our own errors already do (they are marked
+/// with [`LoggedError`]); one written by a layer or extractor we do not own (an axum
+/// rejection, a tower layer) gets an errcode chosen by its status, keeping its status.
+async fn matrix_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json
+        || response.extensions().get::<LoggedError>().is_some()
+    {
+        return response;
+    }
+    use ::ruma::api::error::ErrorKind as K;
+    let kind = match status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => K::Unrecognized,
+        StatusCode::PAYLOAD_TOO_LARGE => K::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => K::BadJson,
+        StatusCode::UNAUTHORIZED => K::MissingToken,
+        StatusCode::FORBIDDEN => K::Forbidden,
+        _ => K::Unknown,
+    };
+    let message = status.canonical_reason().unwrap_or("Request refused");
+    let mut answer = Error::new(kind, message).into_response();
+    *answer.status_mut() = status;
+    if let Some(logged) = answer.extensions_mut().get_mut::<LoggedError>() {
+        logged.internal = status.is_server_error();
+    }
+    answer
 }
 
 async fn unrecognized() -> Error {
@@ -133,9 +169,70 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
     })
 }
 
-/// Parse a JSON body: invalid JSON is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`.
+/// Parse a JSON body: invalid JSON is `M_NOT_JSON`, valid JSON of the wrong shape `M_BAD_JSON`,
+/// text that cannot be stored (see [`check_storable_json`]) `M_BAD_JSON`.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e, bytes))
+    let parsed = serde_json::from_slice(bytes).map_err(|e| json_error(&e, bytes))?;
+    check_storable_json(bytes)?;
+    Ok(parsed)
+}
+
+/// Refuse a JSON text whose strings hold `\u0000` or a lone surrogate (`\ud800` unpaired).
+/// Both are valid JSON but neither can be stored: Postgres refuses NUL in text and `jsonb`,
+/// and a lone surrogate is not Unicode, so it would fail deep in a handler as a 500 after part
+/// of the work was done. Checked once, on the raw bytes, for every body a client sends.
+pub fn check_storable_json(bytes: &[u8]) -> Result<()> {
+    // Outside strings a backslash is a syntax error that the parser reports, so every
+    // backslash met here starts an escape; `\\` is skipped whole so `\\u0000` is text.
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(offset) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
+        i += offset;
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        match hex4(i + 2) {
+            Some(0) => return Err(Error::bad_json("JSON strings may not contain \\u0000")),
+            Some(0xD800..=0xDBFF) => {
+                let trail = (bytes.get(i + 6..i + 8) == Some(&b"\\u"[..]))
+                    .then(|| hex4(i + 8))
+                    .flatten();
+                if !matches!(trail, Some(0xDC00..=0xDFFF)) {
+                    return Err(Error::bad_json(
+                        "JSON strings may not contain a lone surrogate",
+                    ));
+                }
+                i += 12;
+            }
+            Some(0xDC00..=0xDFFF) => {
+                return Err(Error::bad_json(
+                    "JSON strings may not contain a lone surrogate",
+                ));
+            }
+            _ => i += 2,
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a request whose path or query string carries an encoded NUL (`%00`): no ID, type,
+/// key or name may hold one, and Postgres cannot store it. One check here instead of one per
+/// parameter; a real NUL byte is already refused by the HTTP parser.
+async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return Error::invalid_param("Path and query parameters may not contain NUL")
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The errcode for a body that failed to deserialize.
@@ -151,6 +248,61 @@ pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn errors_from_layers_we_do_not_own_get_a_matrix_body() {
+        let app: Router = Router::new()
+            .route(
+                "/typed/{n}",
+                axum::routing::get(
+                    |axum::extract::Path(n): axum::extract::Path<u32>| async move { n.to_string() },
+                ),
+            )
+            .route(
+                "/plain",
+                axum::routing::get(|| async { (StatusCode::UNSUPPORTED_MEDIA_TYPE, "nope") }),
+            )
+            .layer(middleware::map_response(matrix_error_body));
+        for (uri, status, errcode) in [
+            ("/typed/x", StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            ("/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE, "M_BAD_JSON"),
+            ("/nowhere", StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{uri}");
+            let logged = response.extensions().get::<LoggedError>().cloned();
+            assert_eq!(logged.map(|l| l.internal), Some(false), "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["errcode"], errcode, "{uri}");
+            assert!(json["error"].is_string(), "{uri}");
+        }
+        let ok = app
+            .oneshot(Request::get("/typed/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn unstorable_json_text_is_found_only_in_escapes() {
+        let refused = |s: &str| check_storable_json(s.as_bytes()).is_err();
+        assert!(refused(r#"{"a":"\u0000"}"#));
+        assert!(refused(r#"{"\u0000":1}"#));
+        assert!(refused(r#"{"a":"x\ud800"}"#));
+        assert!(refused(r#"{"a":"\uDBFF\u0041"}"#));
+        assert!(refused(r#"{"a":"\udc00"}"#));
+        assert!(refused(r#"{"a":"\ud800"#));
+        assert!(!refused(r#"{"a":"\ud83d\ude00","b":"\\u0000 \\ud800 \\"}"#));
+        assert!(!refused(r#"{"a":"\u0001\n\"\u00e9"}"#));
+        assert!(!refused("trailing backslash \\"));
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_still_answers_with_a_matrix_error() {

@@ -41,7 +41,7 @@ where
 
 impl<T> FromRequest<AppState> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: Authenticate,
 {
     type Rejection = Error;
@@ -56,6 +56,10 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        check_object_body(&bytes)?;
+        if !carries_signed_pdus::<T>() {
+            super::check_storable_json(&bytes)?;
+        }
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let retry = may_be_lenient(&bytes).then(|| parts.clone());
         let mut parsed = parse::<T>(http::Request::from_parts(parts, &bytes[..]), &args)?;
@@ -78,6 +82,39 @@ where
             query,
         })
     }
+}
+
+/// Every request body of the client-server and server-server APIs is a JSON object, but a
+/// generated struct parser also takes an array of its fields (and an empty array where every
+/// field is optional), so a body like `[]` would pass as `{}`. An empty body is left to the
+/// parser and [`lenient_body`].
+fn check_object_body(bytes: &[u8]) -> Result<()> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'{') => Ok(()),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            Err(Error::bad_json("Request body must be a JSON object"))
+        }
+        Some(_) => Err(Error::not_json("Request body is not valid JSON")),
+    }
+}
+
+/// Whether `T`'s body carries PDUs signed by other servers. Their content is canonical JSON,
+/// where `\u0000` is allowed, and refusing the whole body would refuse every other event in
+/// it; the PDU pipeline judges each event on its own instead.
+fn carries_signed_pdus<T: 'static>() -> bool {
+    use ruma::api::federation::membership::{
+        create_invite, create_join_event, create_knock_event, create_leave_event,
+    };
+    use ruma::api::federation::transactions::send_transaction_message;
+    use std::any::TypeId;
+    [
+        TypeId::of::<send_transaction_message::v1::Request>(),
+        TypeId::of::<create_join_event::v2::Request>(),
+        TypeId::of::<create_leave_event::v2::Request>(),
+        TypeId::of::<create_knock_event::v1::Request>(),
+        TypeId::of::<create_invite::v2::Request>(),
+    ]
+    .contains(&TypeId::of::<T>())
 }
 
 /// ruma's parser for `T`. Parsers are not all panic-free on hostile input (a login body

@@ -211,6 +211,7 @@ impl Media {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        check_server_name(server)?;
         check_media_id(media_id)?;
         check_upload(&meta)?;
         let inner = &self.inner;
@@ -398,6 +399,7 @@ impl Media {
         wait: Duration,
         access: Access,
     ) -> Result<MediaRow> {
+        check_server_name(server)?;
         check_media_id(media_id)?;
         let row = if self.ours(server) {
             self.local(media_id, wait.min(MAX_WAIT)).await?
@@ -512,6 +514,15 @@ fn check_media_id(media_id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid_param("Malformed media ID"))
+    }
+}
+
+/// The server of an `mxc://` URI, before it is looked up or asked for the media.
+fn check_server_name(server: &ServerName) -> Result<()> {
+    if crate::federation::discovery::is_valid_server_name(server) {
+        Ok(())
+    } else {
+        Err(Error::invalid_param("Malformed server name"))
     }
 }
 

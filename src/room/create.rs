@@ -178,6 +178,9 @@ impl Rooms {
                 }
             }
         }
+        if let Some(p) = power.as_object() {
+            super::power::check_integer_levels(p)?;
+        }
         events.push((
             TimelineEventType::RoomPowerLevels,
             Some(String::new()),
@@ -248,12 +251,11 @@ impl Rooms {
         }
 
         // Every event is built on the state the ones before it make, held in memory, and
-        // all of them are stored together.
-        let mut tx = self.db().begin().await?;
-        let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
-        tx.commit().await?;
-        let room = db::rooms::RoomRow {
-            room_nid,
+        // all of them are stored together. The room row is written only once every event
+        // is built, so content the client got wrong (a float in a power level, say) leaves
+        // no room behind; building reads no number of the row, so it has none yet.
+        let mut room = db::rooms::RoomRow {
+            room_nid: 0,
             room_id: room_id.to_string(),
             room_version: version.to_string(),
             state_group: None,
@@ -282,6 +284,10 @@ impl Rooms {
             tip = append::Tip::after(&p.event_id, p.pdu.depth);
             built.push(p);
         }
+        let mut tx = self.db().begin().await?;
+        let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
+        tx.commit().await?;
+        room.room_nid = room_nid;
         let lock = self.locks.lock(&room_id).await;
         let checked = built
             .iter()

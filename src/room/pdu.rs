@@ -246,8 +246,10 @@ pub fn build(
     }
     obj.insert("sender".into(), s(at.sender.as_str()));
     obj.insert("type".into(), s(&new.kind.to_string()));
-    let content: CanonicalJsonValue =
-        serde_json::from_str(new.content.get()).map_err(|e| internal(&e))?;
+    // Content comes from clients: a float, an integer beyond ±(2^53-1) or nesting past the
+    // parser's limit cannot be signed as canonical JSON, which is the client's error.
+    let content: CanonicalJsonValue = serde_json::from_str(new.content.get())
+        .map_err(|e| Error::bad_json(format!("Event content is not canonical JSON: {e}")))?;
     obj.insert("content".into(), content);
     if let Some(k) = &new.state_key {
         obj.insert("state_key".into(), s(k));

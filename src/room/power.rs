@@ -63,6 +63,39 @@ pub fn levels(
     Ok(RoomPowerLevels::new(source, &rules.authorization, creators))
 }
 
+/// Refuse power levels content that is not made of integers where the spec has levels.
+/// Room versions before 10 let other servers send levels as strings, so stored events may
+/// hold them; a level this server writes for a client is always an integer.
+pub fn check_integer_levels(content: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    use serde_json::Value;
+    let bad = |key: &str| {
+        Err(Error::bad_json(format!(
+            "Power level {key} must be an integer"
+        )))
+    };
+    for (key, value) in content {
+        match (key.as_str(), value) {
+            (
+                "ban" | "kick" | "redact" | "invite" | "events_default" | "state_default"
+                | "users_default",
+                v,
+            ) if !v.is_i64() => return bad(key),
+            ("events" | "users" | "notifications", Value::Object(levels)) => {
+                if let Some((name, _)) = levels.iter().find(|(_, v)| !v.is_i64()) {
+                    return bad(&format!("{key}.{name}"));
+                }
+            }
+            ("events" | "users" | "notifications", _) => {
+                return Err(Error::bad_json(format!(
+                    "Power levels {key} must be an object"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The room's creators: the create event's sender (from room version 11 on; the content's
 /// `creator` before) and, where the version has them, its `additional_creators`.
 fn creators(rules: &RoomVersionRules, sender: &UserId, content: &str) -> Vec<OwnedUserId> {

@@ -33,10 +33,16 @@ impl TopoToken {
         let bad = || Error::invalid_param(format!("Invalid pagination token {s:?}"));
         let rest = s.strip_prefix('t').ok_or_else(bad)?;
         let (d, st) = rest.split_once('_').ok_or_else(bad)?;
-        Ok(TopoToken {
+        let token = TopoToken {
             depth: d.parse().map_err(|_| bad())?,
             stream: st.parse().map_err(|_| bad())?,
-        })
+        };
+        // Depths start at 1 (0 is the start of the timeline); streams go negative for
+        // backfilled events, so only the depth has a floor.
+        if token.depth < 0 {
+            return Err(bad());
+        }
+        Ok(token)
     }
 
     pub fn of(e: &StoredEvent) -> TopoToken {

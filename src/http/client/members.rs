@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use ruma::api::client::membership::{get_member_events, joined_members};
+use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{OwnedMxcUri, OwnedUserId};
 
 use crate::app::AppState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 use crate::room::raw;
 
@@ -34,8 +35,12 @@ async fn members_route(
         ),
         None => None,
     };
-    let membership = body.membership.as_ref().map(|m| m.as_str());
-    let not_membership = body.not_membership.as_ref().map(|m| m.as_str());
+    let membership = body.membership.as_ref().map(known_membership).transpose()?;
+    let not_membership = body
+        .not_membership
+        .as_ref()
+        .map(known_membership)
+        .transpose()?;
     let events = state
         .rooms
         .members(
@@ -72,4 +77,17 @@ async fn joined_members_route(
         })
         .collect();
     Ok(joined_members::v3::Response::new(joined))
+}
+
+/// A membership the spec names, as a filter value; anything else is the client's error
+/// rather than a filter that silently matches nothing.
+fn known_membership(m: &MembershipState) -> Result<&str> {
+    use MembershipState as M;
+    match m {
+        M::Join | M::Invite | M::Leave | M::Ban | M::Knock => Ok(m.as_str()),
+        other => Err(Error::invalid_param(format!(
+            "Unknown membership {:?}",
+            other.as_str()
+        ))),
+    }
 }

@@ -38,6 +38,12 @@ async fn create_room_route(
         other => Err(Error::bad_json(format!("Unknown preset {other:?}"))),
     });
     let preset = preset.transpose()?;
+    if !matches!(body.visibility, Visibility::Public | Visibility::Private) {
+        return Err(Error::bad_json(format!(
+            "Unknown visibility {:?}",
+            body.visibility.as_str()
+        )));
+    }
     let creation_content = match &body.creation_content {
         Some(raw) => {
             let mut m = object(raw.json(), "creation_content")?;

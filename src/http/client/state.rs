@@ -4,8 +4,11 @@
 
 use axum::Router;
 use ruma::api::client::state::{get_state_event_for_key, get_state_events, send_state_event};
+use ruma::api::error::ErrorKind;
 use ruma::events::TimelineEventType;
+use ruma::events::room::canonical_alias::RoomCanonicalAliasEventContent;
 use ruma::serde::Raw;
+use ruma::{RoomId, UserId};
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
@@ -67,6 +70,14 @@ async fn put_state_route(
     }
     let kind = TimelineEventType::from(b.event_type.to_string());
     validate_known_state(&kind, &value)?;
+    if kind == TimelineEventType::RoomPowerLevels
+        && let Some(levels) = value.as_object()
+    {
+        crate::room::power::check_integer_levels(levels)?;
+    }
+    if kind == TimelineEventType::RoomCanonicalAlias {
+        check_canonical_aliases(&state, &req.auth.user_id, &b.room_id, &value).await?;
+    }
     let event_id = state
         .rooms
         .send(
@@ -109,6 +120,10 @@ fn validate_known_state(kind: &TimelineEventType, v: &serde_json::Value) -> Resu
         TimelineEventType::RoomMember => {
             serde_json::from_str::<room::member::RoomMemberEventContent>(&json).is_ok()
         }
+        TimelineEventType::RoomCanonicalAlias => {
+            serde_json::from_str::<room::canonical_alias::RoomCanonicalAliasEventContent>(&json)
+                .is_ok()
+        }
         _ => true,
     };
     if ok {
@@ -116,4 +131,52 @@ fn validate_known_state(kind: &TimelineEventType, v: &serde_json::Value) -> Resu
     } else {
         Err(Error::bad_json(format!("Invalid content for {kind}")))
     }
+}
+
+/// A canonical alias event may only name aliases that point to its room (as Synapse checks,
+/// answering `M_BAD_ALIAS`): clients follow them to join. Only aliases the event adds are
+/// checked, so an alias deleted since it was set does not block other changes.
+async fn check_canonical_aliases(
+    state: &AppState,
+    user: &UserId,
+    room_id: &RoomId,
+    content: &serde_json::Value,
+) -> Result<()> {
+    let aliases = |v: &serde_json::Value| {
+        serde_json::from_value::<RoomCanonicalAliasEventContent>(v.clone())
+            .map(|c| c.alias.into_iter().chain(c.alt_aliases).collect::<Vec<_>>())
+            .map_err(|e| Error::bad_json(format!("Invalid canonical alias content: {e}")))
+    };
+    let before = match state
+        .rooms
+        .state_content(user, room_id, "m.room.canonical_alias", "")
+        .await
+    {
+        // A stored event that no longer parses names nothing worth keeping.
+        Ok(old) => aliases(&old).unwrap_or_default(),
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for alias in aliases(content)? {
+        if before.contains(&alias) {
+            continue;
+        }
+        let resolved = if alias.server_name() == state.keys.server_name() {
+            state.rooms.resolve_alias(&alias).await
+        } else {
+            state.federation.remote_alias(&alias).await
+        };
+        let points_here = match resolved {
+            Ok((target, _)) => target == room_id,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e),
+        };
+        if !points_here {
+            return Err(Error::new(
+                ErrorKind::BadAlias,
+                format!("Room alias {alias} does not point to the room"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use ruma::api::client::sync::sync_events::v3::{
     self, Filter, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, State,
     StateEvents, Timeline,
 };
+use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UInt};
 use serde_json::Value;
@@ -64,6 +65,15 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         timeline_select: sync_filter.timeline_select(),
     };
+    if !matches!(
+        body.set_presence,
+        PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable
+    ) {
+        return Err(Error::invalid_param(format!(
+            "Unknown set_presence {:?}",
+            body.set_presence.as_str()
+        )));
+    }
     if state
         .ephemeral
         .presence_from_sync(&user.user_id, &body.set_presence)

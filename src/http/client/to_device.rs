@@ -6,7 +6,7 @@ use axum::Router;
 use ruma::api::client::to_device::send_event_to_device;
 
 use crate::app::AppState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -19,6 +19,15 @@ async fn send_to_device_route(
     req: Ruma<send_event_to_device::v3::Request>,
 ) -> Result<send_event_to_device::v3::Response> {
     let body = &req.body;
+    let not_object = |c: &&ruma::serde::Raw<_>| !c.json().get().trim_start().starts_with('{');
+    if body
+        .messages
+        .values()
+        .flat_map(|devices| devices.values())
+        .any(|c| not_object(&c))
+    {
+        return Err(Error::bad_json("To-device content must be a JSON object"));
+    }
     let remote = state
         .e2e
         .send_to_device(

@@ -37,8 +37,15 @@ async fn profile_route(
     if user.server_name() != state.keys.server_name() {
         return Err(Error::invalid_param("User is not on this server"));
     }
-    let (displayname, avatar_url) = state.accounts.profile(user).await?;
+    // The two fields the spec names are all a profile holds here; another is a malformed
+    // query, not a request for an empty profile.
     let field = req.body.field.as_ref().map(|f| f.as_str().to_owned());
+    if let Some(f) = field.as_deref()
+        && !matches!(f, "displayname" | "avatar_url")
+    {
+        return Err(Error::invalid_param(format!("Unknown profile field {f:?}")));
+    }
+    let (displayname, avatar_url) = state.accounts.profile(user).await?;
     let mut profile = UserProfile::new();
     let wanted = |name: &str| field.as_deref().is_none_or(|f| f == name);
     if let Some(n) = displayname.filter(|_| wanted("displayname")) {

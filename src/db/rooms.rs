@@ -11,6 +11,29 @@ pub struct RoomRow {
     pub is_public: bool,
 }
 
+impl RoomRow {
+    /// The room's version, as stored.
+    pub fn version(&self) -> crate::error::Result<ruma::RoomVersionId> {
+        ruma::RoomVersionId::try_from(self.room_version.as_str())
+            .map_err(|e| crate::error::Error::internal(format!("stored room version invalid: {e}")))
+    }
+
+    /// The rules of the room's version (a version this server does not know is an error:
+    /// no room of one is ever stored).
+    pub fn rules(&self) -> crate::error::Result<ruma::room_version_rules::RoomVersionRules> {
+        let version = self.version()?;
+        version.rules().ok_or_else(|| {
+            crate::error::Error::internal(format!("room version {version} has no rules"))
+        })
+    }
+
+    /// The room's ID, as stored.
+    pub fn id(&self) -> crate::error::Result<ruma::OwnedRoomId> {
+        ruma::OwnedRoomId::try_from(self.room_id.as_str())
+            .map_err(|e| crate::error::Error::internal(format!("stored room ID invalid: {e}")))
+    }
+}
+
 pub async fn insert(
     tx: &mut PgConnection,
     room_id: &str,

@@ -15,7 +15,7 @@ use super::Federation;
 use super::pdu::verify_pdus;
 use crate::error::{Error, Result};
 use crate::room::Rooms;
-use crate::room::remote::{Incoming, Outcome, rules_of};
+use crate::room::remote::{Incoming, Outcome};
 
 /// Servers asked for one backfill, in turn, before giving up.
 const BACKFILL_SERVERS: usize = 3;
@@ -76,7 +76,7 @@ impl Federation {
         pdus: &[Box<RawValue>],
     ) -> Result<usize> {
         let room = rooms.room(room_id).await?;
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let raws: Vec<&RawValue> = pdus.iter().map(|p| &**p).collect();
         let mut events: Vec<Incoming> = verify_pdus(&self.remote_keys, &rules, &raws)
             .await
@@ -168,7 +168,7 @@ impl Federation {
         .collect()
         .await;
         let room = rooms.room(room_id).await?;
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let raws: Vec<&RawValue> = fetched.iter().map(|p| &**p).collect();
         let verified: Vec<Incoming> = verify_pdus(&self.remote_keys, &rules, &raws)
             .await
@@ -206,7 +206,7 @@ impl Federation {
             return local.ok_or_else(|| Error::not_found("No event found"));
         }
         let room = rooms.room(room_id).await?;
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let servers: Vec<OwnedServerName> = rooms
             .servers_in(&room)
             .await?

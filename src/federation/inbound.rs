@@ -16,7 +16,7 @@ use crate::account::now_ms;
 use crate::db;
 use crate::error::Result;
 use crate::room::Rooms;
-use crate::room::remote::{Incoming, Outcome, rules_of};
+use crate::room::remote::{Incoming, Outcome};
 
 /// Per-PDU results, as the /send answer carries them.
 pub type PduResults = BTreeMap<OwnedEventId, std::result::Result<(), String>>;
@@ -106,7 +106,7 @@ impl Federation {
                 return;
             }
         };
-        let rules = match rules_of(&room) {
+        let rules = match room.rules() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%room_id, error = %e, "room without usable rules");
@@ -213,7 +213,7 @@ impl Federation {
                 return;
             }
         };
-        let Ok(rules) = rules_of(&room) else { return };
+        let Ok(rules) = room.rules() else { return };
         let raws: Vec<&RawValue> = response
             .events
             .iter()

@@ -23,10 +23,10 @@ use crate::room::Rooms;
 /// A join whose state and auth chain hold at least this many events used enough memory for a
 /// moment to be worth handing back at once.
 const LARGE_JOIN: usize = 1000;
-use crate::room::append::membership_of;
 use crate::room::create::creatable_versions;
 use crate::room::pdu::Pdu;
-use crate::room::remote::{Incoming, Outcome, rules_of};
+use crate::room::pdu::membership_of;
+use crate::room::remote::{Incoming, Outcome};
 
 impl Federation {
     /// Join `user` to a room hosted elsewhere, through the first of `via` that answers:
@@ -280,9 +280,8 @@ impl Federation {
                 reason,
                 is_direct,
                 |room, prepared, stripped| async move {
-                    let version = RoomVersionId::try_from(room.room_version.as_str())
-                        .map_err(|e| Error::internal(e.to_string()))?;
-                    let rules = rules_of(&room)?;
+                    let version = room.version()?;
+                    let rules = room.rules()?;
                     let raw = RawValue::from_string(prepared.json.clone())
                         .map_err(|e| Error::internal(e.to_string()))?;
                     let stripped = stripped
@@ -370,7 +369,7 @@ impl Federation {
         if !rooms.is_resident(&room).await? {
             return Err(Error::not_found("This server is not in that room"));
         }
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let (id, _) = parse_pdu(pdu, &rules).map_err(Error::bad_json)?;
         if id != event_id {
             return Err(Error::bad_json("Event ID does not match the event"));

@@ -14,40 +14,14 @@ use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{OwnedEventId, UserId};
 use sqlx::PgPool;
 
-use std::sync::Arc;
-
 use super::lock::RoomLock;
 use super::pdu::{self, NewContent, Pdu, Placement};
-pub(crate) use super::persist::new_state_group;
-pub use super::persist::{
-    Checked, Current, FanOut, StateChange, membership_of, persist, persist_batch,
-    persist_batch_expecting, persist_chain,
-};
+use super::persist::persist;
 use super::state_cache::{StateCache, StateEntries, load_state_events};
-use super::stream::StreamPositions;
+use super::write::{Checked, Current, FanOut, Store, TxnRef};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
-
-/// Where a client transaction ID is recorded, so a retry finds the same event.
-pub struct TxnRef<'a> {
-    pub device_id: &'a str,
-    pub txn_id: &'a str,
-}
-
-/// What the append path writes to and signs with.
-pub struct Store<'a> {
-    pub db: &'a PgPool,
-    pub keys: &'a ServerKeys,
-    pub stream: &'a Arc<StreamPositions>,
-    pub state: &'a StateCache,
-    pub nids: &'a super::nids::EventNids,
-    pub push: &'a super::push::PushContexts,
-    pub tips: &'a super::tips::Tips,
-    pub writer: &'a super::writer::PlainWriter,
-    /// Told when a write queued events for other servers (the federation sender waits on it).
-    pub outbox: &'a Arc<tokio::sync::Notify>,
-}
 
 /// Build, authorise and store a local event; returns its ID.
 pub async fn append_local(
@@ -171,14 +145,7 @@ fn room_rules(
     ruma::room_version_rules::RoomVersionRules,
     ruma::OwnedRoomId,
 )> {
-    let version = ruma::RoomVersionId::try_from(room.room_version.as_str())
-        .map_err(|e| Error::internal(format!("stored room version invalid: {e}")))?;
-    let rules = version
-        .rules()
-        .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
-    let room_id = ruma::OwnedRoomId::try_from(room.room_id.as_str())
-        .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
-    Ok((version, rules, room_id))
+    Ok((room.version()?, room.rules()?, room.id()?))
 }
 
 /// The state keys authorising `new` from `sender` needs.

@@ -293,7 +293,7 @@ impl Rooms {
             .iter()
             .map(|p| append::local_checked(&room, &p.event_id, &p.json, &p.pdu, None))
             .collect();
-        append::persist_chain(&self.store(), &lock, checked).await?;
+        super::persist::persist_chain(&self.store(), &lock, checked).await?;
         drop(lock);
         if let Some(a) = &alias {
             db::rooms::insert_alias(self.db(), a, room_nid, creator.as_str()).await?;

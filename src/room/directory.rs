@@ -230,7 +230,7 @@ impl Rooms {
         if self.membership(room, user).await?.as_deref() != Some("join") {
             return Ok(false);
         }
-        let rules = version_rules(room)?;
+        let rules = room.rules()?;
         let state = self
             .room_state(room, &["m.room.create", "m.room.power_levels"])
             .await?;
@@ -403,7 +403,7 @@ impl Rooms {
         room: &RoomRow,
         types: &[&str],
     ) -> Result<HashMap<String, (String, CanonicalJsonObject)>> {
-        let rules = version_rules(room).ok();
+        let rules = room.rules().ok();
         let state = self
             .state_contents(&[(room.room_nid, rules)], types)
             .await?;
@@ -505,11 +505,6 @@ pub(super) fn rules_of_version(version: &str) -> Option<RoomVersionRules> {
     RoomVersionId::try_from(version)
         .ok()
         .and_then(|v| v.rules())
-}
-
-fn version_rules(room: &RoomRow) -> Result<RoomVersionRules> {
-    rules_of_version(&room.room_version)
-        .ok_or_else(|| Error::internal(format!("room version {} has no rules", room.room_version)))
 }
 
 pub(super) fn stored_room_id(id: &str) -> Result<OwnedRoomId> {

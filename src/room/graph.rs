@@ -110,11 +110,6 @@ impl Rooms {
         Ok((state, chain))
     }
 
-    fn version_of(room: &RoomRow) -> Result<RoomVersionId> {
-        RoomVersionId::try_from(room.room_version.as_str())
-            .map_err(|e| Error::internal(e.to_string()))
-    }
-
     /// `/state`: full PDUs.
     pub async fn state_for_server(
         &self,
@@ -132,7 +127,7 @@ impl Rooms {
                 .collect::<Result<Vec<_>>>()
         };
         Ok(StateAt {
-            room_version: Self::version_of(&room)?,
+            room_version: room.version()?,
             state: load(state).await?,
             auth_chain: load(chain).await?,
         })
@@ -157,7 +152,7 @@ impl Rooms {
             )
         };
         Ok(StateAt {
-            room_version: Self::version_of(&room)?,
+            room_version: room.version()?,
             state: ids(state).await?,
             auth_chain: ids(chain).await?,
         })
@@ -179,7 +174,7 @@ impl Rooms {
                 .map(|r| r.1)
                 .collect();
         // Since room version 12 no event lists the create event, yet every event needs it.
-        if let Some(create) = implied_create_id(&super::remote::rules_of(&room)?, room_id)
+        if let Some(create) = implied_create_id(&room.rules()?, room_id)
             && let Some(c) = db::events::by_id(self.db(), create.as_str()).await?
             && c.event_nid != ev.event_nid
             && !chain.contains(&c.event_nid)

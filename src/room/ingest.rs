@@ -12,10 +12,11 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{OwnedEventId, RoomId};
 
 use super::Rooms;
-use super::append::{self, Checked, Current, FanOut};
+use super::append;
 use super::lock::RoomLock;
 use super::pdu::{Pdu, implied_create_id};
-use super::remote::{Incoming, Mode, Outcome, parse_stored, rules_of};
+use super::remote::{Incoming, Mode, Outcome, parse_stored};
+use super::write::{Checked, Current, FanOut};
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -57,7 +58,7 @@ impl Rooms {
     ) -> Result<Vec<Result<Outcome>>> {
         let mut results: Vec<Option<Result<Outcome>>> = evs.iter().map(|_| None).collect();
         let mut view = self.view(room_id, evs).await?;
-        let rules = rules_of(&view.room)?;
+        let rules = view.room.rules()?;
         // Accepted, not stored yet: (index, whether it follows every forward extremity).
         let mut pending: Vec<(usize, bool)> = Vec::new();
         for (i, ev) in evs.iter().enumerate() {
@@ -121,7 +122,7 @@ impl Rooms {
     async fn view(&self, room_id: &RoomId, evs: &[Incoming]) -> Result<View> {
         let room = self.room(room_id).await?;
         // Since room version 12 the create event is implied by the room ID, not listed.
-        let implied_create = implied_create_id(&rules_of(&room)?, room_id);
+        let implied_create = implied_create_id(&room.rules()?, room_id);
         let mut wanted: Vec<&str> = implied_create.iter().map(|e| e.as_str()).collect();
         for ev in evs {
             wanted.push(ev.event_id.as_str());
@@ -237,7 +238,7 @@ impl Rooms {
                 historical: false,
             })
             .collect();
-        let stored = append::persist_batch(&self.store(), lock, checked).await?;
+        let stored = super::persist::persist_batch(&self.store(), lock, checked).await?;
         for ((i, _), stored) in taken.iter().zip(stored) {
             results[*i] = Some(Ok(match stored {
                 true => Outcome::Stored { soft_failed: false },

@@ -26,6 +26,7 @@ pub mod stream;
 pub mod timeline;
 pub mod tips;
 pub mod visibility;
+pub mod write;
 pub mod writer;
 
 use std::sync::Arc;
@@ -107,8 +108,8 @@ impl Rooms {
         &self.stream
     }
 
-    fn store(&self) -> append::Store<'_> {
-        append::Store {
+    fn store(&self) -> write::Store<'_> {
+        write::Store {
             db: &self.db,
             keys: &self.keys,
             stream: &self.stream,

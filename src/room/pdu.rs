@@ -321,6 +321,17 @@ pub fn check_size(json: &str) -> Result<()> {
     }
 }
 
+/// The membership value of an m.room.member content (`leave` when unreadable).
+pub fn membership_of(content: &serde_json::value::RawValue) -> String {
+    #[derive(serde::Deserialize)]
+    struct M {
+        membership: String,
+    }
+    serde_json::from_str::<M>(content.get())
+        .map(|m| m.membership)
+        .unwrap_or_else(|_| "leave".to_owned())
+}
+
 /// The fields of a PDU that the client format keeps (any other field is skipped unbuilt).
 #[derive(serde::Deserialize)]
 struct ClientFields {

@@ -6,69 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use ruma::events::TimelineEventType;
 
-use super::append::{Store, TxnRef};
 use super::lock::RoomLock;
-use super::pdu::Pdu;
 use super::push::{Notified, PushContext};
 use super::stream::{InFlight, StreamPositions};
+use super::write::{Checked, Current, FanOut, StateChange, Store};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
-
-/// How a newly stored event reaches other servers.
-pub enum FanOut<'a> {
-    /// Our own event: every server with a joined member, and the target's server of a
-    /// membership change (who may just have left).
-    Local,
-    /// A remote event we accepted on its server's behalf (send_join, send_leave, send_knock):
-    /// every server in the room except its origin, which has it.
-    Forward { origin: &'a str },
-    /// A remote event received by /send: its origin sends it to the others itself.
-    None,
-}
-
-/// One entry of the current state that changes, with the membership it sets if it is an
-/// m.room.member event: (user ID, membership).
-#[derive(Debug, Clone)]
-pub struct StateChange {
-    pub state_key_nid: i64,
-    pub event_nid: i64,
-    pub member: Option<(String, String)>,
-}
-
-/// What the event does to the room's current state.
-pub enum Current {
-    /// Nothing (a message on the current state, a rejected or soft-failed event).
-    Keep,
-    /// The state after the event becomes current: it extends every forward extremity.
-    /// `also` lists entries where the state before it differs from the old current state.
-    Extend { also: Vec<StateChange> },
-    /// The current state is the resolution of the old one with the state after the event;
-    /// `changes` are the entries that differ from the old current state, `removed` the state
-    /// keys it no longer has (an entry whose only events lost the resolution).
-    Resolved {
-        changes: Vec<StateChange>,
-        removed: Vec<i64>,
-    },
-}
-
-/// An event that went through the checks, ready to store.
-pub struct Checked<'a> {
-    pub event_id: &'a ruma::EventId,
-    pub json: &'a str,
-    pub pdu: &'a Pdu,
-    pub room: &'a RoomRow,
-    pub state_before: Option<i64>,
-    /// Failed authorisation: stored for the graph's sake, never state, never shown.
-    pub rejected: Option<String>,
-    /// Passed auth at its own place in the graph but not against the current state.
-    pub soft_failed: bool,
-    pub current: Current,
-    pub txn: Option<TxnRef<'a>>,
-    pub fan_out: FanOut<'a>,
-    /// Backfilled history: placed before everything in the stream (a negative position),
-    /// never a forward extremity, never current state.
-    pub historical: bool,
-}
 
 impl Checked<'_> {
     /// The event's row, numbered `event_nid`, between `state_before` and `state_after`.
@@ -366,7 +309,7 @@ async fn persist_in_transaction(
                     ev.pdu
                         .state_key
                         .clone()
-                        .map(|k| (k, membership_of(&ev.pdu.content)))
+                        .map(|k| (k, super::pdu::membership_of(&ev.pdu.content)))
                 })
                 .flatten(),
         });
@@ -468,7 +411,7 @@ async fn redaction_rights(
         }
         let rules = match &rules {
             Some(r) => r,
-            None => rules.insert(super::remote::rules_of(room)?),
+            None => rules.insert(room.rules()?),
         };
         let Some(target) = ev.pdu.redacted_event(rules) else {
             out.push(None);
@@ -629,7 +572,7 @@ async fn notifications(
             None => true,
         };
         if fresh {
-            let rules = super::remote::rules_of(room)?;
+            let rules = room.rules()?;
             let sources = (store.db, store.keys.server_name().as_ref(), store.state);
             let ctx = store
                 .push
@@ -698,17 +641,6 @@ async fn apply_state_changes(
         db::rooms::set_state_group(&mut *tx, room.room_nid, group).await?;
     }
     Ok(())
-}
-
-/// The membership value of an m.room.member content (`leave` when unreadable).
-pub fn membership_of(content: &serde_json::value::RawValue) -> String {
-    #[derive(serde::Deserialize)]
-    struct M {
-        membership: String,
-    }
-    serde_json::from_str::<M>(content.get())
-        .map(|m| m.membership)
-        .unwrap_or_else(|_| "leave".to_owned())
 }
 
 /// The state of `group` with `entries` set and `removed` gone, as a new snapshot group.

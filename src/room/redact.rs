@@ -6,9 +6,9 @@ use ruma::events::TimelineEventType;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::json;
 
-use super::append::TxnRef;
 use super::pdu::NewContent;
-use super::{Rooms, power, raw, remote};
+use super::write::TxnRef;
+use super::{Rooms, power, raw};
 use crate::db;
 use crate::error::{Error, Result};
 
@@ -29,7 +29,7 @@ impl Rooms {
             && t.room_nid == room.room_nid
             && t.sender != sender.as_str()
         {
-            let rules = remote::rules_of(&room)?;
+            let rules = room.rules()?;
             let state = match room.state_group {
                 Some(group) => self.state_entries(group, &power::state_keys()).await?,
                 None => Default::default(),

@@ -11,9 +11,12 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId};
 
 use super::Rooms;
-use super::append::{self, Checked, Current, FanOut, StateChange, membership_of, persist};
+use super::append;
+use super::pdu::membership_of;
 use super::pdu::{Pdu, implied_create_id};
+use super::persist::{new_state_group, persist};
 use super::state_res::{self, KeyMap, Pending};
+use super::write::{Checked, Current, FanOut, StateChange};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -60,14 +63,6 @@ pub(super) enum Mode<'a> {
     Historical {
         state: Option<i64>,
     },
-}
-
-/// Rules of a stored room's version.
-pub fn rules_of(room: &RoomRow) -> Result<RoomVersionRules> {
-    RoomVersionId::try_from(room.room_version.as_str())
-        .ok()
-        .and_then(|v| v.rules())
-        .ok_or_else(|| Error::internal(format!("room version {} unknown", room.room_version)))
 }
 
 pub(super) fn parse_stored(row: &db::events::StoredEvent) -> Result<Pdu> {
@@ -150,7 +145,7 @@ impl Rooms {
         };
         let room = self.room(room_id).await?;
         let db = self.db();
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let pdu = &ev.pdu;
 
         // Since room version 12 the create event is implied by the room ID, not listed.
@@ -495,7 +490,7 @@ impl Rooms {
             let all: Vec<(i64, i64)> = map.iter().map(|(k, v)| (*k, *v)).collect();
             db::state::create_group(&mut tx, room_nid, None, &all).await?
         } else {
-            append::new_state_group(&mut tx, room_nid, Some(base), &entries).await?
+            new_state_group(&mut tx, room_nid, Some(base), &entries).await?
         };
         tx.commit().await?;
         Ok(group)
@@ -668,7 +663,7 @@ impl Rooms {
     /// against its auth events first (those that fail are kept as rejected).
     pub async fn store_outliers(&self, room_id: &RoomId, events: &[Incoming]) -> Result<()> {
         let room = self.room(room_id).await?;
-        let rules = rules_of(&room)?;
+        let rules = room.rules()?;
         let mut all: HashMap<&EventId, &Incoming> = HashMap::new();
         for e in events {
             all.insert(&e.event_id, e);

@@ -14,10 +14,11 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::oneshot;
 
 use super::Rooms;
-use super::append::{self, Prepared, Tip, TxnRef};
+use super::append::{self, Prepared, Tip};
 use super::lock::RoomLock;
 use super::pdu::NewContent;
 use super::tips::RoomTip;
+use super::write::TxnRef;
 use crate::db;
 use crate::error::{Error, Result};
 
@@ -240,7 +241,8 @@ impl Rooms {
             replaced: i64::try_from(first_tip.prev_ids.len()).unwrap_or(i64::MAX),
             state_group: room.state_group,
         };
-        let outcome = append::persist_batch_expecting(&store, lock, checked, Some(expect)).await;
+        let outcome =
+            super::persist::persist_batch_expecting(&store, lock, checked, Some(expect)).await;
         let ids: Vec<OwnedEventId> = built.iter().map(|(_, p)| p.event_id.clone()).collect();
         match outcome {
             Ok(stored) => {

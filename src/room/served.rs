@@ -74,9 +74,8 @@ impl Rooms {
         if !self.is_resident(&room).await? {
             return Err(Error::not_found("This server is not in that room"));
         }
-        let rules = super::remote::rules_of(&room)?;
-        let version = RoomVersionId::try_from(room.room_version.as_str())
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let rules = room.rules()?;
+        let version = room.version()?;
         if !supported.contains(&version) {
             return Err(Error::new(
                 ruma::api::error::ErrorKind::IncompatibleRoomVersion(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ruma::events::StateEventType;
-use ruma::{EventId, OwnedEventId, RoomId, RoomVersionId, UserId};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
 use super::Rooms;
@@ -251,9 +251,7 @@ impl Rooms {
         room: &RoomRow,
         events: &[StoredEvent],
     ) -> Result<Vec<Value>> {
-        let rules = RoomVersionId::try_from(room.room_version.as_str())
-            .ok()
-            .and_then(|v| v.rules());
+        let rules = room.rules().ok();
         let redaction_nids: Vec<i64> = events.iter().filter_map(|e| e.redacted_by).collect();
         let mut redactions: HashMap<i64, Value> = HashMap::new();
         if !redaction_nids.is_empty() {

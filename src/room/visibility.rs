@@ -192,7 +192,7 @@ impl Rooms {
                 }
             }
         }
-        let rules = super::remote::rules_of(room)?;
+        let rules = room.rules()?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
             let (visibility, joined, invited) = e

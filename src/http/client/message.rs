@@ -14,10 +14,10 @@ use ruma::serde::Raw;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
-use crate::room::append::TxnRef;
 use crate::room::pdu::NewContent;
 use crate::room::raw;
 use crate::room::timeline::EventFilter;
+use crate::room::write::TxnRef;
 
 use super::position;
 

@@ -10,6 +10,7 @@ pub mod legacy;
 pub mod lock;
 pub mod membership;
 pub mod nids;
+pub mod outliers;
 pub mod pages;
 pub mod pdu;
 pub mod persist;

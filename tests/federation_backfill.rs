@@ -302,6 +302,8 @@ async fn an_event_found_by_timestamp_elsewhere_can_be_opened_here() {
     let mut ids = Vec::new();
     for i in 0..8 {
         ids.push(a.send_text(&alice, &room, &format!("early{i}")).await);
+        // Each send stamped after the last answer plus this pause: no two share a millisecond.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let (_, early5) = a
         .get(
@@ -344,4 +346,26 @@ async fn an_event_found_by_timestamp_elsewhere_can_be_opened_here() {
         .filter_map(|e| e["content"]["body"].as_str())
         .collect();
     assert_eq!(before, ["early4", "early3"], "{context}");
+
+    // Backwards from just before early7: B now holds early5 and what precedes it, but
+    // nothing after it up to bob's join; early5 sits next to that gap, so A is asked again
+    // and its nearer answer (early6) wins.
+    let (_, early7) = a
+        .get(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{}", ids[7]),
+            alice.t(),
+        )
+        .await;
+    let ts = early7["origin_server_ts"]
+        .as_i64()
+        .expect("origin_server_ts")
+        - 1;
+    let (status, found) = b
+        .get(
+            &format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=b"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["event_id"], ids[6].as_str(), "{found}");
 }

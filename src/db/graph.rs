@@ -132,20 +132,28 @@ pub async fn stored_ids(e: impl PgExecutor<'_>, ids: &[&str]) -> Result<Vec<Stri
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-/// Whether one of the event's prev_events is a backward extremity: history we lack lies
-/// right before it.
+/// Whether history we lack lies right next to the event: before it (one of its prev_events
+/// is a backward extremity) or after it. False for an event we do not know.
 pub async fn next_to_gap(e: impl PgExecutor<'_>, event_id: &str) -> Result<bool, sqlx::Error> {
-    let (b,): (bool,) = sqlx::query_as(
+    // Before it: it cites an event we lack. After it: nothing stored in the timeline cites it,
+    // yet it is not a forward extremity (history fetched by itself, its successors unknown).
+    let row: Option<(bool,)> = sqlx::query_as(
         "SELECT EXISTS (
-             SELECT 1 FROM event_ids i
-             JOIN event_edges ed ON ed.event_nid = i.event_nid
-             JOIN backward_extremities b ON b.event_nid = ed.prev_event_nid
-             WHERE i.event_id = $1)",
+                    SELECT 1 FROM event_edges ed
+                    JOIN backward_extremities b ON b.event_nid = ed.prev_event_nid
+                    WHERE ed.event_nid = i.event_nid)
+                OR (NOT EXISTS (
+                        SELECT 1 FROM event_edges ed
+                        JOIN events c ON c.event_nid = ed.event_nid AND NOT c.outlier
+                        WHERE ed.prev_event_nid = i.event_nid)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM forward_extremities f WHERE f.event_nid = i.event_nid))
+         FROM event_ids i WHERE i.event_id = $1",
     )
     .bind(event_id)
-    .fetch_one(e)
+    .fetch_optional(e)
     .await?;
-    Ok(b)
+    Ok(row.is_some_and(|r| r.0))
 }
 
 /// The conflicted state subgraph of state resolution v2.1 (room version 12): the events on

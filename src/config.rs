@@ -239,6 +239,14 @@ pub struct LimitsConfig {
     pub max_request_body: usize,
     /// Largest event accepted, in bytes of canonical JSON (the spec's limit is 65536).
     pub max_event_size: usize,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may sit idle before its next request.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub body_read_timeout_secs: u64,
+    /// Most connections open at once from one IP address (0: no cap). Behind a reverse
+    /// proxy every client shares the proxy's address: raise it or set 0 there.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -246,6 +254,9 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_request_body: 10 * 1024 * 1024,
             max_event_size: 65_536,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            max_connections_per_ip: 512,
         }
     }
 }
@@ -440,6 +451,13 @@ impl Config {
                     "federation.trusted_key_servers: {notary:?} is not a server name"
                 ));
             }
+        }
+        let l = &self.limits;
+        if l.header_read_timeout_secs == 0 || l.body_read_timeout_secs == 0 {
+            p.push(
+                "limits: header_read_timeout_secs and body_read_timeout_secs must be at least 1"
+                    .to_owned(),
+            );
         }
         let v = &self.voip;
         for uri in &v.turn_uris {

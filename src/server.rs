@@ -4,14 +4,16 @@
 //! signing key → listeners. At shutdown the reverse: stop accepting, let in-flight requests
 //! finish (bounded), close the pool, stop the managed Postgres.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -22,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::app::AppState;
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::db::embedded::ManagedPostgres;
 use crate::error::{Error, Result};
 use crate::keys::ServerKeys;
@@ -114,15 +116,16 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     crate::planner_stats::start(state.db.clone(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let client = &config.listeners.client;
+    let limits = ConnectionLimits::of(&config.limits);
     let client_addr = bind_and_serve(
         &mut listeners,
-        &client.address,
-        client.port,
+        (&client.address, client.port),
         tls_acceptor(
             client.tls_certificate.as_deref(),
             client.tls_private_key.as_deref(),
         )?,
         app.clone(),
+        limits,
         stop_rx.clone(),
     )
     .await?;
@@ -132,13 +135,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         Some(
             bind_and_serve(
                 &mut listeners,
-                &fed.address,
-                fed.port,
+                (&fed.address, fed.port),
                 tls_acceptor(
                     fed.tls_certificate.as_deref(),
                     fed.tls_private_key.as_deref(),
                 )?,
                 app,
+                limits,
                 stop_rx,
             )
             .await?,
@@ -205,18 +208,151 @@ async fn wait_for_signal() {
 
 async fn bind_and_serve(
     set: &mut JoinSet<()>,
-    address: &str,
-    port: u16,
+    (address, port): (&str, u16),
     tls: Option<TlsAcceptor>,
     app: Router,
+    limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind((address, port))
         .await
         .map_err(|e| Error::internal(format!("cannot listen on {address}:{port}: {e}")))?;
     let addr = listener.local_addr()?;
-    set.spawn(serve(listener, tls, app, stop));
+    set.spawn(serve(listener, tls, app, limits, stop));
     Ok(addr)
+}
+
+/// What one connection may take of the server.
+#[derive(Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a request's headers, and how long a kept-alive
+    /// connection may sit idle.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once from one address (0: no cap).
+    pub per_ip: usize,
+}
+
+impl ConnectionLimits {
+    pub fn of(limits: &LimitsConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            per_ip: limits.max_connections_per_ip,
+        }
+    }
+}
+
+/// A connection's stream that notes its first byte read. hyper's header timeout runs only
+/// once a request has begun (and its protocol detection waits for a first byte without
+/// one), so a client that connects and sends nothing is closed by [`FirstRead::watch`].
+struct FirstRead<T> {
+    inner: T,
+    seen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> FirstRead<T> {
+    /// The stream, and a future that ends if nothing was read within `timeout` (it never
+    /// ends otherwise): the connection is dropped, so closed, when it does.
+    fn watch(inner: T, timeout: Duration) -> (FirstRead<T>, impl Future<Output = ()>) {
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = seen.clone();
+        let silent = async move {
+            tokio::time::sleep(timeout).await;
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            tracing::debug!("a client sent nothing; connection closed");
+        };
+        (FirstRead { inner, seen }, silent)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstRead<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstRead<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Open connections per client address, for the per-address cap.
+#[derive(Default)]
+struct OpenConnections(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// One counted connection; uncounted when dropped.
+struct Counted {
+    open: Arc<OpenConnections>,
+    ip: IpAddr,
+}
+
+impl OpenConnections {
+    /// Count a new connection from `ip`, unless `cap` are already open (0: no cap).
+    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<Counted> {
+        let mut open = self.0.lock();
+        let n = open.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Counted {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Accept connections until told to stop, then wait (bounded) for open connections.
@@ -224,10 +360,18 @@ async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper keeps no header read timeout: a client sending nothing (or
+    // idling between requests) would hold its connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let open = Arc::new(OpenConnections::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -241,6 +385,11 @@ async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let Some(counted) = open.admit(peer.ip(), limits.per_ip) else {
+            tracing::info!(%peer, cap = limits.per_ip, "too many connections from one address; closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app
             .clone()
@@ -253,19 +402,28 @@ async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _counted = counted;
+            let header_timeout = limits.header_read_timeout;
             let result = match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    let (io, silent) = FirstRead::watch(stream, header_timeout);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = silent => return,
+                    }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            watcher.watch(conn.into_owned()).await
+                            let (io, silent) = FirstRead::watch(tls_stream, header_timeout);
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                            tokio::select! {
+                                r = watcher.watch(conn.into_owned()) => r,
+                                () = silent => return,
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -305,7 +463,8 @@ pub fn spawn_serving(
         Some((cert, key)) => tls_acceptor(Some(cert), Some(key))?,
         None => None,
     };
-    Ok(tokio::spawn(serve(listener, tls, app, stop)))
+    let limits = ConnectionLimits::of(&LimitsConfig::default());
+    Ok(tokio::spawn(serve(listener, tls, app, limits, stop)))
 }
 
 fn tls_acceptor(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsAcceptor>> {

@@ -156,13 +156,36 @@ async fn trace_request(req: Request, next: Next) -> Response {
 }
 
 /// Read a whole body, refusing more than `limit` bytes with 413 M_TOO_LARGE.
-pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
+pub async fn read_body(
+    headers: &http::HeaderMap,
+    body: Body,
+    limits: &crate::config::LimitsConfig,
+) -> Result<bytes::Bytes> {
+    let limit = limits.max_request_body;
+    let too_large = || Error::too_large(format!("Request body is larger than {limit} bytes"));
+    // A declared length over the limit is refused before a byte of the body is read: the
+    // client is not kept waiting, nor the connection held, for a body never to be used.
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let timeout = std::time::Duration::from_secs(limits.body_read_timeout_secs);
+    let read = axum::body::to_bytes(body, limit);
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
+        return Err(Error::bad_request(format!(
+            "Request body not received within {} s",
+            limits.body_read_timeout_secs
+        )));
+    };
+    read.map_err(|e| {
+        let over = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
-        if too_large {
-            Error::too_large(format!("Request body is larger than {limit} bytes"))
+        if over {
+            too_large()
         } else {
             Error::bad_json(format!("Could not read request body: {e}"))
         }

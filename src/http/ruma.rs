@@ -54,7 +54,7 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let query = parts.uri.query().map(str::to_owned);
-        let bytes = super::read_body(body, state.config.limits.max_request_body).await?;
+        let bytes = super::read_body(&parts.headers, body, &state.config.limits).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
         check_object_body(&bytes)?;
         if !carries_signed_pdus::<T>() {

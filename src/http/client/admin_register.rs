@@ -73,9 +73,9 @@ async fn register_route(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let body = req.into_body();
+    let (parts, body) = req.into_parts();
     let secret = shared_secret(&state)?.to_owned();
-    let bytes = read_body(body, state.config.limits.max_request_body).await?;
+    let bytes = read_body(&parts.headers, body, &state.config.limits).await?;
     let body: RegisterBody = parse_json(&bytes)?;
     if !state.accounts.take_registration_nonce(&body.nonce).await? {
         return Err(Error::bad_json("Unrecognised or expired nonce"));

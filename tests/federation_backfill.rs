@@ -219,9 +219,20 @@ async fn recover_room_rebuilds_a_room_after_the_database_was_lost() {
     );
 
     // Bob is a member again without a new invite, and can talk.
+    let (status, member) = b
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/state/m.room.member/{}",
+                common::server::enc(&bob.user_id)
+            ),
+            bob.t(),
+        )
+        .await;
     assert_eq!(
-        membership(&b, &bob, &room, &bob.user_id).await.as_deref(),
-        Some("join")
+        (status, member["membership"].as_str()),
+        (200, Some("join")),
+        "{member}; recover-room said: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     b.send_text(&bob, &room, "back again").await;
     eventually("A gets bob's message", || async {

@@ -908,3 +908,67 @@ async fn sync_and_pagination_tokens_are_taken_everywhere() {
         );
     }
 }
+
+/// Filters are bounded: a list longer than 1,000 entries is refused when uploaded, inline
+/// and when a stored one (from before the bound) is used, so no filter can make a sync cost
+/// what its garbage holds.
+#[tokio::test]
+async fn oversized_filters_are_refused_everywhere() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let path = format!("/_matrix/client/v3/user/{}/filter", alice.user_id);
+    let types = |n: usize| (0..n).map(|i| format!("t.{i}")).collect::<Vec<_>>();
+
+    let big = json!({"room": {"timeline": {"types": types(1001)}}});
+    assert_error(&s.post(&path, alice.t(), &big).await, 400, "M_BAD_JSON");
+    let senders: Vec<String> = (0..1001).map(|i| format!("@u{i}:x")).collect();
+    let big = json!({"presence": {"not_senders": senders}});
+    assert_error(&s.post(&path, alice.t(), &big).await, 400, "M_BAD_JSON");
+    let (status, ok) = s
+        .post(
+            &path,
+            alice.t(),
+            &json!({"room": {"timeline": {"types": types(1000)}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{ok}");
+
+    let inline =
+        common::server::enc(&json!({"room": {"state": {"not_types": types(1001)}}}).to_string());
+    assert_error(
+        &s.get(
+            &format!("/_matrix/client/v3/sync?filter={inline}"),
+            alice.t(),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+
+    // One stored before the bound existed.
+    let db = common::media::db(&s).await;
+    let stored = json!({"room": {"timeline": {"not_types": types(5000)}}});
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO filters (user_id, filter_id, filter) VALUES ($1, nextval('filter_ids'), $2)
+         RETURNING filter_id",
+    )
+    .bind(&alice.user_id)
+    .bind(&stored)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_error(
+        &s.get(&format!("/_matrix/client/v3/sync?filter={id}"), alice.t())
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    let within = ok["filter_id"].as_str().unwrap();
+    let (status, body) = s
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={within}"),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

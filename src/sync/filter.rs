@@ -12,6 +12,55 @@ use super::{JoinedRoomSync, SyncResponse};
 use crate::db::sync::TimelineSelect;
 use crate::room::timeline::EventFilter;
 
+/// Most entries one list of a filter may hold (types, senders, rooms, event fields...).
+/// Applying a filter costs what its lists hold, per room and per event: a bound on them is a
+/// bound on what one request can make the server do. Clients send a handful.
+pub const MAX_FILTER_LIST: usize = 1000;
+
+/// Refuse a filter with a list longer than [`MAX_FILTER_LIST`], wherever it comes from (an
+/// upload, an inline `/sync` filter, a stored one from before the bound).
+pub fn check_bounds(filter: &FilterDefinition) -> crate::error::Result<()> {
+    fn opt<T>(v: &Option<Vec<T>>) -> usize {
+        v.as_ref().map_or(0, Vec::len)
+    }
+    let event = |f: &RoomEventFilter| {
+        [
+            opt(&f.types),
+            f.not_types.len(),
+            opt(&f.senders),
+            f.not_senders.len(),
+            opt(&f.rooms),
+            f.not_rooms.len(),
+        ]
+    };
+    let plain = |f: &Filter| {
+        [
+            opt(&f.types),
+            f.not_types.len(),
+            opt(&f.senders),
+            f.not_senders.len(),
+        ]
+    };
+    let r = &filter.room;
+    let longest = [opt(&filter.event_fields), opt(&r.rooms), r.not_rooms.len()]
+        .into_iter()
+        .chain(plain(&filter.presence))
+        .chain(plain(&filter.account_data))
+        .chain(
+            [&r.timeline, &r.state, &r.ephemeral, &r.account_data]
+                .into_iter()
+                .flat_map(event),
+        )
+        .max()
+        .unwrap_or(0);
+    match longest > MAX_FILTER_LIST {
+        true => Err(crate::error::Error::bad_json(format!(
+            "Filter lists may hold at most {MAX_FILTER_LIST} entries"
+        ))),
+        false => Ok(()),
+    }
+}
+
 /// A non-room filter (presence, global account data): an event filter and a limit.
 struct Limited {
     filter: EventFilter,

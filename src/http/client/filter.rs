@@ -41,7 +41,7 @@ fn validate(filter: &FilterDefinition) -> Result<()> {
     {
         return Err(Error::bad_json("event_fields entries must not be empty"));
     }
-    Ok(())
+    crate::sync::filter::check_bounds(filter)
 }
 
 /// # `POST /_matrix/client/v3/user/{userId}/filter`

@@ -47,6 +47,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         }
         Some(_) => return Err(Error::invalid_param("Unsupported filter")),
     };
+    crate::sync::filter::check_bounds(&filter)?;
     let since = body.since.as_deref().map(SyncToken::parse).transpose()?;
     let sync_filter = SyncFilter::from(&filter);
     let request = SyncRequest {

@@ -61,6 +61,11 @@ impl Kinds {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// These kinds less `other`'s.
+    pub fn without(self, other: Kinds) -> Kinds {
+        Kinds(self.0 & !other.0)
+    }
 }
 
 impl std::ops::BitOr for Kinds {

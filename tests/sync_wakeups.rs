@@ -357,3 +357,46 @@ async fn a_token_from_before_a_restart_misses_nothing() {
     assert_eq!(bodies(&res, &x), vec!["woken"], "{res}");
     s.shutdown().await;
 }
+
+/// A sync whose filter drops presence, typing and receipts is not answered for them: it
+/// answers with the message sent after them, never early and empty, whether they land
+/// before its first read or while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_the_filter_drops_answers_nobody() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    let filter = common::server::enc(
+        &json!({
+            "presence": {"not_types": ["*"]},
+            "room": {"ephemeral": {"types": []}},
+        })
+        .to_string(),
+    );
+    let first = s.sync(&bob, &format!("?filter={filter}")).await;
+    let since = next(&first);
+    let query = format!("?since={since}&timeout={WAKE_MS}&filter={filter}");
+    let (res, ()) = tokio::join!(s.sync(&bob, &query), async {
+        presence(&s, &alice).await;
+        typing(&s, &alice, &room, true).await;
+        ok(
+            &s,
+            true,
+            &alice,
+            format!("/rooms/{room}/send/m.room.message/after"),
+            json!({"msgtype": "m.text", "body": "after"}),
+        )
+        .await;
+    });
+    assert_eq!(bodies(&res, &room), ["after"], "{res}");
+    assert!(
+        res["presence"]["events"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{res}"
+    );
+}

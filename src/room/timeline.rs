@@ -92,6 +92,15 @@ impl EventFilter {
         )
     }
 
+    /// Whether no event of type `kind` can pass, whoever sent it.
+    pub fn excludes_type(&self, kind: &str) -> bool {
+        let type_matches = |pattern: &String| glob_match(pattern, kind);
+        self.types
+            .as_ref()
+            .is_some_and(|t| !t.iter().any(type_matches))
+            || self.not_types.iter().any(type_matches)
+    }
+
     fn matches_fields(&self, kind: &str, sender: &str, client: &Value) -> bool {
         let type_matches = |pattern: &String| glob_match(pattern, kind);
         if let Some(types) = &self.types

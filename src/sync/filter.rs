@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{JoinedRoomSync, SyncResponse};
 use crate::db::sync::TimelineSelect;
+use crate::notify::Kinds;
 use crate::room::timeline::EventFilter;
 
 /// Most entries one list of a filter may hold (types, senders, rooms, event fields...).
@@ -62,6 +63,7 @@ pub fn check_bounds(filter: &FilterDefinition) -> crate::error::Result<()> {
 }
 
 /// A non-room filter (presence, global account data): an event filter and a limit.
+#[derive(Debug, Clone)]
 struct Limited {
     filter: EventFilter,
     limit: Option<usize>,
@@ -97,6 +99,7 @@ impl Limited {
 }
 
 /// One room section's filter: its events and the rooms it applies to.
+#[derive(Debug, Clone)]
 struct Section {
     filter: EventFilter,
     rooms: Option<Vec<OwnedRoomId>>,
@@ -127,6 +130,7 @@ impl Section {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct SyncFilter {
     rooms: Option<Vec<OwnedRoomId>>,
     not_rooms: Vec<OwnedRoomId>,
@@ -158,6 +162,22 @@ impl From<&FilterDefinition> for SyncFilter {
 }
 
 impl SyncFilter {
+    /// The kinds of news this filter never lets through: a sync waiting with it is not woken
+    /// for them (it would answer empty, early).
+    pub fn ignored_news(&self) -> Kinds {
+        let mut ignored = Kinds::default();
+        if self.presence.filter.excludes_type("m.presence") {
+            ignored |= Kinds::PRESENCE;
+        }
+        if self.ephemeral.filter.excludes_type("m.typing") {
+            ignored |= Kinds::TYPING;
+        }
+        if self.ephemeral.filter.excludes_type("m.receipt") {
+            ignored |= Kinds::RECEIPTS;
+        }
+        ignored
+    }
+
     /// The timeline filter's types and senders, for the query that picks timelines.
     pub fn timeline_select(&self) -> TimelineSelect {
         let f = &self.timeline.filter;

@@ -45,6 +45,11 @@ pub struct SyncRequest {
     pub timeout: Duration,
     /// Which events timelines keep (the filter's `room.timeline` types and senders).
     pub timeline_select: db::sync::TimelineSelect,
+    /// The client's filter, applied to every read before it counts as news (a read that
+    /// the filter empties keeps waiting), and the kinds of news it never lets through (a
+    /// waiting sync is not woken for them).
+    pub filter: Option<filter::SyncFilter>,
+    pub ignored_news: Kinds,
 }
 
 #[derive(Debug, Default)]
@@ -176,7 +181,7 @@ impl Sync {
         out: &mut SyncResponse,
     ) -> Result<()> {
         filter.apply(out);
-        if filter.federation_format {
+        if filter.federation_format && !out.is_empty() {
             let ids = filter::SyncFilter::event_ids(out);
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             let pdus: HashMap<String, String> = db::events::by_ids(self.rooms.reads(), &refs)
@@ -209,6 +214,7 @@ impl Sync {
             .then(|| self.notifier.waiter(user, &req.device_id));
         let deadline = tokio::time::Instant::now() + req.timeout;
         let (mut response, mut rooms) = self.sync_once(user, &req, None).await?;
+        self.filtered(&req, &mut response).await?;
         let Some(waiter) = waiter else {
             return Ok(response);
         };
@@ -226,12 +232,25 @@ impl Sync {
             let Ok(news) = tokio::time::timeout_at(deadline, waiter.next()).await else {
                 return Ok(response);
             };
+            // News the filter drops would only wake this sync to answer empty, early.
+            if news.kinds.without(req.ignored_news).is_empty() {
+                continue;
+            }
             let delta = (!news.kinds.contains(Kinds::MEMBERSHIP)).then(|| Delta {
                 news,
                 prev: response.next_batch,
                 rooms: std::mem::take(&mut rooms),
             });
             (response, rooms) = self.sync_once(user, &req, delta).await?;
+            self.filtered(&req, &mut response).await?;
+        }
+    }
+
+    /// The response as the request's filter lets it through.
+    async fn filtered(&self, req: &SyncRequest, out: &mut SyncResponse) -> Result<()> {
+        match &req.filter {
+            Some(f) => self.apply_filter(f, out).await,
+            None => Ok(()),
         }
     }
 

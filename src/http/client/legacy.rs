@@ -78,6 +78,8 @@ fn request(user: &AuthedUser, since: Option<SyncToken>, timeout: Duration) -> Sy
         lazy_load_members: false,
         timeout,
         timeline_select: Default::default(),
+        ignored_news: Default::default(),
+        filter: None,
     }
 }
 

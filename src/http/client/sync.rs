@@ -65,6 +65,8 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         lazy_load_members: !filter.room.state.lazy_load_options.is_disabled(),
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         timeline_select: sync_filter.timeline_select(),
+        ignored_news: sync_filter.ignored_news(),
+        filter: Some(sync_filter),
     };
     if !matches!(
         body.set_presence,
@@ -85,8 +87,7 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
             .await?;
         state.federation.send_presence(&user.user_id, &view).await?;
     }
-    let mut result = state.sync.sync(&user.user_id, request).await?;
-    state.sync.apply_filter(&sync_filter, &mut result).await?;
+    let result = state.sync.sync(&user.user_id, request).await?;
 
     let per_thread = filter.room.timeline.unread_thread_notifications;
     let mut response = v3::Response::new(result.next_batch.to_string());

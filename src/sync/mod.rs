@@ -94,8 +94,15 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
+    /// Nothing worth answering for: a joined room counts only with something in it (the
+    /// filter may have emptied one that had typing or receipts only).
     fn is_empty(&self) -> bool {
-        self.join.is_empty()
+        self.join.values().all(|r| {
+            r.timeline.is_empty()
+                && r.state.is_empty()
+                && r.ephemeral.is_empty()
+                && r.account_data.is_empty()
+        })
             && self.invite.is_empty()
             && self.knock.is_empty()
             && self.leave.is_empty()

@@ -972,3 +972,38 @@ async fn oversized_filters_are_refused_everywhere() {
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// With a timeline filter that leaves state events out, an initial sync's state section
+/// still carries the room's state as it is now, not as it was before the first message.
+#[tokio::test]
+async fn state_a_timeline_filter_leaves_out_comes_as_it_is_now() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat", "name": "Old name"}))
+        .await;
+    s.send_text(&alice, &room, "first").await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"),
+            alice.t(),
+            &json!({"name": "New name"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    s.send_text(&alice, &room, "second").await;
+    let filter = common::server::enc(
+        &json!({"room": {"timeline": {"types": ["m.room.message"]}}}).to_string(),
+    );
+    let sync = s.sync(&alice, &format!("?filter={filter}")).await;
+    let joined = &sync["rooms"]["join"][&room];
+    assert_eq!(bodies(&joined["timeline"]), ["first", "second"], "{joined}");
+    let names: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.name")
+        .map(|e| &e["content"]["name"])
+        .collect();
+    assert_eq!(names, [&json!("New name")], "{joined}");
+}

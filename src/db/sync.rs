@@ -44,6 +44,16 @@ pub struct TimelineSelect {
     pub not_senders: Vec<String>,
 }
 
+impl TimelineSelect {
+    /// Whether it keeps every event (no type or sender is left out).
+    pub fn keeps_all(&self) -> bool {
+        self.types.is_none()
+            && self.not_types.is_empty()
+            && self.senders.is_none()
+            && self.not_senders.is_empty()
+    }
+}
+
 /// For each room, its newest `per_room + 1` timeline events that `select` keeps, with
 /// positions in (`after`, `upto`], newest first, room after room (the extra one tells the
 /// caller the timeline is limited).

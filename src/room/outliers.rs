@@ -78,22 +78,13 @@ impl Rooms {
             for a in &e.pdu.auth_events {
                 edges.push((n, nid(a.as_str())?));
             }
-            rows.push(db::events::NewEvent {
-                event_nid: n,
+            rows.push(e.outlier_row(
                 room_nid,
-                event_type: kinds[id].as_str(),
-                state_key_nid: key_of(e),
-                sender: e.pdu.sender.as_str(),
-                origin_server_ts: i64::try_from(u64::from(e.pdu.origin_server_ts.0))
-                    .unwrap_or(i64::MAX),
-                depth: e.pdu.depth.max(1),
-                json: &e.json,
-                outlier: true,
-                rejected_reason: rejected.get(*id).map(String::as_str),
-                soft_failed: false,
-                state_before: None,
-                state_after: None,
-            });
+                n,
+                kinds[id].as_str(),
+                key_of(e),
+                rejected.get(*id).map(String::as_str),
+            ));
         }
         db::events::insert_outliers(&mut tx, &rows).await?;
         db::events::insert_auth_edges_many(&mut tx, &edges).await?;
@@ -221,26 +212,18 @@ impl Rooms {
                     edges.push((n, *an));
                 }
             }
-            rows.push(db::events::NewEvent {
-                event_nid: n,
-                room_nid: room.room_nid,
-                event_type: kinds[id].as_str(),
-                state_key_nid: e
-                    .pdu
-                    .state_key
-                    .as_ref()
-                    .and_then(|k| key_nids.get(&(kinds[id].clone(), k.clone())).copied()),
-                sender: e.pdu.sender.as_str(),
-                origin_server_ts: i64::try_from(u64::from(e.pdu.origin_server_ts.0))
-                    .unwrap_or(i64::MAX),
-                depth: e.pdu.depth.max(1),
-                json: &e.json,
-                outlier: true,
-                rejected_reason: rejected.get(*id).map(String::as_str),
-                soft_failed: false,
-                state_before: None,
-                state_after: None,
-            });
+            rows.push(
+                e.outlier_row(
+                    room.room_nid,
+                    n,
+                    kinds[id].as_str(),
+                    e.pdu
+                        .state_key
+                        .as_ref()
+                        .and_then(|k| key_nids.get(&(kinds[id].clone(), k.clone())).copied()),
+                    rejected.get(*id).map(String::as_str),
+                ),
+            );
         }
         db::events::insert_outliers(&mut tx, &rows).await?;
         db::events::insert_auth_edges_many(&mut tx, &edges).await?;
@@ -320,22 +303,13 @@ impl Rooms {
         let sk = db::state::intern_keys(&mut tx, &[(kind.as_str(), target)]).await?;
         db::events::insert(
             &mut tx,
-            &db::events::NewEvent {
-                event_nid,
+            &ev.outlier_row(
                 room_nid,
-                event_type: &kind,
-                state_key_nid: sk.get(&(kind.clone(), target.to_owned())).copied(),
-                sender: ev.pdu.sender.as_str(),
-                origin_server_ts: i64::try_from(u64::from(ev.pdu.origin_server_ts.0))
-                    .unwrap_or(i64::MAX),
-                depth: ev.pdu.depth.max(1),
-                json: &ev.json,
-                outlier: true,
-                rejected_reason: None,
-                soft_failed: false,
-                state_before: None,
-                state_after: None,
-            },
+                event_nid,
+                &kind,
+                sk.get(&(kind.clone(), target.to_owned())).copied(),
+                None,
+            ),
             Some(position),
         )
         .await?;
@@ -442,4 +416,34 @@ fn check_auth_graph<'a>(
         }
     }
     rejected
+}
+
+impl Incoming {
+    /// The event's row as an outlier of `room_nid`: known, checked against its auth events
+    /// (`rejected` says why it failed), not placed in the timeline.
+    fn outlier_row<'a>(
+        &'a self,
+        room_nid: i64,
+        event_nid: i64,
+        kind: &'a str,
+        state_key_nid: Option<i64>,
+        rejected: Option<&'a str>,
+    ) -> db::events::NewEvent<'a> {
+        db::events::NewEvent {
+            event_nid,
+            room_nid,
+            event_type: kind,
+            state_key_nid,
+            sender: self.pdu.sender.as_str(),
+            origin_server_ts: i64::try_from(u64::from(self.pdu.origin_server_ts.0))
+                .unwrap_or(i64::MAX),
+            depth: self.pdu.depth.max(1),
+            json: &self.json,
+            outlier: true,
+            rejected_reason: rejected,
+            soft_failed: false,
+            state_before: None,
+            state_after: None,
+        }
+    }
 }

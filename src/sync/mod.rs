@@ -445,7 +445,11 @@ impl Sync {
                 None => r.state_group,
             };
             if let Some(g) = group {
-                let end = r.state_group.filter(|e| *e != g);
+                // State the timeline hides from this user is before its start (the cut
+                // above); only a timeline filter can leave later state unshown.
+                let end = r
+                    .state_group
+                    .filter(|e| *e != g && !req.timeline_select.keeps_all());
                 start_groups.insert(r.room_nid, (g, end));
             }
         }
@@ -661,9 +665,10 @@ fn visible_after_hidden_state(all: &[(i64, bool)], visible: &[StoredEvent]) -> u
 }
 
 /// The state section of a timeline read from the start: the state before its first event,
-/// except for keys whose current event the timeline does not show (hidden from this user
-/// by history visibility, or by the filter): those come as they are now, or the client would
-/// never learn of them (that the room became encrypted, say).
+/// except for keys whose current event the timeline does not show (left out by the client's
+/// timeline filter; what history visibility hides comes before the timeline's start): those
+/// come as they are now, or the client would never learn of them (that the room became
+/// encrypted, say).
 fn start_state(
     start: &[(i64, StoredEvent)],
     now: &[(i64, StoredEvent)],

@@ -1,7 +1,7 @@
 //! The append path's writes around newly stored events, in as few round trips as the data
 //! allows: event numbers in one statement, and everything that hangs off the new event rows
-//! (edges, push actions, extremities, client transaction IDs, the outbound federation queue)
-//! in another; a send then costs four round trips inside its transaction, whatever the
+//! (edges, push actions, extremities, client transaction IDs, the outbound federation queue,
+//! relations) in another; a send then costs four round trips inside its transaction, whatever the
 //! number of events stored together. A batch of plain local messages, whose numbers are
 //! taken in advance ([`nid_block`]), is written whole by [`link`] in one statement, with no
 //! transaction around it.
@@ -106,6 +106,8 @@ pub struct Links<'a> {
     pub auth_by_id: Vec<(i64, &'a str)>,
     /// Forward extremities replaced, by ID.
     pub replaced_by_id: Vec<&'a str>,
+    /// Relations of accepted events: (event, parent event ID, relation type).
+    pub relations: Vec<(i64, &'a str, &'a str)>,
 }
 
 /// One user to notify of one event.
@@ -171,6 +173,15 @@ pub struct LinkRows {
     replaced_by_id: (Vec<i64>, Vec<String>),
     /// room, forward extremities replaced, state group.
     expect: (Vec<i64>, Vec<i64>, Vec<Option<i64>>),
+    relations: RelationColumns,
+}
+
+#[derive(Default, Clone)]
+struct RelationColumns {
+    event: Vec<i64>,
+    room: Vec<i64>,
+    parent: Vec<String>,
+    rel_type: Vec<String>,
 }
 
 #[derive(Default, Clone)]
@@ -283,6 +294,12 @@ impl LinkRows {
         self.replaced_by_id
             .1
             .extend(l.replaced_by_id.iter().map(|s| (*s).to_owned()));
+        for (event, parent, rel_type) in &l.relations {
+            self.relations.event.push(*event);
+            self.relations.room.push(room);
+            self.relations.parent.push((*parent).to_owned());
+            self.relations.rel_type.push((*rel_type).to_owned());
+        }
         if let Some(x) = expect {
             self.expect.0.push(room);
             self.expect.1.push(x.replaced);
@@ -345,6 +362,10 @@ impl LinkRows {
         mv(&mut self.expect.0, &o.expect.0);
         mv(&mut self.expect.1, &o.expect.1);
         mv(&mut self.expect.2, &o.expect.2);
+        mv(&mut self.relations.event, &o.relations.event);
+        mv(&mut self.relations.room, &o.relations.room);
+        mv(&mut self.relations.parent, &o.relations.parent);
+        mv(&mut self.relations.rel_type, &o.relations.rel_type);
     }
 }
 
@@ -360,8 +381,9 @@ pub async fn link(
 }
 
 /// Write the links of one or more rooms in one statement, atomic on its own: new event rows
-/// (numbers taken in advance), edges, push actions, extremities, client transaction IDs and
-/// the outbound queue. Fails with nothing written if a room's [`Expect`] does not hold.
+/// (numbers taken in advance), edges, push actions, extremities, client transaction IDs, the
+/// outbound queue and relations. Fails with nothing written if a room's [`Expect`] does not
+/// hold.
 /// Returns how many entries it added to the outbound queue.
 pub async fn link_rows(
     e: impl PgExecutor<'_>,
@@ -448,6 +470,11 @@ pub async fn link_rows(
              WHERE d IS NOT NULL AND d <> $44 AND d IS DISTINCT FROM ev.skip
              ORDER BY ev.nid, d
              RETURNING 1
+         ),
+         relations AS (
+             INSERT INTO event_relations (event_nid, room_nid, relates_to_id, rel_type)
+             SELECT * FROM unnest($48::bigint[], $49::bigint[], $50::text[], $51::text[])
+             ON CONFLICT DO NOTHING
          )
          SELECT (SELECT count(*) FROM outbox),
                 (SELECT count(*) FROM unnest($45::bigint[], $46::bigint[], $47::bigint[])
@@ -504,6 +531,10 @@ pub async fn link_rows(
     .bind(&r.expect.0)
     .bind(&r.expect.1)
     .bind(&r.expect.2)
+    .bind(&r.relations.event)
+    .bind(&r.relations.room)
+    .bind(&r.relations.parent)
+    .bind(&r.relations.rel_type)
     .fetch_one(e)
     .await?;
     Ok(queued)

@@ -27,7 +27,7 @@ pub struct StoredEvent {
     pub state_after: Option<i64>,
 }
 
-const SELECT_EVENT: &str =
+pub(super) const SELECT_EVENT: &str =
     "SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
         e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason, e.soft_failed, e.outlier,
         e.redacted_by, e.state_before, e.state_after

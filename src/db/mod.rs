@@ -18,6 +18,7 @@ pub mod push;
 pub mod reads;
 pub mod receipts;
 pub mod redactions;
+pub mod relations;
 pub mod rooms;
 pub mod server_keys;
 pub mod spaces;

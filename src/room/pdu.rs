@@ -121,6 +121,11 @@ impl Pdu {
         }
     }
 
+    /// What the event relates to (`content.m.relates_to` with a `rel_type`), if anything.
+    pub fn relation(&self) -> Option<Relation> {
+        relation_in(&self.content)
+    }
+
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
     }
@@ -321,6 +326,45 @@ pub fn check_size(json: &str) -> Result<()> {
     }
 }
 
+/// A relation an event declares: its type (`m.replace`, `m.thread`, `m.reference`, ...) and
+/// the event it relates to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub rel_type: String,
+    pub event_id: OwnedEventId,
+}
+
+/// Longest relation type stored: the spec's are short, and a namespaced one has no need of
+/// more.
+const MAX_REL_TYPE: usize = 255;
+
+/// The relation in an event content, if it names one well (a plain reply, `m.in_reply_to`
+/// without `rel_type`, is not a relation that aggregates).
+pub fn relation_in(content: &RawValue) -> Option<Relation> {
+    #[derive(Deserialize)]
+    struct Content<'a> {
+        #[serde(rename = "m.relates_to", borrow)]
+        relates_to: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct RelatesTo {
+        rel_type: Option<String>,
+        event_id: Option<OwnedEventId>,
+    }
+    let raw = serde_json::from_str::<Content<'_>>(content.get())
+        .ok()?
+        .relates_to?;
+    let rel = serde_json::from_str::<RelatesTo>(raw.get()).ok()?;
+    match (rel.rel_type, rel.event_id) {
+        (Some(rel_type), Some(event_id))
+            if !rel_type.is_empty() && rel_type.len() <= MAX_REL_TYPE =>
+        {
+            Some(Relation { rel_type, event_id })
+        }
+        _ => None,
+    }
+}
+
 /// The membership value of an m.room.member content (`leave` when unreadable).
 pub fn membership_of(content: &serde_json::value::RawValue) -> String {
     #[derive(serde::Deserialize)]
@@ -406,6 +450,31 @@ pub fn client_format(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relations_are_read_only_when_well_formed() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        let thread = relation_in(&raw(
+            r#"{"body":"x","m.relates_to":{"rel_type":"m.thread","event_id":"$root"}}"#,
+        ));
+        assert_eq!(
+            thread,
+            Some(Relation {
+                rel_type: "m.thread".into(),
+                event_id: "$root".try_into().unwrap()
+            })
+        );
+        for bad in [
+            r#"{"m.relates_to":{"m.in_reply_to":{"event_id":"$a"}}}"#,
+            r#"{"m.relates_to":{"rel_type":"m.thread","event_id":"no-sigil"}}"#,
+            r#"{"m.relates_to":{"rel_type":7,"event_id":"$a"}}"#,
+            r#"{"m.relates_to":{"rel_type":"","event_id":"$a"}}"#,
+            r#"{"m.relates_to":"$a"}"#,
+            r#"{"body":"plain"}"#,
+        ] {
+            assert_eq!(relation_in(&raw(bad)), None, "{bad}");
+        }
+    }
 
     #[test]
     fn parses_both_event_reference_formats() {

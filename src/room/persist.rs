@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use ruma::events::TimelineEventType;
 
 use super::lock::RoomLock;
+use super::pdu::Relation;
 use super::push::{Notified, PushContext};
 use super::stream::{InFlight, StreamPositions};
 use super::write::{Checked, Current, FanOut, StateChange, Store};
@@ -53,7 +54,7 @@ pub async fn persist(store: &Store<'_>, lock: &RoomLock, ev: Checked<'_>) -> Res
 
 /// Store checked events of one room, in order, in one transaction: event rows, edges, state
 /// groups, extremities, current state and memberships, redaction marks, client transaction
-/// IDs, the outbound queue. Later events may build on earlier ones (cite them as prev events,
+/// IDs, the outbound queue, relations. Later events may build on earlier ones (cite them as prev events,
 /// or stand on the state group an earlier one makes). Returns, per event, whether it was
 /// written (false: it was already in the timeline).
 pub async fn persist_batch(
@@ -242,6 +243,7 @@ async fn persist_in_transaction(
 
     // What hangs off the new rows, and the current state (each accepted live event in
     // turn).
+    let relations: Vec<Option<Relation>> = evs.iter().map(|e| e.pdu.relation()).collect();
     let mut links = db::append::Links::default();
     let mut forward_replaced = HashSet::new();
     let mut current_group = room.state_group;
@@ -267,6 +269,11 @@ async fn persist_in_transaction(
             .extend(prevs.iter().map(|p| (event_nid, *p)));
         if let (Some(n), Some(position)) = (&notified[i], positions[i]) {
             links.push.extend(n.rows(event_nid, position));
+        }
+        if let (Some(r), true) = (&relations[i], accepted[i]) {
+            links
+                .relations
+                .push((event_nid, r.event_id.as_str(), r.rel_type.as_str()));
         }
         if accepted[i] && !ev.historical {
             links.forward_new.push(event_nid);
@@ -489,6 +496,7 @@ async fn persist_plain(
         .map(|(ev, n)| (ev.event_id.as_str(), *n))
         .collect();
     let kinds: Vec<String> = evs.iter().map(|e| e.pdu.kind.to_string()).collect();
+    let relations: Vec<Option<Relation>> = evs.iter().map(|e| e.pdu.relation()).collect();
     let mut links = db::append::Links::default();
     let mut cited_in_batch = HashSet::new();
     for (i, ev) in evs.iter().enumerate() {
@@ -514,6 +522,11 @@ async fn persist_plain(
         }
         if let Some(n) = &notified[i] {
             links.push.extend(n.rows(event_nid, position));
+        }
+        if let Some(r) = &relations[i] {
+            links
+                .relations
+                .push((event_nid, r.event_id.as_str(), r.rel_type.as_str()));
         }
         if let Some(t) = &ev.txn {
             links

@@ -197,11 +197,9 @@ impl PushContext {
 
 /// The thread root an event replies in (`m.thread` relation), if any.
 fn thread_of(pdu: &Pdu) -> Option<String> {
-    let content: Value = serde_json::from_str(pdu.content.get()).ok()?;
-    let rel = &content["m.relates_to"];
-    (rel["rel_type"] == "m.thread")
-        .then(|| rel["event_id"].as_str().map(str::to_owned))
-        .flatten()
+    pdu.relation()
+        .filter(|r| r.rel_type == "m.thread")
+        .map(|r| r.event_id.to_string())
 }
 
 /// The power levels push conditions need, from an m.room.power_levels content.

@@ -241,7 +241,7 @@ impl Rooms {
         let (before, after) = (before.chunk, after.chunk);
 
         let event = self
-            .to_client(&room, std::slice::from_ref(&target))
+            .to_client_for(user, &room, std::slice::from_ref(&target))
             .await?
             .remove(0);
         let state = match last.state_after.or(last.state_before) {

@@ -297,7 +297,7 @@ impl Rooms {
             .into_iter()
             .next()
             .ok_or_else(|| Error::not_found("Event not found"))?;
-        Ok(self.to_client(&room, &[e]).await?.remove(0))
+        Ok(self.to_client_for(user, &room, &[e]).await?.remove(0))
     }
 
     /// The room's current state events (for a former member, as it was when they left).
@@ -440,7 +440,7 @@ impl Rooms {
                 end = Some(cursor);
             }
             let visible = self.filter_visible(&room, user, rows).await?;
-            let client = self.to_client(&room, &visible).await?;
+            let client = self.to_client_for(user, &room, &visible).await?;
             for (row, ev) in visible.iter().zip(client) {
                 if filter.matches(row, &ev) {
                     chunk.push(ev);

@@ -462,6 +462,11 @@ impl Sync {
         // Rooms whose summary is sent: all on an initial sync, else those whose members may
         // have changed (clients keep the summary they have, as the spec allows).
         let mut summarise: HashSet<i64> = HashSet::new();
+        // The timelines' aggregations (threads, edits, references), for all rooms at once.
+        let bundles = self
+            .rooms
+            .bundles(user, timelines.iter().flat_map(|t| t.2.iter()))
+            .await?;
         for (r, row, events, limited) in timelines {
             let state = match start_groups.get(&r.room_nid) {
                 Some((start, end)) => start_state(
@@ -494,7 +499,8 @@ impl Sync {
                 state
             };
             let prev_batch = events.first().map(|e| TopoToken::of(e).to_string());
-            let timeline = self.rooms.to_client(&row, &events).await?;
+            let mut timeline = self.rooms.to_client(&row, &events).await?;
+            bundles.apply(&events, &mut timeline);
             let state = self.rooms.to_client(&row, &state).await?;
             let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
                 continue;

@@ -9,8 +9,8 @@ use ruma::api::client::context::get_context;
 use ruma::api::client::room::get_event_by_timestamp;
 use ruma::serde::Raw;
 use ruma::{MilliSecondsSinceUnixEpoch, UInt};
-use serde_json::Value;
 
+use super::to_raw;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
@@ -76,8 +76,4 @@ async fn timestamp_to_event_route(
         event_id,
         MilliSecondsSinceUnixEpoch(found),
     ))
-}
-
-fn to_raw<T>(events: &[Value]) -> Result<Vec<Raw<T>>> {
-    events.iter().map(|v| raw(v).map(Raw::from_json)).collect()
 }

@@ -152,16 +152,9 @@ async fn messages_route(
     response.end = page.end.map(|t| t.to_string());
     if !body.filter.lazy_load_options.is_disabled() {
         let members = state.rooms.page_members(&body.room_id, &page.chunk).await?;
-        response.state = members
-            .iter()
-            .map(|v| raw(v).map(Raw::from_json))
-            .collect::<Result<Vec<_>>>()?;
+        response.state = super::to_raw(&members)?;
     }
-    response.chunk = page
-        .chunk
-        .iter()
-        .map(|v| raw(v).map(Raw::from_json))
-        .collect::<Result<Vec<_>>>()?;
+    response.chunk = super::to_raw(&page.chunk)?;
     Ok(response)
 }
 

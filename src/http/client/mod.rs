@@ -22,6 +22,7 @@ mod profile;
 mod push_rules;
 mod receipt;
 mod register;
+mod relations;
 mod room;
 mod session;
 mod state;
@@ -41,6 +42,14 @@ use crate::sync::token::SyncToken;
 /// A position in any token this server hands out: `t…` (`prev_batch`, `start`, `end`) or a
 /// sync token `s…` (`next_batch`), which clients may pass wherever the spec takes a
 /// pagination token (js-sdk loads members `at` its sync token, nio pages from one).
+/// Client-format events as ruma's raw events of any kind.
+fn to_raw<T>(events: &[serde_json::Value]) -> Result<Vec<ruma::serde::Raw<T>>> {
+    events
+        .iter()
+        .map(|v| crate::room::raw(v).map(ruma::serde::Raw::from_json))
+        .collect()
+}
+
 fn position(token: &str) -> Result<At> {
     match token.starts_with('s') {
         true => Ok(At::Stream(SyncToken::parse(token)?.events)),
@@ -77,6 +86,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = presence::routes(r);
     let r = media::routes(r);
     let r = voip::routes(r);
+    let r = relations::routes(r);
     sync::routes(r)
 }
 

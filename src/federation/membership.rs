@@ -514,6 +514,33 @@ fn strip(v: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+impl Federation {
+    /// The room a client names by ID or alias, and the servers to ask about it: those the
+    /// client gave (`via`), then, for another server's alias, those its directory names and
+    /// the alias's own server.
+    pub async fn room_and_servers(
+        &self,
+        rooms: &Rooms,
+        target: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
+    ) -> Result<(ruma::OwnedRoomId, Vec<OwnedServerName>)> {
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        let room_id = match <&RoomId>::try_from(target) {
+            Ok(id) => id.to_owned(),
+            Err(alias) if alias.server_name() == rooms.server_name() => {
+                rooms.resolve_room(target).await?
+            }
+            Err(alias) => {
+                let (id, alias_servers) = self.remote_alias(alias).await?;
+                servers.extend(alias_servers);
+                servers.push(alias.server_name().to_owned());
+                id
+            }
+        };
+        Ok((room_id, servers))
+    }
+}
+
 /// What a client's membership request becomes: local when one of our users is in the room
 /// (we hold its state and append ourselves; the queue tells the other servers), through
 /// another server otherwise.
@@ -528,19 +555,7 @@ impl Federation {
         reason: Option<&str>,
         profile: (Option<String>, Option<String>),
     ) -> Result<ruma::OwnedRoomId> {
-        let mut servers: Vec<OwnedServerName> = via.to_vec();
-        let room_id = match <&RoomId>::try_from(target) {
-            Ok(id) => id.to_owned(),
-            Err(alias) if alias.server_name() == rooms.server_name() => {
-                rooms.resolve_room(target).await?
-            }
-            Err(alias) => {
-                let (id, alias_servers) = self.remote_alias(alias).await?;
-                servers.extend(alias_servers);
-                servers.push(alias.server_name().to_owned());
-                id
-            }
-        };
+        let (room_id, mut servers) = self.room_and_servers(rooms, target, via).await?;
         if let Ok(room) = rooms.room(&room_id).await {
             if rooms.is_resident(&room).await? {
                 rooms.join(user, &room_id, reason, &profile).await?;
@@ -619,19 +634,7 @@ impl Federation {
         via: &[OwnedServerName],
         reason: Option<&str>,
     ) -> Result<ruma::OwnedRoomId> {
-        let mut servers: Vec<OwnedServerName> = via.to_vec();
-        let room_id = match <&RoomId>::try_from(target) {
-            Ok(id) => id.to_owned(),
-            Err(alias) if alias.server_name() == rooms.server_name() => {
-                rooms.resolve_room(target).await?
-            }
-            Err(alias) => {
-                let (id, alias_servers) = self.remote_alias(alias).await?;
-                servers.extend(alias_servers);
-                servers.push(alias.server_name().to_owned());
-                id
-            }
-        };
+        let (room_id, mut servers) = self.room_and_servers(rooms, target, via).await?;
         if let Ok(room) = rooms.room(&room_id).await
             && rooms.is_resident(&room).await?
         {

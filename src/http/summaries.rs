@@ -26,6 +26,11 @@ pub fn federation_hierarchy(body: &mut Value) {
     }
 }
 
+/// The client room summary answer (MSC3266): one summary.
+pub fn room_summary(body: &mut Value) {
+    spell_out_join_rule(body);
+}
+
 fn spell_out_join_rule(summary: &mut Value) {
     if let Some(summary) = summary.as_object_mut() {
         summary

@@ -39,6 +39,8 @@ const MORE_TYPES: [&str; 2] = ["m.room.encryption", "m.room.server_acl"];
 pub enum Viewer<'a> {
     User(&'a UserId),
     Server(&'a ServerName),
+    /// A client without an access token (room summaries may be asked for so).
+    Anonymous,
 }
 
 /// A child a space names with its `m.space.child` event.
@@ -171,19 +173,23 @@ impl Rooms {
         asked.sort_unstable();
         asked.dedup();
         let member = match viewer {
-            Viewer::User(u) => Member::User(u.as_str()),
-            Viewer::Server(s) => Member::Server(s.as_str()),
+            Viewer::User(u) => Some(Member::User(u.as_str())),
+            Viewer::Server(s) => Some(Member::Server(s.as_str())),
+            Viewer::Anonymous => None,
         };
-        let memberships: HashMap<String, bool> = db::spaces::memberships(self.db(), member, &asked)
-            .await?
-            .into_iter()
-            .collect();
+        let memberships: HashMap<String, bool> = match member {
+            Some(member) => db::spaces::memberships(self.db(), member, &asked)
+                .await?
+                .into_iter()
+                .collect(),
+            None => HashMap::new(),
+        };
 
         let mut out = HashMap::new();
         for (row, summary) in rows.iter().zip(summaries) {
             let acl_ok = match viewer {
                 Viewer::Server(server) => server_allowed(&state, row.room_nid, server),
-                Viewer::User(_) => true,
+                Viewer::User(_) | Viewer::Anonymous => true,
             };
             let member = memberships.contains_key(summary.room_id.as_str());
             let accessible = acl_ok

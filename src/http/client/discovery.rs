@@ -22,6 +22,12 @@ const VERSIONS: &[&str] = &[
     "v1.9", "v1.10", "v1.11", "v1.12",
 ];
 
+/// Unstable features this server implements, as clients look them up in `/versions`.
+const UNSTABLE_FEATURES: &[&str] = &[
+    // MSC3266 room summaries.
+    "im.nheko.summary",
+];
+
 /// The room version new rooms get, as current Synapse.
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = crate::room::create::DEFAULT_VERSION;
 
@@ -39,7 +45,10 @@ async fn versions_route(
 ) -> Result<get_supported_versions::Response> {
     let mut res =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    res.unstable_features = BTreeMap::new();
+    res.unstable_features = UNSTABLE_FEATURES
+        .iter()
+        .map(|f| ((*f).to_owned(), true))
+        .collect();
     Ok(res)
 }
 

@@ -26,6 +26,7 @@ mod relations;
 mod room;
 mod session;
 mod state;
+mod summary;
 mod sync;
 mod to_device;
 mod typing;
@@ -87,6 +88,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = media::routes(r);
     let r = voip::routes(r);
     let r = relations::routes(r);
+    let r = summary::routes(r);
     sync::routes(r)
 }
 

@@ -2,6 +2,7 @@
 //!
 //! This is domain code: it speaks ruma identifiers and our [`Error`], never HTTP.
 
+pub mod openid;
 pub mod password;
 pub mod ratelimit;
 pub mod token_cache;

@@ -20,6 +20,7 @@ pub mod reads;
 pub mod redact;
 pub mod relations;
 pub mod remote;
+pub mod reports;
 pub mod send;
 pub mod served;
 pub mod state_cache;

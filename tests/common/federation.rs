@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::server::{TestServer, User, enc};
 
-fn insecure_client() -> reqwest::Client {
+pub fn insecure_client() -> reqwest::Client {
     reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .build()

@@ -16,6 +16,7 @@ mod media;
 mod members;
 mod membership;
 mod message;
+mod openid;
 mod pages;
 mod presence;
 mod profile;
@@ -23,6 +24,7 @@ mod push_rules;
 mod receipt;
 mod register;
 mod relations;
+mod report;
 mod room;
 mod session;
 mod state;
@@ -89,6 +91,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = voip::routes(r);
     let r = relations::routes(r);
     let r = summary::routes(r);
+    let r = report::routes(r);
+    let r = openid::routes(r);
     sync::routes(r)
 }
 

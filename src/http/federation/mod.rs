@@ -7,6 +7,7 @@ mod hierarchy;
 mod media;
 mod membership;
 mod notary;
+mod openid;
 mod query;
 mod transactions;
 mod user_keys;
@@ -25,5 +26,6 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = transactions::routes(r);
     let r = query::routes(r);
     let r = media::routes(r);
+    let r = openid::routes(r);
     user_keys::routes(r)
 }

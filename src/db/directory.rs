@@ -251,6 +251,16 @@ struct PageRow {
     joined: Option<i64>,
 }
 
+/// Point every local alias of room `from` at room `to` (a room upgrade).
+pub async fn move_aliases(e: impl PgExecutor<'_>, from: i64, to: i64) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("UPDATE room_aliases SET room_nid = $2 WHERE room_nid = $1")
+        .bind(from)
+        .bind(to)
+        .execute(e)
+        .await?;
+    Ok(r.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,18 +58,24 @@ pub fn creatable_versions() -> Vec<RoomVersionId> {
     ]
 }
 
+/// `M_UNSUPPORTED_ROOM_VERSION` unless new rooms may be made of `version`.
+pub fn check_creatable(version: &RoomVersionId) -> Result<()> {
+    match creatable_versions().contains(version) {
+        true => Ok(()),
+        false => Err(Error::new(
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            format!("Room version {version} is not supported for new rooms"),
+        )),
+    }
+}
+
 /// The spec's recommended default, as Synapse creates rooms.
 pub const DEFAULT_VERSION: RoomVersionId = RoomVersionId::V12;
 
 impl Rooms {
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
         let version = req.version.clone().unwrap_or(DEFAULT_VERSION);
-        if !creatable_versions().contains(&version) {
-            return Err(Error::new(
-                ruma::api::error::ErrorKind::UnsupportedRoomVersion,
-                format!("Room version {version} is not supported for new rooms"),
-            ));
-        }
+        check_creatable(&version)?;
         let alias = match &req.alias_localpart {
             Some(local) => {
                 let alias = format!("#{local}:{}", self.server_name());

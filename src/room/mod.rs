@@ -28,6 +28,7 @@ pub mod state_res;
 pub mod stream;
 pub mod timeline;
 pub mod tips;
+pub mod upgrade;
 pub mod visibility;
 pub mod write;
 pub mod writer;

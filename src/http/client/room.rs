@@ -1,10 +1,11 @@
-//! `POST /_matrix/client/v3/createRoom`
+//! `POST /_matrix/client/v3/createRoom`, `POST /rooms/{roomId}/upgrade`
 //!
-//! [spec](https://spec.matrix.org/latest/client-server-api/#creation)
+//! [spec](https://spec.matrix.org/latest/client-server-api/#creation),
+//! [spec](https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3roomsroomidupgrade)
 
 use axum::Router;
 use ruma::api::client::room::Visibility;
-use ruma::api::client::room::create_room;
+use ruma::api::client::room::{create_room, upgrade_room};
 use ruma::room::RoomType;
 use serde_json::{Map, Value};
 
@@ -14,7 +15,32 @@ use crate::http::ruma::{Ruma, route};
 use crate::room::create::{CreateRoom, Preset};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    route(r, create_room_route)
+    let r = route(r, create_room_route);
+    route(r, upgrade_room_route)
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+async fn upgrade_room_route(
+    state: AppState,
+    req: Ruma<upgrade_room::v3::Request>,
+) -> Result<upgrade_room::v3::Response> {
+    let b = req.body;
+    let profile = state
+        .accounts
+        .profile(&req.auth.user_id)
+        .await
+        .unwrap_or((None, None));
+    let replacement = state
+        .rooms
+        .upgrade_room(
+            &req.auth.user_id,
+            &b.room_id,
+            b.new_version,
+            &b.additional_creators,
+            profile,
+        )
+        .await?;
+    Ok(upgrade_room::v3::Response::new(replacement))
 }
 
 fn object(raw: &serde_json::value::RawValue, what: &str) -> Result<Map<String, Value>> {

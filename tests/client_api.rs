@@ -50,13 +50,21 @@ async fn discovery_endpoints() {
     );
     s.shutdown().await;
 
-    // Unconfigured well-known answers 404.
+    // Unconfigured, the client well-known names the client listener as the client reached
+    // it; a Host that could bend the URL is not echoed.
     let s = TestServer::start().await;
-    assert_error(
-        &s.get("/.well-known/matrix/client", None).await,
-        404,
-        "M_NOT_FOUND",
-    );
+    let (status, body) = s.get("/.well-known/matrix/client", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["m.homeserver"]["base_url"], s.url("").as_str());
+    let (status, _) = s.get("/_matrix/client/versions", None).await;
+    assert_eq!(status, 200);
+    let bent = reqwest::Client::new()
+        .get(s.url("/.well-known/matrix/client"))
+        .header("host", "evil.example/path?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bent.status().as_u16(), 404);
     assert_error(
         &s.get("/.well-known/matrix/server", None).await,
         404,

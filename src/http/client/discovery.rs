@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use ruma::RoomVersionId;
 use ruma::api::client::discovery::get_capabilities::v3::{
     Capabilities, RoomVersionStability, RoomVersionsCapability,
@@ -14,7 +16,7 @@ use ruma::api::federation::discovery::discover_homeserver as discover_server;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::http::ruma::{Ruma, route};
+use crate::http::ruma::{Ruma, RumaResponse, route, route_raw};
 
 /// Spec versions this server speaks.
 const VERSIONS: &[&str] = &[
@@ -33,7 +35,7 @@ pub const DEFAULT_ROOM_VERSION: RoomVersionId = crate::room::create::DEFAULT_VER
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, versions_route);
-    let r = route(r, well_known_client_route);
+    let r = route_raw::<discover_homeserver::Request, Request, _, _>(r, well_known_client_route);
     let r = route(r, well_known_server_route);
     route(r, capabilities_route)
 }
@@ -53,20 +55,47 @@ async fn versions_route(
 }
 
 /// # `GET /.well-known/matrix/client`
-async fn well_known_client_route(
-    state: AppState,
-    _: Ruma<discover_homeserver::Request>,
-) -> Result<discover_homeserver::Response> {
-    let base_url = state
+///
+/// The configured base URL (`well_known.client`, else `public_baseurl`); with neither, the
+/// client listener as the client reached it (its `Host`), so a client given only the server
+/// name still finds the API.
+async fn well_known_client_route(state: AppState, req: Request) -> Result<Response> {
+    let configured = state
         .config
         .well_known
         .client
         .clone()
-        .or_else(|| state.config.public_baseurl.clone())
-        .ok_or_else(|| Error::not_found("No client well-known is configured"))?;
-    Ok(discover_homeserver::Response::new(
+        .or_else(|| state.config.public_baseurl.clone());
+    let base_url = match configured {
+        Some(url) => url,
+        None => {
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| is_host(h))
+                .ok_or_else(|| Error::not_found("No client well-known is configured"))?;
+            let listener = &state.config.listeners.client;
+            let scheme = match listener.tls_certificate.is_some() {
+                true => "https",
+                false => "http",
+            };
+            format!("{scheme}://{host}")
+        }
+    };
+    Ok(RumaResponse(discover_homeserver::Response::new(
         discover_homeserver::HomeserverInfo::new(base_url),
     ))
+    .into_response())
+}
+
+/// Whether a `Host` header is a host name or address with an optional port, and nothing
+/// that could change the meaning of a URL built from it.
+fn is_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// # `GET /.well-known/matrix/server`

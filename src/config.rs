@@ -159,7 +159,7 @@ impl Default for VoipConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     pub enabled: bool,
@@ -170,6 +170,23 @@ pub struct RegistrationConfig {
     /// When non-empty, registering needs one of these (`m.login.registration_token`).
     pub tokens: Vec<String>,
     pub allow_guests: bool,
+    /// Lifetime, in seconds, of access tokens given with a refresh token (clients that ask
+    /// for one renew them with `/refresh`).
+    pub refreshable_access_token_lifetime_secs: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: false,
+            open_without_verification: false,
+            shared_secret: None,
+            tokens: Vec::new(),
+            allow_guests: false,
+            // Five minutes, as Synapse.
+            refreshable_access_token_lifetime_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

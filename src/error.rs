@@ -127,6 +127,14 @@ impl Error {
         )
     }
 
+    /// An access token that expired: the client refreshes it, or logs in again keeping its
+    /// device and keys (`soft_logout`).
+    pub fn soft_logout() -> Self {
+        let mut data = UnknownTokenErrorData::new();
+        data.soft_logout = true;
+        Self::new(ErrorKind::UnknownToken(data), "Access token has expired")
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::TooLarge, message)
     }

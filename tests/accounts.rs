@@ -780,3 +780,104 @@ async fn malformed_login_bodies_get_matrix_errors() {
     let res = http.post(&url).send().await.expect("no body at all");
     assert_eq!(res.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_only_when_asked_and_each_used_once() {
+    let s = TestServer::start().await;
+    s.register("alice", "alice-password").await;
+    let login = |refresh: bool| {
+        let s = &s;
+        async move {
+            let (status, body) = s
+                .post(
+                    "/_matrix/client/v3/login",
+                    None,
+                    &json!({"type": "m.login.password",
+                            "identifier": {"type": "m.id.user", "user": "alice"},
+                            "password": "alice-password", "refresh_token": refresh}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    // Not asked: a token that lasts, and no refresh token.
+    let plain = login(false).await;
+    assert!(plain.get("refresh_token").is_none(), "{plain}");
+    assert!(plain.get("expires_in_ms").is_none(), "{plain}");
+
+    let asked = login(true).await;
+    assert_eq!(asked["expires_in_ms"], 300_000, "{asked}");
+    let refresh = asked["refresh_token"].as_str().unwrap().to_owned();
+    let access = asked["access_token"].as_str().unwrap().to_owned();
+    // Once expired (here: made so in the database, before first use), the access token
+    // answers with a soft logout, which tells the client to refresh.
+    let db = common::media::db(&s).await;
+    let hash = trellis::account::tokens::hash_token(&access);
+    sqlx::query("UPDATE access_tokens SET expires_ts = 0 WHERE token_hash = $1")
+        .bind(&hash[..])
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = s
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+    assert_eq!(body["soft_logout"], true);
+
+    let (status, renewed) = s
+        .post(
+            "/_matrix/client/v3/refresh",
+            None,
+            &json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(renewed["expires_in_ms"], 300_000);
+    let new_access = renewed["access_token"].as_str().unwrap();
+    let (status, me) = s
+        .get("/_matrix/client/v3/account/whoami", Some(new_access))
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["device_id"], asked["device_id"]);
+    // A refresh token works once; the new one works.
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/refresh",
+            None,
+            &json!({"refresh_token": refresh}),
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+    let (status, _) = s
+        .post(
+            "/_matrix/client/v3/refresh",
+            None,
+            &json!({"refresh_token": renewed["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Logging out ends the refresh tokens with the device.
+    let other = login(true).await;
+    let (status, _) = s
+        .post(
+            "/_matrix/client/v3/logout",
+            other["access_token"].as_str(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/refresh",
+            None,
+            &json!({"refresh_token": other["refresh_token"]}),
+        )
+        .await,
+        401,
+        "M_UNKNOWN_TOKEN",
+    );
+}

@@ -34,6 +34,9 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
+    /// For a client that asked for one: the token that renews the access token, and how
+    /// long the access token lives.
+    pub refresh: Option<(String, std::time::Duration)>,
 }
 
 /// What a registration asks for, whichever endpoint it came through.
@@ -54,6 +57,8 @@ pub struct NewLogin {
     pub device_id: Option<OwnedDeviceId>,
     pub device_display_name: Option<String>,
     pub ip: Option<String>,
+    /// The client asked for a refresh token (`refresh_token: true`).
+    pub refreshable: bool,
 }
 
 /// Rate limiters for the unauthenticated account endpoints.
@@ -135,20 +140,25 @@ impl Accounts {
     /// Who holds `token`; `M_UNKNOWN_TOKEN` for unknown, revoked or deactivated.
     pub async fn authenticate(&self, token: &str) -> Result<AuthedUser> {
         let hash = tokens::hash_token(token);
-        if let Some(user) = self.tokens.get(&hash) {
+        let now = now_ms();
+        if let Some(user) = self.tokens.get(&hash, now) {
             return Ok(user);
         }
         let owner = db::devices::token_owner(&self.db, &hash)
             .await?
             .filter(|o| !o.deactivated)
             .ok_or_else(Error::unknown_token)?;
+        if owner.expires_ts.is_some_and(|t| t <= now) {
+            // The client is to refresh it, not to log in again.
+            return Err(Error::soft_logout());
+        }
         let user = AuthedUser {
             user_id: UserId::parse(owner.user_id)
                 .map_err(|e| Error::internal(format!("stored user ID is invalid: {e}")))?,
             device_id: owner.device_id.into(),
             is_guest: owner.is_guest,
         };
-        self.tokens.insert(hash, user.clone());
+        self.tokens.insert(hash, user.clone(), owner.expires_ts);
         Ok(user)
     }
 
@@ -266,20 +276,76 @@ impl Accounts {
             login.ip.as_deref(),
         )
         .await?;
+        self.issue_tokens(tx, user_id, device_id, login.refreshable, now)
+            .await
+    }
+
+    /// A new access token for the device, and with `refreshable` a refresh token too (the
+    /// access token then expires).
+    async fn issue_tokens(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user_id: &UserId,
+        device_id: OwnedDeviceId,
+        refreshable: bool,
+        now: i64,
+    ) -> Result<Session> {
         let access_token = tokens::new_access_token();
+        let lifetime = std::time::Duration::from_secs(
+            self.registration.refreshable_access_token_lifetime_secs,
+        );
+        let refresh = refreshable.then(|| (tokens::new_access_token(), lifetime));
+        let expires_ts = refresh
+            .as_ref()
+            .map(|(_, l)| now.saturating_add(i64::try_from(l.as_millis()).unwrap_or(i64::MAX)));
         db::devices::insert_token(
             &mut *tx,
             &tokens::hash_token(&access_token),
             user_id.as_str(),
             device_id.as_str(),
             now,
+            expires_ts,
         )
         .await?;
+        if let Some((token, _)) = &refresh {
+            db::devices::insert_refresh_token(
+                &mut *tx,
+                &tokens::hash_token(token),
+                user_id.as_str(),
+                device_id.as_str(),
+                now,
+            )
+            .await?;
+        }
         Ok(Session {
             user_id: user_id.to_owned(),
             device_id,
             access_token,
+            refresh,
         })
+    }
+
+    /// `POST /refresh`: a new access token and refresh token for the device the refresh
+    /// token belongs to; each refresh token works once. The old access token stays valid
+    /// until it expires.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let (user_id, device_id, deactivated) =
+            db::devices::take_refresh_token(&mut *tx, &tokens::hash_token(refresh_token))
+                .await?
+                .ok_or_else(Error::unknown_token)?;
+        if deactivated {
+            return Err(Error::unknown_token());
+        }
+        let user_id = UserId::parse(user_id)
+            .map_err(|e| Error::internal(format!("stored user ID is invalid: {e}")))?;
+        let session = self
+            .issue_tokens(&mut tx, &user_id, device_id.into(), true, now)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(%user_id, device_id = %session.device_id, "access token refreshed");
+        Ok(session)
     }
 
     /// Log in with a password. Wrong user or wrong password are the same 403, so the answer

@@ -20,14 +20,22 @@ const CAPACITY: usize = 100_000;
 
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], (AuthedUser, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
+/// The token's user, when the entry was made, when the token expires (ms since the epoch).
+type Entry = (AuthedUser, Instant, Option<i64>);
+
 impl TokenCache {
-    pub fn get(&self, hash: &[u8; 32]) -> Option<AuthedUser> {
+    /// The token's user, if remembered and not expired at `now_ms`.
+    pub fn get(&self, hash: &[u8; 32], now_ms: i64) -> Option<AuthedUser> {
         let mut entries = self.entries.lock();
         match entries.get(hash) {
-            Some((user, at)) if at.elapsed() < TTL => Some(user.clone()),
+            Some((user, at, expires))
+                if at.elapsed() < TTL && expires.is_none_or(|t| now_ms < t) =>
+            {
+                Some(user.clone())
+            }
             Some(_) => {
                 entries.remove(hash);
                 None
@@ -36,17 +44,19 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, hash: [u8; 32], user: AuthedUser) {
+    pub fn insert(&self, hash: [u8; 32], user: AuthedUser, expires_ts: Option<i64>) {
         let mut entries = self.entries.lock();
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(hash, (user, Instant::now()));
+        entries.insert(hash, (user, Instant::now(), expires_ts));
     }
 
     /// Forget every token of `user_id` (some of them were revoked).
     pub fn forget_user(&self, user_id: &UserId) {
-        self.entries.lock().retain(|_, (u, _)| u.user_id != user_id);
+        self.entries
+            .lock()
+            .retain(|_, (u, _, _)| u.user_id != user_id);
     }
 }
 
@@ -65,13 +75,21 @@ mod tests {
     #[test]
     fn remembers_and_forgets_per_user() {
         let cache = TokenCache::default();
-        cache.insert([1; 32], user("@a:x"));
-        cache.insert([2; 32], user("@a:x"));
-        cache.insert([3; 32], user("@b:x"));
-        assert_eq!(cache.get(&[1; 32]).unwrap().user_id, "@a:x");
+        cache.insert([1; 32], user("@a:x"), None);
+        cache.insert([2; 32], user("@a:x"), None);
+        cache.insert([3; 32], user("@b:x"), None);
+        assert_eq!(cache.get(&[1; 32], 0).unwrap().user_id, "@a:x");
         cache.forget_user(&UserId::parse("@a:x").unwrap());
-        assert!(cache.get(&[1; 32]).is_none());
-        assert!(cache.get(&[2; 32]).is_none());
-        assert_eq!(cache.get(&[3; 32]).unwrap().user_id, "@b:x");
+        assert!(cache.get(&[1; 32], 0).is_none());
+        assert!(cache.get(&[2; 32], 0).is_none());
+        assert_eq!(cache.get(&[3; 32], 0).unwrap().user_id, "@b:x");
+    }
+
+    #[test]
+    fn expired_tokens_are_not_answered() {
+        let cache = TokenCache::default();
+        cache.insert([1; 32], user("@a:x"), Some(1_000));
+        assert!(cache.get(&[1; 32], 999).is_some());
+        assert!(cache.get(&[1; 32], 1_000).is_none());
     }
 }

@@ -17,6 +17,8 @@ pub struct TokenOwner {
     pub device_id: String,
     pub is_guest: bool,
     pub deactivated: bool,
+    /// When the token stops being valid (ms since the epoch); `None`: at logout.
+    pub expires_ts: Option<i64>,
 }
 
 /// Create the device, or keep the existing one (re-login with the same device ID), updating
@@ -53,9 +55,38 @@ pub async fn insert_token(
     user_id: &str,
     device_id: &str,
     now_ms: i64,
+    expires_ts: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(device_id)
+    .bind(now_ms)
+    .bind(expires_ts)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Store a refresh token of the device, and forget the device's access tokens expired
+/// before `now_ms` (those a refresh replaced).
+pub async fn insert_refresh_token(
+    e: impl PgExecutor<'_>,
+    token_hash: &[u8],
+    user_id: &str,
+    device_id: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH expired AS (
+             DELETE FROM access_tokens
+             WHERE user_id = $2 AND device_id = $3 AND expires_ts <= $4
+         )
+         INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
+         VALUES ($1, $2, $3, $4)",
     )
     .bind(token_hash)
     .bind(user_id)
@@ -66,12 +97,28 @@ pub async fn insert_token(
     Ok(())
 }
 
+/// Use up a refresh token: remove it, and answer whose device it was (user, device,
+/// whether the account is deactivated). `None` for an unknown or already used one.
+pub async fn take_refresh_token(
+    e: impl PgExecutor<'_>,
+    token_hash: &[u8],
+) -> Result<Option<(String, String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "DELETE FROM refresh_tokens r USING users u
+         WHERE r.token_hash = $1 AND u.user_id = r.user_id
+         RETURNING r.user_id, r.device_id, u.deactivated",
+    )
+    .bind(token_hash)
+    .fetch_optional(e)
+    .await
+}
+
 pub async fn token_owner(
     e: impl PgExecutor<'_>,
     token_hash: &[u8],
 ) -> Result<Option<TokenOwner>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated
+        "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated, t.expires_ts
          FROM access_tokens t JOIN users u ON u.user_id = t.user_id
          WHERE t.token_hash = $1",
     )

@@ -95,6 +95,7 @@ async fn register_route(
                 device_id: None,
                 device_display_name: None,
                 ip: peer.map(|p| p.ip().to_string()),
+                refreshable: false,
             }),
         })
         .await?;

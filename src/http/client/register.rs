@@ -70,6 +70,7 @@ async fn register_route(
         device_id: body.device_id.clone(),
         device_display_name: body.initial_device_display_name.clone(),
         ip: req.client_ip.map(|ip| ip.to_string()),
+        refreshable: body.refresh_token,
     });
     let (user_id, session) = accounts
         .create_account(NewAccount {
@@ -85,6 +86,10 @@ async fn register_route(
     if let Some(s) = session {
         response.access_token = Some(s.access_token);
         response.device_id = Some(s.device_id);
+        if let Some((token, lifetime)) = s.refresh {
+            response.refresh_token = Some(token);
+            response.expires_in = Some(lifetime);
+        }
     }
     Ok(response)
 }

@@ -1,10 +1,11 @@
-//! `GET/POST /_matrix/client/v3/login`, `POST /logout`, `POST /logout/all`
+//! `GET/POST /_matrix/client/v3/login`, `POST /refresh`, `POST /logout`, `POST /logout/all`
 //!
-//! [spec](https://spec.matrix.org/latest/client-server-api/#login)
+//! [spec](https://spec.matrix.org/latest/client-server-api/#login),
+//! [spec](https://spec.matrix.org/latest/client-server-api/#post_matrixclientv3refresh)
 
 use axum::Router;
 use ruma::api::client::session::get_login_types::v3::{LoginType, PasswordLoginType};
-use ruma::api::client::session::{get_login_types, login, logout, logout_all};
+use ruma::api::client::session::{get_login_types, login, logout, logout_all, refresh_token};
 use ruma::api::client::uiaa::UserIdentifier;
 
 use crate::account::NewLogin;
@@ -15,6 +16,7 @@ use crate::http::ruma::{Ruma, route};
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, login_types_route);
     let r = route(r, login_route);
+    let r = route(r, refresh_route);
     let r = route(r, logout_route);
     route(r, logout_all_route)
 }
@@ -56,12 +58,31 @@ async fn login_route(
                 device_id: body.device_id,
                 device_display_name: body.initial_device_display_name,
                 ip: req.client_ip.map(|ip| ip.to_string()),
+                refreshable: body.refresh_token,
             },
         )
         .await?;
     let mut response =
         login::v3::Response::new(session.user_id, session.access_token, session.device_id);
     response.home_server = Some(state.accounts.server_name().clone());
+    if let Some((token, lifetime)) = session.refresh {
+        response.refresh_token = Some(token);
+        response.expires_in = Some(lifetime);
+    }
+    Ok(response)
+}
+
+/// # `POST /_matrix/client/v3/refresh`
+async fn refresh_route(
+    state: AppState,
+    req: Ruma<refresh_token::v3::Request>,
+) -> Result<refresh_token::v3::Response> {
+    let session = state.accounts.refresh(&req.body.refresh_token).await?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    if let Some((token, lifetime)) = session.refresh {
+        response.refresh_token = Some(token);
+        response.expires_in_ms = Some(lifetime);
+    }
     Ok(response)
 }
 

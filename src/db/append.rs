@@ -115,6 +115,8 @@ pub struct PushRow<'a> {
     pub stream_ordering: i64,
     pub highlight: bool,
     pub thread_id: &'a str,
+    /// The push rule's actions, a JSON array.
+    pub actions: &'a str,
 }
 
 /// An event to send to the servers with a joined member in its room: also to `also` (the
@@ -181,6 +183,7 @@ struct PushColumns {
     ordering: Vec<i64>,
     highlight: Vec<bool>,
     thread: Vec<String>,
+    actions: Vec<String>,
 }
 
 #[derive(Default, Clone)]
@@ -244,6 +247,7 @@ impl LinkRows {
             self.push.ordering.push(r.stream_ordering);
             self.push.highlight.push(r.highlight);
             self.push.thread.push(r.thread_id.to_owned());
+            self.push.actions.push(r.actions.to_owned());
         }
         for t in &l.txns {
             self.txns.room.push(room);
@@ -305,6 +309,7 @@ impl LinkRows {
         mv(&mut self.push.ordering, &o.push.ordering);
         mv(&mut self.push.highlight, &o.push.highlight);
         mv(&mut self.push.thread, &o.push.thread);
+        mv(&mut self.push.actions, &o.push.actions);
         for (a, b) in [
             (&mut self.written, &o.written),
             (&mut self.cited, &o.cited),
@@ -401,9 +406,10 @@ pub async fn link_rows(
          ),
          push AS (
              INSERT INTO event_push_actions
-                 (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
-             SELECT * FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::bigint[],
-                                  $23::bool[], $24::text[])
+                 (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id, actions)
+             SELECT r, e, u, so, h, t, a::jsonb
+             FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::bigint[], $23::bool[],
+                         $24::text[], $48::text[]) AS x(r, e, u, so, h, t, a)
              ON CONFLICT DO NOTHING
          ),
          filled AS (
@@ -504,6 +510,7 @@ pub async fn link_rows(
     .bind(&r.expect.0)
     .bind(&r.expect.1)
     .bind(&r.expect.2)
+    .bind(&r.push.actions)
     .fetch_one(e)
     .await?;
     Ok(queued)

@@ -24,7 +24,9 @@ CREATE TABLE pushers (
     pushkey               TEXT    NOT NULL,
     -- 'http': the only kind served.
     kind                  TEXT    NOT NULL,
+    -- The application's name as a user would know it, e.g. 'Example Chat'.
     app_display_name      TEXT    NOT NULL,
+    -- The device's name as a user would know it, e.g. "Alice's phone".
     device_display_name   TEXT    NOT NULL,
     -- Which set of device-specific push rules applies (opaque to the server).
     profile_tag           TEXT,

@@ -301,17 +301,19 @@ async fn room_of_two(s: &TestServer) -> (User, User, String) {
     (alice, bob, room)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_reaches_the_gateway_with_its_fields_and_counts() {
+/// A server, a gateway, and alice (with a pusher to the gateway, `extra` in its data) and
+/// bob in a room of two.
+async fn with_pusher(pushkey: &str, extra: Value) -> (TestServer, Gateway, User, User, String) {
     let s = server().await;
     let gw = Gateway::start().await;
     let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(
-        &s,
-        &alice,
-        pusher(&gw.url, "key-a", json!({"extra": "kept"})),
-    )
-    .await;
+    add_pusher(&s, &alice, pusher(&gw.url, pushkey, extra)).await;
+    (s, gw, alice, bob, room)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_the_gateway_with_its_fields_and_counts() {
+    let (s, gw, alice, bob, room) = with_pusher("key-a", json!({"extra": "kept"})).await;
 
     let first = s.send_text(&bob, &room, "hello").await;
     let got = gw.wait_for(1).await;
@@ -372,15 +374,8 @@ async fn a_message_reaches_the_gateway_with_its_fields_and_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_id_only_pushers_are_sent_ids_counts_and_devices() {
-    let s = server().await;
-    let gw = Gateway::start().await;
-    let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(
-        &s,
-        &alice,
-        pusher(&gw.url, "key-ids", json!({"format": "event_id_only"})),
-    )
-    .await;
+    let (s, gw, _alice, bob, room) =
+        with_pusher("key-ids", json!({"format": "event_id_only"})).await;
     let sent = s.send_text(&bob, &room, "secret words").await;
     let got = gw.wait_for(1).await;
     let n = got[0]["notification"].as_object().expect("notification");
@@ -397,10 +392,7 @@ async fn event_id_only_pushers_are_sent_ids_counts_and_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_and_the_notification_delivered_once() {
-    let s = server().await;
-    let gw = Gateway::start().await;
-    let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(&s, &alice, pusher(&gw.url, "key-r", json!({}))).await;
+    let (s, gw, _alice, bob, room) = with_pusher("key-r", json!({})).await;
     // A connection closed on arrival, a request left unanswered past the timeout, then two
     // 503s: each is retried, with backoff, until the gateway takes it.
     gw.with(|g| {
@@ -422,10 +414,7 @@ async fn failures_are_retried_and_the_notification_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_pushkey_loses_its_pusher() {
-    let s = server().await;
-    let gw = Gateway::start().await;
-    let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(&s, &alice, pusher(&gw.url, "key-gone", json!({}))).await;
+    let (s, gw, alice, bob, room) = with_pusher("key-gone", json!({})).await;
     add_pusher(&s, &alice, pusher(&gw.url, "key-kept", json!({}))).await;
     let mut listed = pushkeys(&s, &alice).await;
     listed.sort();
@@ -466,10 +455,7 @@ async fn a_rejected_pushkey_loses_its_pusher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_users_own_messages_are_not_pushed() {
-    let s = server().await;
-    let gw = Gateway::start().await;
-    let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(&s, &alice, pusher(&gw.url, "key-own", json!({}))).await;
+    let (s, gw, alice, bob, room) = with_pusher("key-own", json!({})).await;
     s.send_text(&alice, &room, "talking to myself").await;
     s.send_text(&alice, &room, "still me").await;
     // bob's message comes after alice's: once it is at the gateway, hers would be too.
@@ -724,10 +710,7 @@ async fn notifications_list_pages_and_highlights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_sends_nothing_twice_and_catches_up() {
-    let mut s = server().await;
-    let gw = Gateway::start().await;
-    let (alice, bob, room) = room_of_two(&s).await;
-    add_pusher(&s, &alice, pusher(&gw.url, "key-restart", json!({}))).await;
+    let (mut s, gw, _alice, bob, room) = with_pusher("key-restart", json!({})).await;
     let mut sent = vec![s.send_text(&bob, &room, "before").await];
     gw.wait_for(1).await;
 

@@ -157,27 +157,31 @@ mod tests {
         Pdu::parse("$e".try_into().unwrap(), &ev.to_string()).unwrap()
     }
 
-    fn data(format: Option<PushFormat>) -> HttpPusherData {
-        let mut d = HttpPusherData::new("https://push.example/_matrix/push/v1/notify".into());
-        d.format = format;
-        d.data.insert("extra".into(), json!("kept"));
-        d
-    }
-
-    fn sent(n: &Notification) -> Value {
-        serde_json::from_slice::<Value>(&body(n).unwrap()).unwrap()["notification"].clone()
-    }
-
-    #[test]
-    fn full_format_carries_the_event_and_the_device() {
-        let user = UserId::parse("@alice:x").unwrap();
-        let data = data(None);
+    /// What alice's pusher ("app", "key", set at 12,345.678 s) is sent of `ev`, as JSON.
+    fn sent(
+        ev: &Pdu,
+        format: Option<PushFormat>,
+        room: &RoomFacts,
+        actions: &[Action],
+        unread: u64,
+    ) -> Value {
+        let mut data = HttpPusherData::new("https://push.example/_matrix/push/v1/notify".into());
+        data.format = format;
+        data.data.insert("extra".into(), json!("kept"));
         let target = Target {
             app_id: "app",
             pushkey: "key",
             pushkey_ts: 12_345_678,
             data: &data,
         };
+        let user = UserId::parse("@alice:x").unwrap();
+        let room_id = "!r:x".try_into().unwrap();
+        let n = notification(&user, (ev, room_id), room, actions, &target, unread);
+        serde_json::from_slice::<Value>(&body(&n).unwrap()).unwrap()["notification"].clone()
+    }
+
+    #[test]
+    fn full_format_carries_the_event_and_the_device() {
         let room = RoomFacts {
             name: Some("Room".into()),
             alias: Some("#room:x".try_into().unwrap()),
@@ -187,15 +191,7 @@ mod tests {
             Some(r#"["notify",{"set_tweak":"sound","value":"default"}]"#),
             false,
         );
-        let ev = event("m.room.message", None);
-        let n = sent(&notification(
-            &user,
-            (&ev, "!r:x".try_into().unwrap()),
-            &room,
-            &actions,
-            &target,
-            3,
-        ));
+        let n = sent(&event("m.room.message", None), None, &room, &actions, 3);
         assert_eq!(n["event_id"], "$e");
         assert_eq!(n["room_id"], "!r:x");
         assert_eq!(n["type"], "m.room.message");
@@ -218,25 +214,9 @@ mod tests {
 
     #[test]
     fn plain_notifications_are_low_and_members_see_themselves_as_target() {
-        let user = UserId::parse("@alice:x").unwrap();
-        let data = data(None);
-        let target = Target {
-            app_id: "app",
-            pushkey: "key",
-            pushkey_ts: 0,
-            data: &data,
-        };
         let actions = stored_actions(None, false);
         let ev = event("m.room.member", Some("@alice:x"));
-        let room = RoomFacts::default();
-        let n = sent(&notification(
-            &user,
-            (&ev, "!r:x".try_into().unwrap()),
-            &room,
-            &actions,
-            &target,
-            0,
-        ));
+        let n = sent(&ev, None, &RoomFacts::default(), &actions, 0);
         assert_eq!(n["prio"], "low");
         assert_eq!(n["user_is_target"], true);
         assert!(n.get("counts").is_none(), "zero counts are left out: {n}");
@@ -244,28 +224,13 @@ mod tests {
 
     #[test]
     fn event_id_only_sends_ids_counts_and_device() {
-        let user = UserId::parse("@alice:x").unwrap();
-        let data = data(Some(PushFormat::EventIdOnly));
-        let target = Target {
-            app_id: "app",
-            pushkey: "key",
-            pushkey_ts: 1000,
-            data: &data,
-        };
         let actions = stored_actions(None, true);
-        let ev = event("m.room.message", None);
         let room = RoomFacts {
             name: Some("Room".into()),
             ..RoomFacts::default()
         };
-        let n = sent(&notification(
-            &user,
-            (&ev, "!r:x".try_into().unwrap()),
-            &room,
-            &actions,
-            &target,
-            2,
-        ));
+        let ev = event("m.room.message", None);
+        let n = sent(&ev, Some(PushFormat::EventIdOnly), &room, &actions, 2);
         let mut keys: Vec<&str> = n.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["counts", "devices", "event_id", "room_id"]);

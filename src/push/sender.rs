@@ -144,6 +144,18 @@ impl PushSender {
             }
         };
         let now = Instant::now();
+        {
+            // Backoffs of pushers with nothing left to send (removed since) are forgotten.
+            let keys: std::collections::HashSet<(&str, &str, &str)> = pending
+                .iter()
+                .map(|p| (p.user_id.as_str(), p.app_id.as_str(), p.pushkey.as_str()))
+                .collect();
+            self.pushers.lock().retain(|k, p| {
+                p.in_flight
+                    || p.retry_at.is_some_and(|t| t > now)
+                    || keys.contains(&(k.0.as_str(), k.1.as_str(), k.2.as_str()))
+            });
+        }
         for pusher in pending {
             let key = (
                 pusher.user_id.clone(),
@@ -222,7 +234,7 @@ impl PushSender {
                         self.remove(&pusher).await;
                         return Stop::Gone;
                     }
-                    Ok(Outcome::Retry) => return Stop::Failed("gateway asked to retry".into()),
+                    Ok(Outcome::Retry) => return Stop::Failed("the gateway asked to retry".into()),
                     Err(e) => return Stop::Failed(e),
                 }
                 let key = (
@@ -297,6 +309,7 @@ impl PushSender {
             .map_err(|e| e.to_string())?;
         let outcome = gateway::outcome(status, &answer, &pusher.pushkey);
         match outcome {
+            Outcome::Retry => return Err(format!("the gateway answered {status}")),
             Outcome::Done if !status.is_success() => {
                 tracing::warn!(%status, event_id = %event.event_id, "the push gateway refused a notification; not retried")
             }

@@ -2,9 +2,9 @@
 //!
 //! Module dependencies point one way (scripts/check-layers keeps them so, by rank):
 //! `server → http → app → e2e → { sync, media, push } → federation → ephemeral → room →
-//! account → { keys, notify } → db → config, error`, with leaves beside (`random`, `memory`, `voip`,
-//! `logging`, `planner_stats`). Whatever has news (rooms, ephemeral events, account data,
-//! keys) tells the notifier, which depends on nothing above `db`; `room` never calls
+//! account → { keys, notify } → db → config, error`, with leaves beside (`random`, `memory`,
+//! `voip`, `logging`, `planner_stats`). Whatever has news (rooms, ephemeral events, account
+//! data, keys) tells the notifier, which depends on nothing above `db`; `room` never calls
 //! `federation`: an operation needing both is driven from above.
 //! `app` is the only place that wires modules together.
 

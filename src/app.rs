@@ -12,6 +12,7 @@ use crate::federation::Federation;
 use crate::keys::ServerKeys;
 use crate::media::Media;
 use crate::notify::SyncNotifier;
+use crate::push::Push;
 use crate::room::Rooms;
 use crate::sync::Sync;
 
@@ -28,6 +29,7 @@ pub struct AppState {
     pub e2e: E2e,
     pub ephemeral: Ephemeral,
     pub media: Media,
+    pub push: Push,
 }
 
 impl AppState {
@@ -62,6 +64,12 @@ impl AppState {
             config.server_name(),
             federation.client.clone(),
         )?;
+        let push = Push::new(
+            db.clone(),
+            rooms.clone(),
+            federation.client.clone(),
+            &config.push,
+        );
         Ok(AppState {
             config,
             db,
@@ -73,6 +81,7 @@ impl AppState {
             e2e,
             ephemeral,
             media,
+            push,
         })
     }
 }

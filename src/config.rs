@@ -33,6 +33,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub media: MediaConfig,
     pub voip: VoipConfig,
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             media: MediaConfig::default(),
             voip: VoipConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -220,6 +222,27 @@ impl Default for FederationConfig {
             max_missing_events: 100,
             hierarchy_cache_secs: 3600,
             denied_signing_keys: Vec::new(),
+        }
+    }
+}
+
+/// Sending notifications to push gateways (the pushers users set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Longest a push gateway may take to answer one notification, in seconds; past that the
+    /// notification is retried like a failed one.
+    pub request_timeout_secs: u64,
+    /// Longest wait, in seconds, between retries of a push gateway that fails (timeouts, 5xx,
+    /// connection errors); notifications wait, in order, until it answers.
+    pub max_retry_interval_secs: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            request_timeout_secs: 10,
+            max_retry_interval_secs: 3600,
         }
     }
 }
@@ -558,6 +581,17 @@ impl Config {
         }
         if m.legacy_unauthenticated_before_ms < 0 {
             p.push("media.legacy_unauthenticated_before_ms: must not be negative".to_owned());
+        }
+        for (key, value) in [
+            ("push.request_timeout_secs", self.push.request_timeout_secs),
+            (
+                "push.max_retry_interval_secs",
+                self.push.max_retry_interval_secs,
+            ),
+        ] {
+            if value == 0 {
+                p.push(format!("{key}: must be at least 1"));
+            }
         }
         if p.is_empty() {
             Ok(())

@@ -42,6 +42,8 @@ pub struct RunningServer {
     pub state: AppState,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
+    /// The push sender, which stores where each pusher got to before it ends.
+    push: tokio::task::JoinHandle<()>,
     postgres: Option<ManagedPostgres>,
 }
 
@@ -113,6 +115,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         .federation
         .sender
         .start(state.rooms.outbox_queued(), stop_rx.clone());
+    let push = state.push.start(stop_rx.clone());
     crate::planner_stats::start(state.db.clone(), stop_rx.clone());
     let mut listeners = JoinSet::new();
     let client = &config.listeners.client;
@@ -161,6 +164,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         state,
         stop,
         listeners,
+        push,
         postgres,
     })
 }
@@ -170,6 +174,9 @@ impl RunningServer {
     pub async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop.send(true);
         while self.listeners.join_next().await.is_some() {}
+        if let Err(e) = (&mut self.push).await {
+            tracing::warn!(error = %e, "the push sender ended abnormally");
+        }
         self.state.rooms.close().await;
         self.state.db.close().await;
         if let Some(pg) = self.postgres.take() {

@@ -117,6 +117,8 @@ pub struct PushRow<'a> {
     pub stream_ordering: i64,
     pub highlight: bool,
     pub thread_id: &'a str,
+    /// The push rule's actions, a JSON array.
+    pub actions: &'a str,
 }
 
 /// An event to send to the servers with a joined member in its room: also to `also` (the
@@ -192,6 +194,7 @@ struct PushColumns {
     ordering: Vec<i64>,
     highlight: Vec<bool>,
     thread: Vec<String>,
+    actions: Vec<String>,
 }
 
 #[derive(Default, Clone)]
@@ -255,6 +258,7 @@ impl LinkRows {
             self.push.ordering.push(r.stream_ordering);
             self.push.highlight.push(r.highlight);
             self.push.thread.push(r.thread_id.to_owned());
+            self.push.actions.push(r.actions.to_owned());
         }
         for t in &l.txns {
             self.txns.room.push(room);
@@ -322,6 +326,7 @@ impl LinkRows {
         mv(&mut self.push.ordering, &o.push.ordering);
         mv(&mut self.push.highlight, &o.push.highlight);
         mv(&mut self.push.thread, &o.push.thread);
+        mv(&mut self.push.actions, &o.push.actions);
         for (a, b) in [
             (&mut self.written, &o.written),
             (&mut self.cited, &o.cited),
@@ -423,9 +428,10 @@ pub async fn link_rows(
          ),
          push AS (
              INSERT INTO event_push_actions
-                 (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id)
-             SELECT * FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::bigint[],
-                                  $23::bool[], $24::text[])
+                 (room_nid, event_nid, user_id, stream_ordering, highlight, thread_id, actions)
+             SELECT r, e, u, so, h, t, a::jsonb
+             FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::bigint[], $23::bool[],
+                         $24::text[], $48::text[]) AS x(r, e, u, so, h, t, a)
              ON CONFLICT DO NOTHING
          ),
          filled AS (
@@ -473,7 +479,7 @@ pub async fn link_rows(
          ),
          relations AS (
              INSERT INTO event_relations (event_nid, room_nid, relates_to_id, rel_type)
-             SELECT * FROM unnest($48::bigint[], $49::bigint[], $50::text[], $51::text[])
+             SELECT * FROM unnest($49::bigint[], $50::bigint[], $51::text[], $52::text[])
              ON CONFLICT DO NOTHING
          )
          SELECT (SELECT count(*) FROM outbox),
@@ -531,6 +537,7 @@ pub async fn link_rows(
     .bind(&r.expect.0)
     .bind(&r.expect.1)
     .bind(&r.expect.2)
+    .bind(&r.push.actions)
     .bind(&r.relations.event)
     .bind(&r.relations.room)
     .bind(&r.relations.parent)

@@ -222,6 +222,8 @@ impl OutboundAuth for NoAuthentication {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response body accepted from another server.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+/// Largest answer body kept from a URL posted to (a push gateway's answer is a short list).
+const MAX_URL_RESPONSE: usize = 64 * 1024;
 
 pub struct FederationClient {
     /// Connects to the name in the URL: requests without SRV delegation, well-known files.
@@ -307,7 +309,7 @@ impl FederationClient {
     {
         let response = self.dispatch(destination, request, None).await?;
         let status = response.status();
-        let bytes = read_limited(response)
+        let bytes = read_limited(response, MAX_RESPONSE)
             .await
             .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
         if !status.is_success() {
@@ -338,7 +340,9 @@ impl FederationClient {
         let response = self.dispatch(destination, request, Some(timeout)).await?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = read_limited(response).await.unwrap_or_default();
+            let bytes = read_limited(response, MAX_RESPONSE)
+                .await
+                .unwrap_or_default();
             return Err(remote_error(destination, status, &bytes));
         }
         Ok(response)
@@ -425,7 +429,9 @@ impl FederationClient {
             .map_err(|e| FederationError::Unreachable(destination.to_owned(), e.to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = read_limited(response).await.unwrap_or_default();
+            let bytes = read_limited(response, MAX_RESPONSE)
+                .await
+                .unwrap_or_default();
             return Err(remote_error(destination, status, &bytes));
         }
         Ok(response)
@@ -440,17 +446,64 @@ impl FederationClient {
         url: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, FederationError> {
-        let failed = |reason: String| FederationError::Url {
-            url: url.to_owned(),
-            reason,
-        };
-        let parsed = reqwest::Url::parse(url).map_err(|e| failed(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(failed("only http and https URLs are fetched".to_owned()));
+        let parsed = self.reachable_url(url).await?;
+        let response = self
+            .http
+            .get(parsed)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| url_failed(url, e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(url_failed(url, format!("answered {}", response.status())));
         }
-        let host = parsed.host().ok_or_else(|| failed("no host".to_owned()))?;
-        // The resolver checks every connection; checking first too lets a refusal be told
-        // apart from an unreachable host.
+        Ok(response)
+    }
+
+    /// POST a JSON `body` to an `http(s)` URL that is not a Matrix server's (a push
+    /// gateway), unsigned, through the same address guard as federation. Any answer comes
+    /// back, whatever its status, with its body (at most `MAX_URL_RESPONSE` bytes); an error
+    /// means no answer came within `timeout` (refused address, connection failure, timeout).
+    #[tracing::instrument(name = "url_request", skip_all, fields(%url))]
+    pub async fn post_json_url(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, Bytes), FederationError> {
+        let parsed = self.reachable_url(url).await?;
+        let exchange = async {
+            let response = self
+                .http
+                .post(parsed)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, read_limited(response, MAX_URL_RESPONSE).await?))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(url_failed(url, e.to_string())),
+            Err(_) => Err(url_failed(url, format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// `url` parsed, if it is `http(s)` and its host has an address outbound requests may
+    /// reach. The resolver checks every connection; checking first too lets a refusal be told
+    /// apart from an unreachable host.
+    async fn reachable_url(&self, url: &str) -> Result<reqwest::Url, FederationError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| url_failed(url, e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(url_failed(
+                url,
+                "only http and https URLs are fetched".to_owned(),
+            ));
+        }
+        let host = parsed
+            .host()
+            .ok_or_else(|| url_failed(url, "no host".to_owned()))?;
         let allowed = match literal_ip(&host) {
             Some(ip) => self.guard.allows(ip),
             None => {
@@ -458,24 +511,21 @@ impl FederationClient {
                 let name = host.to_string();
                 tokio::net::lookup_host((name.as_str(), port))
                     .await
-                    .map_err(|e| failed(e.to_string()))?
+                    .map_err(|e| url_failed(url, e.to_string()))?
                     .any(|a| self.guard.allows(a.ip()))
             }
         };
         if !allowed {
             return Err(FederationError::ForbiddenUrl(url.to_owned()));
         }
-        let response = self
-            .http
-            .get(parsed)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(format!("answered {}", response.status())));
-        }
-        Ok(response)
+        Ok(parsed)
+    }
+}
+
+fn url_failed(url: &str, reason: String) -> FederationError {
+    FederationError::Url {
+        url: url.to_owned(),
+        reason,
     }
 }
 
@@ -504,10 +554,14 @@ fn remote_error(
     }
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+/// The body, cut at `max` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Bytes, reqwest::Error> {
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
-        if buf.len() + chunk.len() > MAX_RESPONSE {
+        if buf.len() + chunk.len() > max {
             break;
         }
         buf.extend_from_slice(&chunk);

@@ -74,7 +74,9 @@ where
                 parsed = again;
             }
         }
-        let body = parsed.map_err(|e| parse_error(e, &bytes))?;
+        let body = parsed.map_err(|e| {
+            precise_parse_error::<T>(&bytes).unwrap_or_else(|| parse_error(e, &bytes))
+        })?;
         Ok(Ruma {
             body,
             auth,
@@ -115,6 +117,17 @@ fn carries_signed_pdus<T: 'static>() -> bool {
         TypeId::of::<create_invite::v2::Request>(),
     ]
     .contains(&TypeId::of::<T>())
+}
+
+/// For endpoints whose spec names a more precise error than the parser's for a body it
+/// refused: the required keys a `/pushers/set` body lacks answer `M_MISSING_PARAM`.
+fn precise_parse_error<T: 'static>(bytes: &[u8]) -> Option<Error> {
+    use ruma::api::client::push::set_pusher;
+    use std::any::TypeId;
+    if TypeId::of::<T>() == TypeId::of::<set_pusher::v3::Request>() {
+        return super::client::missing_set_pusher_params(bytes);
+    }
+    None
 }
 
 /// ruma's parser for `T`. Parsers are not all panic-free on hostile input (a login body

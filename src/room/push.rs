@@ -20,10 +20,19 @@ use crate::account::PushRulesVersion;
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
-/// Who an event notifies: (user_id, highlight), and the thread it belongs to.
+/// Who an event notifies, and the thread it belongs to.
 pub struct Notified {
     pub thread_id: String,
-    pub users: Vec<(String, bool)>,
+    pub users: Vec<NotifiedUser>,
+}
+
+/// One local user an event notifies.
+pub struct NotifiedUser {
+    pub user_id: String,
+    pub highlight: bool,
+    /// The actions of the push rule that matched, as a JSON array (push gateway tweaks,
+    /// /notifications).
+    pub actions: String,
 }
 
 impl Notified {
@@ -33,15 +42,14 @@ impl Notified {
         event_nid: i64,
         stream_ordering: i64,
     ) -> impl Iterator<Item = db::append::PushRow<'_>> {
-        self.users
-            .iter()
-            .map(move |(user_id, highlight)| db::append::PushRow {
-                event_nid,
-                user_id,
-                stream_ordering,
-                highlight: *highlight,
-                thread_id: &self.thread_id,
-            })
+        self.users.iter().map(move |u| db::append::PushRow {
+            event_nid,
+            user_id: &u.user_id,
+            stream_ordering,
+            highlight: u.highlight,
+            thread_id: &self.thread_id,
+            actions: &u.actions,
+        })
     }
 }
 
@@ -188,7 +196,12 @@ impl PushContext {
             ctx.power_levels = self.power.clone();
             let actions = ruleset.get_actions(&raw, &ctx).await;
             if actions.iter().any(|a| a.should_notify()) {
-                users.push((user.to_string(), actions.iter().any(|a| a.is_highlight())));
+                users.push(NotifiedUser {
+                    user_id: user.to_string(),
+                    highlight: actions.iter().any(|a| a.is_highlight()),
+                    actions: serde_json::to_string(actions)
+                        .map_err(|e| Error::internal(e.to_string()))?,
+                });
             }
         }
         Ok(Notified { thread_id, users })

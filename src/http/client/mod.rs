@@ -21,6 +21,7 @@ mod pages;
 mod presence;
 mod profile;
 mod push_rules;
+mod pushers;
 mod receipt;
 mod register;
 mod relations;
@@ -35,6 +36,8 @@ mod typing;
 mod voip;
 
 use axum::Router;
+
+pub(super) use pushers::missing_set_pusher_params;
 
 use crate::account::AuthedUser;
 use crate::app::AppState;
@@ -70,6 +73,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = profile::routes(r);
     let r = account_data::routes(r);
     let r = push_rules::routes(r);
+    let r = pushers::routes(r);
     let r = filter::routes(r);
     let r = room::routes(r);
     let r = directory::routes(r);

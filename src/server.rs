@@ -103,8 +103,22 @@ pub async fn recover_room(config: Config, room_id: &str, via: &str) -> Result<()
     result
 }
 
+/// Listeners bound before the server starts, to serve on instead of binding the configured
+/// addresses: whoever must know a port before the server runs (a server name that holds it)
+/// binds it first and keeps it, so no other process can take it in between.
+#[derive(Debug, Default)]
+pub struct Bound {
+    pub client: Option<std::net::TcpListener>,
+    pub federation: Option<std::net::TcpListener>,
+}
+
 /// Start everything the configuration asks for and return once listeners are bound.
 pub async fn start(config: Config) -> Result<RunningServer> {
+    start_bound(config, Bound::default()).await
+}
+
+/// [`start`], serving on the listeners of `bound` where given.
+pub async fn start_bound(config: Config, bound: Bound) -> Result<RunningServer> {
     let (state, postgres) = open(config).await?;
     state.rooms.open_connections().await;
     let config = state.config.clone();
@@ -122,7 +136,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     let limits = ConnectionLimits::of(&config.limits);
     let client_addr = bind_and_serve(
         &mut listeners,
-        (&client.address, client.port),
+        (&client.address, client.port, bound.client),
         tls_acceptor(
             client.tls_certificate.as_deref(),
             client.tls_private_key.as_deref(),
@@ -138,7 +152,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         Some(
             bind_and_serve(
                 &mut listeners,
-                (&fed.address, fed.port),
+                (&fed.address, fed.port, bound.federation),
                 tls_acceptor(
                     fed.tls_certificate.as_deref(),
                     fed.tls_private_key.as_deref(),
@@ -215,15 +229,21 @@ async fn wait_for_signal() {
 
 async fn bind_and_serve(
     set: &mut JoinSet<()>,
-    (address, port): (&str, u16),
+    (address, port, bound): (&str, u16, Option<std::net::TcpListener>),
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
-    let listener = TcpListener::bind((address, port))
-        .await
-        .map_err(|e| Error::internal(format!("cannot listen on {address}:{port}: {e}")))?;
+    let cannot =
+        |e: std::io::Error| Error::internal(format!("cannot listen on {address}:{port}: {e}"));
+    let listener = match bound {
+        Some(l) => {
+            l.set_nonblocking(true).map_err(cannot)?;
+            TcpListener::from_std(l).map_err(cannot)?
+        }
+        None => TcpListener::bind((address, port)).await.map_err(cannot)?,
+    };
     let addr = listener.local_addr()?;
     set.spawn(serve(listener, tls, app, limits, stop));
     Ok(addr)

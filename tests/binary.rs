@@ -8,12 +8,38 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Spawn `cmd` (a `trellis serve` logging JSON to stdout, its client listener on port 0)
+/// and read, from its log, the port it bound. The log is drained to its end by a thread of
+/// its own, so the child never blocks on a full pipe.
+fn spawn_listening(cmd: &mut Command) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let addr = v["fields"]["client_addr"]
+                .as_str()
+                .or(v["client_addr"].as_str());
+            if let Some(port) = addr
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(port) => (child, port),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("trellis did not log its listening address");
+        }
+    }
 }
 
 #[test]
@@ -123,26 +149,24 @@ fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus
 async fn managed_postgres_serve_restart_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     let spawn = || {
-        Command::new(BIN)
-            .arg("serve")
-            .env("TRELLIS_SERVER_NAME", "managed.test")
-            .env("TRELLIS_DATA_DIR", &data)
-            .env("TRELLIS_LISTENERS__CLIENT__PORT", port.to_string())
-            .env("TRELLIS_LISTENERS__FEDERATION__ENABLED", "false")
-            .env("TRELLIS_REGISTRATION__ENABLED", "true")
-            .env("TRELLIS_REGISTRATION__OPEN_WITHOUT_VERIFICATION", "true")
-            .env("TRELLIS_LOG__FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        spawn_listening(
+            Command::new(BIN)
+                .arg("serve")
+                .env("TRELLIS_SERVER_NAME", "managed.test")
+                .env("TRELLIS_DATA_DIR", &data)
+                .env("TRELLIS_LISTENERS__CLIENT__PORT", "0")
+                .env("TRELLIS_LISTENERS__FEDERATION__ENABLED", "false")
+                .env("TRELLIS_REGISTRATION__ENABLED", "true")
+                .env("TRELLIS_REGISTRATION__OPEN_WITHOUT_VERIFICATION", "true")
+                .env("TRELLIS_LOG__FORMAT", "json")
+                .stderr(Stdio::null()),
+        )
     };
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut child = spawn();
+    let (mut child, port) = spawn();
+    let base = format!("http://127.0.0.1:{port}");
     wait_until_up(port, &mut child);
     assert!(
         postgres_processes_under(&data) > 0,
@@ -177,7 +201,9 @@ async fn managed_postgres_serve_restart_and_sigterm() {
         "no postgres left behind"
     );
 
-    let mut child = spawn();
+    // A new process binds a new port.
+    let (mut child, port) = spawn();
+    let base = format!("http://127.0.0.1:{port}");
     wait_until_up(port, &mut child);
     let res = http
         .post(format!("{base}/_matrix/client/v3/login"))

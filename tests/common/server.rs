@@ -60,19 +60,35 @@ pub async fn test_config() -> (Config, tempfile::TempDir) {
     (c, dir)
 }
 
-/// A free loopback port (the listener is dropped; a race with another process is unlikely).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Federation listeners bound by [`make_federating`] (whose port is in the server name)
+/// before their server starts, by port: the server takes its own when it boots, so the port
+/// is never free for another process to take in between.
+static RESERVED: std::sync::Mutex<Vec<(u16, std::net::TcpListener)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Bind a loopback port and keep it for the server that will serve on it.
+fn reserve_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("bound address").port();
+    RESERVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((port, listener));
+    port
+}
+
+/// The listener reserved for `port`, if any (taken: a restart binds the port again).
+fn take_reserved(port: u16) -> Option<std::net::TcpListener> {
+    let mut reserved = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = reserved.iter().position(|(p, _)| *p == port)?;
+    Some(reserved.swap_remove(i).1)
 }
 
 /// Make `config` a federating server on 127.0.0.1: its server name is `127.0.0.1:<port>`
 /// (so discovery connects directly), its federation listener serves TLS with a self-signed
 /// certificate, and outbound federation may reach loopback without checking certificates.
 pub fn make_federating(config: &mut Config) {
-    let port = free_port();
+    let port = reserve_port();
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
             .expect("self-signed certificate");
@@ -131,7 +147,15 @@ impl TestServer {
         init_test_logging();
         let config = self.config.clone();
         config.validate().expect("test config is valid");
-        let running = trellis::server::start(config).await.expect("server starts");
+        // The first boot serves on the port reserved for the server name; a restart binds
+        // the same port again, just freed by the stop.
+        let bound = trellis::server::Bound {
+            client: None,
+            federation: take_reserved(config.listeners.federation.port),
+        };
+        let running = trellis::server::start_bound(config, bound)
+            .await
+            .expect("server starts");
         self.api.base = format!("http://{}", running.client_addr);
         self.running = Some(running);
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use ruma::api::federation::backfill::get_backfill;
 use ruma::api::federation::event::{get_event, get_room_state_ids};
-use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt};
+use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt, UserId};
 use serde_json::value::RawValue;
 
 use super::Federation;
@@ -16,6 +16,22 @@ use super::pdu::verify_pdus;
 use crate::error::{Error, Result};
 use crate::room::Rooms;
 use crate::room::remote::{Incoming, Outcome};
+use crate::room::timeline::{EventFilter, Page, TopoToken};
+
+/// How long `/messages` may wait for other servers' history before answering with what it
+/// has.
+const BACKFILL_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a client asks of `/messages`.
+pub struct MessagesQuery {
+    pub from: Option<TopoToken>,
+    pub to: Option<TopoToken>,
+    pub forward: bool,
+    pub limit: i64,
+    pub filter: EventFilter,
+    /// Whether history we lack may be fetched from other servers.
+    pub backfill: bool,
+}
 
 /// Servers asked for one backfill, in turn, before giving up.
 const BACKFILL_SERVERS: usize = 3;
@@ -25,6 +41,36 @@ const FETCH_CONCURRENCY: usize = 16;
 const MAX_STATE_EVENTS: usize = 50_000;
 
 impl Federation {
+    /// A page of a room's timeline for `user` (`/messages`). Paging back past the history
+    /// we hold fetches more from the room's other servers, within a time budget, and then
+    /// answers as if it had been here all along.
+    #[tracing::instrument(skip_all, fields(%user, %room_id))]
+    pub async fn messages(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        room_id: &RoomId,
+        q: MessagesQuery,
+    ) -> Result<Page> {
+        let read = || rooms.messages(user, room_id, q.from, q.to, q.forward, q.limit, &q.filter);
+        let page = read().await?;
+        if q.forward || page.end.is_some() || !q.backfill {
+            return Ok(page);
+        }
+        let fetch = self.backfill(
+            rooms,
+            room_id,
+            u32::try_from(q.limit.clamp(10, 100)).unwrap_or(100),
+        );
+        match tokio::time::timeout(BACKFILL_BUDGET, fetch).await {
+            Ok(Ok(n)) if n > 0 => return read().await,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::info!(error = %e, "backfill failed"),
+            Err(_) => tracing::info!("backfill ran out of time"),
+        }
+        Ok(page)
+    }
+
     /// Fetch up to `limit` events of history before the room's backward extremities from
     /// the servers in the room, and store them. Returns how many were stored.
     pub async fn backfill(&self, rooms: &Rooms, room_id: &RoomId, limit: u32) -> Result<usize> {

@@ -515,6 +515,30 @@ fn strip(v: &serde_json::Value) -> serde_json::Value {
 }
 
 impl Federation {
+    /// Create a room (`createRoom`): the room with its local invitees, then an invite to
+    /// each invitee on another server, through their server (an invite they never
+    /// countersigned would not reach them).
+    pub async fn create_room(
+        &self,
+        rooms: &Rooms,
+        creator: &UserId,
+        req: crate::room::create::CreateRoom,
+    ) -> Result<ruma::OwnedRoomId> {
+        let remote: Vec<ruma::OwnedUserId> = req
+            .invite
+            .iter()
+            .filter(|u| u.server_name() != rooms.server_name())
+            .cloned()
+            .collect();
+        let is_direct = req.is_direct;
+        let room_id = rooms.create_room(creator, req).await?;
+        for invitee in &remote {
+            self.invite_remote(rooms, creator, &room_id, invitee, None, is_direct)
+                .await?;
+        }
+        Ok(room_id)
+    }
+
     /// The room a client names by ID or alias, and the servers to ask about it: those the
     /// client gave (`via`), then, for another server's alias, those its directory names and
     /// the alias's own server.

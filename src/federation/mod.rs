@@ -13,6 +13,7 @@ pub mod membership;
 pub mod pdu;
 pub mod recovery;
 pub mod sender;
+pub mod share;
 pub mod summary;
 pub mod template;
 

@@ -13,6 +13,7 @@ use ruma::serde::Raw;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::federation::backfill::MessagesQuery;
 use crate::http::ruma::{Ruma, route};
 use crate::room::pdu::NewContent;
 use crate::room::raw;
@@ -86,9 +87,6 @@ async fn redact_route(
     Ok(redact_event::v3::Response::new(event_id))
 }
 
-/// How long a /messages request may wait on other servers for history.
-const BACKFILL_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
 async fn messages_route(
     state: AppState,
@@ -114,38 +112,27 @@ async fn messages_route(
         ),
         None => None,
     };
-    let filter = EventFilter::from(&body.filter);
-    let limit = i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX);
-    let user = &req.auth.user_id;
-    let mut page = state
-        .rooms
-        .messages(user, &body.room_id, from, to, forward, limit, &filter)
-        .await?;
-    // Paging back past the history we hold: fetch more from the room's other servers,
-    // within a time budget, then answer as if it had been here all along. The unstable
-    // `backfill=false` answers from local data only.
+    // The unstable `backfill=false` answers from local data only.
     let local_only = req
         .query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|kv| kv == "backfill=false"));
-    if !forward && page.end.is_none() && !local_only {
-        let fetch = state.federation.backfill(
+    let page = state
+        .federation
+        .messages(
             &state.rooms,
+            &req.auth.user_id,
             &body.room_id,
-            u32::try_from(limit.clamp(10, 100)).unwrap_or(100),
-        );
-        match tokio::time::timeout(BACKFILL_BUDGET, fetch).await {
-            Ok(Ok(n)) if n > 0 => {
-                page = state
-                    .rooms
-                    .messages(user, &body.room_id, from, to, forward, limit, &filter)
-                    .await?;
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::info!(room_id = %body.room_id, error = %e, "backfill failed"),
-            Err(_) => tracing::info!(room_id = %body.room_id, "backfill ran out of time"),
-        }
-    }
+            MessagesQuery {
+                from,
+                to,
+                forward,
+                limit: i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX),
+                filter: EventFilter::from(&body.filter),
+                backfill: !local_only,
+            },
+        )
+        .await?;
     let mut response = get_message_events::v3::Response::new();
     // The spec: `start` is the `from` the client gave.
     response.start = body.from.clone().unwrap_or_else(|| page.start.to_string());

@@ -41,12 +41,9 @@ async fn set_presence_route(
     require_self(&req.auth, &req.body.user_id)?;
     let body = req.body;
     let user = &req.auth.user_id;
-    if state
-        .ephemeral
-        .set_presence(user, body.presence, body.status_msg)?
-    {
-        let view = state.ephemeral.presence(user, user).await?;
-        state.federation.send_presence(user, &view).await?;
-    }
+    state
+        .federation
+        .presence(&state.ephemeral, user, body.presence, body.status_msg)
+        .await?;
     Ok(set_presence::v3::Response::new())
 }

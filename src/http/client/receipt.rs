@@ -6,11 +6,10 @@
 
 use axum::Router;
 use ruma::api::client::read_marker::set_read_marker;
-use ruma::api::client::receipt::create_receipt::v3::{self, ReceiptType};
+use ruma::api::client::receipt::create_receipt::v3;
 
 use crate::app::AppState;
-use crate::ephemeral::receipts::ReceiptKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -23,41 +22,18 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// `m.read` and `m.read.private` (optionally per thread) become receipts; `m.fully_read` moves
 /// the fully-read marker, as the spec allows on this endpoint too.
 async fn receipt_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Response> {
-    let user = &req.auth.user_id;
     let body = &req.body;
-    let kind = match &body.receipt_type {
-        ReceiptType::Read => ReceiptKind::Read,
-        ReceiptType::ReadPrivate => ReceiptKind::ReadPrivate,
-        ReceiptType::FullyRead => {
-            state
-                .ephemeral
-                .set_read_markers(user, &body.room_id, Some(&body.event_id), None, None)
-                .await?;
-            return Ok(v3::Response::new());
-        }
-        other => {
-            return Err(Error::invalid_param(format!(
-                "Unsupported receipt type {}",
-                other.as_str()
-            )));
-        }
-    };
     state
-        .ephemeral
-        .set_receipt(user, &body.room_id, kind, &body.thread, &body.event_id)
+        .federation
+        .receipt(
+            (&state.rooms, &state.ephemeral),
+            &req.auth.user_id,
+            &body.room_id,
+            &body.receipt_type,
+            &body.thread,
+            &body.event_id,
+        )
         .await?;
-    if kind == ReceiptKind::Read {
-        state
-            .federation
-            .send_read_receipt(
-                &state.rooms,
-                &body.room_id,
-                user,
-                &body.event_id,
-                &body.thread,
-            )
-            .await?;
-    }
     Ok(v3::Response::new())
 }
 
@@ -67,27 +43,19 @@ async fn read_markers_route(
     req: Ruma<set_read_marker::v3::Request>,
 ) -> Result<set_read_marker::v3::Response> {
     let body = &req.body;
+    let markers = (
+        body.fully_read.as_deref(),
+        body.read_receipt.as_deref(),
+        body.private_read_receipt.as_deref(),
+    );
     state
-        .ephemeral
-        .set_read_markers(
+        .federation
+        .read_markers(
+            (&state.rooms, &state.ephemeral),
             &req.auth.user_id,
             &body.room_id,
-            body.fully_read.as_deref(),
-            body.read_receipt.as_deref(),
-            body.private_read_receipt.as_deref(),
+            markers,
         )
         .await?;
-    if let Some(event_id) = body.read_receipt.as_deref() {
-        state
-            .federation
-            .send_read_receipt(
-                &state.rooms,
-                &body.room_id,
-                &req.auth.user_id,
-                event_id,
-                &ruma::events::receipt::ReceiptThread::Unthreaded,
-            )
-            .await?;
-    }
     Ok(set_read_marker::v3::Response::new())
 }

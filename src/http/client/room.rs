@@ -109,8 +109,9 @@ async fn create_room_route(
         .await
         .unwrap_or((None, None));
     let room_id = state
-        .rooms
+        .federation
         .create_room(
+            &state.rooms,
             &user.user_id,
             CreateRoom {
                 version: body.room_version,
@@ -119,7 +120,7 @@ async fn create_room_route(
                 name: body.name,
                 topic: body.topic,
                 alias_localpart: body.room_alias_name,
-                invite: body.invite.clone(),
+                invite: body.invite,
                 is_direct: body.is_direct,
                 creation_content,
                 power_level_override,
@@ -129,22 +130,5 @@ async fn create_room_route(
             },
         )
         .await?;
-    for invitee in body
-        .invite
-        .iter()
-        .filter(|u| u.server_name() != state.rooms.server_name())
-    {
-        state
-            .federation
-            .invite_remote(
-                &state.rooms,
-                &user.user_id,
-                &room_id,
-                invitee,
-                None,
-                body.is_direct,
-            )
-            .await?;
-    }
     Ok(create_room::v3::Response::new(room_id))
 }

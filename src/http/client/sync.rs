@@ -77,16 +77,10 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
             body.set_presence.as_str()
         )));
     }
-    if state
-        .ephemeral
-        .presence_from_sync(&user.user_id, &body.set_presence)
-    {
-        let view = state
-            .ephemeral
-            .presence(&user.user_id, &user.user_id)
-            .await?;
-        state.federation.send_presence(&user.user_id, &view).await?;
-    }
+    state
+        .federation
+        .presence_from_sync(&state.ephemeral, &user.user_id, &body.set_presence)
+        .await?;
     let result = state.sync.sync(&user.user_id, request).await?;
 
     let per_thread = filter.room.timeline.unread_thread_notifications;

@@ -24,10 +24,9 @@ async fn typing_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Res
         Typing::No => None,
     };
     let (user, room_id) = (&req.auth.user_id, &req.body.room_id);
-    state.ephemeral.set_typing(user, room_id, timeout).await?;
     state
         .federation
-        .send_typing(&state.rooms, room_id, user, timeout.is_some())
+        .typing((&state.rooms, &state.ephemeral), user, room_id, timeout)
         .await?;
     Ok(v3::Response::new())
 }

@@ -461,6 +461,27 @@ async fn outbound_device_list_updates_chain_their_stream_ids() {
         dest,
         vec![OwnedServerName::try_from("remote.test").expect("name")]
     );
+    // Renaming a device changes the list other servers keep: they are told.
+    let (status, _) = b
+        .put(
+            &format!("/_matrix/client/v3/devices/{}", bob.device_id),
+            bob.t(),
+            &json!({"display_name": "Renamed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let queued: Vec<(String, String)> = sqlx::query_as(
+        "SELECT destination, edu::text FROM federation_outbox WHERE edu IS NOT NULL",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("outbox");
+    assert!(
+        queued.iter().any(|(d, edu)| d == "remote.test"
+            && edu.contains("m.device_list_update")
+            && edu.contains("Renamed")),
+        "{queued:?}"
+    );
     b.shutdown().await;
 }
 

@@ -12,9 +12,10 @@
 //! (`/sync` `device_lists.changed`, `/keys/changes`). The `prev_id` chain of inbound updates
 //! therefore needs no checking; their `stream_id` only lets us drop repeats.
 //!
-//! Outbound EDUs are built here and queued by the caller: [`E2e::device_list_update_edu`],
+//! Outbound EDUs are built here ([`E2e::device_list_update_edu`],
 //! [`E2e::signing_key_update_edu`], [`E2e::device_list_destinations`], and the
-//! `m.direct_to_device` contents that [`E2e::send_to_device`] returns.
+//! `m.direct_to_device` contents that [`E2e::send_to_device`] returns) and queued by
+//! `share`.
 
 use std::collections::BTreeMap;
 

@@ -6,11 +6,13 @@
 //!
 //! Across servers: [`remote`] asks other servers for their users' keys (the network leg is
 //! handed in by the caller), [`federation`] answers other servers and handles the EDUs of
-//! device lists and to-device messages.
+//! device lists and to-device messages, and [`share`] tells other servers of our users'
+//! changes.
 
 pub mod backup;
 pub mod federation;
 pub mod remote;
+pub mod share;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -74,6 +74,11 @@ async fn update_device_route(
             req.body.display_name.as_deref(),
         )
         .await?;
+    // The name is part of the device list other servers keep.
+    state
+        .e2e
+        .share_device_change(&state.federation, &req.auth.user_id, &req.body.device_id)
+        .await?;
     Ok(update_device::v3::Response::new())
 }
 
@@ -101,12 +106,15 @@ async fn delete_device_route(
         .accounts
         .delete_devices(&user.user_id, &[req.body.device_id.to_string()])
         .await?;
-    tell_other_servers(
-        &state,
-        &user.user_id,
-        std::slice::from_ref(&req.body.device_id),
-    )
-    .await?;
+    state
+        .e2e
+        .share_device_changes(
+            &state.federation,
+            &user.user_id,
+            std::slice::from_ref(&req.body.device_id),
+            true,
+        )
+        .await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -127,26 +135,9 @@ async fn delete_devices_route(
         .await?;
     let ids: Vec<String> = req.body.devices.iter().map(ToString::to_string).collect();
     state.accounts.delete_devices(&user.user_id, &ids).await?;
-    tell_other_servers(&state, &user.user_id, &req.body.devices).await?;
+    state
+        .e2e
+        .share_device_changes(&state.federation, &user.user_id, &req.body.devices, true)
+        .await?;
     Ok(delete_devices::v3::Response::new())
-}
-
-/// Servers sharing a room with the user learn that these devices are gone.
-async fn tell_other_servers(
-    state: &AppState,
-    user: &ruma::UserId,
-    devices: &[ruma::OwnedDeviceId],
-) -> Result<()> {
-    let destinations = state.e2e.device_list_destinations(user).await?;
-    if destinations.is_empty() {
-        return Ok(());
-    }
-    for device in devices {
-        let edu = state.e2e.device_list_update_edu(user, device, true).await?;
-        state
-            .federation
-            .queue_edu_for(&destinations, "m.device_list_update", &edu)
-            .await?;
-    }
-    Ok(())
 }

@@ -42,20 +42,10 @@ async fn upload_keys_route(
             },
         )
         .await?;
-    let user = &req.auth.user_id;
-    let destinations = match uploaded.device_keys_changed {
-        true => state.e2e.device_list_destinations(user).await?,
-        false => Vec::new(),
-    };
-    // Each EDU starts a new version of the list: made only when someone is to be told.
-    if !destinations.is_empty() {
-        let edu = state
-            .e2e
-            .device_list_update_edu(user, &req.auth.device_id, false)
-            .await?;
+    if uploaded.device_keys_changed {
         state
-            .federation
-            .queue_edu_for(&destinations, "m.device_list_update", &edu)
+            .e2e
+            .share_device_change(&state.federation, &req.auth.user_id, &req.auth.device_id)
             .await?;
     }
     Ok(upload_keys::v3::Response::new(uploaded.counts))
@@ -135,14 +125,10 @@ async fn upload_signing_keys_route(
             },
         )
         .await?;
-    let destinations = state.e2e.device_list_destinations(&user.user_id).await?;
-    if !destinations.is_empty() {
-        let edu = state.e2e.signing_key_update_edu(&user.user_id).await?;
-        state
-            .federation
-            .queue_edu_for(&destinations, "m.signing_key_update", &edu)
-            .await?;
-    }
+    state
+        .e2e
+        .share_signing_keys(&state.federation, &user.user_id)
+        .await?;
     Ok(upload_signing_keys::v3::Response::new())
 }
 

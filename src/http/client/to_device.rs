@@ -28,24 +28,14 @@ async fn send_to_device_route(
     {
         return Err(Error::bad_json("To-device content must be a JSON object"));
     }
-    let remote = state
+    state
         .e2e
-        .send_to_device(
+        .deliver_to_device(
+            &state.federation,
             &req.auth,
-            &body.event_type,
-            body.txn_id.as_str(),
+            (&body.event_type, body.txn_id.as_str()),
             &body.messages,
         )
         .await?;
-    for (destination, content) in &remote {
-        state
-            .federation
-            .queue_edu_for(
-                std::slice::from_ref(destination),
-                "m.direct_to_device",
-                content,
-            )
-            .await?;
-    }
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -435,6 +435,25 @@ async fn invite_kick_ban_unban_join() {
         403,
         "M_FORBIDDEN",
     );
+    // A banned user is unbanned, not kicked; only a member is kicked; only the banned are
+    // unbanned.
+    let stranger = s.register("stranger", "stranger-password").await;
+    for (action, who) in [
+        ("kick", &guest.user_id),
+        ("kick", &stranger.user_id),
+        ("unban", &stranger.user_id),
+    ] {
+        assert_error(
+            &s.post(
+                &format!("/_matrix/client/v3/rooms/{room}/{action}"),
+                owner.t(),
+                &json!({"user_id": who}),
+            )
+            .await,
+            403,
+            "M_FORBIDDEN",
+        );
+    }
     // Unban, invite, join.
     let r = s
         .post(

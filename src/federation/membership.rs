@@ -8,6 +8,7 @@ use ruma::api::federation::membership::{
 };
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
 };
@@ -609,7 +610,7 @@ impl Federation {
         let room = rooms.room(room_id).await?;
         if rooms.is_resident(&room).await? {
             rooms
-                .act_on_member(user, room_id, user, "leave", reason)
+                .act_on_member(user, room_id, user, MembershipState::Leave, reason)
                 .await?;
             return Ok(());
         }
@@ -636,7 +637,7 @@ impl Federation {
     ) -> Result<()> {
         if invitee.server_name() == rooms.server_name() {
             rooms
-                .act_on_member(sender, room_id, invitee, "invite", reason)
+                .act_on_member(sender, room_id, invitee, MembershipState::Invite, reason)
                 .await?;
         } else {
             self.invite_remote(rooms, sender, room_id, invitee, reason, false)

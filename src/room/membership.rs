@@ -7,6 +7,7 @@ use super::Rooms;
 use crate::db;
 use crate::error::{Error, Result};
 use ruma::events::StateEventType;
+use ruma::events::room::member::MembershipState;
 
 impl Rooms {
     /// The room an ID or alias names (aliases on this server).
@@ -36,8 +37,15 @@ impl Rooms {
         let room = self.room(room_id).await?;
         let mut extra = self.join_content(&room, user).await?;
         set_profile(&mut extra, profile);
-        self.set_membership(user, room_id, user, "join", reason, Some(extra))
-            .await?;
+        self.set_membership(
+            user,
+            room_id,
+            user,
+            MembershipState::Join,
+            reason,
+            Some(extra),
+        )
+        .await?;
         Ok(())
     }
 
@@ -112,7 +120,14 @@ impl Rooms {
                 continue;
             }
             let sent = self
-                .set_membership(user, &room_id, user, "join", None, Some(content))
+                .set_membership(
+                    user,
+                    &room_id,
+                    user,
+                    MembershipState::Join,
+                    None,
+                    Some(content),
+                )
                 .await;
             if let Err(e) = sent {
                 tracing::warn!(%room_id, %user, error = %e, "profile change not sent to room");
@@ -124,7 +139,7 @@ impl Rooms {
     /// Knock on a room (join rule `knock` or `knock_restricted`).
     pub async fn knock(&self, user: &UserId, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
         self.room(room_id).await?;
-        self.set_membership(user, room_id, user, "knock", reason, None)
+        self.set_membership(user, room_id, user, MembershipState::Knock, reason, None)
             .await?;
         Ok(())
     }

@@ -36,6 +36,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, UserId};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
@@ -68,6 +69,14 @@ pub struct Rooms {
 
 /// Read connections opened at start: enough for a sync's reads side by side.
 const READS_OPENED_AT_START: usize = 4;
+
+/// What a moderator does to another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    Kick,
+    Ban,
+    Unban,
+}
 
 impl Rooms {
     /// `stream_max`: the highest stream position already stored.
@@ -156,12 +165,12 @@ impl Rooms {
         sender: &UserId,
         room_id: &RoomId,
         target: &UserId,
-        membership: &str,
+        membership: MembershipState,
         reason: Option<&str>,
         extra: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<OwnedEventId> {
         let mut content = extra.unwrap_or_default();
-        content.insert("membership".into(), membership.into());
+        content.insert("membership".into(), membership.as_str().into());
         if let Some(r) = reason {
             content.insert("reason".into(), r.into());
         }
@@ -187,10 +196,45 @@ impl Rooms {
         sender: &UserId,
         room_id: &RoomId,
         target: &UserId,
-        membership: &str,
+        membership: MembershipState,
         reason: Option<&str>,
     ) -> Result<OwnedEventId> {
         self.set_membership(sender, room_id, target, membership, reason, None)
+            .await
+    }
+
+    /// A moderator's action on another member, as Synapse checks it before the auth rules
+    /// do: only a member (joined, invited or knocking) can be kicked, a banned user is
+    /// unbanned rather than kicked, and only a banned user can be unbanned.
+    pub async fn moderate(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        action: Moderation,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
+        let room = self.room(room_id).await?;
+        let current = self
+            .membership(&room, target)
+            .await?
+            .map(|m| MembershipState::from(m.as_str()));
+        let membership = match (action, current) {
+            (Moderation::Ban, _) => MembershipState::Ban,
+            (
+                Moderation::Kick,
+                Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock),
+            ) => MembershipState::Leave,
+            (Moderation::Kick, Some(MembershipState::Ban)) => {
+                return Err(Error::forbidden("The user is banned: unban them instead"));
+            }
+            (Moderation::Kick, _) => {
+                return Err(Error::forbidden("The user is not in the room"));
+            }
+            (Moderation::Unban, Some(MembershipState::Ban)) => MembershipState::Leave,
+            (Moderation::Unban, _) => return Err(Error::forbidden("The user is not banned")),
+        };
+        self.act_on_member(sender, room_id, target, membership, reason)
             .await
     }
 

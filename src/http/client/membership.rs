@@ -13,6 +13,7 @@ use ruma::api::client::membership::{
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
+use crate::room::Moderation;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, join_by_id_route);
@@ -128,62 +129,51 @@ async fn invite_route(
     Ok(invite_user::v3::Response::new())
 }
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
-async fn kick_route(
-    state: AppState,
-    req: Ruma<kick_user::v3::Request>,
-) -> Result<kick_user::v3::Response> {
-    let b = &req.body;
-    state
-        .rooms
-        .act_on_member(
-            &req.auth.user_id,
-            &b.room_id,
-            &b.user_id,
-            "leave",
-            b.reason.as_deref(),
-        )
-        .await?;
-    Ok(kick_user::v3::Response::new())
+/// A handler of one moderation endpoint: kick, ban and unban take the same body and differ
+/// only in what they do.
+macro_rules! moderation {
+    ($(#[$doc:meta])* $name:ident, $api:ident, $action:expr) => {
+        $(#[$doc])*
+        async fn $name(
+            state: AppState,
+            req: Ruma<$api::v3::Request>,
+        ) -> Result<$api::v3::Response> {
+            let b = &req.body;
+            state
+                .rooms
+                .moderate(
+                    &req.auth.user_id,
+                    &b.room_id,
+                    &b.user_id,
+                    $action,
+                    b.reason.as_deref(),
+                )
+                .await?;
+            Ok($api::v3::Response::new())
+        }
+    };
 }
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
-async fn ban_route(
-    state: AppState,
-    req: Ruma<ban_user::v3::Request>,
-) -> Result<ban_user::v3::Response> {
-    let b = &req.body;
-    state
-        .rooms
-        .act_on_member(
-            &req.auth.user_id,
-            &b.room_id,
-            &b.user_id,
-            "ban",
-            b.reason.as_deref(),
-        )
-        .await?;
-    Ok(ban_user::v3::Response::new())
-}
+moderation!(
+    /// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+    kick_route,
+    kick_user,
+    Moderation::Kick
+);
 
-/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
-async fn unban_route(
-    state: AppState,
-    req: Ruma<unban_user::v3::Request>,
-) -> Result<unban_user::v3::Response> {
-    let b = &req.body;
-    state
-        .rooms
-        .act_on_member(
-            &req.auth.user_id,
-            &b.room_id,
-            &b.user_id,
-            "leave",
-            b.reason.as_deref(),
-        )
-        .await?;
-    Ok(unban_user::v3::Response::new())
-}
+moderation!(
+    /// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+    ban_route,
+    ban_user,
+    Moderation::Ban
+);
+
+moderation!(
+    /// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+    unban_route,
+    unban_user,
+    Moderation::Unban
+);
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
 async fn forget_route(

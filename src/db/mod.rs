@@ -19,11 +19,13 @@ pub mod reads;
 pub mod receipts;
 pub mod redactions;
 pub mod rooms;
+pub mod search;
 pub mod server_keys;
 pub mod spaces;
 pub mod state;
 pub mod sync;
 pub mod uiaa;
+pub mod user_directory;
 pub mod users;
 
 use std::time::Duration;

@@ -23,11 +23,13 @@ mod push_rules;
 mod receipt;
 mod register;
 mod room;
+mod search;
 mod session;
 mod state;
 mod sync;
 mod to_device;
 mod typing;
+mod user_directory;
 mod voip;
 
 use axum::Router;
@@ -77,6 +79,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = presence::routes(r);
     let r = media::routes(r);
     let r = voip::routes(r);
+    let r = search::routes(r);
+    let r = user_directory::routes(r);
     sync::routes(r)
 }
 

@@ -641,6 +641,44 @@ async fn history_visibility_bounds_what_is_found() {
     )
     .await;
     assert_eq!(got, ["guava seen 2", "guava seen 1"]);
+
+    // Hidden matches between visible ones, read over several chunks of one page: each
+    // visible match still comes once, and the last page says there is no more.
+    let dave = s.register("dave", "password").await;
+    let open = private_room(&s, &alice, json!({})).await;
+    invite_and_join(&s, &alice, &dave, &open).await;
+    let closed = private_room(&s, &alice, json!({})).await;
+    set_state(
+        &s,
+        &alice,
+        &closed,
+        "m.room.history_visibility",
+        json!({"history_visibility": "joined"}),
+    )
+    .await;
+    s.send_text(&alice, &open, "kumquat open 1").await;
+    for i in 0..4 {
+        s.send_text(&alice, &closed, &format!("kumquat closed {i}"))
+            .await;
+    }
+    s.send_text(&alice, &open, "kumquat open 2").await;
+    invite_and_join(&s, &alice, &dave, &closed).await;
+    for order in ["recent", "rank"] {
+        let (got, pages) = all_pages(
+            &s,
+            &dave,
+            json!({"search_term": "kumquat", "order_by": order, "filter": {"limit": 1}}),
+        )
+        .await;
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(
+            got_sorted,
+            ["kumquat open 1", "kumquat open 2"],
+            "{order}: {got:?}"
+        );
+        assert_eq!(pages.len(), 2, "{order}: {pages:?}");
+    }
     s.shutdown().await;
 }
 

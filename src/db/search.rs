@@ -96,21 +96,26 @@ pub struct Hit {
 
 /// Matching events in the searched rooms, not outliers, rejected, soft-failed or redacted.
 /// `$1` term, `$2`/`$3` rooms and their bounds, `$4` types, `$5` upto, `$6`..`$10` filter.
+///
+/// The index's matches are read on their own (`g`, which the planner cannot look through)
+/// and only then bounded by room and position: with the rooms beside the index condition, the
+/// generic plan Postgres settles on after five runs of the statement read every event of the
+/// searched rooms through the room index and computed its words again, ten times slower
+/// (0.8 s against 0.08 s, 21 rooms of 29,000 events, 3,000 matches); with the position there,
+/// it ANDed the index with a scan of the whole stream index.
 const MATCHES: &str = "
     WITH q AS (
         SELECT trellis_search_query($1) AS q,
                (SELECT string_agg('''!' || r || '''', ' | ') FROM unnest($2::bigint[]) AS r)::tsquery
                    AS rooms
     ),
-    m AS MATERIALIZED (
-        SELECT e.event_nid, e.stream_ordering
+    g AS MATERIALIZED (
+        SELECT e.event_nid, e.room_nid, e.stream_ordering
         FROM q, events e
-        JOIN unnest($2::bigint[], $3::bigint[]) AS s(room_nid, until) ON s.room_nid = e.room_nid
         WHERE numnode(q.q) > 0
           AND trellis_search_vector(e.room_nid, e.event_type, e.json) @@ (q.q && q.rooms)
           AND e.event_type IN ('m.room.message', 'm.room.name', 'm.room.topic')
-          AND e.event_type = ANY($4)
-          AND e.stream_ordering <= $5 AND (s.until IS NULL OR e.stream_ordering <= s.until)
+          AND e.event_type = ANY($4) AND e.stream_ordering IS NOT NULL
           AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT e.soft_failed
           AND e.redacted_by IS NULL
           AND ($6::text[] IS NULL OR e.sender = ANY($6)) AND NOT (e.sender = ANY($7))
@@ -118,6 +123,12 @@ const MATCHES: &str = "
           AND NOT (e.event_type LIKE ANY($9))
           AND ($10::bool IS NULL OR $10 = coalesce(
                   jsonb_typeof(trellis_event_content(e.json) -> 'url') = 'string', false))
+    ),
+    m AS MATERIALIZED (
+        SELECT g.event_nid, g.stream_ordering
+        FROM g JOIN unnest($2::bigint[], $3::bigint[]) AS s(room_nid, until)
+             ON s.room_nid = g.room_nid
+        WHERE g.stream_ordering <= $5 AND (s.until IS NULL OR g.stream_ordering <= s.until)
     )";
 
 /// The page's rows with the count beside them; one row of NULL events when the page is empty,

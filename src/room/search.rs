@@ -192,9 +192,7 @@ impl Rooms {
             (Some(Group::Sender(g)), None) => Some(vec![g.to_string()]),
             (_, senders) => senders.clone(),
         };
-        let mut keys = s.keys.clone();
-        keys.dedup();
-        let types: Vec<&str> = keys.iter().map(|k| k.event_type()).collect();
+        let types: Vec<&str> = s.keys.iter().map(|k| k.event_type()).collect();
         let type_patterns = s.filter.types.as_deref().map(EventFilter::like_patterns);
         let not_type_patterns = EventFilter::like_patterns(&s.filter.not_types);
         let upto = match &token {
@@ -206,7 +204,7 @@ impl Rooms {
         let by_nid: HashMap<i64, &RoomRow> =
             rooms.iter().map(|r| (r.room.room_nid, &r.room)).collect();
         let limit = s.limit.clamp(1, MAX_LIMIT) as usize;
-        let mut query = db::search::EventSearch {
+        let query = db::search::EventSearch {
             term,
             rooms: &nids,
             until: &until,
@@ -222,49 +220,10 @@ impl Rooms {
             limit: limit as i64 + 1,
             count: true,
         };
-
-        let mut page: Vec<Hit> = Vec::new();
-        let mut count = 0;
-        let mut next: Option<After> = None;
-        if !nids.is_empty() && !types.is_empty() {
-            for round in 0..MAX_ROUNDS {
-                let (hits, total) = db::search::search_events(self.db(), &query).await?;
-                if let Some(total) = total {
-                    count = u64::try_from(total).unwrap_or(0);
-                }
-                let exhausted = (hits.len() as i64) < query.limit;
-                let visible = self.visible_hits(user, &by_nid, &hits).await?;
-                let last_read = hits.last().map(position);
-                let mut full = false;
-                for hit in hits {
-                    if !visible.contains(&hit.event.event_nid) {
-                        continue;
-                    }
-                    if page.len() == limit {
-                        // A further visible result: the page is full and more follow.
-                        full = true;
-                        break;
-                    }
-                    page.push(hit);
-                }
-                if full {
-                    next = page.last().map(position);
-                    break;
-                }
-                if exhausted {
-                    break;
-                }
-                // The page is short of a further visible result: read on after this chunk,
-                // or tell the client to.
-                next = last_read;
-                query.after = last_read;
-                query.count = false;
-                query.limit = (query.limit * 2).min(MAX_CHUNK);
-                if round + 1 == MAX_ROUNDS {
-                    break;
-                }
-            }
-        }
+        let (page, count, next) = match nids.is_empty() || types.is_empty() {
+            true => (Vec::new(), 0, None),
+            false => self.collect(user, &by_nid, query, limit).await?,
+        };
         let next_token = |group: Option<Group>| {
             next.map(|after| {
                 Token {
@@ -350,6 +309,47 @@ impl Rooms {
         }
         out.results = results;
         Ok(out)
+    }
+
+    /// Up to `limit` visible matches from the query's position on, the count of matches, and
+    /// where the next page starts (`None`: no visible match follows). Chunks are read until
+    /// the page is full and one more visible match is seen, or the matches end, or
+    /// [`MAX_ROUNDS`] chunks were read (the next page then starts after the last one read).
+    async fn collect(
+        &self,
+        user: &UserId,
+        rooms: &HashMap<i64, &RoomRow>,
+        mut query: db::search::EventSearch<'_>,
+        limit: usize,
+    ) -> Result<(Vec<Hit>, u64, Option<After>)> {
+        let mut page: Vec<Hit> = Vec::with_capacity(limit);
+        let mut count = 0;
+        for _ in 0..MAX_ROUNDS {
+            let (hits, total) = db::search::search_events(self.db(), &query).await?;
+            if let Some(total) = total {
+                count = u64::try_from(total).unwrap_or(0);
+            }
+            let exhausted = (hits.len() as i64) < query.limit;
+            let visible = self.visible_hits(user, rooms, &hits).await?;
+            let last_read = hits.last().map(position);
+            for hit in hits {
+                if !visible.contains(&hit.event.event_nid) {
+                    continue;
+                }
+                if page.len() == limit {
+                    let next = page.last().map(position);
+                    return Ok((page, count, next));
+                }
+                page.push(hit);
+            }
+            if exhausted {
+                return Ok((page, count, None));
+            }
+            query.after = last_read;
+            query.count = false;
+            query.limit = (query.limit * 2).min(MAX_CHUNK);
+        }
+        Ok((page, count, query.after))
     }
 
     /// The rooms searched: the user's, narrowed by the filter's rooms and by `group`.

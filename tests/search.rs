@@ -880,3 +880,73 @@ async fn messages_from_another_server_are_found() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The index expressions read every message, name, topic and member event as it is written:
+/// none may raise, whatever text the event holds, or the row (and the batch it came in) would
+/// be refused. Rows Trellis would never write are stored directly to prove it, then searched
+/// past with a filter that reads their content too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_refused_for_its_text() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "password").await;
+    let room = private_room(&s, &alice, json!({})).await;
+    s.send_text(&alice, &room, "elderberry").await;
+    let db = common::media::db(&s).await;
+    let (room_nid,): (i64,) = sqlx::query_as("SELECT room_nid FROM rooms WHERE room_id = $1")
+        .bind(&room)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let hostile = [
+        (
+            "m.room.message",
+            r#"{"content":{"body":"elderberry \u0000 nul"}}"#,
+        ),
+        (
+            "m.room.message",
+            r#"{"content":{"body":"elderberry \ud800 lone"}}"#,
+        ),
+        ("m.room.message", r#"{"content":{"body":1e999999}}"#),
+        ("m.room.topic", r#"{"content":{"topic":"\u0000"}}"#),
+        ("m.room.name", r#"{"content":{"name":["not", "text"]}}"#),
+        (
+            "m.room.member",
+            r#"{"state_key":"@x:y","content":{"membership":"join","displayname":"\ud800"}}"#,
+        ),
+        (
+            "m.room.member",
+            r#"{"state_key":"@x:y","content":{"membership":"join","displayname":"\u0000"}}"#,
+        ),
+    ];
+    for (i, (kind, json)) in hostile.iter().enumerate() {
+        let (nid,): (i64,) =
+            sqlx::query_as("INSERT INTO event_ids (event_id) VALUES ($1) RETURNING event_nid")
+                .bind(format!("$hostile{i}"))
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        sqlx::query(
+            "INSERT INTO events (event_nid, room_nid, event_type, sender, origin_server_ts,
+                                 depth, json, outlier)
+             VALUES ($1, $2, $3, '@x:y', 0, 1, $4, TRUE)",
+        )
+        .bind(nid)
+        .bind(room_nid)
+        .bind(kind)
+        .bind(json)
+        .execute(&db)
+        .await
+        .unwrap_or_else(|e| panic!("{json} refused: {e}"));
+    }
+    for filter in [json!({}), json!({"contains_url": false})] {
+        let found = search(
+            &s,
+            &alice,
+            json!({"search_term": "elderberry", "filter": filter}),
+        )
+        .await;
+        assert_eq!(texts(&found), ["elderberry"]);
+    }
+    db.close().await;
+    s.shutdown().await;
+}

@@ -18,6 +18,7 @@
 //! recent order continues below a stream position; rank order below a (rank, position) pair,
 //! among the events that existed when the first page was read (the token keeps that bound).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
@@ -236,36 +237,7 @@ impl Rooms {
             })
         };
 
-        // Client format, room by room (one batched read of redactions per room).
-        let mut client: HashMap<i64, Value> = HashMap::new();
-        for (room_nid, room) in &by_nid {
-            let events: Vec<_> = page
-                .iter()
-                .filter(|h| h.event.room_nid == *room_nid)
-                .map(|h| h.event.clone())
-                .collect();
-            if events.is_empty() {
-                continue;
-            }
-            for (e, v) in events.iter().zip(self.to_client(room, &events).await?) {
-                client.insert(e.event_nid, v);
-            }
-        }
-        let mut results = Vec::with_capacity(page.len());
-        for hit in &page {
-            let room = by_nid
-                .get(&hit.event.room_nid)
-                .ok_or_else(|| Error::internal("search result outside the rooms searched"))?;
-            let context = match s.context {
-                Some(limits) => Some(self.found_context(user, room, &hit.event, limits).await?),
-                None => None,
-            };
-            results.push(Found {
-                event: client.remove(&hit.event.event_nid).unwrap_or(Value::Null),
-                rank: f64::from(hit.rank),
-                context,
-            });
-        }
+        let results = self.found(user, &by_nid, &page, s.context).await?;
         let highlights = self.highlights(term, &results).await?;
 
         let mut out = SearchPage {
@@ -301,7 +273,7 @@ impl Rooms {
                 };
                 let room_id = OwnedRoomId::try_from(room_id)
                     .map_err(|e| Error::internal(format!("stored room ID invalid: {e}")))?;
-                if let std::collections::btree_map::Entry::Vacant(slot) = out.state.entry(room_id) {
+                if let Entry::Vacant(slot) = out.state.entry(room_id) {
                     let state = self.current_state(user, slot.key()).await?;
                     slot.insert(state);
                 }
@@ -309,6 +281,44 @@ impl Rooms {
         }
         out.results = results;
         Ok(out)
+    }
+
+    /// The page's events in client format (one batched read of redactions per room), in
+    /// order, each with its context when asked.
+    async fn found(
+        &self,
+        user: &UserId,
+        rooms: &HashMap<i64, &RoomRow>,
+        page: &[Hit],
+        context: Option<ContextLimits>,
+    ) -> Result<Vec<Found>> {
+        let room_of = |nid: i64| {
+            rooms
+                .get(&nid)
+                .copied()
+                .ok_or_else(|| Error::internal("search result outside the rooms searched"))
+        };
+        let mut client: HashMap<i64, Value> = HashMap::new();
+        for (room_nid, events) in by_room(page) {
+            let formatted = self.to_client(room_of(room_nid)?, &events).await?;
+            client.extend(events.iter().map(|e| e.event_nid).zip(formatted));
+        }
+        let mut results = Vec::with_capacity(page.len());
+        for hit in page {
+            let context = match context {
+                Some(limits) => {
+                    let room = room_of(hit.event.room_nid)?;
+                    Some(self.found_context(user, room, &hit.event, limits).await?)
+                }
+                None => None,
+            };
+            results.push(Found {
+                event: client.remove(&hit.event.event_nid).unwrap_or(Value::Null),
+                rank: f64::from(hit.rank),
+                context,
+            });
+        }
+        Ok(results)
     }
 
     /// Up to `limit` visible matches from the query's position on, the count of matches, and
@@ -388,15 +398,10 @@ impl Rooms {
             .collect();
         self.prepare_visibility(user, &groups).await?;
         let mut visible = HashSet::new();
-        for (room_nid, room) in rooms {
-            let events: Vec<_> = hits
-                .iter()
-                .filter(|h| h.event.room_nid == *room_nid)
-                .map(|h| h.event.clone())
-                .collect();
-            if events.is_empty() {
+        for (room_nid, events) in by_room(hits) {
+            let Some(room) = rooms.get(&room_nid) else {
                 continue;
-            }
+            };
             for e in self.filter_visible(room, user, events).await? {
                 visible.insert(e.event_nid);
             }
@@ -493,6 +498,17 @@ impl Rooms {
         words.dedup();
         Ok(words)
     }
+}
+
+/// The hits' events by room, each room's in the hits' order.
+fn by_room(hits: &[Hit]) -> BTreeMap<i64, Vec<db::events::StoredEvent>> {
+    let mut out: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+    for hit in hits {
+        out.entry(hit.event.room_nid)
+            .or_default()
+            .push(hit.event.clone());
+    }
+    out
 }
 
 /// Selectors for `ts_headline` that do not occur in `text`: runs of `<` and of `>`.

@@ -2,11 +2,14 @@
 -- Both read the tables the append path already keeps, through expression indexes: no writer
 -- of events changes, and Postgres keeps the index entries in the row's own transaction.
 --
--- Every function below reads `events.json`, the canonical JSON serde_json wrote. Postgres
--- cannot hold a string with \u0000 as jsonb (signed events from other servers may carry one),
--- so that escape is read as U+FFFD; whatever else Postgres refuses (or a text too long for a
--- tsvector) gives NULL, never an error, since an index expression that raised would refuse
--- the row, and with it the whole batch it was written in.
+-- The functions below that read `events.json` (the canonical JSON serde_json wrote, where
+-- control characters are the only escapes) never raise: an index expression that raised would
+-- refuse the row, and with it the whole batch it was written in. Postgres cannot hold a string
+-- with \u0000 as jsonb (signed events from other servers may carry one), so that escape is
+-- read as U+FFFD; whatever else Postgres refuses (or a text too long for a tsvector) gives
+-- NULL. Catching an error takes a subtransaction, which Postgres refuses during a parallel
+-- query, so these functions are left parallel unsafe (no plan that calls them needs to run in
+-- parallel).
 
 -- The words search reads in an event, by the key a client names: `content.body` of
 -- m.room.message, `content.name` of m.room.name, `content.topic` of m.room.topic (English
@@ -15,7 +18,7 @@
 -- with the searcher's rooms, so the index intersects the term's events with the rooms' inside
 -- the index and never reads a row of a room the searcher is not in.
 CREATE FUNCTION trellis_search_vector(room_nid BIGINT, event_type TEXT, json TEXT) RETURNS tsvector
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
     RETURN to_tsvector('pg_catalog.english',
             (replace(json, E'\\u0000', E'\\ufffd')::jsonb) -> 'content' ->> CASE event_type
@@ -33,7 +36,7 @@ $$;
 -- reads them), every word matching as a prefix of a stemmed word, as Synapse does. The
 -- lexemes are stemmed once, by websearch_to_tsquery, and given `:*` in its output text.
 CREATE FUNCTION trellis_search_query(term TEXT) RETURNS tsquery
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE STRICT
 -- A term of stop words only is no error; the notice saying so is not worth a log line.
 SET client_min_messages = warning AS $$
 BEGIN
@@ -69,7 +72,7 @@ $$;
 -- A join event's words for the user directory (its state key and display name); NULL for
 -- other memberships, which the directory never shows.
 CREATE FUNCTION trellis_member_vector(json TEXT) RETURNS tsvector
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
     event JSONB;
 BEGIN
@@ -86,7 +89,7 @@ $$;
 -- An event's content as jsonb for reads (a join rule, a member's display name), with the
 -- same care: NULL rather than an error.
 CREATE FUNCTION trellis_event_content(json TEXT) RETURNS JSONB
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
     RETURN (replace(json, E'\\u0000', E'\\ufffd')::jsonb) -> 'content';
 EXCEPTION WHEN data_exception THEN

@@ -938,6 +938,37 @@ async fn no_event_is_refused_for_its_text() {
         .await
         .unwrap_or_else(|e| panic!("{json} refused: {e}"));
     }
+    // Nor under a parallel plan, which refuses the subtransaction catching an error takes:
+    // the functions keep such plans away.
+    let mut conn = db.acquire().await.unwrap();
+    // The setting's name since Postgres 16, and before.
+    if sqlx::query("SET debug_parallel_query = on")
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        sqlx::query("SET force_parallel_mode = on")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    for set in [
+        "SET parallel_setup_cost = 0",
+        "SET min_parallel_table_scan_size = 0",
+    ] {
+        sqlx::query(set).execute(&mut *conn).await.unwrap();
+    }
+    let (indexed,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events
+         WHERE trellis_search_vector(room_nid, event_type, json) IS NOT NULL
+            OR trellis_member_vector(json) IS NOT NULL
+            OR trellis_event_content(json) IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(indexed > 0);
+    drop(conn);
     for filter in [json!({}), json!({"contains_url": false})] {
         let found = search(
             &s,

@@ -22,11 +22,13 @@ pub mod redactions;
 pub mod relations;
 pub mod reports;
 pub mod rooms;
+pub mod search;
 pub mod server_keys;
 pub mod spaces;
 pub mod state;
 pub mod sync;
 pub mod uiaa;
+pub mod user_directory;
 pub mod users;
 
 use std::time::Duration;

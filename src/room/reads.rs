@@ -54,6 +54,18 @@ pub struct Context {
     pub state: Vec<Value>,
 }
 
+/// The events around one event (see [`Rooms::around`]).
+pub(super) struct Around {
+    /// Newest first.
+    pub before: Vec<Value>,
+    /// Oldest first.
+    pub after: Vec<Value>,
+    pub start: TopoToken,
+    pub end: TopoToken,
+    /// The last event returned: `after`'s newest, else the event itself.
+    pub last: StoredEvent,
+}
+
 impl Rooms {
     /// The room's `m.room.member` events, now or as of the pagination token `at`, sorted by
     /// user ID. `membership` keeps only that membership and `not_membership` drops one; given
@@ -201,44 +213,24 @@ impl Rooms {
             .await?
             .pop()
             .ok_or_else(not_found)?;
-        let at = TopoToken::of(&target);
         let limit = i64::try_from(limit).unwrap_or(MAX_PAGE).min(MAX_PAGE);
         let before_limit = limit / 2;
-        let after_limit = limit - before_limit;
-
-        let nothing = || Page {
-            chunk: Vec::new(),
-            start: at,
-            end: None,
-        };
-        // `/messages`' own pagination, so visibility and the filter apply exactly as there.
-        let before = match before_limit {
-            0 => nothing(),
-            n => {
-                self.messages(user, room_id, Some(at), None, false, n, filter)
-                    .await?
-            }
-        };
-        let after = match after_limit {
-            0 => nothing(),
-            n => {
-                self.messages(user, room_id, Some(at), None, true, n, filter)
-                    .await?
-            }
-        };
-        let last = match after.chunk.last() {
-            Some(v) => self.stored_in_room(&room, v).await?,
-            None => target.clone(),
-        };
-        // Where a page ran to the end of the timeline it has no `end`: continue from the
-        // last event returned, so events arriving (or backfilled) later are still reached.
-        let end = after.end.unwrap_or_else(|| TopoToken::of(&last));
-        let start = match (before.end, before.chunk.last()) {
-            (Some(t), _) => t,
-            (None, Some(oldest)) => TopoToken::of(&self.stored_in_room(&room, oldest).await?),
-            (None, None) => at,
-        };
-        let (before, after) = (before.chunk, after.chunk);
+        let Around {
+            before,
+            after,
+            start,
+            end,
+            last,
+        } = self
+            .around(
+                user,
+                &room,
+                &target,
+                before_limit,
+                limit - before_limit,
+                filter,
+            )
+            .await?;
 
         let event = self
             .to_client_for(user, &room, std::slice::from_ref(&target))
@@ -265,6 +257,62 @@ impl Rooms {
         })
     }
 
+    /// The visible events around `target` (one of the room's timeline events the user may
+    /// see), at most `before_limit` before it (newest first) and `after_limit` after it,
+    /// filtered by `filter`, with tokens that continue `/messages` both ways and the last
+    /// event returned (`target` when nothing follows it).
+    pub(super) async fn around(
+        &self,
+        user: &UserId,
+        room: &RoomRow,
+        target: &StoredEvent,
+        before_limit: i64,
+        after_limit: i64,
+        filter: &EventFilter,
+    ) -> Result<Around> {
+        let room_id = room.id()?;
+        let at = TopoToken::of(target);
+        let nothing = || Page {
+            chunk: Vec::new(),
+            start: at,
+            end: None,
+        };
+        // `/messages`' own pagination, so visibility and the filter apply exactly as there.
+        let before = match before_limit {
+            0 => nothing(),
+            n => {
+                self.messages(user, &room_id, Some(at), None, false, n, filter)
+                    .await?
+            }
+        };
+        let after = match after_limit {
+            0 => nothing(),
+            n => {
+                self.messages(user, &room_id, Some(at), None, true, n, filter)
+                    .await?
+            }
+        };
+        let last = match after.chunk.last() {
+            Some(v) => self.stored_in_room(room, v).await?,
+            None => target.clone(),
+        };
+        // Where a page ran to the end of the timeline it has no `end`: continue from the
+        // last event returned, so events arriving (or backfilled) later are still reached.
+        let end = after.end.unwrap_or_else(|| TopoToken::of(&last));
+        let start = match (before.end, before.chunk.last()) {
+            (Some(t), _) => t,
+            (None, Some(oldest)) => TopoToken::of(&self.stored_in_room(room, oldest).await?),
+            (None, None) => at,
+        };
+        Ok(Around {
+            before: before.chunk,
+            after: after.chunk,
+            start,
+            end,
+            last,
+        })
+    }
+
     /// The stored row of a client-format event this room returned.
     async fn stored_in_room(&self, room: &RoomRow, client: &Value) -> Result<StoredEvent> {
         let id = client["event_id"].as_str().unwrap_or_default();
@@ -275,7 +323,7 @@ impl Rooms {
     }
 
     /// The member events, in `group`, of the senders of `events`: lazy-loaded membership.
-    async fn sender_members(
+    pub(super) async fn sender_members(
         &self,
         room: &RoomRow,
         group: i64,

@@ -21,19 +21,7 @@ pub const MAX_FILTER_LIST: usize = 1000;
 /// Refuse a filter with a list longer than [`MAX_FILTER_LIST`], wherever it comes from (an
 /// upload, an inline `/sync` filter, a stored one from before the bound).
 pub fn check_bounds(filter: &FilterDefinition) -> crate::error::Result<()> {
-    fn opt<T>(v: &Option<Vec<T>>) -> usize {
-        v.as_ref().map_or(0, Vec::len)
-    }
-    let event = |f: &RoomEventFilter| {
-        [
-            opt(&f.types),
-            f.not_types.len(),
-            opt(&f.senders),
-            f.not_senders.len(),
-            opt(&f.rooms),
-            f.not_rooms.len(),
-        ]
-    };
+    let event = event_filter_lists;
     let plain = |f: &Filter| {
         [
             opt(&f.types),
@@ -54,12 +42,37 @@ pub fn check_bounds(filter: &FilterDefinition) -> crate::error::Result<()> {
         )
         .max()
         .unwrap_or(0);
+    bounded(longest)
+}
+
+/// [`check_bounds`] for a lone room event filter (the one `/search` takes).
+pub fn check_event_filter_bounds(filter: &RoomEventFilter) -> crate::error::Result<()> {
+    bounded(event_filter_lists(filter).into_iter().max().unwrap_or(0))
+}
+
+fn bounded(longest: usize) -> crate::error::Result<()> {
     match longest > MAX_FILTER_LIST {
         true => Err(crate::error::Error::bad_json(format!(
             "Filter lists may hold at most {MAX_FILTER_LIST} entries"
         ))),
         false => Ok(()),
     }
+}
+
+fn opt<T>(v: &Option<Vec<T>>) -> usize {
+    v.as_ref().map_or(0, Vec::len)
+}
+
+/// The lengths of a room event filter's lists.
+fn event_filter_lists(f: &RoomEventFilter) -> [usize; 6] {
+    [
+        opt(&f.types),
+        f.not_types.len(),
+        opt(&f.senders),
+        f.not_senders.len(),
+        opt(&f.rooms),
+        f.not_rooms.len(),
+    ]
 }
 
 /// A non-room filter (presence, global account data): an event filter and a limit.

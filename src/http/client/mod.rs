@@ -27,12 +27,14 @@ mod register;
 mod relations;
 mod report;
 mod room;
+mod search;
 mod session;
 mod state;
 mod summary;
 mod sync;
 mod to_device;
 mod typing;
+mod user_directory;
 mod voip;
 
 use axum::Router;
@@ -97,6 +99,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = summary::routes(r);
     let r = report::routes(r);
     let r = openid::routes(r);
+    let r = search::routes(r);
+    let r = user_directory::routes(r);
     sync::routes(r)
 }
 

@@ -174,6 +174,9 @@ impl Error {
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Uiaa(_) => StatusCode::UNAUTHORIZED,
+            // The database cannot be reached (down, restarting): the request may succeed
+            // later, and the client should be told so rather than of a failure of ours.
+            Error::Database(e) if database_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -190,6 +193,9 @@ impl Error {
             Error::MethodNotAllowed => "Method not allowed for this endpoint".to_owned(),
             Error::Upstream(_) => "A remote server could not be reached or failed".to_owned(),
             Error::Uiaa(_) => "User-interactive authentication required".to_owned(),
+            Error::Database(e) if database_unavailable(e) => {
+                "The database is unavailable; try again shortly".to_owned()
+            }
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 "Internal server error".to_owned()
             }
@@ -199,6 +205,23 @@ impl Error {
     /// Whether the failure is ours (worth an error-level log line) rather than the caller's.
     pub fn is_internal(&self) -> bool {
         self.status_code().is_server_error()
+    }
+}
+
+/// Whether a database error means the database could not be reached at all (rather than
+/// that a statement failed): no connection, a connection lost, none free in time.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Postgres ending sessions as it shuts down or restarts (admin_shutdown,
+        // crash_shutdown, cannot_connect_now).
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::config::{Config, LimitsConfig};
@@ -44,7 +45,8 @@ pub struct RunningServer {
     listeners: JoinSet<()>,
     /// The push sender, which stores where each pusher got to before it ends.
     push: tokio::task::JoinHandle<()>,
-    postgres: Option<ManagedPostgres>,
+    /// The managed Postgres, watched by its supervisor until the stop.
+    postgres: Option<tokio::task::JoinHandle<ManagedPostgres>>,
 }
 
 /// The database (managed Postgres started if configured), migrations, keys and the wired
@@ -125,6 +127,7 @@ pub async fn start_bound(config: Config, bound: Bound) -> Result<RunningServer> 
     let app = crate::http::router(state.clone());
 
     let (stop, stop_rx) = watch::channel(false);
+    let stop_rx_pg = stop_rx.clone();
     state
         .federation
         .sender
@@ -179,7 +182,7 @@ pub async fn start_bound(config: Config, bound: Bound) -> Result<RunningServer> 
         stop,
         listeners,
         push,
-        postgres,
+        postgres: postgres.map(|pg| supervise(pg, stop_rx_pg)),
     })
 }
 
@@ -193,7 +196,10 @@ impl RunningServer {
         }
         self.state.rooms.close().await;
         self.state.db.close().await;
-        if let Some(pg) = self.postgres.take() {
+        if let Some(supervisor) = self.postgres.take() {
+            let pg = supervisor
+                .await
+                .map_err(|e| Error::internal(format!("the Postgres supervisor failed: {e}")))?;
             pg.stop()
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?;
@@ -201,6 +207,60 @@ impl RunningServer {
         tracing::info!("Trellis stopped");
         Ok(())
     }
+}
+
+/// How often the supervisor looks at the managed Postgres.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to start a failed Postgres again.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Watch the managed Postgres until `stop`, and start it again whenever it fails (its
+/// postmaster exits, its socket vanishes), waiting longer after each failed attempt. While it
+/// is down, requests fail fast with 503 (the pools cannot connect) and `/health` says so;
+/// once it is back, the pools connect again. Hands the cluster back at the stop.
+fn supervise(
+    mut pg: ManagedPostgres,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<ManagedPostgres> {
+    let span = tracing::info_span!("postgres_supervisor");
+    tokio::spawn(
+        async move {
+            let mut backoff = SUPERVISE_EVERY;
+            let mut wait = SUPERVISE_EVERY;
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return pg,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                if *stop.borrow() {
+                    return pg;
+                }
+                let fault = match pg.fault() {
+                    Ok(None) => {
+                        wait = SUPERVISE_EVERY;
+                        backoff = SUPERVISE_EVERY;
+                        continue;
+                    }
+                    Ok(Some(fault)) => fault,
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(%fault, "managed Postgres failed; starting it again");
+                match pg.restart().await {
+                    Ok(()) => {
+                        tracing::info!("managed Postgres started again");
+                        wait = SUPERVISE_EVERY;
+                        backoff = SUPERVISE_EVERY;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, retry_in = ?backoff, "cannot start managed Postgres");
+                        wait = backoff;
+                        backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    )
 }
 
 /// Run until SIGTERM or SIGINT, then shut down cleanly.

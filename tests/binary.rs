@@ -127,6 +127,49 @@ fn wait_until_up(port: u16, child: &mut std::process::Child) {
     }
 }
 
+/// Poll `/health` until it answers 200 again; every answer on the way is 200 or 503.
+async fn healthy_again(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The supervisor looks once a second: wait until it has seen the fault (a 503), unless
+    // it was quicker than the first poll.
+    loop {
+        let status = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert!(
+            status == 200 || status == 503,
+            "/health answered {status} while Postgres was down"
+        );
+        if status == 200 {
+            let (login_status, body) = login(http, base).await;
+            assert!(
+                login_status == 200 || login_status == 503,
+                "login answered {login_status} while Postgres was down: {body}"
+            );
+            if login_status == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "Postgres did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn login(http: &reqwest::Client, base: &str) -> (u16, serde_json::Value) {
+    let res = http
+        .post(format!("{base}/_matrix/client/v3/login"))
+        .json(&serde_json::json!({"type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "op"}, "password": "op-password"}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or_default())
+}
+
 fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -192,6 +235,30 @@ async fn managed_postgres_serve_restart_and_sigterm() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+
+    // The managed Postgres is supervised: killed, or its socket removed, it is started
+    // again, and meanwhile requests fail with 503, never 500.
+    let pg_dir = data.join("postgres");
+    let postmaster = std::fs::read_to_string(pg_dir.join("postmaster.pid")).unwrap();
+    let pid: i32 = postmaster.lines().next().unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    healthy_again(&http, &base).await;
+    // Connections already open outlive their socket file, new ones would all fail: the
+    // supervisor starts Postgres again, and the socket comes back.
+    let socket = pg_dir.join(".s.PGSQL.5432");
+    std::fs::remove_file(&socket).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the socket did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    healthy_again(&http, &base).await;
+    let (status, _) = login(&http, &base).await;
+    assert_eq!(status, 200, "login works after Postgres came back");
 
     let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "exit 0 on SIGTERM, got {status}");

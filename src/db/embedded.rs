@@ -155,6 +155,8 @@ pub struct ManagedPostgres {
     dir: PathBuf,
     /// `None` once stopped.
     postmaster: Option<Postmaster>,
+    /// How it was started, to start it again the same way.
+    profile: Profile,
 }
 
 enum Postmaster {
@@ -290,6 +292,7 @@ impl ManagedPostgres {
                 ManagedPostgres {
                     dir,
                     postmaster: Some(Postmaster::Adopted(pid)),
+                    profile,
                 }
             }
             lock => {
@@ -316,6 +319,40 @@ impl ManagedPostgres {
 
     fn pid(&self) -> Option<Pid> {
         self.postmaster.as_ref().map(Postmaster::pid)
+    }
+
+    /// What is wrong with the cluster, if anything: its postmaster has exited, or its socket
+    /// is gone (nothing could connect any more, though Postgres runs on).
+    pub fn fault(&mut self) -> Result<Option<String>, EmbeddedError> {
+        let Some(postmaster) = self.postmaster.as_mut() else {
+            return Ok(Some("not running".to_owned()));
+        };
+        if let Some(status) = postmaster.exit_status()? {
+            return Ok(Some(format!("the postmaster exited ({status})")));
+        }
+        let socket = self.dir.join(format!(".s.PGSQL.{PORT}"));
+        match socket.try_exists() {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(format!("its socket {} is gone", socket.display()))),
+            Err(e) => Ok(Some(format!("its socket cannot be checked: {e}"))),
+        }
+    }
+
+    /// Start the cluster again after [`ManagedPostgres::fault`] found it broken: what is
+    /// left of the old server is stopped, and a new one started as at first.
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        if let Some(postmaster) = self.postmaster.take() {
+            let dir = self.dir.clone();
+            tokio::task::spawn_blocking(move || shutdown(postmaster, &dir))
+                .await
+                .map_err(|e| EmbeddedError::Io {
+                    context: "the Postgres shutdown task failed".into(),
+                    source: io::Error::other(e),
+                })??;
+        }
+        let mut fresh = Self::launch(&self.dir, self.profile).await?;
+        self.postmaster = fresh.postmaster.take();
+        Ok(())
     }
 
     fn connect_options(&self, database: &str) -> PgConnectOptions {
@@ -545,6 +582,7 @@ fn spawn_postmaster(
     Ok(ManagedPostgres {
         dir,
         postmaster: Some(Postmaster::Child { child, pid }),
+        profile,
     })
 }
 
@@ -641,6 +679,7 @@ mod tests {
         let pg = ManagedPostgres {
             dir: PathBuf::from("/tmp/a dir,with?odd&chars"),
             postmaster: None,
+            profile: Profile::Tests,
         };
         let options: PgConnectOptions = pg.url("my db").parse().expect("valid URL");
         assert_eq!(

@@ -58,6 +58,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Whether the database answers a trivial statement.
+pub async fn ping(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(db).await.map(|_| ())
+}
+
 /// Connections for short reads beside `db` (see [`lease`]), as many as `db` may open.
 pub fn read_leases(db: &PgPool) -> lease::Leases {
     let max = db.options().get_max_connections() as usize;

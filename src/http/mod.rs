@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod federation;
+mod health;
 pub mod response;
 pub mod ruma;
 mod summaries;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     let r = Router::new();
     let r = client::routes(r);
     let r = federation::routes(r);
+    let r = health::routes(r);
     r.fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_nul_in_uri))

@@ -23,6 +23,7 @@ pub mod relations;
 pub mod reports;
 pub mod rooms;
 pub mod server_keys;
+pub mod sliding;
 pub mod spaces;
 pub mod state;
 pub mod sync;

@@ -28,6 +28,7 @@ mod relations;
 mod report;
 mod room;
 mod session;
+mod sliding_sync;
 mod state;
 mod summary;
 mod sync;
@@ -97,6 +98,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = summary::routes(r);
     let r = report::routes(r);
     let r = openid::routes(r);
+    let r = sliding_sync::routes(r);
     sync::routes(r)
 }
 

@@ -252,10 +252,25 @@ impl Sync {
             {
                 limited = true;
             }
-            let events = self
+            // The user's own membership event is theirs to see, whatever the room's history
+            // visibility makes of it (a leave ends what they may see of the room).
+            let own = events
+                .iter()
+                .find(|e| e.event_nid == p.r.member_event_nid)
+                .cloned();
+            let mut events = self
                 .rooms
                 .filter_visible(&room_row(p.r), user, events)
                 .await?;
+            if let Some(own) = own
+                && !events.iter().any(|e| e.event_nid == own.event_nid)
+            {
+                let at = events
+                    .iter()
+                    .position(|e| e.stream_ordering > own.stream_ordering)
+                    .unwrap_or(events.len());
+                events.insert(at, own);
+            }
             let prev_batch = match events.first() {
                 Some(e) => Some(TopoToken::of(e)),
                 None => newest,

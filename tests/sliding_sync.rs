@@ -748,3 +748,31 @@ async fn versions_advertise_it_and_auth_metadata_is_unrecognized() {
         assert_error(&s.get(path, None).await, 404, "M_UNRECOGNIZED");
     }
 }
+
+#[tokio::test]
+async fn timeline_events_carry_their_bundled_aggregations() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let room = named_room(&s, &alice, "Edits").await;
+    let original = s.send_text(&alice, &room, "helo").await;
+    let (st, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/edit1"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "* hello",
+                    "m.new_content": {"msgtype": "m.text", "body": "hello"},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let res = ss(&s, &alice, None, &list(1, 2, json!([]))).await;
+    let timeline = res["rooms"][&room]["timeline"]
+        .as_array()
+        .expect("timeline");
+    let first = timeline.first().expect("the original");
+    assert_eq!(first["event_id"], original.as_str(), "{res}");
+    assert_eq!(
+        first["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"]["body"], "hello",
+        "{first}"
+    );
+}

@@ -236,8 +236,31 @@ impl Sync {
             .await?;
         state.typing = incremental.positions.typing;
         state.receipts = incremental.positions.receipts;
+        // Typing serials live in memory: behind the connection's, the server restarted and
+        // every typing set is news again.
+        let restarted = prev_positions.is_some_and(|p| incremental.positions.typing < p.typing);
         if prev_positions.is_some() {
             sections.push(incremental);
+        }
+        if restarted && spec.typing && !known.is_empty() {
+            let since = prev_positions.map(|p| EphemeralPositions { typing: 0, ..p });
+            let mut again = self
+                .ephemeral
+                .sync_section(
+                    read.user,
+                    &known,
+                    since,
+                    EphemeralRead {
+                        receipts: false,
+                        presence: false,
+                        carry,
+                    },
+                )
+                .await?;
+            again.rooms.values_mut().for_each(|events| {
+                events.retain(|e| e["type"] == "m.typing");
+            });
+            sections.push(again);
         }
         if !fresh.is_empty() {
             let whole = self

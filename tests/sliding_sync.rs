@@ -776,3 +776,42 @@ async fn timeline_events_carry_their_bundled_aggregations() {
         "{first}"
     );
 }
+
+#[tokio::test]
+async fn an_encryption_only_connection_is_woken_by_a_to_device_message() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &alice, "Enc").await;
+    s.join(&bob, &room).await;
+    let body = json!({"conn_id": "encryption", "extensions": {
+        "to_device": {"enabled": true}, "e2ee": {"enabled": true}}});
+    let res = ss(&s, &alice, None, &body).await;
+    let p = pos(&res);
+    let send = async {
+        // A room message is no news for this connection; the to-device message is.
+        s.send_text(&bob, &room, "not-for-encryption").await;
+        let (st, _) = s
+            .put(
+                "/_matrix/client/v3/sendToDevice/m.test/txn-enc",
+                bob.t(),
+                &json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"k": "v"}}}}),
+            )
+            .await;
+        assert_eq!(st, 200);
+    };
+    let ((st, polled), ()) = tokio::join!(post(&s, &alice, Some(&p), 30_000, &body), send);
+    assert_eq!(st, 200, "{polled}");
+    let events = &polled["extensions"]["to_device"]["events"];
+    if events.as_array().is_none_or(|e| e.is_empty()) {
+        // Woken before the message was stored: the next poll has it.
+        let (_, again) = post(&s, &alice, Some(&pos(&polled)), 30_000, &body).await;
+        assert_eq!(
+            again["extensions"]["to_device"]["events"][0]["content"]["k"], "v",
+            "{again}"
+        );
+    } else {
+        assert_eq!(events[0]["content"]["k"], "v", "{polled}");
+    }
+    assert!(polled.get("rooms").is_none(), "{polled}");
+}

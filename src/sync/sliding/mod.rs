@@ -387,6 +387,11 @@ fn readable_group(r: &SlidingRoom) -> Option<i64> {
 fn ignored_news(req: &SlidingRequest) -> Kinds {
     let e = &req.extensions;
     let mut ignored = Kinds::PRESENCE;
+    // A connection without rooms (an encryption-only one) still watches its rooms for
+    // co-members' key changes, but has no use for their events.
+    if req.lists.is_empty() && req.subscriptions.is_empty() {
+        ignored |= Kinds::EVENTS;
+    }
     if !e.typing {
         ignored |= Kinds::TYPING;
     }

@@ -135,6 +135,15 @@ impl Error {
         Self::new(ErrorKind::UnknownToken(data), "Access token has expired")
     }
 
+    /// A sliding sync `pos` the server does not know (never handed out, or expired): the
+    /// client starts its connection again.
+    pub fn unknown_pos() -> Self {
+        Self::new(
+            ErrorKind::UnknownPos,
+            "Unknown or expired position: start the connection again without pos",
+        )
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::TooLarge, message)
     }
@@ -244,6 +253,8 @@ fn status_for_kind(kind: &ErrorKind) -> StatusCode {
         K::CannotOverwriteMedia => StatusCode::CONFLICT,
         K::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         K::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        // MSC4186: an expired sliding sync connection is a 400, not a 404.
+        K::UnknownPos => StatusCode::BAD_REQUEST,
         K::ConnectionFailed | K::ConnectionTimeout => StatusCode::BAD_GATEWAY,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -280,6 +291,7 @@ mod tests {
             Error::limit_exceeded(Duration::from_secs(1)).status_code(),
             StatusCode::TOO_MANY_REQUESTS
         );
+        assert_eq!(Error::unknown_pos().status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(
             Error::new(ErrorKind::UserInUse, "x").status_code(),
             StatusCode::BAD_REQUEST

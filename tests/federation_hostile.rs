@@ -6,7 +6,7 @@ mod common;
 
 use common::federation::{eventually, membership};
 use common::rooms::{Forger, public_room, raw, state_ids, timeline};
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, User, assert_error, enc};
 use ruma::OwnedEventId;
 use serde_json::{Value, json};
 
@@ -308,7 +308,7 @@ async fn a_membership_template_is_checked_before_it_is_signed() {
         a.post(
             &format!(
                 "/_matrix/client/v3/join/{}?server_name={remote}",
-                common::server::enc(&room)
+                enc(&room)
             ),
             alice.t(),
             &json!({}),
@@ -382,6 +382,19 @@ async fn paging_back_passes_over_a_run_of_rejected_events() {
     assert_eq!(status, 200);
     for id in &ids {
         assert!(answer["pdus"][id.as_str()]["error"].is_string(), "{answer}");
+    }
+    // A rejected event is no event to clients, as Synapse answers: 404 by ID and in context.
+    for path in [
+        format!(
+            "/_matrix/client/v3/rooms/{room}/event/{}",
+            enc(ids[0].as_str())
+        ),
+        format!(
+            "/_matrix/client/v3/rooms/{room}/context/{}",
+            enc(ids[0].as_str())
+        ),
+    ] {
+        assert_error(&a.get(&path, alice.t()).await, 404, "M_NOT_FOUND");
     }
     a.send_text(&alice, &room, "after").await;
 

@@ -24,6 +24,7 @@ pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;
+pub mod sliding;
 pub mod spaces;
 pub mod state;
 pub mod sync;

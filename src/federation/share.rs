@@ -103,13 +103,23 @@ impl Federation {
         Ok(())
     }
 
-    /// `user` syncs with `set_presence`: presence follows it, and changes are shared.
+    /// `user` syncs with `set_presence` (`/sync`, sliding sync): presence follows it, and
+    /// changes are shared. A value the spec does not define is refused.
     pub async fn presence_from_sync(
         &self,
         ephemeral: &Ephemeral,
         user: &UserId,
         set_presence: &PresenceState,
     ) -> Result<()> {
+        if !matches!(
+            set_presence,
+            PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable
+        ) {
+            return Err(Error::invalid_param(format!(
+                "Unknown set_presence {:?}",
+                set_presence.as_str()
+            )));
+        }
         if ephemeral.presence_from_sync(user, set_presence) {
             self.share_presence(ephemeral, user).await?;
         }

@@ -14,6 +14,7 @@ pub mod e2e;
 pub mod feed;
 pub mod filter;
 mod rooms;
+pub mod sliding;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

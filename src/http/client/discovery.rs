@@ -28,6 +28,8 @@ const VERSIONS: &[&str] = &[
 const UNSTABLE_FEATURES: &[&str] = &[
     // MSC3266 room summaries.
     "im.nheko.summary",
+    // MSC4186 simplified sliding sync: Element X will not log in without it.
+    "org.matrix.simplified_msc3575",
 ];
 
 /// The room version new rooms get, as current Synapse.

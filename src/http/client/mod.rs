@@ -29,6 +29,7 @@ mod report;
 mod room;
 mod search;
 mod session;
+mod sliding_sync;
 mod state;
 mod summary;
 mod sync;
@@ -101,6 +102,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = openid::routes(r);
     let r = search::routes(r);
     let r = user_directory::routes(r);
+    let r = sliding_sync::routes(r);
     sync::routes(r)
 }
 

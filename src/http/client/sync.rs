@@ -10,7 +10,6 @@ use ruma::api::client::sync::sync_events::v3::{
     self, Filter, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, State,
     StateEvents, Timeline,
 };
-use ruma::presence::PresenceState;
 use ruma::serde::Raw;
 use ruma::{OwnedUserId, UInt};
 use serde_json::Value;
@@ -68,15 +67,6 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         ignored_news: sync_filter.ignored_news(),
         filter: Some(sync_filter),
     };
-    if !matches!(
-        body.set_presence,
-        PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable
-    ) {
-        return Err(Error::invalid_param(format!(
-            "Unknown set_presence {:?}",
-            body.set_presence.as_str()
-        )));
-    }
     state
         .federation
         .presence_from_sync(&state.ephemeral, &user.user_id, &body.set_presence)

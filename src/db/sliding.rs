@@ -1,0 +1,280 @@
+//! Queries for simplified sliding sync (MSC4186): the user's rooms with their bump stamps,
+//! timelines and state changes of many rooms at once (each room with its own bounds), and
+//! the per-connection state (`sliding_connections`, `sliding_positions`).
+
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+
+use super::events::StoredEvent;
+
+/// A room the user has a membership in, with its recency.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SlidingRoom {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub room_version: String,
+    pub membership: String,
+    pub member_event_nid: i64,
+    /// Stream position of the user's membership event.
+    pub member_stream: i64,
+    /// The room's current state group.
+    pub state_group: Option<i64>,
+    /// The state right after the user's membership event (for a former member, the state
+    /// they may still read).
+    pub member_state_after: Option<i64>,
+    pub forgotten: bool,
+    /// Stripped state sent by another server with an invite to a room we are not in.
+    pub invite_state: Option<String>,
+    /// Stream position of the room's latest event of a bump type at or before the cap (the
+    /// user's own membership counts): the room's recency.
+    pub bump_stamp: i64,
+}
+
+/// Every room `user_id` has a membership in, with its bump stamp: the latest event of one of
+/// `bump_types`, or the user's own membership event, whichever is later. Events after
+/// `upto`, and for a room the user is not joined to, after their membership event, do not
+/// count (nothing of a room after the leave shows, not even its recency). One index probe
+/// per room, newest first.
+pub async fn user_rooms(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    upto: i64,
+    bump_types: &[&str],
+) -> Result<Vec<SlidingRoom>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.room_nid, r.room_id, r.room_version, m.membership,
+                m.event_nid AS member_event_nid,
+                COALESCE(me.stream_ordering, 0) AS member_stream, r.state_group,
+                me.state_after AS member_state_after, m.forgotten, m.invite_state,
+                GREATEST(COALESCE(me.stream_ordering, 0), COALESCE(b.s, 0)) AS bump_stamp
+         FROM room_members m
+         JOIN rooms r USING (room_nid)
+         JOIN events me ON me.event_nid = m.event_nid
+         LEFT JOIN LATERAL (
+            SELECT e.stream_ordering AS s FROM events e
+            WHERE e.room_nid = m.room_nid AND e.stream_ordering IS NOT NULL
+              AND e.stream_ordering <= CASE WHEN m.membership = 'join' THEN $2
+                                            ELSE LEAST($2, COALESCE(me.stream_ordering, 0)) END
+              AND e.event_type = ANY($3) AND NOT e.outlier
+              AND e.rejected_reason IS NULL AND NOT e.soft_failed
+            ORDER BY e.stream_ordering DESC LIMIT 1
+         ) b ON TRUE
+         WHERE m.user_id = $1",
+    )
+    .bind(user_id)
+    .bind(upto)
+    .bind(bump_types)
+    .fetch_all(e)
+    .await
+}
+
+/// One room's bounds for a read: events with positions in (`after`, `upto`].
+#[derive(Debug, Clone, Copy)]
+pub struct RoomBounds {
+    pub room_nid: i64,
+    pub after: i64,
+    pub upto: i64,
+}
+
+fn columns(bounds: &[RoomBounds]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    (
+        bounds.iter().map(|b| b.room_nid).collect(),
+        bounds.iter().map(|b| b.after).collect(),
+        bounds.iter().map(|b| b.upto).collect(),
+    )
+}
+
+/// For each room, its newest `per_room + 1` timeline events within its bounds, newest first
+/// (the extra one tells the caller the timeline is limited).
+pub async fn timelines(
+    e: impl PgExecutor<'_>,
+    bounds: &[RoomBounds],
+    per_room: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (nids, after, upto) = columns(bounds);
+    sqlx::query_as(
+        "SELECT x.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(nid, after, upto)
+         CROSS JOIN LATERAL (
+            SELECT e.event_nid, i.event_id, e.room_nid, e.event_type, e.sender, e.depth,
+                   e.stream_ordering, e.origin_server_ts, e.json, e.rejected_reason,
+                   e.soft_failed, e.outlier, e.redacted_by, e.state_before, e.state_after
+            FROM events e JOIN event_ids i USING (event_nid)
+            WHERE e.room_nid = r.nid AND e.stream_ordering IS NOT NULL
+              AND e.stream_ordering > r.after AND e.stream_ordering <= r.upto AND NOT e.outlier
+              AND e.rejected_reason IS NULL AND NOT e.soft_failed
+            ORDER BY e.stream_ordering DESC
+            LIMIT $4 + 1
+         ) x",
+    )
+    .bind(&nids)
+    .bind(&after)
+    .bind(&upto)
+    .bind(per_room)
+    .fetch_all(e)
+    .await
+}
+
+/// A state event with its key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyedEvent {
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
+    pub state_type: String,
+    pub state_key: String,
+}
+
+/// For each room, the latest state event of each key within its bounds: what changed.
+pub async fn state_changes(
+    e: impl PgExecutor<'_>,
+    bounds: &[RoomBounds],
+) -> Result<Vec<KeyedEvent>, sqlx::Error> {
+    let (nids, after, upto) = columns(bounds);
+    sqlx::query_as(
+        "SELECT DISTINCT ON (e.room_nid, e.state_key_nid) e.event_nid, i.event_id, e.room_nid,
+                e.event_type, e.sender, e.depth, e.stream_ordering, e.origin_server_ts, e.json,
+                e.rejected_reason, e.soft_failed, e.outlier, e.redacted_by, e.state_before,
+                e.state_after, k.event_type AS state_type, k.state_key
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(nid, after, upto)
+         JOIN events e ON e.room_nid = r.nid
+         JOIN event_ids i ON i.event_nid = e.event_nid
+         JOIN state_keys k ON k.state_key_nid = e.state_key_nid
+         WHERE e.stream_ordering > r.after AND e.stream_ordering <= r.upto
+           AND e.rejected_reason IS NULL AND NOT e.outlier AND NOT e.soft_failed
+         ORDER BY e.room_nid, e.state_key_nid, e.stream_ordering DESC",
+    )
+    .bind(&nids)
+    .bind(&after)
+    .bind(&upto)
+    .fetch_all(e)
+    .await
+}
+
+/// A connection's position and its stored state.
+pub struct Position<T> {
+    pub conn_nid: i64,
+    pub state: T,
+}
+
+/// The state stored at `pos`, if `pos` is a position of this user's device's connection
+/// `conn_id`.
+pub async fn position<T>(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    conn_id: &str,
+    pos: i64,
+) -> Result<Option<Position<T>>, sqlx::Error>
+where
+    T: serde::de::DeserializeOwned + Send + Unpin + 'static,
+{
+    let row: Option<(i64, Json<T>)> = sqlx::query_as(
+        "SELECT p.conn_nid, p.state FROM sliding_positions p
+         JOIN sliding_connections c USING (conn_nid)
+         WHERE p.pos = $4 AND c.user_id = $1 AND c.device_id = $2 AND c.conn_id = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(conn_id)
+    .bind(pos)
+    .fetch_optional(e)
+    .await?;
+    Ok(row.map(|(conn_nid, state)| Position {
+        conn_nid,
+        state: state.0,
+    }))
+}
+
+/// Start the connection afresh (a request without `pos`): whatever it had is dropped, and
+/// it gets a new number, so positions of the old one cannot match. Returns the number.
+pub async fn reset_connection(
+    tx: &mut sqlx::PgConnection,
+    user_id: &str,
+    device_id: &str,
+    conn_id: &str,
+    now_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM sliding_connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(conn_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar(
+        "INSERT INTO sliding_connections (user_id, device_id, conn_id, last_used_ts)
+         VALUES ($1, $2, $3, $4) RETURNING conn_nid",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(conn_id)
+    .bind(now_ms)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// Store a new position of the connection; the client used `acked` (its positions before it
+/// are done with) and keeps at most `keep` positions besides it. Returns the new `pos`.
+pub async fn save_position<T: serde::Serialize>(
+    tx: &mut sqlx::PgConnection,
+    conn_nid: i64,
+    acked: Option<i64>,
+    keep: i64,
+    state: &T,
+    now_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    let pos: i64 = sqlx::query_scalar(
+        "INSERT INTO sliding_positions (conn_nid, state) VALUES ($1, $2) RETURNING pos",
+    )
+    .bind(conn_nid)
+    .bind(Json(state))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM sliding_positions
+         WHERE conn_nid = $1 AND pos IS DISTINCT FROM $2 AND (
+            pos < COALESCE($2, 0)
+            OR pos NOT IN (SELECT pos FROM sliding_positions WHERE conn_nid = $1
+                           ORDER BY pos DESC LIMIT $3))",
+    )
+    .bind(conn_nid)
+    .bind(acked)
+    .bind(keep)
+    .execute(&mut *tx)
+    .await?;
+    touch(&mut *tx, conn_nid, now_ms).await?;
+    Ok(pos)
+}
+
+/// Mark the connection used now.
+pub async fn touch(e: impl PgExecutor<'_>, conn_nid: i64, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sliding_connections SET last_used_ts = $2 WHERE conn_nid = $1")
+        .bind(conn_nid)
+        .bind(now_ms)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// Drop connections idle since before `idle_before`, and the user's least recently used
+/// ones beyond `per_user`.
+pub async fn expire_connections(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    idle_before: i64,
+    per_user: i64,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "DELETE FROM sliding_connections
+         WHERE last_used_ts < $2
+            OR (user_id = $1 AND conn_nid NOT IN (
+                SELECT conn_nid FROM sliding_connections WHERE user_id = $1
+                ORDER BY last_used_ts DESC, conn_nid DESC LIMIT $3))",
+    )
+    .bind(user_id)
+    .bind(idle_before)
+    .bind(per_user)
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected())
+}

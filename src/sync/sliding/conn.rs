@@ -1,0 +1,118 @@
+//! Connection state: what a connection had been sent as of a position, stored in Postgres
+//! with it (`sliding_positions.state`), so that the next request with that `pos`, after a
+//! restart or on another process alike, sends only what changed since.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Positions kept per connection besides the one the client last used: a client retrying
+/// with an older one than that has moved on, and is told to start again.
+pub const KEPT_POSITIONS: i64 = 8;
+/// Connections per user; the least recently used beyond this are forgotten.
+pub const MAX_CONNECTIONS_PER_USER: i64 = 50;
+/// A connection not used for this long is forgotten (its `pos` then answers M_UNKNOWN_POS).
+pub const IDLE_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnState {
+    /// Stream positions the response was read up to.
+    #[serde(rename = "e")]
+    pub events: i64,
+    #[serde(rename = "ad")]
+    pub account_data: i64,
+    #[serde(rename = "dl")]
+    pub device_lists: i64,
+    #[serde(rename = "ty")]
+    pub typing: i64,
+    #[serde(rename = "rc")]
+    pub receipts: i64,
+    /// Per room number, what it was last sent with.
+    #[serde(rename = "r")]
+    pub rooms: BTreeMap<i64, RoomSent>,
+    /// Per list, the count last sent.
+    #[serde(rename = "l")]
+    pub lists: BTreeMap<String, u64>,
+}
+
+/// What a room was last sent with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSent {
+    /// The user's membership as last sent: join, invite, knock, leave or ban.
+    #[serde(rename = "m")]
+    pub membership: String,
+    /// The stream position its timeline and state were sent up to (for an invite, the
+    /// invite's position).
+    #[serde(rename = "u")]
+    pub upto: i64,
+    /// Fingerprint of the required_state it was sent with.
+    #[serde(rename = "c")]
+    pub required_state: u64,
+    /// Fingerprint of its name, avatar, heroes, counts and DM flag as sent.
+    #[serde(rename = "s")]
+    pub summary: u64,
+}
+
+/// A membership as the stream of a room treats it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Joined,
+    /// Invited or knocking: stripped state only.
+    Invited,
+    /// Left, kicked or banned: nothing after the membership event is ever sent.
+    Gone,
+}
+
+impl Standing {
+    pub fn of(membership: &str) -> Standing {
+        match membership {
+            "join" => Standing::Joined,
+            "invite" | "knock" => Standing::Invited,
+            _ => Standing::Gone,
+        }
+    }
+}
+
+/// `pos` as handed out: the decimal number of a stored position.
+pub fn parse_pos(pos: &str) -> Result<i64> {
+    pos.parse::<i64>()
+        .ok()
+        .filter(|p| *p > 0 && pos.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(Error::unknown_pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_compactly() {
+        let mut s = ConnState {
+            events: 42,
+            ..Default::default()
+        };
+        s.rooms.insert(
+            7,
+            RoomSent {
+                membership: "join".into(),
+                upto: 40,
+                required_state: 1,
+                summary: 2,
+            },
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"7\":{\"m\":\"join\""), "{json}");
+        let back: ConnState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rooms[&7], s.rooms[&7]);
+    }
+
+    #[test]
+    fn positions_parse_strictly() {
+        assert_eq!(parse_pos("12").unwrap(), 12);
+        for bad in ["", "0", "-1", "+3", "1a", " 1", "99999999999999999999"] {
+            assert!(parse_pos(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! Simplified sliding sync (MSC4186) over HTTP: lists, ranges and recency, required_state,
+//! timelines and pagination from prev_batch, invites, resumption with `pos` (also after a
+//! restart), leave/kick/ban ending a room's stream, long-polls, the extensions, bad input.
+
+mod common;
+
+use common::server::{TestServer, User, assert_error, enc};
+use serde_json::{Value, json};
+
+const PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+async fn post(
+    s: &TestServer,
+    u: &User,
+    pos: Option<&str>,
+    timeout_ms: u64,
+    body: &Value,
+) -> (u16, Value) {
+    let mut path = format!("{PATH}?timeout={timeout_ms}");
+    if let Some(p) = pos {
+        path.push_str(&format!("&pos={}", enc(p)));
+    }
+    s.post(&path, u.t(), body).await
+}
+
+/// A sliding sync that must succeed, answering at once unless it waits for news.
+async fn ss(s: &TestServer, u: &User, pos: Option<&str>, body: &Value) -> Value {
+    let (status, res) = post(s, u, pos, 0, body).await;
+    assert_eq!(status, 200, "sliding sync: {res}");
+    res
+}
+
+fn pos(res: &Value) -> String {
+    res["pos"].as_str().expect("pos").to_owned()
+}
+
+/// One list `all` over the first `n` rooms.
+fn list(n: u64, timeline_limit: u64, required_state: Value) -> Value {
+    json!({"conn_id": "main", "lists": {"all": {
+        "ranges": [[0, n - 1]], "timeline_limit": timeline_limit, "required_state": required_state
+    }}})
+}
+
+/// The rooms of the response ordered by bump stamp, newest first.
+fn by_recency(res: &Value) -> Vec<String> {
+    let mut rooms: Vec<(i64, String)> = res["rooms"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, r)| (r["bump_stamp"].as_i64().unwrap_or(-1), id.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    rooms.sort_by(|a, b| b.cmp(a));
+    rooms.into_iter().map(|(_, id)| id).collect()
+}
+
+fn bodies(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn types_and_keys(events: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = events
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["type"].as_str().unwrap_or("").to_owned(),
+                        e["state_key"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn named_room(s: &TestServer, u: &User, name: &str) -> String {
+    s.create_room(u, json!({"name": name, "preset": "public_chat"}))
+        .await
+}
+
+#[tokio::test]
+async fn lists_sort_by_recency_and_move_when_a_message_arrives() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let a = named_room(&s, &alice, "A").await;
+    let b = named_room(&s, &alice, "B").await;
+    let c = named_room(&s, &alice, "C").await;
+
+    let body = list(2, 1, json!([["m.room.name", ""]]));
+    let res = ss(&s, &alice, None, &body).await;
+    assert_eq!(res["lists"]["all"]["count"], 3, "{res}");
+    assert_eq!(by_recency(&res), vec![c.clone(), b.clone()], "{res}");
+    let room = &res["rooms"][&c];
+    assert_eq!(room["initial"], true);
+    assert_eq!(room["name"], "C");
+    assert_eq!(room["joined_count"], 1);
+    assert_eq!(room["notification_count"], 0);
+    assert_eq!(
+        types_and_keys(&room["required_state"]),
+        vec![("m.room.name".to_owned(), String::new())]
+    );
+    assert_eq!(room["timeline"].as_array().map(Vec::len), Some(1));
+
+    // A message in the oldest room brings it to the top: it is new to the connection.
+    s.send_text(&alice, &a, "hello-a").await;
+    let res = ss(&s, &alice, Some(&pos(&res)), &body).await;
+    assert_eq!(res["lists"]["all"]["count"], 3);
+    let room = &res["rooms"][&a];
+    assert_eq!(room["initial"], true, "{res}");
+    assert_eq!(bodies(&room["timeline"]), vec!["hello-a"]);
+    assert!(
+        room["bump_stamp"].as_i64() > res["rooms"][&c]["bump_stamp"].as_i64().or(Some(0)),
+        "{res}"
+    );
+    // C was sent already and has nothing new; B fell out of the range.
+    assert!(
+        res["rooms"].get(&c).is_none() && res["rooms"].get(&b).is_none(),
+        "{res}"
+    );
+
+    // A state change does not bump: C stays below A.
+    let (st, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{c}/state/m.room.topic/"),
+            alice.t(),
+            &json!({"topic": "t"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let fresh = ss(&s, &alice, None, &list(3, 0, json!([]))).await;
+    assert_eq!(by_recency(&fresh), vec![a, c, b], "{fresh}");
+}
+
+#[tokio::test]
+async fn required_state_special_values() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let carol = s.register("carol", "pw-carol-1").await;
+    let room = named_room(&s, &alice, "Talk").await;
+    s.join(&bob, &room).await;
+    s.join(&carol, &room).await;
+    s.send_text(&bob, &room, "from-bob").await;
+
+    let member = |u: &User| ("m.room.member".to_owned(), u.user_id.clone());
+    let res = ss(
+        &s,
+        &alice,
+        None,
+        &list(
+            1,
+            1,
+            json!([
+                ["m.room.member", "$LAZY"],
+                ["m.room.member", "$ME"],
+                ["m.room.create", ""]
+            ]),
+        ),
+    )
+    .await;
+    let got = types_and_keys(&res["rooms"][&room]["required_state"]);
+    let mut want = vec![
+        ("m.room.create".to_owned(), String::new()),
+        member(&alice),
+        member(&bob),
+    ];
+    want.sort();
+    assert_eq!(got, want, "only the timeline's sender and me: {res}");
+
+    let res = ss(&s, &alice, None, &list(1, 1, json!([["*", "*"]]))).await;
+    let all = types_and_keys(&res["rooms"][&room]["required_state"]);
+    for k in [
+        member(&carol),
+        ("m.room.join_rules".to_owned(), String::new()),
+    ] {
+        assert!(all.contains(&k), "{k:?} in {all:?}");
+    }
+
+    let res = ss(
+        &s,
+        &alice,
+        None,
+        &list(1, 1, json!([["*", "*"], ["m.room.member", "$LAZY"]])),
+    )
+    .await;
+    let lazy = types_and_keys(&res["rooms"][&room]["required_state"]);
+    assert!(
+        lazy.contains(&member(&bob)) && !lazy.contains(&member(&carol)),
+        "{lazy:?}"
+    );
+    assert!(lazy.contains(&("m.room.name".to_owned(), String::new())));
+
+    // Heroes name an unnamed room.
+    let dm = s
+        .create_room(&alice, json!({"invite": [bob.user_id]}))
+        .await;
+    s.join(&bob, &dm).await;
+    let res = ss(&s, &alice, None, &list(1, 0, json!([]))).await;
+    let r = &res["rooms"][&dm];
+    assert_eq!(r["name"], "bob", "{res}");
+    assert_eq!(r["heroes"][0]["user_id"], bob.user_id.as_str());
+}
+
+#[tokio::test]
+async fn limited_timeline_continues_through_messages_from_prev_batch() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let room = named_room(&s, &alice, "Long").await;
+    for i in 0..10 {
+        s.send_text(&alice, &room, &format!("m{i}")).await;
+    }
+    let res = ss(&s, &alice, None, &list(1, 3, json!([]))).await;
+    let r = &res["rooms"][&room];
+    assert_eq!(bodies(&r["timeline"]), vec!["m7", "m8", "m9"], "{res}");
+    assert_eq!(r["limited"], true);
+    assert_eq!(r["num_live"], 0);
+    let from = r["prev_batch"].as_str().expect("prev_batch");
+    let (st, page) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100&from={}",
+                enc(from)
+            ),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(st, 200, "{page}");
+    let mut older = bodies(&page["chunk"]);
+    older.reverse();
+    assert_eq!(older, (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let last = page["chunk"]
+        .as_array()
+        .and_then(|c| c.last())
+        .expect("events");
+    assert_eq!(last["type"], "m.room.create", "paged back to the creation");
+
+    // Incremental: only the new event, live.
+    s.send_text(&alice, &room, "m10").await;
+    let res = ss(&s, &alice, Some(&pos(&res)), &list(1, 3, json!([]))).await;
+    let r = &res["rooms"][&room];
+    assert_eq!(bodies(&r["timeline"]), vec!["m10"], "{res}");
+    assert!(
+        r.get("initial").is_none() && r.get("limited").is_none(),
+        "{r}"
+    );
+    assert_eq!(r["num_live"], 1);
+}
+
+#[tokio::test]
+async fn invites_come_with_stripped_state_then_the_room_once_joined() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &bob, "Party").await;
+    let (st, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            bob.t(),
+            &json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let body = json!({"conn_id": "c", "lists": {
+        "invites": {"ranges": [[0, 9]], "timeline_limit": 5, "filters": {"is_invite": true}},
+        "joined": {"ranges": [[0, 9]], "timeline_limit": 5, "filters": {"is_invite": false}}
+    }});
+    let res = ss(&s, &alice, None, &body).await;
+    assert_eq!(res["lists"]["invites"]["count"], 1, "{res}");
+    assert_eq!(res["lists"]["joined"]["count"], 0);
+    let r = &res["rooms"][&room];
+    assert_eq!(r["initial"], true);
+    assert_eq!(r["name"], "Party");
+    let stripped = types_and_keys(&r["invite_state"]);
+    assert!(
+        stripped.contains(&("m.room.member".to_owned(), alice.user_id.clone())),
+        "{r}"
+    );
+    assert!(
+        stripped.contains(&("m.room.name".to_owned(), String::new())),
+        "{r}"
+    );
+    assert!(
+        r.get("timeline").is_none(),
+        "no timeline for an invite: {r}"
+    );
+
+    s.join(&alice, &room).await;
+    let res = ss(&s, &alice, Some(&pos(&res)), &body).await;
+    assert_eq!(res["lists"]["invites"]["count"], 0, "{res}");
+    assert_eq!(res["lists"]["joined"]["count"], 1);
+    let r = &res["rooms"][&room];
+    assert_eq!(r["initial"], true, "joined: sent whole: {r}");
+    assert!(r.get("invite_state").is_none());
+    let last = r["timeline"]
+        .as_array()
+        .and_then(|t| t.last())
+        .expect("timeline");
+    assert_eq!(last["type"], "m.room.member");
+    assert_eq!(last["content"]["membership"], "join");
+}
+
+#[tokio::test]
+async fn same_pos_resumes_without_loss_also_after_a_restart() {
+    let mut s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let room = named_room(&s, &alice, "R").await;
+    let body = list(5, 5, json!([]));
+    let first = ss(&s, &alice, None, &body).await;
+    let p1 = pos(&first);
+
+    s.send_text(&alice, &room, "one").await;
+    let second = ss(&s, &alice, Some(&p1), &body).await;
+    assert_eq!(bodies(&second["rooms"][&room]["timeline"]), vec!["one"]);
+    // The answer was lost: the same request again gets the same news.
+    let again = ss(&s, &alice, Some(&p1), &body).await;
+    assert_eq!(
+        bodies(&again["rooms"][&room]["timeline"]),
+        vec!["one"],
+        "{again}"
+    );
+    let p3 = pos(&again);
+
+    s.restart().await;
+    // Nothing new: nothing resent, the same position.
+    let quiet = ss(&s, &alice, Some(&p3), &body).await;
+    assert!(
+        quiet["rooms"].as_object().is_none_or(|r| r.is_empty()),
+        "{quiet}"
+    );
+    assert_eq!(quiet["pos"], p3.as_str());
+    s.send_text(&alice, &room, "two").await;
+    let after = ss(&s, &alice, Some(&p3), &body).await;
+    let r = &after["rooms"][&room];
+    assert_eq!(bodies(&r["timeline"]), vec!["two"], "{after}");
+    assert!(r.get("initial").is_none(), "not resent whole: {r}");
+}
+
+#[tokio::test]
+async fn unknown_or_foreign_pos_answers_unknown_pos() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let body = list(1, 1, json!([]));
+    for bad in ["999999", "abc", "-1", ""] {
+        let r = post(&s, &alice, Some(bad), 0, &body).await;
+        assert_error(&r, 400, "M_UNKNOWN_POS");
+    }
+    let res = ss(&s, &alice, None, &body).await;
+    let p = pos(&res);
+    // Another user, another conn_id: not theirs.
+    assert_error(
+        &post(&s, &bob, Some(&p), 0, &body).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+    let other = json!({"conn_id": "other", "lists": body["lists"].clone()});
+    assert_error(
+        &post(&s, &alice, Some(&p), 0, &other).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+    // Starting the connection again forgets its positions.
+    ss(&s, &alice, None, &body).await;
+    assert_error(
+        &post(&s, &alice, Some(&p), 0, &body).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+}
+
+#[tokio::test]
+async fn leave_kick_and_ban_end_the_rooms_stream() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    for how in ["leave", "kick", "ban"] {
+        let room = named_room(&s, &bob, how).await;
+        s.join(&alice, &room).await;
+        let body = json!({"conn_id": how, "lists": {"all": {"ranges": [[0, 20]], "timeline_limit": 10}},
+                          "room_subscriptions": {room.clone(): {"timeline_limit": 10, "required_state": [["*", "*"]]}}});
+        let res = ss(&s, &alice, None, &body).await;
+        assert_eq!(res["rooms"][&room]["initial"], true);
+        let (st, r) = match how {
+            "leave" => {
+                s.post(
+                    &format!("/_matrix/client/v3/rooms/{room}/leave"),
+                    alice.t(),
+                    &json!({}),
+                )
+                .await
+            }
+            _ => {
+                s.post(
+                    &format!("/_matrix/client/v3/rooms/{room}/{how}"),
+                    bob.t(),
+                    &json!({"user_id": alice.user_id}),
+                )
+                .await
+            }
+        };
+        assert_eq!(st, 200, "{how}: {r}");
+        s.send_text(&bob, &room, &format!("after-{how}")).await;
+        let (st, _) = s
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+                bob.t(),
+                &json!({"topic": "secret"}),
+            )
+            .await;
+        assert_eq!(st, 200);
+
+        let res = ss(&s, &alice, Some(&pos(&res)), &body).await;
+        let r = &res["rooms"][&room];
+        let timeline = r["timeline"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{how}: the leave is sent: {res}"));
+        let last = timeline.last().expect("an event");
+        assert_eq!(last["type"], "m.room.member", "{how}: {r}");
+        assert_eq!(last["state_key"], alice.user_id.as_str());
+        assert!(
+            bodies(&r["timeline"]).is_empty(),
+            "{how}: nothing after: {r}"
+        );
+        assert!(!r.to_string().contains("secret"), "{how}: {r}");
+
+        // From then on, nothing of the room, whatever the request says.
+        s.send_text(&bob, &room, &format!("later-{how}")).await;
+        let res = ss(&s, &alice, Some(&pos(&res)), &body).await;
+        assert!(res["rooms"].get(&room).is_none(), "{how}: {res}");
+        assert!(!res.to_string().contains("later-"), "{how}: {res}");
+        // A new connection does not list it either.
+        let fresh = ss(&s, &alice, None, &body).await;
+        assert!(
+            !fresh.to_string().contains("later-") && !fresh.to_string().contains("secret"),
+            "{how}: {fresh}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn long_poll_is_woken_by_a_message_and_times_out_empty() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &alice, "Poll").await;
+    s.join(&bob, &room).await;
+    let body = list(5, 5, json!([]));
+    let res = ss(&s, &alice, None, &body).await;
+    let p = pos(&res);
+
+    // Nothing happens: the poll answers at its timeout, with the same position.
+    let (st, quiet) = post(&s, &alice, Some(&p), 300, &body).await;
+    assert_eq!(st, 200);
+    assert_eq!(quiet["pos"], p.as_str());
+    assert!(
+        quiet["rooms"].as_object().is_none_or(|r| r.is_empty()),
+        "{quiet}"
+    );
+
+    // Whether the message lands before or during the wait, the poll answers with it.
+    let (polled, ()) = tokio::join!(post(&s, &alice, Some(&p), 30_000, &body), async {
+        s.send_text(&bob, &room, "wake-up").await;
+    });
+    assert_eq!(polled.0, 200);
+    assert_eq!(
+        bodies(&polled.1["rooms"][&room]["timeline"]),
+        vec!["wake-up"],
+        "{}",
+        polled.1
+    );
+}
+
+#[tokio::test]
+async fn extensions_to_device_e2ee_account_data_receipts_typing() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &alice, "Ext").await;
+    s.join(&bob, &room).await;
+    let body = |since: Option<&str>| {
+        json!({"conn_id": "ext", "lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 1}},
+        "extensions": {
+            "to_device": {"enabled": true, "since": since},
+            "e2ee": {"enabled": true},
+            "account_data": {"enabled": true},
+            "receipts": {"enabled": true},
+            "typing": {"enabled": true}
+        }})
+    };
+    let (st, _) = s
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            alice.t(),
+            &json!({"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "k1", "signatures": {}}},
+                    "fallback_keys": {"signed_curve25519:AAAAAg": {"key": "f", "fallback": true, "signatures": {}}}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let res = ss(&s, &alice, None, &body(None)).await;
+    let ext = &res["extensions"];
+    assert_eq!(
+        ext["e2ee"]["device_one_time_keys_count"]["signed_curve25519"], 1,
+        "{res}"
+    );
+    assert_eq!(
+        ext["e2ee"]["device_unused_fallback_key_types"],
+        json!(["signed_curve25519"])
+    );
+    let since = ext["to_device"]["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    // Bob: a to-device message, new keys, a receipt and typing; Alice: account data.
+    let (st, _) = s
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.test/txn1",
+            bob.t(),
+            &json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"hello": "alice"}}}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            bob.t(),
+            &json!({"device_keys": {"user_id": bob.user_id, "device_id": bob.device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {format!("curve25519:{}", bob.device_id): "c", format!("ed25519:{}", bob.device_id): "e"},
+                "signatures": {}}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let event = s.send_text(&bob, &room, "read-me").await;
+    let (st, _) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/receipt/m.read/{}",
+                enc(&event)
+            ),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/typing/{}",
+                enc(&bob.user_id)
+            ),
+            bob.t(),
+            &json!({"typing": true, "timeout": 30000}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    for (path, content) in [
+        (
+            format!(
+                "/_matrix/client/v3/user/{}/account_data/m.test.global",
+                enc(&alice.user_id)
+            ),
+            json!({"g": 1}),
+        ),
+        (
+            format!(
+                "/_matrix/client/v3/user/{}/rooms/{room}/account_data/m.test.room",
+                enc(&alice.user_id)
+            ),
+            json!({"r": 1}),
+        ),
+    ] {
+        let (st, _) = s.put(&path, alice.t(), &content).await;
+        assert_eq!(st, 200);
+    }
+
+    let res = ss(&s, &alice, Some(&pos(&res)), &body(Some(&since))).await;
+    let ext = &res["extensions"];
+    assert_eq!(
+        ext["to_device"]["events"][0]["content"]["hello"], "alice",
+        "{res}"
+    );
+    assert_eq!(
+        ext["to_device"]["events"][0]["sender"],
+        bob.user_id.as_str()
+    );
+    assert!(
+        ext["e2ee"]["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == bob.user_id.as_str())),
+        "{res}"
+    );
+    assert!(
+        ext["account_data"]["global"]
+            .to_string()
+            .contains("m.test.global"),
+        "{res}"
+    );
+    assert_eq!(
+        ext["account_data"]["rooms"][&room][0]["type"],
+        "m.test.room"
+    );
+    assert_eq!(ext["receipts"]["rooms"][&room]["type"], "m.receipt");
+    assert!(
+        ext["receipts"]["rooms"][&room]["content"][&event]["m.read"][&bob.user_id].is_object(),
+        "{res}"
+    );
+    assert_eq!(
+        ext["typing"]["rooms"][&room]["content"]["user_ids"],
+        json!([bob.user_id])
+    );
+
+    // Acknowledged: the message is not sent again.
+    let next = ext["to_device"]["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let res = ss(&s, &alice, Some(&pos(&res)), &body(Some(&next))).await;
+    assert!(
+        res["extensions"]["to_device"]["events"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{res}"
+    );
+}
+
+#[tokio::test]
+async fn is_dm_comes_from_m_direct() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let dm = s
+        .create_room(&alice, json!({"invite": [bob.user_id], "is_direct": true}))
+        .await;
+    let group = named_room(&s, &alice, "Group").await;
+    let (st, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                enc(&alice.user_id)
+            ),
+            alice.t(),
+            &json!({bob.user_id.clone(): [dm]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let body = json!({"lists": {
+        "dms": {"ranges": [[0, 9]], "timeline_limit": 0, "filters": {"is_dm": true}},
+        "rooms": {"ranges": [[0, 9]], "timeline_limit": 0, "filters": {"is_dm": false}}
+    }});
+    let res = ss(&s, &alice, None, &body).await;
+    assert_eq!(res["lists"]["dms"]["count"], 1, "{res}");
+    assert_eq!(res["lists"]["rooms"]["count"], 1);
+    assert_eq!(res["rooms"][&dm]["is_dm"], true);
+    assert_eq!(res["rooms"][&group]["is_dm"], false);
+}
+
+#[tokio::test]
+async fn bad_input_answers_the_right_errors() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let (st, res) = s
+        .request(reqwest::Method::POST, PATH, alice.t(), None)
+        .await;
+    assert!(
+        st == 200 || st == 400,
+        "an empty body is an empty request: {st} {res}"
+    );
+    let raw = reqwest::Client::new()
+        .post(s.url(PATH))
+        .bearer_auth(&alice.token)
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(raw.status().as_u16(), 400);
+    let v: Value = raw.json().await.expect("json");
+    assert_eq!(v["errcode"], "M_NOT_JSON", "{v}");
+
+    let bad = |ranges: Value| json!({"lists": {"all": {"ranges": ranges, "timeline_limit": 1}}});
+    assert_error(
+        &post(&s, &alice, None, 0, &bad(json!([[5, 2]]))).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &post(&s, &alice, None, 0, &bad(json!([[-1, 2]]))).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &post(&s, &alice, None, 0, &bad(json!("all"))).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &post(
+            &s,
+            &alice,
+            None,
+            0,
+            &json!({"lists": {"all": {"ranges": [[0, 1]], "timeline_limit": "x"}}}),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &post(
+            &s,
+            &alice,
+            None,
+            0,
+            &json!({"extensions": {"to_device": {"enabled": true, "since": "x1"}}}),
+        )
+        .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    let (st, _) = s.post(PATH, None, &json!({})).await;
+    assert_eq!(st, 401);
+}
+
+#[tokio::test]
+async fn versions_advertise_it_and_auth_metadata_is_unrecognized() {
+    let s = TestServer::start().await;
+    let (st, v) = s.get("/_matrix/client/versions", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["unstable_features"]["org.matrix.simplified_msc3575"], true,
+        "{v}"
+    );
+    for path in [
+        "/_matrix/client/v1/auth_metadata",
+        "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+    ] {
+        assert_error(&s.get(path, None).await, 404, "M_UNRECOGNIZED");
+    }
+}
+
+#[tokio::test]
+async fn timeline_events_carry_their_bundled_aggregations() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let room = named_room(&s, &alice, "Edits").await;
+    let original = s.send_text(&alice, &room, "helo").await;
+    let (st, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/edit1"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "* hello",
+                    "m.new_content": {"msgtype": "m.text", "body": "hello"},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let res = ss(&s, &alice, None, &list(1, 2, json!([]))).await;
+    let timeline = res["rooms"][&room]["timeline"]
+        .as_array()
+        .expect("timeline");
+    let first = timeline.first().expect("the original");
+    assert_eq!(first["event_id"], original.as_str(), "{res}");
+    assert_eq!(
+        first["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"]["body"], "hello",
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn an_encryption_only_connection_is_woken_by_a_to_device_message() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &alice, "Enc").await;
+    s.join(&bob, &room).await;
+    let body = json!({"conn_id": "encryption", "extensions": {
+        "to_device": {"enabled": true}, "e2ee": {"enabled": true}}});
+    let res = ss(&s, &alice, None, &body).await;
+    let p = pos(&res);
+    let send = async {
+        // A room message is no news for this connection; the to-device message is.
+        s.send_text(&bob, &room, "not-for-encryption").await;
+        let (st, _) = s
+            .put(
+                "/_matrix/client/v3/sendToDevice/m.test/txn-enc",
+                bob.t(),
+                &json!({"messages": {alice.user_id.clone(): {alice.device_id.clone(): {"k": "v"}}}}),
+            )
+            .await;
+        assert_eq!(st, 200);
+    };
+    let ((st, polled), ()) = tokio::join!(post(&s, &alice, Some(&p), 30_000, &body), send);
+    assert_eq!(st, 200, "{polled}");
+    let events = &polled["extensions"]["to_device"]["events"];
+    if events.as_array().is_none_or(|e| e.is_empty()) {
+        // Woken before the message was stored: the next poll has it.
+        let (_, again) = post(&s, &alice, Some(&pos(&polled)), 30_000, &body).await;
+        assert_eq!(
+            again["extensions"]["to_device"]["events"][0]["content"]["k"], "v",
+            "{again}"
+        );
+    } else {
+        assert_eq!(events[0]["content"]["k"], "v", "{polled}");
+    }
+    assert!(polled.get("rooms").is_none(), "{polled}");
+}

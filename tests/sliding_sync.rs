@@ -815,3 +815,52 @@ async fn an_encryption_only_connection_is_woken_by_a_to_device_message() {
     }
     assert!(polled.get("rooms").is_none(), "{polled}");
 }
+
+/// The device that sent an event sees its transaction ID on it, in both syncs; its other
+/// devices and other users do not.
+#[tokio::test]
+async fn the_sending_device_gets_its_transaction_id_back() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+    let (status, _) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/echo-1"),
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, login) = s.login("alice", "alice-password").await;
+    let other_device = common::server::User::from_response(&login);
+
+    let txn_of = |events: &Value| -> Vec<Option<String>> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["content"]["body"] == "hello")
+            .map(|e| e["unsigned"]["transaction_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let v3 = async |u: &User| {
+        let sync = s.sync(u, "").await;
+        sync["rooms"]["join"][&room]["timeline"]["events"].clone()
+    };
+    assert_eq!(txn_of(&v3(&alice).await), vec![Some("echo-1".to_owned())]);
+    assert_eq!(txn_of(&v3(&other_device).await), vec![None]);
+    assert_eq!(txn_of(&v3(&bob).await), vec![None]);
+
+    let body = list(10, 5, json!([]));
+    let sliding = ss(&s, &alice, None, &body).await;
+    assert_eq!(
+        txn_of(&sliding["rooms"][&room]["timeline"]),
+        vec![Some("echo-1".to_owned())]
+    );
+    let sliding = ss(&s, &bob, None, &body).await;
+    assert_eq!(txn_of(&sliding["rooms"][&room]["timeline"]), vec![None]);
+}

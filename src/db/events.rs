@@ -271,6 +271,25 @@ pub async fn by_id(
         .await
 }
 
+/// The client transaction IDs `user_id`'s device `device_id` sent these of `nids` with:
+/// (event, transaction ID).
+pub async fn transaction_ids(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    nids: &[i64],
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_nid, txn_id FROM event_txn_ids
+         WHERE event_nid = ANY($1) AND user_id = $2 AND device_id = $3",
+    )
+    .bind(nids)
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_all(e)
+    .await
+}
+
 /// Events by number, in no particular order.
 pub async fn by_nids(
     e: impl PgExecutor<'_>,

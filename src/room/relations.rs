@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ruma::{EventId, RoomId, UserId};
+use ruma::{DeviceId, EventId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::Rooms;
@@ -175,7 +175,7 @@ impl Rooms {
         room: &RoomRow,
         events: &[StoredEvent],
     ) -> Result<Vec<Value>> {
-        let bundles = self.bundles(viewer, events.iter()).await?;
+        let bundles = self.bundles(viewer, None, events.iter()).await?;
         let mut client = self.to_client(room, events).await?;
         bundles.apply(events, &mut client);
         Ok(client)
@@ -183,13 +183,31 @@ impl Rooms {
 
     /// The aggregations of `events` (of any rooms) for `viewer`, in two queries whatever
     /// their number (a third when a thread's latest reply has been edited): thread
-    /// summaries with their latest reply, the latest edit, references.
+    /// summaries with their latest reply, the latest edit, references. With the viewer's
+    /// `device`, the events that device sent also get their client transaction ID (one
+    /// more query, only when there are such events).
     pub(crate) async fn bundles<'a>(
         &self,
         viewer: &UserId,
-        events: impl Iterator<Item = &'a StoredEvent>,
+        device: Option<&DeviceId>,
+        events: impl Iterator<Item = &'a StoredEvent> + Clone,
     ) -> Result<Bundles> {
+        let own: Vec<i64> = match device {
+            Some(_) => events
+                .clone()
+                .filter(|e| e.sender == viewer.as_str())
+                .map(|e| e.event_nid)
+                .collect(),
+            None => Vec::new(),
+        };
         let mut bundles = self.bundles_of(viewer, events, true).await?;
+        if let (Some(device), false) = (device, own.is_empty()) {
+            bundles.txn_ids =
+                db::events::transaction_ids(self.reads(), viewer.as_str(), device.as_str(), &own)
+                    .await?
+                    .into_iter()
+                    .collect();
+        }
         if !bundles.latest.is_empty() {
             // The latest reply of each thread comes with its own latest edit.
             let latest: Vec<StoredEvent> = bundles.latest.values().cloned().collect();
@@ -286,6 +304,8 @@ pub struct Bundles {
     by_event: HashMap<String, serde_json::Map<String, Value>>,
     /// The latest reply of each thread root bundled, as stored.
     latest: HashMap<String, StoredEvent>,
+    /// Client transaction IDs of the viewing device's own events, by event number.
+    txn_ids: HashMap<i64, String>,
 }
 
 impl Bundles {
@@ -315,15 +335,18 @@ impl Bundles {
 
     /// Add each event's aggregations to its client form (`client[i]` is `events[i]`'s).
     pub fn apply(&self, events: &[StoredEvent], client: &mut [Value]) {
-        if self.by_event.is_empty() {
+        if self.by_event.is_empty() && self.txn_ids.is_empty() {
             return;
         }
         for (e, c) in events.iter().zip(client.iter_mut()) {
-            let Some(relations) = self.by_event.get(&e.event_id) else {
+            let Some(unsigned) = c.get_mut("unsigned").and_then(Value::as_object_mut) else {
                 continue;
             };
-            if let Some(unsigned) = c.get_mut("unsigned").and_then(Value::as_object_mut) {
+            if let Some(relations) = self.by_event.get(&e.event_id) {
                 unsigned.insert("m.relations".into(), Value::Object(relations.clone()));
+            }
+            if let Some(txn_id) = self.txn_ids.get(&e.event_nid) {
+                unsigned.insert("transaction_id".into(), Value::String(txn_id.clone()));
             }
         }
     }

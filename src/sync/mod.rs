@@ -466,7 +466,11 @@ impl Sync {
         // The timelines' aggregations (threads, edits, references), for all rooms at once.
         let bundles = self
             .rooms
-            .bundles(user, timelines.iter().flat_map(|t| t.2.iter()))
+            .bundles(
+                user,
+                Some(&req.device_id),
+                timelines.iter().flat_map(|t| t.2.iter()),
+            )
             .await?;
         for (r, row, events, limited) in timelines {
             let state = match start_groups.get(&r.room_nid) {

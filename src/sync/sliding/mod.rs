@@ -255,6 +255,7 @@ impl Sync {
         let by_nid: HashMap<i64, &SlidingRoom> = rooms.iter().map(|r| (r.room_nid, r)).collect();
         let read = room::RoomsRead {
             user,
+            device,
             upto,
             prev,
             direct: &direct,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::conn::{ConnState, RoomSent, Standing};
@@ -20,6 +20,8 @@ use crate::sync::{MAX_HEROES, Sync};
 /// What the rooms' part of a read works from.
 pub(super) struct RoomsRead<'a> {
     pub user: &'a UserId,
+    /// The syncing device: its own events carry their transaction IDs.
+    pub device: &'a DeviceId,
     pub upto: i64,
     pub prev: Option<&'a ConnState>,
     pub direct: &'a HashSet<String>,
@@ -137,7 +139,11 @@ impl Sync {
         let mut summaries = self.sliding_summaries(read.user, &joined).await?;
         let bundles = self
             .rooms
-            .bundles(read.user, timelines.values().flat_map(|t| t.events.iter()))
+            .bundles(
+                read.user,
+                Some(read.device),
+                timelines.values().flat_map(|t| t.events.iter()),
+            )
             .await?;
 
         let mut timelines = timelines;

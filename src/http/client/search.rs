@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
-use ruma::api::client::filter::UrlFilter;
 use ruma::api::client::search::search_events::v3::{
     Categories, Criteria, EventContextResult, GroupingKey, OrderBy, Request, Response,
     ResultCategories, ResultGroup, ResultGroupMap, ResultRoomEvents, SearchKeys, SearchResult,
@@ -93,16 +92,7 @@ fn parse(c: Criteria, next_batch: Option<String>) -> Result<Search> {
         keys,
         rooms: f.rooms.clone(),
         not_rooms: f.not_rooms.clone(),
-        filter: EventFilter {
-            types: f.types.clone(),
-            not_types: f.not_types.clone(),
-            senders: f
-                .senders
-                .as_ref()
-                .map(|s| s.iter().map(ToString::to_string).collect()),
-            not_senders: f.not_senders.iter().map(ToString::to_string).collect(),
-            contains_url: f.url_filter.map(|u| u == UrlFilter::EventsWithUrl),
-        },
+        filter: EventFilter::from(f),
         limit: f.limit.map_or(DEFAULT_LIMIT, u64::from),
         order,
         context,

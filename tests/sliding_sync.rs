@@ -864,3 +864,16 @@ async fn the_sending_device_gets_its_transaction_id_back() {
     let sliding = ss(&s, &bob, None, &body).await;
     assert_eq!(txn_of(&sliding["rooms"][&room]["timeline"]), vec![None]);
 }
+
+/// Fresh requests on one connection at once (a client retrying, two tabs) all answer.
+#[tokio::test]
+async fn simultaneous_fresh_requests_on_one_connection_all_answer() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    s.create_room(&alice, json!({"name": "r"})).await;
+    let body = list(10, 1, json!([]));
+    let answers = futures::future::join_all((0..8).map(|_| post(&s, &alice, None, 0, &body))).await;
+    for (status, res) in answers {
+        assert_eq!(status, 200, "{res}");
+    }
+}

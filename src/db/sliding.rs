@@ -184,8 +184,11 @@ where
     }))
 }
 
-/// Start the connection afresh (a request without `pos`): whatever it had is dropped, and
-/// it gets a new number, so positions of the old one cannot match. Returns the number.
+/// Start the connection afresh (a request without `pos`): its positions are dropped, so
+/// none handed out before can match any more. Returns the connection's number, which stays
+/// the same: fresh requests racing on one connection (a retry, two tabs) then share it, and
+/// neither pulls the row from under the other (a request whose positions a racing reset
+/// dropped is told `M_UNKNOWN_POS` next time, and starts again).
 pub async fn reset_connection(
     tx: &mut sqlx::PgConnection,
     user_id: &str,
@@ -193,24 +196,24 @@ pub async fn reset_connection(
     conn_id: &str,
     now_ms: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM sliding_connections WHERE user_id = $1 AND device_id = $2 AND conn_id = $3",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .bind(conn_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query_scalar(
+    let conn_nid: i64 = sqlx::query_scalar(
         "INSERT INTO sliding_connections (user_id, device_id, conn_id, last_used_ts)
-         VALUES ($1, $2, $3, $4) RETURNING conn_nid",
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT sliding_connections_key
+             DO UPDATE SET last_used_ts = EXCLUDED.last_used_ts
+         RETURNING conn_nid",
     )
     .bind(user_id)
     .bind(device_id)
     .bind(conn_id)
     .bind(now_ms)
     .fetch_one(&mut *tx)
-    .await
+    .await?;
+    sqlx::query("DELETE FROM sliding_positions WHERE conn_nid = $1")
+        .bind(conn_nid)
+        .execute(&mut *tx)
+        .await?;
+    Ok(conn_nid)
 }
 
 /// Store a new position of the connection; the client used `acked` (its positions before it

@@ -326,3 +326,36 @@ async fn a_denied_signing_key_is_refused() {
     let (status, body) = common::federation::signed(&a, &b, "GET", &path, None).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A server key is trusted only until its `valid_until_ts`: past it, and with its server
+/// unreachable to fetch it again, requests signed with it are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_past_their_validity_verify_nothing() {
+    let a = TestServer::start_federating().await;
+    let mut b = TestServer::start_federating().await;
+    let alice = a.register("alice", "alice-password").await;
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        alice.user_id
+    );
+    let (status, body) = common::federation::signed(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A has B's key now; let it lapse, and take B away so it cannot be fetched again.
+    let db = common::media::db(&a).await;
+    let lapsed = sqlx::query("UPDATE server_keys SET valid_until_ts = 1 WHERE server_name = $1")
+        .bind(b.server_name())
+        .execute(&db)
+        .await
+        .unwrap();
+    assert!(lapsed.rows_affected() > 0);
+    sqlx::query("DELETE FROM server_key_responses WHERE server_name = $1")
+        .bind(b.server_name())
+        .execute(&db)
+        .await
+        .unwrap();
+    b.stop().await;
+    let (status, body) = common::federation::signed(&b, &a, "GET", &path, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+}

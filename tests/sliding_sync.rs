@@ -816,8 +816,8 @@ async fn an_encryption_only_connection_is_woken_by_a_to_device_message() {
     assert!(polled.get("rooms").is_none(), "{polled}");
 }
 
-/// The device that sent an event sees its transaction ID on it, in both syncs; its other
-/// devices and other users do not.
+/// The device that sent an event sees its transaction ID on it, in both syncs, /messages,
+/// /event and /context; its other devices and other users do not.
 #[tokio::test]
 async fn the_sending_device_gets_its_transaction_id_back() {
     let s = TestServer::start().await;
@@ -863,6 +863,53 @@ async fn the_sending_device_gets_its_transaction_id_back() {
     );
     let sliding = ss(&s, &bob, None, &body).await;
     assert_eq!(txn_of(&sliding["rooms"][&room]["timeline"]), vec![None]);
+
+    // The same in /messages, /event and /context.
+    let event_id = {
+        let (_, page) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+                alice.t(),
+            )
+            .await;
+        assert_eq!(txn_of(&page["chunk"]), vec![Some("echo-1".to_owned())]);
+        let (_, page) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+                other_device.t(),
+            )
+            .await;
+        assert_eq!(txn_of(&page["chunk"]), vec![None]);
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["content"]["body"] == "hello")
+            .unwrap()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (who, expected) in [(&alice, Some("echo-1")), (&other_device, None)] {
+        let (_, ev) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/event/{}", enc(&event_id)),
+                who.t(),
+            )
+            .await;
+        assert_eq!(ev["unsigned"]["transaction_id"].as_str(), expected, "{ev}");
+        let (_, ctx) = s
+            .get(
+                &format!("/_matrix/client/v3/rooms/{room}/context/{}", enc(&event_id)),
+                who.t(),
+            )
+            .await;
+        assert_eq!(
+            ctx["event"]["unsigned"]["transaction_id"].as_str(),
+            expected,
+            "{ctx}"
+        );
+    }
 }
 
 /// Fresh requests on one connection at once (a client retrying, two tabs) all answer.

@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use ruma::api::federation::backfill::get_backfill;
 use ruma::api::federation::event::{get_event, get_room_state_ids};
-use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt, UserId};
+use ruma::{EventId, OwnedEventId, OwnedServerName, RoomId, ServerName, UInt};
 use serde_json::value::RawValue;
 
 use super::Federation;
 use super::pdu::verify_pdus;
 use crate::error::{Error, Result};
 use crate::room::Rooms;
+use crate::room::relations::Reader;
 use crate::room::remote::{Incoming, Outcome};
 use crate::room::timeline::{EventFilter, Page, TopoToken};
 
@@ -44,15 +45,15 @@ impl Federation {
     /// A page of a room's timeline for `user` (`/messages`). Paging back past the history
     /// we hold fetches more from the room's other servers, within a time budget, and then
     /// answers as if it had been here all along.
-    #[tracing::instrument(skip_all, fields(%user, %room_id))]
+    #[tracing::instrument(skip_all, fields(user = %reader.user, %room_id))]
     pub async fn messages(
         &self,
         rooms: &Rooms,
-        user: &UserId,
+        reader: Reader<'_>,
         room_id: &RoomId,
         q: MessagesQuery,
     ) -> Result<Page> {
-        let read = || rooms.messages(user, room_id, q.from, q.to, q.forward, q.limit, &q.filter);
+        let read = || rooms.messages(reader, room_id, q.from, q.to, q.forward, q.limit, &q.filter);
         let page = read().await?;
         if q.forward || page.end.is_some() || !q.backfill {
             return Ok(page);

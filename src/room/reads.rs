@@ -9,6 +9,7 @@ use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::Rooms;
+use super::relations::Reader;
 use super::timeline::{EventFilter, MAX_PAGE, Page, TopoToken, parse_event_id};
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::{Error, Result};
@@ -193,13 +194,15 @@ impl Rooms {
     /// events' senders.
     pub async fn context(
         &self,
-        user: &UserId,
+        reader: impl Into<Reader<'_>>,
         room_id: &RoomId,
         event_id: &EventId,
         limit: u64,
         filter: &EventFilter,
         lazy_load_members: bool,
     ) -> Result<Context> {
+        let reader = reader.into();
+        let user = reader.user;
         let room = self.room(room_id).await?;
         self.check_can_read(&room, user).await?;
         let not_found = || Error::not_found("Event not found");
@@ -223,7 +226,7 @@ impl Rooms {
             last,
         } = self
             .around(
-                user,
+                reader,
                 &room,
                 &target,
                 before_limit,
@@ -233,7 +236,7 @@ impl Rooms {
             .await?;
 
         let event = self
-            .to_client_for(user, &room, std::slice::from_ref(&target))
+            .to_client_for(reader, &room, std::slice::from_ref(&target))
             .await?
             .remove(0);
         let state = match last.state_after.or(last.state_before) {
@@ -263,7 +266,7 @@ impl Rooms {
     /// event returned (`target` when nothing follows it).
     pub(super) async fn around(
         &self,
-        user: &UserId,
+        reader: Reader<'_>,
         room: &RoomRow,
         target: &StoredEvent,
         before_limit: i64,
@@ -281,14 +284,14 @@ impl Rooms {
         let before = match before_limit {
             0 => nothing(),
             n => {
-                self.messages(user, &room_id, Some(at), None, false, n, filter)
+                self.messages(reader, &room_id, Some(at), None, false, n, filter)
                     .await?
             }
         };
         let after = match after_limit {
             0 => nothing(),
             n => {
-                self.messages(user, &room_id, Some(at), None, true, n, filter)
+                self.messages(reader, &room_id, Some(at), None, true, n, filter)
                     .await?
             }
         };

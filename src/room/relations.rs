@@ -45,6 +45,36 @@ pub struct ThreadsPage {
     pub next_batch: Option<TopoToken>,
 }
 
+/// Who reads events: a user, and the device they read from when known (that device's own
+/// events then carry the client transaction IDs it sent them with, as clients match their
+/// local echoes by them).
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub user: &'a UserId,
+    pub device: Option<&'a DeviceId>,
+}
+
+impl<'a> From<&'a UserId> for Reader<'a> {
+    fn from(user: &'a UserId) -> Self {
+        Reader { user, device: None }
+    }
+}
+
+impl<'a> From<&'a ruma::OwnedUserId> for Reader<'a> {
+    fn from(user: &'a ruma::OwnedUserId) -> Self {
+        Reader { user, device: None }
+    }
+}
+
+impl<'a> From<&'a crate::account::AuthedUser> for Reader<'a> {
+    fn from(a: &'a crate::account::AuthedUser) -> Self {
+        Reader {
+            user: &a.user_id,
+            device: Some(&a.device_id),
+        }
+    }
+}
+
 /// How many children or threads a page holds when the client does not say.
 const DEFAULT_LIMIT: i64 = 50;
 
@@ -53,11 +83,13 @@ impl Rooms {
     /// The parent must be an event the viewer may see (else 404, as for an unknown one).
     pub async fn relations(
         &self,
-        viewer: &UserId,
+        reader: impl Into<Reader<'_>>,
         room_id: &RoomId,
         event_id: &EventId,
         q: &RelationsQuery,
     ) -> Result<RelationsPage> {
+        let reader = reader.into();
+        let viewer = reader.user;
         // The parent answers like `/event` would: 403 outside the room, 404 when hidden.
         self.event(viewer, room_id, event_id).await?;
         let room = self.room(room_id).await?;
@@ -110,7 +142,7 @@ impl Rooms {
         };
         let visible = self.filter_visible(&room, viewer, rows).await?;
         Ok(RelationsPage {
-            chunk: self.to_client_for(viewer, &room, &visible).await?,
+            chunk: self.to_client_for(reader, &room, &visible).await?,
             next_batch,
             prev_batch: q.from.map(|_| start),
             recursion_depth: q.recurse.then_some(depth),
@@ -122,12 +154,14 @@ impl Rooms {
     /// started or replied in. `from`: a `next_batch` of an earlier page.
     pub async fn threads(
         &self,
-        viewer: &UserId,
+        reader: impl Into<Reader<'_>>,
         room_id: &RoomId,
         participated: bool,
         from: Option<TopoToken>,
         limit: Option<i64>,
     ) -> Result<ThreadsPage> {
+        let reader = reader.into();
+        let viewer = reader.user;
         let room = self.readable_room(room_id, viewer).await?;
         let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_PAGE);
         let before = from.unwrap_or(TopoToken::END);
@@ -163,19 +197,21 @@ impl Rooms {
         let roots: Vec<StoredEvent> = ids.iter().filter_map(|id| by_id.remove(*id)).collect();
         let visible = self.filter_visible(&room, viewer, roots).await?;
         Ok(ThreadsPage {
-            chunk: self.to_client_for(viewer, &room, &visible).await?,
+            chunk: self.to_client_for(reader, &room, &visible).await?,
             next_batch,
         })
     }
 
-    /// Client-format events with their aggregations bundled, as `viewer` is served them.
+    /// Client-format events with their aggregations bundled, as `reader` is served them.
     pub(crate) async fn to_client_for(
         &self,
-        viewer: &UserId,
+        reader: Reader<'_>,
         room: &RoomRow,
         events: &[StoredEvent],
     ) -> Result<Vec<Value>> {
-        let bundles = self.bundles(viewer, None, events.iter()).await?;
+        let bundles = self
+            .bundles(reader.user, reader.device, events.iter())
+            .await?;
         let mut client = self.to_client(room, events).await?;
         bundles.apply(events, &mut client);
         Ok(client)

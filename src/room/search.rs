@@ -426,7 +426,14 @@ impl Rooms {
             end,
             last,
         } = self
-            .around(user, room, event, before, after, &EventFilter::default())
+            .around(
+                user.into(),
+                room,
+                event,
+                before,
+                after,
+                &EventFilter::default(),
+            )
             .await?;
         let mut profiles = BTreeMap::new();
         if limits.profile

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Rooms;
 use super::pdu::client_format;
+use super::relations::Reader;
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -282,10 +283,12 @@ impl Rooms {
     /// One event, if the user may see it.
     pub async fn event(
         &self,
-        user: &UserId,
+        reader: impl Into<Reader<'_>>,
         room_id: &RoomId,
         event_id: &EventId,
     ) -> Result<Value> {
+        let reader = reader.into();
+        let user = reader.user;
         let room = self.readable_room(room_id, user).await?;
         let e = db::events::by_id(self.db(), event_id.as_str())
             .await?
@@ -297,7 +300,7 @@ impl Rooms {
             .into_iter()
             .next()
             .ok_or_else(|| Error::not_found("Event not found"))?;
-        Ok(self.to_client_for(user, &room, &[e]).await?.remove(0))
+        Ok(self.to_client_for(reader, &room, &[e]).await?.remove(0))
     }
 
     /// The room's current state events (for a former member, as it was when they left).
@@ -373,7 +376,7 @@ impl Rooms {
     #[allow(clippy::too_many_arguments)]
     pub async fn messages(
         &self,
-        user: &UserId,
+        reader: impl Into<Reader<'_>>,
         room_id: &RoomId,
         from: Option<TopoToken>,
         to: Option<TopoToken>,
@@ -381,6 +384,8 @@ impl Rooms {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Page> {
+        let reader = reader.into();
+        let user = reader.user;
         let limit = limit.clamp(1, MAX_PAGE);
         let start = from.unwrap_or(if forward {
             TopoToken::START
@@ -440,7 +445,7 @@ impl Rooms {
                 end = Some(cursor);
             }
             let visible = self.filter_visible(&room, user, rows).await?;
-            let client = self.to_client_for(user, &room, &visible).await?;
+            let client = self.to_client_for(reader, &room, &visible).await?;
             for (row, ev) in visible.iter().zip(client) {
                 if filter.matches(row, &ev) {
                     chunk.push(ev);

@@ -33,7 +33,7 @@ async fn context_route(
     let c = state
         .rooms
         .context(
-            &req.auth.user_id,
+            &req.auth,
             &body.room_id,
             &body.event_id,
             u64::from(body.limit),

@@ -121,7 +121,7 @@ async fn messages_route(
         .federation
         .messages(
             &state.rooms,
-            &req.auth.user_id,
+            (&req.auth).into(),
             &body.room_id,
             MessagesQuery {
                 from,
@@ -152,7 +152,7 @@ async fn event_route(
 ) -> Result<get_room_event::v3::Response> {
     let v = state
         .rooms
-        .event(&req.auth.user_id, &req.body.room_id, &req.body.event_id)
+        .event(&req.auth, &req.body.room_id, &req.body.event_id)
         .await?;
     Ok(get_room_event::v3::Response::new(Raw::from_json(raw(&v)?)))
 }

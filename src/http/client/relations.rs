@@ -49,7 +49,7 @@ macro_rules! relations_form {
             };
             let page = state
                 .rooms
-                .relations(&req.auth.user_id, &$b.room_id, &$b.event_id, &q)
+                .relations(&req.auth, &$b.room_id, &$b.event_id, &q)
                 .await?;
             let mut r = $api::v1::Response::new(to_raw(&page.chunk)?);
             r.next_batch = page.next_batch.map(|t| t.to_string());
@@ -102,7 +102,7 @@ async fn threads_route(
         .map(|l| i64::try_from(u64::from(l)).unwrap_or(i64::MAX));
     let page = state
         .rooms
-        .threads(&req.auth.user_id, &b.room_id, participated, from, limit)
+        .threads(&req.auth, &b.room_id, participated, from, limit)
         .await?;
     let mut r = get_threads::v1::Response::new(to_raw(&page.chunk)?);
     r.next_batch = page.next_batch.map(|t| t.to_string());

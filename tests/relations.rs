@@ -475,3 +475,41 @@ async fn replies_from_another_server_join_the_thread() {
         true
     );
 }
+
+/// The migration that made `event_relations` fills it in for events stored before it, and an
+/// event jsonb cannot read (a lone surrogate escape, which only another server could have
+/// sent) is passed over rather than stopping the upgrade.
+#[tokio::test]
+async fn relations_of_events_stored_before_the_table_are_filled_in() {
+    let s = TestServer::start().await;
+    let (alice, _bob, room) = room_with_two(&s).await;
+    let root = s.send_text(&alice, &room, "root").await;
+    let good = send(&s, &alice, &room, "m.room.message", reply(&root, "kept")).await;
+    let odd = send(&s, &alice, &room, "m.room.message", reply(&root, "odd")).await;
+    let db = common::media::db(&s).await;
+    // As before the migration: no relation rows; and one event holding what jsonb refuses.
+    sqlx::query("DELETE FROM event_relations")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE events SET json = replace(json, '\"odd\"', '\"\\udc00\"')
+         WHERE event_nid = (SELECT event_nid FROM event_ids WHERE event_id = $1)",
+    )
+    .bind(&odd)
+    .execute(&db)
+    .await
+    .unwrap();
+    let migration = include_str!("../migrations/0013_relations.sql");
+    let backfill = &migration[migration
+        .find("INSERT INTO event_relations")
+        .expect("the migration fills the table in")..];
+    sqlx::raw_sql(backfill).execute(&db).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.event_id, r.rel_type FROM event_relations r JOIN event_ids i USING (event_nid)",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![(good, "m.thread".to_owned())]);
+}

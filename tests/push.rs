@@ -731,3 +731,39 @@ async fn a_restart_sends_nothing_twice_and_catches_up() {
     assert_eq!(gw.event_ids(), sent, "each once, in order");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_a_day_old_is_not_sent_any_more() {
+    let (s, gw, alice, bob, room) = with_pusher("key-old", json!({})).await;
+    gw.with(|g| g.down = true);
+    let stale = s.send_text(&bob, &room, "yesterday").await;
+    poll("a failed attempt", || async {
+        (gw.with(|g| g.attempts) >= 1).then_some(())
+    })
+    .await;
+    // The gateway stayed down for a day (the notification is made that old).
+    let db = common::media::db(&s).await;
+    let aged = sqlx::query(
+        "UPDATE event_push_actions SET ts = ts - 2 * 86400000
+         WHERE event_nid = (SELECT event_nid FROM event_ids WHERE event_id = $1)",
+    )
+    .bind(&stale)
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(aged.rows_affected(), 1);
+    gw.with(|g| g.down = false);
+    let fresh = s.send_text(&bob, &room, "today").await;
+    gw.wait_for(1).await;
+    assert_eq!(gw.event_ids(), [fresh]);
+    // It is still listed among the user's notifications.
+    let (_, list) = s.get("/_matrix/client/v3/notifications", alice.t()).await;
+    let listed: Vec<&str> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["event"]["event_id"].as_str())
+        .collect();
+    assert!(listed.contains(&stale.as_str()), "{list}");
+    s.shutdown().await;
+}

@@ -30,6 +30,11 @@ use crate::federation::client::FederationClient;
 use crate::room::Rooms;
 use crate::room::pdu::Pdu;
 
+/// How old a notification may be and still be sent: one a gateway could not take for a day
+/// (down, failing) is passed over, so a long outage ends with today's notifications, not a
+/// backlog of stale ones (Synapse gives up after a day too). `/notifications` still lists it.
+const MAX_AGE_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Push actions read at once for one pusher.
 const BATCH: i64 = 20;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -260,6 +265,13 @@ impl PushSender {
         data: &HttpPusherData,
         action: &ActionRow,
     ) -> Result<Outcome, String> {
+        if crate::account::now_ms().saturating_sub(action.ts) > MAX_AGE_MS {
+            tracing::info!(
+                event_nid = action.event_nid,
+                "notification a day old; not sent"
+            );
+            return Ok(Outcome::Done);
+        }
         let events = db::events::by_nids(&self.db, &[action.event_nid])
             .await
             .map_err(|e| e.to_string())?;

@@ -57,20 +57,10 @@ async fn all_pages(s: &TestServer, u: &User, path: &str, query: &str) -> Vec<Str
     panic!("paging did not end");
 }
 
-async fn room_with_two(s: &TestServer) -> (User, User, String) {
-    let alice = s.register("alice", "alice-password").await;
-    let bob = s.register("bob", "bob-password").await;
-    let room = s
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    s.join(&bob, &room).await;
-    (alice, bob, room)
-}
-
 #[tokio::test]
 async fn relations_are_paged_filtered_and_followed() {
     let s = TestServer::start().await;
-    let (alice, bob, room) = room_with_two(&s).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let root = s.send_text(&alice, &room, "root").await;
     let mut children = Vec::new();
     for i in 0..4 {
@@ -204,7 +194,7 @@ fn bundled<'a>(events: &'a Value, id: &str) -> &'a Value {
 #[tokio::test]
 async fn aggregations_are_bundled_wherever_events_are_read() {
     let s = TestServer::start().await;
-    let (alice, bob, room) = room_with_two(&s).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let root = s.send_text(&alice, &room, "root").await;
     let r1 = send(&s, &alice, &room, "m.room.message", reply(&root, "r1")).await;
     let r2 = send(&s, &alice, &room, "m.room.message", reply(&root, "r2")).await;
@@ -342,7 +332,7 @@ async fn aggregations_are_bundled_wherever_events_are_read() {
 #[tokio::test]
 async fn threads_are_listed_by_latest_activity() {
     let s = TestServer::start().await;
-    let (alice, bob, room) = room_with_two(&s).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let t1 = s.send_text(&alice, &room, "thread one").await;
     let t2 = s.send_text(&alice, &room, "thread two").await;
     let t3 = s.send_text(&bob, &room, "thread three").await;
@@ -482,7 +472,7 @@ async fn replies_from_another_server_join_the_thread() {
 #[tokio::test]
 async fn relations_of_events_stored_before_the_table_are_filled_in() {
     let s = TestServer::start().await;
-    let (alice, _bob, room) = room_with_two(&s).await;
+    let (alice, _bob, room) = s.alice_and_bob_in_a_room().await;
     let root = s.send_text(&alice, &room, "root").await;
     let good = send(&s, &alice, &room, "m.room.message", reply(&root, "kept")).await;
     let odd = send(&s, &alice, &room, "m.room.message", reply(&root, "odd")).await;

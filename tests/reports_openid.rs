@@ -18,12 +18,7 @@ async fn stored_reports(s: &TestServer) -> Vec<(String, String, Option<String>, 
 #[tokio::test]
 async fn reports_reach_the_administrators_only_for_what_the_reporter_sees() {
     let s = TestServer::start().await;
-    let alice = s.register("alice", "alice-password").await;
-    let bob = s.register("bob", "bob-password").await;
-    let room = s
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    s.join(&bob, &room).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let spam = s.send_text(&alice, &room, "buy now").await;
 
     let report = format!("/_matrix/client/v3/rooms/{room}/report/{}", enc(&spam));

@@ -1554,12 +1554,7 @@ async fn timeline_len(s: &TestServer, u: &User, room: &str) -> usize {
 #[tokio::test]
 async fn events_over_the_size_limit_are_refused_before_anything_is_stored() {
     let s = TestServer::start().await;
-    let alice = s.register("alice", "alice-password").await;
-    let bob = s.register("bob", "bob-password").await;
-    let room = s
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    s.join(&bob, &room).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let target = s.send_text(&alice, &room, "target").await;
     let big = "x".repeat(70_000);
     let multibyte = "é".repeat(33_000);

@@ -394,12 +394,7 @@ async fn knocks_show_in_their_own_section() {
 #[tokio::test]
 async fn unread_notification_counts_follow_push_rules_and_receipts() {
     let s = TestServer::start().await;
-    let alice = s.register("alice", "alice-password").await;
-    let bob = s.register("bob", "bob-password").await;
-    let room = s
-        .create_room(&alice, json!({"preset": "public_chat"}))
-        .await;
-    s.join(&bob, &room).await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
     let plain1 = s.send_text(&alice, &room, "one").await;
     let (status, mention) = s
         .put(

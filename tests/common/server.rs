@@ -296,6 +296,18 @@ impl Api {
         res["room_id"].as_str().expect("room_id").to_owned()
     }
 
+    /// Two new users, `alice` and `bob` (passwords `alice-password`, `bob-password`), both
+    /// joined to a new public room alice made: the start of many tests.
+    pub async fn alice_and_bob_in_a_room(&self) -> (User, User, String) {
+        let alice = self.register("alice", "alice-password").await;
+        let bob = self.register("bob", "bob-password").await;
+        let room = self
+            .create_room(&alice, json!({"preset": "public_chat"}))
+            .await;
+        self.join(&bob, &room).await;
+        (alice, bob, room)
+    }
+
     /// Join `room` (an ID or alias) as `u`, asserting success.
     pub async fn join(&self, u: &User, room: &str) {
         let path = format!("/_matrix/client/v3/join/{}", enc(room));

@@ -25,11 +25,7 @@ async fn upgrade_room_route(
     req: Ruma<upgrade_room::v3::Request>,
 ) -> Result<upgrade_room::v3::Response> {
     let b = req.body;
-    let profile = state
-        .accounts
-        .profile(&req.auth.user_id)
-        .await
-        .unwrap_or((None, None));
+    let profile = state.accounts.profile(&req.auth.user_id).await?;
     let replacement = state
         .rooms
         .upgrade_room(
@@ -103,11 +99,7 @@ async fn create_room_route(
         }
         initial_state.push((t.to_owned(), k.to_owned(), v["content"].clone()));
     }
-    let (displayname, avatar_url) = state
-        .accounts
-        .profile(&user.user_id)
-        .await
-        .unwrap_or((None, None));
+    let (displayname, avatar_url) = state.accounts.profile(&user.user_id).await?;
     let room_id = state
         .federation
         .create_room(

@@ -135,6 +135,9 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// Names whose SRV targets [`SrvRoutes`] keeps at most.
+const MAX_SRV_ROUTES: usize = 4096;
+
 /// The SRV targets of the names discovery delegated by SRV, for the resolver of the client
 /// that carries those requests.
 #[derive(Clone, Default)]
@@ -144,6 +147,13 @@ impl SrvRoutes {
     fn set(&self, name: &str, targets: &[SrvTarget]) {
         let mut routes = self.0.lock();
         if routes.get(name).map(Vec::as_slice) != Some(targets) {
+            // Bounded as discovery's own caches are: a name set here is used at once, so
+            // letting an arbitrary old one go costs at most its next lookup.
+            if routes.len() >= MAX_SRV_ROUTES
+                && let Some(k) = routes.keys().next().cloned()
+            {
+                routes.remove(&k);
+            }
             routes.insert(name.to_owned(), targets.to_vec());
         }
     }

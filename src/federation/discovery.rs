@@ -247,6 +247,33 @@ enum SrvEntry {
     Failed(DnsError),
 }
 
+/// Names each cache of [`Discovery`] remembers at most. Any member of any room can make us
+/// resolve names of its choosing, so the caches are bounded: past the bound, expired entries
+/// go, then arbitrary ones (a forgotten answer is only asked again). With at most
+/// [`MAX_SRV_RECORDS`] records of at most 255-byte targets per name, both hold under 40 MB
+/// at the very worst and a few hundred bytes per name in practice.
+const MAX_CACHED_NAMES: usize = 4096;
+/// SRV records kept per name (RFC 2782 ordering of more gains nothing).
+const MAX_SRV_RECORDS: usize = 32;
+
+/// Insert into a cache of answers that expire, keeping it within [`MAX_CACHED_NAMES`].
+fn insert_bounded<V>(
+    cache: &mut HashMap<String, (V, Instant)>,
+    key: &str,
+    value: (V, Instant),
+    now: Instant,
+) {
+    if cache.len() >= MAX_CACHED_NAMES && !cache.contains_key(key) {
+        cache.retain(|_, (_, expires)| *expires > now);
+        if cache.len() >= MAX_CACHED_NAMES
+            && let Some(k) = cache.keys().next().cloned()
+        {
+            cache.remove(&k);
+        }
+    }
+    cache.insert(key.to_owned(), value);
+}
+
 /// Resolves server names, caching each step's answers.
 pub struct Discovery<L = NetLookup> {
     lookup: L,
@@ -417,9 +444,12 @@ impl<L: Lookup> Discovery<L> {
         } else {
             WELL_KNOWN_FAILURE_TTL
         };
-        self.well_known
-            .lock()
-            .insert(host.to_owned(), (delegated.clone(), now + ttl));
+        insert_bounded(
+            &mut self.well_known.lock(),
+            host,
+            (delegated.clone(), now + ttl),
+            now,
+        );
         delegated
     }
 
@@ -431,8 +461,11 @@ impl<L: Lookup> Discovery<L> {
             return entry.clone();
         }
         let (entry, ttl) = match self.lookup.srv(name).await {
-            Ok(SrvAnswer::Records { records, ttl }) => (
-                SrvEntry::Records(records),
+            Ok(SrvAnswer::Records { mut records, ttl }) => (
+                SrvEntry::Records({
+                    records.truncate(MAX_SRV_RECORDS);
+                    records
+                }),
                 ttl.clamp(SRV_MIN_TTL, SRV_MAX_TTL),
             ),
             Ok(SrvAnswer::Absent { ttl }) => (
@@ -450,9 +483,7 @@ impl<L: Lookup> Discovery<L> {
                 _ => (SrvEntry::Failed(e), DNS_FAILURE_TTL),
             },
         };
-        self.srv
-            .lock()
-            .insert(name.to_owned(), (entry.clone(), now + ttl));
+        insert_bounded(&mut self.srv.lock(), name, (entry.clone(), now + ttl), now);
         entry
     }
 }
@@ -533,6 +564,21 @@ mod tests {
                 .cloned()
                 .unwrap_or(Ok(SrvAnswer::Absent { ttl: None }))
         }
+    }
+
+    #[tokio::test]
+    async fn caches_stay_bounded_whatever_names_are_asked() {
+        let d = Discovery::new(FakeLookup::default());
+        let now = Instant::now();
+        for n in 0..MAX_CACHED_NAMES + 500 {
+            d.resolve_at(&format!("s{n}.example"), now).await.unwrap();
+        }
+        assert!(d.well_known.lock().len() <= MAX_CACHED_NAMES);
+        assert!(d.srv.lock().len() <= MAX_CACHED_NAMES);
+        // The newest answers are kept: asking again asks nobody.
+        let last = format!("s{}.example", MAX_CACHED_NAMES + 499);
+        d.resolve_at(&last, now).await.unwrap();
+        assert_eq!(d.lookup.asked(&format!("wk {last}")), 1);
     }
 
     fn port(name: &str, host_header: &str, port: u16) -> Target {

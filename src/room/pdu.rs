@@ -73,6 +73,24 @@ impl EventRef {
 }
 
 impl Pdu {
+    /// About what this event owns on the heap, for caches bounded by bytes.
+    pub fn heap_bytes(&self) -> usize {
+        let ids = |v: &[OwnedEventId]| {
+            v.iter().map(|e| e.as_str().len()).sum::<usize>() + std::mem::size_of_val(v)
+        };
+        let opt = |e: &Option<OwnedEventId>| e.as_ref().map_or(0, |e| e.as_str().len());
+        self.event_id.as_str().len()
+            + self.room_id.as_ref().map_or(0, |r| r.as_str().len())
+            + self.sender.as_str().len()
+            + self.content.get().len()
+            + self.state_key.as_ref().map_or(0, String::len)
+            + ids(&self.prev_events)
+            + ids(&self.auth_events)
+            + opt(&self.redacts)
+            + opt(&self.redacts_at_top)
+            + opt(&self.redacts_in_content)
+    }
+
     /// Parse canonical JSON whose event ID is already known (stored events, or computed).
     pub fn parse(event_id: OwnedEventId, json: &str) -> Result<Pdu> {
         let f: PduFields = serde_json::from_str(json)

@@ -58,8 +58,11 @@ struct StoredRules {
     global: Ruleset,
 }
 
-/// Most rooms whose push context is kept; past that the cache starts again empty.
+/// Most rooms whose push context is kept, and most bytes (by [`PushContext::bytes`]) all
+/// kept contexts may hold; past either the cache starts again empty. A context larger than
+/// the byte bound by itself (a room with tens of thousands of local members) is not kept.
 const MAX_CACHED_ROOMS: usize = 1024;
+const MAX_CACHED_BYTES: usize = 32 << 20;
 
 /// Push contexts of recently written rooms, reused while the room's state and every local
 /// user's push rules stay as they were: a send then reads nothing to evaluate push rules.
@@ -68,7 +71,15 @@ const MAX_CACHED_ROOMS: usize = 1024;
 #[derive(Default)]
 pub struct PushContexts {
     rules: Arc<PushRulesVersion>,
-    by_room: Mutex<HashMap<i64, CachedContext>>,
+    by_room: Mutex<CachedRooms>,
+}
+
+#[derive(Default)]
+struct CachedRooms {
+    rooms: HashMap<i64, CachedContext>,
+    /// The sum of the kept contexts' [`PushContext::bytes`] (replaced ones included until
+    /// the next clear: an overestimate, which only clears sooner).
+    bytes: usize,
 }
 
 /// A room's push context: the state group it was loaded for, the push-rules generation it
@@ -92,7 +103,7 @@ impl PushContexts {
     ) -> Result<Arc<PushContext>> {
         // Read before loading: a change stored after this read makes the entry stale.
         let generation = self.rules.current();
-        if let Some((group, r#gen, ctx)) = self.by_room.lock().get(&room.room_nid)
+        if let Some((group, r#gen, ctx)) = self.by_room.lock().rooms.get(&room.room_nid)
             && *group == state_before
             && *r#gen == generation
         {
@@ -100,11 +111,18 @@ impl PushContexts {
         }
         let ctx =
             Arc::new(PushContext::load((db, server, state), room, rules, state_before).await?);
-        let mut cached = self.by_room.lock();
-        if cached.len() >= MAX_CACHED_ROOMS {
-            cached.clear();
+        if ctx.bytes > MAX_CACHED_BYTES {
+            return Ok(ctx);
         }
-        cached.insert(room.room_nid, (state_before, generation, ctx.clone()));
+        let mut cached = self.by_room.lock();
+        if cached.rooms.len() >= MAX_CACHED_ROOMS || cached.bytes + ctx.bytes > MAX_CACHED_BYTES {
+            cached.rooms.clear();
+            cached.bytes = 0;
+        }
+        cached.bytes += ctx.bytes;
+        cached
+            .rooms
+            .insert(room.room_nid, (state_before, generation, ctx.clone()));
         Ok(ctx)
     }
 }
@@ -116,6 +134,9 @@ pub(crate) struct PushContext {
     members: Vec<(OwnedUserId, String, Ruleset)>,
     member_count: UInt,
     power: Option<PushConditionPowerLevelsCtx>,
+    /// About what the members and their rules hold in memory: the stored rules' JSON size
+    /// stands for a parsed rule set's (the parsed form is of the same order).
+    bytes: usize,
 }
 
 impl PushContext {
@@ -130,14 +151,24 @@ impl PushContext {
             .map_err(|e| Error::internal(e.to_string()))?;
         let local = db::push::local_members_with_rules(db, room.room_nid, server.as_str()).await?;
         let mut members = Vec::with_capacity(local.members.len());
+        let mut bytes = 0;
         for (user_id, displayname, stored) in local.members {
             let Ok(user) = OwnedUserId::try_from(user_id.as_str()) else {
                 continue;
             };
-            let ruleset = stored
-                .and_then(|j| serde_json::from_str::<StoredRules>(j.0.get()).ok())
-                .map_or_else(|| Ruleset::server_default(&user), |s| s.global);
+            let parsed = stored.and_then(|j| {
+                let len = j.0.get().len();
+                serde_json::from_str::<StoredRules>(j.0.get())
+                    .ok()
+                    .map(|s| (s.global, len))
+            });
+            let (ruleset, rules_bytes) =
+                parsed.unwrap_or_else(|| (Ruleset::server_default(&user), default_rules_bytes()));
             let name = displayname.unwrap_or_else(|| user.localpart().to_owned());
+            bytes += std::mem::size_of::<(OwnedUserId, String, Ruleset)>()
+                + user.as_str().len()
+                + name.len()
+                + rules_bytes;
             members.push((user, name, ruleset));
         }
         if members.is_empty() {
@@ -146,6 +177,7 @@ impl PushContext {
                 members,
                 member_count: UInt::default(),
                 power: None,
+                bytes,
             });
         }
         let member_count = UInt::try_from(local.joined).unwrap_or_default();
@@ -164,6 +196,7 @@ impl PushContext {
             members,
             member_count,
             power: power.map(|p| power_levels_ctx(&p, rules)),
+            bytes,
         })
     }
 
@@ -206,6 +239,16 @@ impl PushContext {
         }
         Ok(Notified { thread_id, users })
     }
+}
+
+/// The JSON size of the server's default push rules, which members without rules of their
+/// own evaluate: measured once.
+fn default_rules_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let user = ruma::user_id!("@u:x");
+        serde_json::to_string(&Ruleset::server_default(user)).map_or(16 << 10, |s| s.len())
+    })
 }
 
 /// The thread root an event replies in (`m.thread` relation), if any.

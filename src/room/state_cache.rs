@@ -15,9 +15,13 @@ use super::pdu::Pdu;
 use crate::db;
 use crate::error::{Error, Result};
 
-/// Entries kept per generation; two generations make a bounded, roughly least-recently-used
-/// cache without a list to maintain.
-const GENERATION: usize = 50_000;
+/// What one generation may hold: two generations make a bounded, roughly
+/// least-recently-used cache without a list to maintain. A generation is retired when either
+/// bound is reached, so the cache holds at most twice `GENERATION_BYTES` (plus one entry, at
+/// most one event of 64 KiB) whatever the events' sizes: 32 MiB. The count bound keeps a
+/// generation of tiny entries from growing the hash table without end.
+const GENERATION_BYTES: usize = 16 << 20;
+const GENERATION_ENTRIES: usize = 50_000;
 
 type Key = (i64, StateEventType, String);
 
@@ -29,6 +33,8 @@ pub struct StateCache {
 #[derive(Default)]
 struct Generations {
     current: HashMap<Key, Option<Pdu>>,
+    /// The approximate heap and table bytes of `current` (see [`entry_bytes`]).
+    current_bytes: usize,
     previous: HashMap<Key, Option<Pdu>>,
 }
 
@@ -52,11 +58,23 @@ impl StateCache {
 
 impl Generations {
     fn insert(&mut self, k: Key, v: Option<Pdu>) {
-        if self.current.len() >= GENERATION {
+        if self.current.len() >= GENERATION_ENTRIES || self.current_bytes >= GENERATION_BYTES {
             self.previous = std::mem::take(&mut self.current);
+            self.current_bytes = 0;
         }
+        // A replaced entry stays counted until the generation retires: an overestimate,
+        // which only retires it sooner.
+        self.current_bytes += entry_bytes(&k, v.as_ref());
         self.current.insert(k, v);
     }
+}
+
+/// What an entry costs: its slot in the table and what its key and event own on the heap.
+fn entry_bytes(k: &Key, v: Option<&Pdu>) -> usize {
+    std::mem::size_of::<(Key, Option<Pdu>)>()
+        + k.1.to_string().len()
+        + k.2.len()
+        + v.map_or(0, Pdu::heap_bytes)
 }
 
 /// State entries of one group, parsed, keyed by (type, state_key).
@@ -134,4 +152,59 @@ pub async fn load_state_events_many(
         out.entry(group).or_default().extend(found);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl StateCache {
+        /// What both generations hold, by the same measure the bound uses.
+        fn held_bytes(&self) -> usize {
+            let g = self.inner.lock();
+            g.current
+                .iter()
+                .chain(g.previous.iter())
+                .map(|(k, v)| entry_bytes(k, v.as_ref()))
+                .sum()
+        }
+    }
+
+    fn big_member_event(n: usize) -> Pdu {
+        let json = serde_json::json!({
+            "room_id": "!r:x",
+            "sender": "@a:x",
+            "origin_server_ts": 1,
+            "type": "m.room.member",
+            "state_key": format!("@u{n}:x"),
+            "content": {"membership": "join", "displayname": "d".repeat(60_000)},
+            "prev_events": [],
+            "auth_events": [],
+            "depth": 1,
+        });
+        let id = OwnedEventId::try_from(format!("$e{n}")).unwrap();
+        Pdu::parse(id, &json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn large_events_are_held_to_the_byte_bound() {
+        let cache = StateCache::default();
+        // 3,000 events of 60 KB: 180 MB if nothing were let go.
+        for n in 0..3_000 {
+            cache.insert(
+                n as i64,
+                StateEventType::RoomMember,
+                format!("@u{n}:x"),
+                Some(big_member_event(n)),
+            );
+        }
+        let held = cache.held_bytes();
+        assert!(held <= 2 * GENERATION_BYTES + 70_000, "{held} bytes held");
+        // The newest entries are still there.
+        assert!(
+            cache
+                .get(2_999, &StateEventType::RoomMember, "@u2999:x")
+                .is_some()
+        );
+    }
 }

@@ -13,11 +13,16 @@
 //! ```text
 //! trellis-load --server trellis=http://127.0.0.1:8008 --server synapse=http://127.0.0.1:8118 \
 //!              [--pid trellis=1234 --pid synapse=5678] [--scale 1.0] [--no-federation]
+//! trellis-load --server trellis=http://127.0.0.1:8008 --pid trellis=1234 --soak 30
 //! ```
+//!
+//! `--soak MINUTES` runs the soak ([`soak`]) instead of the scenarios: a steady mixed load
+//! while each server's resident memory (its `--pid`, required) is read every minute.
 
 mod client;
 mod peer;
 mod scenarios;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,13 +33,14 @@ use scenarios::{Figures, scaled};
 const SETTLE: Duration = Duration::from_secs(15);
 
 const USAGE: &str = "usage: trellis-load --server NAME=URL [--server NAME=URL ...] \
-                     [--pid NAME=PID ...] [--scale F] [--no-federation]";
+                     [--pid NAME=PID ...] [--scale F] [--no-federation] [--soak MINUTES]";
 
 struct Args {
     servers: Vec<(String, String)>,
     pids: BTreeMap<String, String>,
     scale: f64,
     federation: bool,
+    soak: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         pids: BTreeMap::new(),
         scale: 1.0,
         federation: true,
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -68,6 +75,12 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--no-federation" => args.federation = false,
+            "--soak" => {
+                let minutes = value()?
+                    .parse()
+                    .map_err(|_| "--soak takes whole minutes".to_owned())?;
+                args.soak = Some(minutes);
+            }
             _ => return Err(USAGE.to_owned()),
         }
     }
@@ -105,6 +118,9 @@ async fn run() -> Result<(), String> {
         .timeout(Duration::from_secs(600))
         .build()
         .map_err(|e| e.to_string())?;
+    if let Some(minutes) = args.soak {
+        return soak_all(&args, &http, minutes, &tag).await;
+    }
     let federation = match args.federation {
         true => {
             let peer = peer::Peer::start().await?;
@@ -149,6 +165,47 @@ async fn run() -> Result<(), String> {
         results.push((name.clone(), figures));
     }
     print_table(&results);
+    Ok(())
+}
+
+/// The soak against every server in turn, then the RSS of each by the minute.
+async fn soak_all(
+    args: &Args,
+    http: &reqwest::Client,
+    minutes: u64,
+    tag: &str,
+) -> Result<(), String> {
+    let mut all = Vec::new();
+    for (name, base) in &args.servers {
+        let pid = args
+            .pids
+            .get(name)
+            .ok_or_else(|| format!("--soak needs --pid {name}=PID"))?;
+        eprintln!("soaking {name} ({base}) for {minutes} min...");
+        let client = Client {
+            http: http.clone(),
+            base: base.clone(),
+        };
+        let samples = soak::run(&client, pid, minutes, tag)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        all.push((name.clone(), samples));
+    }
+    print!("{:>6}", "minute");
+    for (name, _) in &all {
+        print!(" {:>16} {:>10}", format!("{name} RSS"), "requests");
+    }
+    println!();
+    for m in 0..=minutes as usize {
+        print!("{m:>6}");
+        for (_, samples) in &all {
+            match samples.get(m) {
+                Some((_, rss, done)) => print!(" {:>16} {done:>10}", format!("{rss:.1} MiB")),
+                None => print!(" {:>16} {:>10}", "-", "-"),
+            }
+        }
+        println!();
+    }
     Ok(())
 }
 

@@ -4,9 +4,9 @@
 //! signing key → listeners. At shutdown the reverse: stop accepting, let in-flight requests
 //! finish (bounded), close the pool, stop the managed Postgres.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+mod conn;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,120 +328,6 @@ impl ConnectionLimits {
     }
 }
 
-/// A connection's stream that notes its first byte read. hyper's header timeout runs only
-/// once a request has begun (and its protocol detection waits for a first byte without
-/// one), so a client that connects and sends nothing is closed by [`FirstRead::watch`].
-struct FirstRead<T> {
-    inner: T,
-    seen: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<T> FirstRead<T> {
-    /// The stream, and a future that ends if nothing was read within `timeout` (it never
-    /// ends otherwise): the connection is dropped, so closed, when it does.
-    fn watch(inner: T, timeout: Duration) -> (FirstRead<T>, impl Future<Output = ()>) {
-        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = seen.clone();
-        let silent = async move {
-            tokio::time::sleep(timeout).await;
-            if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::future::pending::<()>().await;
-            }
-            tracing::debug!("a client sent nothing; connection closed");
-        };
-        (FirstRead { inner, seen }, silent)
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstRead<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstRead<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Open connections per client address, for the per-address cap.
-#[derive(Default)]
-struct OpenConnections(parking_lot::Mutex<HashMap<IpAddr, usize>>);
-
-/// One counted connection; uncounted when dropped.
-struct Counted {
-    open: Arc<OpenConnections>,
-    ip: IpAddr,
-}
-
-impl OpenConnections {
-    /// Count a new connection from `ip`, unless `cap` are already open (0: no cap).
-    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<Counted> {
-        let mut open = self.0.lock();
-        let n = open.entry(ip).or_insert(0);
-        if cap > 0 && *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(Counted {
-            open: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut open = self.open.0.lock();
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accept connections until told to stop, then wait (bounded) for open connections.
 async fn serve(
     listener: TcpListener,
@@ -458,7 +344,7 @@ async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let open = Arc::new(OpenConnections::default());
+    let open = Arc::new(conn::OpenConnections::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -478,11 +364,23 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = conn::Activity::new();
+        let in_flight = activity.clone();
         let app = app
             .clone()
             .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
+            })
+            // Counted from the call until its answer is produced (or abandoned); streaming
+            // the answer's body moves bytes, which count as activity of their own.
+            .map_future(move |answer| {
+                let request = in_flight.begin();
+                async move {
+                    let answered = answer.await;
+                    drop(request);
+                    answered
+                }
             });
         let service = TowerToHyperService::new(app);
         let builder = builder.clone();
@@ -490,26 +388,32 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _counted = counted;
-            let header_timeout = limits.header_read_timeout;
+            let idle = limits.header_read_timeout;
             let result = match tls {
                 None => {
-                    let (io, silent) = FirstRead::watch(stream, header_timeout);
+                    let io = conn::Watched::new(stream, activity.clone());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                     tokio::select! {
                         r = watcher.watch(conn.into_owned()) => r,
-                        () = silent => return,
+                        () = activity.idle(idle) => {
+                            tracing::debug!(%peer, "idle connection closed");
+                            return;
+                        }
                     }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls_stream)) => {
-                            let (io, silent) = FirstRead::watch(tls_stream, header_timeout);
+                            let io = conn::Watched::new(tls_stream, activity.clone());
                             let conn =
                                 builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                             tokio::select! {
                                 r = watcher.watch(conn.into_owned()) => r,
-                                () = silent => return,
+                                () = activity.idle(idle) => {
+                                    tracing::debug!(%peer, "idle connection closed");
+                                    return;
+                                }
                             }
                         }
                         Ok(Err(e)) => {

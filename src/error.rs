@@ -42,6 +42,11 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The database could not be reached (503): what a [`database_unavailable`] failure
+    /// becomes when it is passed on to several callers ([`Error::duplicate`]).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
@@ -73,6 +78,8 @@ impl Error {
             Error::Conflict(m) => Error::Conflict(m.clone()),
             Error::MethodNotAllowed => Error::MethodNotAllowed,
             Error::Uiaa(info) => Error::Uiaa(info.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::Database(e) if database_unavailable(e) => Error::Unavailable(e.to_string()),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -169,9 +176,11 @@ impl Error {
             Error::MethodNotAllowed => ErrorKind::Unrecognized,
             Error::BadRequest(_) | Error::Upstream(_) | Error::Conflict(_) => ErrorKind::Unknown,
             Error::Uiaa(_) => ErrorKind::Forbidden,
-            Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
-                ErrorKind::Unknown
-            }
+            Error::Database(_)
+            | Error::Unavailable(_)
+            | Error::Migrate(_)
+            | Error::Io(_)
+            | Error::Internal(_) => ErrorKind::Unknown,
         }
     }
 
@@ -186,6 +195,7 @@ impl Error {
             // The database cannot be reached (down, restarting): the request may succeed
             // later, and the client should be told so rather than of a failure of ours.
             Error::Database(e) if database_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -205,6 +215,7 @@ impl Error {
             Error::Database(e) if database_unavailable(e) => {
                 "The database is unavailable; try again shortly".to_owned()
             }
+            Error::Unavailable(_) => "The database is unavailable; try again shortly".to_owned(),
             Error::Database(_) | Error::Migrate(_) | Error::Io(_) | Error::Internal(_) => {
                 "Internal server error".to_owned()
             }

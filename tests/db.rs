@@ -163,3 +163,72 @@ async fn tables_growing_from_nothing_are_analysed() {
         .expect("analyse");
     assert!(!again.iter().any(|t| t == "event_ids"), "{again:?}");
 }
+
+/// Trellis on a database it does not manage (`database.url`), whose server stops and comes
+/// back: requests meanwhile fail with 503 at once, and Trellis uses the database again once
+/// it is back, without a restart of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_database_that_restarts_is_used_again() {
+    use common::server::TestServer;
+    use serde_json::json;
+    use std::time::Instant;
+    use trellis::db::embedded::ManagedPostgres;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = dir.path().join("pg");
+    let pg = ManagedPostgres::start_for_tests(&cluster)
+        .await
+        .expect("start a Postgres of the test's own");
+    let url = pg.url("trellis");
+    let s = TestServer::start_with(|c| c.database.url = Some(url)).await;
+    let alice = s.register("alice", "password-long-enough").await;
+    let room = s.create_room(&alice, json!({})).await;
+    let send = |txn: String| {
+        let (s, alice, room) = (&s, &alice, &room);
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+            s.put(
+                &path,
+                Some(&alice.token),
+                &json!({"msgtype": "m.text", "body": txn}),
+            )
+            .await
+        }
+    };
+    assert_eq!(send("before".to_owned()).await.0, 200);
+
+    pg.stop().await.expect("stop Postgres");
+    let asked = Instant::now();
+    let (status, body) = send("while-down".to_owned()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
+    // Failing fast is the point: well under the pool's 30 s wait for a connection.
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(s.get("/health", None).await.0, 503);
+
+    let pg = ManagedPostgres::start_for_tests(&cluster)
+        .await
+        .expect("start Postgres again");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let (status, body) = send(format!("after{n}")).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the database was not used again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.get("/health", None).await.0, 200);
+    drop(s);
+    pg.stop().await.expect("stop Postgres");
+}

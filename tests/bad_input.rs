@@ -888,10 +888,9 @@ async fn malformed_requests_get_matrix_errors_from_every_layer() {
     s.shutdown().await;
 }
 
-/// Not yet: hyper answers a request it cannot parse (a URI over 65,534 bytes, more than 100
-/// headers, a header section over its buffer) itself, before any of our code runs, with an
-/// empty body that no setting changes.
-#[ignore = "hyper's automatic parse-error answers have no body; see the report on item 10"]
+/// hyper answers a request it cannot parse (a URI over 65,534 bytes, more than 100 headers,
+/// a header section over its buffer) itself, before any of our code runs; the connection
+/// layer puts a Matrix error on that answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_hyper_cannot_parse_get_matrix_errors() {
     let s = TestServer::start().await;
@@ -911,5 +910,38 @@ async fn requests_hyper_cannot_parse_get_matrix_errors() {
     let huge = format!("X-Big: {}\r\n", "b".repeat(1 << 20));
     let r = raw_http(&s, &req("GET /_matrix/client/versions", &huge)).await;
     assert_matrix_error(&r, 431, "over-long header");
+    let r = raw_http(&s, &req("GET /_matrix/client/versions", "not a header\r\n")).await;
+    assert_matrix_error(&r, 400, "a header line without a colon");
     s.shutdown().await;
+}
+
+/// Request bodies are never decompressed: a gzip-encoded body (a small one could expand to
+/// gigabytes) is refused as what it is on the wire, not JSON, and nothing is made of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_request_bodies_are_not_inflated() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    // A gzip member header (magic, deflate, no flags) and deflate data: what a client
+    // compressing `{}` might send, never valid JSON as it stands.
+    let gzip: Vec<u8> = vec![
+        0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff, 0xab, 0xae, 0x05, 0x00, 0x43, 0xbf, 0xa6,
+        0xa3, 0x02, 0x00, 0x00, 0x00,
+    ];
+    let res = s
+        .http
+        .post(s.url("/_matrix/client/v3/createRoom"))
+        .bearer_auth(&alice.token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gzip)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.expect("a JSON error");
+    assert_eq!(body["errcode"], "M_NOT_JSON", "{body}");
+    let (_, joined) = s
+        .get("/_matrix/client/v3/joined_rooms", Some(&alice.token))
+        .await;
+    assert_eq!(joined["joined_rooms"], serde_json::json!([]), "{joined}");
 }

@@ -86,51 +86,6 @@ async fn slow_idle_and_oversized_requests_are_cut_off() {
     assert_eq!(&head, b"HTTP/1.1 413");
 }
 
-/// The answer's status line and its body, parsed as JSON.
-fn status_and_json(answer: &str) -> (&str, serde_json::Value) {
-    let status = answer.lines().next().unwrap_or_default();
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_default())
-}
-
-#[tokio::test]
-async fn requests_refused_before_parsing_get_matrix_errors() {
-    let s = TestServer::start().await;
-    let long_uri = format!(
-        "GET /_matrix/client/versions?{} HTTP/1.1\r\nHost: x\r\n\r\n",
-        "a".repeat(70_000)
-    );
-    let many_headers = format!(
-        "GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n{}\r\n",
-        (0..150)
-            .map(|i| format!("x-h{i}: v\r\n"))
-            .collect::<String>()
-    );
-    let malformed = "GET /_matrix/client/versions HTTP/1.1\r\nnot a header\r\n\r\n".to_owned();
-    for (request, status, errcode) in [
-        (long_uri, "HTTP/1.1 414 URI Too Long", "M_TOO_LARGE"),
-        (
-            many_headers,
-            "HTTP/1.1 431 Request Header Fields Too Large",
-            "M_TOO_LARGE",
-        ),
-        (malformed, "HTTP/1.1 400 Bad Request", "M_UNKNOWN"),
-    ] {
-        let mut conn = connect(&s).await;
-        conn.write_all(request.as_bytes()).await.unwrap();
-        let answer = until_closed(&mut conn).await;
-        let (line, json) = status_and_json(&answer);
-        assert_eq!(line, status, "{answer}");
-        assert_eq!(json["errcode"], errcode, "{answer}");
-        assert!(json["error"].is_string(), "{answer}");
-    }
-    // The server goes on answering.
-    let versions = reqwest::get(s.url("/_matrix/client/versions"))
-        .await
-        .unwrap();
-    assert_eq!(versions.status(), 200);
-}
-
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
     let s = TestServer::start_with(|c| c.limits.header_read_timeout_secs = 1).await;

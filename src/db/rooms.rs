@@ -34,19 +34,20 @@ impl RoomRow {
     }
 }
 
+/// A new room's row, numbered; `None` when a room of that ID exists already.
 pub async fn insert(
     tx: &mut PgConnection,
     room_id: &str,
     version: &str,
-) -> Result<i64, sqlx::Error> {
-    let (nid,): (i64,) = sqlx::query_as(
-        "INSERT INTO rooms (room_id, room_version) VALUES ($1, $2) RETURNING room_nid",
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO rooms (room_id, room_version) VALUES ($1, $2) \
+         ON CONFLICT (room_id) DO NOTHING RETURNING room_nid",
     )
     .bind(room_id)
     .bind(version)
-    .fetch_one(tx)
-    .await?;
-    Ok(nid)
+    .fetch_optional(tx)
+    .await
 }
 
 pub async fn by_id(e: impl PgExecutor<'_>, room_id: &str) -> Result<Option<RoomRow>, sqlx::Error> {

@@ -10,6 +10,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use super::pdu::{self, NewContent, Pdu, Placement};
 use super::{Rooms, append, raw};
 use crate::db;
+use crate::db::rooms::RoomRow;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub struct CreateRoom {
 }
 
 /// Room versions new rooms may be created with.
+/// Times a room is built again when its ID turns out taken (see [`Rooms::create_room`]).
+const MAX_CREATE_ATTEMPTS: usize = 5;
+
 pub fn creatable_versions() -> Vec<RoomVersionId> {
     use RoomVersionId as V;
     vec![
@@ -124,7 +128,6 @@ impl Rooms {
             }
             creators.extend(additional);
         }
-        let (room_id, first) = self.build_create_event(creator, &version, &rules, create)?;
 
         let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
 
@@ -256,11 +259,73 @@ impl Rooms {
             events.push((TimelineEventType::RoomMember, Some(u.to_string()), c));
         }
 
-        // Every event is built on the state the ones before it make, held in memory, and
-        // all of them are stored together. The room row is written only once every event
-        // is built, so content the client got wrong (a float in a power level, say) leaves
-        // no room behind; building reads no number of the row, so it has none yet.
-        let mut room = db::rooms::RoomRow {
+        // In version 12 on the room ID is the create event's hash: two requests alike to
+        // the millisecond (a client retrying at once, say) would make the same room. The
+        // room row decides; the one that finds its ID taken builds again, a millisecond on.
+        let mut attempts = 0;
+        let (room_id, room, built) = loop {
+            let (room_id, room, built) =
+                self.build_room(creator, &version, &rules, create.clone(), &events)?;
+            let mut tx = self.db().begin().await?;
+            let nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
+            tx.commit().await?;
+            match nid {
+                Some(nid) => {
+                    break (
+                        room_id,
+                        RoomRow {
+                            room_nid: nid,
+                            ..room
+                        },
+                        built,
+                    );
+                }
+                None if attempts < MAX_CREATE_ATTEMPTS => {
+                    attempts += 1;
+                    tracing::debug!(%room_id, attempts, "room ID taken by an identical create event; building again");
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                None => {
+                    return Err(Error::new(
+                        ruma::api::error::ErrorKind::RoomInUse,
+                        "An identical room was being created at the same moment; try again",
+                    ));
+                }
+            }
+        };
+        let room_nid = room.room_nid;
+        let lock = self.locks.lock(&room_id).await;
+        let checked = built
+            .iter()
+            .map(|p| append::local_checked(&room, &p.event_id, &p.json, &p.pdu, None))
+            .collect();
+        super::persist::persist_chain(&self.store(), &lock, checked).await?;
+        drop(lock);
+        if let Some(a) = &alias {
+            db::rooms::insert_alias(self.db(), a, room_nid, creator.as_str()).await?;
+        }
+        if req.public_visibility {
+            db::rooms::set_public(self.db(), room_nid, true).await?;
+        }
+        tracing::info!(%room_id, %creator, %version, "room created");
+        Ok(room_id)
+    }
+
+    /// Build every event of a new room: its create event, then `events` in order, each on
+    /// the state the ones before it make, held in memory (all are stored together). The
+    /// room's row is written only once every event is built, so content the client got
+    /// wrong (a float in a power level, say) leaves no room behind; building reads no number
+    /// of the row, so it has none yet.
+    fn build_room(
+        &self,
+        creator: &UserId,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        create: Map<String, Value>,
+        events: &[(TimelineEventType, Option<String>, Value)],
+    ) -> Result<(OwnedRoomId, RoomRow, Vec<append::Prepared>)> {
+        let (room_id, first) = self.build_create_event(creator, version, rules, create)?;
+        let room = RoomRow {
             room_nid: 0,
             room_id: room_id.to_string(),
             room_version: version.to_string(),
@@ -281,34 +346,16 @@ impl Rooms {
                 );
             }
             let new = NewContent {
-                kind,
-                state_key,
-                content: raw(&content)?,
+                kind: kind.clone(),
+                state_key: state_key.clone(),
+                content: raw(content)?,
                 redacts: None,
             };
             let p = append::prepare_on_state(&self.keys, &room, tip, creator, &new, &state)?;
             tip = append::Tip::after(&p.event_id, p.pdu.depth);
             built.push(p);
         }
-        let mut tx = self.db().begin().await?;
-        let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
-        tx.commit().await?;
-        room.room_nid = room_nid;
-        let lock = self.locks.lock(&room_id).await;
-        let checked = built
-            .iter()
-            .map(|p| append::local_checked(&room, &p.event_id, &p.json, &p.pdu, None))
-            .collect();
-        super::persist::persist_chain(&self.store(), &lock, checked).await?;
-        drop(lock);
-        if let Some(a) = &alias {
-            db::rooms::insert_alias(self.db(), a, room_nid, creator.as_str()).await?;
-        }
-        if req.public_visibility {
-            db::rooms::set_public(self.db(), room_nid, true).await?;
-        }
-        tracing::info!(%room_id, %creator, %version, "room created");
-        Ok(room_id)
+        Ok((room_id, room, built))
     }
 
     /// Build, sign and check a room's create event, and the room ID that goes with it: a new

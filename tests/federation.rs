@@ -201,6 +201,48 @@ async fn notary_serves_keys_countersigned() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&c.server_name()) && names.contains(&a.server_name()));
+
+    // The older forms naming a key ID (removed from the spec, still asked for): the same
+    // keys, whichever ID is named.
+    let key_id = a_keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    for id in [key_id.as_str(), "ed25519:unknown"] {
+        let own: serde_json::Value = http
+            .get(a.federation_url(&format!("/_matrix/key/v2/server/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(own["server_name"], a.server_name(), "{own}");
+        assert_eq!(own["verify_keys"], a_keys["verify_keys"], "{own}");
+        let url = a.federation_url(&format!(
+            "/_matrix/key/v2/query/{}/{id}?minimum_valid_until_ts=0",
+            c.server_name()
+        ));
+        let body: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            body["server_keys"][0]["server_name"],
+            c.server_name(),
+            "{body}"
+        );
+        assert!(
+            body["server_keys"][0]["signatures"][a.server_name()].is_object(),
+            "{body}"
+        );
+    }
+    let res = http
+        .get(a.federation_url("/_matrix/key/v2/query/bad%20name/ed25519:x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
     a.shutdown().await;
     c.shutdown().await;
 }

@@ -1,4 +1,5 @@
-//! `GET /_matrix/key/v2/server`, `GET /_matrix/federation/v1/version`
+//! `GET /_matrix/key/v2/server` (and its older form with a key ID),
+//! `GET /_matrix/federation/v1/version`
 //!
 //! [spec](https://spec.matrix.org/latest/server-server-api/#retrieving-server-keys)
 
@@ -11,6 +12,10 @@ use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, server_keys_route);
+    let r = r.route(
+        "/_matrix/key/v2/server/{key_id}",
+        axum::routing::get(server_key_by_id_route),
+    );
     route(r, version_route)
 }
 
@@ -24,6 +29,17 @@ async fn server_keys_route(
     Ok(get_server_keys::v2::Response::new(
         state.keys.signed_server_keys()?,
     ))
+}
+
+/// # `GET /_matrix/key/v2/server/{keyId}`
+///
+/// The form MSC3938 removed from the spec, still asked for by deployed servers: all our
+/// keys, whichever one is named, as Synapse answers it.
+async fn server_key_by_id_route(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(_key_id): axum::extract::Path<String>,
+) -> Result<axum::Json<ruma::serde::Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
+    Ok(axum::Json(state.keys.signed_server_keys()?))
 }
 
 /// # `GET /_matrix/federation/v1/version`

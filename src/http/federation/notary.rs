@@ -1,4 +1,5 @@
-//! `GET /_matrix/key/v2/query/{serverName}`, `POST /_matrix/key/v2/query`
+//! `GET /_matrix/key/v2/query/{serverName}` (and its older form with a key ID),
+//! `POST /_matrix/key/v2/query`
 //!
 //! Trellis as a notary: other servers' keys as their origin signed them, countersigned.
 //! [spec](https://spec.matrix.org/latest/server-server-api/#querying-keys-through-another-server)
@@ -15,6 +16,10 @@ use crate::http::ruma::{Ruma, route};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, query_one_route);
+    let r = r.route(
+        "/_matrix/key/v2/query/{server_name}/{key_id}",
+        axum::routing::get(query_one_by_key_id_route),
+    );
     route(r, query_batch_route)
 }
 
@@ -48,6 +53,31 @@ async fn query_one_route(
     Ok(get_remote_server_keys::v2::Response::new(
         keys.into_iter().collect(),
     ))
+}
+
+/// What the older query form may say besides the path.
+#[derive(serde::Deserialize)]
+struct QueryParams {
+    minimum_valid_until_ts: Option<u64>,
+}
+
+/// # `GET /_matrix/key/v2/query/{serverName}/{keyId}`
+///
+/// The form MSC3938 removed from the spec, still asked for by deployed servers: the
+/// server's keys, whichever one is named, as Synapse answers it.
+async fn query_one_by_key_id_route(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path((server_name, _key_id)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(params): axum::extract::Query<QueryParams>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let server =
+        ServerName::parse(&server_name).map_err(|_| Error::invalid_param("Invalid server name"))?;
+    let min = params
+        .minimum_valid_until_ts
+        .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+    let keys = notarised(&state, &server, min.max(now_ms())).await?;
+    let keys: Vec<_> = keys.into_iter().collect();
+    Ok(axum::Json(serde_json::json!({ "server_keys": keys })))
 }
 
 /// # `POST /_matrix/key/v2/query`

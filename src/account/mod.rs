@@ -565,6 +565,56 @@ impl Accounts {
         Ok(())
     }
 
+    /// The user's tags on a room (`m.tag` room account data): tag name to its content.
+    pub async fn tags(
+        &self,
+        user_id: &UserId,
+        room_id: &ruma::RoomId,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let stored = self.account_data(user_id, Some(room_id), TAGS).await?;
+        Ok(stored
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+            .and_then(
+                |mut v| match v.get_mut("tags").map(serde_json::Value::take) {
+                    Some(serde_json::Value::Object(tags)) => Some(tags),
+                    _ => None,
+                },
+            )
+            .unwrap_or_default())
+    }
+
+    /// Tag a room (`Some` content, a JSON object, `order` a number in [0, 1] if given) or
+    /// remove a tag (`None`); /sync delivers the room's `m.tag` account data afterwards.
+    pub async fn change_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &ruma::RoomId,
+        tag: &str,
+        content: Option<&serde_json::value::RawValue>,
+    ) -> Result<()> {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+            return Err(Error::invalid_param(format!(
+                "A tag is 1 to {MAX_TAG_LEN} bytes"
+            )));
+        }
+        if let Some(c) = content {
+            let value: serde_json::Value = serde_json::from_str(c.get())
+                .map_err(|e| Error::bad_json(format!("Tag content: {e}")))?;
+            let Some(object) = value.as_object() else {
+                return Err(Error::bad_json("Tag content must be a JSON object"));
+            };
+            if let Some(order) = object.get("order")
+                && !order.as_f64().is_some_and(|o| (0.0..=1.0).contains(&o))
+            {
+                return Err(Error::bad_json("A tag's order is a number from 0 to 1"));
+            }
+        }
+        db::account_data::change_tag(&self.db, user_id.as_str(), room_id.as_str(), tag, content)
+            .await?;
+        self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
+        Ok(())
+    }
+
     /// The user's push rules: what they stored, or the server defaults.
     pub async fn push_rules(&self, user_id: &UserId) -> Result<ruma::push::Ruleset> {
         let stored = self.account_data(user_id, None, PUSH_RULES).await?;
@@ -618,6 +668,10 @@ impl Accounts {
 
 /// The account data type push rules are stored under.
 pub const PUSH_RULES: &str = "m.push_rules";
+/// The room account data type that holds a user's tags on a room.
+pub const TAGS: &str = "m.tag";
+/// The longest tag name, in bytes.
+const MAX_TAG_LEN: usize = 255;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PushRulesContent {

@@ -47,3 +47,36 @@ pub async fn put(
     .await?;
     Ok(stream_id)
 }
+
+/// Set (`Some` content) or remove (`None`) one tag of the user's `m.tag` room account data,
+/// in one statement so that concurrent changes of different tags all hold.
+pub async fn change_tag(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+    tag: &str,
+    content: Option<&RawValue>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)
+         VALUES ($1, $2, 'm.tag',
+                 jsonb_build_object('tags', CASE WHEN $4::jsonb IS NULL THEN '{}'::jsonb
+                                                 ELSE jsonb_build_object($3::text, $4::jsonb) END),
+                 nextval('account_data_stream'))
+         ON CONFLICT ON CONSTRAINT account_data_pkey DO UPDATE
+         SET content = jsonb_set(
+                 account_data.content, '{tags}',
+                 CASE WHEN $4::jsonb IS NULL
+                      THEN COALESCE(account_data.content->'tags', '{}'::jsonb) - $3::text
+                      ELSE COALESCE(account_data.content->'tags', '{}'::jsonb)
+                           || jsonb_build_object($3::text, $4::jsonb) END),
+             stream_id = EXCLUDED.stream_id
+         RETURNING stream_id",
+    )
+    .bind(user_id)
+    .bind(room_id)
+    .bind(tag)
+    .bind(content.map(RawValue::get))
+    .fetch_one(e)
+    .await
+}

@@ -72,6 +72,33 @@ pub struct SigningKeys<'a> {
 }
 
 impl E2e {
+    /// Whether uploading `keys` needs user-interactive auth: not for a user's first
+    /// cross-signing keys (no master key yet), nor for a repeat of the keys already stored
+    /// (a client retrying), as MSC3967 (spec 1.11) has it; for any replacement, yes.
+    pub async fn signing_upload_needs_auth(
+        &self,
+        user: &UserId,
+        keys: &SigningKeys<'_>,
+    ) -> Result<bool> {
+        let stored = db::e2e::cross_signing_keys(&self.db, &[user.to_string()]).await?;
+        if !stored.iter().any(|r| r.key_type == "master") {
+            return Ok(false);
+        }
+        let same = |kind: &str, new: Option<&Raw<CrossSigningKey>>| {
+            new.is_none_or(|new| {
+                let new: Option<Value> = serde_json::from_str(new.json().get()).ok();
+                stored.iter().any(|r| {
+                    r.key_type == kind
+                        && new.is_some()
+                        && serde_json::from_str::<Value>(&r.key_json).ok() == new
+                })
+            })
+        };
+        Ok(!(same("master", keys.master)
+            && same("self_signing", keys.self_signing)
+            && same("user_signing", keys.user_signing)))
+    }
+
     pub fn new(db: PgPool, server_name: OwnedServerName, notifier: SyncNotifier) -> Self {
         E2e {
             db,
@@ -190,6 +217,11 @@ impl E2e {
             return Ok(out);
         }
         let rows = db::e2e::device_keys(&self.db, &users, &devices).await?;
+        // Every local user asked about is answered, with no devices when they have none
+        // (as Synapse does): clients tell "no keys" from "not asked" by the entry.
+        for user in wanted.keys().filter(|u| self.is_local(u)) {
+            out.device_keys.entry(user.clone()).or_default();
+        }
         let local: Vec<String> = wanted
             .keys()
             .filter(|u| self.is_local(u))

@@ -262,7 +262,10 @@ async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
 
 /// The errcode for a body that failed to deserialize.
 pub fn json_error(e: &serde_json::Error, bytes: &[u8]) -> Error {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+    // JSON is UTF-8; skipping values over (IgnoredAny) does not check their strings' bytes.
+    if std::str::from_utf8(bytes).is_err()
+        || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+    {
         Error::not_json("Request body is not valid JSON")
     } else {
         Error::bad_json(format!("Request body has the wrong shape: {e}"))

@@ -39,7 +39,10 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, versions_route);
     let r = route_raw::<discover_homeserver::Request, Request, _, _>(r, well_known_client_route);
     let r = route(r, well_known_server_route);
-    route(r, capabilities_route)
+    route_raw::<get_capabilities::v3::Request, Ruma<get_capabilities::v3::Request>, _, _>(
+        r,
+        capabilities_route,
+    )
 }
 
 /// # `GET /_matrix/client/versions`
@@ -118,17 +121,35 @@ async fn well_known_server_route(
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
+///
+/// Capabilities at their spec defaults are written out too: ruma leaves a default out
+/// (absent means the default), but clients and test suites read these four as Synapse
+/// sends them.
 async fn capabilities_route(
     _: AppState,
     _: Ruma<get_capabilities::v3::Request>,
-) -> Result<get_capabilities::v3::Response> {
+) -> Result<Response> {
     let available: BTreeMap<RoomVersionId, RoomVersionStability> = supported_room_versions()
         .into_iter()
         .map(|v| (v, RoomVersionStability::Stable))
         .collect();
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
-    Ok(get_capabilities::v3::Response::new(capabilities))
+    let mut json =
+        serde_json::to_value(&capabilities).map_err(|e| Error::internal(e.to_string()))?;
+    if let Some(map) = json.as_object_mut() {
+        for (name, enabled) in [
+            ("m.change_password", true),
+            ("m.set_displayname", true),
+            ("m.set_avatar_url", true),
+            // No identity server: third-party IDs cannot be added or removed.
+            ("m.3pid_changes", false),
+        ] {
+            map.entry(name)
+                .or_insert_with(|| serde_json::json!({ "enabled": enabled }));
+        }
+    }
+    Ok(axum::Json(serde_json::json!({ "capabilities": json })).into_response())
 }
 
 /// Room versions clients may create rooms in (what createRoom accepts).

@@ -105,26 +105,27 @@ async fn upload_signing_keys_route(
 ) -> Result<upload_signing_keys::v3::Response> {
     let user = req.auth;
     let body = req.body;
-    state
-        .accounts
-        .check_uiaa(
-            Purpose::UploadSigningKeys,
-            Some(&user.user_id),
-            &password_flows(),
-            body.auth.as_ref(),
-        )
-        .await?;
-    state
+    let keys = SigningKeys {
+        master: body.master_key.as_ref(),
+        self_signing: body.self_signing_key.as_ref(),
+        user_signing: body.user_signing_key.as_ref(),
+    };
+    if state
         .e2e
-        .upload_signing_keys(
-            &user.user_id,
-            SigningKeys {
-                master: body.master_key.as_ref(),
-                self_signing: body.self_signing_key.as_ref(),
-                user_signing: body.user_signing_key.as_ref(),
-            },
-        )
-        .await?;
+        .signing_upload_needs_auth(&user.user_id, &keys)
+        .await?
+    {
+        state
+            .accounts
+            .check_uiaa(
+                Purpose::UploadSigningKeys,
+                Some(&user.user_id),
+                &password_flows(),
+                body.auth.as_ref(),
+            )
+            .await?;
+    }
+    state.e2e.upload_signing_keys(&user.user_id, keys).await?;
     state
         .e2e
         .share_signing_keys(&state.federation, &user.user_id)

@@ -33,6 +33,8 @@ mod sliding_sync;
 mod state;
 mod summary;
 mod sync;
+mod tags;
+mod thirdparty;
 mod to_device;
 mod typing;
 mod user_directory;
@@ -75,6 +77,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = device::routes(r);
     let r = profile::routes(r);
     let r = account_data::routes(r);
+    let r = tags::routes(r);
+    let r = thirdparty::routes(r);
     let r = push_rules::routes(r);
     let r = pushers::routes(r);
     let r = filter::routes(r);

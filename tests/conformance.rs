@@ -1,0 +1,164 @@
+//! Behaviours the ecosystem's own suite (SyTest) expects of a homeserver, as the spec and
+//! Synapse have them: small things clients trip over.
+
+mod common;
+
+use common::server::TestServer;
+use serde_json::{Value, json};
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_name_what_accounts_may_change() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let (status, body) = s.get("/_matrix/client/v3/capabilities", alice.t()).await;
+    assert_eq!(status, 200, "{body}");
+    let caps = &body["capabilities"];
+    assert_eq!(caps["m.change_password"]["enabled"], true, "{body}");
+    assert_eq!(caps["m.set_displayname"]["enabled"], true, "{body}");
+    assert_eq!(caps["m.set_avatar_url"]["enabled"], true, "{body}");
+    assert_eq!(caps["m.3pid_changes"]["enabled"], false, "{body}");
+    assert_eq!(caps["m.room_versions"]["default"], "12", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_utf8_is_not_json() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let res = s
+        .http
+        .post(s.url("/_matrix/client/v3/createRoom"))
+        .bearer_auth(&alice.token)
+        .header("content-type", "application/json")
+        .body(vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_NOT_JSON", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_user_without_any_and_the_first_cross_signing_upload() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    // A user without device keys is answered, with no devices.
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/keys/query",
+            alice.t(),
+            &json!({"device_keys": {bob.user_id.clone(): []}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device_keys"][&bob.user_id], json!({}), "{body}");
+
+    // The first cross-signing keys need no user-interactive auth (MSC3967); the same keys
+    // again neither; other keys do.
+    let key = |usage: &str, k: &str| json!({"user_id": bob.user_id, "usage": [usage], "keys": {format!("ed25519:{k}"): k}});
+    let first = json!({"master_key": key("master", "masterA")});
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    let (status, body) = s.post(upload, bob.t(), &first).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.post(upload, bob.t(), &first).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .post(
+            upload,
+            bob.t(),
+            &json!({"master_key": key("master", "masterB")}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["flows"].is_array(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_tags_are_kept_and_synced() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let room = s.create_room(&alice, json!({})).await;
+    let tags = format!(
+        "/_matrix/client/v3/user/{}/rooms/{}/tags",
+        enc(&alice.user_id),
+        enc(&room)
+    );
+    let (status, body) = s
+        .put(
+            &format!("{tags}/m.favourite"),
+            alice.t(),
+            &json!({"order": 0.25}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .put(&format!("{tags}/u.work"), alice.t(), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.get(&tags, alice.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["tags"],
+        json!({"m.favourite": {"order": 0.25}, "u.work": {}}),
+        "{body}"
+    );
+    // /sync carries them as the room's m.tag account data.
+    let sync = s.sync(&alice, "").await;
+    let data = &sync["rooms"]["join"][&room]["account_data"]["events"];
+    let tag_event = data
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "m.tag"))
+        .unwrap_or_else(|| panic!("no m.tag in {data}"));
+    assert_eq!(tag_event["content"]["tags"]["m.favourite"]["order"], 0.25);
+
+    let (status, _) = s
+        .request(
+            reqwest::Method::DELETE,
+            &format!("{tags}/u.work"),
+            alice.t(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = s.get(&tags, alice.t()).await;
+    assert_eq!(
+        body["tags"],
+        json!({"m.favourite": {"order": 0.25}}),
+        "{body}"
+    );
+
+    // Bad input and other users' tags.
+    let (status, body) = s
+        .put(&format!("{tags}/bad"), alice.t(), &json!({"order": 7}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = s.get(&tags, bob.t()).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_lists_are_empty_not_missing() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let (status, body) = s.get("/_matrix/client/v3/account/3pid", alice.t()).await;
+    assert_eq!((status, &body), (200, &json!({"threepids": []})));
+    let (status, body) = s
+        .get("/_matrix/client/v3/thirdparty/protocols", alice.t())
+        .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let (status, _) = s.get("/_matrix/client/v3/account/3pid", None).await;
+    assert_eq!(status, 401);
+}

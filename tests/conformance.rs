@@ -162,3 +162,40 @@ async fn third_party_lists_are_empty_not_missing() {
     let (status, _) = s.get("/_matrix/client/v3/account/3pid", None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_state_again_is_the_same_event() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let topic = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+        enc(&room)
+    );
+    let put = |u: &common::server::User, t: &'static str| {
+        let (s, topic, token) = (&s, topic.clone(), u.token.clone());
+        async move {
+            let (status, body) = s.put(&topic, Some(&token), &json!({"topic": t})).await;
+            assert_eq!(status, 200, "{body}");
+            body["event_id"].as_str().expect("event_id").to_owned()
+        }
+    };
+    let first = put(&alice, "one").await;
+    assert_eq!(
+        put(&alice, "one").await,
+        first,
+        "a repeat is the same event"
+    );
+    let second = put(&alice, "two").await;
+    assert_ne!(second, first);
+    // Another sender's identical content is a change of its own (public rooms let anyone
+    // at power 50 set the topic; Bob is raised first).
+    let power = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        enc(&room)
+    );
+    let (_, mut levels) = s.get(&power, alice.t()).await;
+    levels["users"][&bob.user_id] = json!(100);
+    let (status, body) = s.put(&power, alice.t(), &levels).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(put(&bob, "two").await, second);
+}

@@ -82,6 +82,9 @@ impl Rooms {
         new: NewContent,
         txn: Option<TxnRef<'_>>,
     ) -> Result<OwnedEventId> {
+        if let Some(existing) = self.same_state(sender, room_id, &new).await? {
+            return Ok(existing);
+        }
         let (reply, mut answer) = oneshot::channel();
         self.sends.push(
             room_id,
@@ -105,6 +108,42 @@ impl Rooms {
                 }
             }
         }
+    }
+
+    /// The current state event that `new` would repeat: same type, state key, sender and
+    /// content. Sending it again would change nothing but add an event, so its ID is the
+    /// answer instead, as Synapse does (a client retrying a state change, a join twice).
+    async fn same_state(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        new: &NewContent,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(state_key) = &new.state_key else {
+            return Ok(None);
+        };
+        // An unknown room is for the send itself to refuse.
+        let Ok(room) = self.room(room_id).await else {
+            return Ok(None);
+        };
+        let Some(group) = room.state_group else {
+            return Ok(None);
+        };
+        let key = (new.kind.to_string().into(), state_key.clone());
+        let Some(current) = self
+            .state_entries(group, std::slice::from_ref(&key))
+            .await?
+            .remove(&key)
+        else {
+            return Ok(None);
+        };
+        let content = |raw: &serde_json::value::RawValue| {
+            serde_json::from_str::<serde_json::Value>(raw.get()).ok()
+        };
+        let same = current.sender == sender
+            && content(&current.content).is_some()
+            && content(&current.content) == content(&new.content);
+        Ok(same.then_some(current.event_id))
     }
 
     /// Build and store the next batch of the room's queue, answering each of its senders.

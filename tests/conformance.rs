@@ -3,19 +3,8 @@
 
 mod common;
 
-use common::server::TestServer;
+use common::server::{TestServer, enc};
 use serde_json::{Value, json};
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capabilities_name_what_accounts_may_change() {

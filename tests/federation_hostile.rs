@@ -514,3 +514,57 @@ async fn bad_and_spoofed_parts_of_a_transaction_harm_nothing_else() {
         vec![bob.user_id.clone()]
     );
 }
+
+/// The state a resident server answers a send_join with is checked event by event: a state
+/// event whose content was changed after it was signed (here in the resident's own
+/// database, as a dishonest or broken server would serve it) fails its content hash and is
+/// taken redacted, as the spec says, never with the forged content; the join goes through.
+#[tokio::test]
+async fn a_forged_state_event_in_a_send_join_answer_is_not_taken() {
+    use sqlx::Connection;
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = public_room(&a, &alice, "forged").await;
+    let topic = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+        enc(&room)
+    );
+    let (status, body) = a
+        .put(&topic, alice.t(), &json!({"topic": "the true topic"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut db = sqlx::PgConnection::connect(a.config.database.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let forged = sqlx::query(
+        "UPDATE events SET json = replace(json, 'the true topic', 'a forged topic')
+         WHERE event_type = 'm.room.topic' AND json LIKE '%the true topic%'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(forged.rows_affected(), 1);
+
+    b.join(&bob, &alias).await;
+    let (status, body) = b.get(&topic, bob.t()).await;
+    assert_eq!(
+        (status, &body),
+        (200, &json!({})),
+        "the topic is taken redacted"
+    );
+    // Bob is in the room and can talk in it.
+    let (status, body) = b
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/t1",
+                enc(&room)
+            ),
+            bob.t(),
+            &json!({"msgtype": "m.text", "body": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

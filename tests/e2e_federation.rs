@@ -49,7 +49,7 @@ fn cross_key(u: &User, usage: &str, key: &str) -> Value {
 }
 
 /// Device keys, two one-time keys, a fallback key, a device name and cross-signing keys.
-async fn upload_everything(s: &TestServer, u: &User, password: &str) {
+async fn upload_everything(s: &TestServer, u: &User) {
     let (status, res) = s
         .post(
             "/_matrix/client/v3/keys/upload",
@@ -75,19 +75,12 @@ async fn upload_everything(s: &TestServer, u: &User, password: &str) {
         )
         .await;
     assert_eq!(status, 200, "{res}");
+    // A user's first cross-signing keys need no password (MSC3967).
     let path = "/_matrix/client/v3/keys/device_signing/upload";
-    let mut body = json!({
+    let body = json!({
         "master_key": cross_key(u, "master", MASTER),
         "self_signing_key": cross_key(u, "self_signing", SELF_SIGNING),
         "user_signing_key": cross_key(u, "user_signing", USER_SIGNING),
-    });
-    let (status, first) = s.post(path, u.t(), &body).await;
-    assert_eq!(status, 401, "{first}");
-    body["auth"] = json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": u.user_id},
-        "password": password,
-        "session": first["session"],
     });
     let (status, res) = s.post(path, u.t(), &body).await;
     assert_eq!(status, 200, "{res}");
@@ -171,7 +164,7 @@ async fn keys_are_queried_and_claimed_through_the_users_own_server() {
     let b = TestServer::start_federating().await;
     let alice = a.register("alice", "alice-password").await;
     let bob = b.register("bob", "bob-password").await;
-    upload_everything(&a, &alice, "alice-password").await;
+    upload_everything(&a, &alice).await;
     let (status, res) = b
         .post(
             "/_matrix/client/v3/keys/upload",
@@ -288,7 +281,7 @@ async fn federation_key_endpoints_answer_signed_requests_for_local_users_only() 
     let a = TestServer::start_federating().await;
     let b = TestServer::start_federating().await;
     let bob = b.register("bob", "bob-password").await;
-    upload_everything(&b, &bob, "bob-password").await;
+    upload_everything(&b, &bob).await;
     let bob_id = user_id(&bob.user_id);
     let bob_device = device_id(&bob.device_id);
 

@@ -54,8 +54,17 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Every error answer carries a Matrix body. Our own errors already do (they are marked
 /// with [`LoggedError`]); one written by a layer or extractor we do not own (an axum
 /// rejection, a tower layer) gets an errcode chosen by its status, keeping its status.
-async fn matrix_error_body(response: Response) -> Response {
+async fn matrix_error_body(mut response: Response) -> Response {
     let status = response.status();
+    // A body refused as too large is left unread, so the connection cannot carry another
+    // request: say so, or a client may send its next request on it and find it closed.
+    // (HTTP/2 has no such header; hyper leaves it out there.)
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let is_json = response
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -79,6 +88,12 @@ async fn matrix_error_body(response: Response) -> Response {
     let message = status.canonical_reason().unwrap_or("Request refused");
     let mut answer = Error::new(kind, message).into_response();
     *answer.status_mut() = status;
+    answer.headers_mut().extend(
+        response
+            .headers()
+            .get(http::header::CONNECTION)
+            .map(|v| (http::header::CONNECTION, v.clone())),
+    );
     if let Some(logged) = answer.extensions_mut().get_mut::<LoggedError>() {
         logged.internal = status.is_server_error();
     }

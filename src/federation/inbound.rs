@@ -74,17 +74,7 @@ impl Federation {
         pdus: &[Box<RawValue>],
     ) -> PduResults {
         let mut results = PduResults::new();
-        let mut by_room: Vec<(OwnedRoomId, Vec<&RawValue>)> = Vec::new();
-        for raw in pdus {
-            match serde_json::from_str::<RoomOf>(raw.get()) {
-                Ok(r) => match by_room.iter_mut().find(|(id, _)| *id == r.room_id) {
-                    Some((_, list)) => list.push(raw),
-                    None => by_room.push((r.room_id, vec![raw])),
-                },
-                Err(e) => tracing::info!(%origin, error = %e, "PDU without a room ID dropped"),
-            }
-        }
-        for (room_id, raws) in by_room {
+        for (room_id, raws) in by_room(origin, pdus) {
             self.receive_room_pdus(rooms, origin, &room_id, &raws, &mut results)
                 .await;
         }
@@ -239,6 +229,25 @@ impl Federation {
             }
         }
     }
+}
+
+/// A transaction's PDUs grouped by the room they name, rooms and PDUs in the order sent; a
+/// PDU naming no valid room is dropped.
+pub fn by_room<'a>(
+    origin: &ServerName,
+    pdus: &'a [Box<RawValue>],
+) -> Vec<(OwnedRoomId, Vec<&'a RawValue>)> {
+    let mut by_room: Vec<(OwnedRoomId, Vec<&RawValue>)> = Vec::new();
+    for raw in pdus {
+        match serde_json::from_str::<RoomOf>(raw.get()) {
+            Ok(r) => match by_room.iter_mut().find(|(id, _)| *id == r.room_id) {
+                Some((_, list)) => list.push(raw),
+                None => by_room.push((r.room_id, vec![raw])),
+            },
+            Err(e) => tracing::info!(%origin, error = %e, "PDU without a room ID dropped"),
+        }
+    }
+    by_room
 }
 
 /// The /send result for an outcome.

@@ -67,6 +67,9 @@ fn keys_needed(
     Ok(out)
 }
 
+/// A PDU parsed with its event ID, or why it could not be.
+pub type Parsed = Result<(OwnedEventId, CanonicalJsonObject), String>;
+
 /// Verify a batch of PDUs of one room version: signatures checked with keys fetched once for
 /// the whole batch. Each PDU gets its own result; one bad PDU never fails the others.
 pub async fn verify_pdus(
@@ -74,21 +77,41 @@ pub async fn verify_pdus(
     rules: &RoomVersionRules,
     raws: &[&RawValue],
 ) -> Vec<(Option<OwnedEventId>, Result<Incoming, String>)> {
-    let parsed: Vec<Result<(OwnedEventId, CanonicalJsonObject), String>> =
-        raws.iter().map(|r| parse_pdu(r, rules)).collect();
+    let (parsed, wanted) = parse_pdus(rules, raws);
+    let key_map = keys.key_map_many(&wanted).await;
+    check_pdus(&key_map, rules, parsed)
+}
+
+/// The first half of [`verify_pdus`]: each PDU parsed, and the keys verifying them needs.
+pub fn parse_pdus(
+    rules: &RoomVersionRules,
+    raws: &[&RawValue],
+) -> (
+    Vec<Parsed>,
+    BTreeSet<(OwnedServerName, OwnedServerSigningKeyId)>,
+) {
+    let parsed: Vec<Parsed> = raws.iter().map(|r| parse_pdu(r, rules)).collect();
     let mut wanted = BTreeSet::new();
     for (_, obj) in parsed.iter().flatten() {
         if let Ok(k) = keys_needed(obj, rules) {
             wanted.extend(k);
         }
     }
-    let key_map = keys.key_map_many(&wanted).await;
+    (parsed, wanted)
+}
+
+/// The second half of [`verify_pdus`], once the keys are at hand.
+pub fn check_pdus(
+    key_map: &ruma::signatures::PublicKeyMap,
+    rules: &RoomVersionRules,
+    parsed: Vec<Parsed>,
+) -> Vec<(Option<OwnedEventId>, Result<Incoming, String>)> {
     parsed
         .into_iter()
         .map(|p| match p {
             Err(e) => (None, Err(e)),
             Ok((id, obj)) => {
-                let result = check_one(&key_map, rules, id.clone(), obj);
+                let result = check_one(key_map, rules, id.clone(), obj);
                 (Some(id), result)
             }
         })

@@ -6,10 +6,13 @@
 use std::future::Future;
 
 use http::request::Parts;
+use ruma::ServerName;
 use ruma::api::auth_scheme::{
     AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
     NoAuthentication,
 };
+use ruma::api::federation::authentication::XMatrix;
+use ruma::signatures::PublicKeyMap;
 
 use crate::account::AuthedUser;
 use crate::app::AppState;
@@ -147,36 +150,57 @@ impl Authenticate for ruma::api::federation::authentication::ServerSignatures {
         parts: &Parts,
         body: &[u8],
     ) -> Result<ruma::OwnedServerName> {
-        use ruma::api::federation::authentication::XMatrix;
-        let unauthorized = |why: &str| Error::new(ruma::api::error::ErrorKind::Unauthorized, why);
-        let x = XMatrix::extract_from_http_headers(&parts.headers)
-            .map_err(|_| unauthorized("Missing or malformed X-Matrix authorization"))?;
         let ours = state.keys.server_name();
-        if x.destination.as_ref().is_some_and(|d| d != ours) {
-            return Err(unauthorized("Request was meant for another server"));
-        }
-        if x.origin == *ours {
-            return Err(unauthorized(
-                "Requests from our own server name are not accepted",
-            ));
-        }
+        let x = read_x_matrix(&parts.headers, ours)?;
         let keys = state.federation.remote_keys.key_map(&x.origin, &x.key).await.map_err(|e| {
             tracing::info!(origin = %x.origin, error = %e, "could not get the origin's signing key");
             unauthorized("Could not verify the origin's signing key")
         })?;
-        let request = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(parts.uri.clone())
-            .body(body)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        x.verify_http_request(&request, ours, &keys).map_err(|e| {
-            tracing::info!(origin = %x.origin, error = %e, "bad X-Matrix signature");
-            unauthorized("Invalid request signature")
-        })?;
+        verify_x_matrix(&x, parts, body, ours, &keys)?;
         tracing::Span::current().record("user", x.origin.as_str());
         state.federation.sender.destination_alive(&x.origin);
         Ok(x.origin)
     }
+}
+
+fn unauthorized(why: &str) -> Error {
+    Error::new(ruma::api::error::ErrorKind::Unauthorized, why)
+}
+
+/// The X-Matrix header of a request, refused unless it is meant for us (`ours`) and comes
+/// from another server. Nothing is verified yet: see [`verify_x_matrix`].
+pub fn read_x_matrix(headers: &http::HeaderMap, ours: &ServerName) -> Result<XMatrix> {
+    let x = XMatrix::extract_from_http_headers(headers)
+        .map_err(|_| unauthorized("Missing or malformed X-Matrix authorization"))?;
+    if x.destination.as_ref().is_some_and(|d| d != ours) {
+        return Err(unauthorized("Request was meant for another server"));
+    }
+    if x.origin == *ours {
+        return Err(unauthorized(
+            "Requests from our own server name are not accepted",
+        ));
+    }
+    Ok(x)
+}
+
+/// Check the header's signature over the request (method, URI, origin, destination and
+/// body) with the origin's keys.
+pub fn verify_x_matrix(
+    x: &XMatrix,
+    parts: &Parts,
+    body: &[u8],
+    ours: &ServerName,
+    keys: &PublicKeyMap,
+) -> Result<()> {
+    let request = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .body(body)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    x.verify_http_request(&request, ours, keys).map_err(|e| {
+        tracing::info!(origin = %x.origin, error = %e, "bad X-Matrix signature");
+        unauthorized("Invalid request signature")
+    })
 }
 
 /// The access-token caller, for the few endpoints that have no ruma type (unstable and

@@ -56,27 +56,7 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(&parts.headers, body, &state.config.limits).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
-        check_object_body(&bytes)?;
-        if !carries_signed_pdus::<T>() {
-            super::check_storable_json(&bytes)?;
-        }
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let retry = may_be_lenient(&bytes).then(|| parts.clone());
-        let mut parsed = parse::<T>(http::Request::from_parts(parts, &bytes[..]), &args)?;
-        if let (
-            Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_))),
-            Some(parts),
-            Some(lenient),
-        ) = (&parsed, retry, lenient_body(&bytes))
-        {
-            let again = parse::<T>(http::Request::from_parts(parts, &lenient[..]), &args)?;
-            if again.is_ok() {
-                parsed = again;
-            }
-        }
-        let body = parsed.map_err(|e| {
-            precise_parse_error::<T>(&bytes).unwrap_or_else(|| parse_error(e, &bytes))
-        })?;
+        let body = parse_request::<T>(parts, &bytes, &path_args)?;
         Ok(Ruma {
             body,
             auth,
@@ -84,6 +64,36 @@ where
             query,
         })
     }
+}
+
+/// Parse `T` from a request whose body was read and whose caller was authenticated: the
+/// checks every body gets, then ruma's parser (again on a lenient reading of the body when
+/// ruma refused it), every failure as the Matrix error the spec names. `path_args` are the
+/// matched route's path parameters, in order.
+pub fn parse_request<T: IncomingRequest + 'static>(
+    parts: http::request::Parts,
+    bytes: &[u8],
+    path_args: &[String],
+) -> Result<T> {
+    check_object_body(bytes)?;
+    if !carries_signed_pdus::<T>() {
+        super::check_storable_json(bytes)?;
+    }
+    let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+    let retry = may_be_lenient(bytes).then(|| parts.clone());
+    let mut parsed = parse::<T>(http::Request::from_parts(parts, bytes), &args)?;
+    if let (
+        Err(FromHttpRequestError::Deserialization(DeserializationError::Json(_))),
+        Some(parts),
+        Some(lenient),
+    ) = (&parsed, retry, lenient_body(bytes))
+    {
+        let again = parse::<T>(http::Request::from_parts(parts, &lenient[..]), &args)?;
+        if again.is_ok() {
+            parsed = again;
+        }
+    }
+    parsed.map_err(|e| precise_parse_error::<T>(bytes).unwrap_or_else(|| parse_error(e, bytes)))
 }
 
 /// Every request body of the client-server and server-server APIs is a JSON object, but a

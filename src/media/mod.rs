@@ -5,7 +5,7 @@
 
 pub mod multipart;
 mod preview;
-mod remote;
+pub mod remote;
 pub mod store;
 pub mod thumbnail;
 

@@ -72,6 +72,9 @@ pub struct MultipartReader<S> {
     delimiter: Vec<u8>,
     state: State,
     source_done: bool,
+    /// How much of the start of `buf` is known to hold no delimiter: a body arriving in
+    /// small pieces is searched once, not again with every piece.
+    searched: usize,
 }
 
 impl<S, E> MultipartReader<S>
@@ -89,6 +92,7 @@ where
             delimiter: format!("\r\n--{boundary}").into_bytes(),
             state: State::Body,
             source_done: false,
+            searched: 0,
         }
     }
 
@@ -116,9 +120,10 @@ where
             if self.state != State::Body {
                 return Ok(None);
             }
-            if let Some(at) = find(&self.buf, &self.delimiter) {
-                let chunk = self.buf.split_to(at).freeze();
+            if let Some(at) = find(&self.buf[self.searched..], &self.delimiter) {
+                let chunk = self.buf.split_to(self.searched + at).freeze();
                 self.buf.advance(self.delimiter.len());
+                self.searched = 0;
                 self.state = State::Delimiter;
                 if chunk.is_empty() {
                     return Ok(None);
@@ -129,8 +134,10 @@ where
             let keep = self.delimiter.len() - 1;
             if self.buf.len() > keep + 8 * 1024 {
                 let chunk = self.buf.split_to(self.buf.len() - keep).freeze();
+                self.searched = 0;
                 return Ok(Some(chunk));
             }
+            self.searched = self.buf.len().saturating_sub(keep);
             if !self.fill().await? {
                 return Err(MultipartError::Malformed("body ends inside a part"));
             }
@@ -222,6 +229,31 @@ where
             Ok(reader.body_chunk().await?.map(|chunk| (chunk, reader)))
         })
     }
+}
+
+/// The start of a federation media answer: its first part, JSON metadata (an object, up to
+/// `max_metadata` bytes, otherwise unused), then the headers of the second part, whose body
+/// (the file) the reader is left at.
+pub async fn read_head<S, E>(
+    reader: &mut MultipartReader<S>,
+    max_metadata: usize,
+) -> Result<PartHeaders, MultipartError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    reader
+        .next_part()
+        .await?
+        .ok_or(MultipartError::Malformed("no metadata part"))?;
+    let metadata = reader.body_to_vec(max_metadata).await?;
+    if !serde_json::from_slice::<serde_json::Value>(&metadata).is_ok_and(|v| v.is_object()) {
+        return Err(MultipartError::Malformed("metadata is not a JSON object"));
+    }
+    reader
+        .next_part()
+        .await?
+        .ok_or(MultipartError::Malformed("no content part"))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

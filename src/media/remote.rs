@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::federation::client::FederationError;
 
 /// Largest metadata part accepted (the spec's is `{}`).
-const MAX_METADATA: usize = 64 * 1024;
+pub const MAX_METADATA: usize = 64 * 1024;
 
 /// A fetched file: where it was stored, with the content type and disposition it came with.
 struct Fetched {
@@ -67,12 +67,7 @@ impl Media {
             }
             other => other,
         })?;
-        let filename = fetched
-            .disposition
-            .and_then(|d| d.parse::<ContentDisposition>().ok())
-            .and_then(|d| d.filename)
-            .filter(|f| f.len() <= 255);
-        let content_type = fetched.content_type.filter(|c| super::is_header_safe(c));
+        let (content_type, filename) = described(fetched.content_type, fetched.disposition);
         db::insert(
             &inner.db,
             &NewMedia {
@@ -104,22 +99,9 @@ impl Media {
         let content_type = header(response.headers(), "content-type").unwrap_or("");
         let boundary = multipart::boundary(content_type).map_err(bad)?;
         let mut reader = MultipartReader::new(Box::pin(response.bytes_stream()), &boundary);
-        reader
-            .next_part()
+        let part = multipart::read_head(&mut reader, MAX_METADATA)
             .await
-            .map_err(bad)?
-            .ok_or_else(|| bad(MultipartError::Malformed("no metadata part")))?;
-        let metadata = reader.body_to_vec(MAX_METADATA).await.map_err(bad)?;
-        if !serde_json::from_slice::<serde_json::Value>(&metadata).is_ok_and(|v| v.is_object()) {
-            return Err(bad(MultipartError::Malformed(
-                "metadata is not a JSON object",
-            )));
-        }
-        let part = reader
-            .next_part()
-            .await
-            .map_err(bad)?
-            .ok_or_else(|| bad(MultipartError::Malformed("no content part")))?;
+            .map_err(bad)?;
         if let Some(location) = part.get("location") {
             let redirected = self
                 .inner
@@ -152,6 +134,21 @@ impl Media {
             disposition,
         }
     }
+}
+
+/// What another server's `Content-Type` and `Content-Disposition` for a file say, as much
+/// as is kept: a content type safe to repeat in a header, and a file name of at most 255
+/// bytes.
+pub fn described(
+    content_type: Option<String>,
+    disposition: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let filename = disposition
+        .and_then(|d| d.parse::<ContentDisposition>().ok())
+        .and_then(|d| d.filename)
+        .filter(|f| f.len() <= 255);
+    let content_type = content_type.filter(|c| super::is_header_safe(c));
+    (content_type, filename)
 }
 
 fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {

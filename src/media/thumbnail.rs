@@ -6,7 +6,8 @@
 //! before any pixel is decoded; the decoder also runs under `image`'s allocation limits. The
 //! caller runs [`render`] on the blocking pool under a timeout.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::Path;
 
 use image::imageops::FilterType;
@@ -120,7 +121,21 @@ pub struct Rendered {
 
 /// Make the `size` thumbnail of the image in `path`. Blocking.
 pub fn render(path: &Path, size: Size, max_pixels: u64) -> Result<Rendered, ThumbnailError> {
-    let reader = ImageReader::open(path)?.with_guessed_format()?;
+    render_from(|| Ok(BufReader::new(File::open(path)?)), size, max_pixels)
+}
+
+/// [`render`] for an image in memory.
+pub fn render_bytes(bytes: &[u8], size: Size, max_pixels: u64) -> Result<Rendered, ThumbnailError> {
+    render_from(|| Ok(Cursor::new(bytes)), size, max_pixels)
+}
+
+/// The image is read twice, the header alone first: `open` gives a reader from its start.
+fn render_from<R: BufRead + Seek>(
+    open: impl Fn() -> std::io::Result<R>,
+    size: Size,
+    max_pixels: u64,
+) -> Result<Rendered, ThumbnailError> {
+    let reader = ImageReader::new(open()?).with_guessed_format()?;
     let format = match reader.format() {
         Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => {
             f
@@ -133,7 +148,7 @@ pub fn render(path: &Path, size: Size, max_pixels: u64) -> Result<Rendered, Thum
     if u64::from(w) * u64::from(h) > max_pixels {
         return Err(ThumbnailError::TooManyPixels(max_pixels));
     }
-    let mut reader = ImageReader::open(path)?;
+    let mut reader = ImageReader::new(open()?);
     reader.set_format(format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(w);

@@ -590,7 +590,7 @@ fn position(hit: &Hit) -> After {
 /// A `next_batch`: rank order `r<upto>_<rank bits, 8 hex digits>_<stream>`, recent order
 /// `t<upto>_<stream>`, either followed by `~r<room ID>` or `~s<user ID>` for a group's own.
 #[derive(Debug, Clone, PartialEq)]
-struct Token {
+pub struct Token {
     by_rank: bool,
     /// The highest stream position searched (see [`db::search::EventSearch::upto`]).
     upto: i64,
@@ -606,7 +606,7 @@ impl Token {
         }
     }
 
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut out = match self.by_rank {
             true => format!(
                 "r{}_{:08x}_{}",
@@ -630,7 +630,7 @@ impl Token {
         out
     }
 
-    fn parse(s: &str) -> Result<Token> {
+    pub fn parse(s: &str) -> Result<Token> {
         let bad = || Error::invalid_param("Invalid next_batch");
         // The group's ID comes last and may hold any character; the position holds no `~`.
         let (position, group) = match s.split_once('~') {

@@ -15,8 +15,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     route(r, get_filter_route)
 }
 
-/// Checks beyond the shape ruma already enforced.
-fn validate(filter: &FilterDefinition) -> Result<()> {
+/// Checks of an uploaded filter beyond the shape ruma already enforced.
+pub fn validate(filter: &FilterDefinition) -> Result<()> {
     let limits = [
         filter.room.timeline.limit,
         filter.room.state.limit,

@@ -8,7 +8,7 @@ mod context;
 mod device;
 mod directory;
 mod discovery;
-mod filter;
+pub mod filter;
 mod hierarchy;
 mod keys;
 mod legacy;

@@ -9,7 +9,7 @@ mod membership;
 mod notary;
 mod openid;
 mod query;
-mod transactions;
+pub mod transactions;
 mod user_keys;
 
 use axum::Router;

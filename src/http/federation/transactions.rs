@@ -3,6 +3,7 @@
 //! [spec](https://spec.matrix.org/latest/server-server-api/#put_matrixfederationv1sendtxnid)
 
 use axum::Router;
+use ruma::ServerName;
 use ruma::api::federation::transactions::send_transaction_message;
 
 use crate::app::AppState;
@@ -25,14 +26,7 @@ async fn send_route(
 ) -> Result<send_transaction_message::v1::Response> {
     let origin = &req.auth;
     let body = &req.body;
-    if body.origin != *origin {
-        return Err(Error::forbidden(
-            "Transaction origin does not match the signature",
-        ));
-    }
-    if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
-        return Err(Error::bad_json("Too many PDUs or EDUs in one transaction"));
-    }
+    check(origin, body)?;
     let txn_id = body.transaction_id.as_str();
     let fed = &state.federation;
     if let Some(results) = fed.seen_transaction(origin, txn_id).await? {
@@ -43,4 +37,18 @@ async fn send_route(
     state.e2e.apply_edus(origin, &body.edus).await;
     fed.record_transaction(origin, txn_id, &results).await?;
     Ok(send_transaction_message::v1::Response::new(results))
+}
+
+/// What a transaction must be before any of it is looked at: sent by the server that signed
+/// the request, within the spec's caps.
+pub fn check(origin: &ServerName, body: &send_transaction_message::v1::Request) -> Result<()> {
+    if body.origin != *origin {
+        return Err(Error::forbidden(
+            "Transaction origin does not match the signature",
+        ));
+    }
+    if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
+        return Err(Error::bad_json("Too many PDUs or EDUs in one transaction"));
+    }
+    Ok(())
 }

@@ -30,8 +30,11 @@ use trellis::media::{multipart, remote};
 use trellis::room::pdu::Pdu;
 use trellis::sync::filter::SyncFilter;
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz_targets/` file and corpus directories.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Body); 7] = [
     ("x_matrix", x_matrix),
     ("pdu", pdu),
     ("tokens", tokens),
@@ -353,7 +356,12 @@ pub fn media_multipart(data: &[u8]) {
     };
     let whole = read_media_answer(body, &boundary, body.len().max(1));
     let chunked = read_media_answer(body, &boundary, usize::from(chunking % 64) + 1);
-    assert_eq!(whole, chunked, "the answer depends on the chunking");
+    // Which bound a refused body met first may differ; whether it is refused may not.
+    assert_eq!(
+        whole.ok(),
+        chunked.ok(),
+        "the answer depends on the chunking"
+    );
 }
 
 /// What a media answer read gives: `(content type, file name, location, file)`.

@@ -13,6 +13,8 @@ use futures::{Stream, StreamExt};
 
 /// Largest header block of one part.
 const MAX_PART_HEADERS: usize = 16 * 1024;
+/// Longest rest of a delimiter line (transport padding), line end included.
+const MAX_DELIMITER_LINE: usize = 256;
 /// Most headers in one part.
 const MAX_HEADER_COUNT: usize = 32;
 
@@ -156,11 +158,14 @@ where
                 self.state = State::Done;
                 return Ok(None);
             }
-            if let Some(eol) = self.buf.iter().position(|&b| b == b'\n') {
-                break eol;
-            }
-            if self.buf.len() > 256 {
+            // Each bound is checked on what was found as well as on what is still awaited:
+            // whether a body passes must not depend on how the network cut it into pieces.
+            let line = self.buf.iter().position(|&b| b == b'\n');
+            if line.unwrap_or(self.buf.len()) >= MAX_DELIMITER_LINE {
                 return Err(MultipartError::Malformed("delimiter line too long"));
+            }
+            if let Some(eol) = line {
+                break eol;
             }
             if !self.fill().await? {
                 // Some servers end the body right after the last delimiter.
@@ -183,6 +188,9 @@ where
             }
             let mut raw = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
             match httparse::parse_headers(&self.buf, &mut raw) {
+                Ok(httparse::Status::Complete((used, _))) if used > MAX_PART_HEADERS => {
+                    return Err(MultipartError::Malformed("part headers too large"));
+                }
                 Ok(httparse::Status::Complete((used, parsed))) => {
                     let headers = parsed
                         .iter()

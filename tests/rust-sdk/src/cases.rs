@@ -1,0 +1,640 @@
+//! The journeys, in order. Later ones use the users the first logs in; a case whose users
+//! are missing fails at once, naming what it needed.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
+use matrix_sdk::ruma::api::client::room::create_room::v3::{
+    Request as CreateRoomRequest, RoomPreset,
+};
+use matrix_sdk::ruma::api::client::session::get_login_types::v3::LoginType;
+use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId};
+use matrix_sdk::sliding_sync::Version;
+use matrix_sdk::{Room, RoomState};
+
+use crate::Args;
+use crate::users::{self, User};
+use crate::wait::{self, TimelineView, display_name, summary};
+
+pub struct CaseResult {
+    pub name: &'static str,
+    pub passed: bool,
+}
+
+/// What the cases share: the users, once logged in.
+struct World {
+    homeserver: String,
+    federated: String,
+    /// Appended to user names so that a suite can run again against the same servers.
+    suffix: String,
+    alice: Option<User>,
+    bob: Option<User>,
+}
+
+impl World {
+    fn users(&self) -> Result<(&User, &User)> {
+        match (&self.alice, &self.bob) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => bail!("needs alice and bob from the case login-and-discovery"),
+        }
+    }
+}
+
+type CaseFn = for<'a> fn(
+    &'a mut World,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
+/// The cases in the order they run.
+const CASES: &[(&str, CaseFn)] = &[
+    ("login-and-discovery", |w| Box::pin(login_and_discovery(w))),
+    ("room-list", |w| Box::pin(room_list(w))),
+    ("timeline-live-and-back", |w| {
+        Box::pin(timeline_live_and_back(w))
+    }),
+    ("send-from-sdk", |w| Box::pin(send_from_sdk(w))),
+    ("encrypted-room", |w| Box::pin(encrypted_room(w))),
+    ("federated-room", |w| Box::pin(federated_room(w))),
+];
+
+pub async fn run(args: &Args) -> Vec<CaseResult> {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut world = World {
+        homeserver: args.homeserver.clone(),
+        federated: args.federated.clone(),
+        suffix: format!("{millis:x}"),
+        alice: None,
+        bob: None,
+    };
+    let mut results = Vec::new();
+    for (i, (name, case)) in CASES.iter().enumerate() {
+        // Logging in is what every other case needs: it always runs.
+        let wanted =
+            i == 0 || args.only.is_empty() || args.only.iter().any(|w| name.contains(w.as_str()));
+        if !wanted {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = case(&mut world).await;
+        let secs = started.elapsed().as_secs_f64();
+        match &outcome {
+            Ok(()) => println!("PASS {name} ({secs:.1}s)"),
+            Err(e) => println!("FAIL {name} ({secs:.1}s): {e:#}"),
+        }
+        results.push(CaseResult {
+            name,
+            passed: outcome.is_ok(),
+        });
+    }
+    for user in [&world.alice, &world.bob].into_iter().flatten() {
+        user.stop().await;
+    }
+    results
+}
+
+fn password(name: &str) -> String {
+    format!("{name}-secret-password")
+}
+
+/// `/versions` and well-known discovery, login flows, no OAuth 2.0 server (the SDK must
+/// fall back to passwords, as Element X does), then alice and bob log in with passwords and
+/// their clients sync with simplified sliding sync.
+async fn login_and_discovery(w: &mut World) -> Result<()> {
+    let probe = users::anonymous(&w.homeserver).await?;
+    let versions = probe
+        .server_versions()
+        .await
+        .context("GET /_matrix/client/versions")?;
+    ensure!(!versions.is_empty(), "/versions named no spec version");
+    ensure!(
+        matches!(probe.sliding_sync_version(), Version::Native),
+        "the SDK did not find simplified sliding sync in /versions: {:?}",
+        probe.sliding_sync_version()
+    );
+    let flows = probe
+        .matrix_auth()
+        .get_login_types()
+        .await
+        .context("GET /_matrix/client/v3/login")?;
+    ensure!(
+        flows
+            .flows
+            .iter()
+            .any(|f| matches!(f, LoginType::Password(_))),
+        "GET /login offers no password login: {:?}",
+        flows.flows
+    );
+    match probe.oauth().server_metadata().await {
+        Err(e) if e.is_not_supported() => {}
+        Err(e) => bail!("asking for OAuth 2.0 metadata should say unsupported, not: {e}"),
+        Ok(m) => bail!("the server claims an OAuth 2.0 server: {}", m.issuer),
+    }
+
+    let alice_name = format!("alice{}", w.suffix);
+    let bob_name = format!("bob{}", w.suffix);
+    for name in [&alice_name, &bob_name] {
+        users::register(&w.homeserver, name, &password(name)).await?;
+    }
+
+    // Alice's client starts from the server's name (the host and port it is reached at),
+    // as a user types it, and finds the API through the well-known file.
+    let server = users::authority(&w.homeserver)?;
+    let discovering = users::discovered(&server).await?;
+    let found = discovering.homeserver();
+    ensure!(
+        found.as_str().trim_end_matches('/') == w.homeserver.trim_end_matches('/'),
+        "well-known discovery of {server} led to {found}, not {}",
+        w.homeserver
+    );
+    let alice = users::log_in(discovering, &alice_name, &password(&alice_name)).await?;
+    let bob_client = users::anonymous(&w.homeserver).await?;
+    let bob = users::log_in(bob_client, &bob_name, &password(&bob_name)).await?;
+    for u in [&alice, &bob] {
+        ensure!(
+            matches!(u.client.sliding_sync_version(), Version::Native),
+            "{} does not sync with simplified sliding sync",
+            u.name
+        );
+    }
+    w.alice = Some(alice);
+    w.bob = Some(bob);
+    Ok(())
+}
+
+/// Create a room as `creator` with `name`, inviting `invite`; `encrypted` adds the
+/// encryption state event.
+async fn create_room(
+    creator: &User,
+    name: &str,
+    preset: RoomPreset,
+    invite: &[OwnedUserId],
+    encrypted: bool,
+) -> Result<Room> {
+    let mut req = CreateRoomRequest::new();
+    req.name = Some(name.to_owned());
+    req.preset = Some(preset);
+    req.invite = invite.to_vec();
+    if encrypted {
+        req.initial_state = vec![
+            InitialStateEvent::with_empty_state_key(
+                RoomEncryptionEventContent::with_recommended_defaults(),
+            )
+            .to_raw_any(),
+        ];
+    }
+    creator
+        .client
+        .create_room(req)
+        .await
+        .with_context(|| format!("{} creating the room {name:?}", creator.name))
+}
+
+/// Wait until `user` is invited by `inviter` to every room of `rooms` (seen in their room
+/// list), then join each.
+async fn accept_invites(user: &User, inviter: &OwnedUserId, rooms: &[OwnedRoomId]) -> Result<()> {
+    let listed = wait::room_list(user, "the invites in the room list", |list| {
+        let invited = rooms
+            .iter()
+            .filter(|id| {
+                list.iter()
+                    .any(|r| r.room_id() == *id && r.state() == RoomState::Invited)
+            })
+            .count();
+        match invited == rooms.len() {
+            true => Ok(()),
+            false => Err(format!("{invited} of {} invites listed", rooms.len())),
+        }
+    })
+    .await?;
+    for id in rooms {
+        let room = listed
+            .iter()
+            .find(|r| r.room_id() == id)
+            .ok_or_else(|| anyhow!("{id} left the list"))?;
+        // The invite screen names who invited: the user's own invite among the stripped
+        // state.
+        let invite = wait::stored(user, "the details of the invite", || async {
+            match room.invite_details().await {
+                Ok(invite) => Ok(Some(invite)),
+                Err(e) => Err(format!("{e}")),
+            }
+        })
+        .await
+        .with_context(|| format!("{}'s invite to {id}", user.name))?;
+        ensure!(
+            invite.inviter_id == *inviter,
+            "the invite to {id} names {} as the inviter, not {inviter}",
+            invite.inviter_id
+        );
+        room.join()
+            .await
+            .with_context(|| format!("{} joining {id}", user.name))?;
+    }
+    wait::room_list(user, "the joined rooms in the room list", |list| {
+        let joined = rooms
+            .iter()
+            .filter(|id| {
+                list.iter()
+                    .any(|r| r.room_id() == *id && r.state() == RoomState::Joined)
+            })
+            .count();
+        match joined == rooms.len() {
+            true => Ok(()),
+            false => Err(format!("{joined} of {} rooms joined", rooms.len())),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn send_text(user: &User, room_id: &RoomId, body: &str) -> Result<()> {
+    let room = user
+        .client
+        .get_room(room_id)
+        .ok_or_else(|| anyhow!("{} does not know {room_id}", user.name))?;
+    room.send(RoomMessageEventContent::text_plain(body))
+        .await
+        .with_context(|| format!("{} sending {body:?}", user.name))?;
+    Ok(())
+}
+
+/// What the room list shows of `rooms` (names and unread notification counts), in list
+/// order.
+fn shown(list: &[Room], rooms: &[OwnedRoomId]) -> Vec<(String, u64)> {
+    list.iter()
+        .filter(|r| rooms.iter().any(|id| r.room_id() == id))
+        .map(|r| {
+            (
+                display_name(r),
+                r.unread_notification_counts().notification_count,
+            )
+        })
+        .collect()
+}
+
+/// Wait until bob's room list shows `rooms` as `want`: names and unread counts, most recent
+/// first.
+async fn expect_list(
+    user: &User,
+    what: &str,
+    rooms: &[OwnedRoomId],
+    want: &[(&str, u64)],
+) -> Result<()> {
+    let want: Vec<(String, u64)> = want.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
+    wait::room_list(user, what, |list| {
+        let got = shown(list, rooms);
+        match got == want {
+            true => Ok(()),
+            false => Err(format!("{got:?}, want {want:?}")),
+        }
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Bob's `RoomListService` lists three rooms alice invited him to, most recent first, with
+/// their names and unread counts; reading one clears its count, and a new message moves a
+/// room to the top.
+async fn room_list(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let bob_id = bob.id()?;
+    let mut ids = Vec::new();
+    for name in ["Gamma", "Alpha", "Beta"] {
+        let room = create_room(
+            alice,
+            name,
+            RoomPreset::PrivateChat,
+            std::slice::from_ref(&bob_id),
+            false,
+        )
+        .await?;
+        ids.push(room.room_id().to_owned());
+    }
+    accept_invites(bob, &alice.id()?, &ids).await?;
+    // Gamma gets one message, then Alpha two, then Beta three: Beta is the most recent.
+    for (id, count) in ids.iter().zip(1..) {
+        for n in 1..=count {
+            send_text(alice, id, &format!("news {n} of {count}")).await?;
+        }
+    }
+    expect_list(
+        bob,
+        "Beta, Alpha, Gamma with 3, 2 and 1 unread",
+        &ids,
+        &[("Beta", 3), ("Alpha", 2), ("Gamma", 1)],
+    )
+    .await?;
+
+    // Bob reads Beta: its count drops to nothing, the order stays.
+    let beta = bob
+        .client
+        .get_room(&ids[2])
+        .ok_or_else(|| anyhow!("bob does not know Beta"))?;
+    let mut view = TimelineView::open(bob, &beta).await?;
+    // The list sent Beta with its latest event only: the screen pages back for the rest.
+    view.back_to_creation(bob).await?;
+    view.until(bob, "Beta's three messages", |v| {
+        let n = v.messages().len();
+        match n >= 3 {
+            true => Ok(()),
+            false => Err(summary(&v.messages())),
+        }
+    })
+    .await?;
+    view.timeline
+        .mark_as_read(ReceiptType::Read)
+        .await
+        .context("bob marking Beta as read")?;
+    expect_list(
+        bob,
+        "Beta read",
+        &ids,
+        &[("Beta", 0), ("Alpha", 2), ("Gamma", 1)],
+    )
+    .await?;
+
+    // A message in Gamma brings it to the top.
+    send_text(alice, &ids[0], "Gamma again").await?;
+    expect_list(
+        bob,
+        "Gamma moved to the top",
+        &ids,
+        &[("Gamma", 2), ("Beta", 0), ("Alpha", 2)],
+    )
+    .await
+}
+
+/// A shared room with `history` messages from alice before bob looks at it.
+async fn room_with_history(
+    alice: &User,
+    bob: &User,
+    name: &str,
+    history: usize,
+    encrypted: bool,
+) -> Result<OwnedRoomId> {
+    let room = create_room(
+        alice,
+        name,
+        RoomPreset::PrivateChat,
+        &[bob.id()?],
+        encrypted,
+    )
+    .await?;
+    let id = room.room_id().to_owned();
+    accept_invites(bob, &alice.id()?, std::slice::from_ref(&id)).await?;
+    for n in 1..=history {
+        send_text(alice, &id, &format!("history {n}")).await?;
+    }
+    Ok(id)
+}
+
+fn history_bodies(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("history {i}")).collect()
+}
+
+/// Bob's timeline of a room with 45 messages pages back to the room's creation, every
+/// message once and in order, and shows alice's new message live.
+async fn timeline_live_and_back(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    const HISTORY: usize = 45;
+    let id = room_with_history(alice, bob, "History", HISTORY, false).await?;
+    let room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let mut view = TimelineView::open(bob, &room).await?;
+    view.back_to_creation(bob).await?;
+    let want = history_bodies(HISTORY);
+    view.until(bob, "every message once, in order", |v| {
+        let got: Vec<String> = v.messages().into_iter().map(|m| m.body).collect();
+        match got == want {
+            true => Ok(()),
+            false => Err(summary(&v.messages())),
+        }
+    })
+    .await?;
+
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let alice_view = TimelineView::open(alice, &alice_room).await?;
+    alice_view.send_text("live from alice").await?;
+    let alice_id = alice.id()?;
+    view.until(bob, "alice's live message at the bottom", |v| {
+        let messages = v.messages();
+        match messages.last() {
+            Some(m) if m.body == "live from alice" && m.sender == alice_id => Ok(()),
+            _ => Err(summary(&messages)),
+        }
+    })
+    .await
+}
+
+/// Bob sends from his timeline: the local echo becomes the event the server stored, and
+/// alice sees it.
+async fn send_from_sdk(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let id = room_with_history(alice, bob, "Chat", 1, false).await?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let mut alice_view = TimelineView::open(alice, &alice_room).await?;
+    bob_view.send_text("hello from bob's SDK").await?;
+    let bob_id = bob.id()?;
+    bob_view
+        .until(bob, "bob's message sent (no longer a local echo)", |v| {
+            let sent = v
+                .messages()
+                .iter()
+                .any(|m| m.body == "hello from bob's SDK" && !m.local);
+            match sent {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+    alice_view
+        .until(alice, "bob's message", |v| {
+            let seen = v
+                .messages()
+                .iter()
+                .any(|m| m.body == "hello from bob's SDK" && m.sender == bob_id);
+            match seen {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await
+}
+
+/// Wait until `view` shows `body` from `sender`, decrypted.
+async fn expect_decrypted(
+    view: &mut TimelineView,
+    user: &User,
+    sender: &OwnedUserId,
+    body: &str,
+) -> Result<()> {
+    view.until(user, &format!("{body:?} decrypted"), |v| {
+        let found = v
+            .messages()
+            .into_iter()
+            .find(|m| m.body == body && &m.sender == sender);
+        match found {
+            Some(m) if m.encrypted => Ok(()),
+            Some(_) => Err(format!("{body:?} shown but not as an encrypted event")),
+            None => Err(format!(
+                "{}; {} not decrypted",
+                summary(&v.messages()),
+                v.undecrypted()
+            )),
+        }
+    })
+    .await
+}
+
+/// An encrypted room: each user's device keys reach the other through the server, the room
+/// key travels to-device (Olm) through the encryption sync, and each decrypts the other's
+/// Megolm message.
+async fn encrypted_room(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let id = room_with_history(alice, bob, "Secret", 0, true).await?;
+    let (alice_id, bob_id) = (alice.id()?, bob.id()?);
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    ensure!(
+        alice_room
+            .latest_encryption_state()
+            .await
+            .context("alice's room encryption state")?
+            .is_encrypted(),
+        "alice's client does not see the room as encrypted"
+    );
+    let mut alice_view = TimelineView::open(alice, &alice_room).await?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+
+    alice_view.send_text("a secret from alice").await?;
+    expect_decrypted(&mut bob_view, bob, &alice_id, "a secret from alice").await?;
+    bob_view.send_text("a secret from bob").await?;
+    expect_decrypted(&mut alice_view, alice, &bob_id, "a secret from bob").await?;
+
+    // Each saw the other's device through the server's key directory.
+    let bob_devices = alice
+        .client
+        .encryption()
+        .get_user_devices(&bob_id)
+        .await
+        .context("alice's view of bob's devices")?;
+    let bob_device = bob
+        .client
+        .device_id()
+        .ok_or_else(|| anyhow!("bob has no device"))?;
+    ensure!(
+        bob_devices.get(bob_device).is_some(),
+        "alice's client does not know bob's device {bob_device}"
+    );
+    Ok(())
+}
+
+/// Carol, on the second server, joins alice's public room over federation: it appears in
+/// her room list with its name, her timeline holds its history back to the creation, and
+/// messages go both ways.
+async fn federated_room(w: &mut World) -> Result<()> {
+    let (alice, _) = w.users()?;
+    let carol_name = format!("carol{}", w.suffix);
+    users::register(&w.federated, &carol_name, &password(&carol_name)).await?;
+    let carol_client = users::anonymous(&w.federated).await?;
+    let carol = users::log_in(carol_client, &carol_name, &password(&carol_name)).await?;
+    let result = federated_journey(alice, &carol).await;
+    carol.stop().await;
+    result
+}
+
+async fn federated_journey(alice: &User, carol: &User) -> Result<()> {
+    let alice_id = alice.id()?;
+    let carol_id = carol.id()?;
+    let origin: OwnedServerName = alice_id.server_name().to_owned();
+    ensure!(
+        carol_id.server_name() != origin,
+        "carol ({carol_id}) is on the same server as alice"
+    );
+    let room = create_room(alice, "Over the fence", RoomPreset::PublicChat, &[], false).await?;
+    let id = room.room_id().to_owned();
+    send_text(alice, &id, "before carol came").await?;
+
+    carol
+        .client
+        .join_room_by_id_or_alias(<&RoomOrAliasId>::from(&*id), std::slice::from_ref(&origin))
+        .await
+        .with_context(|| format!("carol joining {id} through {origin}"))?;
+    wait::room_list(carol, "the federated room in carol's list", |list| {
+        let found = list.iter().find(|r| r.room_id() == id);
+        match found {
+            Some(r) if r.state() == RoomState::Joined && display_name(r) == "Over the fence" => {
+                Ok(())
+            }
+            Some(r) => Err(format!("listed as {:?} ({:?})", display_name(r), r.state())),
+            None => Err(format!("{} rooms, not this one", list.len())),
+        }
+    })
+    .await?;
+    let carol_room = carol
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("carol does not know the room"))?;
+    let mut carol_view = TimelineView::open(carol, &carol_room).await?;
+    carol_view.back_to_creation(carol).await?;
+    carol_view
+        .until(carol, "alice's message from before the join", |v| {
+            let seen = v
+                .messages()
+                .iter()
+                .any(|m| m.body == "before carol came" && m.sender == alice_id);
+            match seen {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+
+    let mut alice_view = TimelineView::open(alice, &room).await?;
+    alice_view.send_text("welcome, carol").await?;
+    carol_view
+        .until(carol, "alice's live message", |v| {
+            match v.messages().last() {
+                Some(m) if m.body == "welcome, carol" && m.sender == alice_id => Ok(()),
+                _ => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+    carol_view.send_text("thanks, alice").await?;
+    alice_view
+        .until(alice, "carol's message over federation", |v| {
+            let seen = v
+                .messages()
+                .iter()
+                .any(|m| m.body == "thanks, alice" && m.sender == carol_id && !m.local);
+            match seen {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await
+}

@@ -666,6 +666,64 @@ async fn is_dm_comes_from_m_direct() {
     assert_eq!(res["rooms"][&group]["is_dm"], false);
 }
 
+/// Set `u`'s display name.
+async fn set_displayname(s: &TestServer, u: &User, name: &str) {
+    let (st, body) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", enc(&u.user_id)),
+            u.t(),
+            &json!({"displayname": name}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Element X named a new direct chat "2 people" until the invitee answered: its heroes
+/// come from member events, and invites carried no profile. Invites (from createRoom and
+/// from /invite) now carry the invitee's display name, as Synapse's do.
+#[tokio::test]
+async fn invites_carry_the_invitees_profile_so_a_new_chat_has_a_named_hero() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let carol = s.register("carol", "pw-carol-1").await;
+    set_displayname(&s, &bob, "Bob Hatter").await;
+    set_displayname(&s, &carol, "Carol Queen").await;
+    let dm = s
+        .create_room(
+            &alice,
+            json!({"invite": [bob.user_id], "is_direct": true, "preset": "trusted_private_chat"}),
+        )
+        .await;
+    let res = ss(&s, &alice, None, &list(1, 1, json!([]))).await;
+    let room = &res["rooms"][&dm];
+    assert_eq!(room["heroes"][0]["user_id"], bob.user_id.as_str(), "{room}");
+    assert_eq!(room["heroes"][0]["displayname"], "Bob Hatter", "{room}");
+    assert_eq!(room["name"], "Bob Hatter", "{room}");
+
+    // The same for an invite through /invite.
+    let (st, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{dm}/invite"),
+            alice.t(),
+            &json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, member) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{dm}/state/m.room.member/{}",
+                enc(&carol.user_id)
+            ),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(st, 200, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(member["displayname"], "Carol Queen", "{member}");
+}
+
 #[tokio::test]
 async fn bad_input_answers_the_right_errors() {
     let s = TestServer::start().await;

@@ -33,6 +33,8 @@ struct World {
     suffix: String,
     alice: Option<User>,
     bob: Option<User>,
+    /// On the second server, logged in by the first case that needs her.
+    carol: Option<User>,
 }
 
 impl World {
@@ -40,6 +42,33 @@ impl World {
         match (&self.alice, &self.bob) {
             (Some(a), Some(b)) => Ok((a, b)),
             _ => bail!("needs alice and bob from the case login-and-discovery"),
+        }
+    }
+
+    /// Alice, and carol on the second server (logged in on first use).
+    async fn across(&mut self) -> Result<(&User, &User)> {
+        if self.carol.is_none() {
+            let name = format!("carol{}", self.suffix);
+            users::register(&self.federated, &name, &password(&name)).await?;
+            let client = users::anonymous(&self.federated).await?;
+            let carol = users::log_in(client, &name, &password(&name)).await?;
+            carol
+                .client
+                .account()
+                .set_display_name(Some("Carol Queen"))
+                .await
+                .context("carol setting her display name")?;
+            self.carol = Some(carol);
+        }
+        match (&self.alice, &self.carol) {
+            (Some(a), Some(c)) => {
+                ensure!(
+                    a.id()?.server_name() != c.id()?.server_name(),
+                    "carol is on alice's server"
+                );
+                Ok((a, c))
+            }
+            _ => bail!("needs alice from the case login-and-discovery"),
         }
     }
 }
@@ -55,9 +84,13 @@ const CASES: &[(&str, CaseFn)] = &[
     ("timeline-live-and-back", |w| {
         Box::pin(timeline_live_and_back(w))
     }),
+    ("direct-message", |w| Box::pin(direct_message(w))),
     ("send-from-sdk", |w| Box::pin(send_from_sdk(w))),
     ("encrypted-room", |w| Box::pin(encrypted_room(w))),
     ("federated-room", |w| Box::pin(federated_room(w))),
+    ("federated-encrypted-invite", |w| {
+        Box::pin(federated_encrypted_invite(w))
+    }),
 ];
 
 pub async fn run(args: &Args) -> Vec<CaseResult> {
@@ -70,6 +103,7 @@ pub async fn run(args: &Args) -> Vec<CaseResult> {
         suffix: format!("{millis:x}"),
         alice: None,
         bob: None,
+        carol: None,
     };
     let mut results = Vec::new();
     for (i, (name, case)) in CASES.iter().enumerate() {
@@ -91,7 +125,10 @@ pub async fn run(args: &Args) -> Vec<CaseResult> {
             passed: outcome.is_ok(),
         });
     }
-    for user in [&world.alice, &world.bob].into_iter().flatten() {
+    for user in [&world.alice, &world.bob, &world.carol]
+        .into_iter()
+        .flatten()
+    {
         user.stop().await;
     }
     results
@@ -154,7 +191,12 @@ async fn login_and_discovery(w: &mut World) -> Result<()> {
     let alice = users::log_in(discovering, &alice_name, &password(&alice_name)).await?;
     let bob_client = users::anonymous(&w.homeserver).await?;
     let bob = users::log_in(bob_client, &bob_name, &password(&bob_name)).await?;
-    for u in [&alice, &bob] {
+    for (u, name) in [(&alice, "Alice Liddell"), (&bob, "Bob Hatter")] {
+        u.client
+            .account()
+            .set_display_name(Some(name))
+            .await
+            .with_context(|| format!("{} setting a display name", u.name))?;
         ensure!(
             matches!(u.client.sliding_sync_version(), Version::Native),
             "{} does not sync with simplified sliding sync",
@@ -357,6 +399,21 @@ async fn room_list(w: &mut World) -> Result<()> {
         &[("Beta", 0), ("Alpha", 2), ("Gamma", 1)],
     )
     .await?;
+    // Alice sees where bob has read to.
+    let alice_beta = alice
+        .client
+        .get_room(&ids[2])
+        .ok_or_else(|| anyhow!("alice does not know Beta"))?;
+    let mut alice_view = TimelineView::open(alice, &alice_beta).await?;
+    alice_view
+        .until(alice, "bob's read receipt on the last message", |v| {
+            let readers = v.read_by("news 3 of 3");
+            match readers.contains(&bob_id) {
+                true => Ok(()),
+                false => Err(format!("read by {readers:?}")),
+            }
+        })
+        .await?;
 
     // A message in Gamma brings it to the top.
     send_text(alice, &ids[0], "Gamma again").await?;
@@ -366,7 +423,81 @@ async fn room_list(w: &mut World) -> Result<()> {
         &ids,
         &[("Gamma", 2), ("Beta", 0), ("Alpha", 2)],
     )
-    .await
+    .await?;
+
+    // Bob leaves Alpha: it drops out of his list.
+    let alpha = bob
+        .client
+        .get_room(&ids[1])
+        .ok_or_else(|| anyhow!("bob does not know Alpha"))?;
+    alpha.leave().await.context("bob leaving Alpha")?;
+    expect_list(
+        bob,
+        "Alpha gone after leaving it",
+        &ids,
+        &[("Gamma", 2), ("Beta", 0)],
+    )
+    .await?;
+    ensure!(
+        alpha.state() == RoomState::Left,
+        "bob's client has Alpha as {:?}, not left",
+        alpha.state()
+    );
+    Ok(())
+}
+
+/// Alice opens a direct chat with bob: the room has no name, so both lists name it after
+/// the other (from the heroes the server sends), and both clients know it as direct.
+async fn direct_message(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let (alice_id, bob_id) = (alice.id()?, bob.id()?);
+    let mut req = CreateRoomRequest::new();
+    req.is_direct = true;
+    req.preset = Some(RoomPreset::TrustedPrivateChat);
+    req.invite = vec![bob_id.clone()];
+    let room = alice
+        .client
+        .create_room(req)
+        .await
+        .context("alice creating a direct chat")?;
+    let id = room.room_id().to_owned();
+    // Before bob answers, alice's list already names the chat after him: the invite
+    // carries his profile.
+    wait::room_list(alice, "the new chat named after bob", |list| {
+        match list.iter().find(|r| r.room_id() == id) {
+            Some(r) if display_name(r) == "Bob Hatter" => Ok(()),
+            Some(r) => Err(format!("named {:?}", display_name(r))),
+            None => Err("not listed".to_owned()),
+        }
+    })
+    .await?;
+    accept_invites(bob, &alice_id, std::slice::from_ref(&id)).await?;
+    for (user, other) in [(bob, "Alice Liddell"), (alice, "Bob Hatter")] {
+        wait::room_list(
+            user,
+            &format!("the direct chat named {other}"),
+            |list| match list.iter().find(|r| r.room_id() == id) {
+                Some(r) if display_name(r) == other => Ok(()),
+                Some(r) => Err(format!("named {:?}", display_name(r))),
+                None => Err("not listed".to_owned()),
+            },
+        )
+        .await?;
+        let room = user
+            .client
+            .get_room(&id)
+            .ok_or_else(|| anyhow!("{} does not know the direct chat", user.name))?;
+        wait::stored(user, "the chat marked direct", || async {
+            match room.is_direct().await {
+                Ok(true) => Ok(Some(())),
+                Ok(false) => Err("not direct".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .with_context(|| format!("{}'s view of the direct chat", user.name))?;
+    }
+    Ok(())
 }
 
 /// A shared room with `history` messages from alice before bob looks at it.
@@ -451,8 +582,23 @@ async fn send_from_sdk(w: &mut World) -> Result<()> {
         .get_room(&id)
         .ok_or_else(|| anyhow!("alice does not know the room"))?;
     let mut alice_view = TimelineView::open(alice, &alice_room).await?;
-    bob_view.send_text("hello from bob's SDK").await?;
     let bob_id = bob.id()?;
+    // Typing first: alice's client hears that bob is typing.
+    let (_guard, mut typing) = alice_room.subscribe_to_typing_notifications();
+    bob_room
+        .typing_notice(true)
+        .await
+        .context("bob's typing notice")?;
+    wait::within("bob typing, in alice's room", &[alice], async {
+        loop {
+            let typists = typing.recv().await.context("typing notifications ended")?;
+            if typists.contains(&bob_id) {
+                return Ok(());
+            }
+        }
+    })
+    .await?;
+    bob_view.send_text("hello from bob's SDK").await?;
     bob_view
         .until(bob, "bob's message sent (no longer a local echo)", |v| {
             let sent = v
@@ -557,24 +703,14 @@ async fn encrypted_room(w: &mut World) -> Result<()> {
 /// her room list with its name, her timeline holds its history back to the creation, and
 /// messages go both ways.
 async fn federated_room(w: &mut World) -> Result<()> {
-    let (alice, _) = w.users()?;
-    let carol_name = format!("carol{}", w.suffix);
-    users::register(&w.federated, &carol_name, &password(&carol_name)).await?;
-    let carol_client = users::anonymous(&w.federated).await?;
-    let carol = users::log_in(carol_client, &carol_name, &password(&carol_name)).await?;
-    let result = federated_journey(alice, &carol).await;
-    carol.stop().await;
-    result
+    let (alice, carol) = w.across().await?;
+    federated_journey(alice, carol).await
 }
 
 async fn federated_journey(alice: &User, carol: &User) -> Result<()> {
     let alice_id = alice.id()?;
     let carol_id = carol.id()?;
     let origin: OwnedServerName = alice_id.server_name().to_owned();
-    ensure!(
-        carol_id.server_name() != origin,
-        "carol ({carol_id}) is on the same server as alice"
-    );
     let room = create_room(alice, "Over the fence", RoomPreset::PublicChat, &[], false).await?;
     let id = room.room_id().to_owned();
     send_text(alice, &id, "before carol came").await?;
@@ -637,4 +773,50 @@ async fn federated_journey(alice: &User, carol: &User) -> Result<()> {
             }
         })
         .await
+}
+
+/// Alice invites carol, on the second server, to an encrypted room: the invite reaches
+/// carol's list with its name and inviter, she joins through it, and each decrypts the
+/// other's message (device keys queried and room keys sent to-device across the servers).
+async fn federated_encrypted_invite(w: &mut World) -> Result<()> {
+    let (alice, carol) = w.across().await?;
+    let (alice_id, carol_id) = (alice.id()?, carol.id()?);
+    let room = create_room(
+        alice,
+        "Across the border",
+        RoomPreset::PrivateChat,
+        std::slice::from_ref(&carol_id),
+        true,
+    )
+    .await?;
+    let id = room.room_id().to_owned();
+    accept_invites(carol, &alice_id, std::slice::from_ref(&id)).await?;
+    let carol_room = carol
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("carol does not know the room"))?;
+    wait::room_list(carol, "the room's name in carol's list", |list| match list
+        .iter()
+        .find(|r| r.room_id() == id)
+    {
+        Some(r) if display_name(r) == "Across the border" => Ok(()),
+        Some(r) => Err(format!("named {:?}", display_name(r))),
+        None => Err("not listed".to_owned()),
+    })
+    .await?;
+    let mut carol_view = TimelineView::open(carol, &carol_room).await?;
+    let mut alice_view = TimelineView::open(alice, &room).await?;
+    // Alice's client must know carol has joined before it shares the room key with her.
+    alice_view
+        .until(alice, "carol's join", |_| {
+            match room.joined_members_count() {
+                2 => Ok(()),
+                n => Err(format!("{n} joined")),
+            }
+        })
+        .await?;
+    alice_view.send_text("a secret for carol").await?;
+    expect_decrypted(&mut carol_view, carol, &alice_id, "a secret for carol").await?;
+    carol_view.send_text("a secret for alice").await?;
+    expect_decrypted(&mut alice_view, alice, &carol_id, "a secret for alice").await
 }

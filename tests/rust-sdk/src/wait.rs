@@ -217,6 +217,14 @@ impl TimelineView {
             .collect()
     }
 
+    /// Who has read up to the message `body`, as its read receipts show.
+    pub fn read_by(&self, body: &str) -> Vec<OwnedUserId> {
+        self.events()
+            .filter(|e| e.content().as_message().is_some_and(|m| m.body() == body))
+            .flat_map(|e| e.read_receipts().keys().cloned())
+            .collect()
+    }
+
     /// How many items are encrypted events the client could not decrypt (yet).
     pub fn undecrypted(&self) -> usize {
         self.events()

@@ -278,7 +278,7 @@ impl Federation {
         let invite = InviteContent {
             reason,
             is_direct,
-            profile: self.profile_for_invite(invitee).await,
+            profile: self.profile_for_invite(invitee).await?,
         };
         rooms
             .invite_with(
@@ -499,22 +499,22 @@ impl Federation {
 impl Federation {
     /// The display name and avatar an invite to `invitee` carries: their profile here, or as
     /// their server tells it. Without one (no such local user, or their server does not
-    /// answer) the invite goes without, as Synapse's does.
-    async fn profile_for_invite(&self, invitee: &UserId) -> (Option<String>, Option<String>) {
+    /// answer) the invite goes without, as Synapse's does; a failed read of our own
+    /// database fails the invite.
+    async fn profile_for_invite(
+        &self,
+        invitee: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
         if invitee.server_name() == self.server_keys.server_name() {
-            return match db::users::profile(&self.db, invitee.as_str()).await {
-                Ok(profile) => profile.unwrap_or_default(),
-                Err(e) => {
-                    tracing::warn!(%invitee, error = %e, "reading the invitee's profile failed");
-                    Default::default()
-                }
-            };
+            return Ok(db::users::profile(&self.db, invitee.as_str())
+                .await?
+                .unwrap_or_default());
         }
         match self.remote_profile(invitee).await {
-            Ok(profile) => profile,
+            Ok(profile) => Ok(profile),
             Err(e) => {
                 tracing::info!(%invitee, error = %e, "no profile for the invite from the invitee's server");
-                Default::default()
+                Ok(Default::default())
             }
         }
     }
@@ -568,7 +568,7 @@ impl Federation {
             .iter()
             .filter(|u| u.server_name() == rooms.server_name())
         {
-            let profile = self.profile_for_invite(invitee).await;
+            let profile = self.profile_for_invite(invitee).await?;
             req.invitee_profiles.insert(invitee.clone(), profile);
         }
         let room_id = rooms.create_room(creator, req).await?;
@@ -676,7 +676,7 @@ impl Federation {
     ) -> Result<()> {
         if invitee.server_name() == rooms.server_name() {
             let mut profile = serde_json::Map::new();
-            set_profile(&mut profile, &self.profile_for_invite(invitee).await);
+            set_profile(&mut profile, &self.profile_for_invite(invitee).await?);
             rooms
                 .set_membership(
                     sender,

@@ -12,9 +12,15 @@ use matrix_sdk::ruma::api::client::session::get_login_types::v3::LoginType;
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::{
+    AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLikeEvent,
+};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId};
 use matrix_sdk::sliding_sync::Version;
 use matrix_sdk::{Room, RoomState};
+use matrix_sdk_ui::notification_client::{
+    NotificationClient, NotificationEvent, NotificationProcessSetup, NotificationStatus,
+};
 
 use crate::Args;
 use crate::users::{self, User};
@@ -87,6 +93,8 @@ const CASES: &[(&str, CaseFn)] = &[
     ("direct-message", |w| Box::pin(direct_message(w))),
     ("send-from-sdk", |w| Box::pin(send_from_sdk(w))),
     ("encrypted-room", |w| Box::pin(encrypted_room(w))),
+    ("notification", |w| Box::pin(notification(w))),
+    ("sync-restart", |w| Box::pin(sync_restart(w))),
     ("federated-room", |w| Box::pin(federated_room(w))),
     ("federated-encrypted-invite", |w| {
         Box::pin(federated_encrypted_invite(w))
@@ -819,4 +827,106 @@ async fn federated_encrypted_invite(w: &mut World) -> Result<()> {
     expect_decrypted(&mut carol_view, carol, &alice_id, "a secret for carol").await?;
     carol_view.send_text("a secret for alice").await?;
     expect_decrypted(&mut alice_view, alice, &carol_id, "a secret for alice").await
+}
+
+/// A push notification's content, fetched as Element X does when one arrives: the SDK's
+/// notification client runs a sliding sync of its own subscribed to the room, finds the
+/// event there and decrypts it, with the sender's name and the room's.
+async fn notification(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let id = room_with_history(alice, bob, "Whispers", 0, true).await?;
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let alice_view = TimelineView::open(alice, &alice_room).await?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+    // Bob's timeline decrypting it tells that the room key reached his device.
+    alice_view.send_text("psst, bob").await?;
+    expect_decrypted(&mut bob_view, bob, &alice.id()?, "psst, bob").await?;
+    let event_id = bob_view
+        .event_id_of("psst, bob")
+        .ok_or_else(|| anyhow!("the message has no event ID in bob's timeline"))?;
+
+    let notifications = NotificationClient::new(
+        bob.client.clone(),
+        NotificationProcessSetup::SingleProcess {
+            sync_service: bob.sync.clone(),
+        },
+    )
+    .await
+    .context("bob's notification client")?;
+    let status = wait::within("the notification's content", &[bob], async {
+        notifications
+            .get_notification_with_sliding_sync(&id, &event_id)
+            .await
+            .context("fetching the notification through sliding sync")
+    })
+    .await?;
+    let item = match status {
+        NotificationStatus::Event(item) => item,
+        other => bail!("no notification content: {}", status_name(&other)),
+    };
+    ensure!(
+        item.sender_display_name.as_deref() == Some("Alice Liddell"),
+        "the notification names the sender {:?}",
+        item.sender_display_name
+    );
+    ensure!(
+        item.room_computed_display_name == "Whispers",
+        "the notification names the room {:?}",
+        item.room_computed_display_name
+    );
+    ensure!(
+        item.is_room_encrypted == Some(true),
+        "the notification's room is not known as encrypted"
+    );
+    let body = match &item.event {
+        NotificationEvent::Timeline(ev) => match &**ev {
+            AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(
+                SyncMessageLikeEvent::Original(m),
+            )) => m.content.body().to_owned(),
+            other => bail!("the notification holds a {} event", other.event_type()),
+        },
+        NotificationEvent::Invite(_) => bail!("the notification is an invite"),
+    };
+    ensure!(body == "psst, bob", "the notification reads {body:?}");
+    Ok(())
+}
+
+fn status_name(status: &NotificationStatus) -> &'static str {
+    match status {
+        NotificationStatus::Event(_) => "an event",
+        NotificationStatus::EventNotFound => "event not found",
+        NotificationStatus::EventFilteredOut => "filtered out",
+        NotificationStatus::EventRedacted => "redacted",
+    }
+}
+
+/// Element X stops syncing in the background and starts again in the foreground: the
+/// connections resume from their positions, and what happened meanwhile arrives.
+async fn sync_restart(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let id = room_with_history(alice, bob, "Later", 1, true).await?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+    bob_view
+        .until(bob, "the first message", |v| {
+            match v.messages().iter().any(|m| m.body == "history 1") {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+    bob.sync.stop().await;
+    send_text(alice, &id, "while bob was away").await?;
+    bob.sync.start().await;
+    expect_decrypted(&mut bob_view, bob, &alice.id()?, "while bob was away").await
 }

@@ -16,7 +16,8 @@ use matrix_sdk_ui::sync_service::{State as SyncState, SyncService};
 /// A logged-in user and the sync that keeps their client up to date.
 pub struct User {
     pub client: Client,
-    pub sync: SyncService,
+    /// Shared, as the notification client takes it.
+    pub sync: Arc<SyncService>,
     pub name: String,
 }
 
@@ -120,7 +121,7 @@ pub async fn log_in(client: Client, name: &str, password: &str) -> Result<User> 
     }
     Ok(User {
         client,
-        sync,
+        sync: Arc::new(sync),
         name: name.to_owned(),
     })
 }

@@ -217,6 +217,13 @@ impl TimelineView {
             .collect()
     }
 
+    /// The event ID of the message `body`, once the server has it.
+    pub fn event_id_of(&self, body: &str) -> Option<matrix_sdk::ruma::OwnedEventId> {
+        self.events()
+            .find(|e| e.content().as_message().is_some_and(|m| m.body() == body))
+            .and_then(|e| e.event_id().map(ToOwned::to_owned))
+    }
+
     /// Who has read up to the message `body`, as its read receipts show.
     pub fn read_by(&self, body: &str) -> Vec<OwnedUserId> {
         self.events()

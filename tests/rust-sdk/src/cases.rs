@@ -4,6 +4,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use matrix_sdk::room::edit::EditedContent;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
@@ -11,7 +12,9 @@ use matrix_sdk::ruma::api::client::room::create_room::v3::{
 use matrix_sdk::ruma::api::client::session::get_login_types::v3::LoginType;
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
-use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::room::message::{
+    RoomMessageEventContent, RoomMessageEventContentWithoutRelation,
+};
 use matrix_sdk::ruma::events::{
     AnySyncMessageLikeEvent, AnySyncTimelineEvent, SyncMessageLikeEvent,
 };
@@ -92,6 +95,8 @@ const CASES: &[(&str, CaseFn)] = &[
     }),
     ("direct-message", |w| Box::pin(direct_message(w))),
     ("send-from-sdk", |w| Box::pin(send_from_sdk(w))),
+    ("edit-react-redact", |w| Box::pin(edit_react_redact(w))),
+    ("many-rooms", |w| Box::pin(many_rooms(w))),
     ("encrypted-room", |w| Box::pin(encrypted_room(w))),
     ("notification", |w| Box::pin(notification(w))),
     ("sync-restart", |w| Box::pin(sync_restart(w))),
@@ -433,6 +438,34 @@ async fn room_list(w: &mut World) -> Result<()> {
     )
     .await?;
 
+    // A private read receipt (Element X's choice when receipts are not shared) clears a
+    // count too.
+    let gamma = bob
+        .client
+        .get_room(&ids[0])
+        .ok_or_else(|| anyhow!("bob does not know Gamma"))?;
+    let mut gamma_view = TimelineView::open(bob, &gamma).await?;
+    gamma_view
+        .until(bob, "Gamma's latest message", |v| {
+            match v.messages().last() {
+                Some(m) if m.body == "Gamma again" => Ok(()),
+                _ => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+    gamma_view
+        .timeline
+        .mark_as_read(ReceiptType::ReadPrivate)
+        .await
+        .context("bob marking Gamma as read privately")?;
+    expect_list(
+        bob,
+        "Gamma read privately",
+        &ids,
+        &[("Gamma", 0), ("Beta", 0), ("Alpha", 2)],
+    )
+    .await?;
+
     // Bob leaves Alpha: it drops out of his list.
     let alpha = bob
         .client
@@ -443,7 +476,7 @@ async fn room_list(w: &mut World) -> Result<()> {
         bob,
         "Alpha gone after leaving it",
         &ids,
-        &[("Gamma", 2), ("Beta", 0)],
+        &[("Gamma", 0), ("Beta", 0)],
     )
     .await?;
     ensure!(
@@ -827,6 +860,154 @@ async fn federated_encrypted_invite(w: &mut World) -> Result<()> {
     expect_decrypted(&mut carol_view, carol, &alice_id, "a secret for carol").await?;
     carol_view.send_text("a secret for alice").await?;
     expect_decrypted(&mut alice_view, alice, &carol_id, "a secret for alice").await
+}
+
+/// Bob edits his message and then deletes it, alice reacts to it: each change reaches the
+/// other's timeline as Element X shows it (the edit in place, the reaction under the
+/// message, the deletion as a redacted item).
+async fn edit_react_redact(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let (alice_id, bob_id) = (alice.id()?, bob.id()?);
+    let id = room_with_history(alice, bob, "Workshop", 0, false).await?;
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let mut alice_view = TimelineView::open(alice, &alice_room).await?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+    bob_view.send_text("a first draft").await?;
+    bob_view
+        .until(bob, "his draft sent", |v| {
+            match v.item_of("a first draft") {
+                Some(e) if e.event_id().is_some() => Ok(()),
+                _ => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+    alice_view
+        .until(alice, "bob's draft", |v| match v.item_of("a first draft") {
+            Some(_) => Ok(()),
+            None => Err(summary(&v.messages())),
+        })
+        .await?;
+
+    let draft = bob_view
+        .item_of("a first draft")
+        .map(|e| e.identifier())
+        .ok_or_else(|| anyhow!("bob's timeline lost his draft"))?;
+    bob_view
+        .timeline
+        .edit(
+            &draft,
+            EditedContent::RoomMessage(RoomMessageEventContentWithoutRelation::text_plain(
+                "the final text",
+            )),
+        )
+        .await
+        .context("bob editing his message")?;
+    alice_view
+        .until(alice, "bob's edit in place", |v| {
+            let edited = v.item_of("the final text").is_some_and(|e| {
+                e.sender() == bob_id && e.content().as_message().is_some_and(|m| m.is_edited())
+            });
+            match edited && v.item_of("a first draft").is_none() {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await?;
+
+    let target = alice_view
+        .item_of("the final text")
+        .map(|e| e.identifier())
+        .ok_or_else(|| anyhow!("alice's timeline lost the message"))?;
+    // Bob's timeline shows his edit too before he deletes the message.
+    bob_view
+        .until(bob, "his own edit", |v| match v.item_of("the final text") {
+            Some(_) => Ok(()),
+            None => Err(summary(&v.messages())),
+        })
+        .await?;
+    alice_view
+        .timeline
+        .toggle_reaction(&target, "👍")
+        .await
+        .context("alice reacting")?;
+    bob_view
+        .until(bob, "alice's reaction", |v| {
+            let reacted = v.item_of("the final text").is_some_and(|e| {
+                e.content()
+                    .reactions()
+                    .and_then(|r| r.get("👍"))
+                    .is_some_and(|by| by.contains_key(&alice_id))
+            });
+            match reacted {
+                true => Ok(()),
+                false => Err("no 👍 from alice yet".to_owned()),
+            }
+        })
+        .await?;
+
+    let mine = bob_view
+        .item_of("the final text")
+        .map(|e| e.identifier())
+        .ok_or_else(|| anyhow!("bob's timeline lost his message"))?;
+    bob_view
+        .timeline
+        .redact(&mine, Some("changed my mind"))
+        .await
+        .context("bob deleting his message")?;
+    alice_view
+        .until(alice, "bob's message deleted", |v| {
+            match v.item_of("the final text").is_none() && v.has_redacted_from(&bob_id) {
+                true => Ok(()),
+                false => Err(summary(&v.messages())),
+            }
+        })
+        .await
+}
+
+/// More rooms than the room list's first window (20): the SDK widens its range and lists
+/// them all, most recent first.
+async fn many_rooms(w: &mut World) -> Result<()> {
+    let (alice, _) = w.users()?;
+    const ROOMS: usize = 30;
+    let mut ids = Vec::new();
+    for n in 0..ROOMS {
+        let room = create_room(
+            alice,
+            &format!("Room {n:02}"),
+            RoomPreset::PrivateChat,
+            &[],
+            false,
+        )
+        .await?;
+        ids.push(room.room_id().to_owned());
+    }
+    // The last touched is the most recent: room 00, then 29 down to 01.
+    for id in &ids[1..] {
+        send_text(alice, id, "tick").await?;
+    }
+    send_text(alice, &ids[0], "tock").await?;
+    let mut want: Vec<String> = vec!["Room 00".to_owned()];
+    want.extend((1..ROOMS).rev().map(|n| format!("Room {n:02}")));
+    wait::room_list(alice, "all 30 rooms, most recent first", |list| {
+        let got: Vec<String> = list
+            .iter()
+            .filter(|r| ids.iter().any(|id| r.room_id() == id))
+            .map(display_name)
+            .collect();
+        match got == want {
+            true => Ok(()),
+            false => Err(format!("{} listed: {:?}", got.len(), got)),
+        }
+    })
+    .await
+    .map(|_| ())
 }
 
 /// A push notification's content, fetched as Element X does when one arrives: the SDK's

@@ -217,6 +217,19 @@ impl TimelineView {
             .collect()
     }
 
+    /// The last event item showing the message `body`.
+    pub fn item_of(&self, body: &str) -> Option<&EventTimelineItem> {
+        self.events()
+            .filter(|e| e.content().as_message().is_some_and(|m| m.body() == body))
+            .last()
+    }
+
+    /// Whether an event by `sender` is shown as redacted.
+    pub fn has_redacted_from(&self, sender: &OwnedUserId) -> bool {
+        self.events()
+            .any(|e| e.sender() == sender && e.content().is_redacted())
+    }
+
     /// The event ID of the message `body`, once the server has it.
     pub fn event_id_of(&self, body: &str) -> Option<matrix_sdk::ruma::OwnedEventId> {
         self.events()

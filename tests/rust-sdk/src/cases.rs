@@ -4,6 +4,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use futures_util::StreamExt;
 use matrix_sdk::room::edit::EditedContent;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
@@ -99,6 +100,7 @@ const CASES: &[(&str, CaseFn)] = &[
     ("many-rooms", |w| Box::pin(many_rooms(w))),
     ("encrypted-room", |w| Box::pin(encrypted_room(w))),
     ("notification", |w| Box::pin(notification(w))),
+    ("new-device", |w| Box::pin(new_device(w))),
     ("sync-restart", |w| Box::pin(sync_restart(w))),
     ("federated-room", |w| Box::pin(federated_room(w))),
     ("federated-encrypted-invite", |w| {
@@ -1086,6 +1088,87 @@ fn status_name(status: &NotificationStatus) -> &'static str {
         NotificationStatus::EventFilteredOut => "filtered out",
         NotificationStatus::EventRedacted => "redacted",
     }
+}
+
+/// Bob signs in on a second device while he shares an encrypted room with alice: her client
+/// learns of the new device from the e2ee extension's device list changes, and shares the
+/// room key with it too, so the new device reads her next message.
+async fn new_device(w: &mut World) -> Result<()> {
+    let (alice, bob) = w.users()?;
+    let (alice_id, bob_id) = (alice.id()?, bob.id()?);
+    let id = room_with_history(alice, bob, "Two phones", 0, true).await?;
+    let alice_room = alice
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("alice does not know the room"))?;
+    let bob_room = bob
+        .client
+        .get_room(&id)
+        .ok_or_else(|| anyhow!("bob does not know the room"))?;
+    let alice_view = TimelineView::open(alice, &alice_room).await?;
+    let mut bob_view = TimelineView::open(bob, &bob_room).await?;
+    // Alice's client knows bob's first device once her first message is shared with him.
+    alice_view.send_text("before the new phone").await?;
+    expect_decrypted(&mut bob_view, bob, &alice_id, "before the new phone").await?;
+
+    // Subscribed before the second device exists, so its arrival is not missed.
+    let mut devices = Box::pin(
+        alice
+            .client
+            .encryption()
+            .devices_stream()
+            .await
+            .context("alice's device updates")?,
+    );
+    let second = users::log_in(
+        users::anonymous(&w.homeserver).await?,
+        &bob.name,
+        &password(&bob.name),
+    )
+    .await?;
+    let result = async {
+        let device = second
+            .client
+            .device_id()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| anyhow!("bob's second client has no device"))?;
+        wait::within(
+            "bob's new device in alice's client",
+            &[alice, &second],
+            async {
+                loop {
+                    let known = alice
+                        .client
+                        .encryption()
+                        .get_device(&bob_id, &device)
+                        .await
+                        .context("alice's view of bob's devices")?;
+                    if known.is_some() {
+                        return Ok(());
+                    }
+                    devices
+                        .next()
+                        .await
+                        .context("alice's device updates ended")?;
+                }
+            },
+        )
+        .await?;
+        let second_room = wait::stored(&second, "the room on bob's second device", || async {
+            match second.client.get_room(&id) {
+                Some(r) if r.state() == RoomState::Joined => Ok(Some(r)),
+                _ => Err("not there yet".to_owned()),
+            }
+        })
+        .await?;
+        let mut second_view = TimelineView::open(&second, &second_room).await?;
+        alice_view.send_text("for both your phones").await?;
+        expect_decrypted(&mut second_view, &second, &alice_id, "for both your phones").await?;
+        expect_decrypted(&mut bob_view, bob, &alice_id, "for both your phones").await
+    }
+    .await;
+    second.stop().await;
+    result
 }
 
 /// Element X stops syncing in the background and starts again in the foreground: the

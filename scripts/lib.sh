@@ -184,6 +184,7 @@ start_federating_trellis() { # name, address, binary, log
 		-subj "/CN=$address" -addext "subjectAltName=IP:$address" \
 		-keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null ||
 		die "openssl could not make a certificate for $address"
+	trellis_certs+=("$certs")
 	start_trellis_server "$name" "$bin" "$log" \
 		TRELLIS_SERVER_NAME="$address" \
 		TRELLIS_LISTENERS__CLIENT__ADDRESS="$address" \
@@ -195,7 +196,6 @@ start_federating_trellis() { # name, address, binary, log
 		TRELLIS_FEDERATION__VERIFY_TLS=false \
 		TRELLIS_FEDERATION__IP_RANGE_ALLOWLIST=127.0.0.0/8 \
 		TRELLIS_FEDERATION__MAX_RETRY_INTERVAL_SECS=2
-	trellis_certs+=("$certs")
 }
 
 # Certificate directories made by start_federating_trellis, removed by stop_trellis.

@@ -724,6 +724,50 @@ async fn invites_carry_the_invitees_profile_so_a_new_chat_has_a_named_hero() {
     assert_eq!(member["displayname"], "Carol Queen", "{member}");
 }
 
+/// Element X's new direct chat was sometimes never marked direct: a sliding sync took the
+/// account data position from the sequence while bob's `m.direct` write, which had drawn
+/// that position, was still committing, so the connection moved past the write and never
+/// sent it. A sync now takes the position from committed rows (one user's writes commit in
+/// position order, under a lock).
+#[tokio::test]
+async fn account_data_committing_during_a_sync_is_sent_by_the_next() {
+    let s = TestServer::start().await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let body = json!({"conn_id": "ad", "extensions": {"account_data": {"enabled": true}}});
+    let pool = common::media::db(&s).await;
+
+    // A write that has drawn its position and not committed yet, as the server's own is
+    // while its transaction commits.
+    let mut tx = pool.begin().await.expect("begin");
+    trellis::db::account_data::lock_user_stream(&mut *tx, &bob.user_id)
+        .await
+        .expect("lock");
+    let content = serde_json::value::RawValue::from_string(
+        json!({"@alice:trellis.test": ["!dm:trellis.test"]}).to_string(),
+    )
+    .expect("raw");
+    trellis::db::account_data::put(&mut *tx, &bob.user_id, "", "m.direct", &content)
+        .await
+        .expect("put");
+    // A new connection meanwhile: its first position is stored.
+    let res = ss(&s, &bob, None, &body).await;
+    let types = |res: &Value| -> Vec<String> {
+        res["extensions"]["account_data"]["global"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["type"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(!types(&res).contains(&"m.direct".to_owned()), "{res}");
+    tx.commit().await.expect("commit");
+
+    let res = ss(&s, &bob, Some(&pos(&res)), &body).await;
+    assert!(types(&res).contains(&"m.direct".to_owned()), "{res}");
+}
+
 #[tokio::test]
 async fn bad_input_answers_the_right_errors() {
     let s = TestServer::start().await;

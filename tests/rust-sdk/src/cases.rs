@@ -530,9 +530,9 @@ async fn direct_message(w: &mut World) -> Result<()> {
             .client
             .get_room(&id)
             .ok_or_else(|| anyhow!("{} does not know the direct chat", user.name))?;
-        wait::stored(user, "the chat marked direct", || async {
+        wait::room_state(user, &room, "the chat marked direct", || async {
             match room.is_direct().await {
-                Ok(true) => Ok(Some(())),
+                Ok(true) => Ok(()),
                 Ok(false) => Err("not direct".to_owned()),
                 Err(e) => Err(e.to_string()),
             }
@@ -850,14 +850,13 @@ async fn federated_encrypted_invite(w: &mut World) -> Result<()> {
     let mut carol_view = TimelineView::open(carol, &carol_room).await?;
     let mut alice_view = TimelineView::open(alice, &room).await?;
     // Alice's client must know carol has joined before it shares the room key with her.
-    alice_view
-        .until(alice, "carol's join", |_| {
-            match room.joined_members_count() {
-                2 => Ok(()),
-                n => Err(format!("{n} joined")),
-            }
-        })
-        .await?;
+    wait::room_state(alice, &room, "carol's join", || async {
+        match room.joined_members_count() {
+            2 => Ok(()),
+            n => Err(format!("{n} joined")),
+        }
+    })
+    .await?;
     alice_view.send_text("a secret for carol").await?;
     expect_decrypted(&mut carol_view, carol, &alice_id, "a secret for carol").await?;
     carol_view.send_text("a secret for alice").await?;

@@ -125,6 +125,36 @@ where
     .map_err(|e| e.context(format!("last seen: {last}")))
 }
 
+/// Wait until `check` (an `Ok(())`) holds of `room` in the user's client, checking again
+/// whenever the room's info changes (its state, counts, direct targets from account data)
+/// or a sync response changed a room.
+pub async fn room_state<F, Fut>(user: &User, room: &Room, what: &str, check: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    // Subscribed before the first check: a change landing in between is not missed.
+    let mut info = room.subscribe_info();
+    let mut updates = user.client.subscribe_to_all_room_updates();
+    let mut last = String::from("not checked yet");
+    within(what, &[user], async {
+        loop {
+            match check().await {
+                Ok(()) => return Ok(()),
+                Err(why) => last = why,
+            }
+            tokio::select! {
+                changed = info.next() => {
+                    changed.context("the room's info stream ended")?;
+                }
+                _ = updates.recv() => {}
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.context(format!("last seen: {last}")))
+}
+
 /// The room's name as the room list shows it.
 pub fn display_name(room: &Room) -> String {
     room.cached_display_name()

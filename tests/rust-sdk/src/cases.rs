@@ -25,6 +25,7 @@ use matrix_sdk::{Room, RoomState};
 use matrix_sdk_ui::notification_client::{
     NotificationClient, NotificationEvent, NotificationProcessSetup, NotificationStatus,
 };
+use matrix_sdk_ui::timeline::ReactionStatus;
 
 use crate::Args;
 use crate::users::{self, User};
@@ -938,6 +939,22 @@ async fn edit_react_redact(w: &mut World) -> Result<()> {
         .toggle_reaction(&target, "👍")
         .await
         .context("alice reacting")?;
+    // Sent first (the server has the reaction), then seen by bob: a failure says which.
+    alice_view
+        .until(alice, "her reaction sent", |v| {
+            let sent = v.item_of("the final text").is_some_and(|e| {
+                e.content()
+                    .reactions()
+                    .and_then(|r| r.get("👍"))
+                    .and_then(|by| by.get(&alice_id))
+                    .is_some_and(|r| matches!(r.status, ReactionStatus::RemoteToRemote(_)))
+            });
+            match sent {
+                true => Ok(()),
+                false => Err("the 👍 is not sent yet".to_owned()),
+            }
+        })
+        .await?;
     bob_view
         .until(bob, "alice's reaction", |v| {
             let reacted = v.item_of("the final text").is_some_and(|e| {

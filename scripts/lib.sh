@@ -102,19 +102,31 @@ build_trellis() { # profile
 	printf '%s\n' "$exe"
 }
 
-# Start Trellis ($1, the binary) for a client suite with a new data directory under the
-# temporary directory (the managed Postgres runs as an unprivileged user when this runs as
-# root, and must reach it whatever the checkout's permissions), logging to $2: loopback only,
-# no federation listener, open registration, rate limits well above what scripted clients
-# need. It listens on a port it picks itself (port 0), read back from its log, so no other
-# process can take the port between choosing and binding it. Sets `trellis_pid`,
-# `trellis_data` and `trellis_base`; stop it with stop_trellis.
-start_trellis() { # binary, log
-	local bin=$1 log=$2
-	trellis_data=$(mktemp -d "${TMPDIR:-/tmp}/trellis-suite.XXXXXX")
-	chmod 755 "$trellis_data"
-	env TRELLIS_SERVER_NAME=localhost \
-		TRELLIS_DATA_DIR="$trellis_data" \
+# Servers started by start_trellis_server, by name: process, data directory, client API URL.
+declare -A trellis_pids=() trellis_dirs=() trellis_bases=()
+
+# Start a Trellis server named $1 (the suite's own name for it) from the binary $2 for a
+# client suite, with a new data directory under the temporary directory (the managed
+# Postgres runs as an unprivileged user when this runs as root, and must reach it whatever
+# the checkout's permissions), logging to $3: open registration, rate limits well above
+# what scripted clients need, the client API on 127.0.0.1. Further arguments are
+# VAR=value settings that override those (see start_federating_trellis). The client
+# listener takes a port it picks itself (port 0), read back from the log, so no other
+# process can take the port between choosing and binding it. Records the server in
+# trellis_pids, trellis_dirs and trellis_bases (its client API's URL); stop_trellis stops it.
+start_trellis_server() { # name, binary, log, [VAR=value...]
+	local name=$1 bin=$2 log=$3
+	shift 3
+	local data
+	data=$(mktemp -d "${TMPDIR:-/tmp}/trellis-suite.XXXXXX")
+	chmod 755 "$data"
+	trellis_dirs[$name]=$data
+	# Emptied here, before the server starts: the loop below must never read the address
+	# an earlier run left in the log, before the server's own redirection truncates it.
+	: >"$log"
+	# RUST_LOG would override the log level, and the line read back below is logged at info.
+	env -u RUST_LOG TRELLIS_SERVER_NAME=localhost \
+		TRELLIS_DATA_DIR="$data" \
 		TRELLIS_LISTENERS__CLIENT__ADDRESS=127.0.0.1 \
 		TRELLIS_LISTENERS__CLIENT__PORT=0 \
 		TRELLIS_LISTENERS__FEDERATION__ENABLED=false \
@@ -125,41 +137,102 @@ start_trellis() { # binary, log
 		TRELLIS_RATE_LIMITS__LOGIN_PER_IP__BURST=1000 \
 		TRELLIS_RATE_LIMITS__LOGIN_PER_USER__BURST=1000 \
 		TRELLIS_RATE_LIMITS__REGISTER_PER_IP__BURST=1000 \
+		"$@" \
 		"$bin" serve >"$log" 2>&1 &
-	trellis_pid=$!
+	local pid=$!
+	trellis_pids[$name]=$pid
 	local addr=""
 	for _ in $(seq 1200); do
-		kill -0 "$trellis_pid" 2>/dev/null || break
+		kill -0 "$pid" 2>/dev/null || break
 		addr=$(sed -n 's/.*"message":"Trellis is listening".*"client_addr":"\([^"]*\)".*/\1/p' "$log" | head -n 1)
 		[ -n "$addr" ] && break
 		sleep 0.1
 	done
 	if [ -z "$addr" ]; then
 		tail -n 40 "$log" >&2
-		die "Trellis did not start (its log is above)"
+		die "Trellis ($name) did not start (its log is above)"
 	fi
-	trellis_base="http://$addr"
-	echo "Trellis is up on $trellis_base (log: $log)"
+	trellis_bases[$name]="http://$addr"
+	echo "Trellis ($name) is up on http://$addr (log: $log)"
 }
 
-# Stop what start_trellis started: SIGTERM (Trellis drains requests and stops its managed
-# Postgres), SIGKILL after 30 s; then remove its data directory.
+# Start Trellis ($1, the binary) for a client suite, logging to $2: start_trellis_server
+# with no federation. Sets `trellis_pid`, `trellis_data` and `trellis_base`; stop it with
+# stop_trellis.
+start_trellis() { # binary, log
+	start_trellis_server main "$1" "$2"
+	trellis_pid=${trellis_pids[main]}
+	trellis_data=${trellis_dirs[main]}
+	trellis_base=${trellis_bases[main]}
+}
+
+# Start a Trellis server named $1 from the binary $3 that federates with others started the
+# same way, logging to $4: its server name is the loopback address $2 (127.0.0.2, say),
+# whose clients' API listens there on a port it picks itself and whose federation listener
+# serves TLS (a self-signed certificate made with openssl) on that address's port 8448,
+# where other servers look for an IP literal without a port. Distinct addresses give each
+# server the same well-known port without a port chosen before it is bound; 127.0.0.1 is
+# left to scripts/run. Outbound federation may reach loopback and does not check
+# certificates: switches for this test setup only.
+start_federating_trellis() { # name, address, binary, log
+	local name=$1 address=$2 bin=$3 log=$4
+	command -v openssl >/dev/null ||
+		apt_install "openssl (for the federation listeners' certificates) was not found." "" openssl
+	local certs
+	certs=$(mktemp -d "${TMPDIR:-/tmp}/trellis-suite-tls.XXXXXX")
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+		-subj "/CN=$address" -addext "subjectAltName=IP:$address" \
+		-keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null ||
+		die "openssl could not make a certificate for $address"
+	trellis_certs+=("$certs")
+	start_trellis_server "$name" "$bin" "$log" \
+		TRELLIS_SERVER_NAME="$address" \
+		TRELLIS_LISTENERS__CLIENT__ADDRESS="$address" \
+		TRELLIS_LISTENERS__FEDERATION__ENABLED=true \
+		TRELLIS_LISTENERS__FEDERATION__ADDRESS="$address" \
+		TRELLIS_LISTENERS__FEDERATION__PORT=8448 \
+		TRELLIS_LISTENERS__FEDERATION__TLS_CERTIFICATE="$certs/tls.crt" \
+		TRELLIS_LISTENERS__FEDERATION__TLS_PRIVATE_KEY="$certs/tls.key" \
+		TRELLIS_FEDERATION__VERIFY_TLS=false \
+		TRELLIS_FEDERATION__IP_RANGE_ALLOWLIST=127.0.0.0/8 \
+		TRELLIS_FEDERATION__MAX_RETRY_INTERVAL_SECS=2
+}
+
+# Certificate directories made by start_federating_trellis, removed by stop_trellis.
+trellis_certs=()
+
+# Stop every server start_trellis_server started: SIGTERM (Trellis drains requests and
+# stops its managed Postgres), SIGKILL after 30 s; then remove their data directories.
 stop_trellis() {
-	if [ -n "${trellis_pid:-}" ] && kill -0 "$trellis_pid" 2>/dev/null; then
-		kill -TERM "$trellis_pid" 2>/dev/null || true
+	local name pid
+	for name in "${!trellis_pids[@]}"; do
+		pid=${trellis_pids[$name]}
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+	done
+	for name in "${!trellis_pids[@]}"; do
+		pid=${trellis_pids[$name]}
 		for _ in $(seq 300); do
-			kill -0 "$trellis_pid" 2>/dev/null || break
+			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
-		if kill -0 "$trellis_pid" 2>/dev/null; then
-			echo "${script_name:-scripts}: Trellis did not stop within 30s; killing it" >&2
-			kill -KILL "$trellis_pid" 2>/dev/null || true
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "${script_name:-scripts}: Trellis ($name) did not stop within 30s; killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
 		fi
-		wait "$trellis_pid" 2>/dev/null || true
-	fi
+		wait "$pid" 2>/dev/null || true
+		unset "trellis_pids[$name]"
+	done
+	for name in "${!trellis_dirs[@]}"; do
+		[ -d "${trellis_dirs[$name]}" ] && rm -rf "${trellis_dirs[$name]}"
+		unset "trellis_dirs[$name]"
+	done
+	local dir
+	for dir in "${trellis_certs[@]}"; do
+		rm -rf "$dir"
+	done
+	trellis_certs=()
 	trellis_pid=""
-	if [ -n "${trellis_data:-}" ] && [ -d "$trellis_data" ]; then
-		rm -rf "$trellis_data"
-	fi
 	trellis_data=""
 }

@@ -118,6 +118,17 @@ async fn create_room_invites_users_of_other_servers() {
     let b = TestServer::start_federating().await;
     let alice = a.register("alice", "password-a").await;
     let bob = b.register("bob", "password-b").await;
+    let (st, _) = b
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&bob.user_id)
+            ),
+            bob.t(),
+            &json!({"displayname": "Bob Hatter"}),
+        )
+        .await;
+    assert_eq!(st, 200);
     let room = a
         .create_room(
             &alice,
@@ -132,6 +143,9 @@ async fn create_room_invites_users_of_other_servers() {
         .unwrap_or_else(|| panic!("bob's server has the invite: {sync}"));
     assert_eq!(own["content"]["membership"], "invite");
     assert_eq!(own["content"]["is_direct"], true);
+    // The invite carries bob's profile as his server tells it, so alice's client names the
+    // chat after him before he answers.
+    assert_eq!(own["content"]["displayname"], "Bob Hatter", "{own}");
     b.join(&bob, &room).await;
     let bob_id = bob.user_id.clone();
     eventually("A sees bob joined", || async {

@@ -666,6 +666,108 @@ async fn is_dm_comes_from_m_direct() {
     assert_eq!(res["rooms"][&group]["is_dm"], false);
 }
 
+/// Set `u`'s display name.
+async fn set_displayname(s: &TestServer, u: &User, name: &str) {
+    let (st, body) = s
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", enc(&u.user_id)),
+            u.t(),
+            &json!({"displayname": name}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Element X named a new direct chat "2 people" until the invitee answered: its heroes
+/// come from member events, and invites carried no profile. Invites (from createRoom and
+/// from /invite) now carry the invitee's display name, as Synapse's do.
+#[tokio::test]
+async fn invites_carry_the_invitees_profile_so_a_new_chat_has_a_named_hero() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let carol = s.register("carol", "pw-carol-1").await;
+    set_displayname(&s, &bob, "Bob Hatter").await;
+    set_displayname(&s, &carol, "Carol Queen").await;
+    let dm = s
+        .create_room(
+            &alice,
+            json!({"invite": [bob.user_id], "is_direct": true, "preset": "trusted_private_chat"}),
+        )
+        .await;
+    let res = ss(&s, &alice, None, &list(1, 1, json!([]))).await;
+    let room = &res["rooms"][&dm];
+    assert_eq!(room["heroes"][0]["user_id"], bob.user_id.as_str(), "{room}");
+    assert_eq!(room["heroes"][0]["displayname"], "Bob Hatter", "{room}");
+    assert_eq!(room["name"], "Bob Hatter", "{room}");
+
+    // The same for an invite through /invite.
+    let (st, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{dm}/invite"),
+            alice.t(),
+            &json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, member) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{dm}/state/m.room.member/{}",
+                enc(&carol.user_id)
+            ),
+            alice.t(),
+        )
+        .await;
+    assert_eq!(st, 200, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(member["displayname"], "Carol Queen", "{member}");
+}
+
+/// Element X's new direct chat was sometimes never marked direct: a sliding sync took the
+/// account data position from the sequence while bob's `m.direct` write, which had drawn
+/// that position, was still committing, so the connection moved past the write and never
+/// sent it. A sync now takes the position from committed rows (one user's writes commit in
+/// position order, under a lock).
+#[tokio::test]
+async fn account_data_committing_during_a_sync_is_sent_by_the_next() {
+    let s = TestServer::start().await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let body = json!({"conn_id": "ad", "extensions": {"account_data": {"enabled": true}}});
+    let pool = common::media::db(&s).await;
+
+    // A write that has drawn its position and not committed yet, as the server's own is
+    // while its transaction commits.
+    let mut tx = pool.begin().await.expect("begin");
+    trellis::db::account_data::lock_user_stream(&mut *tx, &bob.user_id)
+        .await
+        .expect("lock");
+    let content = serde_json::value::RawValue::from_string(
+        json!({"@alice:trellis.test": ["!dm:trellis.test"]}).to_string(),
+    )
+    .expect("raw");
+    trellis::db::account_data::put(&mut *tx, &bob.user_id, "", "m.direct", &content)
+        .await
+        .expect("put");
+    // A new connection meanwhile: its first position is stored.
+    let res = ss(&s, &bob, None, &body).await;
+    let types = |res: &Value| -> Vec<String> {
+        res["extensions"]["account_data"]["global"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["type"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(!types(&res).contains(&"m.direct".to_owned()), "{res}");
+    tx.commit().await.expect("commit");
+
+    let res = ss(&s, &bob, Some(&pos(&res)), &body).await;
+    assert!(types(&res).contains(&"m.direct".to_owned()), "{res}");
+}
+
 #[tokio::test]
 async fn bad_input_answers_the_right_errors() {
     let s = TestServer::start().await;

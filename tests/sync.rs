@@ -1002,3 +1002,34 @@ async fn state_a_timeline_filter_leaves_out_comes_as_it_is_now() {
         .collect();
     assert_eq!(names, [&json!("New name")], "{joined}");
 }
+
+/// Account data whose write was still committing when a sync took its position is sent by
+/// the next sync: the position comes from committed rows, not from the sequence, which
+/// counts a write before it commits (the same fault lost Element X's `m.direct` in
+/// sliding sync).
+#[tokio::test]
+async fn account_data_committing_during_a_sync_is_sent_by_the_next() {
+    let s = TestServer::start().await;
+    let bob = s.register("bob", "password-bob").await;
+    let pool = common::media::db(&s).await;
+    let mut tx = pool.begin().await.expect("begin");
+    trellis::db::account_data::lock_user_stream(&mut *tx, &bob.user_id)
+        .await
+        .expect("lock");
+    let content = serde_json::value::RawValue::from_string(json!({"colour": "teal"}).to_string())
+        .expect("raw");
+    trellis::db::account_data::put(&mut *tx, &bob.user_id, "", "org.example.theme", &content)
+        .await
+        .expect("put");
+    let first = s.sync(&bob, "").await;
+    tx.commit().await.expect("commit");
+    let since = first["next_batch"].as_str().expect("next_batch");
+    let next = s
+        .sync(&bob, &format!("?since={}", common::server::enc(since)))
+        .await;
+    let types: Vec<&str> = next["account_data"]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(types.contains(&"org.example.theme"), "{next}");
+}

@@ -557,7 +557,8 @@ impl Accounts {
             ));
         }
         let room = room_id.map_or(db::account_data::GLOBAL, |r| r.as_str());
-        db::account_data::put(&self.db, user_id.as_str(), room, data_type, content).await?;
+        self.put_account_data(user_id, room, data_type, content)
+            .await?;
         if data_type == PUSH_RULES {
             self.push.bump();
         }
@@ -633,16 +634,26 @@ impl Accounts {
     ) -> Result<()> {
         let json = serde_json::value::to_raw_value(&PushRulesContent { global })
             .map_err(|e| Error::internal(format!("push rules: {e}")))?;
-        db::account_data::put(
-            &self.db,
-            user_id.as_str(),
-            db::account_data::GLOBAL,
-            PUSH_RULES,
-            &json,
-        )
-        .await?;
+        self.put_account_data(user_id, db::account_data::GLOBAL, PUSH_RULES, &json)
+            .await?;
         self.push.bump();
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
+        Ok(())
+    }
+
+    /// Write one piece of account data under the user's stream lock, in a transaction of
+    /// its own, so it commits before any later write of the user takes a position.
+    async fn put_account_data(
+        &self,
+        user_id: &UserId,
+        room: &str,
+        data_type: &str,
+        content: &serde_json::value::RawValue,
+    ) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        db::account_data::lock_user_stream(&mut *tx, user_id.as_str()).await?;
+        db::account_data::put(&mut *tx, user_id.as_str(), room, data_type, content).await?;
+        tx.commit().await?;
         Ok(())
     }
 

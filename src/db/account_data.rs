@@ -24,7 +24,26 @@ pub async fn get(
     Ok(row.map(|(j,)| j.0))
 }
 
-/// Store `content`, replacing what was there, and move it to the head of the stream.
+/// Advisory lock class (the first key of the two-key form; the second is a hash of the
+/// user ID) that serialises each user's account data writers.
+const USER_STREAM_LOCK: i32 = 0x7472_6c61;
+
+/// Hold the lock on `user_id`'s account data writes until the end of the transaction `e`
+/// belongs to. A position is drawn from the sequence before its row commits, so two writes
+/// of one user could commit out of order (11 before 10), and a reader that took 11 would
+/// never see 10; under this lock one user's rows commit in position order, and
+/// [`super::sync::max_account_data_stream`] may take the highest committed one.
+pub async fn lock_user_stream(e: impl PgExecutor<'_>, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(USER_STREAM_LOCK)
+        .bind(user_id)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+/// Store `content`, replacing what was there, and move it to the head of the stream. Call
+/// under [`lock_user_stream`].
 pub async fn put(
     e: impl PgExecutor<'_>,
     user_id: &str,

@@ -181,13 +181,18 @@ pub async fn account_data_since(
     .await
 }
 
-pub async fn max_account_data_stream(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM account_data_stream",
-    )
-    .fetch_one(e)
-    .await?;
-    Ok(n)
+/// The newest committed position among `user_id`'s account data. Read from the rows, not
+/// the sequence: a position is drawn before its row commits, and a reader must not move
+/// past a row it cannot see yet (one user's writers are serialised by
+/// [`super::account_data::lock_user_stream`], so their rows commit in position order).
+pub async fn max_account_data_stream(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(max(stream_id), 0) FROM account_data WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(e)
+        .await
 }
 
 /// Joined and invited member counts of each room: (room_nid, joined, invited).

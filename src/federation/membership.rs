@@ -24,7 +24,9 @@ use crate::room::Rooms;
 /// A join whose state and auth chain hold at least this many events used enough memory for a
 /// moment to be worth handing back at once.
 const LARGE_JOIN: usize = 1000;
+use crate::db;
 use crate::room::create::creatable_versions;
+use crate::room::membership::{InviteContent, set_profile};
 use crate::room::pdu::Pdu;
 use crate::room::pdu::membership_of;
 use crate::room::remote::{Incoming, Outcome};
@@ -273,13 +275,17 @@ impl Federation {
         reason: Option<&str>,
         is_direct: bool,
     ) -> Result<ruma::OwnedEventId> {
+        let invite = InviteContent {
+            reason,
+            is_direct,
+            profile: self.profile_for_invite(invitee).await?,
+        };
         rooms
             .invite_with(
                 sender,
                 room_id,
                 invitee,
-                reason,
-                is_direct,
+                &invite,
                 |room, prepared, stripped| async move {
                     let version = room.version()?;
                     let rules = room.rules()?;
@@ -490,6 +496,30 @@ impl Federation {
     }
 }
 
+impl Federation {
+    /// The display name and avatar an invite to `invitee` carries: their profile here, or as
+    /// their server tells it. Without one (no such local user, or their server does not
+    /// answer) the invite goes without, as Synapse's does; a failed read of our own
+    /// database fails the invite.
+    async fn profile_for_invite(
+        &self,
+        invitee: &UserId,
+    ) -> Result<(Option<String>, Option<String>)> {
+        if invitee.server_name() == self.server_keys.server_name() {
+            return Ok(db::users::profile(&self.db, invitee.as_str())
+                .await?
+                .unwrap_or_default());
+        }
+        match self.remote_profile(invitee).await {
+            Ok(profile) => Ok(profile),
+            Err(e) => {
+                tracing::info!(%invitee, error = %e, "no profile for the invite from the invitee's server");
+                Ok(Default::default())
+            }
+        }
+    }
+}
+
 /// The invite's stripped state as a JSON array of `{type, state_key, sender, content}`,
 /// the invite itself included.
 fn stripped_state(list: &[RawStrippedState], invite_json: &str) -> String {
@@ -532,6 +562,15 @@ impl Federation {
             .cloned()
             .collect();
         let is_direct = req.is_direct;
+        let mut req = req;
+        for invitee in req
+            .invite
+            .iter()
+            .filter(|u| u.server_name() == rooms.server_name())
+        {
+            let profile = self.profile_for_invite(invitee).await?;
+            req.invitee_profiles.insert(invitee.clone(), profile);
+        }
         let room_id = rooms.create_room(creator, req).await?;
         for invitee in &remote {
             self.invite_remote(rooms, creator, &room_id, invitee, None, is_direct)
@@ -636,8 +675,17 @@ impl Federation {
         reason: Option<&str>,
     ) -> Result<()> {
         if invitee.server_name() == rooms.server_name() {
+            let mut profile = serde_json::Map::new();
+            set_profile(&mut profile, &self.profile_for_invite(invitee).await?);
             rooms
-                .act_on_member(sender, room_id, invitee, MembershipState::Invite, reason)
+                .set_membership(
+                    sender,
+                    room_id,
+                    invitee,
+                    MembershipState::Invite,
+                    reason,
+                    Some(profile),
+                )
                 .await?;
         } else {
             self.invite_remote(rooms, sender, room_id, invitee, reason, false)

@@ -1,6 +1,8 @@
 //! Creating a room: the create event, the creator's join, power levels, presets, initial
 //! state, name, topic and invites, each through the append path under one room lock.
 
+use std::collections::BTreeMap;
+
 use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
@@ -40,6 +42,9 @@ pub struct CreateRoom {
     /// The creator's profile, copied into their join event.
     pub creator_displayname: Option<String>,
     pub creator_avatar_url: Option<String>,
+    /// Profiles (display name, avatar) of the local invitees, copied into their invite
+    /// events: a client names a new direct chat after its invitee before they answer.
+    pub invitee_profiles: BTreeMap<OwnedUserId, (Option<String>, Option<String>)>,
 }
 
 /// Room versions new rooms may be created with.
@@ -252,11 +257,16 @@ impl Rooms {
             .iter()
             .filter(|u| u.server_name() == self.server_name())
         {
-            let mut c = json!({"membership": "invite"});
-            if req.is_direct {
-                c["is_direct"] = true.into();
-            }
-            events.push((TimelineEventType::RoomMember, Some(u.to_string()), c));
+            let invite = super::membership::InviteContent {
+                reason: None,
+                is_direct: req.is_direct,
+                profile: req.invitee_profiles.get(u).cloned().unwrap_or_default(),
+            };
+            events.push((
+                TimelineEventType::RoomMember,
+                Some(u.to_string()),
+                Value::Object(invite.content()),
+            ));
         }
 
         // In version 12 on the room ID is the create event's hash: two requests alike to

@@ -219,29 +219,21 @@ impl Rooms {
     /// Invite a user of another server: the invite is built and authorised here, `countersign`
     /// has the invitee's server sign it (given the room, the prepared event and the PDUs of
     /// the room's public basics as JSON), and the countersigned event is stored. The room
-    /// lock is held throughout so the event still extends the room when stored. `is_direct`
-    /// marks the invite to a direct chat (createRoom's `is_direct`).
+    /// lock is held throughout so the event still extends the room when stored. `invite`
+    /// says what the event holds besides the membership.
     pub async fn invite_with<F, Fut>(
         &self,
         sender: &UserId,
         room_id: &RoomId,
         invitee: &UserId,
-        reason: Option<&str>,
-        is_direct: bool,
+        invite: &InviteContent<'_>,
         countersign: F,
     ) -> Result<ruma::OwnedEventId>
     where
         F: FnOnce(db::rooms::RoomRow, super::append::Prepared, Vec<String>) -> Fut,
         Fut: std::future::Future<Output = Result<String>>,
     {
-        let mut content = Map::new();
-        content.insert("membership".into(), "invite".into());
-        if let Some(r) = reason {
-            content.insert("reason".into(), r.into());
-        }
-        if is_direct {
-            content.insert("is_direct".into(), true.into());
-        }
+        let content = invite.content();
         let new = super::pdu::NewContent {
             kind: ruma::events::TimelineEventType::RoomMember,
             state_key: Some(invitee.to_string()),
@@ -294,6 +286,33 @@ pub const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.canonical_alias",
     "m.room.encryption",
 ];
+
+/// What an invite's member event holds besides `membership: invite`.
+#[derive(Debug, Default)]
+pub struct InviteContent<'a> {
+    pub reason: Option<&'a str>,
+    /// An invite to a direct chat (createRoom's `is_direct`).
+    pub is_direct: bool,
+    /// The invitee's display name and avatar, as Synapse puts them into invites: the
+    /// inviter's client names a direct chat after the invitee (the room's heroes come from
+    /// member events) before the invitee has answered.
+    pub profile: (Option<String>, Option<String>),
+}
+
+impl InviteContent<'_> {
+    pub fn content(&self) -> Map<String, Value> {
+        let mut content = Map::new();
+        content.insert("membership".into(), "invite".into());
+        if let Some(r) = self.reason {
+            content.insert("reason".into(), r.into());
+        }
+        if self.is_direct {
+            content.insert("is_direct".into(), true.into());
+        }
+        set_profile(&mut content, &self.profile);
+        content
+    }
+}
 
 /// Put a display name and avatar (or their absence) into member event content.
 pub(crate) fn set_profile(

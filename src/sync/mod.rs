@@ -286,9 +286,13 @@ impl Sync {
             }
         };
         let parts = news.as_ref().map_or(Parts::ALL, |n| Parts::of(n.kinds));
+        // Never behind the client's token: positions are the user's own, and a token from
+        // before they were may hold a higher one.
         let ad_upto = match carry {
             Some(prev) if !parts.account_data => prev.account_data,
-            _ => db::sync::max_account_data_stream(db).await?,
+            _ => db::sync::max_account_data_stream(db, user.as_str())
+                .await?
+                .max(req.since.map_or(0, |s| s.account_data)),
         };
         let all_nids: Vec<i64> = rooms.iter().map(|r| r.room_nid).collect();
         let mut out = SyncResponse {

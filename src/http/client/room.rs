@@ -119,6 +119,7 @@ async fn create_room_route(
                 initial_state,
                 creator_displayname: displayname,
                 creator_avatar_url: avatar_url,
+                invitee_profiles: Default::default(),
             },
         )
         .await?;

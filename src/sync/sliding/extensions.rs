@@ -157,7 +157,7 @@ impl Sync {
         let db = self.rooms.reads();
         let uid = read.user.as_str();
         let after = read.prev.map_or(0, |p| p.account_data);
-        let upto = db::sync::max_account_data_stream(db).await?;
+        let upto = db::sync::max_account_data_stream(db, uid).await?;
         let mut rows = db::sync::account_data_since(db, uid, after).await?;
         let fresh: HashSet<&str> = read
             .rooms

@@ -610,8 +610,13 @@ impl Accounts {
                 return Err(Error::bad_json("A tag's order is a number from 0 to 1"));
             }
         }
-        db::account_data::change_tag(&self.db, user_id.as_str(), room_id.as_str(), tag, content)
+        // Under the user's stream lock, as every account data write (see
+        // `put_account_data`): a sync never moves past a position not yet committed.
+        let mut tx = self.db.begin().await?;
+        db::account_data::lock_user_stream(&mut *tx, user_id.as_str()).await?;
+        db::account_data::change_tag(&mut *tx, user_id.as_str(), room_id.as_str(), tag, content)
             .await?;
+        tx.commit().await?;
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
     }

@@ -68,7 +68,8 @@ pub async fn put(
 }
 
 /// Set (`Some` content) or remove (`None`) one tag of the user's `m.tag` room account data,
-/// in one statement so that concurrent changes of different tags all hold.
+/// in one statement so that concurrent changes of different tags all hold. Call under
+/// [`lock_user_stream`].
 pub async fn change_tag(
     e: impl PgExecutor<'_>,
     user_id: &str,

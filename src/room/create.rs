@@ -300,7 +300,7 @@ impl Rooms {
             tip = append::Tip::after(&p.event_id, p.pdu.depth);
             built.push(p);
         }
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         let room_nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
         tx.commit().await?;
         room.room_nid = room_nid;

@@ -957,6 +957,13 @@ async fn edit_react_redact(w: &mut World) -> Result<()> {
         })
         .await?;
 
+    bob_view
+        .until(bob, "his own edit", |v| match v.item_of("the final text") {
+            Some(_) => Ok(()),
+            None => Err(summary(&v.messages())),
+        })
+        .await?;
+
     bob_room
         .redact(&draft_id, Some("changed my mind"), None)
         .await

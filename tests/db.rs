@@ -231,4 +231,155 @@ async fn an_external_database_that_restarts_is_used_again() {
     assert_eq!(s.get("/health", None).await.0, 200);
     drop(s);
     pg.stop().await.expect("stop Postgres");
+
+/// A transparent proxy to the test Postgres on a Unix socket of its own that, once armed,
+/// holds back the server's answers from the first statement holding `BEGIN` on (so the
+/// moment between BEGIN's arrival and its answer's stands still) and tells when it has
+/// passed that statement on.
+struct Proxy {
+    /// The test database's connection options, through the proxy.
+    options: sqlx::postgres::PgConnectOptions,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    begins: std::sync::Arc<tokio::sync::Notify>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    async fn start(url: &str) -> Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+        let dir = tempfile::Builder::new()
+            .prefix("pgproxy")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let port = upstream.get_port();
+        let listener = tokio::net::UnixListener::bind(dir.path().join(format!(".s.PGSQL.{port}")))
+            .expect("bind the proxy socket");
+        let (held, held_rx) = tokio::sync::watch::channel(false);
+        let held = std::sync::Arc::new(held);
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let begins = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (up, seen, arm, hold) = (
+            upstream.clone(),
+            begins.clone(),
+            armed.clone(),
+            held.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server: Box<dyn Duplex> = match up.get_socket() {
+                    Some(dir) => Box::new(
+                        tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                            .await
+                            .expect("upstream socket"),
+                    ),
+                    None => Box::new(
+                        tokio::net::TcpStream::connect((up.get_host(), port))
+                            .await
+                            .expect("upstream tcp"),
+                    ),
+                };
+                let (mut client_r, mut client_w) = tokio::io::split(client);
+                let (mut server_r, mut server_w) = tokio::io::split(server);
+                let (seen, arm, hold) = (seen.clone(), arm.clone(), hold.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_r.read(&mut buf).await {
+                        let begin = buf[..n].windows(5).any(|w| w == b"BEGIN");
+                        // Held before BEGIN goes on, so its answer cannot slip through.
+                        if begin && arm.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            hold.send_replace(true);
+                        }
+                        if server_w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        if begin {
+                            seen.notify_one();
+                        }
+                    }
+                });
+                let mut held_rx = held_rx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = server_r.read(&mut buf).await {
+                        if held_rx.wait_for(|held| !held).await.is_err()
+                            || client_w.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            options: upstream.socket(dir.path()),
+            armed,
+            held,
+            begins,
+            _dir: dir,
+        }
+    }
+
+    /// Hold answers from the next BEGIN on.
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Let the held answers through.
+    fn release(&self) {
+        self.held.send_replace(false);
+    }
+}
+
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// A caller dropped while its BEGIN was under way (a request whose client went away) must
+/// not hand the pool back a connection inside an open transaction: sqlx 0.8's
+/// `Pool::begin` did, and every statement later run on that connection stayed
+/// uncommitted, its locks held, until some unrelated COMMIT. matrix-rust-sdk cancels
+/// sliding sync long-polls all the time (a room opened, the app sent to the background),
+/// and Trellis's log showed "there is already a transaction in progress".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_dropped_half_way_leaves_no_transaction_open() {
+    let url = fresh_database().await;
+    let proxy = Proxy::start(&url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(proxy.options.clone())
+        .await
+        .expect("pool through the proxy");
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .expect("the pool's one connection");
+
+    // BEGIN reaches Postgres, its answer does not reach the caller, and the caller is gone.
+    proxy.arm();
+    let mut begin = Box::pin(trellis::db::begin(&pool));
+    tokio::select! {
+        _ = &mut begin => panic!("BEGIN was answered while answers are held"),
+        _ = proxy.begins.notified() => {}
+    }
+    drop(begin);
+    proxy.release();
+
+    // The pool's one connection serves the next statement, then must be idle, not idle in
+    // a transaction left open.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("a statement after the dropped BEGIN");
+    let mut admin = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&url).await.expect("connect")
+    };
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .expect("state");
+    assert_eq!(state.as_deref(), Some("idle"));
 }

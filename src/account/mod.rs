@@ -214,7 +214,7 @@ impl Accounts {
         let displayname = new
             .displayname
             .unwrap_or_else(|| user_id.localpart().to_owned());
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let inserted = db::users::insert(
             &mut *tx,
             &db::users::NewUser {
@@ -330,7 +330,7 @@ impl Accounts {
     /// until it expires.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let (user_id, device_id, deactivated) =
             db::devices::take_refresh_token(&mut *tx, &tokens::hash_token(refresh_token))
                 .await?
@@ -365,7 +365,7 @@ impl Accounts {
         if !self.password_matches(&user_id, password).await? {
             return Err(forbidden());
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let session = self
             .start_session(&mut tx, &user_id, login, now_ms())
             .await?;
@@ -387,7 +387,7 @@ impl Accounts {
 
     /// Revoke the caller's token by removing its device.
     pub async fn logout(&self, user: &AuthedUser) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::devices::delete(&mut *tx, user.user_id.as_str(), user.device_id.as_str()).await?;
         device_list_changed(&mut tx, &user.user_id).await?;
         tx.commit().await?;
@@ -398,7 +398,7 @@ impl Accounts {
 
     /// Revoke every token of the user.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
@@ -415,7 +415,7 @@ impl Accounts {
         logout_devices: bool,
     ) -> Result<()> {
         let hash = self.passwords.hash(new_password).await?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::users::set_password_hash(&mut *tx, user.user_id.as_str(), Some(&hash)).await?;
         if logout_devices {
             db::devices::delete_all_except(
@@ -436,7 +436,7 @@ impl Accounts {
 
     /// Deactivate the account: no more logins, every token revoked, profile cleared.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::users::deactivate(&mut *tx, user_id.as_str()).await?;
         db::devices::delete_all_except(&mut *tx, user_id.as_str(), None).await?;
         device_list_changed(&mut tx, user_id).await?;
@@ -475,7 +475,7 @@ impl Accounts {
     }
 
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
@@ -612,7 +612,7 @@ impl Accounts {
         }
         // Under the user's stream lock, as every account data write (see
         // `put_account_data`): a sync never moves past a position not yet committed.
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::account_data::lock_user_stream(&mut *tx, user_id.as_str()).await?;
         db::account_data::change_tag(&mut *tx, user_id.as_str(), room_id.as_str(), tag, content)
             .await?;
@@ -655,7 +655,7 @@ impl Accounts {
         data_type: &str,
         content: &serde_json::value::RawValue,
     ) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::account_data::lock_user_stream(&mut *tx, user_id.as_str()).await?;
         db::account_data::put(&mut *tx, user_id.as_str(), room, data_type, content).await?;
         tx.commit().await?;

@@ -43,6 +43,22 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a statement may wait for a connection before it fails.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Begin a transaction on a connection of `pool`, in a way a caller dropped half way (a
+/// request whose client went away) cannot undo. `Pool::begin` of sqlx 0.8 sends BEGIN
+/// before it counts the transaction, so dropped while Postgres answers, it hands the pool
+/// back a connection inside an open transaction: every statement later run on it stays
+/// uncommitted, its locks held, until some unrelated COMMIT (or is lost with the
+/// connection). Here BEGIN runs in a task of its own, which finishes whatever happens to
+/// the caller; a transaction nobody takes is then dropped, and rolled back, as usual.
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
+}
+
 /// Open a pool to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;

@@ -119,7 +119,7 @@ impl E2e {
         keys: Vec<(OwnedRoomId, String, &Raw<KeyBackupData>)>,
     ) -> Result<KeysState> {
         let uid = user.as_str();
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let current = db::e2e::backup(&mut *tx, uid, None)
             .await?
             .ok_or_else(no_backup)?;
@@ -189,7 +189,7 @@ impl E2e {
     ) -> Result<KeysState> {
         let uid = user.as_str();
         let v = parse_version(version)?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::e2e::backup(&mut *tx, uid, Some(v))
             .await?
             .ok_or_else(no_backup)?;

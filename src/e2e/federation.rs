@@ -159,7 +159,7 @@ impl E2e {
             tracing::debug!(%origin, %user, "key update for a user who shares no room with us");
             return Ok(EduOutcome::Ignored);
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
         if let Some(stream_id) = stream_id
             && !db::e2e::advance_remote_device_list(&mut *tx, uid, stream_id).await?
@@ -206,7 +206,7 @@ impl E2e {
         if users.is_empty() {
             return Ok(EduOutcome::Ignored);
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let fresh = db::e2e::insert_federation_to_device_txn(
             &mut *tx,
             origin.as_str(),
@@ -249,7 +249,7 @@ impl E2e {
             )));
         }
         let (uid, did) = (user.as_str(), device_id.as_str());
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
         let (stream_id, prev) = db::e2e::next_outbound_device_list(&mut *tx, uid).await?;
         tx.commit().await?;

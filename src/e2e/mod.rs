@@ -163,7 +163,7 @@ impl E2e {
                 .collect();
         let (fba, fbk, fbj) = split_keys(fallback.into_values());
 
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let mut changed = false;
         if let Some(json) = device_keys {
             db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
@@ -299,7 +299,7 @@ impl E2e {
         if users.is_empty() {
             return Ok(claim_keys::v3::Response::new(BTreeMap::new()));
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let mut claimed =
             db::e2e::claim_one_time_keys(&mut *tx, &users, &devices, &algorithms).await?;
         // Devices that had no one-time key left get their fallback key.
@@ -388,7 +388,7 @@ impl E2e {
         if types.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
         db::e2e::upsert_cross_signing_keys(&mut *tx, user.as_str(), &types, &ids, &jsons).await?;
         db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
@@ -431,7 +431,7 @@ impl E2e {
         }
         // A signature changes how the caller's keys look to everyone who shares a room with
         // them (and, for signatures on others' keys, to the caller's own devices).
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         db::e2e::lock_stream(&mut *tx, db::e2e::DEVICE_LIST_LOCK).await?;
         db::e2e::insert_signatures(&mut *tx, &rows).await?;
         db::e2e::mark_device_lists_changed(&mut *tx, &[user.to_string()]).await?;
@@ -477,7 +477,7 @@ impl E2e {
                 contents.push(content.json().get().to_owned());
             }
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = db::begin(&self.db).await?;
         let fresh = db::e2e::insert_to_device_txn(
             &mut *tx,
             sender.user_id.as_str(),

@@ -276,7 +276,7 @@ impl Rooms {
         let (room_id, room, built) = loop {
             let (room_id, room, built) =
                 self.build_room(creator, &version, &rules, create.clone(), &events)?;
-            let mut tx = self.db().begin().await?;
+            let mut tx = db::begin(self.db()).await?;
             let nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
             tx.commit().await?;
             match nid {

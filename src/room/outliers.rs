@@ -46,7 +46,7 @@ impl Rooms {
         let stored = self.stored_auth_events(&rules, room_id, &all).await?;
         let rejected = check_auth_graph(&rules, room_id, &all, &stored);
 
-        let mut tx = db.begin().await?;
+        let mut tx = db::begin(db).await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
         let mut ids: Vec<&str> = all.keys().map(|e| e.as_str()).collect();
         for e in all.values() {
@@ -186,7 +186,7 @@ impl Rooms {
         }
         let stored = self.stored_auth_events(&rules, room_id, &all).await?;
         let rejected = check_auth_graph(&rules, room_id, &all, &stored);
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         let mut ids: Vec<&str> = all.keys().map(|e| e.as_str()).collect();
         for e in all.values() {
             ids.extend(e.pdu.auth_events.iter().map(|a| a.as_str()));
@@ -237,7 +237,7 @@ impl Rooms {
         let room = self.room(room_id).await?;
         let refs: Vec<&str> = ids.iter().map(|e| e.as_str()).collect();
         let entries = db::events::state_entries_of(self.db(), room.room_nid, &refs).await?;
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         let group = db::state::create_group(&mut tx, room.room_nid, None, &entries).await?;
         tx.commit().await?;
         Ok(group)
@@ -245,7 +245,7 @@ impl Rooms {
 
     /// Create the room row unless it exists (a room we are about to fill from another server).
     pub async fn ensure_room(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<()> {
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
         tx.commit().await?;
         Ok(())
@@ -293,7 +293,7 @@ impl Rooms {
             .pop()
             .ok_or_else(|| Error::internal("no stream position"))?;
         let position = in_flight.position();
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         let room_nid = db::rooms::ensure(&mut tx, room_id.as_str(), version.as_str()).await?;
         let nids = db::events::intern_ids(&mut tx, &[ev.event_id.as_str()]).await?;
         let event_nid = *nids

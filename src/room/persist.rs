@@ -137,7 +137,7 @@ async fn persist_in_transaction(
     // Push rules are evaluated on another connection while the transaction opens and
     // numbers the events: the two round trips overlap.
     let opening = async {
-        let mut tx = store.db.begin().await?;
+        let mut tx = db::begin(store.db).await?;
         let numbers = db::append::number(&mut tx, &all_ids, evs.len() - live).await?;
         Ok::<_, Error>((tx, numbers))
     };

@@ -380,7 +380,7 @@ impl Rooms {
         }
         // A fork: the new current state is the resolution of the old one with the state
         // after this event.
-        let mut tx = db.begin().await?;
+        let mut tx = db::begin(db).await?;
         let nids = db::events::intern_ids(
             &mut tx,
             &pdu.auth_events
@@ -485,7 +485,7 @@ impl Rooms {
         if entries.is_empty() && !drops_keys {
             return Ok(base);
         }
-        let mut tx = self.db().begin().await?;
+        let mut tx = db::begin(self.db()).await?;
         let group = if drops_keys {
             // A delta cannot remove a key: the whole map as a snapshot.
             let all: Vec<(i64, i64)> = map.iter().map(|(k, v)| (*k, *v)).collect();

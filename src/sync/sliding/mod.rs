@@ -133,7 +133,7 @@ impl Sync {
                     conn::MAX_CONNECTIONS_PER_USER - 1,
                 )
                 .await?;
-                let mut tx = pool.begin().await?;
+                let mut tx = db::begin(pool).await?;
                 let nid = db::sliding::reset_connection(
                     &mut tx,
                     user.as_str(),
@@ -178,7 +178,7 @@ impl Sync {
                 out.pos = pos.clone();
                 return Ok(out);
             }
-            let mut tx = pool.begin().await?;
+            let mut tx = db::begin(pool).await?;
             let pos = db::sliding::save_position(
                 &mut tx,
                 conn_nid,

@@ -864,9 +864,9 @@ async fn federated_encrypted_invite(w: &mut World) -> Result<()> {
     expect_decrypted(&mut alice_view, alice, &carol_id, "a secret for alice").await
 }
 
-/// Bob edits his message and then deletes it, alice reacts to it: each change reaches the
-/// other's timeline as Element X shows it (the edit in place, the reaction under the
-/// message, the deletion as a redacted item).
+/// Alice reacts to bob's message, bob edits it and then deletes it: each change reaches the
+/// other's timeline as Element X shows it (the reaction under the message, the edit in
+/// place, the deletion as a redacted item).
 async fn edit_react_redact(w: &mut World) -> Result<()> {
     let (alice, bob) = w.users()?;
     let (alice_id, bob_id) = (alice.id()?, bob.id()?);
@@ -890,6 +890,10 @@ async fn edit_react_redact(w: &mut World) -> Result<()> {
             }
         })
         .await?;
+    let (draft, draft_id) = bob_view
+        .item_of("a first draft")
+        .and_then(|e| Some((e.identifier(), e.event_id()?.to_owned())))
+        .ok_or_else(|| anyhow!("bob's timeline lost his draft"))?;
     alice_view
         .until(alice, "bob's draft", |v| match v.item_of("a first draft") {
             Some(_) => Ok(()),
@@ -897,10 +901,40 @@ async fn edit_react_redact(w: &mut World) -> Result<()> {
         })
         .await?;
 
-    let draft = bob_view
+    let target = alice_view
         .item_of("a first draft")
         .map(|e| e.identifier())
-        .ok_or_else(|| anyhow!("bob's timeline lost his draft"))?;
+        .ok_or_else(|| anyhow!("alice's timeline lost the message"))?;
+    alice_view
+        .timeline
+        .toggle_reaction(&target, "👍")
+        .await
+        .context("alice reacting")?;
+    let reaction = |v: &TimelineView, sent_only: bool| {
+        v.item_of("a first draft").is_some_and(|e| {
+            e.content()
+                .reactions()
+                .and_then(|r| r.get("👍"))
+                .and_then(|by| by.get(&alice_id))
+                .is_some_and(|r| {
+                    !sent_only || matches!(r.status, ReactionStatus::RemoteToRemote(_))
+                })
+        })
+    };
+    // Sent first (the server has the reaction), then seen by bob: a failure says which.
+    alice_view
+        .until(alice, "her reaction sent", |v| match reaction(v, true) {
+            true => Ok(()),
+            false => Err("the 👍 is not sent yet".to_owned()),
+        })
+        .await?;
+    bob_view
+        .until(bob, "alice's reaction", |v| match reaction(v, false) {
+            true => Ok(()),
+            false => Err(format!("no 👍 from alice yet; {}", summary(&v.messages()))),
+        })
+        .await?;
+
     bob_view
         .timeline
         .edit(
@@ -923,60 +957,15 @@ async fn edit_react_redact(w: &mut World) -> Result<()> {
         })
         .await?;
 
-    let target = alice_view
-        .item_of("the final text")
-        .map(|e| e.identifier())
-        .ok_or_else(|| anyhow!("alice's timeline lost the message"))?;
-    // Bob's timeline shows his edit too before he deletes the message.
     bob_view
         .until(bob, "his own edit", |v| match v.item_of("the final text") {
             Some(_) => Ok(()),
             None => Err(summary(&v.messages())),
         })
         .await?;
-    alice_view
-        .timeline
-        .toggle_reaction(&target, "👍")
-        .await
-        .context("alice reacting")?;
-    // Sent first (the server has the reaction), then seen by bob: a failure says which.
-    alice_view
-        .until(alice, "her reaction sent", |v| {
-            let sent = v.item_of("the final text").is_some_and(|e| {
-                e.content()
-                    .reactions()
-                    .and_then(|r| r.get("👍"))
-                    .and_then(|by| by.get(&alice_id))
-                    .is_some_and(|r| matches!(r.status, ReactionStatus::RemoteToRemote(_)))
-            });
-            match sent {
-                true => Ok(()),
-                false => Err("the 👍 is not sent yet".to_owned()),
-            }
-        })
-        .await?;
-    bob_view
-        .until(bob, "alice's reaction", |v| {
-            let reacted = v.item_of("the final text").is_some_and(|e| {
-                e.content()
-                    .reactions()
-                    .and_then(|r| r.get("👍"))
-                    .is_some_and(|by| by.contains_key(&alice_id))
-            });
-            match reacted {
-                true => Ok(()),
-                false => Err("no 👍 from alice yet".to_owned()),
-            }
-        })
-        .await?;
 
-    let mine = bob_view
-        .item_of("the final text")
-        .map(|e| e.identifier())
-        .ok_or_else(|| anyhow!("bob's timeline lost his message"))?;
-    bob_view
-        .timeline
-        .redact(&mine, Some("changed my mind"))
+    bob_room
+        .redact(&draft_id, Some("changed my mind"), None)
         .await
         .context("bob deleting his message")?;
     alice_view

@@ -231,6 +231,7 @@ async fn an_external_database_that_restarts_is_used_again() {
     assert_eq!(s.get("/health", None).await.0, 200);
     drop(s);
     pg.stop().await.expect("stop Postgres");
+}
 
 /// A transparent proxy to the test Postgres on a Unix socket of its own that, once armed,
 /// holds back the server's answers from the first statement holding `BEGIN` on (so the

@@ -108,24 +108,16 @@ mod seeds {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(name), data).unwrap();
         };
-        let rooms: Vec<(RoomVersionId, Vec<(OwnedEventId, String)>)> = [
-            RoomVersionId::V3,
-            RoomVersionId::V4,
-            RoomVersionId::V5,
-            RoomVersionId::V6,
-            RoomVersionId::V7,
-            RoomVersionId::V8,
-            RoomVersionId::V9,
-            RoomVersionId::V10,
-            RoomVersionId::V11,
-            RoomVersionId::V12,
-        ]
-        .into_iter()
-        .map(|v| {
-            let events = room(&v);
-            (v, events)
-        })
-        .collect();
+        // Room versions 3 on: the signed seeds use the ID formats of current rooms.
+        let rooms: Vec<(RoomVersionId, Vec<(OwnedEventId, String)>)> = super::targets::VERSIONS
+            [2..]
+            .iter()
+            .cloned()
+            .map(|v| {
+                let events = room(&v);
+                (v, events)
+            })
+            .collect();
         for (version, events) in &rooms {
             let pick = VERSIONS.iter().position(|v| v == version).unwrap() as u8;
             let kinds = ["create", "member", "message", "redaction"];

@@ -122,9 +122,11 @@ impl Rooms {
         let Some(state_key) = &new.state_key else {
             return Ok(None);
         };
-        // An unknown room is for the send itself to refuse.
-        let Ok(room) = self.room(room_id).await else {
-            return Ok(None);
+        // An unknown room is for the send itself to refuse; any other failure is reported.
+        let room = match self.room(room_id).await {
+            Ok(room) => room,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
         };
         let Some(group) = room.state_group else {
             return Ok(None);

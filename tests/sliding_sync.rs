@@ -1026,3 +1026,85 @@ async fn simultaneous_fresh_requests_on_one_connection_all_answer() {
         assert_eq!(status, 200, "{res}");
     }
 }
+
+/// A list filtered by `spaces` holds the rooms those spaces name as children (with `via`),
+/// only for spaces the user is joined to; it follows a child added later.
+#[tokio::test]
+async fn spaces_filter_keeps_the_children_of_joined_spaces() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let space = s
+        .create_room(
+            &alice,
+            json!({"name": "Space", "preset": "public_chat",
+                   "creation_content": {"type": "m.space"}}),
+        )
+        .await;
+    let a = named_room(&s, &alice, "A").await;
+    let b = named_room(&s, &alice, "B").await;
+    let c = named_room(&s, &alice, "C").await;
+    let server = s.server_name();
+    let child = |room: &str, via: Value| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+            enc(&space),
+            enc(room)
+        );
+        (path, json!({ "via": via }))
+    };
+    for (room, via) in [(&a, json!([server])), (&c, json!([]))] {
+        let (path, content) = child(room, via);
+        let (st, res) = s.put(&path, alice.t(), &content).await;
+        assert_eq!(st, 200, "{res}");
+    }
+    // bob's own space, which alice is not in, names B.
+    let bobs = s
+        .create_room(
+            &bob,
+            json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
+        )
+        .await;
+    let (st, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+                enc(&bobs),
+                enc(&b)
+            ),
+            bob.t(),
+            &json!({"via": [server]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    let filtered = |spaces: Value| {
+        json!({"conn_id": "spaces", "lists": {"in_space": {
+            "ranges": [[0, 9]], "timeline_limit": 1, "filters": {"spaces": spaces}
+        }}})
+    };
+    // C's child event has no via: not a child. The space itself is not its own child.
+    let res = ss(&s, &alice, None, &filtered(json!([space]))).await;
+    assert_eq!(res["lists"]["in_space"]["count"], 1, "{res}");
+    assert_eq!(by_recency(&res), vec![a.clone()], "{res}");
+
+    // A space alice is not joined to names nothing, even a room she is in.
+    let res = ss(&s, &alice, None, &filtered(json!([bobs]))).await;
+    assert_eq!(res["lists"]["in_space"]["count"], 0, "{res}");
+
+    // A child added later joins the list on the next request.
+    let body = filtered(json!([space]));
+    let first = ss(&s, &alice, None, &body).await;
+    let (path, content) = child(&b, json!([server]));
+    let (st, _) = s.put(&path, alice.t(), &content).await;
+    assert_eq!(st, 200);
+    let res = ss(&s, &alice, Some(&pos(&first)), &body).await;
+    assert_eq!(res["lists"]["in_space"]["count"], 2, "{res}");
+    assert!(res["rooms"].get(&b).is_some(), "{res}");
+
+    // Not a list of room IDs: refused.
+    let bad = post(&s, &alice, None, 0, &filtered(json!(["not a room"]))).await;
+    assert_error(&bad, 400, "M_BAD_JSON");
+    let bad = post(&s, &alice, None, 0, &filtered(json!(5))).await;
+    assert_error(&bad, 400, "M_BAD_JSON");
+}

@@ -37,6 +37,8 @@ where
     pub client_ip: Option<IpAddr>,
     /// The raw query string, for unstable parameters ruma does not model.
     pub query: Option<String>,
+    /// The body as read, for fields ruma does not model (shares the parsed buffer).
+    pub raw_body: bytes::Bytes,
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -62,6 +64,7 @@ where
             auth,
             client_ip,
             query,
+            raw_body: bytes,
         })
     }
 }

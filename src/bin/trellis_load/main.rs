@@ -16,12 +16,16 @@
 //! trellis-load --server trellis=http://127.0.0.1:8008 --pid trellis=1234 --soak 30
 //! ```
 //!
+//! `--only client,federation,sliding` runs only the scenarios named (all three by default):
+//! the client API, federation, and simplified sliding sync ([`sliding`]).
+//!
 //! `--soak MINUTES` runs the soak ([`soak`]) instead of the scenarios: a steady mixed load
 //! while each server's resident memory (its `--pid`, required) is read every minute.
 
 mod client;
 mod peer;
 mod scenarios;
+mod sliding;
 mod soak;
 
 use std::collections::BTreeMap;
@@ -33,13 +37,16 @@ use scenarios::{Figures, scaled};
 const SETTLE: Duration = Duration::from_secs(15);
 
 const USAGE: &str = "usage: trellis-load --server NAME=URL [--server NAME=URL ...] \
-                     [--pid NAME=PID ...] [--scale F] [--no-federation] [--soak MINUTES]";
+                     [--pid NAME=PID ...] [--scale F] [--no-federation] \
+                     [--only client,federation,sliding] [--soak MINUTES]";
 
 struct Args {
     servers: Vec<(String, String)>,
     pids: BTreeMap<String, String>,
     scale: f64,
     federation: bool,
+    client: bool,
+    sliding: bool,
     soak: Option<u64>,
 }
 
@@ -49,6 +56,8 @@ fn parse_args() -> Result<Args, String> {
         pids: BTreeMap::new(),
         scale: 1.0,
         federation: true,
+        client: true,
+        sliding: true,
         soak: None,
     };
     let mut it = std::env::args().skip(1);
@@ -75,6 +84,19 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--no-federation" => args.federation = false,
+            "--only" => {
+                let v = value()?;
+                let names: Vec<&str> = v.split(',').collect();
+                if let Some(bad) = names
+                    .iter()
+                    .find(|n| !["client", "federation", "sliding"].contains(n))
+                {
+                    return Err(format!("--only: no scenario {bad}"));
+                }
+                args.client = names.contains(&"client");
+                args.federation = names.contains(&"federation");
+                args.sliding = names.contains(&"sliding");
+            }
             "--soak" => {
                 let minutes = value()?
                     .parse()
@@ -139,23 +161,31 @@ async fn run() -> Result<(), String> {
             base: base.clone(),
         };
         let mut figures = Figures::new();
-        scenarios::client_api(&client, args.scale, &tag, &mut figures)
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
+        if args.client {
+            scenarios::client_api(&client, args.scale, &tag, &mut figures)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
         if let Some((peer, hosted)) = &federation {
             scenarios::federation(&client, peer, hosted, args.scale, &tag, &mut figures)
                 .await
                 .map_err(|e| format!("{name}: federation: {e}"))?;
         }
+        if args.sliding {
+            let pid = args.pids.get(name).map(String::as_str);
+            sliding::scenario(&client, args.scale, &tag, pid, &mut figures)
+                .await
+                .map_err(|e| format!("{name}: sliding sync: {e}"))?;
+        }
         if let Some(pid) = args.pids.get(name) {
             if let Some(rss) = rss_mib(pid) {
-                figures.insert("14 server RSS right after the run", (rss, "MiB", false));
+                figures.insert("90 server RSS right after the run", (rss, "MiB", false));
             }
             // What the server keeps once idle: allocators and garbage collectors give memory
             // back on their own schedule.
             tokio::time::sleep(SETTLE).await;
             if let Some(rss) = rss_mib(pid) {
-                figures.insert("15 server RSS 15 s later", (rss, "MiB", false));
+                figures.insert("91 server RSS 15 s later", (rss, "MiB", false));
             }
         }
         // Each server's figures as soon as it is done, in case a later one fails.

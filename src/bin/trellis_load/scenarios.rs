@@ -11,7 +11,7 @@ pub fn scaled(base: usize, scale: f64) -> usize {
     ((base as f64 * scale).round() as usize).max(1)
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+pub fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
     }

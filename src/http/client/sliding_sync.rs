@@ -3,17 +3,18 @@
 //! [MSC4186](https://github.com/matrix-org/matrix-spec-proposals/pull/4186): simplified
 //! sliding sync.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
 use ruma::api::client::sync::sync_events::v5::{self, response};
 use ruma::serde::Raw;
-use ruma::{OwnedMxcUri, UInt};
+use ruma::{OwnedMxcUri, OwnedRoomId, UInt};
 use serde_json::Value;
 
 use super::to_raw;
 use crate::app::AppState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 use crate::room::raw;
 use crate::sync::sliding::request::{
@@ -37,7 +38,8 @@ async fn sliding_sync_route(state: AppState, req: Ruma<v5::Request>) -> Result<v
         .presence_from_sync(&state.ephemeral, &user.user_id, &body.set_presence)
         .await?;
     let txn_id = body.txn_id.clone();
-    let request = sliding_request(body);
+    let mut request = sliding_request(body);
+    add_space_filters(&mut request, &req.raw_body)?;
     let result = state
         .sync
         .sliding_sync(&user.user_id, &user.device_id, request)
@@ -85,6 +87,7 @@ fn sliding_request(body: v5::Request) -> SlidingRequest {
                     is_invite: filters.is_invite,
                     room_types: type_filter(filters.room_types),
                     not_room_types: type_filter(filters.not_room_types),
+                    spaces: None,
                 },
             };
             (name, spec)
@@ -114,6 +117,40 @@ fn sliding_request(body: v5::Request) -> SlidingRequest {
             typing: on(e.typing.enabled),
         },
     }
+}
+
+/// The body's part ruma does not model: each list's `spaces` filter.
+#[derive(serde::Deserialize)]
+struct Unmodelled {
+    #[serde(default)]
+    lists: BTreeMap<String, UnmodelledList>,
+}
+
+#[derive(serde::Deserialize)]
+struct UnmodelledList {
+    #[serde(default)]
+    filters: Option<UnmodelledFilters>,
+}
+
+#[derive(serde::Deserialize)]
+struct UnmodelledFilters {
+    #[serde(default)]
+    spaces: Option<Vec<OwnedRoomId>>,
+}
+
+fn add_space_filters(request: &mut SlidingRequest, body: &[u8]) -> Result<()> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let read: Unmodelled = serde_json::from_slice(body)
+        .map_err(|e| Error::bad_json(format!("Invalid list filter: {e}")))?;
+    for (name, list) in read.lists {
+        let spaces = list.filters.and_then(|f| f.spaces);
+        if let (Some(spec), Some(spaces)) = (request.lists.get_mut(&name), spaces) {
+            spec.filters.spaces = Some(spaces);
+        }
+    }
+    Ok(())
 }
 
 fn shape(result: SlidingResponse) -> Result<v5::Response> {

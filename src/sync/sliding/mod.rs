@@ -30,7 +30,7 @@ use crate::db::{self, sliding::SlidingRoom};
 use crate::error::{Error, Result};
 use crate::notify::Kinds;
 use conn::{ConnState, Standing};
-use lists::Candidate;
+use lists::{Candidate, SpaceChildren};
 use request::{RoomConfig, SlidingRequest};
 
 /// The event types that move a room up its lists (MSC4186's defaults, as Synapse has them),
@@ -46,6 +46,10 @@ pub const BUMP_TYPES: &[&str] = &[
     "m.beacon_info",
     "org.matrix.msc3672.beacon_info",
 ];
+
+/// Most children of one space a `spaces` filter takes (in the spec's order): a bound on
+/// what one filter costs, far above the spaces people make.
+const MAX_SPACE_CHILDREN: i64 = 10_000;
 
 #[derive(Debug, Default)]
 pub struct SlidingResponse {
@@ -229,10 +233,11 @@ impl Sync {
             })
             .collect();
         lists::sort_by_recency(&mut candidates);
+        let children = self.sliding_space_children(&rooms, req).await?;
         let mut scope: BTreeMap<i64, RoomConfig> = BTreeMap::new();
         let mut out = SlidingResponse::default();
         for (name, list) in &req.lists {
-            let (count, nids) = lists::select(&candidates, &list.filters, &list.ranges);
+            let (count, nids) = lists::select(&candidates, &list.filters, &list.ranges, &children);
             out.lists.insert(name.clone(), count);
             for nid in nids {
                 scope.entry(nid).or_default().merge(&list.config);
@@ -325,6 +330,50 @@ impl Sync {
 
     /// Each room's type (its create event's `type`) and whether it is encrypted, from the
     /// state the user may read (for an invite, none is known here: no type, unencrypted).
+    /// The children of the spaces the lists' `spaces` filters name, for those the user is
+    /// joined to (so a filter reveals nothing of a space the user cannot see), one read for
+    /// every list.
+    async fn sliding_space_children(
+        &self,
+        rooms: &[SlidingRoom],
+        req: &SlidingRequest,
+    ) -> Result<SpaceChildren> {
+        let named: HashSet<&str> = req
+            .lists
+            .values()
+            .filter_map(|l| l.filters.spaces.as_ref())
+            .flatten()
+            .map(|s| s.as_str())
+            .collect();
+        let joined: HashMap<i64, &SlidingRoom> = rooms
+            .iter()
+            .filter(|r| {
+                Standing::of(&r.membership) == Standing::Joined
+                    && named.contains(r.room_id.as_str())
+            })
+            .map(|r| (r.room_nid, r))
+            .collect();
+        let mut out = SpaceChildren::new();
+        if joined.is_empty() {
+            return Ok(out);
+        }
+        let nids: Vec<i64> = joined.keys().copied().collect();
+        let rows = db::spaces::space_children(self.rooms.reads(), &nids, false, MAX_SPACE_CHILDREN)
+            .await?;
+        for row in rows {
+            let (Some(space), Ok(child)) = (
+                joined.get(&row.room_nid),
+                OwnedRoomId::try_from(row.state_key.as_str()),
+            ) else {
+                continue;
+            };
+            if let Ok(space) = OwnedRoomId::try_from(space.room_id.as_str()) {
+                out.entry(space).or_default().insert(child);
+            }
+        }
+        Ok(out)
+    }
+
     async fn sliding_room_kinds(
         &self,
         rooms: &[&SlidingRoom],

@@ -61,6 +61,10 @@ pub struct ListFilters {
     /// Room types to keep (`None` in it: rooms without a type); empty: all.
     pub room_types: Vec<Option<String>>,
     pub not_room_types: Vec<Option<String>>,
+    /// Keep only rooms a joined space of these names as its child (`m.space.child` with
+    /// `via`); spaces the user is not joined to count as having no children, and subspaces
+    /// are not followed, as MSC4186 says.
+    pub spaces: Option<Vec<OwnedRoomId>>,
 }
 
 impl ListFilters {
@@ -169,6 +173,16 @@ pub fn validate(req: &SlidingRequest) -> Result<()> {
         if list.ranges.len() > MAX_ENTRIES {
             return Err(Error::invalid_param(format!(
                 "List {name:?}: at most {MAX_ENTRIES} ranges"
+            )));
+        }
+        if list
+            .filters
+            .spaces
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_ENTRIES)
+        {
+            return Err(Error::invalid_param(format!(
+                "List {name:?}: at most {MAX_ENTRIES} spaces"
             )));
         }
         if let Some((a, b)) = list.ranges.iter().find(|(a, b)| a > b) {

@@ -74,10 +74,10 @@ where
 {
     let mut running = tokio::task::JoinSet::new();
     for item in items {
-        if running.len() >= width {
-            if let Some(done) = running.join_next().await {
-                done.map_err(|e| e.to_string())??;
-            }
+        if running.len() >= width
+            && let Some(done) = running.join_next().await
+        {
+            done.map_err(|e| e.to_string())??;
         }
         running.spawn(f(item));
     }

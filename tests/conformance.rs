@@ -188,3 +188,110 @@ async fn the_same_state_again_is_the_same_event() {
     assert_eq!(status, 200, "{body}");
     assert_ne!(put(&bob, "two").await, second);
 }
+
+/// The `m.push_rules` event of a sync's global account data, if there is one.
+fn push_rules_in(account_data: &Value) -> Option<Value> {
+    account_data
+        .as_array()?
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .map(|e| e["content"].clone())
+}
+
+fn rule<'a>(rules: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
+    rules["global"][kind]
+        .as_array()?
+        .iter()
+        .find(|r| r["rule_id"] == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_push_rules_come_with_the_first_sync_and_again_only_when_changed() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+
+    // A user who never touched a rule gets the server defaults with an initial sync.
+    let first = s.sync(&alice, "").await;
+    let rules = push_rules_in(&first["account_data"]["events"]).expect("m.push_rules");
+    let master = rule(&rules, "override", ".m.rule.master").expect("master rule");
+    assert_eq!(master["enabled"], false, "{rules}");
+    assert!(
+        rule(&rules, "underride", ".m.rule.message").is_some(),
+        "{rules}"
+    );
+    assert!(
+        rule(&rules, "content", ".m.rule.contains_user_name").is_some()
+            || rule(&rules, "override", ".m.rule.is_user_mention").is_some(),
+        "{rules}"
+    );
+    let (status, served) = s.get("/_matrix/client/v3/pushrules/", alice.t()).await;
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(
+        served["global"], rules["global"],
+        "the same rules as /pushrules"
+    );
+    // A full-state sync starts from nothing too.
+    let full = s.sync(&alice, "?full_state=true").await;
+    assert!(
+        push_rules_in(&full["account_data"]["events"]).is_some(),
+        "{full}"
+    );
+
+    // An incremental sync does not send them again while they are unchanged ...
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    let next = s
+        .sync(&alice, &format!("?since={}&timeout=0", enc(&since)))
+        .await;
+    assert!(
+        push_rules_in(&next["account_data"]["events"]).is_none(),
+        "{next}"
+    );
+    let since = next["next_batch"].as_str().expect("next_batch").to_owned();
+
+    // ... and does once a rule changed.
+    let (status, body) = s
+        .put(
+            "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled",
+            alice.t(),
+            &json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = s
+        .sync(&alice, &format!("?since={}&timeout=0", enc(&since)))
+        .await;
+    let rules = push_rules_in(&changed["account_data"]["events"]).expect("changed rules");
+    assert_eq!(
+        rule(&rules, "override", ".m.rule.master").expect("master")["enabled"],
+        true,
+        "{rules}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_sync_account_data_starts_with_the_default_push_rules() {
+    let s = TestServer::start().await;
+    let bob = s.register("bob", "bob-password").await;
+    let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0";
+    let body = json!({"conn_id": "ad", "lists": {},
+        "extensions": {"account_data": {"enabled": true}}});
+    let (status, first) = s.post(path, bob.t(), &body).await;
+    assert_eq!(status, 200, "{first}");
+    let rules = push_rules_in(&first["extensions"]["account_data"]["global"])
+        .expect("m.push_rules in a new connection");
+    assert!(
+        rule(&rules, "override", ".m.rule.master").is_some(),
+        "{rules}"
+    );
+
+    // The connection has them: the next answer does not repeat them.
+    let pos = first["pos"].as_str().expect("pos");
+    let (status, next) = s
+        .post(&format!("{path}&pos={}", enc(pos)), bob.t(), &body)
+        .await;
+    assert_eq!(status, 200, "{next}");
+    assert!(
+        push_rules_in(&next["extensions"]["account_data"]["global"]).is_none(),
+        "{next}"
+    );
+}

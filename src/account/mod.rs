@@ -693,3 +693,13 @@ const MAX_TAG_LEN: usize = 255;
 struct PushRulesContent {
     global: ruma::push::Ruleset,
 }
+
+/// The `m.push_rules` account data content of a user who never changed a rule: the server
+/// default ruleset. It is stored nowhere (a stored copy would freeze the defaults of the day
+/// it was written), so whoever hands out account data adds it where the user has none.
+pub fn default_push_rules_content(user_id: &UserId) -> Result<serde_json::Value> {
+    serde_json::to_value(PushRulesContent {
+        global: ruma::push::Ruleset::server_default(user_id),
+    })
+    .map_err(|e| Error::internal(format!("default push rules: {e}")))
+}

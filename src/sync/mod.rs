@@ -10,6 +10,7 @@
 //! names: the rooms with new events, to-device messages, and so on; everything else is known
 //! unchanged since the read before it.
 
+mod account_data;
 pub mod e2e;
 pub mod feed;
 pub mod filter;
@@ -535,11 +536,9 @@ impl Sync {
 
         if parts.account_data {
             let ad_after = since.map_or(0, |s| s.account_data);
-            for (room_id, kind, content, _) in
-                db::sync::account_data_since(db, user.as_str(), ad_after).await?
+            for account_data::AccountDataEntry { room_id, event, .. } in
+                account_data::account_data_since(db, user, ad_after, since.is_none()).await?
             {
-                let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-                let event = serde_json::json!({"type": kind, "content": content});
                 if room_id.is_empty() {
                     out.account_data.push(event);
                 } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())

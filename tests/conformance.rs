@@ -295,3 +295,58 @@ async fn sliding_sync_account_data_starts_with_the_default_push_rules() {
         "{next}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_without_a_timeout_lasts_the_default_and_bad_bodies_are_refused() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        enc(&room),
+        enc(&alice.user_id)
+    );
+    let since = s.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let (status, body) = s.put(&path, alice.t(), &json!({"typing": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let next = s
+        .sync(&bob, &format!("?since={}&timeout=10000", enc(&since)))
+        .await;
+    let typing = next["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["type"] == "m.typing"))
+        .unwrap_or_else(|| panic!("m.typing: {next}"));
+    assert_eq!(
+        typing["content"]["user_ids"],
+        json!([alice.user_id]),
+        "{next}"
+    );
+    // Stopping needs no timeout either.
+    let (status, body) = s.put(&path, alice.t(), &json!({"typing": false})).await;
+    assert_eq!(status, 200, "{body}");
+
+    // What is there is still checked.
+    for bad in [
+        json!({"timeout": 1000}),
+        json!({"typing": "yes"}),
+        json!({"typing": true, "timeout": "soon"}),
+        json!({"typing": true, "timeout": -5}),
+    ] {
+        let (status, body) = s.put(&path, alice.t(), &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["errcode"] == "M_BAD_JSON" || body["errcode"] == "M_INVALID_PARAM",
+            "{bad}: {body}"
+        );
+    }
+    // Another user's typing is not for Alice to set.
+    let theirs = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        enc(&room),
+        enc(&bob.user_id)
+    );
+    let (status, body) = s.put(&theirs, alice.t(), &json!({"typing": true})).await;
+    assert_eq!(status, 403, "{body}");
+}

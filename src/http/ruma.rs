@@ -56,6 +56,10 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(&parts.headers, body, &state.config.limits).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        let bytes = match parts.extensions.get::<BodyDefaults>() {
+            Some(defaults) => defaults.apply(bytes),
+            None => bytes,
+        };
         let body = parse_request::<T>(parts, &bytes, &path_args)?;
         Ok(Ruma {
             body,
@@ -380,6 +384,57 @@ where
     let mut router = router;
     for path in T::PATH_BUILDER.all_paths() {
         router = router.route(path, on(method_filter(&T::METHOD), h.clone()));
+    }
+    router
+}
+
+/// Fills in fields of a request body that the spec lets clients leave out but ruma's type
+/// requires (see [`route_with_body_defaults`]).
+pub type BodyDefault = fn(&mut serde_json::Map<String, serde_json::Value>);
+
+/// The [`BodyDefault`] of the route a request came through, as a request extension.
+#[derive(Clone, Copy)]
+struct BodyDefaults(BodyDefault);
+
+impl BodyDefaults {
+    /// The body with the defaults filled in; as it was when it is no JSON object (the parser
+    /// then reports what is wrong with it) or nothing was missing.
+    fn apply(self, bytes: bytes::Bytes) -> bytes::Bytes {
+        let Ok(mut object) =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        else {
+            return bytes;
+        };
+        let before = object.clone();
+        (self.0)(&mut object);
+        if object == before {
+            return bytes;
+        }
+        serde_json::to_vec(&object).map_or(bytes, bytes::Bytes::from)
+    }
+}
+
+/// Like [`route`], with `defaults` filling in the body's optional fields before ruma reads
+/// it (after authentication, which may sign the body as sent).
+pub fn route_with_body_defaults<T, H, Fut>(
+    router: Router<AppState>,
+    handler: H,
+    defaults: BodyDefault,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        let mark = axum::middleware::map_request(move |mut req: Request| async move {
+            req.extensions_mut().insert(BodyDefaults(defaults));
+            req
+        });
+        router = router.route(path, method_router(handler.clone(), None).layer(mark));
     }
     router
 }

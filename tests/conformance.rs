@@ -350,3 +350,54 @@ async fn typing_without_a_timeout_lasts_the_default_and_bad_bodies_are_refused()
     let (status, body) = s.put(&theirs, alice.t(), &json!({"typing": true})).await;
     assert_eq!(status, 403, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_event_whole_with_format_event() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let topic = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+        enc(&room)
+    );
+    let (status, body) = s.put(&topic, alice.t(), &json!({"topic": "cake"})).await;
+    assert_eq!(status, 200, "{body}");
+    let event_id = body["event_id"].clone();
+
+    let (status, content) = s.get(&topic, bob.t()).await;
+    assert_eq!(status, 200, "{content}");
+    assert_eq!(content, json!({"topic": "cake"}));
+    let (status, same) = s.get(&format!("{topic}?format=content"), bob.t()).await;
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same, content);
+
+    let (status, event) = s.get(&format!("{topic}?format=event"), bob.t()).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["type"], "m.room.topic", "{event}");
+    assert_eq!(event["state_key"], "", "{event}");
+    assert_eq!(event["content"], content, "{event}");
+    assert_eq!(event["event_id"], event_id, "{event}");
+    assert_eq!(event["sender"], alice.user_id.as_str(), "{event}");
+    assert_eq!(event["room_id"], room.as_str(), "{event}");
+    assert!(event["origin_server_ts"].is_u64(), "{event}");
+    // A member event by its state key, in the same form.
+    let member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}?format=event",
+        enc(&room),
+        enc(&bob.user_id)
+    );
+    let (status, event) = s.get(&member, alice.t()).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["content"]["membership"], "join", "{event}");
+    assert_eq!(event["state_key"], bob.user_id.as_str(), "{event}");
+
+    let (status, body) = s.get(&format!("{topic}?format=pdu"), bob.t()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errcode"], "M_INVALID_PARAM", "{body}");
+    let missing = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.name/?format=event",
+        enc(&room)
+    );
+    let (status, body) = s.get(&missing, bob.t()).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
+}

@@ -401,3 +401,80 @@ async fn state_event_whole_with_format_event() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_redact_by_post_without_a_transaction_id() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let message = json!({"msgtype": "m.text", "body": "posted"});
+    let mut ids = Vec::new();
+    for version in ["r0", "v3", "v3"] {
+        let path = format!(
+            "/_matrix/client/{version}/rooms/{}/send/m.room.message",
+            enc(&room)
+        );
+        let (status, body) = s.post(&path, alice.t(), &message).await;
+        assert_eq!(status, 200, "{version}: {body}");
+        ids.push(body["event_id"].as_str().expect("event_id").to_owned());
+    }
+    // The same content twice is two events: there is no transaction to repeat.
+    assert_ne!(ids[1], ids[2]);
+    let messages = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
+        enc(&room)
+    );
+    let (_, page) = s.get(&messages, bob.t()).await;
+    let posted: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["content"]["body"] == "posted")
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(posted.len(), 3, "{page}");
+
+    // Checked as the PUT form is.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message",
+        enc(&room)
+    );
+    let (status, body) = s
+        .request(reqwest::Method::POST, &path, alice.t(), Some(&json!(["x"])))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.post(&path, bob.t(), &message).await;
+    assert_eq!(status, 200, "{body}");
+    let stranger = s.register("carol", "carol-password").await;
+    let (status, body) = s.post(&path, stranger.t(), &message).await;
+    assert_eq!(status, 403, "{body}");
+
+    // A redaction by POST, with a reason.
+    let path = format!(
+        "/_matrix/client/r0/rooms/{}/redact/{}",
+        enc(&room),
+        enc(&ids[0])
+    );
+    let (status, body) = s.post(&path, alice.t(), &json!({"reason": "oops"})).await;
+    assert_eq!(status, 200, "{body}");
+    let redaction = body["event_id"].as_str().expect("event_id").to_owned();
+    let event = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        enc(&room),
+        enc(&ids[0])
+    );
+    let (status, redacted) = s.get(&event, bob.t()).await;
+    assert_eq!(status, 200, "{redacted}");
+    assert_eq!(redacted["content"], json!({}), "{redacted}");
+    assert_eq!(
+        redacted["unsigned"]["redacted_because"]["event_id"], redaction,
+        "{redacted}"
+    );
+    // Bob may not redact Alice's message (the same check as the PUT form).
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}",
+        enc(&room),
+        enc(&ids[1])
+    );
+    let (status, body) = s.post(&path, bob.t(), &json!({})).await;
+    assert_eq!(status, 403, "{body}");
+}

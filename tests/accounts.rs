@@ -574,13 +574,18 @@ async fn devices_list_get_update_delete() {
         "M_NOT_FOUND",
     );
 
-    // Deleting needs the password; afterwards the device's token is dead.
-    assert_error(
-        &s.delete("/_matrix/client/v3/devices/NOPE", lee.t(), Some(&json!({})))
-            .await,
-        404,
-        "M_NOT_FOUND",
-    );
+    // Deleting needs the password; afterwards the device's token is dead. A device that is
+    // not there counts as deleted already (the spec's 200), after the password too.
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::DELETE,
+        "/_matrix/client/v3/devices/NOPE",
+        &lee,
+        json!({}),
+        "lee-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = with_password_uiaa(
         &s,
         reqwest::Method::DELETE,
@@ -645,7 +650,8 @@ async fn uiaa_session_is_bound_to_its_user() {
         )
         .await;
     assert_eq!(status, 403);
-    // Mia cannot use Ned's password either.
+    // Mia cannot use Ned's password either: refused outright (as Synapse does), where a
+    // wrong password is a stage to try again.
     let (status, body) = s
         .post(
             "/_matrix/client/v3/delete_devices",
@@ -655,7 +661,18 @@ async fn uiaa_session_is_bound_to_its_user() {
                 "session": first["session"]}}),
         )
         .await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/delete_devices",
+            a.t(),
+            &json!({"devices": [], "auth": {"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "ned"}, "password": "not-neds",
+                "session": first["session"]}}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     s.shutdown().await;
 }
@@ -879,5 +896,75 @@ async fn refresh_tokens_only_when_asked_and_each_used_once() {
         .await,
         401,
         "M_UNKNOWN_TOKEN",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_device_is_never_deleted() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let eve = s.register("eve", "eve-password").await;
+    let (_, b) = s.login("alice", "alice-password").await;
+    let phone = User::from_response(&b);
+    let alive = |u: &User| {
+        let (s, t) = (&s, u.token.clone());
+        async move { s.get("/_matrix/client/v3/account/whoami", Some(&t)).await.0 }
+    };
+
+    // Eve with Alice's stolen token and her own password: 403, the phone stays.
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, first) = s
+        .request(reqwest::Method::DELETE, &path, alice.t(), Some(&json!({})))
+        .await;
+    assert_eq!(status, 401, "{first}");
+    let (status, body) = s
+        .request(
+            reqwest::Method::DELETE,
+            &path,
+            alice.t(),
+            Some(&json!({"auth": {"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": eve.user_id},
+                "password": "eve-password", "session": first["session"]}})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    assert_eq!(alive(&phone).await, 200);
+
+    // Eve naming Alice's device with her own token and password: answered as a device she
+    // does not have (the spec's 200 for one gone already), and Alice's device stays.
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::DELETE,
+        &path,
+        &eve,
+        json!({}),
+        "eve-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/delete_devices",
+        &eve,
+        json!({"devices": [phone.device_id, alice.device_id]}),
+        "eve-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(alive(&phone).await, 200);
+    assert_eq!(alive(&alice).await, 200);
+    assert_eq!(
+        alive(&eve).await,
+        200,
+        "Eve's own device is not among those named"
+    );
+    let (_, devices) = s.get("/_matrix/client/v3/devices", alice.t()).await;
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(2),
+        "{devices}"
     );
 }

@@ -474,14 +474,24 @@ impl Accounts {
         }
     }
 
-    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+    /// Delete those of `device_ids` the user has; returns the ones deleted. An ID the user
+    /// has no device of (another user's, or one deleted before) is no error: the spec
+    /// answers success for a device already gone, and nothing of anyone else's is touched.
+    pub async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> Result<Vec<OwnedDeviceId>> {
         let mut tx = db::begin(&self.db).await?;
-        db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
+        let deleted = db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
+        if deleted.is_empty() {
+            return Ok(Vec::new());
+        }
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(user_id);
         self.devices_changed(user_id);
-        Ok(())
+        Ok(deleted.into_iter().map(OwnedDeviceId::from).collect())
     }
 
     /// `(displayname, avatar_url)` of a local user; 404 when there is no such user.

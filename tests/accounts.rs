@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, User, assert_error, enc};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -967,4 +967,62 @@ async fn another_users_device_is_never_deleted() {
         Some(2),
         "{devices}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_for_oneself_and_for_a_server_admin() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let (_, b) = s.login("alice", "alice-password").await;
+    let phone = User::from_response(&b);
+    let whois = |u: &str| format!("/_matrix/client/v3/admin/whois/{}", enc(u));
+
+    // Alice on herself: both devices, each a session with its recorded connection.
+    let (status, body) = s.get(&whois(&alice.user_id), alice.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], alice.user_id.as_str(), "{body}");
+    let devices = body["devices"].as_object().expect("devices");
+    assert_eq!(devices.len(), 2, "{body}");
+    for device in [&alice.device_id, &phone.device_id] {
+        let sessions = devices[device.as_str()]["sessions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("sessions of {device}: {body}"));
+        assert_eq!(sessions.len(), 1, "{body}");
+        let connections = sessions[0]["connections"].as_array().expect("connections");
+        assert_eq!(connections.len(), 1, "{body}");
+        assert_eq!(connections[0]["ip"], "127.0.0.1", "{body}");
+        assert!(connections[0]["last_seen"].is_u64(), "{body}");
+    }
+    let (status, r0) = s
+        .get(
+            &format!("/_matrix/client/r0/admin/whois/{}", enc(&alice.user_id)),
+            phone.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{r0}");
+
+    // Bob is no admin: not on Alice.
+    let (status, body) = s.get(&whois(&alice.user_id), bob.t()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+
+    // Made one, he may; not for users of other servers.
+    let pool = common::media::db(&s).await;
+    sqlx::query("UPDATE users SET is_admin = true WHERE user_id = $1")
+        .bind(&bob.user_id)
+        .execute(&pool)
+        .await
+        .expect("make bob admin");
+    let (status, body) = s.get(&whois(&alice.user_id), bob.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["devices"].as_object().map(|d| d.len()),
+        Some(2),
+        "{body}"
+    );
+    let (status, body) = s.get(&whois("@someone:elsewhere.test"), bob.t()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.get(&whois("not-a-user-id"), bob.t()).await;
+    assert_eq!(status, 400, "{body}");
 }

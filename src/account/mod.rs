@@ -451,6 +451,30 @@ impl Accounts {
         Ok(db::devices::list(&self.db, user_id.as_str()).await?)
     }
 
+    /// The devices of `target` with what is known of their connections, for `caller`: the
+    /// user themself or a server admin (`M_FORBIDDEN` for anyone else), and only for users
+    /// of this server, whose connections it sees.
+    pub async fn whois(
+        &self,
+        caller: &UserId,
+        target: &UserId,
+    ) -> Result<Vec<db::devices::DeviceRow>> {
+        if caller != target {
+            let admin = db::users::get(&self.db, caller.as_str())
+                .await?
+                .is_some_and(|u| u.is_admin);
+            if !admin {
+                return Err(Error::forbidden(
+                    "Only a server admin may look up another user",
+                ));
+            }
+        }
+        if target.server_name() != self.server_name {
+            return Err(Error::invalid_param("Can only look up a local user"));
+        }
+        self.devices(target).await
+    }
+
     pub async fn device(
         &self,
         user_id: &UserId,

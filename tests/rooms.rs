@@ -1697,7 +1697,10 @@ async fn joined_members_profiles_and_own_transaction_ids() {
     let alice = s.register("alice", "alice-password").await;
     let bob = s.register("bob", "bob-password").await;
     let profile = |u: &str, field: &str| {
-        format!("/_matrix/client/v3/profile/{}/{field}", common::server::enc(u))
+        format!(
+            "/_matrix/client/v3/profile/{}/{field}",
+            common::server::enc(u)
+        )
     };
     let (status, body) = s
         .put(
@@ -1733,7 +1736,12 @@ async fn joined_members_profiles_and_own_transaction_ids() {
         "{body}"
     );
     assert_eq!(joined[&bob.user_id]["display_name"], "bob", "{body}");
-    assert!(joined[&bob.user_id].get("avatar_url").is_none_or(Value::is_null), "{body}");
+    assert!(
+        joined[&bob.user_id]
+            .get("avatar_url")
+            .is_none_or(Value::is_null),
+        "{body}"
+    );
     assert_eq!(joined.as_object().map(|j| j.len()), Some(2), "{body}");
 
     // The sender's own device sees its transaction id in /sync and /messages; nobody else
@@ -1745,7 +1753,11 @@ async fn joined_members_profiles_and_own_transaction_ids() {
         common::server::enc(&room)
     );
     let (status, body) = s
-        .put(&send, alice.t(), &json!({"msgtype": "m.text", "body": "hi"}))
+        .put(
+            &send,
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hi"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let event_id = body["event_id"].as_str().expect("event_id").to_owned();

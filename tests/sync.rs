@@ -1033,3 +1033,58 @@ async fn account_data_committing_during_a_sync_is_sent_by_the_next() {
         .unwrap_or_default();
     assert!(types.contains(&"org.example.theme"), "{next}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_have_every_section_even_when_empty() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let first = s.sync(&alice, "").await;
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    // Only a receipt is new for Alice's room: its timeline and state are empty.
+    let event = s.send_text(&bob, &room, "read me").await;
+    let mid = s
+        .sync(
+            &alice,
+            &format!("?since={}&timeout=10000", common::server::enc(&since)),
+        )
+        .await;
+    let since = mid["next_batch"].as_str().expect("next_batch").to_owned();
+    let (status, body) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                common::server::enc(&room),
+                common::server::enc(&event)
+            ),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let next = s
+        .sync(
+            &alice,
+            &format!("?since={}&timeout=10000", common::server::enc(&since)),
+        )
+        .await;
+    let joined = &next["rooms"]["join"][&room];
+    assert!(
+        joined["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{next}"
+    );
+    assert_eq!(joined["timeline"]["events"], json!([]), "{next}");
+    assert_eq!(joined["timeline"]["limited"], false, "{next}");
+    assert_eq!(joined["state"]["events"], json!([]), "{next}");
+    assert_eq!(joined["account_data"]["events"], json!([]), "{next}");
+    assert!(joined["summary"].is_object(), "{next}");
+    assert!(joined["unread_notifications"].is_object(), "{next}");
+
+    // A room with a timeline that is not limited says so.
+    let filter = common::server::enc(&json!({"room": {"timeline": {"limit": 50}}}).to_string());
+    let initial = s.sync(&alice, &format!("?filter={filter}")).await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], false, "{initial}");
+    assert_eq!(joined["ephemeral"]["events"].is_array(), true, "{initial}");
+}

@@ -1088,3 +1088,74 @@ async fn rooms_have_every_section_even_when_empty() {
     assert_eq!(joined["timeline"]["limited"], false, "{initial}");
     assert_eq!(joined["ephemeral"]["events"].is_array(), true, "{initial}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_rooms_come_with_their_state_and_timeline_up_to_the_leave() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let enc = common::server::enc;
+    let since = s.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    s.send_text(&alice, &room, "before").await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.send_text(&alice, &room, "after").await;
+    let bodies = |left: &Value| -> Vec<String> {
+        left["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let last_is_leave = |left: &Value| {
+        left["timeline"]["events"]
+            .as_array()
+            .and_then(|t| t.last())
+            .is_some_and(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == bob.user_id.as_str()
+                    && e["content"]["membership"] == "leave"
+            })
+    };
+
+    // Incremental: what happened since the token, up to and including the leave.
+    let next = s
+        .sync(&bob, &format!("?since={}&timeout=10000", enc(&since)))
+        .await;
+    let left = &next["rooms"]["leave"][&room];
+    assert_eq!(bodies(left), ["before"], "{next}");
+    assert!(last_is_leave(left), "{next}");
+    assert_eq!(left["timeline"]["limited"], false, "{next}");
+    assert!(left["state"]["events"].is_array(), "{next}");
+
+    // Initial with include_leave: the newest events up to the leave, and the state before
+    // them; never what came after.
+    let filter =
+        enc(&json!({"room": {"include_leave": true, "timeline": {"limit": 3}}}).to_string());
+    let initial = s.sync(&bob, &format!("?filter={filter}")).await;
+    let left = &initial["rooms"]["leave"][&room];
+    assert!(last_is_leave(left), "{initial}");
+    assert_eq!(bodies(left), ["before"], "{initial}");
+    assert_eq!(left["timeline"]["limited"], true, "{initial}");
+    assert!(left["timeline"]["prev_batch"].is_string(), "{initial}");
+    let state_types: Vec<&str> = left["state"]["events"]
+        .as_array()
+        .expect("state")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(state_types.contains(&"m.room.create"), "{initial}");
+    assert!(state_types.contains(&"m.room.power_levels"), "{initial}");
+    // Without include_leave an initial sync has no left rooms.
+    let plain = s.sync(&bob, "").await;
+    assert!(plain["rooms"]["leave"].get(&room).is_none(), "{plain}");
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::server::{TestServer, User, assert_error};
+use common::server::{TestServer, User, assert_error, enc};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,13 +574,18 @@ async fn devices_list_get_update_delete() {
         "M_NOT_FOUND",
     );
 
-    // Deleting needs the password; afterwards the device's token is dead.
-    assert_error(
-        &s.delete("/_matrix/client/v3/devices/NOPE", lee.t(), Some(&json!({})))
-            .await,
-        404,
-        "M_NOT_FOUND",
-    );
+    // Deleting needs the password; afterwards the device's token is dead. A device that is
+    // not there counts as deleted already (the spec's 200), after the password too.
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::DELETE,
+        "/_matrix/client/v3/devices/NOPE",
+        &lee,
+        json!({}),
+        "lee-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = with_password_uiaa(
         &s,
         reqwest::Method::DELETE,
@@ -645,7 +650,8 @@ async fn uiaa_session_is_bound_to_its_user() {
         )
         .await;
     assert_eq!(status, 403);
-    // Mia cannot use Ned's password either.
+    // Mia cannot use Ned's password either: refused outright (as Synapse does), where a
+    // wrong password is a stage to try again.
     let (status, body) = s
         .post(
             "/_matrix/client/v3/delete_devices",
@@ -655,7 +661,18 @@ async fn uiaa_session_is_bound_to_its_user() {
                 "session": first["session"]}}),
         )
         .await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/delete_devices",
+            a.t(),
+            &json!({"devices": [], "auth": {"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "ned"}, "password": "not-neds",
+                "session": first["session"]}}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     s.shutdown().await;
 }
@@ -880,4 +897,132 @@ async fn refresh_tokens_only_when_asked_and_each_used_once() {
         401,
         "M_UNKNOWN_TOKEN",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_device_is_never_deleted() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let eve = s.register("eve", "eve-password").await;
+    let (_, b) = s.login("alice", "alice-password").await;
+    let phone = User::from_response(&b);
+    let alive = |u: &User| {
+        let (s, t) = (&s, u.token.clone());
+        async move { s.get("/_matrix/client/v3/account/whoami", Some(&t)).await.0 }
+    };
+
+    // Eve with Alice's stolen token and her own password: 403, the phone stays.
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, first) = s
+        .request(reqwest::Method::DELETE, &path, alice.t(), Some(&json!({})))
+        .await;
+    assert_eq!(status, 401, "{first}");
+    let (status, body) = s
+        .request(
+            reqwest::Method::DELETE,
+            &path,
+            alice.t(),
+            Some(&json!({"auth": {"type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": eve.user_id},
+                "password": "eve-password", "session": first["session"]}})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+    assert_eq!(alive(&phone).await, 200);
+
+    // Eve naming Alice's device with her own token and password: answered as a device she
+    // does not have (the spec's 200 for one gone already), and Alice's device stays.
+    let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::DELETE,
+        &path,
+        &eve,
+        json!({}),
+        "eve-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = with_password_uiaa(
+        &s,
+        reqwest::Method::POST,
+        "/_matrix/client/v3/delete_devices",
+        &eve,
+        json!({"devices": [phone.device_id, alice.device_id]}),
+        "eve-password",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(alive(&phone).await, 200);
+    assert_eq!(alive(&alice).await, 200);
+    assert_eq!(
+        alive(&eve).await,
+        200,
+        "Eve's own device is not among those named"
+    );
+    let (_, devices) = s.get("/_matrix/client/v3/devices", alice.t()).await;
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(2),
+        "{devices}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whois_for_oneself_and_for_a_server_admin() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let (_, b) = s.login("alice", "alice-password").await;
+    let phone = User::from_response(&b);
+    let whois = |u: &str| format!("/_matrix/client/v3/admin/whois/{}", enc(u));
+
+    // Alice on herself: both devices, each a session with its recorded connection.
+    let (status, body) = s.get(&whois(&alice.user_id), alice.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], alice.user_id.as_str(), "{body}");
+    let devices = body["devices"].as_object().expect("devices");
+    assert_eq!(devices.len(), 2, "{body}");
+    for device in [&alice.device_id, &phone.device_id] {
+        let sessions = devices[device.as_str()]["sessions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("sessions of {device}: {body}"));
+        assert_eq!(sessions.len(), 1, "{body}");
+        let connections = sessions[0]["connections"].as_array().expect("connections");
+        assert_eq!(connections.len(), 1, "{body}");
+        assert_eq!(connections[0]["ip"], "127.0.0.1", "{body}");
+        assert!(connections[0]["last_seen"].is_u64(), "{body}");
+    }
+    let (status, r0) = s
+        .get(
+            &format!("/_matrix/client/r0/admin/whois/{}", enc(&alice.user_id)),
+            phone.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{r0}");
+
+    // Bob is no admin: not on Alice.
+    let (status, body) = s.get(&whois(&alice.user_id), bob.t()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
+
+    // Made one, he may; not for users of other servers.
+    let pool = common::media::db(&s).await;
+    sqlx::query("UPDATE users SET is_admin = true WHERE user_id = $1")
+        .bind(&bob.user_id)
+        .execute(&pool)
+        .await
+        .expect("make bob admin");
+    let (status, body) = s.get(&whois(&alice.user_id), bob.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["devices"].as_object().map(|d| d.len()),
+        Some(2),
+        "{body}"
+    );
+    let (status, body) = s.get(&whois("@someone:elsewhere.test"), bob.t()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.get(&whois("not-a-user-id"), bob.t()).await;
+    assert_eq!(status, 400, "{body}");
 }

@@ -1690,3 +1690,101 @@ async fn identical_rooms_created_at_once_are_distinct_rooms() {
         "{joined}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_members_profiles_and_own_transaction_ids() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let profile = |u: &str, field: &str| {
+        format!(
+            "/_matrix/client/v3/profile/{}/{field}",
+            common::server::enc(u)
+        )
+    };
+    let (status, body) = s
+        .put(
+            &profile(&alice.user_id, "displayname"),
+            alice.t(),
+            &json!({"displayname": "Alice A."}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .put(
+            &profile(&alice.user_id, "avatar_url"),
+            alice.t(),
+            &json!({"avatar_url": "mxc://trellis.test/alice"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.join(&bob, &room).await;
+
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/joined_members",
+        common::server::enc(&room)
+    );
+    let (status, body) = s.get(&path, bob.t()).await;
+    assert_eq!(status, 200, "{body}");
+    let joined = &body["joined"];
+    assert_eq!(joined[&alice.user_id]["display_name"], "Alice A.", "{body}");
+    assert_eq!(
+        joined[&alice.user_id]["avatar_url"], "mxc://trellis.test/alice",
+        "{body}"
+    );
+    assert_eq!(joined[&bob.user_id]["display_name"], "bob", "{body}");
+    assert!(
+        joined[&bob.user_id]
+            .get("avatar_url")
+            .is_none_or(Value::is_null),
+        "{body}"
+    );
+    assert_eq!(joined.as_object().map(|j| j.len()), Some(2), "{body}");
+
+    // The sender's own device sees its transaction id in /sync and /messages; nobody else
+    // (not even another device of the sender) does.
+    let (_, b) = s.login("alice", "alice-password").await;
+    let laptop = common::server::User::from_response(&b);
+    let send = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/my-txn-1",
+        common::server::enc(&room)
+    );
+    let (status, body) = s
+        .put(
+            &send,
+            alice.t(),
+            &json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let event_id = body["event_id"].as_str().expect("event_id").to_owned();
+    let txn_in_sync = |sync: &Value| {
+        sync["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .and_then(|t| t.iter().find(|e| e["event_id"] == event_id.as_str()))
+            .map(|e| e["unsigned"]["transaction_id"].clone())
+    };
+    let messages = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5",
+        common::server::enc(&room)
+    );
+    let txn_in_messages = |page: &Value| {
+        page["chunk"]
+            .as_array()
+            .and_then(|c| c.iter().find(|e| e["event_id"] == event_id.as_str()))
+            .map(|e| e["unsigned"]["transaction_id"].clone())
+    };
+    let mine = s.sync(&alice, "").await;
+    assert_eq!(txn_in_sync(&mine), Some(json!("my-txn-1")), "{mine}");
+    let (_, page) = s.get(&messages, alice.t()).await;
+    assert_eq!(txn_in_messages(&page), Some(json!("my-txn-1")), "{page}");
+    for other in [&laptop, &bob] {
+        let theirs = s.sync(other, "").await;
+        assert_eq!(txn_in_sync(&theirs), Some(Value::Null), "{theirs}");
+        let (_, page) = s.get(&messages, other.t()).await;
+        assert_eq!(txn_in_messages(&page), Some(Value::Null), "{page}");
+    }
+}

@@ -1033,3 +1033,129 @@ async fn account_data_committing_during_a_sync_is_sent_by_the_next() {
         .unwrap_or_default();
     assert!(types.contains(&"org.example.theme"), "{next}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_have_every_section_even_when_empty() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let first = s.sync(&alice, "").await;
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+    // Only a receipt is new for Alice's room: its timeline and state are empty.
+    let event = s.send_text(&bob, &room, "read me").await;
+    let mid = s
+        .sync(
+            &alice,
+            &format!("?since={}&timeout=10000", common::server::enc(&since)),
+        )
+        .await;
+    let since = mid["next_batch"].as_str().expect("next_batch").to_owned();
+    let (status, body) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                common::server::enc(&room),
+                common::server::enc(&event)
+            ),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let next = s
+        .sync(
+            &alice,
+            &format!("?since={}&timeout=10000", common::server::enc(&since)),
+        )
+        .await;
+    let joined = &next["rooms"]["join"][&room];
+    assert!(
+        joined["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{next}"
+    );
+    assert_eq!(joined["timeline"]["events"], json!([]), "{next}");
+    assert_eq!(joined["timeline"]["limited"], false, "{next}");
+    assert_eq!(joined["state"]["events"], json!([]), "{next}");
+    assert_eq!(joined["account_data"]["events"], json!([]), "{next}");
+    assert!(joined["summary"].is_object(), "{next}");
+    assert!(joined["unread_notifications"].is_object(), "{next}");
+
+    // A room with a timeline that is not limited says so.
+    let filter = common::server::enc(&json!({"room": {"timeline": {"limit": 50}}}).to_string());
+    let initial = s.sync(&alice, &format!("?filter={filter}")).await;
+    let joined = &initial["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], false, "{initial}");
+    assert!(joined["ephemeral"]["events"].is_array(), "{initial}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_rooms_come_with_their_state_and_timeline_up_to_the_leave() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let enc = common::server::enc;
+    let since = s.sync(&bob, "").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    s.send_text(&alice, &room, "before").await;
+    let (status, body) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    s.send_text(&alice, &room, "after").await;
+    let bodies = |left: &Value| -> Vec<String> {
+        left["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let last_is_leave = |left: &Value| {
+        left["timeline"]["events"]
+            .as_array()
+            .and_then(|t| t.last())
+            .is_some_and(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == bob.user_id.as_str()
+                    && e["content"]["membership"] == "leave"
+            })
+    };
+
+    // Incremental: what happened since the token, up to and including the leave.
+    let next = s
+        .sync(&bob, &format!("?since={}&timeout=10000", enc(&since)))
+        .await;
+    let left = &next["rooms"]["leave"][&room];
+    assert_eq!(bodies(left), ["before"], "{next}");
+    assert!(last_is_leave(left), "{next}");
+    assert_eq!(left["timeline"]["limited"], false, "{next}");
+    assert!(left["state"]["events"].is_array(), "{next}");
+
+    // Initial with include_leave: the newest events up to the leave, and the state before
+    // them; never what came after.
+    let filter =
+        enc(&json!({"room": {"include_leave": true, "timeline": {"limit": 3}}}).to_string());
+    let initial = s.sync(&bob, &format!("?filter={filter}")).await;
+    let left = &initial["rooms"]["leave"][&room];
+    assert!(last_is_leave(left), "{initial}");
+    assert_eq!(bodies(left), ["before"], "{initial}");
+    assert_eq!(left["timeline"]["limited"], true, "{initial}");
+    assert!(left["timeline"]["prev_batch"].is_string(), "{initial}");
+    let state_types: Vec<&str> = left["state"]["events"]
+        .as_array()
+        .expect("state")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(state_types.contains(&"m.room.create"), "{initial}");
+    assert!(state_types.contains(&"m.room.power_levels"), "{initial}");
+    // Without include_leave an initial sync has no left rooms.
+    let plain = s.sync(&bob, "").await;
+    assert!(plain["rooms"]["leave"].get(&room).is_none(), "{plain}");
+}

@@ -451,6 +451,30 @@ impl Accounts {
         Ok(db::devices::list(&self.db, user_id.as_str()).await?)
     }
 
+    /// The devices of `target` with what is known of their connections, for `caller`: the
+    /// user themself or a server admin (`M_FORBIDDEN` for anyone else), and only for users
+    /// of this server, whose connections it sees.
+    pub async fn whois(
+        &self,
+        caller: &UserId,
+        target: &UserId,
+    ) -> Result<Vec<db::devices::DeviceRow>> {
+        if caller != target {
+            let admin = db::users::get(&self.db, caller.as_str())
+                .await?
+                .is_some_and(|u| u.is_admin);
+            if !admin {
+                return Err(Error::forbidden(
+                    "Only a server admin may look up another user",
+                ));
+            }
+        }
+        if target.server_name() != self.server_name {
+            return Err(Error::invalid_param("Can only look up a local user"));
+        }
+        self.devices(target).await
+    }
+
     pub async fn device(
         &self,
         user_id: &UserId,
@@ -474,14 +498,24 @@ impl Accounts {
         }
     }
 
-    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+    /// Delete those of `device_ids` the user has; returns the ones deleted. An ID the user
+    /// has no device of (another user's, or one deleted before) is no error: the spec
+    /// answers success for a device already gone, and nothing of anyone else's is touched.
+    pub async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> Result<Vec<OwnedDeviceId>> {
         let mut tx = db::begin(&self.db).await?;
-        db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
+        let deleted = db::devices::delete_many(&mut *tx, user_id.as_str(), device_ids).await?;
+        if deleted.is_empty() {
+            return Ok(Vec::new());
+        }
         device_list_changed(&mut tx, user_id).await?;
         tx.commit().await?;
         self.tokens.forget_user(user_id);
         self.devices_changed(user_id);
-        Ok(())
+        Ok(deleted.into_iter().map(OwnedDeviceId::from).collect())
     }
 
     /// `(displayname, avatar_url)` of a local user; 404 when there is no such user.
@@ -692,4 +726,14 @@ const MAX_TAG_LEN: usize = 255;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PushRulesContent {
     global: ruma::push::Ruleset,
+}
+
+/// The `m.push_rules` account data content of a user who never changed a rule: the server
+/// default ruleset. It is stored nowhere (a stored copy would freeze the defaults of the day
+/// it was written), so whoever hands out account data adds it where the user has none.
+pub fn default_push_rules_content(user_id: &UserId) -> Result<serde_json::Value> {
+    serde_json::to_value(PushRulesContent {
+        global: ruma::push::Ruleset::server_default(user_id),
+    })
+    .map_err(|e| Error::internal(format!("default push rules: {e}")))
 }

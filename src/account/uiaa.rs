@@ -156,6 +156,18 @@ impl Accounts {
                     _ => None,
                 };
                 match (claimed, user) {
+                    // Someone else's valid credentials never authorise this user's request
+                    // (a stolen access token with the thief's own password): refused
+                    // outright, as Synapse does, not offered another try. Wrong ones are
+                    // a failed stage like any other.
+                    (Some(claimed), Some(user))
+                        if claimed != user
+                            && self.password_matches(&claimed, &p.password).await? =>
+                    {
+                        return Err(Error::forbidden(
+                            "Authentication must be for the user of the access token",
+                        ));
+                    }
                     (Some(claimed), Some(user)) if claimed == user => {
                         if self.password_matches(user, &p.password).await? {
                             Ok(())

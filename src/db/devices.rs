@@ -141,17 +141,20 @@ pub async fn delete(
     Ok(r.rows_affected() > 0)
 }
 
+/// Remove those of `device_ids` that are `user_id`'s (never another user's device of the
+/// same ID); returns the IDs removed.
 pub async fn delete_many(
     e: impl PgExecutor<'_>,
     user_id: &str,
     device_ids: &[String],
-) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)")
-        .bind(user_id)
-        .bind(device_ids)
-        .execute(e)
-        .await?;
-    Ok(r.rows_affected())
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2) RETURNING device_id",
+    )
+    .bind(user_id)
+    .bind(device_ids)
+    .fetch_all(e)
+    .await
 }
 
 /// Remove every device of the user except `keep` (if given), with their tokens.

@@ -58,6 +58,10 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(&parts.headers, body, &state.config.limits).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        let bytes = match parts.extensions.get::<BodyDefaults>() {
+            Some(defaults) => defaults.apply(bytes),
+            None => bytes,
+        };
         let body = parse_request::<T>(parts, &bytes, &path_args)?;
         Ok(Ruma {
             body,
@@ -172,8 +176,8 @@ async fn path_args(parts: &mut http::request::Parts, state: &AppState) -> Result
         .chain(
             parts
                 .extensions
-                .get::<EmptyLastParam>()
-                .map(|_| String::new()),
+                .get::<FilledLastParam>()
+                .map(|p| p.0.to_owned()),
         )
         .collect())
 }
@@ -387,10 +391,106 @@ where
     router
 }
 
-/// Marks a request routed through a path whose last parameter was empty (see
-/// [`route_allowing_empty_last`]).
+/// Fills in fields of a request body that the spec lets clients leave out but ruma's type
+/// requires (see [`route_with_body_defaults`]).
+pub type BodyDefault = fn(&mut serde_json::Map<String, serde_json::Value>);
+
+/// The [`BodyDefault`] of the route a request came through, as a request extension.
 #[derive(Clone, Copy)]
-struct EmptyLastParam;
+struct BodyDefaults(BodyDefault);
+
+impl BodyDefaults {
+    /// The body with the defaults filled in; as it was when it is no JSON object (the parser
+    /// then reports what is wrong with it) or nothing was missing.
+    fn apply(self, bytes: bytes::Bytes) -> bytes::Bytes {
+        let Ok(mut object) =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        else {
+            return bytes;
+        };
+        let before = object.clone();
+        (self.0)(&mut object);
+        if object == before {
+            return bytes;
+        }
+        serde_json::to_vec(&object).map_or(bytes, bytes::Bytes::from)
+    }
+}
+
+/// Like [`route`], with `defaults` filling in the body's optional fields before ruma reads
+/// it (after authentication, which may sign the body as sent).
+pub fn route_with_body_defaults<T, H, Fut>(
+    router: Router<AppState>,
+    handler: H,
+    defaults: BodyDefault,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        let mark = axum::middleware::map_request(move |mut req: Request| async move {
+            req.extensions_mut().insert(BodyDefaults(defaults));
+            req
+        });
+        router = router.route(path, method_router(handler.clone(), None).layer(mark));
+    }
+    router
+}
+
+/// Marks a request routed through a path without its endpoint's last parameter: its value
+/// for the parser (see [`route_allowing_empty_last`] and [`route_without_last`]).
+#[derive(Clone, Copy)]
+struct FilledLastParam(&'static str);
+
+/// Register `handler` on the paths of ruma endpoint `T` without their last parameter, for
+/// `method`: the old forms of endpoints taking a transaction id (`POST /send/{eventType}`,
+/// `POST /redact/{eventId}`), which clients still use and Synapse still serves. The request
+/// is parsed as `T` with `placeholder` as the last parameter, which the handler must not
+/// take for the client's.
+pub fn route_without_last<T, H, Fut>(
+    router: Router<AppState>,
+    method: MethodFilter,
+    placeholder: &'static str,
+    handler: H,
+) -> Router<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
+    let h = move |State(state): State<AppState>, req: Ruma<T>| {
+        let handler = handler.clone();
+        async move {
+            handler(state, req)
+                .await
+                .map(|response| write_response(response, None))
+        }
+    };
+    let mut router = router;
+    for path in T::PATH_BUILDER.all_paths() {
+        let Some((prefix, last)) = path.rsplit_once('/') else {
+            continue;
+        };
+        if !last.starts_with('{') {
+            continue;
+        }
+        // After routing, the request is made the one ruma's parser expects.
+        let as_t = axum::middleware::map_request(move |mut req: Request| async move {
+            *req.method_mut() = T::METHOD;
+            req.extensions_mut().insert(FilledLastParam(placeholder));
+            req
+        });
+        router = router.route(prefix, on(method, h.clone()).layer(as_t));
+    }
+    router
+}
 
 /// Like [`route`], and also answers the paths with the last parameter left empty — with or
 /// without the trailing slash — the way clients address state with an empty state key
@@ -416,7 +516,7 @@ where
         }
         for short in [prefix.to_owned(), format!("{prefix}/")] {
             let mark = axum::middleware::map_request(|mut req: Request| async move {
-                req.extensions_mut().insert(EmptyLastParam);
+                req.extensions_mut().insert(FilledLastParam(""));
                 req
             });
             router = router.route(&short, method_router(handler.clone(), None).layer(mark));

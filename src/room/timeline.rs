@@ -324,6 +324,20 @@ impl Rooms {
         event_type: &str,
         state_key: &str,
     ) -> Result<Value> {
+        let mut event = self
+            .state_event(user, room_id, event_type, state_key)
+            .await?;
+        Ok(event["content"].take())
+    }
+
+    /// One current state event in client format, as [`Rooms::state_content`] finds it.
+    pub async fn state_event(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Value> {
         let room = self.room(room_id).await?;
         let not_found = || Error::not_found("State event not found");
         let group = self
@@ -334,8 +348,7 @@ impl Rooms {
         let row = rows.first().ok_or_else(not_found)?;
         let events = db::events::by_nids(self.db(), &[row.1]).await?;
         let mut client = self.to_client(&room, &events).await?;
-        let e = client.pop().ok_or_else(not_found)?;
-        Ok(e["content"].clone())
+        client.pop().ok_or_else(not_found)
     }
 
     /// Where a page starts when a client pages from a `/sync` position (`next_batch`), as the

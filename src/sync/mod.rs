@@ -10,6 +10,7 @@
 //! names: the rooms with new events, to-device messages, and so on; everything else is known
 //! unchanged since the read before it.
 
+mod account_data;
 pub mod e2e;
 pub mod feed;
 pub mod filter;
@@ -527,19 +528,16 @@ impl Sync {
         }
 
         if parts.memberships {
-            self.add_memberships(rooms, after, since.is_some() || req.include_leave, out)
-                .await?;
+            self.add_memberships(user, req, rooms, since, out).await?;
         }
 
         add_ephemeral(out, ephemeral);
 
         if parts.account_data {
             let ad_after = since.map_or(0, |s| s.account_data);
-            for (room_id, kind, content, _) in
-                db::sync::account_data_since(db, user.as_str(), ad_after).await?
+            for account_data::AccountDataEntry { room_id, event, .. } in
+                account_data::account_data_since(db, user, ad_after, since.is_none()).await?
             {
-                let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-                let event = serde_json::json!({"type": kind, "content": content});
                 if room_id.is_empty() {
                     out.account_data.push(event);
                 } else if let Ok(id) = OwnedRoomId::try_from(room_id.as_str())
@@ -617,14 +615,18 @@ impl Sync {
         Ok(state_by_group)
     }
 
-    /// Invites, knocks and left rooms whose membership changed since the token.
+    /// Invites, knocks and left rooms whose membership changed since the token (left rooms
+    /// on an initial sync only when the filter asks for them, `include_leave`).
     async fn add_memberships(
         &self,
+        user: &UserId,
+        req: &SyncRequest,
         rooms: &[db::sync::UserRoom],
-        after: i64,
-        with_leaves: bool,
+        since: Option<SyncToken>,
         out: &mut SyncResponse,
     ) -> Result<()> {
+        let after = since.map_or(0, |s| s.events);
+        let with_leaves = since.is_some() || req.include_leave;
         for r in rooms.iter().filter(|r| r.member_stream > after) {
             let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
                 continue;
@@ -637,23 +639,80 @@ impl Sync {
                     out.knock.insert(room_id, self.invite_state(r).await?);
                 }
                 "leave" | "ban" if !r.forgotten && with_leaves => {
-                    // The timeline of a left room ends with the event that removed the user.
-                    let row = room_row(r);
-                    let events =
-                        db::events::by_nids(self.rooms.reads(), &[r.member_event_nid]).await?;
-                    let timeline = self.rooms.to_client(&row, &events).await?;
-                    out.leave.insert(
-                        room_id,
-                        JoinedRoomSync {
-                            timeline,
-                            ..Default::default()
-                        },
-                    );
+                    let left = self
+                        .left_room(user, req, r, since.map(|s| s.events))
+                        .await?;
+                    out.leave.insert(room_id, left);
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+}
+
+impl Sync {
+    /// A room the user left (or was banned from): its timeline up to and including the
+    /// event that removed them, since the token (`after`) or, on an initial sync, its newest
+    /// events, as the user could see them; with the state before that timeline when the
+    /// timeline does not cover everything since the token. Nothing after the leave is shown.
+    async fn left_room(
+        &self,
+        user: &UserId,
+        req: &SyncRequest,
+        r: &db::sync::UserRoom,
+        after: Option<i64>,
+    ) -> Result<JoinedRoomSync> {
+        let db = self.rooms.reads();
+        let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
+        let mut events = db::sync::recent_events(
+            db,
+            &[r.room_nid],
+            after.unwrap_or(i64::MIN),
+            r.member_stream,
+            limit,
+            &req.timeline_select,
+        )
+        .await?;
+        let mut limited = events.len() as i64 > limit;
+        events.truncate(limit as usize);
+        events.reverse();
+        if after.is_none()
+            && events
+                .first()
+                .is_some_and(|e| e.event_type != "m.room.create")
+        {
+            limited = true;
+        }
+        let row = room_row(r);
+        // The event that removed the user is theirs to see whatever the history visibility
+        // (they are no longer a member once it applies); it is the newest read.
+        let removal = events
+            .last()
+            .is_some_and(|e| e.event_nid == r.member_event_nid)
+            .then(|| events.pop())
+            .flatten();
+        let mut events = self.rooms.filter_visible(&row, user, events).await?;
+        events.extend(removal);
+        let state = match events.first().and_then(|e| e.state_before) {
+            Some(group) if after.is_none() || limited => self
+                .states_of_groups(&[group])
+                .await?
+                .remove(&group)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let prev_batch = events.first().map(|e| TopoToken::of(e).to_string());
+        Ok(JoinedRoomSync {
+            timeline: self.rooms.to_client(&row, &events).await?,
+            limited,
+            prev_batch,
+            state: self.rooms.to_client(&row, &state).await?,
+            ..Default::default()
+        })
     }
 }
 

@@ -83,16 +83,13 @@ async fn update_device_route(
 }
 
 /// # `DELETE /_matrix/client/v3/devices/{deviceId}`
+///
+/// Asks for the password first, whichever device is named.
 async fn delete_device_route(
     state: AppState,
     req: Ruma<delete_device::v3::Request>,
 ) -> Result<delete_device::v3::Response> {
     let user = req.auth;
-    // 404 before asking for a password, so a client is not made to authenticate for nothing.
-    state
-        .accounts
-        .device(&user.user_id, req.body.device_id.as_str())
-        .await?;
     state
         .accounts
         .check_uiaa(
@@ -102,18 +99,15 @@ async fn delete_device_route(
             req.body.auth.as_ref(),
         )
         .await?;
-    state
+    // A device the user does not have (gone already, or another user's ID) is answered as
+    // deleted, as the spec says and Synapse does; nothing else is touched.
+    let deleted = state
         .accounts
         .delete_devices(&user.user_id, &[req.body.device_id.to_string()])
         .await?;
     state
         .e2e
-        .share_device_changes(
-            &state.federation,
-            &user.user_id,
-            std::slice::from_ref(&req.body.device_id),
-            true,
-        )
+        .share_device_changes(&state.federation, &user.user_id, &deleted, true)
         .await?;
     Ok(delete_device::v3::Response::new())
 }
@@ -134,10 +128,10 @@ async fn delete_devices_route(
         )
         .await?;
     let ids: Vec<String> = req.body.devices.iter().map(ToString::to_string).collect();
-    state.accounts.delete_devices(&user.user_id, &ids).await?;
+    let deleted = state.accounts.delete_devices(&user.user_id, &ids).await?;
     state
         .e2e
-        .share_device_changes(&state.federation, &user.user_id, &req.body.devices, true)
+        .share_device_changes(&state.federation, &user.user_id, &deleted, true)
         .await?;
     Ok(delete_devices::v3::Response::new())
 }

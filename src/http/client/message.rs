@@ -1,9 +1,11 @@
-//! `PUT /rooms/{roomId}/send/{eventType}/{txnId}`, `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`,
+//! `PUT /rooms/{roomId}/send/{eventType}/{txnId}`, `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`
+//! (and their older `POST` forms without a transaction id),
 //! `GET /rooms/{roomId}/messages`, `GET /rooms/{roomId}/event/{eventId}`
 //!
 //! [spec](https://spec.matrix.org/latest/client-server-api/#sending-events-to-a-room)
 
 use axum::Router;
+use axum::routing::MethodFilter;
 use ruma::api::Direction;
 use ruma::api::client::message::{get_message_events, send_message_event};
 use ruma::api::client::redact::redact_event;
@@ -14,7 +16,7 @@ use ruma::serde::Raw;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::federation::backfill::MessagesQuery;
-use crate::http::ruma::{Ruma, route};
+use crate::http::ruma::{Ruma, route, route_without_last};
 use crate::room::pdu::NewContent;
 use crate::room::raw;
 use crate::room::timeline::EventFilter;
@@ -24,15 +26,40 @@ use super::position;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, send_route);
+    let r = route_without_last(r, MethodFilter::POST, NO_TXN, send_without_txn_route);
     let r = route(r, redact_route);
+    let r = route_without_last(r, MethodFilter::POST, NO_TXN, redact_without_txn_route);
     let r = route(r, messages_route);
     route(r, event_route)
 }
+
+/// The transaction id the forms without one are parsed with; never used as one.
+const NO_TXN: &str = "-";
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 async fn send_route(
     state: AppState,
     req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let txn_id = req.body.txn_id.clone();
+    send(state, req, Some(&txn_id)).await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}`
+///
+/// Not in the spec since r0, still used by clients: every call is a new event.
+async fn send_without_txn_route(
+    state: AppState,
+    req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    send(state, req, None).await
+}
+
+/// Send a message event; with a transaction id, a repeat answers the event sent first.
+async fn send(
+    state: AppState,
+    req: Ruma<send_message_event::v3::Request>,
+    txn_id: Option<&ruma::TransactionId>,
 ) -> Result<send_message_event::v3::Response> {
     let body = req.body;
     let content = body.body.json();
@@ -56,9 +83,9 @@ async fn send_route(
                 content: content.to_owned(),
                 redacts: None,
             },
-            Some(TxnRef {
+            txn_id.map(|txn_id| TxnRef {
                 device_id: req.auth.device_id.as_str(),
-                txn_id: body.txn_id.as_str(),
+                txn_id: txn_id.as_str(),
             }),
         )
         .await?;
@@ -70,6 +97,26 @@ async fn redact_route(
     state: AppState,
     req: Ruma<redact_event::v3::Request>,
 ) -> Result<redact_event::v3::Response> {
+    let txn_id = req.body.txn_id.clone();
+    redact(state, req, Some(&txn_id)).await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/redact/{eventId}`
+///
+/// Not in the spec since r0, still used by clients: every call is a new redaction.
+async fn redact_without_txn_route(
+    state: AppState,
+    req: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    redact(state, req, None).await
+}
+
+/// Redact an event; with a transaction id, a repeat answers the redaction sent first.
+async fn redact(
+    state: AppState,
+    req: Ruma<redact_event::v3::Request>,
+    txn_id: Option<&ruma::TransactionId>,
+) -> Result<redact_event::v3::Response> {
     let body = req.body;
     let event_id = state
         .rooms
@@ -78,9 +125,9 @@ async fn redact_route(
             &body.room_id,
             &body.event_id,
             body.reason.as_deref(),
-            Some(TxnRef {
+            txn_id.map(|txn_id| TxnRef {
                 device_id: req.auth.device_id.as_str(),
-                txn_id: body.txn_id.as_str(),
+                txn_id: txn_id.as_str(),
             }),
         )
         .await?;

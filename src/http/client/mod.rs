@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod admin_register;
 mod backup;
 mod context;
@@ -72,6 +73,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = discovery::routes(r);
     let r = register::routes(r);
     let r = admin_register::routes(r);
+    let r = admin::routes(r);
     let r = session::routes(r);
     let r = account::routes(r);
     let r = device::routes(r);

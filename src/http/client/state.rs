@@ -39,21 +39,36 @@ async fn get_state_route(
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+///
+/// The event's content, or with `?format=event` the whole event in client format.
 async fn get_state_key_route(
     state: AppState,
     req: Ruma<get_state_event_for_key::v3::Request>,
 ) -> Result<get_state_event_for_key::v3::Response> {
+    use get_state_event_for_key::v3::StateEventFormat;
     let b = &req.body;
-    let content = state
-        .rooms
-        .state_content(
-            &req.auth.user_id,
-            &b.room_id,
-            &b.event_type.to_string(),
-            &b.state_key,
-        )
-        .await?;
-    Ok(get_state_event_for_key::v3::Response::new(raw(&content)?))
+    let (user, kind) = (&req.auth.user_id, b.event_type.to_string());
+    let answer = match &b.format {
+        StateEventFormat::Content => {
+            state
+                .rooms
+                .state_content(user, &b.room_id, &kind, &b.state_key)
+                .await?
+        }
+        StateEventFormat::Event => {
+            state
+                .rooms
+                .state_event(user, &b.room_id, &kind, &b.state_key)
+                .await?
+        }
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown format {:?}: content or event",
+                other.as_str()
+            )));
+        }
+    };
+    Ok(get_state_event_for_key::v3::Response::new(raw(&answer)?))
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

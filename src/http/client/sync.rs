@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::http::ruma::{Ruma, route};
+use crate::http::ruma::{Ruma, route_patched};
 use crate::room::raw;
 use crate::sync::e2e::E2eSync;
 use crate::sync::filter::SyncFilter;
@@ -24,7 +24,61 @@ use crate::sync::token::SyncToken;
 use crate::sync::{JoinedRoomSync, SyncRequest};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    route(r, sync_route)
+    route_patched(r, sync_route, spell_out_empty_sections)
+}
+
+/// Sections of a room clients read without checking they are there, as Synapse always
+/// sends them: (membership, sections whose `events` list is written even when empty).
+const ROOM_SECTIONS: [(&str, &[&str]); 2] = [
+    ("join", &["state", "account_data", "ephemeral"]),
+    ("leave", &["state", "account_data"]),
+];
+
+/// ruma leaves empty sections and `limited: false` out; clients (and the suites measuring
+/// servers) expect each joined or left room to have its timeline with `events` and
+/// `limited`, and its state, account data and (joined) ephemeral and summary objects, as
+/// Synapse writes them.
+fn spell_out_empty_sections(body: &mut Value) {
+    fn object<'a>(
+        parent: &'a mut serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Option<&'a mut serde_json::Map<String, Value>> {
+        parent
+            .entry(key)
+            .or_insert_with(|| Value::Object(Default::default()))
+            .as_object_mut()
+    }
+    for (membership, sections) in ROOM_SECTIONS {
+        let Some(rooms) = body
+            .pointer_mut(&format!("/rooms/{membership}"))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for room in rooms.values_mut().filter_map(Value::as_object_mut) {
+            if let Some(timeline) = object(room, "timeline") {
+                timeline
+                    .entry("events")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                timeline.entry("limited").or_insert(Value::Bool(false));
+            }
+            for section in sections {
+                // A client that asked for state after the timeline has that instead.
+                if *section == "state" && room.contains_key("org.matrix.msc4222.state_after") {
+                    continue;
+                }
+                if let Some(section) = object(room, section) {
+                    section
+                        .entry("events")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                }
+            }
+            if membership == "join" {
+                object(room, "summary");
+                object(room, "unread_notifications");
+            }
+        }
+    }
 }
 
 /// Longest a sync request waits for news.

@@ -13,6 +13,7 @@ use crate::db;
 use crate::ephemeral::{EphemeralPositions, EphemeralRead, EphemeralSync};
 use crate::error::{Error, Result};
 use crate::sync::Sync;
+use crate::sync::account_data::{AccountDataEntry, account_data_since};
 use crate::sync::e2e::{self, E2eRead, E2eSync};
 use crate::sync::token::SyncToken;
 
@@ -158,7 +159,7 @@ impl Sync {
         let uid = read.user.as_str();
         let after = read.prev.map_or(0, |p| p.account_data);
         let upto = db::sync::max_account_data_stream(db, uid).await?;
-        let mut rows = db::sync::account_data_since(db, uid, after).await?;
+        let mut rows = account_data_since(db, read.user, after, read.prev.is_none()).await?;
         let fresh: HashSet<&str> = read
             .rooms
             .iter()
@@ -166,24 +167,25 @@ impl Sync {
             .map(|(_, id)| *id)
             .collect();
         if after > 0 && !fresh.is_empty() {
-            let seen: HashSet<(String, String)> =
-                rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+            let key = |e: &AccountDataEntry| (e.room_id.clone(), e.event["type"].to_string());
+            let seen: HashSet<(String, String)> = rows.iter().map(key).collect();
             rows.extend(
-                db::sync::account_data_since(db, uid, 0)
+                account_data_since(db, read.user, 0, false)
                     .await?
                     .into_iter()
-                    .filter(|r| {
-                        fresh.contains(r.0.as_str()) && !seen.contains(&(r.0.clone(), r.1.clone()))
-                    }),
+                    .filter(|e| fresh.contains(e.room_id.as_str()) && !seen.contains(&key(e))),
             );
         }
         let in_scope: HashSet<&str> = read.rooms.iter().map(|(_, id)| *id).collect();
         let mut out = AccountDataOut::default();
         let mut max = upto.max(after);
-        for (room_id, kind, content, stream) in rows {
+        for AccountDataEntry {
+            room_id,
+            event,
+            stream,
+        } in rows
+        {
             max = max.max(stream);
-            let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-            let event = serde_json::json!({"type": kind, "content": content});
             if room_id.is_empty() {
                 out.global.push(event);
             } else if in_scope.contains(room_id.as_str())

@@ -1108,3 +1108,63 @@ async fn spaces_filter_keeps_the_children_of_joined_spaces() {
     let bad = post(&s, &alice, None, 0, &filtered(json!(5))).await;
     assert_error(&bad, 400, "M_BAD_JSON");
 }
+
+/// A room with no new events is not read again, but what changes without an event in it
+/// still reaches the connection: unread counts falling when the user reads, and the DM flag
+/// when `m.direct` changes.
+#[tokio::test]
+async fn counts_and_dm_flag_changing_without_an_event_are_sent() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let room = named_room(&s, &alice, "R").await;
+    let other = named_room(&s, &alice, "Other").await;
+    s.join(&bob, &room).await;
+    s.send_text(&bob, &room, "one").await;
+    let last = s.send_text(&bob, &room, "two").await;
+
+    let body = list(9, 1, json!([]));
+    let first = ss(&s, &alice, None, &body).await;
+    assert_eq!(first["rooms"][&room]["notification_count"], 2, "{first}");
+    assert_eq!(first["rooms"][&room]["is_dm"], false);
+
+    // Nothing new: an idle poll sends no room.
+    let quiet = ss(&s, &alice, Some(&pos(&first)), &body).await;
+    assert!(
+        quiet["rooms"].as_object().is_none_or(|m| m.is_empty()),
+        "{quiet}"
+    );
+
+    // alice reads up to bob's last message: a receipt, no room event.
+    let (st, res) = s
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&last)
+            ),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, 200, "{res}");
+    let read = ss(&s, &alice, Some(&pos(&quiet)), &body).await;
+    assert_eq!(read["rooms"][&room]["notification_count"], 0, "{read}");
+    assert!(read["rooms"].get(&other).is_none(), "{read}");
+
+    // The room becomes a DM through alice's account data.
+    let (st, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/user/{}/account_data/m.direct",
+                enc(&alice.user_id)
+            ),
+            alice.t(),
+            &json!({bob.user_id.clone(): [room]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let dm = ss(&s, &alice, Some(&pos(&read)), &body).await;
+    assert_eq!(dm["rooms"][&room]["is_dm"], true, "{dm}");
+    assert!(dm["rooms"].get(&other).is_none(), "{dm}");
+}

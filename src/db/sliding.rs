@@ -114,6 +114,27 @@ pub async fn timelines(
     .await
 }
 
+/// The rooms among `bounds` with an event in the timeline within their bounds: those whose
+/// timeline, state or summary may have changed. One index probe per room.
+pub async fn rooms_with_events(
+    e: impl PgExecutor<'_>,
+    bounds: &[RoomBounds],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let (nids, after, upto) = columns(bounds);
+    sqlx::query_scalar(
+        "SELECT r.nid FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(nid, after, upto)
+         WHERE EXISTS (
+            SELECT 1 FROM events e
+            WHERE e.room_nid = r.nid AND e.stream_ordering IS NOT NULL
+              AND e.stream_ordering > r.after AND e.stream_ordering <= r.upto)",
+    )
+    .bind(&nids)
+    .bind(&after)
+    .bind(&upto)
+    .fetch_all(e)
+    .await
+}
+
 /// A state event with its key.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyedEvent {
@@ -153,6 +174,8 @@ pub async fn state_changes(
 pub struct Position<T> {
     pub conn_nid: i64,
     pub state: T,
+    /// When the connection was last marked used.
+    pub last_used_ts: i64,
 }
 
 /// The state stored at `pos`, if `pos` is a position of this user's device's connection
@@ -167,8 +190,8 @@ pub async fn position<T>(
 where
     T: serde::de::DeserializeOwned + Send + Unpin + 'static,
 {
-    let row: Option<(i64, Json<T>)> = sqlx::query_as(
-        "SELECT p.conn_nid, p.state FROM sliding_positions p
+    let row: Option<(i64, Json<T>, i64)> = sqlx::query_as(
+        "SELECT p.conn_nid, p.state, c.last_used_ts FROM sliding_positions p
          JOIN sliding_connections c USING (conn_nid)
          WHERE p.pos = $4 AND c.user_id = $1 AND c.device_id = $2 AND c.conn_id = $3",
     )
@@ -178,9 +201,10 @@ where
     .bind(pos)
     .fetch_optional(e)
     .await?;
-    Ok(row.map(|(conn_nid, state)| Position {
+    Ok(row.map(|(conn_nid, state, last_used_ts)| Position {
         conn_nid,
         state: state.0,
+        last_used_ts,
     }))
 }
 
@@ -216,37 +240,44 @@ pub async fn reset_connection(
     Ok(conn_nid)
 }
 
-/// Store a new position of the connection; the client used `acked` (its positions before it
-/// are done with) and keeps at most `keep` positions besides it. Returns the new `pos`.
+/// Store the connection's new position with `state` and mark the connection used, in one
+/// statement (atomic on its own: a request is answered only after its position is
+/// stored). Positions before `acked` (the one the client sent, which it has moved past)
+/// are dropped, and beyond the newest `keep` all but `acked` (a client may retry it).
+/// Returns the new position.
 pub async fn save_position<T: serde::Serialize>(
-    tx: &mut sqlx::PgConnection,
+    e: impl PgExecutor<'_>,
     conn_nid: i64,
     acked: Option<i64>,
     keep: i64,
     state: &T,
     now_ms: i64,
 ) -> Result<i64, sqlx::Error> {
-    let pos: i64 = sqlx::query_scalar(
-        "INSERT INTO sliding_positions (conn_nid, state) VALUES ($1, $2) RETURNING pos",
+    // The DELETE sees the positions as they were before the INSERT: it keeps `keep - 1` of
+    // them, and the new one makes `keep`.
+    sqlx::query_scalar(
+        "WITH new AS (
+             INSERT INTO sliding_positions (conn_nid, state) VALUES ($1, $2) RETURNING pos
+         ),
+         dropped AS (
+             DELETE FROM sliding_positions
+             WHERE conn_nid = $1 AND pos IS DISTINCT FROM $3 AND (
+                pos < COALESCE($3, 0)
+                OR pos NOT IN (SELECT pos FROM sliding_positions WHERE conn_nid = $1
+                               ORDER BY pos DESC LIMIT GREATEST($4 - 1, 0)))
+         ),
+         used AS (
+             UPDATE sliding_connections SET last_used_ts = $5 WHERE conn_nid = $1
+         )
+         SELECT pos FROM new",
     )
     .bind(conn_nid)
     .bind(Json(state))
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM sliding_positions
-         WHERE conn_nid = $1 AND pos IS DISTINCT FROM $2 AND (
-            pos < COALESCE($2, 0)
-            OR pos NOT IN (SELECT pos FROM sliding_positions WHERE conn_nid = $1
-                           ORDER BY pos DESC LIMIT $3))",
-    )
-    .bind(conn_nid)
     .bind(acked)
     .bind(keep)
-    .execute(&mut *tx)
-    .await?;
-    touch(&mut *tx, conn_nid, now_ms).await?;
-    Ok(pos)
+    .bind(now_ms)
+    .fetch_one(e)
+    .await
 }
 
 /// Mark the connection used now.

@@ -15,6 +15,9 @@ pub const KEPT_POSITIONS: i64 = 8;
 pub const MAX_CONNECTIONS_PER_USER: i64 = 50;
 /// A connection not used for this long is forgotten (its `pos` then answers M_UNKNOWN_POS).
 pub const IDLE_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+/// How stale a connection's last-used time may get before a request that writes nothing
+/// else marks it again.
+pub const TOUCH_EVERY_MS: i64 = 60 * 1000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConnState {
@@ -53,6 +56,13 @@ pub struct RoomSent {
     /// Fingerprint of its name, avatar, heroes, counts and DM flag as sent.
     #[serde(rename = "s")]
     pub summary: u64,
+    /// The DM flag and unread counts (notifications, highlights) as sent: what may change
+    /// without an event in the room (`m.direct`, the user's receipts), so that a room
+    /// without new events is read again only when these differ.
+    #[serde(rename = "d", default)]
+    pub is_dm: bool,
+    #[serde(rename = "n", default)]
+    pub unread: (i64, i64),
 }
 
 /// A membership as the stream of a room treats it.
@@ -100,12 +110,21 @@ mod tests {
                 upto: 40,
                 required_state: 1,
                 summary: 2,
+                is_dm: false,
+                unread: (3, 1),
             },
         );
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"7\":{\"m\":\"join\""), "{json}");
         let back: ConnState = serde_json::from_str(&json).unwrap();
         assert_eq!(back.rooms[&7], s.rooms[&7]);
+        // A state stored before the DM flag and counts were kept reads with defaults.
+        let old: ConnState = serde_json::from_str(
+            r#"{"e":1,"ad":0,"dl":0,"ty":0,"rc":0,"l":{},
+                "r":{"7":{"m":"join","u":40,"c":1,"s":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.rooms[&7].unread, (0, 0));
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Sync {
         feed::ensure_started(self.rooms.db(), self.rooms.stream(), &self.notifier);
         let pool = self.rooms.db();
         let now = now_ms();
-        let (conn_nid, prev, acked) = match &req.pos {
+        let (conn_nid, prev, acked, last_used) = match &req.pos {
             Some(pos) => {
                 let n = conn::parse_pos(pos)?;
                 let found = db::sliding::position::<ConnState>(
@@ -127,7 +127,12 @@ impl Sync {
                 )
                 .await?
                 .ok_or_else(Error::unknown_pos)?;
-                (found.conn_nid, Some(found.state), Some(n))
+                (
+                    found.conn_nid,
+                    Some(found.state),
+                    Some(n),
+                    found.last_used_ts,
+                )
             }
             None => {
                 db::sliding::expire_connections(
@@ -147,7 +152,7 @@ impl Sync {
                 )
                 .await?;
                 tx.commit().await?;
-                (nid, None, None)
+                (nid, None, None, now)
             }
         };
         // Registered before the first read: news landing between the read and the wait is
@@ -178,13 +183,17 @@ impl Sync {
                         continue;
                     }
                 }
-                db::sliding::touch(pool, conn_nid, now_ms()).await?;
+                // Marked used at most once a minute: expiry counts in days, and a write
+                // (with its commit) per idle poll would be most of what the poll costs.
+                let now = now_ms();
+                if now - last_used >= conn::TOUCH_EVERY_MS {
+                    db::sliding::touch(pool, conn_nid, now).await?;
+                }
                 out.pos = pos.clone();
                 return Ok(out);
             }
-            let mut tx = db::begin(pool).await?;
             let pos = db::sliding::save_position(
-                &mut tx,
+                pool,
                 conn_nid,
                 acked,
                 conn::KEPT_POSITIONS,
@@ -192,7 +201,6 @@ impl Sync {
                 now_ms(),
             )
             .await?;
-            tx.commit().await?;
             out.pos = pos.to_string();
             return Ok(out);
         }

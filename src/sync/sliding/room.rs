@@ -94,6 +94,8 @@ impl Sync {
                             upto: r.member_stream,
                             required_state: fingerprint,
                             summary: 0,
+                            is_dm: false,
+                            unread: (0, 0),
                         },
                     );
                     continue;
@@ -124,6 +126,18 @@ impl Sync {
                 },
             });
         }
+        let unread = self.sliding_unread(read.user, &plans).await?;
+        let quiet = self.sliding_quiet_rooms(read, &plans, &unread).await?;
+        plans.retain(|p| {
+            if !quiet.contains(&p.r.room_nid) {
+                return true;
+            }
+            // Nothing new up to here: the next read starts from here.
+            if let Some(sent) = state.rooms.get_mut(&p.r.room_nid) {
+                sent.upto = p.bounds.upto;
+            }
+            false
+        });
         if plans.is_empty() {
             return Ok(initial_rooms);
         }
@@ -136,7 +150,7 @@ impl Sync {
             .iter()
             .filter(|p| p.standing == Standing::Joined)
             .collect();
-        let mut summaries = self.sliding_summaries(read.user, &joined).await?;
+        let mut summaries = self.sliding_summaries(read.user, &joined, &unread).await?;
         let bundles = self
             .rooms
             .bundles(
@@ -176,10 +190,12 @@ impl Sync {
             data.timeline = timeline;
             data.required_state = self.rooms.to_client(&row, &state_events).await?;
             let mut summary_print = 0;
+            let is_dm = read.direct.contains(r.room_id.as_str());
+            let mut counts = (0, 0);
             if p.standing == Standing::Joined {
                 let s = summaries.remove(&r.room_nid).unwrap_or_default();
-                let is_dm = read.direct.contains(r.room_id.as_str());
                 summary_print = s.fingerprint(is_dm);
+                counts = (s.notifications, s.highlights);
                 s.fill(&mut data, is_dm);
             }
             let sent = read.prev.and_then(|prev| prev.rooms.get(&r.room_nid));
@@ -194,6 +210,8 @@ impl Sync {
                     upto: p.bounds.upto,
                     required_state: p.config.required_state.fingerprint(),
                     summary: summary_print,
+                    is_dm,
+                    unread: counts,
                 },
             );
             if changed {
@@ -204,6 +222,70 @@ impl Sync {
             }
         }
         Ok(initial_rooms)
+    }
+
+    /// The user's unread counts (notifications, highlights) in the planned joined rooms, all
+    /// threads together: one query.
+    async fn sliding_unread(
+        &self,
+        user: &UserId,
+        plans: &[Plan<'_>],
+    ) -> Result<HashMap<i64, (i64, i64)>> {
+        let nids: Vec<i64> = plans
+            .iter()
+            .filter(|p| p.standing == Standing::Joined)
+            .map(|p| p.r.room_nid)
+            .collect();
+        let mut out: HashMap<i64, (i64, i64)> = HashMap::new();
+        if nids.is_empty() {
+            return Ok(out);
+        }
+        for (nid, _, n, h) in
+            db::push::unread_counts(self.rooms.reads(), user.as_str(), &nids).await?
+        {
+            let c = out.entry(nid).or_default();
+            c.0 += n;
+            c.1 += h;
+        }
+        Ok(out)
+    }
+
+    /// The planned rooms with nothing new for the connection, which need no reading: joined
+    /// rooms it was sent before with the same required_state, no event since, and the same
+    /// DM flag and unread counts (the parts of a room's data that change without an event in
+    /// it). When nothing happened since the last read, this takes no query at all.
+    async fn sliding_quiet_rooms(
+        &self,
+        read: &RoomsRead<'_>,
+        plans: &[Plan<'_>],
+        unread: &HashMap<i64, (i64, i64)>,
+    ) -> Result<HashSet<i64>> {
+        let mut quiet: HashSet<i64> = plans
+            .iter()
+            .filter(|p| p.standing == Standing::Joined && !p.initial && !p.full_state)
+            .filter(|p| {
+                let nid = p.r.room_nid;
+                read.prev
+                    .and_then(|prev| prev.rooms.get(&nid))
+                    .is_some_and(|sent| {
+                        sent.membership == p.r.membership
+                            && sent.is_dm == read.direct.contains(p.r.room_id.as_str())
+                            && sent.unread == unread.get(&nid).copied().unwrap_or_default()
+                    })
+            })
+            .map(|p| p.r.room_nid)
+            .collect();
+        let to_check: Vec<RoomBounds> = plans
+            .iter()
+            .filter(|p| quiet.contains(&p.r.room_nid) && p.bounds.after < p.bounds.upto)
+            .map(|p| p.bounds)
+            .collect();
+        if !to_check.is_empty() {
+            for nid in db::sliding::rooms_with_events(self.rooms.reads(), &to_check).await? {
+                quiet.remove(&nid);
+            }
+        }
+        Ok(quiet)
     }
 
     /// The timelines of the planned rooms, as the user may see them: one query for all.
@@ -403,6 +485,7 @@ impl Sync {
         &self,
         user: &UserId,
         plans: &[&Plan<'_>],
+        unread: &HashMap<i64, (i64, i64)>,
     ) -> Result<HashMap<i64, Summary>> {
         let db = self.rooms.reads();
         let mut out: HashMap<i64, Summary> = HashMap::new();
@@ -450,10 +533,11 @@ impl Sync {
             s.joined = joined;
             s.invited = invited;
         }
-        for (nid, _, n, h) in db::push::unread_counts(db, user.as_str(), &nids).await? {
-            let s = out.entry(nid).or_default();
-            s.notifications += n;
-            s.highlights += h;
+        for nid in &nids {
+            let (n, h) = unread.get(nid).copied().unwrap_or_default();
+            let s = out.entry(*nid).or_default();
+            s.notifications = n;
+            s.highlights = h;
         }
         let heroes = db::sync::heroes(db, &nids, user.as_str(), MAX_HEROES).await?;
         if !heroes.is_empty() && !groups.is_empty() {

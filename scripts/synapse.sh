@@ -11,6 +11,12 @@
 synapse_version=${SYNAPSE_VERSION:-1.163.2}
 python=${PYTHON:-python3}
 
+# The loopback address Synapse listens on. scripts/interop gives it an address of its own
+# (127.0.0.4) with fixed ports, so no port is chosen before Synapse binds it: nothing else
+# listens there, and its ports (8448, 8008) lie below the range the kernel hands out to
+# outgoing connections.
+synapse_address=127.0.0.1
+
 synapse_pid=
 pg_dir=
 pg_bin=
@@ -80,10 +86,11 @@ pg_cluster_stop() {
 	fi
 }
 
-# Write a self-signed certificate for 127.0.0.1 and localhost to $2/tls.crt and $2/tls.key
+# Write a self-signed certificate for 127.0.0.1, $synapse_address and localhost to
+# $2/tls.crt and $2/tls.key
 # (RSA 2048, PKCS#1 PEM), using the `cryptography` package of the virtualenv $1.
 self_signed_cert() { # venv, dir
-	"$1/bin/python" - "$2" <<'EOF'
+	"$1/bin/python" - "$2" "$synapse_address" <<'EOF'
 import datetime, ipaddress, sys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -104,7 +111,8 @@ cert = (
     .not_valid_after(now + datetime.timedelta(days=7))
     .add_extension(
         x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            [x509.IPAddress(ipaddress.ip_address(a)) for a in {"127.0.0.1", sys.argv[2]}]
+            + [x509.DNSName("localhost")]
         ),
         critical=False,
     )
@@ -124,7 +132,8 @@ EOF
 }
 
 # Configure Synapse in the new directory $2 (homeserver.yaml, log.yaml, TLS files): server
-# name 127.0.0.1:$3, federation over TLS on port $3, the client API on port $4, database
+# name $synapse_address:$3, federation over TLS on that address's port $3, the client API on
+# its port $4, database
 # `synapse` of the cluster pg_cluster_start started (created here). Callers append their
 # own top-level keys to $2/homeserver.yaml.
 synapse_configure() { # venv, run dir, federation port, client port
@@ -146,17 +155,17 @@ EOF
 	local lifted='{per_second: 1000, burst_count: 1000}'
 	secret() { "$python" -c 'import secrets; print(secrets.token_hex(32))'; }
 	cat >"$run/homeserver.yaml" <<EOF
-server_name: "127.0.0.1:$fed_port"
+server_name: "$synapse_address:$fed_port"
 pid_file: "$run/homeserver.pid"
-public_baseurl: "http://127.0.0.1:$client_port/"
+public_baseurl: "http://$synapse_address:$client_port/"
 listeners:
   - port: $fed_port
-    bind_addresses: ["127.0.0.1"]
+    bind_addresses: ["$synapse_address"]
     type: http
     tls: true
     resources: [{names: [federation], compress: false}]
   - port: $client_port
-    bind_addresses: ["127.0.0.1"]
+    bind_addresses: ["$synapse_address"]
     type: http
     tls: false
     resources: [{names: [client], compress: false}]
@@ -232,12 +241,12 @@ EOF
 # Start the Synapse configured in $2 and wait until both listeners answer. Sets synapse_pid.
 synapse_start() { # venv, run dir, federation port, client port
 	local venv=$1 run=$2 fed_port=$3 client_port=$4
-	step "Starting Synapse $synapse_version as 127.0.0.1:$fed_port (client API on 127.0.0.1:$client_port)"
+	step "Starting Synapse $synapse_version as $synapse_address:$fed_port (client API on $synapse_address:$client_port)"
 	"$venv/bin/python" -m synapse.app.homeserver -c "$run/homeserver.yaml" --generate-keys >/dev/null
 	"$venv/bin/python" -m synapse.app.homeserver -c "$run/homeserver.yaml" >"$run/synapse.out" 2>&1 &
 	synapse_pid=$!
-	wait_for_http "$synapse_pid" "http://127.0.0.1:$client_port/_matrix/client/versions" \
-		"https://127.0.0.1:$fed_port/_matrix/federation/v1/version" || {
+	wait_for_http "$synapse_pid" "http://$synapse_address:$client_port/_matrix/client/versions" \
+		"https://$synapse_address:$fed_port/_matrix/federation/v1/version" || {
 		tail -n 30 "$run/synapse.out" "$run/synapse.log" >&2 || true
 		die "Synapse did not start"
 	}

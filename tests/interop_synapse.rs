@@ -1,7 +1,7 @@
 //! Interop with a real Synapse, run by `scripts/interop`: that script starts Synapse on
 //! loopback and names it in `INTEROP_SYNAPSE_URL` (client API) and
 //! `INTEROP_SYNAPSE_SERVER_NAME`; each test here starts its own Trellis server beside it, the two
-//! federate over TLS on 127.0.0.1, and every case is checked through both servers' client APIs.
+//! federate over TLS on loopback, and every case is checked through both servers' client APIs.
 //! Without that Synapse the tests are ignored (and fail with a message if forced to run).
 
 mod common;

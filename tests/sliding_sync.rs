@@ -1168,3 +1168,67 @@ async fn counts_and_dm_flag_changing_without_an_event_are_sent() {
     assert_eq!(dm["rooms"][&room]["is_dm"], true, "{dm}");
     assert!(dm["rooms"].get(&other).is_none(), "{dm}");
 }
+
+/// Rooms joined over federation keep their recency from the events other servers send: a
+/// message from the other server moves the room up, a state change from there does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_another_server_move_a_room_up() {
+    use common::federation::eventually;
+    use common::rooms::public_room;
+
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "pw-alice-1").await;
+    let bob = b.register("bob", "pw-bob-1").await;
+    let (remote, alias) = public_room(&a, &alice, "far").await;
+    b.join(&bob, &alias).await;
+    let local = named_room(&b, &bob, "Near").await;
+
+    let body = list(9, 1, json!([]));
+    let top = |res: &Value| by_recency(res).first().cloned();
+    let first = ss(&b, &bob, None, &body).await;
+    assert_eq!(top(&first), Some(local.clone()), "{first}");
+    assert_eq!(first["lists"]["all"]["count"], 2, "{first}");
+
+    // A message sent on A reaches B and brings the remote room to the top.
+    a.send_text(&alice, &remote, "from afar").await;
+    eventually("the remote message tops B's list", || async {
+        let res = ss(&b, &bob, None, &body).await;
+        top(&res).as_deref() == Some(remote.as_str())
+            && bodies(&res["rooms"][&remote]["timeline"]).contains(&"from afar".to_owned())
+    })
+    .await;
+
+    // A local message puts the local room back on top; a state change on A does not move
+    // the remote room above it.
+    b.send_text(&bob, &local, "near").await;
+    let (st, _) = a
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+                enc(&remote)
+            ),
+            alice.t(),
+            &json!({"topic": "changed far away"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    eventually("the topic reaches B", || {
+        let (b, bob, remote) = (&b, &bob, &remote);
+        async move {
+            let (st, res) = b
+                .get(
+                    &format!(
+                        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+                        enc(remote)
+                    ),
+                    bob.t(),
+                )
+                .await;
+            st == 200 && res["topic"] == "changed far away"
+        }
+    })
+    .await;
+    let fresh = ss(&b, &bob, None, &body).await;
+    assert_eq!(top(&fresh), Some(local.clone()), "{fresh}");
+}

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, PgExecutor};
 
 use super::federation::SERVER_OF_USER;
+use super::sliding::BUMP_TYPES;
 
 /// Numbers for a batch of events: every event ID interned (existing numbers kept), and
 /// `backfill` new backfill positions (negative, descending), in one round trip.
@@ -481,6 +482,14 @@ pub async fn link_rows(
              INSERT INTO event_relations (event_nid, room_nid, relates_to_id, rel_type)
              SELECT * FROM unnest($49::bigint[], $50::bigint[], $51::text[], $52::text[])
              ON CONFLICT DO NOTHING
+         ),
+         bumps AS (
+             INSERT INTO room_bump_stamps (room_nid, stream)
+             SELECT room, max(so) FROM unnest($3::bigint[], $4::text[], $8::bigint[])
+                  AS x(room, t, so)
+             WHERE t = ANY($53) GROUP BY room
+             ON CONFLICT (room_nid) DO UPDATE
+                 SET stream = GREATEST(room_bump_stamps.stream, EXCLUDED.stream)
          )
          SELECT (SELECT count(*) FROM outbox),
                 (SELECT count(*) FROM unnest($45::bigint[], $46::bigint[], $47::bigint[])
@@ -542,6 +551,7 @@ pub async fn link_rows(
     .bind(&r.relations.room)
     .bind(&r.relations.parent)
     .bind(&r.relations.rel_type)
+    .bind(BUMP_TYPES)
     .fetch_one(e)
     .await?;
     Ok(queued)

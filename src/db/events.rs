@@ -118,19 +118,34 @@ pub async fn insert_many(
         return Ok(HashSet::new());
     }
     let col = |f: fn(&NewEvent<'_>) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    // The room's bump stamp moves in the same statement (see `room_bump_stamps`).
     let rows: Vec<(i64,)> = sqlx::query_as(
-        "INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender, origin_server_ts,
-                             depth, stream_ordering, json, outlier, rejected_reason, soft_failed,
-                             state_before, state_after)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
-                              $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::bool[],
-                              $11::text[], $12::bool[], $13::bigint[], $14::bigint[])
-         ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE SET
-             stream_ordering = EXCLUDED.stream_ordering, outlier = EXCLUDED.outlier,
-             rejected_reason = EXCLUDED.rejected_reason, soft_failed = EXCLUDED.soft_failed,
-             state_before = EXCLUDED.state_before, state_after = EXCLUDED.state_after
-         WHERE events.outlier AND NOT EXCLUDED.outlier
-         RETURNING event_nid",
+        "WITH written AS (
+             INSERT INTO events (event_nid, room_nid, event_type, state_key_nid, sender,
+                                 origin_server_ts, depth, stream_ordering, json, outlier,
+                                 rejected_reason, soft_failed, state_before, state_after)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                                  $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],
+                                  $9::text[], $10::bool[], $11::text[], $12::bool[],
+                                  $13::bigint[], $14::bigint[])
+             ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE SET
+                 stream_ordering = EXCLUDED.stream_ordering, outlier = EXCLUDED.outlier,
+                 rejected_reason = EXCLUDED.rejected_reason, soft_failed = EXCLUDED.soft_failed,
+                 state_before = EXCLUDED.state_before, state_after = EXCLUDED.state_after
+             WHERE events.outlier AND NOT EXCLUDED.outlier
+             RETURNING event_nid, room_nid, event_type, stream_ordering, outlier,
+                       rejected_reason, soft_failed
+         ),
+         bumps AS (
+             INSERT INTO room_bump_stamps (room_nid, stream)
+             SELECT room_nid, max(stream_ordering) FROM written
+             WHERE stream_ordering IS NOT NULL AND NOT outlier AND rejected_reason IS NULL
+               AND NOT soft_failed AND event_type = ANY($15)
+             GROUP BY room_nid
+             ON CONFLICT (room_nid) DO UPDATE
+                 SET stream = GREATEST(room_bump_stamps.stream, EXCLUDED.stream)
+         )
+         SELECT event_nid FROM written",
     )
     .bind(col(|e| Some(e.event_nid)))
     .bind(col(|e| Some(e.room_nid)))
@@ -146,6 +161,7 @@ pub async fn insert_many(
     .bind(events.iter().map(|e| e.soft_failed).collect::<Vec<_>>())
     .bind(col(|e| e.state_before))
     .bind(col(|e| e.state_after))
+    .bind(super::sliding::BUMP_TYPES)
     .fetch_all(tx)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())

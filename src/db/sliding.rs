@@ -7,6 +7,22 @@ use sqlx::types::Json;
 
 use super::events::StoredEvent;
 
+/// The event types that move a room up sliding sync's lists (MSC4186's defaults, as Synapse
+/// has them), besides the user's own membership: messages and the like, not state changes.
+/// The append path keeps each room's latest in `room_bump_stamps` (migration 0020 wrote it
+/// for the rooms stored before, with this list as it was then).
+pub const BUMP_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "org.matrix.msc3381.poll.start",
+    "m.beacon_info",
+    "org.matrix.msc3672.beacon_info",
+];
+
 /// A room the user has a membership in, with its recency.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SlidingRoom {
@@ -31,39 +47,43 @@ pub struct SlidingRoom {
 }
 
 /// Every room `user_id` has a membership in, with its bump stamp: the latest event of one of
-/// `bump_types`, or the user's own membership event, whichever is later. Events after
+/// [`BUMP_TYPES`], or the user's own membership event, whichever is later. Events after
 /// `upto`, and for a room the user is not joined to, after their membership event, do not
-/// count (nothing of a room after the leave shows, not even its recency). One index probe
-/// per room, newest first.
+/// count (nothing of a room after the leave shows, not even its recency). A joined room's
+/// stamp is read from `room_bump_stamps`; the room's events are searched (newest first,
+/// one index probe) only when that is past `upto` (written, but not yet safe to read) or the
+/// user is not joined.
 pub async fn user_rooms(
     e: impl PgExecutor<'_>,
     user_id: &str,
     upto: i64,
-    bump_types: &[&str],
 ) -> Result<Vec<SlidingRoom>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.room_nid, r.room_id, r.room_version, m.membership,
                 m.event_nid AS member_event_nid,
                 COALESCE(me.stream_ordering, 0) AS member_stream, r.state_group,
                 me.state_after AS member_state_after, m.forgotten, m.invite_state,
-                GREATEST(COALESCE(me.stream_ordering, 0), COALESCE(b.s, 0)) AS bump_stamp
+                GREATEST(COALESCE(me.stream_ordering, 0), CASE
+                    WHEN m.membership = 'join' AND (b.stream IS NULL OR b.stream <= $2)
+                        THEN COALESCE(b.stream, 0)
+                    ELSE COALESCE((
+                        SELECT e.stream_ordering FROM events e
+                        WHERE e.room_nid = m.room_nid AND e.stream_ordering IS NOT NULL
+                          AND e.stream_ordering <= CASE WHEN m.membership = 'join' THEN $2
+                                ELSE LEAST($2, COALESCE(me.stream_ordering, 0)) END
+                          AND e.event_type = ANY($3) AND NOT e.outlier
+                          AND e.rejected_reason IS NULL AND NOT e.soft_failed
+                        ORDER BY e.stream_ordering DESC LIMIT 1), 0)
+                END) AS bump_stamp
          FROM room_members m
          JOIN rooms r USING (room_nid)
          JOIN events me ON me.event_nid = m.event_nid
-         LEFT JOIN LATERAL (
-            SELECT e.stream_ordering AS s FROM events e
-            WHERE e.room_nid = m.room_nid AND e.stream_ordering IS NOT NULL
-              AND e.stream_ordering <= CASE WHEN m.membership = 'join' THEN $2
-                                            ELSE LEAST($2, COALESCE(me.stream_ordering, 0)) END
-              AND e.event_type = ANY($3) AND NOT e.outlier
-              AND e.rejected_reason IS NULL AND NOT e.soft_failed
-            ORDER BY e.stream_ordering DESC LIMIT 1
-         ) b ON TRUE
+         LEFT JOIN room_bump_stamps b ON b.room_nid = m.room_nid
          WHERE m.user_id = $1",
     )
     .bind(user_id)
     .bind(upto)
-    .bind(bump_types)
+    .bind(BUMP_TYPES)
     .fetch_all(e)
     .await
 }

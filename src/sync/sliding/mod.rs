@@ -33,20 +33,6 @@ use conn::{ConnState, Standing};
 use lists::{Candidate, SpaceChildren};
 use request::{RoomConfig, SlidingRequest};
 
-/// The event types that move a room up its lists (MSC4186's defaults, as Synapse has them),
-/// besides the user's own membership: messages and the like, not state changes.
-pub const BUMP_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.message",
-    "m.room.encrypted",
-    "m.sticker",
-    "m.call.invite",
-    "m.poll.start",
-    "org.matrix.msc3381.poll.start",
-    "m.beacon_info",
-    "org.matrix.msc3672.beacon_info",
-];
-
 /// Most children of one space a `spaces` filter takes (in the spec's order): a bound on
 /// what one filter costs, far above the spaces people make.
 const MAX_SPACE_CHILDREN: i64 = 10_000;
@@ -216,7 +202,7 @@ impl Sync {
     ) -> Result<Read> {
         let db = self.rooms.reads();
         let upto = self.rooms.stream().safe_position();
-        let rooms = db::sliding::user_rooms(db, user.as_str(), upto, BUMP_TYPES).await?;
+        let rooms = db::sliding::user_rooms(db, user.as_str(), upto).await?;
         let direct = self.sliding_direct_rooms(user).await?;
 
         // The lists: the rooms they may hold, filtered and sorted, and the ranges' rooms.

@@ -81,7 +81,9 @@ async fn an_event_at_the_deepest_depth_leaves_the_room_writable() {
     at.depth = deepest;
     dag.fork(&at);
     let deep = dag.message(&bob.id(), "deep");
-    let (status, answer) = forger.send("deep-1", dag.raw(&[deep.clone()])).await;
+    let (status, answer) = forger
+        .send("deep-1", dag.raw(std::slice::from_ref(&deep)))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["pdus"][deep.as_str()], json!({}), "{answer}");
 

@@ -2,8 +2,8 @@
 //! integration tests use): state resolution of two forks with 1,000 and 10,000 conflicted
 //! state events, and the /backfill and /get_missing_events walks over a 100,000-event room.
 
-#[path = "support/fixture.rs"]
-mod fixture;
+#[path = "../tests/common/dag.rs"]
+mod dag;
 #[path = "../tests/common/db.rs"]
 mod test_db;
 
@@ -12,16 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fixture::{Fixture, measuring};
-use ruma::OwnedEventId;
+use dag::Dag;
+use ruma::{OwnedEventId, OwnedUserId, RoomVersionId};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::runtime::Runtime;
 use trellis::db;
-use trellis::keys::ServerKeys;
 use trellis::room::Rooms;
 use trellis::room::remote::Incoming;
 use trellis::room::state_res::{self, KeyMap};
+
+/// Whether criterion measures (`cargo bench`) rather than smoke-runs each benchmark once
+/// (`cargo test --benches`): the rooms are only built at full size for measuring.
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The benchmarks' room: version 10, on bench.test, made by @creator.
+fn room() -> (Dag, OwnedUserId) {
+    let dag = Dag::new("bench.test", RoomVersionId::V10);
+    let creator = dag.user("creator");
+    (dag, creator)
+}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -31,13 +43,13 @@ fn runtime() -> Runtime {
 }
 
 /// A fresh migrated database and a `Rooms` over it.
-async fn open(f: &Fixture) -> (PgPool, Rooms) {
+async fn open(dag: &Dag) -> (PgPool, Rooms) {
     let url = test_db::fresh_database().await;
     let pool = db::connect(&url, 4).await.expect("connect");
-    let keys = ServerKeys::from_seed(f.keys.server_name().clone(), "bench", &[7; 32]).expect("key");
+    let keys = dag::server_keys("bench.test");
     let rooms = Rooms::new(pool.clone(), Arc::new(keys), 0);
     rooms
-        .ensure_room(&f.room_id, &f.version)
+        .ensure_room(&dag.room_id, &dag.version)
         .await
         .expect("room");
     (pool, rooms)
@@ -87,35 +99,42 @@ fn state_resolution(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     for &n in sizes {
-        let f = Fixture::new();
-        let base = f.base();
+        let (mut dag, creator) = room();
+        dag.base(&creator);
         // The same users join on both forks with different display names: every member
         // entry is conflicted.
-        let a = f.joins(&base, 0, n, "fork a", &base.join_rules, 5);
-        let b = f.joins(&base, 0, n, "fork b", &base.join_rules, 5);
+        let on_base = dag.head();
+        let mut forks = Vec::new();
+        for name in ["fork a", "fork b"] {
+            dag.fork(&on_base);
+            for i in 0..n {
+                let user = dag.user(&format!("u{i}"));
+                dag.state(
+                    &user,
+                    "m.room.member",
+                    user.as_str(),
+                    json!({"membership": "join", "displayname": name}),
+                );
+            }
+            forks.push(dag.head());
+        }
+        let f = &dag;
         let (pool, forks) = rt.block_on(async {
-            let (pool, rooms) = open(&f).await;
-            let all: Vec<Incoming> = base
-                .events
-                .iter()
-                .chain(&a)
-                .chain(&b)
-                .map(|e| Incoming {
-                    event_id: e.event_id.clone(),
-                    json: e.json.clone(),
-                    pdu: e.pdu.clone(),
-                })
-                .collect();
-            rooms.store_outliers(&f.room_id, &all).await.expect("store");
-            let fork_a: Vec<&Incoming> = base.events.iter().chain(&a).collect();
-            let fork_b: Vec<&Incoming> = base.events.iter().chain(&b).collect();
-            let forks = vec![key_map(&pool, &fork_a).await, key_map(&pool, &fork_b).await];
-            (pool, forks)
+            let (pool, rooms) = open(f).await;
+            rooms
+                .store_outliers(&f.room_id, f.events())
+                .await
+                .expect("store");
+            let mut maps = Vec::new();
+            for fork in &forks {
+                maps.push(key_map(&pool, &f.state_events(fork).iter().collect::<Vec<_>>()).await);
+            }
+            (pool, maps)
         });
         group.bench_function(format!("{n} conflicted members"), |bench| {
             bench.iter(|| {
                 let resolved = rt
-                    .block_on(state_res::resolve(&pool, &f.rules, &forks, None))
+                    .block_on(state_res::resolve(&pool, &dag.rules, &forks, None))
                     .expect("resolved");
                 assert_eq!(resolved.map.len(), n + 4);
             })
@@ -127,46 +146,28 @@ fn state_resolution(c: &mut Criterion) {
 /// A room of `n` messages after the base events, stored as timeline events; every 50th
 /// event has a sibling that the next event merges. Returns the room number and the event
 /// numbers in order.
-async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
-    let base = f.base();
-    let auth = [
-        base.create.clone(),
-        base.power_levels.clone(),
-        base.creator_join.clone(),
-    ];
-    let mut events: Vec<Incoming> = Vec::with_capacity(n + n / 50 + 4);
-    let mut prev = vec![base.join_rules.clone()];
+async fn long_room(
+    dag: &mut Dag,
+    creator: &OwnedUserId,
+    pool: &PgPool,
+    n: usize,
+) -> (i64, Vec<i64>) {
+    dag.base(creator);
+    let first = dag.events().len();
     for i in 0..n {
-        let depth = 5 + i as i64;
-        let body = json!({"msgtype": "m.text", "body": format!("message {i}")});
-        let parents = std::mem::take(&mut prev);
-        let e = f.event(
-            &f.creator,
-            "m.room.message",
-            None,
-            body,
-            &parents,
-            &auth,
-            depth,
-        );
-        prev.push(e.event_id.clone());
-        events.push(e);
-        if i % 50 == 49 {
+        let before = (i % 50 == 49).then(|| dag.head());
+        dag.message(creator, &format!("message {i}"));
+        if let Some(before) = before {
             // A sibling on the same parents, merged by the next event.
-            let side = f.event(
-                &f.creator,
-                "m.room.message",
-                None,
-                json!({"msgtype": "m.text", "body": format!("side {i}")}),
-                &parents,
-                &auth,
-                depth,
-            );
-            prev.push(side.event_id.clone());
-            events.push(side);
+            let main = dag.head();
+            dag.fork(&before);
+            dag.message(creator, &format!("side {i}"));
+            let side = dag.head();
+            dag.merge(&[main, side]);
         }
     }
-    let room = db::rooms::by_id(pool, f.room_id.as_str())
+    let events = &dag.events()[first..];
+    let room = db::rooms::by_id(pool, dag.room_id.as_str())
         .await
         .expect("room")
         .expect("room row");
@@ -200,7 +201,7 @@ async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
                     room_nid: room.room_nid,
                     event_type: "m.room.message",
                     state_key_nid: None,
-                    sender: f.creator.as_str(),
+                    sender: creator.as_str(),
                     origin_server_ts: 0,
                     depth: e.pdu.depth,
                     json: &e.json,
@@ -227,10 +228,10 @@ async fn long_room(f: &Fixture, pool: &PgPool, n: usize) -> (i64, Vec<i64>) {
 fn walks(c: &mut Criterion) {
     let rt = runtime();
     let n = if measuring() { 100_000 } else { 500 };
-    let f = Fixture::new();
+    let (mut dag, creator) = room();
     let (pool, room_nid, order) = rt.block_on(async {
-        let (pool, _rooms) = open(&f).await;
-        let (room_nid, order) = long_room(&f, &pool, n).await;
+        let (pool, _rooms) = open(&dag).await;
+        let (room_nid, order) = long_room(&mut dag, &creator, &pool, n).await;
         // As a running server does for tables that grew from nothing (`planner_stats`):
         // without statistics the walks' plans depend on when autovacuum happens to run.
         for table in ["events", "event_edges", "event_ids"] {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::federation::{eventually, membership};
-use common::rooms::{Forger, public_room, raw, state_ids, timeline};
+use common::rooms::{Forger, live_dag, public_room, raw, state_ids, timeline};
 use common::server::{TestServer, User, assert_error, enc};
 use ruma::OwnedEventId;
 use serde_json::{Value, json};
@@ -75,11 +75,15 @@ async fn an_event_at_the_deepest_depth_leaves_the_room_writable() {
     let room = joined_room(&a, &alice, "deep", &[(&b, &bob)]).await;
 
     let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
-    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
-    let prev = latest(&a, &alice, &room).await;
+    let mut dag = live_dag(&a, &alice, &b, &room, ruma::RoomVersionId::V12).await;
     let deepest = 9_007_199_254_740_991;
-    let (deep, json) = forger.message("deep", &prev, &auth, deepest);
-    let (status, answer) = forger.send("deep-1", vec![raw(&json)]).await;
+    let mut at = dag.head();
+    at.depth = deepest;
+    dag.fork(&at);
+    let deep = dag.message(&bob.id(), "deep");
+    let (status, answer) = forger
+        .send("deep-1", dag.raw(std::slice::from_ref(&deep)))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(answer["pdus"][deep.as_str()], json!({}), "{answer}");
 
@@ -361,24 +365,18 @@ async fn paging_back_passes_over_a_run_of_rejected_events() {
 
     // Bob (power 0) renames the room 40 times: each rejected by the auth rules.
     let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
-    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
-    let mut prev = latest(&a, &alice, &room).await;
-    let mut pdus = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..40 {
-        let (id, json) = forger.event(
-            "m.room.name",
-            Some(""),
-            json!({"name": format!("n{i}")}),
-            &prev,
-            &auth,
-            100 + i,
-        );
-        pdus.push(raw(&json));
-        ids.push(id.clone());
-        prev = id;
-    }
-    let (status, answer) = forger.send("names", pdus).await;
+    let mut dag = live_dag(&a, &alice, &b, &room, ruma::RoomVersionId::V12).await;
+    let ids: Vec<OwnedEventId> = (0..40)
+        .map(|i| {
+            dag.state(
+                &bob.id(),
+                "m.room.name",
+                "",
+                json!({"name": format!("n{i}")}),
+            )
+        })
+        .collect();
+    let (status, answer) = forger.send("names", dag.raw(&ids)).await;
     assert_eq!(status, 200);
     for id in &ids {
         assert!(answer["pdus"][id.as_str()]["error"].is_string(), "{answer}");
@@ -455,16 +453,15 @@ async fn bad_and_spoofed_parts_of_a_transaction_harm_nothing_else() {
     let bob = b.register("bob", "password-b").await;
     let room = joined_room(&a, &alice, "spoof", &[(&b, &bob)]).await;
     let forger = Forger::new(&a, &b, &room, &bob.user_id, ruma::RoomVersionId::V12);
-    let auth = message_auth(&a, &alice, &room, &bob.user_id).await;
-    let prev = latest(&a, &alice, &room).await;
-    let (good, json_good) = forger.message("good", &prev, &auth, 100);
+    let mut dag = live_dag(&a, &alice, &b, &room, ruma::RoomVersionId::V12).await;
+    let good = dag.message(&bob.id(), "good");
     let typing = |user: &str| json!({"edu_type": "m.typing", "content": {"room_id": room, "user_id": user, "typing": true}});
     let carol = format!("@carol:{}", b.server_name());
     let pdus = vec![
         raw(r#"{"type": 5}"#),
         raw(r#"[1, 2, 3]"#),
         raw(&json!({"room_id": room, "type": "m.room.message", "sender": bob.user_id}).to_string()),
-        raw(&json_good),
+        raw(&dag.event(&good).json),
     ];
     let edus = vec![
         raw(r#"{"edu_type": "m.typing", "content": "not an object"}"#),

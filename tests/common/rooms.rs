@@ -278,3 +278,44 @@ impl Forger {
 pub fn raw(json: &str) -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string(json.to_owned()).unwrap()
 }
+
+/// A DAG builder standing where the room on `to` is now, as `u` sees it (its current state,
+/// its newest event and that event's depth), signing as server `from` with `from`'s own
+/// key: the events a member server would send next, without choosing prev events, auth
+/// events and depths by hand.
+pub async fn live_dag(
+    to: &TestServer,
+    u: &User,
+    from: &TestServer,
+    room: &str,
+    version: ruma::RoomVersionId,
+) -> super::dag::Dag {
+    let id = |s: &str| ruma::OwnedEventId::try_from(s).expect("event ID");
+    let state = state_ids(to, u, room)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, id(&v)))
+        .collect();
+    let newest = timeline(to, u, room).await.pop().expect("an event").0;
+    let (status, pdu) = super::federation::signed(
+        from,
+        to,
+        "GET",
+        &format!("/_matrix/federation/v1/event/{newest}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{pdu}");
+    let depth = pdu["pdus"][0]["depth"].as_i64().expect("depth");
+    let name = ruma::OwnedServerName::try_from(from.server_name()).expect("server name");
+    let keys = trellis::keys::ServerKeys::load_or_generate(&from.config.signing_key_path(), name)
+        .expect("signing key");
+    super::dag::Dag::resume(
+        room,
+        version,
+        keys,
+        state,
+        vec![id(&newest)],
+        trellis::room::pdu::depth_after(depth),
+    )
+}

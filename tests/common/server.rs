@@ -382,6 +382,11 @@ impl User {
     pub fn t(&self) -> Option<&str> {
         Some(&self.token)
     }
+
+    /// The user ID as ruma's type (what a DAG builder signs events for).
+    pub fn id(&self) -> ruma::OwnedUserId {
+        ruma::OwnedUserId::try_from(self.user_id.as_str()).expect("user ID")
+    }
 }
 
 /// Assert a Matrix error: status and errcode.

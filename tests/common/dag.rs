@@ -1,7 +1,7 @@
 //! A signed room DAG built in memory, for tests and benchmarks alike (the benchmarks include
 //! this file by `#[path]`): events made, hashed and signed the way the append path makes
 //! them, each by the server of its sender, with prev events, auth events and depth chosen
-//! from where the builder stands. The idea of Dendrite's `test.NewRoom` / `CreateAndInsert`.
+//! from where the builder stands.
 //!
 //! The builder stands at a [`Head`]: the events the next one cites, its depth, and the state
 //! there. Each event it adds moves the head on. What a test hands to the server under test

@@ -1026,3 +1026,46 @@ async fn whois_for_oneself_and_for_a_server_admin() {
     let (status, body) = s.get(&whois("not-a-user-id"), bob.t()).await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// A device's last-seen time follows its requests, not only its login: written in the
+/// background at the device's first request and then at most every few minutes.
+#[tokio::test]
+async fn a_devices_last_seen_time_follows_its_requests() {
+    let s = TestServer::start().await;
+    // Registration writes the device's row; no authenticated request is made before the
+    // row is aged below, so no background write can race with it.
+    let alice = s.register("alice", "pw-alice-1").await;
+    let device = alice.device_id.clone();
+    let url = s.config.database.url.clone().expect("database url");
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    sqlx::query("UPDATE devices SET last_seen_ts = 1, last_seen_ip = NULL WHERE device_id = $1")
+        .bind(&device)
+        .execute(&db)
+        .await
+        .expect("age the device");
+
+    let (st, _) = s.get("/_matrix/client/v3/account/whoami", alice.t()).await;
+    assert_eq!(st, 200);
+    common::federation::eventually("the request shows as the device's last", || async {
+        let (_, d) = s
+            .get(&format!("/_matrix/client/v3/devices/{device}"), alice.t())
+            .await;
+        d["last_seen_ts"].as_i64().is_some_and(|t| t > 1) && d["last_seen_ip"] == "127.0.0.1"
+    })
+    .await;
+
+    // Within the interval, further requests write nothing.
+    sqlx::query("UPDATE devices SET last_seen_ts = 2 WHERE device_id = $1")
+        .bind(&device)
+        .execute(&db)
+        .await
+        .expect("age the device again");
+    for _ in 0..3 {
+        let (st, _) = s.get("/_matrix/client/v3/account/whoami", alice.t()).await;
+        assert_eq!(st, 200);
+    }
+    let (_, d) = s
+        .get(&format!("/_matrix/client/v3/devices/{device}"), alice.t())
+        .await;
+    assert_eq!(d["last_seen_ts"], 2, "{d}");
+}

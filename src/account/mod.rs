@@ -2,6 +2,7 @@
 //!
 //! This is domain code: it speaks ruma identifiers and our [`Error`], never HTTP.
 
+pub mod last_seen;
 pub mod openid;
 pub mod password;
 pub mod ratelimit;
@@ -77,6 +78,8 @@ pub struct Accounts {
     registration: Arc<RegistrationConfig>,
     pub limits: Arc<RateLimiters>,
     tokens: Arc<token_cache::TokenCache>,
+    /// Which devices' last-seen rows were written lately.
+    last_seen: Arc<last_seen::LastSeen>,
     passwords: password::Hasher,
     /// Counts push rule changes: rooms keep each room's push rules while none change.
     push: Arc<PushRulesVersion>,
@@ -124,6 +127,7 @@ impl Accounts {
                 register_per_ip: Limiter::new(rl.register_per_ip),
             }),
             tokens: Arc::default(),
+            last_seen: Arc::default(),
             passwords: password::Hasher::default(),
             push,
         }
@@ -160,6 +164,37 @@ impl Accounts {
         };
         self.tokens.insert(hash, user.clone(), owner.expires_ts);
         Ok(user)
+    }
+
+    /// `user`'s device made a request, from `ip`: its last-seen time and address are
+    /// written in the background, at most once per [`last_seen::INTERVAL`].
+    pub fn seen(&self, user: &AuthedUser, ip: Option<std::net::IpAddr>) {
+        if !self
+            .last_seen
+            .due(&user.user_id, &user.device_id, std::time::Instant::now())
+        {
+            return;
+        }
+        let db = self.db.clone();
+        let (user_id, device_id) = (user.user_id.clone(), user.device_id.clone());
+        let ip = ip.map(|i| i.to_string());
+        let write = async move {
+            let result = db::devices::seen(
+                &db,
+                user_id.as_str(),
+                device_id.as_str(),
+                now_ms(),
+                ip.as_deref(),
+            )
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "a device's last-seen time was not written");
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            write,
+            tracing::info_span!("device_last_seen"),
+        ));
     }
 
     /// A user ID on this server from a full ID or a localpart, if it is well formed.

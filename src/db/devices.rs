@@ -10,6 +10,27 @@ pub struct DeviceRow {
     pub last_seen_ip: Option<String>,
 }
 
+/// The device was seen now, from `ip` (kept as it was when unknown).
+pub async fn seen(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    now_ms: i64,
+    ip: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip)
+         WHERE user_id = $1 AND device_id = $2",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(now_ms)
+    .bind(ip)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
 /// The owner of a token, with the flags every authenticated request checks.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenOwner {

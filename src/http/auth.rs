@@ -51,6 +51,11 @@ impl Authenticate for AccessToken {
         let token = access_token(parts)?.ok_or_else(Error::missing_token)?;
         let user = state.accounts.authenticate(&token).await?;
         tracing::Span::current().record("user", user.user_id.as_str());
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        state.accounts.seen(&user, ip);
         Ok(user)
     }
 }

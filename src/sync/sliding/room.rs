@@ -275,13 +275,26 @@ impl Sync {
             })
             .map(|p| p.r.room_nid)
             .collect();
-        let to_check: Vec<RoomBounds> = plans
-            .iter()
-            .filter(|p| quiet.contains(&p.r.room_nid) && p.bounds.after < p.bounds.upto)
-            .map(|p| p.bounds)
-            .collect();
-        if !to_check.is_empty() {
-            for nid in db::sliding::rooms_with_events(self.rooms.reads(), &to_check).await? {
+        // Rooms last sent at the same position are asked about together: the notifier's
+        // log of recent events answers without a query when it reaches back that far.
+        let mut by_after: BTreeMap<i64, Vec<RoomBounds>> = BTreeMap::new();
+        for p in plans {
+            if quiet.contains(&p.r.room_nid) && p.bounds.after < p.bounds.upto {
+                by_after.entry(p.bounds.after).or_default().push(p.bounds);
+            }
+        }
+        let mut unknown = Vec::new();
+        for (after, bounds) in by_after {
+            let nids: Vec<i64> = bounds.iter().map(|b| b.room_nid).collect();
+            match self.notifier.rooms_changed_since(&nids, after, read.upto) {
+                Some(changed) => changed.iter().for_each(|nid| {
+                    quiet.remove(nid);
+                }),
+                None => unknown.extend(bounds),
+            }
+        }
+        if !unknown.is_empty() {
+            for nid in db::sliding::rooms_with_events(self.rooms.reads(), &unknown).await? {
                 quiet.remove(&nid);
             }
         }

@@ -274,9 +274,13 @@ pub async fn save_position<T: serde::Serialize>(
     now_ms: i64,
 ) -> Result<i64, sqlx::Error> {
     // The DELETE sees the positions as they were before the INSERT: it keeps `keep - 1` of
-    // them, and the new one makes `keep`.
+    // them, and the new one makes `keep`. The commit does not wait for the disk
+    // (`synchronous_commit` off for this statement's transaction alone): a position lost in
+    // a crash only makes its client start the connection again (`M_UNKNOWN_POS`), while
+    // waiting for the flush was a third of a woken request's time.
     sqlx::query_scalar(
-        "WITH new AS (
+        "WITH unflushed AS (SELECT set_config('synchronous_commit', 'off', true)),
+         new AS (
              INSERT INTO sliding_positions (conn_nid, state) VALUES ($1, $2) RETURNING pos
          ),
          dropped AS (
@@ -289,7 +293,7 @@ pub async fn save_position<T: serde::Serialize>(
          used AS (
              UPDATE sliding_connections SET last_used_ts = $5 WHERE conn_nid = $1
          )
-         SELECT pos FROM new",
+         SELECT pos FROM new, unflushed",
     )
     .bind(conn_nid)
     .bind(Json(state))

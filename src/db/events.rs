@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
+use ruma::events::room::member::MembershipState;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 
 use super::rooms::RoomRow;
@@ -342,7 +343,7 @@ pub async fn timeline_page(
 /// unknown room. The page is read whether or not the reader may see it; the caller checks.
 pub struct ReaderPage {
     pub room: RoomRow,
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
     pub events: Vec<StoredEvent>,
 }
 
@@ -366,7 +367,9 @@ pub async fn reader_page(
         return Ok(None);
     };
     let room = RoomRow::from_row(first)?;
-    let membership = first.try_get("membership")?;
+    let membership = first
+        .try_get::<Option<String>, _>("membership")?
+        .map(MembershipState::from);
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         // A room with nothing on this side of `from` comes as one row without an event.

@@ -1,5 +1,6 @@
 //! The `rooms`, `room_aliases` and `room_members` tables.
 
+use ruma::events::room::member::MembershipState;
 use sqlx::{PgConnection, PgExecutor};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -64,7 +65,7 @@ pub async fn with_membership(
     e: impl PgExecutor<'_>,
     room_id: &str,
     user_id: &str,
-) -> Result<Option<(RoomRow, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(RoomRow, Option<MembershipState>)>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -81,7 +82,7 @@ pub async fn with_membership(
     .bind(user_id)
     .fetch_optional(e)
     .await?;
-    Ok(row.map(|r| (r.room, r.membership)))
+    Ok(row.map(|r| (r.room, r.membership.map(MembershipState::from))))
 }
 
 /// What appending to a room starts from, in one query: the room, its forward extremities
@@ -191,7 +192,7 @@ pub async fn set_membership(
     tx: &mut PgConnection,
     room_nid: i64,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
     event_nid: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -201,7 +202,7 @@ pub async fn set_membership(
     )
     .bind(room_nid)
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .bind(event_nid)
     .execute(tx)
     .await?;
@@ -212,28 +213,28 @@ pub async fn membership(
     e: impl PgExecutor<'_>,
     room_nid: i64,
     user_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<MembershipState>, sqlx::Error> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT membership FROM room_members WHERE room_nid = $1 AND user_id = $2")
             .bind(room_nid)
             .bind(user_id)
             .fetch_optional(e)
             .await?;
-    Ok(row.map(|r| r.0))
+    Ok(row.map(|r| MembershipState::from(r.0)))
 }
 
 /// Room IDs where the user's membership is `membership`.
 pub async fn rooms_of_user(
     e: impl PgExecutor<'_>,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
 ) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT r.room_id FROM room_members m JOIN rooms r USING (room_nid)
          WHERE m.user_id = $1 AND m.membership = $2 ORDER BY r.room_nid",
     )
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .fetch_all(e)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
@@ -243,13 +244,17 @@ pub async fn rooms_of_user(
 pub async fn members(
     e: impl PgExecutor<'_>,
     room_nid: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, MembershipState)>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT user_id, membership FROM room_members WHERE room_nid = $1 ORDER BY user_id",
     )
     .bind(room_nid)
     .fetch_all(e)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, membership)| (user, MembershipState::from(membership)))
+        .collect())
 }
 
 pub async fn set_forgotten(
@@ -329,10 +334,10 @@ pub async fn ensure(
 pub async fn set_memberships(
     tx: &mut PgConnection,
     room_nid: i64,
-    rows: &[(&str, &str, i64)],
+    rows: &[(&str, &MembershipState, i64)],
 ) -> Result<(), sqlx::Error> {
     let users: Vec<&str> = rows.iter().map(|r| r.0).collect();
-    let memberships: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let memberships: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     let events: Vec<i64> = rows.iter().map(|r| r.2).collect();
     sqlx::query(
         "INSERT INTO room_members (room_nid, user_id, membership, event_nid)
@@ -356,7 +361,7 @@ pub async fn set_out_of_band_membership(
     tx: &mut PgConnection,
     room_nid: i64,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
     event_nid: i64,
     invite_state: Option<&str>,
 ) -> Result<(), sqlx::Error> {
@@ -369,7 +374,7 @@ pub async fn set_out_of_band_membership(
     )
     .bind(room_nid)
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .bind(event_nid)
     .bind(invite_state)
     .execute(tx)

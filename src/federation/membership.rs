@@ -166,7 +166,7 @@ impl Federation {
         let proposed: CanonicalJsonObject = serde_json::from_str(template.get())
             .map_err(|e| Error::Upstream(format!("invalid membership template: {e}")))?;
         let mut obj = template::checked(proposed, room_id, user, kind).map_err(|e| {
-            tracing::warn!(%room_id, %user, kind = kind.as_str(), error = %e, "refused a membership template");
+            tracing::warn!(%room_id, %user, kind = %kind.membership(), error = %e, "refused a membership template");
             Error::Upstream(format!("membership template refused: {e}"))
         })?;
         let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
@@ -346,7 +346,7 @@ impl Federation {
         origin: &ServerName,
         room_id: &RoomId,
         user: &UserId,
-        membership: &str,
+        membership: MembershipState,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
         if user.server_name() != origin {
@@ -369,7 +369,7 @@ impl Federation {
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &RawValue,
-        membership: &str,
+        membership: MembershipState,
     ) -> Result<Incoming> {
         let room = rooms.room(room_id).await?;
         rooms.check_server_acl(&room, origin).await?;
@@ -397,7 +397,7 @@ impl Federation {
                 "Not a {membership} event of a user of the sending server"
             )));
         }
-        if membership == "join" {
+        if membership == MembershipState::Join {
             let authoriser = serde_json::from_str::<serde_json::Value>(p.content.get())
                 .ok()
                 .and_then(|c| {
@@ -472,7 +472,7 @@ impl Federation {
             .and_then(|k| UserId::parse(k).ok())
             .ok_or_else(|| Error::bad_json("Invite without a user state_key"))?;
         if p.kind != TimelineEventType::RoomMember
-            || membership_of(&p.content) != "invite"
+            || membership_of(&p.content) != MembershipState::Invite
             || invitee.server_name() != rooms.server_name()
             || p.sender.server_name() != origin
             || p.room_id.as_deref() != Some(room_id)
@@ -783,8 +783,15 @@ impl Federation {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<Vec<RawStrippedState>> {
-        self.accept_membership(rooms, origin, room_id, event_id, pdu, "knock")
-            .await?;
+        self.accept_membership(
+            rooms,
+            origin,
+            room_id,
+            event_id,
+            pdu,
+            MembershipState::Knock,
+        )
+        .await?;
         let room = rooms.room(room_id).await?;
         Ok(rooms
             .public_basics(&room)

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -136,7 +137,7 @@ impl Rooms {
 
         let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
 
-        let mut join = json!({"membership": "join"});
+        let mut join = json!({"membership": MembershipState::Join});
         if let Some(d) = &req.creator_displayname {
             join["displayname"] = d.clone().into();
         }

@@ -111,7 +111,7 @@ impl Rooms {
             return Err(Error::invalid_param("Room alias must be on this server"));
         }
         let room = self.room(room_id).await?;
-        if self.membership(&room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(&room, user).await? {
             return Err(Error::forbidden(
                 "You must be in the room to create an alias for it",
             ));
@@ -187,7 +187,7 @@ impl Rooms {
         room_id: &RoomId,
     ) -> Result<Vec<OwnedRoomAliasId>> {
         let room = self.room(room_id).await?;
-        if self.membership(&room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(&room, user).await? {
             let state = self
                 .room_state(&room, &["m.room.history_visibility"])
                 .await?;
@@ -227,7 +227,7 @@ impl Rooms {
     /// Synapse's test for changing a room's directory entry or others' aliases: joined, with
     /// the power to send `m.room.canonical_alias`.
     async fn can_change_room_list(&self, room: &RoomRow, user: &UserId) -> Result<bool> {
-        if self.membership(room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(room, user).await? {
             return Ok(false);
         }
         let rules = room.rules()?;

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 
 use super::lock::RoomLock;
 use super::pdu::Relation;
@@ -631,7 +632,7 @@ async fn apply_state_changes(
 ) -> Result<()> {
     if !changes.is_empty() {
         let mut by_key: HashMap<i64, i64> = HashMap::new();
-        let mut members: HashMap<String, (String, i64)> = HashMap::new();
+        let mut members: HashMap<String, (MembershipState, i64)> = HashMap::new();
         for c in changes {
             by_key.insert(c.state_key_nid, c.event_nid);
             if let Some((user, membership)) = c.member {
@@ -640,9 +641,9 @@ async fn apply_state_changes(
         }
         let entries: Vec<(i64, i64)> = by_key.into_iter().collect();
         db::state::set_current_many(&mut *tx, room.room_nid, &entries).await?;
-        let members: Vec<(&str, &str, i64)> = members
+        let members: Vec<(&str, &MembershipState, i64)> = members
             .iter()
-            .map(|(u, (m, e))| (u.as_str(), m.as_str(), *e))
+            .map(|(u, (m, e))| (u.as_str(), m, *e))
             .collect();
         if !members.is_empty() {
             db::rooms::set_memberships(&mut *tx, room.room_nid, &members).await?;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ruma::events::room::member::MembershipState;
 use sqlx::PgPool;
 
 use super::pdu::Pdu;
@@ -51,7 +52,7 @@ pub enum FanOut<'a> {
 pub struct StateChange {
     pub state_key_nid: i64,
     pub event_nid: i64,
-    pub member: Option<(String, String)>,
+    pub member: Option<(String, MembershipState)>,
 }
 
 /// What the event does to the room's current state.

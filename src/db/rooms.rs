@@ -1,31 +1,26 @@
 //! The `rooms`, `room_aliases` and `room_members` tables.
 
+use ruma::RoomVersionId;
 use ruma::events::room::member::MembershipState;
+use ruma::room_version_rules::RoomVersionRules;
 use sqlx::{PgConnection, PgExecutor};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RoomRow {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    /// Parsed once, as the row is read (a stored version is always a valid ID: rooms are
+    /// only ever created or joined with a parsed one).
+    #[sqlx(try_from = "String")]
+    pub room_version: RoomVersionId,
     pub state_group: Option<i64>,
     pub is_public: bool,
 }
 
 impl RoomRow {
-    /// The room's version, as stored.
-    pub fn version(&self) -> crate::error::Result<ruma::RoomVersionId> {
-        ruma::RoomVersionId::try_from(self.room_version.as_str())
-            .map_err(|e| crate::error::Error::internal(format!("stored room version invalid: {e}")))
-    }
-
-    /// The rules of the room's version (a version this server does not know is an error:
-    /// no room of one is ever stored).
-    pub fn rules(&self) -> crate::error::Result<ruma::room_version_rules::RoomVersionRules> {
-        let version = self.version()?;
-        version.rules().ok_or_else(|| {
-            crate::error::Error::internal(format!("room version {version} has no rules"))
-        })
+    /// The rules of the room's version (see [`rules_of`]).
+    pub fn rules(&self) -> crate::error::Result<RoomVersionRules> {
+        rules_of(&self.room_version)
     }
 
     /// The room's ID, as stored.
@@ -33,6 +28,14 @@ impl RoomRow {
         ruma::OwnedRoomId::try_from(self.room_id.as_str())
             .map_err(|e| crate::error::Error::internal(format!("stored room ID invalid: {e}")))
     }
+}
+
+/// The rules of a room version; the one error for a version this server does not know
+/// (no room of one is ever stored).
+pub fn rules_of(version: &RoomVersionId) -> crate::error::Result<RoomVersionRules> {
+    version.rules().ok_or_else(|| {
+        crate::error::Error::internal(format!("room version {version} has no rules"))
+    })
 }
 
 /// A new room's row, numbered; `None` when a room of that ID exists already.
@@ -95,11 +98,8 @@ pub async fn with_extremities(
 ) -> Result<Option<SendStart>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        room_nid: i64,
-        room_id: String,
-        room_version: String,
-        state_group: Option<i64>,
-        is_public: bool,
+        #[sqlx(flatten)]
+        room: RoomRow,
         event_nid: Option<i64>,
         event_id: Option<String>,
         depth: Option<i64>,
@@ -129,13 +129,7 @@ pub async fn with_extremities(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let room = RoomRow {
-        room_nid: first.room_nid,
-        room_id: first.room_id.clone(),
-        room_version: first.room_version.clone(),
-        state_group: first.state_group,
-        is_public: first.is_public,
-    };
+    let room = first.room.clone();
     let seen: Vec<(String, String, String, String)> = match &first.seen {
         Some(json) => serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         None => Vec::new(),

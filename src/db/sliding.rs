@@ -29,7 +29,8 @@ pub const BUMP_TYPES: &[&str] = &[
 pub struct SlidingRoom {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    #[sqlx(try_from = "String")]
+    pub room_version: ruma::RoomVersionId,
     #[sqlx(try_from = "String")]
     pub membership: MembershipState,
     pub member_event_nid: i64,

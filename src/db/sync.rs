@@ -10,7 +10,8 @@ use super::events::StoredEvent;
 pub struct UserRoom {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    #[sqlx(try_from = "String")]
+    pub room_version: ruma::RoomVersionId,
     #[sqlx(try_from = "String")]
     pub membership: MembershipState,
     pub member_event_nid: i64,

@@ -81,7 +81,7 @@ impl Federation {
             reason,
             profile,
         )?;
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(&version)?;
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
         let raw =
             RawValue::from_string(json.clone()).map_err(|e| Error::internal(e.to_string()))?;
@@ -162,7 +162,7 @@ impl Federation {
                 "This server does not support the room's version",
             ));
         }
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let proposed: CanonicalJsonObject = serde_json::from_str(template.get())
             .map_err(|e| Error::Upstream(format!("invalid membership template: {e}")))?;
         let mut obj = template::checked(proposed, room_id, user, kind).map_err(|e| {
@@ -287,7 +287,7 @@ impl Federation {
                 invitee,
                 &invite,
                 |room, prepared, stripped| async move {
-                    let version = room.version()?;
+                    let version = room.room_version.clone();
                     let rules = room.rules()?;
                     let raw = RawValue::from_string(prepared.json.clone())
                         .map_err(|e| Error::internal(e.to_string()))?;
@@ -455,7 +455,7 @@ impl Federation {
         if let Ok(room) = rooms.room(room_id).await {
             rooms.check_server_acl(&room, origin).await?;
         }
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let (id, _) = parse_pdu(event, &rules).map_err(Error::bad_json)?;
         if id != *event_id {
             return Err(Error::bad_json("Event ID does not match the event"));

@@ -145,7 +145,7 @@ fn room_rules(
     ruma::room_version_rules::RoomVersionRules,
     ruma::OwnedRoomId,
 )> {
-    Ok((room.version()?, room.rules()?, room.id()?))
+    Ok((room.room_version.clone(), room.rules()?, room.id()?))
 }
 
 /// The state keys authorising `new` from `sender` needs.

@@ -108,9 +108,7 @@ impl Rooms {
             Preset::PrivateChat
         });
 
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
+        let rules = db::rooms::rules_of(&version)?;
         let auth = &rules.authorization;
 
         let mut create = req.creation_content.clone();
@@ -339,7 +337,7 @@ impl Rooms {
         let room = RoomRow {
             room_nid: 0,
             room_id: room_id.to_string(),
-            room_version: version.to_string(),
+            room_version: version.clone(),
             state_group: None,
             is_public: false,
         };

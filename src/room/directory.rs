@@ -22,7 +22,7 @@ use ruma::room::{JoinRuleKind, RoomType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId,
-    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedServerName, RoomAliasId, RoomId, UInt, UserId,
 };
 
 use super::pdu::NewContent;
@@ -381,7 +381,7 @@ impl Rooms {
 
         let rooms: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
+            .map(|r| (r.room_nid, r.room_version.rules()))
             .collect();
         let state = self.state_contents(&rooms, &SUMMARY_TYPES).await?;
         let chunk = rows
@@ -498,13 +498,6 @@ pub(super) fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Opti
         Some(CanonicalJsonValue::String(s)) => Some(s),
         _ => None,
     }
-}
-
-/// The rules of a stored room version, if it is one we know.
-pub(super) fn rules_of_version(version: &str) -> Option<RoomVersionRules> {
-    RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
 }
 
 pub(super) fn stored_room_id(id: &str) -> Result<OwnedRoomId> {

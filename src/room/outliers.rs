@@ -33,9 +33,7 @@ impl Rooms {
         state: &[Incoming],
         auth_chain: &[Incoming],
     ) -> Result<()> {
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal("room version without rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let lock = self.locks.lock(room_id).await;
         let db = self.db();
 

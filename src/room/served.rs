@@ -76,7 +76,7 @@ impl Rooms {
             return Err(Error::not_found("This server is not in that room"));
         }
         let rules = room.rules()?;
-        let version = room.version()?;
+        let version = room.room_version.clone();
         if !supported.contains(&version) {
             return Err(Error::new(
                 ruma::api::error::ErrorKind::IncompatibleRoomVersion(

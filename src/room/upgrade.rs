@@ -52,9 +52,7 @@ impl Rooms {
             return Err(Error::forbidden("You are not joined to this room"));
         }
         let old_rules = old.rules()?;
-        let new_rules = version
-            .rules()
-            .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
+        let new_rules = db::rooms::rules_of(&version)?;
         let group = old
             .state_group
             .ok_or_else(|| Error::internal("joined room without state"))?;

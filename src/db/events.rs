@@ -86,6 +86,36 @@ pub struct NewEvent<'a> {
     pub state_after: Option<i64>,
 }
 
+impl<'a> NewEvent<'a> {
+    /// An accepted timeline event's row, not a state event and not yet placed on any state
+    /// group: callers set what differs on top (`NewEvent { outlier: true, ..NewEvent::new(…) }`).
+    pub fn new(
+        event_nid: i64,
+        room_nid: i64,
+        event_type: &'a str,
+        sender: &'a str,
+        origin_server_ts: i64,
+        depth: i64,
+        json: &'a str,
+    ) -> Self {
+        NewEvent {
+            event_nid,
+            room_nid,
+            event_type,
+            state_key_nid: None,
+            sender,
+            origin_server_ts,
+            depth,
+            json,
+            outlier: false,
+            rejected_reason: None,
+            soft_failed: false,
+            state_before: None,
+            state_after: None,
+        }
+    }
+}
+
 /// The highest live stream position stored.
 pub async fn max_stream_position(e: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(stream_ordering) FROM events")

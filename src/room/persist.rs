@@ -11,7 +11,7 @@ use super::lock::RoomLock;
 use super::pdu::Relation;
 use super::push::{Notified, PushContext};
 use super::stream::{InFlight, StreamPositions};
-use super::write::{Checked, Current, FanOut, StateChange, Store};
+use super::write::{Checked, Current, FanOut, StateChange, Store, event_row};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -26,20 +26,18 @@ impl Checked<'_> {
         (state_before, state_after): (Option<i64>, Option<i64>),
     ) -> db::events::NewEvent<'s> {
         db::events::NewEvent {
-            event_nid,
-            room_nid,
-            event_type: kind,
-            state_key_nid,
-            sender: self.pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(self.pdu.origin_server_ts.0))
-                .unwrap_or(i64::MAX),
-            depth: self.pdu.depth.max(1),
-            json: self.json,
-            outlier: false,
             rejected_reason: self.rejected.as_deref(),
             soft_failed: self.soft_failed,
             state_before,
             state_after,
+            ..event_row(
+                self.pdu,
+                self.json,
+                room_nid,
+                event_nid,
+                kind,
+                state_key_nid,
+            )
         }
     }
 }

@@ -196,21 +196,15 @@ async fn long_room(
                     .auth_edges
                     .extend(e.pdu.auth_events.iter().map(|p| (nid, nids[p.as_str()])));
                 order.push(nid);
-                db::events::NewEvent {
-                    event_nid: nid,
-                    room_nid: room.room_nid,
-                    event_type: "m.room.message",
-                    state_key_nid: None,
-                    sender: creator.as_str(),
-                    origin_server_ts: 0,
-                    depth: e.pdu.depth,
-                    json: &e.json,
-                    outlier: false,
-                    rejected_reason: None,
-                    soft_failed: false,
-                    state_before: None,
-                    state_after: None,
-                }
+                db::events::NewEvent::new(
+                    nid,
+                    room.room_nid,
+                    "m.room.message",
+                    creator.as_str(),
+                    0,
+                    e.pdu.depth,
+                    &e.json,
+                )
             })
             .collect();
         let positions: Vec<Option<i64>> = positions.into_iter().map(Some).collect();

@@ -1,5 +1,6 @@
 //! The database layer's own machinery: connections lent for one statement (`db::lease`),
-//! and the planner statistics kept up with a young database (`planner_stats`).
+//! the planner statistics kept up with a young database (`planner_stats`), and the typed
+//! values rows are decoded into (memberships, room versions).
 
 mod common;
 
@@ -383,4 +384,68 @@ async fn a_begin_dropped_half_way_leaves_no_transaction_open() {
             .await
             .expect("state");
     assert_eq!(state.as_deref(), Some("idle"));
+}
+
+/// Memberships and room versions are decoded once, as their rows are read: a stored value
+/// ruma does not name reads back unchanged (as `_Custom`), never as an error or a panic, and
+/// a room version this server has no rules for is an error only where rules are asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_memberships_and_versions_decode_at_the_row() {
+    use ruma::events::room::member::MembershipState;
+    use trellis::db::{events, reads, rooms, sync};
+
+    let url = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let mut tx = pool.begin().await.expect("begin");
+    let room_nid = rooms::insert(&mut tx, "!r:x", "org.example.unknown")
+        .await
+        .expect("insert room")
+        .expect("new room");
+    let nids = events::intern_ids(&mut tx, &["$m"]).await.expect("intern");
+    let event_nid = nids["$m"];
+    let row = events::NewEvent::new(event_nid, room_nid, "m.room.member", "@u:x", 1, 1, "{}");
+    assert!(events::insert(&mut tx, &row, Some(1)).await.expect("event"));
+    let custom = MembershipState::from("org.example.custom");
+    rooms::set_membership(&mut tx, room_nid, "@u:x", &custom, event_nid)
+        .await
+        .expect("membership");
+    tx.commit().await.expect("commit");
+
+    let stored: String =
+        sqlx::query_scalar("SELECT membership FROM room_members WHERE room_nid = $1")
+            .bind(room_nid)
+            .fetch_one(&pool)
+            .await
+            .expect("stored");
+    assert_eq!(
+        stored, "org.example.custom",
+        "the stored text is the value's own"
+    );
+    let read = rooms::membership(&pool, room_nid, "@u:x")
+        .await
+        .expect("read");
+    assert_eq!(
+        read.as_ref().map(MembershipState::as_str),
+        Some("org.example.custom")
+    );
+    assert_ne!(read, Some(MembershipState::Join));
+    let members = rooms::members(&pool, room_nid).await.expect("members");
+    assert_eq!(members, vec![("@u:x".to_owned(), custom.clone())]);
+    let at = reads::membership_at(&pool, room_nid, "@u:x")
+        .await
+        .expect("membership_at")
+        .expect("a row");
+    assert_eq!(at.membership, custom);
+    let user_rooms = sync::user_rooms(&pool, "@u:x").await.expect("user_rooms");
+    assert_eq!(user_rooms.len(), 1);
+    assert_eq!(user_rooms[0].membership, custom);
+
+    let (room, membership) = rooms::with_membership(&pool, "!r:x", "@u:x")
+        .await
+        .expect("with_membership")
+        .expect("the room");
+    assert_eq!(membership, Some(custom));
+    assert_eq!(room.room_version.as_str(), "org.example.unknown");
+    let err = room.rules().expect_err("no rules for an unknown version");
+    assert!(err.to_string().contains("has no rules"), "{err}");
 }

@@ -113,7 +113,7 @@ pub struct RoomTypes<'a> {
 pub struct PublicRoomRow {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    pub room_version: ruma::RoomVersionId,
     pub joined: i64,
 }
 
@@ -227,17 +227,25 @@ pub async fn public_rooms_page(
         .push(format!(") p ON TRUE ORDER BY {order}"));
     let rows: Vec<PageRow> = b.build_query_as().fetch_all(e).await?;
     let total = rows.first().map_or(0, |r| r.total);
-    let rooms = rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(PublicRoomRow {
-                room_nid: r.room_nid?,
-                room_id: r.room_id?,
-                room_version: r.room_version?,
-                joined: r.joined?,
-            })
-        })
-        .collect();
+    let mut rooms = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (Some(room_nid), Some(room_id), Some(version), Some(joined)) =
+            (r.room_nid, r.room_id, r.room_version, r.joined)
+        else {
+            continue;
+        };
+        let room_version =
+            ruma::RoomVersionId::try_from(version).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "room_version".into(),
+                source: Box::new(e),
+            })?;
+        rooms.push(PublicRoomRow {
+            room_nid,
+            room_id,
+            room_version,
+            joined,
+        });
+    }
     Ok((rooms, total))
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
+use ruma::events::room::member::MembershipState;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 
 use super::rooms::RoomRow;
@@ -83,6 +84,36 @@ pub struct NewEvent<'a> {
     pub soft_failed: bool,
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An accepted timeline event's row, not a state event and not yet placed on any state
+    /// group: callers set what differs on top (`NewEvent { outlier: true, ..NewEvent::new(…) }`).
+    pub fn new(
+        event_nid: i64,
+        room_nid: i64,
+        event_type: &'a str,
+        sender: &'a str,
+        origin_server_ts: i64,
+        depth: i64,
+        json: &'a str,
+    ) -> Self {
+        NewEvent {
+            event_nid,
+            room_nid,
+            event_type,
+            state_key_nid: None,
+            sender,
+            origin_server_ts,
+            depth,
+            json,
+            outlier: false,
+            rejected_reason: None,
+            soft_failed: false,
+            state_before: None,
+            state_after: None,
+        }
+    }
 }
 
 /// The highest live stream position stored.
@@ -342,7 +373,7 @@ pub async fn timeline_page(
 /// unknown room. The page is read whether or not the reader may see it; the caller checks.
 pub struct ReaderPage {
     pub room: RoomRow,
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
     pub events: Vec<StoredEvent>,
 }
 
@@ -366,7 +397,9 @@ pub async fn reader_page(
         return Ok(None);
     };
     let room = RoomRow::from_row(first)?;
-    let membership = first.try_get("membership")?;
+    let membership = first
+        .try_get::<Option<String>, _>("membership")?
+        .map(MembershipState::from);
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         // A room with nothing on this side of `from` comes as one row without an event.

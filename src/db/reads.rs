@@ -1,6 +1,7 @@
 //! Read-side look-ups for member lists, event context and `/timestamp_to_event`: positions
 //! in a room's timeline turned into state groups, and events found by timestamp.
 
+use ruma::events::room::member::MembershipState;
 use sqlx::PgExecutor;
 
 /// The state group in force at the topological position `at` (a pagination token's
@@ -36,7 +37,8 @@ pub async fn state_group_at(
 /// the state after that event.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MembershipAt {
-    pub membership: String,
+    #[sqlx(try_from = "String")]
+    pub membership: MembershipState,
     pub depth: i64,
     pub stream_ordering: Option<i64>,
     pub state_after: Option<i64>,

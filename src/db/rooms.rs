@@ -1,30 +1,26 @@
 //! The `rooms`, `room_aliases` and `room_members` tables.
 
+use ruma::RoomVersionId;
+use ruma::events::room::member::MembershipState;
+use ruma::room_version_rules::RoomVersionRules;
 use sqlx::{PgConnection, PgExecutor};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RoomRow {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    /// Parsed once, as the row is read (a stored version is always a valid ID: rooms are
+    /// only ever created or joined with a parsed one).
+    #[sqlx(try_from = "String")]
+    pub room_version: RoomVersionId,
     pub state_group: Option<i64>,
     pub is_public: bool,
 }
 
 impl RoomRow {
-    /// The room's version, as stored.
-    pub fn version(&self) -> crate::error::Result<ruma::RoomVersionId> {
-        ruma::RoomVersionId::try_from(self.room_version.as_str())
-            .map_err(|e| crate::error::Error::internal(format!("stored room version invalid: {e}")))
-    }
-
-    /// The rules of the room's version (a version this server does not know is an error:
-    /// no room of one is ever stored).
-    pub fn rules(&self) -> crate::error::Result<ruma::room_version_rules::RoomVersionRules> {
-        let version = self.version()?;
-        version.rules().ok_or_else(|| {
-            crate::error::Error::internal(format!("room version {version} has no rules"))
-        })
+    /// The rules of the room's version (see [`rules_of`]).
+    pub fn rules(&self) -> crate::error::Result<RoomVersionRules> {
+        rules_of(&self.room_version)
     }
 
     /// The room's ID, as stored.
@@ -32,6 +28,14 @@ impl RoomRow {
         ruma::OwnedRoomId::try_from(self.room_id.as_str())
             .map_err(|e| crate::error::Error::internal(format!("stored room ID invalid: {e}")))
     }
+}
+
+/// The rules of a room version; the one error for a version this server does not know
+/// (no room of one is ever stored).
+pub fn rules_of(version: &RoomVersionId) -> crate::error::Result<RoomVersionRules> {
+    version.rules().ok_or_else(|| {
+        crate::error::Error::internal(format!("room version {version} has no rules"))
+    })
 }
 
 /// A new room's row, numbered; `None` when a room of that ID exists already.
@@ -64,7 +68,7 @@ pub async fn with_membership(
     e: impl PgExecutor<'_>,
     room_id: &str,
     user_id: &str,
-) -> Result<Option<(RoomRow, Option<String>)>, sqlx::Error> {
+) -> Result<Option<(RoomRow, Option<MembershipState>)>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -81,7 +85,7 @@ pub async fn with_membership(
     .bind(user_id)
     .fetch_optional(e)
     .await?;
-    Ok(row.map(|r| (r.room, r.membership)))
+    Ok(row.map(|r| (r.room, r.membership.map(MembershipState::from))))
 }
 
 /// What appending to a room starts from, in one query: the room, its forward extremities
@@ -94,11 +98,8 @@ pub async fn with_extremities(
 ) -> Result<Option<SendStart>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        room_nid: i64,
-        room_id: String,
-        room_version: String,
-        state_group: Option<i64>,
-        is_public: bool,
+        #[sqlx(flatten)]
+        room: RoomRow,
         event_nid: Option<i64>,
         event_id: Option<String>,
         depth: Option<i64>,
@@ -128,13 +129,7 @@ pub async fn with_extremities(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let room = RoomRow {
-        room_nid: first.room_nid,
-        room_id: first.room_id.clone(),
-        room_version: first.room_version.clone(),
-        state_group: first.state_group,
-        is_public: first.is_public,
-    };
+    let room = first.room.clone();
     let seen: Vec<(String, String, String, String)> = match &first.seen {
         Some(json) => serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         None => Vec::new(),
@@ -191,7 +186,7 @@ pub async fn set_membership(
     tx: &mut PgConnection,
     room_nid: i64,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
     event_nid: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -201,7 +196,7 @@ pub async fn set_membership(
     )
     .bind(room_nid)
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .bind(event_nid)
     .execute(tx)
     .await?;
@@ -212,28 +207,28 @@ pub async fn membership(
     e: impl PgExecutor<'_>,
     room_nid: i64,
     user_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<MembershipState>, sqlx::Error> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT membership FROM room_members WHERE room_nid = $1 AND user_id = $2")
             .bind(room_nid)
             .bind(user_id)
             .fetch_optional(e)
             .await?;
-    Ok(row.map(|r| r.0))
+    Ok(row.map(|r| MembershipState::from(r.0)))
 }
 
 /// Room IDs where the user's membership is `membership`.
 pub async fn rooms_of_user(
     e: impl PgExecutor<'_>,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
 ) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT r.room_id FROM room_members m JOIN rooms r USING (room_nid)
          WHERE m.user_id = $1 AND m.membership = $2 ORDER BY r.room_nid",
     )
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .fetch_all(e)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
@@ -243,13 +238,17 @@ pub async fn rooms_of_user(
 pub async fn members(
     e: impl PgExecutor<'_>,
     room_nid: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(String, MembershipState)>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT user_id, membership FROM room_members WHERE room_nid = $1 ORDER BY user_id",
     )
     .bind(room_nid)
     .fetch_all(e)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, membership)| (user, MembershipState::from(membership)))
+        .collect())
 }
 
 pub async fn set_forgotten(
@@ -329,10 +328,10 @@ pub async fn ensure(
 pub async fn set_memberships(
     tx: &mut PgConnection,
     room_nid: i64,
-    rows: &[(&str, &str, i64)],
+    rows: &[(&str, &MembershipState, i64)],
 ) -> Result<(), sqlx::Error> {
     let users: Vec<&str> = rows.iter().map(|r| r.0).collect();
-    let memberships: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let memberships: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     let events: Vec<i64> = rows.iter().map(|r| r.2).collect();
     sqlx::query(
         "INSERT INTO room_members (room_nid, user_id, membership, event_nid)
@@ -356,7 +355,7 @@ pub async fn set_out_of_band_membership(
     tx: &mut PgConnection,
     room_nid: i64,
     user_id: &str,
-    membership: &str,
+    membership: &MembershipState,
     event_nid: i64,
     invite_state: Option<&str>,
 ) -> Result<(), sqlx::Error> {
@@ -369,7 +368,7 @@ pub async fn set_out_of_band_membership(
     )
     .bind(room_nid)
     .bind(user_id)
-    .bind(membership)
+    .bind(membership.as_str())
     .bind(event_nid)
     .bind(invite_state)
     .execute(tx)

@@ -2,6 +2,7 @@
 //! timelines and state changes of many rooms at once (each room with its own bounds), and
 //! the per-connection state (`sliding_connections`, `sliding_positions`).
 
+use ruma::events::room::member::MembershipState;
 use sqlx::PgExecutor;
 use sqlx::types::Json;
 
@@ -28,8 +29,10 @@ pub const BUMP_TYPES: &[&str] = &[
 pub struct SlidingRoom {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
-    pub membership: String,
+    #[sqlx(try_from = "String")]
+    pub room_version: ruma::RoomVersionId,
+    #[sqlx(try_from = "String")]
+    pub membership: MembershipState,
     pub member_event_nid: i64,
     /// Stream position of the user's membership event.
     pub member_stream: i64,

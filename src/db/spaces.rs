@@ -11,7 +11,8 @@ use super::federation::SERVER_OF_USER;
 pub struct ResidentRoom {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
+    #[sqlx(try_from = "String")]
+    pub room_version: ruma::RoomVersionId,
     /// Members whose membership is `join`.
     pub joined: i64,
 }

@@ -1,5 +1,6 @@
 //! Queries for /sync: each reads one kind of data for all of a user's rooms at once.
 
+use ruma::events::room::member::MembershipState;
 use sqlx::PgExecutor;
 
 use super::events::StoredEvent;
@@ -9,8 +10,10 @@ use super::events::StoredEvent;
 pub struct UserRoom {
     pub room_nid: i64,
     pub room_id: String,
-    pub room_version: String,
-    pub membership: String,
+    #[sqlx(try_from = "String")]
+    pub room_version: ruma::RoomVersionId,
+    #[sqlx(try_from = "String")]
+    pub membership: MembershipState,
     pub member_event_nid: i64,
     pub member_stream: i64,
     pub state_group: Option<i64>,
@@ -128,8 +131,8 @@ pub async fn memberships_at(
     user_id: &str,
     room_nids: &[i64],
     at: i64,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Vec<(i64, MembershipState)>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (e.room_nid) e.room_nid,
                 COALESCE(e.json::jsonb -> 'content' ->> 'membership', '')
          FROM events e JOIN state_keys k USING (state_key_nid)
@@ -142,7 +145,11 @@ pub async fn memberships_at(
     .bind(user_id)
     .bind(at)
     .fetch_all(e)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(nid, membership)| (nid, MembershipState::from(membership)))
+        .collect())
 }
 
 /// Full state of several groups in one query: (group, state_key_nid, event_nid).

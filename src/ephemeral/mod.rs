@@ -92,9 +92,10 @@ impl Ephemeral {
     /// The room, if `user` is joined to it: typing and receipts are for members only.
     async fn joined_room(&self, user: &UserId, room_id: &RoomId) -> Result<RoomRow> {
         let room = self.rooms.room(room_id).await?;
-        match self.rooms.membership(&room, user).await?.as_deref() {
-            Some("join") => Ok(room),
-            _ => Err(Error::forbidden("You are not joined to this room")),
+        if self.rooms.is_joined(&room, user).await? {
+            Ok(room)
+        } else {
+            Err(Error::forbidden("You are not joined to this room"))
         }
     }
 

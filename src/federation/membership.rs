@@ -81,7 +81,7 @@ impl Federation {
             reason,
             profile,
         )?;
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(&version)?;
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
         let raw =
             RawValue::from_string(json.clone()).map_err(|e| Error::internal(e.to_string()))?;
@@ -162,11 +162,11 @@ impl Federation {
                 "This server does not support the room's version",
             ));
         }
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let proposed: CanonicalJsonObject = serde_json::from_str(template.get())
             .map_err(|e| Error::Upstream(format!("invalid membership template: {e}")))?;
         let mut obj = template::checked(proposed, room_id, user, kind).map_err(|e| {
-            tracing::warn!(%room_id, %user, kind = kind.as_str(), error = %e, "refused a membership template");
+            tracing::warn!(%room_id, %user, kind = %kind.membership(), error = %e, "refused a membership template");
             Error::Upstream(format!("membership template refused: {e}"))
         })?;
         let s = |v: &str| CanonicalJsonValue::String(v.to_owned());
@@ -287,7 +287,7 @@ impl Federation {
                 invitee,
                 &invite,
                 |room, prepared, stripped| async move {
-                    let version = room.version()?;
+                    let version = room.room_version.clone();
                     let rules = room.rules()?;
                     let raw = RawValue::from_string(prepared.json.clone())
                         .map_err(|e| Error::internal(e.to_string()))?;
@@ -346,7 +346,7 @@ impl Federation {
         origin: &ServerName,
         room_id: &RoomId,
         user: &UserId,
-        membership: &str,
+        membership: MembershipState,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
         if user.server_name() != origin {
@@ -369,7 +369,7 @@ impl Federation {
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &RawValue,
-        membership: &str,
+        membership: MembershipState,
     ) -> Result<Incoming> {
         let room = rooms.room(room_id).await?;
         rooms.check_server_acl(&room, origin).await?;
@@ -397,7 +397,7 @@ impl Federation {
                 "Not a {membership} event of a user of the sending server"
             )));
         }
-        if membership == "join" {
+        if membership == MembershipState::Join {
             let authoriser = serde_json::from_str::<serde_json::Value>(p.content.get())
                 .ok()
                 .and_then(|c| {
@@ -455,7 +455,7 @@ impl Federation {
         if let Ok(room) = rooms.room(room_id).await {
             rooms.check_server_acl(&room, origin).await?;
         }
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let (id, _) = parse_pdu(event, &rules).map_err(Error::bad_json)?;
         if id != *event_id {
             return Err(Error::bad_json("Event ID does not match the event"));
@@ -472,7 +472,7 @@ impl Federation {
             .and_then(|k| UserId::parse(k).ok())
             .ok_or_else(|| Error::bad_json("Invite without a user state_key"))?;
         if p.kind != TimelineEventType::RoomMember
-            || membership_of(&p.content) != "invite"
+            || membership_of(&p.content) != MembershipState::Invite
             || invitee.server_name() != rooms.server_name()
             || p.sender.server_name() != origin
             || p.room_id.as_deref() != Some(room_id)
@@ -783,8 +783,15 @@ impl Federation {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<Vec<RawStrippedState>> {
-        self.accept_membership(rooms, origin, room_id, event_id, pdu, "knock")
-            .await?;
+        self.accept_membership(
+            rooms,
+            origin,
+            room_id,
+            event_id,
+            pdu,
+            MembershipState::Knock,
+        )
+        .await?;
         let room = rooms.room(room_id).await?;
         Ok(rooms
             .public_basics(&room)

@@ -45,9 +45,7 @@ impl Federation {
         // version 12) the event the room ID names.
         let version = self.room_version_via(via, room_id, &pdu).await?;
         rooms.ensure_room(room_id, &version).await?;
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal("room version without rules"))?;
+        let rules = crate::db::rooms::rules_of(&version)?;
         let ev = match verify_pdus(&self.remote_keys, &rules, &[&*pdu]).await.pop() {
             Some((_, Ok(ev))) if ev.event_id == latest => ev,
             _ => {

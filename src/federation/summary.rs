@@ -33,10 +33,7 @@ impl Federation {
         let not_found = || Error::not_found("Room not found, or not one you may see");
         let (room_id, mut servers) = self.room_and_servers(rooms, target, via).await?;
         let membership = match (viewer, rooms.room(&room_id).await) {
-            (Some(user), Ok(room)) => rooms
-                .membership(&room, user)
-                .await?
-                .map(|m| MembershipState::from(m.as_str())),
+            (Some(user), Ok(room)) => rooms.membership(&room, user).await?,
             _ => None,
         };
         let as_viewer = viewer.map_or(Viewer::Anonymous, Viewer::User);

@@ -5,6 +5,7 @@
 //! forge state under the joining server's name).
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
 
 /// Most prev_events a template may cite (the spec's own limit on a PDU is 20).
@@ -22,11 +23,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub fn membership(self) -> MembershipState {
         match self {
-            Kind::Join => "join",
-            Kind::Leave => "leave",
-            Kind::Knock => "knock",
+            Kind::Join => MembershipState::Join,
+            Kind::Leave => MembershipState::Leave,
+            Kind::Knock => MembershipState::Knock,
         }
     }
 }
@@ -61,18 +62,18 @@ pub fn checked(
     };
     let mut own = CanonicalJsonObject::new();
     match content.get("membership") {
-        Some(CanonicalJsonValue::String(m)) if m == kind.as_str() => {}
+        Some(CanonicalJsonValue::String(m)) if m == kind.membership().as_str() => {}
         None => {}
         Some(other) => {
             return Err(format!(
                 "membership {other:?} in a {} template",
-                kind.as_str()
+                kind.membership()
             ));
         }
     }
     own.insert(
         "membership".into(),
-        CanonicalJsonValue::String(kind.as_str().into()),
+        CanonicalJsonValue::String(kind.membership().as_str().into()),
     );
     if kind == Kind::Join {
         match content.get("join_authorised_via_users_server") {

@@ -145,7 +145,7 @@ fn room_rules(
     ruma::room_version_rules::RoomVersionRules,
     ruma::OwnedRoomId,
 )> {
-    Ok((room.version()?, room.rules()?, room.id()?))
+    Ok((room.room_version.clone(), room.rules()?, room.id()?))
 }
 
 /// The state keys authorising `new` from `sender` needs.
@@ -351,20 +351,19 @@ pub fn local_checked<'a>(
     txn: Option<TxnRef<'a>>,
 ) -> Checked<'a> {
     Checked {
-        event_id,
-        json,
-        pdu,
-        room,
-        state_before: room.state_group,
-        rejected: None,
-        soft_failed: false,
-        current: match pdu.state_key {
-            Some(_) => Current::Extend { also: Vec::new() },
-            None => Current::Keep,
-        },
         txn,
-        fan_out: FanOut::Local,
-        historical: false,
+        ..Checked::accepted(
+            event_id,
+            json,
+            pdu,
+            room,
+            room.state_group,
+            match pdu.state_key {
+                Some(_) => Current::Extend { also: Vec::new() },
+                None => Current::Keep,
+            },
+            FanOut::Local,
+        )
     }
 }
 

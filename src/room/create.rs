@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -107,9 +108,7 @@ impl Rooms {
             Preset::PrivateChat
         });
 
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
+        let rules = db::rooms::rules_of(&version)?;
         let auth = &rules.authorization;
 
         let mut create = req.creation_content.clone();
@@ -136,7 +135,7 @@ impl Rooms {
 
         let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
 
-        let mut join = json!({"membership": "join"});
+        let mut join = json!({"membership": MembershipState::Join});
         if let Some(d) = &req.creator_displayname {
             join["displayname"] = d.clone().into();
         }
@@ -338,7 +337,7 @@ impl Rooms {
         let room = RoomRow {
             room_nid: 0,
             room_id: room_id.to_string(),
-            room_version: version.to_string(),
+            room_version: version.clone(),
             state_group: None,
             is_public: false,
         };

@@ -22,7 +22,7 @@ use ruma::room::{JoinRuleKind, RoomType};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId,
-    OwnedServerName, RoomAliasId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedServerName, RoomAliasId, RoomId, UInt, UserId,
 };
 
 use super::pdu::NewContent;
@@ -111,7 +111,7 @@ impl Rooms {
             return Err(Error::invalid_param("Room alias must be on this server"));
         }
         let room = self.room(room_id).await?;
-        if self.membership(&room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(&room, user).await? {
             return Err(Error::forbidden(
                 "You must be in the room to create an alias for it",
             ));
@@ -187,7 +187,7 @@ impl Rooms {
         room_id: &RoomId,
     ) -> Result<Vec<OwnedRoomAliasId>> {
         let room = self.room(room_id).await?;
-        if self.membership(&room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(&room, user).await? {
             let state = self
                 .room_state(&room, &["m.room.history_visibility"])
                 .await?;
@@ -227,7 +227,7 @@ impl Rooms {
     /// Synapse's test for changing a room's directory entry or others' aliases: joined, with
     /// the power to send `m.room.canonical_alias`.
     async fn can_change_room_list(&self, room: &RoomRow, user: &UserId) -> Result<bool> {
-        if self.membership(room, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(room, user).await? {
             return Ok(false);
         }
         let rules = room.rules()?;
@@ -381,7 +381,7 @@ impl Rooms {
 
         let rooms: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
+            .map(|r| (r.room_nid, r.room_version.rules()))
             .collect();
         let state = self.state_contents(&rooms, &SUMMARY_TYPES).await?;
         let chunk = rows
@@ -498,13 +498,6 @@ pub(super) fn str_field<'a>(content: &'a CanonicalJsonObject, key: &str) -> Opti
         Some(CanonicalJsonValue::String(s)) => Some(s),
         _ => None,
     }
-}
-
-/// The rules of a stored room version, if it is one we know.
-pub(super) fn rules_of_version(version: &str) -> Option<RoomVersionRules> {
-    RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
 }
 
 pub(super) fn stored_room_id(id: &str) -> Result<OwnedRoomId> {

@@ -127,7 +127,7 @@ impl Rooms {
                 .collect::<Result<Vec<_>>>()
         };
         Ok(StateAt {
-            room_version: room.version()?,
+            room_version: room.room_version.clone(),
             state: load(state).await?,
             auth_chain: load(chain).await?,
         })
@@ -152,7 +152,7 @@ impl Rooms {
             )
         };
         Ok(StateAt {
-            room_version: room.version()?,
+            room_version: room.room_version.clone(),
             state: ids(state).await?,
             auth_chain: ids(chain).await?,
         })

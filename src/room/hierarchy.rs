@@ -19,11 +19,11 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::serde::Raw;
 use ruma::{
     CanonicalJsonObject, EventEncryptionAlgorithm, OwnedMxcUri, OwnedRoomAliasId, OwnedRoomId,
-    OwnedServerName, RoomId, RoomVersionId, ServerName, UInt, UserId,
+    OwnedServerName, RoomId, ServerName, UInt, UserId,
 };
 use serde_json::json;
 
-use super::directory::{SUMMARY_TYPES, rules_of_version, stored_room_id, str_field};
+use super::directory::{SUMMARY_TYPES, stored_room_id, str_field};
 use super::{Rooms, raw};
 use crate::db::{self, spaces::Member};
 use crate::error::{Error, Result};
@@ -149,7 +149,7 @@ impl Rooms {
         // 2. Their summary state.
         let with_rules: Vec<(i64, Option<RoomVersionRules>)> = rows
             .iter()
-            .map(|r| (r.room_nid, rules_of_version(&r.room_version)))
+            .map(|r| (r.room_nid, r.room_version.rules()))
             .collect();
         let types: Vec<&str> = SUMMARY_TYPES.iter().chain(&MORE_TYPES).copied().collect();
         let state = self.state_contents(&with_rules, &types).await?;
@@ -345,7 +345,7 @@ fn summarize(row: &db::spaces::ResidentRoom, state: &StateMap) -> Result<RoomSum
     summary.room_type = field("m.room.create", "type").map(RoomType::from);
     summary.encryption =
         field("m.room.encryption", "algorithm").map(EventEncryptionAlgorithm::from);
-    summary.room_version = RoomVersionId::try_from(row.room_version.as_str()).ok();
+    summary.room_version = Some(row.room_version.clone());
     Ok(summary)
 }
 

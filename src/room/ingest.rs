@@ -218,24 +218,22 @@ impl Rooms {
         let taken = std::mem::take(pending);
         let checked = taken
             .iter()
-            .map(|(i, extends_all)| Checked {
-                event_id: &evs[*i].event_id,
-                json: &evs[*i].json,
-                pdu: &evs[*i].pdu,
-                room,
-                state_before: room.state_group,
-                rejected: None,
-                soft_failed: false,
-                current: match extends_all {
-                    true => Current::Extend { also: Vec::new() },
-                    false => Current::Keep,
-                },
-                txn: None,
-                fan_out: match forward_for {
-                    Some(origin) => FanOut::Forward { origin },
-                    None => FanOut::None,
-                },
-                historical: false,
+            .map(|(i, extends_all)| {
+                Checked::accepted(
+                    &evs[*i].event_id,
+                    &evs[*i].json,
+                    &evs[*i].pdu,
+                    room,
+                    room.state_group,
+                    match extends_all {
+                        true => Current::Extend { also: Vec::new() },
+                        false => Current::Keep,
+                    },
+                    match forward_for {
+                        Some(origin) => FanOut::Forward { origin },
+                        None => FanOut::None,
+                    },
+                )
             })
             .collect();
         let stored = super::persist::persist_batch(&self.store(), lock, checked).await?;

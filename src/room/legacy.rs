@@ -2,6 +2,7 @@
 //! `/rooms/{roomId}/initialSync`), built from the same reads as /messages and /state so old
 //! clients and scripts see what new ones see.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
@@ -37,7 +38,7 @@ impl Rooms {
         let start = page.end.unwrap_or(TopoToken::START);
         let visibility = self.history_visibility(&room).await?;
         // Current state needs a current join; a user who left sees the timeline part only.
-        let state = if membership.as_deref() == Some("join") || visibility == "world_readable" {
+        let state = if membership == Some(MembershipState::Join) || visibility == "world_readable" {
             self.current_state(user, room_id).await?
         } else {
             Vec::new()

@@ -59,8 +59,10 @@ impl Rooms {
     ) -> Result<Map<String, Value>> {
         let current = self.membership(room, user).await?;
         let mut extra = Map::new();
-        if !matches!(current.as_deref(), Some("join") | Some("invite"))
-            && let Some(group) = room.state_group
+        if !matches!(
+            current,
+            Some(MembershipState::Join | MembershipState::Invite)
+        ) && let Some(group) = room.state_group
         {
             let keys = [
                 (StateEventType::RoomJoinRules, String::new()),
@@ -157,10 +159,8 @@ impl Rooms {
                 continue;
             };
             if let Some(r) = db::rooms::by_id(self.db(), allowed).await?
-                && db::rooms::membership(self.db(), r.room_nid, user.as_str())
-                    .await?
-                    .as_deref()
-                    == Some("join")
+                && db::rooms::membership(self.db(), r.room_nid, user.as_str()).await?
+                    == Some(MembershipState::Join)
             {
                 return Ok(true);
             }
@@ -179,7 +179,7 @@ impl Rooms {
         let members = db::rooms::members(self.db(), room.room_nid).await?;
         let mut best: Option<(i64, OwnedUserId)> = None;
         for (user_id, membership) in members {
-            if membership != "join" {
+            if membership != MembershipState::Join {
                 continue;
             }
             let Ok(id) = OwnedUserId::try_from(user_id.as_str()) else {
@@ -201,8 +201,8 @@ impl Rooms {
     /// Mark a left room forgotten for the user.
     pub async fn forget(&self, user: &UserId, room_id: &RoomId) -> Result<()> {
         let room = self.room(room_id).await?;
-        match self.membership(&room, user).await?.as_deref() {
-            Some("leave") | Some("ban") => {}
+        match self.membership(&room, user).await? {
+            Some(MembershipState::Leave | MembershipState::Ban) => {}
             None => return Err(Error::not_found("You were never in this room")),
             Some(_) => {
                 return Err(Error::bad_request(
@@ -302,7 +302,7 @@ pub struct InviteContent<'a> {
 impl InviteContent<'_> {
     pub fn content(&self) -> Map<String, Value> {
         let mut content = Map::new();
-        content.insert("membership".into(), "invite".into());
+        content.insert("membership".into(), MembershipState::Invite.as_str().into());
         if let Some(r) = self.reason {
             content.insert("reason".into(), r.into());
         }

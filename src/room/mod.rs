@@ -157,8 +157,17 @@ impl Rooms {
     }
 
     /// The sender's current membership in the room (`None` if never a member).
-    pub async fn membership(&self, room: &RoomRow, user_id: &UserId) -> Result<Option<String>> {
+    pub async fn membership(
+        &self,
+        room: &RoomRow,
+        user_id: &UserId,
+    ) -> Result<Option<MembershipState>> {
         Ok(db::rooms::membership(&self.db, room.room_nid, user_id.as_str()).await?)
+    }
+
+    /// Whether `user_id` is joined to the room now.
+    pub async fn is_joined(&self, room: &RoomRow, user_id: &UserId) -> Result<bool> {
+        Ok(self.membership(room, user_id).await? == Some(MembershipState::Join))
     }
 
     /// Change `target`'s membership (join, leave, invite, ban) as `sender`.
@@ -217,10 +226,7 @@ impl Rooms {
         reason: Option<&str>,
     ) -> Result<OwnedEventId> {
         let room = self.room(room_id).await?;
-        let current = self
-            .membership(&room, target)
-            .await?
-            .map(|m| MembershipState::from(m.as_str()));
+        let current = self.membership(&room, target).await?;
         let membership = match (action, current) {
             (Moderation::Ban, _) => MembershipState::Ban,
             (
@@ -241,7 +247,8 @@ impl Rooms {
     }
 
     pub async fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
-        let ids = db::rooms::rooms_of_user(&self.db, user_id.as_str(), "join").await?;
+        let ids =
+            db::rooms::rooms_of_user(&self.db, user_id.as_str(), &MembershipState::Join).await?;
         Ok(ids
             .into_iter()
             .filter_map(|id| OwnedRoomId::try_from(id).ok())

@@ -33,9 +33,7 @@ impl Rooms {
         state: &[Incoming],
         auth_chain: &[Incoming],
     ) -> Result<()> {
-        let rules = version
-            .rules()
-            .ok_or_else(|| Error::internal("room version without rules"))?;
+        let rules = db::rooms::rules_of(version)?;
         let lock = self.locks.lock(room_id).await;
         let db = self.db();
 
@@ -131,19 +129,15 @@ impl Rooms {
         persist(
             &self.store(),
             &lock,
-            Checked {
-                event_id: &join.event_id,
-                json: &join.json,
-                pdu: &join.pdu,
-                room: &room,
-                state_before: Some(group),
-                rejected: None,
-                soft_failed: false,
-                current: Current::Extend { also },
-                txn: None,
-                fan_out: FanOut::None,
-                historical: false,
-            },
+            Checked::accepted(
+                &join.event_id,
+                &join.json,
+                &join.pdu,
+                &room,
+                Some(group),
+                Current::Extend { also },
+                FanOut::None,
+            ),
         )
         .await?;
         Ok(())
@@ -430,20 +424,16 @@ impl Incoming {
         rejected: Option<&'a str>,
     ) -> db::events::NewEvent<'a> {
         db::events::NewEvent {
-            event_nid,
-            room_nid,
-            event_type: kind,
-            state_key_nid,
-            sender: self.pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(self.pdu.origin_server_ts.0))
-                .unwrap_or(i64::MAX),
-            depth: self.pdu.depth.max(1),
-            json: &self.json,
             outlier: true,
             rejected_reason: rejected,
-            soft_failed: false,
-            state_before: None,
-            state_after: None,
+            ..super::write::event_row(
+                &self.pdu,
+                &self.json,
+                room_nid,
+                event_nid,
+                kind,
+                state_key_nid,
+            )
         }
     }
 }

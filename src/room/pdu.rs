@@ -3,6 +3,7 @@
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::room_version_rules::{EventIdFormatVersion, RoomVersionRules};
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
@@ -383,15 +384,21 @@ pub fn relation_in(content: &RawValue) -> Option<Relation> {
     }
 }
 
-/// The membership value of an m.room.member content (`leave` when unreadable).
-pub fn membership_of(content: &serde_json::value::RawValue) -> String {
+/// The membership value of an m.room.member content (`leave` when unreadable; a value
+/// ruma does not name is kept as it is, as `_Custom`).
+pub fn membership_of(content: &serde_json::value::RawValue) -> MembershipState {
     #[derive(serde::Deserialize)]
     struct M {
-        membership: String,
+        membership: MembershipState,
     }
     serde_json::from_str::<M>(content.get())
         .map(|m| m.membership)
-        .unwrap_or_else(|_| "leave".to_owned())
+        .unwrap_or(MembershipState::Leave)
+}
+
+/// The membership of an m.room.member content already parsed (`None` when it has none).
+pub fn membership_in(content: &serde_json::Value) -> Option<MembershipState> {
+    content["membership"].as_str().map(MembershipState::from)
 }
 
 /// The fields of a PDU that the client format keeps (any other field is skipped unbuilt).
@@ -468,6 +475,30 @@ pub fn client_format(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memberships_read_as_ruma_values() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).unwrap();
+        assert_eq!(
+            membership_of(&raw(r#"{"membership":"join"}"#)),
+            MembershipState::Join
+        );
+        // A value ruma does not name is kept as it was sent, so it is stored unchanged.
+        assert_eq!(
+            membership_of(&raw(r#"{"membership":"xyz.custom"}"#)).as_str(),
+            "xyz.custom"
+        );
+        assert_eq!(
+            membership_of(&raw(r#"{"membership":3}"#)),
+            MembershipState::Leave
+        );
+        assert_eq!(membership_of(&raw("{}")), MembershipState::Leave);
+        assert_eq!(
+            membership_in(&serde_json::json!({"membership": "ban"})),
+            Some(MembershipState::Ban)
+        );
+        assert_eq!(membership_in(&serde_json::json!({})), None);
+    }
 
     #[test]
     fn relations_are_read_only_when_well_formed() {

@@ -5,12 +5,13 @@
 use std::collections::{HashMap, HashSet};
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 
 use super::lock::RoomLock;
 use super::pdu::Relation;
 use super::push::{Notified, PushContext};
 use super::stream::{InFlight, StreamPositions};
-use super::write::{Checked, Current, FanOut, StateChange, Store};
+use super::write::{Checked, Current, FanOut, StateChange, Store, event_row};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
 
@@ -25,20 +26,18 @@ impl Checked<'_> {
         (state_before, state_after): (Option<i64>, Option<i64>),
     ) -> db::events::NewEvent<'s> {
         db::events::NewEvent {
-            event_nid,
-            room_nid,
-            event_type: kind,
-            state_key_nid,
-            sender: self.pdu.sender.as_str(),
-            origin_server_ts: i64::try_from(u64::from(self.pdu.origin_server_ts.0))
-                .unwrap_or(i64::MAX),
-            depth: self.pdu.depth.max(1),
-            json: self.json,
-            outlier: false,
             rejected_reason: self.rejected.as_deref(),
             soft_failed: self.soft_failed,
             state_before,
             state_after,
+            ..event_row(
+                self.pdu,
+                self.json,
+                room_nid,
+                event_nid,
+                kind,
+                state_key_nid,
+            )
         }
     }
 }
@@ -631,7 +630,7 @@ async fn apply_state_changes(
 ) -> Result<()> {
     if !changes.is_empty() {
         let mut by_key: HashMap<i64, i64> = HashMap::new();
-        let mut members: HashMap<String, (String, i64)> = HashMap::new();
+        let mut members: HashMap<String, (MembershipState, i64)> = HashMap::new();
         for c in changes {
             by_key.insert(c.state_key_nid, c.event_nid);
             if let Some((user, membership)) = c.member {
@@ -640,9 +639,9 @@ async fn apply_state_changes(
         }
         let entries: Vec<(i64, i64)> = by_key.into_iter().collect();
         db::state::set_current_many(&mut *tx, room.room_nid, &entries).await?;
-        let members: Vec<(&str, &str, i64)> = members
+        let members: Vec<(&str, &MembershipState, i64)> = members
             .iter()
-            .map(|(u, (m, e))| (u.as_str(), m.as_str(), *e))
+            .map(|(u, (m, e))| (u.as_str(), m, *e))
             .collect();
         if !members.is_empty() {
             db::rooms::set_memberships(&mut *tx, room.room_nid, &members).await?;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use ruma::api::client::filter::{RoomEventFilter, UrlFilter};
+use ruma::events::room::member::MembershipState;
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
@@ -79,8 +80,8 @@ impl Rooms {
         user: &UserId,
         room_id: &RoomId,
         at: Option<TopoToken>,
-        membership: Option<&str>,
-        not_membership: Option<&str>,
+        membership: Option<&MembershipState>,
+        not_membership: Option<&MembershipState>,
     ) -> Result<Vec<Value>> {
         let room = self.room(room_id).await?;
         self.check_can_read(&room, user).await?;
@@ -99,9 +100,9 @@ impl Rooms {
             .await?
             .into_iter()
             .filter(|v| {
-                let m = v["content"]["membership"].as_str();
-                membership.is_none_or(|want| m == Some(want))
-                    && not_membership.is_none_or(|drop| m != Some(drop))
+                let m = super::pdu::membership_in(&v["content"]);
+                membership.is_none_or(|want| m.as_ref() == Some(want))
+                    && not_membership.is_none_or(|drop| m.as_ref() != Some(drop))
             })
             .collect();
         chunk.sort_by(|a, b| a["state_key"].as_str().cmp(&b["state_key"].as_str()));
@@ -117,7 +118,7 @@ impl Rooms {
         at: Option<TopoToken>,
     ) -> Result<Option<i64>> {
         let own = db::reads::membership_at(self.db(), room.room_nid, user.as_str()).await?;
-        if let Some(own) = own.filter(|m| m.membership != "join") {
+        if let Some(own) = own.filter(|m| m.membership != MembershipState::Join) {
             let left_at = (own.depth, own.stream_ordering.unwrap_or(0));
             if at.is_none_or(|t| (t.depth, t.stream) > left_at) {
                 return Ok(own.state_after);
@@ -161,7 +162,7 @@ impl Rooms {
             let v: Value = serde_json::from_str(&e.json)
                 .map_err(|err| Error::internal(format!("stored event unreadable: {err}")))?;
             let content = &v["content"];
-            if content["membership"] != "join" {
+            if super::pdu::membership_in(content) != Some(MembershipState::Join) {
                 continue;
             }
             // Redaction strips the profile from a member event (only `membership` survives),

@@ -313,20 +313,21 @@ impl Rooms {
             &self.store(),
             lock,
             Checked {
-                event_id: &ev.event_id,
-                json: &ev.json,
-                pdu: &ev.pdu,
-                room,
-                state_before,
                 rejected,
                 soft_failed,
-                current,
-                txn: None,
-                fan_out: match forward_for {
-                    Some(origin) => FanOut::Forward { origin },
-                    None => FanOut::None,
-                },
                 historical,
+                ..Checked::accepted(
+                    &ev.event_id,
+                    &ev.json,
+                    &ev.pdu,
+                    room,
+                    state_before,
+                    current,
+                    match forward_for {
+                        Some(origin) => FanOut::Forward { origin },
+                        None => FanOut::None,
+                    },
+                )
             },
         )
         .await?;

@@ -2,6 +2,7 @@
 //! make_leave, make_knock), the state and auth chain that go with a join, server ACLs.
 
 use ruma::events::TimelineEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::events::room::server_acl::RoomServerAclEventContent;
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, RoomVersionId, ServerName, UserId,
@@ -67,7 +68,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         user: &UserId,
-        membership: &str,
+        membership: MembershipState,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
         let room = self.room(room_id).await?;
@@ -75,7 +76,7 @@ impl Rooms {
             return Err(Error::not_found("This server is not in that room"));
         }
         let rules = room.rules()?;
-        let version = room.version()?;
+        let version = room.room_version.clone();
         if !supported.contains(&version) {
             return Err(Error::new(
                 ruma::api::error::ErrorKind::IncompatibleRoomVersion(
@@ -85,10 +86,10 @@ impl Rooms {
             ));
         }
         let mut content = serde_json::Map::new();
-        if membership == "join" {
+        if membership == MembershipState::Join {
             content = self.join_content(&room, user).await?;
         }
-        content.insert("membership".into(), membership.into());
+        content.insert("membership".into(), membership.as_str().into());
         let new = NewContent {
             kind: TimelineEventType::RoomMember,
             state_key: Some(user.to_string()),

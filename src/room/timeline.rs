@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use ruma::events::StateEventType;
+use ruma::events::room::member::MembershipState;
 use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
@@ -187,7 +188,7 @@ impl Rooms {
 
     /// 403 unless `user` may read the current state: joined now, or world-readable.
     pub async fn check_can_read_state(&self, room: &RoomRow, user: &UserId) -> Result<()> {
-        if self.membership(room, user).await?.as_deref() == Some("join") {
+        if self.is_joined(room, user).await? {
             return Ok(());
         }
         if self.history_visibility(room).await? == "world_readable" {
@@ -204,13 +205,16 @@ impl Rooms {
     /// the spec says and Synapse does. Anyone else gets 403.
     pub async fn readable_state_group(&self, room: &RoomRow, user: &UserId) -> Result<Option<i64>> {
         let own = db::reads::membership_at(self.db(), room.room_nid, user.as_str()).await?;
-        if own.as_ref().is_some_and(|m| m.membership == "join")
+        if own
+            .as_ref()
+            .is_some_and(|m| m.membership == MembershipState::Join)
             || self.history_visibility(room).await? == "world_readable"
         {
             return Ok(room.state_group);
         }
-        let departed =
-            own.filter(|m| matches!(m.membership.as_str(), "leave" | "ban") && !m.forgotten);
+        let departed = own.filter(|m| {
+            matches!(m.membership, MembershipState::Leave | MembershipState::Ban) && !m.forgotten
+        });
         match departed.and_then(|m| m.state_after) {
             Some(group) => Ok(Some(group)),
             None => Err(Error::forbidden(
@@ -241,11 +245,15 @@ impl Rooms {
             db::rooms::with_membership(self.db(), room_id.as_str(), user.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found("Room not found"))?;
-        self.may_read(room, membership.as_deref()).await
+        self.may_read(room, membership.as_ref()).await
     }
 
     /// `room` if a user with `membership` (none: never a member) may read its events.
-    async fn may_read(&self, room: RoomRow, membership: Option<&str>) -> Result<RoomRow> {
+    async fn may_read(
+        &self,
+        room: RoomRow,
+        membership: Option<&MembershipState>,
+    ) -> Result<RoomRow> {
         if membership.is_none() && self.history_visibility(&room).await? != "world_readable" {
             return Err(Error::forbidden(
                 "You are not allowed to view events in this room",
@@ -417,7 +425,7 @@ impl Rooms {
         )
         .await?
         .ok_or_else(|| Error::not_found("Room not found"))?;
-        let room = self.may_read(page.room, page.membership.as_deref()).await?;
+        let room = self.may_read(page.room, page.membership.as_ref()).await?;
         let mut first = Some(page.events);
         let mut cursor = start;
         let mut chunk = Vec::new();

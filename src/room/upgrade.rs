@@ -4,6 +4,7 @@
 //! room tombstoned; its local aliases, canonical alias and directory entry moved; and the
 //! old room's power levels raised so that only moderators go on talking there.
 
+use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
@@ -47,13 +48,11 @@ impl Rooms {
     ) -> Result<OwnedRoomId> {
         check_creatable(&version)?;
         let old = self.room(old_id).await?;
-        if self.membership(&old, user).await?.as_deref() != Some("join") {
+        if !self.is_joined(&old, user).await? {
             return Err(Error::forbidden("You are not joined to this room"));
         }
         let old_rules = old.rules()?;
-        let new_rules = version
-            .rules()
-            .ok_or_else(|| Error::internal(format!("room version {version} has no rules")))?;
+        let new_rules = db::rooms::rules_of(&version)?;
         let group = old
             .state_group
             .ok_or_else(|| Error::internal("joined room without state"))?;
@@ -146,11 +145,11 @@ impl Rooms {
             for (member, membership) in db::rooms::members(self.db(), old.room_nid).await? {
                 let local = OwnedUserId::try_from(member.as_str())
                     .is_ok_and(|u| u.server_name() == self.server_name());
-                if membership == "join" && local && member != user.as_str() {
+                if membership == MembershipState::Join && local && member != user.as_str() {
                     initial_state.push((
                         TimelineEventType::RoomMember.to_string(),
                         member,
-                        json!({"membership": "invite"}),
+                        json!({"membership": MembershipState::Invite}),
                     ));
                 }
             }

@@ -16,17 +16,18 @@ use std::collections::{HashMap, HashSet};
 
 use ruma::UserId;
 use ruma::events::StateEventType;
+use ruma::events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::Rooms;
-use super::pdu::Pdu;
+use super::pdu::{Pdu, membership_in};
 use crate::db::{self, events::StoredEvent, rooms::RoomRow};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Default)]
 struct AtEvent {
     visibility: Option<String>,
-    membership: Option<String>,
+    membership: Option<MembershipState>,
 }
 
 /// The state entries a visibility check reads: the history visibility and the user's
@@ -94,7 +95,8 @@ impl Rooms {
             .map(|(group, state)| {
                 let at = AtEvent {
                     visibility: field(state.get(&visibility_key), "history_visibility"),
-                    membership: field(state.get(&member_key), "membership"),
+                    membership: field(state.get(&member_key), "membership")
+                        .map(MembershipState::from),
                 };
                 (*group, at)
             })
@@ -111,9 +113,9 @@ impl Rooms {
                 .unwrap_or(&none);
             // A room with no history_visibility event is "shared".
             let visibility = state.visibility.as_deref().unwrap_or("shared");
-            let membership = state.membership.as_deref();
+            let membership = state.membership.as_ref();
             let visible = match visibility {
-                _ if membership == Some("join") => true,
+                _ if membership == Some(&MembershipState::Join) => true,
                 "world_readable" => true,
                 "shared" => {
                     let join = match last_join {
@@ -122,7 +124,7 @@ impl Rooms {
                     };
                     join.is_some_and(|j| j > (e.depth, e.stream_ordering.unwrap_or(0)))
                 }
-                "invited" => membership == Some("invite"),
+                "invited" => membership == Some(&MembershipState::Invite),
                 _ => false,
             };
             if visible {
@@ -140,7 +142,7 @@ impl Rooms {
                 .into_iter()
                 .filter(|e| {
                     serde_json::from_str::<Value>(&e.json)
-                        .is_ok_and(|v| v["content"]["membership"] == "join")
+                        .is_ok_and(|v| membership_in(&v["content"]) == Some(MembershipState::Join))
                 })
                 .map(|e| (e.depth, e.stream_ordering.unwrap_or(0)))
                 .max(),
@@ -185,9 +187,9 @@ impl Rooms {
                     .and_then(|c| c["history_visibility"].as_str())
                     .map(str::to_owned);
             } else {
-                match content.and_then(|c| c["membership"].as_str()) {
-                    Some("join") => entry.1 = true,
-                    Some("invite") => entry.2 = true,
+                match content.and_then(membership_in) {
+                    Some(MembershipState::Join) => entry.1 = true,
+                    Some(MembershipState::Invite) => entry.2 = true,
                     _ => {}
                 }
             }

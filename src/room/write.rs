@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
+use ruma::events::room::member::MembershipState;
 use sqlx::PgPool;
 
 use super::pdu::Pdu;
 use super::state_cache::StateCache;
 use super::stream::StreamPositions;
+use crate::db::events::NewEvent;
 use crate::db::rooms::RoomRow;
 use crate::keys::ServerKeys;
 
@@ -51,7 +53,7 @@ pub enum FanOut<'a> {
 pub struct StateChange {
     pub state_key_nid: i64,
     pub event_nid: i64,
-    pub member: Option<(String, String)>,
+    pub member: Option<(String, MembershipState)>,
 }
 
 /// What the event does to the room's current state.
@@ -87,4 +89,58 @@ pub struct Checked<'a> {
     /// Backfilled history: placed before everything in the stream (a negative position),
     /// never a forward extremity, never current state.
     pub historical: bool,
+}
+
+impl<'a> Checked<'a> {
+    /// An event that passed every check, with the state it stands on, what it does to the
+    /// current state and how it reaches other servers. Callers set what differs on top:
+    /// a rejection or soft failure, a client transaction, backfilled history.
+    pub fn accepted(
+        event_id: &'a ruma::EventId,
+        json: &'a str,
+        pdu: &'a Pdu,
+        room: &'a RoomRow,
+        state_before: Option<i64>,
+        current: Current,
+        fan_out: FanOut<'a>,
+    ) -> Self {
+        Checked {
+            event_id,
+            json,
+            pdu,
+            room,
+            state_before,
+            rejected: None,
+            soft_failed: false,
+            current,
+            txn: None,
+            fan_out,
+            historical: false,
+        }
+    }
+}
+
+/// The row of `pdu` (stored as `json`), numbered `event_nid` in room `room_nid`, as an
+/// accepted timeline event: the one place a PDU's fields become an event row. Callers set
+/// what differs on top (outlier, rejection, soft failure, state groups).
+pub fn event_row<'a>(
+    pdu: &'a Pdu,
+    json: &'a str,
+    room_nid: i64,
+    event_nid: i64,
+    kind: &'a str,
+    state_key_nid: Option<i64>,
+) -> NewEvent<'a> {
+    NewEvent {
+        state_key_nid,
+        ..NewEvent::new(
+            event_nid,
+            room_nid,
+            kind,
+            pdu.sender.as_str(),
+            i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX),
+            pdu.depth.max(1),
+            json,
+        )
+    }
 }

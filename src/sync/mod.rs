@@ -21,6 +21,7 @@ pub mod token;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedDeviceId, OwnedRoomId, UserId};
 use serde_json::Value;
 
@@ -232,7 +233,7 @@ impl Sync {
             }
             let joined: Vec<i64> = rooms
                 .iter()
-                .filter(|r| r.membership == "join")
+                .filter(|r| r.membership == MembershipState::Join)
                 .map(|r| r.room_nid)
                 .collect();
             waiter.watch_rooms(&joined);
@@ -354,8 +355,10 @@ impl Sync {
         } = *read;
         let db = self.rooms.reads();
         let after = since.map_or(0, |s| s.events);
-        let joined: Vec<&db::sync::UserRoom> =
-            rooms.iter().filter(|r| r.membership == "join").collect();
+        let joined: Vec<&db::sync::UserRoom> = rooms
+            .iter()
+            .filter(|r| r.membership == MembershipState::Join)
+            .collect();
         let limit = req.timeline_limit.clamp(1, MAX_TIMELINE);
         let joined_nids: Vec<i64> = joined.iter().map(|r| r.room_nid).collect();
         let candidates = self.timeline_rooms(&joined, news, since, upto);
@@ -631,14 +634,14 @@ impl Sync {
             let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
                 continue;
             };
-            match r.membership.as_str() {
-                "invite" => {
+            match r.membership {
+                MembershipState::Invite => {
                     out.invite.insert(room_id, self.invite_state(r).await?);
                 }
-                "knock" => {
+                MembershipState::Knock => {
                     out.knock.insert(room_id, self.invite_state(r).await?);
                 }
-                "leave" | "ban" if !r.forgotten && with_leaves => {
+                MembershipState::Leave | MembershipState::Ban if !r.forgotten && with_leaves => {
                     let left = self
                         .left_room(user, req, r, since.map(|s| s.events))
                         .await?;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ruma::UserId;
+use ruma::events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::token::SyncToken;
@@ -33,7 +34,7 @@ impl Sync {
             db::sync::memberships_at(self.rooms.reads(), user.as_str(), &changed, after)
                 .await?
                 .into_iter()
-                .filter(|(_, m)| m == "join")
+                .filter(|(_, m)| *m == MembershipState::Join)
                 .map(|(nid, _)| nid)
                 .collect();
         Ok(changed

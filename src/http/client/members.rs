@@ -81,10 +81,10 @@ async fn joined_members_route(
 
 /// A membership the spec names, as a filter value; anything else is the client's error
 /// rather than a filter that silently matches nothing.
-fn known_membership(m: &MembershipState) -> Result<&str> {
+fn known_membership(m: &MembershipState) -> Result<&MembershipState> {
     use MembershipState as M;
     match m {
-        M::Join | M::Invite | M::Leave | M::Ban | M::Knock => Ok(m.as_str()),
+        M::Join | M::Invite | M::Leave | M::Ban | M::Knock => Ok(m),
         other => Err(Error::invalid_param(format!(
             "Unknown membership {:?}",
             other.as_str()

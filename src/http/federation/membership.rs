@@ -10,6 +10,7 @@ use ruma::api::federation::membership::{
     create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
     prepare_knock_event, prepare_leave_event,
 };
+use ruma::events::room::member::MembershipState;
 use serde_json::value::RawValue;
 
 use crate::app::AppState;
@@ -45,7 +46,7 @@ async fn make_join_route(
             &req.auth,
             &b.room_id,
             &b.user_id,
-            "join",
+            MembershipState::Join,
             &supported,
         )
         .await?;
@@ -68,7 +69,7 @@ async fn send_join_route(
             &b.room_id,
             &b.event_id,
             &b.pdu,
-            "join",
+            MembershipState::Join,
         )
         .await?;
     let (room_state, auth_chain) = state.rooms.state_and_auth_chain(&ev.event_id).await?;
@@ -95,7 +96,7 @@ async fn make_leave_route(
             &req.auth,
             &b.room_id,
             &b.user_id,
-            "leave",
+            MembershipState::Leave,
             &crate::room::create::creatable_versions(),
         )
         .await?;
@@ -116,7 +117,7 @@ async fn send_leave_route(
             &b.room_id,
             &b.event_id,
             &b.pdu,
-            "leave",
+            MembershipState::Leave,
         )
         .await?;
     Ok(create_leave_event::v2::Response::new())
@@ -135,7 +136,7 @@ async fn make_knock_route(
             &req.auth,
             &b.room_id,
             &b.user_id,
-            "knock",
+            MembershipState::Knock,
             &b.ver,
         )
         .await?;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ruma::events::room::member::MembershipState;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -43,9 +44,10 @@ pub struct ConnState {
 /// What a room was last sent with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSent {
-    /// The user's membership as last sent: join, invite, knock, leave or ban.
+    /// The user's membership as last sent: join, invite, knock, leave or ban. Stored as
+    /// its plain string (ruma's serde form), as it always was.
     #[serde(rename = "m")]
-    pub membership: String,
+    pub membership: MembershipState,
     /// The stream position its timeline and state were sent up to (for an invite, the
     /// invite's position).
     #[serde(rename = "u")]
@@ -76,10 +78,10 @@ pub enum Standing {
 }
 
 impl Standing {
-    pub fn of(membership: &str) -> Standing {
+    pub fn of(membership: &MembershipState) -> Standing {
         match membership {
-            "join" => Standing::Joined,
-            "invite" | "knock" => Standing::Invited,
+            MembershipState::Join => Standing::Joined,
+            MembershipState::Invite | MembershipState::Knock => Standing::Invited,
             _ => Standing::Gone,
         }
     }
@@ -106,7 +108,7 @@ mod tests {
         s.rooms.insert(
             7,
             RoomSent {
-                membership: "join".into(),
+                membership: MembershipState::Join,
                 upto: 40,
                 required_state: 1,
                 summary: 2,
@@ -125,6 +127,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.rooms[&7].unread, (0, 0));
+        assert_eq!(old.rooms[&7].membership, MembershipState::Join);
+    }
+
+    #[test]
+    fn stored_memberships_keep_their_strings() {
+        for m in ["join", "invite", "knock", "leave", "ban", "xyz.custom"] {
+            let stored = format!(r#"{{"m":"{m}","u":1,"c":0,"s":0}}"#);
+            let sent: RoomSent = serde_json::from_str(&stored).unwrap();
+            assert_eq!(sent.membership.as_str(), m);
+            let again = serde_json::to_string(&sent).unwrap();
+            assert!(again.starts_with(&format!(r#"{{"m":"{m}","#)), "{again}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod room;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use ruma::events::room::member::MembershipState;
 use ruma::{DeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 
@@ -266,7 +267,7 @@ impl Sync {
         let joined_scope: Vec<(i64, &str)> = scope
             .keys()
             .filter_map(|nid| by_nid.get(nid))
-            .filter(|r| r.membership == "join")
+            .filter(|r| r.membership == MembershipState::Join)
             .map(|r| (r.room_nid, r.room_id.as_str()))
             .collect();
         out.extensions = self
@@ -289,7 +290,7 @@ impl Sync {
             || !out.extensions.is_empty();
         let joined = rooms
             .iter()
-            .filter(|r| r.membership == "join")
+            .filter(|r| r.membership == MembershipState::Join)
             .map(|r| r.room_nid)
             .collect();
         Ok(Read {

@@ -725,3 +725,42 @@ async fn a_transaction_dropped_before_commit_leaves_nothing() {
     assert_eq!(rows(&fresh).await, before);
     assert_eq!(state_groups_numbered(&fresh.pool).await, numbered + 1);
 }
+
+/// A send refused on the tip this process remembers is built again on what is stored before
+/// the refusal is believed: another process may have changed the room. Here bob joins
+/// through the other process, and his first message through this one is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_refused_on_a_remembered_tip_is_judged_again_on_the_stored_one() {
+    let r = room().await;
+    let stream_max = db::events::max_stream_position(&r.pool)
+        .await
+        .expect("stream");
+    let other = Rooms::new(r.pool.clone(), Arc::new(dag::server_keys(HERE)), stream_max);
+    // A message: this process remembers the tip it made, where bob is not a member.
+    r.rooms
+        .send(&r.alice, &r.room_id, text("first"), None)
+        .await
+        .expect("send");
+    let bob = user("bob", HERE);
+    other
+        .join(&bob, &r.room_id, None, &(None, None))
+        .await
+        .expect("bob joins through the other process");
+
+    let id = r
+        .rooms
+        .send(&bob, &r.room_id, text("hello from bob"), None)
+        .await
+        .expect("bob's message is accepted");
+    let after = rows(&r).await;
+    assert_eq!(after.extremities, [id.to_string()]);
+    assert_eq!(after.orphan_edges, 0);
+    // Someone who is not a member is still refused, on the stored tip too.
+    let carol = user("carol", HERE);
+    assert!(
+        r.rooms
+            .send(&carol, &r.room_id, text("not a member"), None)
+            .await
+            .is_err()
+    );
+}

@@ -231,6 +231,10 @@ impl Rooms {
         let mut built: Vec<(Job, Prepared)> = Vec::with_capacity(jobs.len());
         // A retry of a transaction that is in this same batch: answered with its event.
         let mut repeats: Vec<(Job, usize)> = Vec::new();
+        // Jobs refused on a remembered tip: another process may have changed the room (a
+        // recovery, a membership), so they are built again on what is stored before the
+        // refusal is believed.
+        let mut refused: Vec<Job> = Vec::new();
         for job in jobs {
             if let Some((device, txn)) = &job.txn {
                 let key = (job.sender.to_string(), device.clone(), txn.clone());
@@ -254,10 +258,22 @@ impl Rooms {
                     tip = Tip::after(&p.event_id, p.pdu.depth);
                     built.push((job, p));
                 }
+                Err(_) if remembered => refused.push(job),
                 Err(e) => {
                     let _ = job.reply.send(Err(e));
                 }
             }
+        }
+        if !refused.is_empty() {
+            tracing::debug!(%room_id, "a send refused on the remembered tip; rebuilding from the store");
+            return Some(
+                built
+                    .into_iter()
+                    .map(|(j, _)| j)
+                    .chain(refused)
+                    .chain(repeats.into_iter().map(|(j, _)| j))
+                    .collect(),
+            );
         }
         if built.is_empty() {
             return None;

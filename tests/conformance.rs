@@ -478,3 +478,72 @@ async fn send_and_redact_by_post_without_a_transaction_id() {
     let (status, body) = s.post(&path, bob.t(), &json!({})).await;
     assert_eq!(status, 403, "{body}");
 }
+
+/// A join request's other keys go into the member event, as Synapse keeps them (a display
+/// name there is a per-room one); the keys only the server sets are not taken from the
+/// client, locally and over federation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_content_in_a_join_is_kept_in_the_member_event() {
+    use common::federation::eventually;
+    use common::rooms::public_room;
+
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "pw-alice-1").await;
+    let bob = a.register("bob", "pw-bob-1").await;
+    let carol = b.register("carol", "pw-carol-1").await;
+    let (room, alias) = public_room(&a, &alice, "custom").await;
+    let body = json!({
+        "reason": "saying hello",
+        "org.example.custom": {"kept": true},
+        "displayname": "Bob in here",
+        "membership": "leave",
+        "join_authorised_via_users_server": alice.user_id,
+    });
+    let member = |who: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(who)
+        )
+    };
+
+    // A local join by room ID.
+    let (st, res) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+            bob.t(),
+            &body,
+        )
+        .await;
+    assert_eq!(st, 200, "{res}");
+    let (_, content) = a.get(&member(&bob.user_id), bob.t()).await;
+    assert_eq!(content["membership"], "join", "{content}");
+    assert_eq!(content["reason"], "saying hello");
+    assert_eq!(content["org.example.custom"], json!({"kept": true}));
+    assert_eq!(content["displayname"], "Bob in here");
+    assert!(
+        content.get("join_authorised_via_users_server").is_none(),
+        "{content}"
+    );
+
+    // A remote join by alias: the keys travel in the event B signs.
+    let (st, res) = b
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&alias)),
+            carol.t(),
+            &body,
+        )
+        .await;
+    assert_eq!(st, 200, "{res}");
+    let carol_member = member(&carol.user_id);
+    eventually("A has carol's join with her keys", || async {
+        let (st, content) = a.get(&carol_member, alice.t()).await;
+        st == 200
+            && content["membership"] == "join"
+            && content["org.example.custom"] == json!({"kept": true})
+            && content["displayname"] == "Bob in here"
+            && content.get("join_authorised_via_users_server").is_none()
+    })
+    .await;
+}

@@ -743,7 +743,7 @@ async fn a_send_refused_on_a_remembered_tip_is_judged_again_on_the_stored_one() 
         .expect("send");
     let bob = user("bob", HERE);
     other
-        .join(&bob, &r.room_id, None, &(None, None))
+        .join(&bob, &r.room_id, None, &Default::default())
         .await
         .expect("bob joins through the other process");
 

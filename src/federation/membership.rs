@@ -26,7 +26,7 @@ use crate::room::Rooms;
 const LARGE_JOIN: usize = 1000;
 use crate::db;
 use crate::room::create::creatable_versions;
-use crate::room::membership::{InviteContent, set_profile};
+use crate::room::membership::{InviteContent, JoinContent, set_profile};
 use crate::room::pdu::Pdu;
 use crate::room::pdu::membership_of;
 use crate::room::remote::{Incoming, Outcome};
@@ -34,7 +34,7 @@ use crate::room::remote::{Incoming, Outcome};
 impl Federation {
     /// Join `user` to a room hosted elsewhere, through the first of `via` that answers:
     /// make_join, sign, send_join, verify the state and auth chain, store it.
-    #[tracing::instrument(skip(self, rooms, via, reason), fields(%user, %room_id))]
+    #[tracing::instrument(skip(self, rooms, via, reason, content), fields(%user, %room_id))]
     pub async fn join_remote(
         &self,
         rooms: &Rooms,
@@ -42,12 +42,12 @@ impl Federation {
         room_id: &RoomId,
         via: &[OwnedServerName],
         reason: Option<&str>,
-        profile: (Option<String>, Option<String>),
+        content: &JoinContent,
     ) -> Result<()> {
         let mut last = Error::not_found("No server could help to join this room");
         for server in via.iter().filter(|s| *s != rooms.server_name()) {
             match self
-                .join_via(rooms, server, user, room_id, reason, &profile)
+                .join_via(rooms, server, user, room_id, reason, content)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -67,7 +67,7 @@ impl Federation {
         user: &UserId,
         room_id: &RoomId,
         reason: Option<&str>,
-        profile: &(Option<String>, Option<String>),
+        content: &JoinContent,
     ) -> Result<()> {
         let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
         request.ver = creatable_versions();
@@ -79,7 +79,7 @@ impl Federation {
             &template.event,
             Kind::Join,
             reason,
-            profile,
+            Some(content),
         )?;
         let rules = db::rooms::rules_of(&version)?;
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
@@ -152,7 +152,7 @@ impl Federation {
         template: &RawValue,
         kind: Kind,
         reason: Option<&str>,
-        profile: &(Option<String>, Option<String>),
+        join: Option<&JoinContent>,
     ) -> Result<(ruma::OwnedEventId, CanonicalJsonObject)> {
         if !creatable_versions().contains(version) {
             return Err(Error::new(
@@ -179,12 +179,15 @@ impl Federation {
             if let Some(r) = reason {
                 content.insert("reason".into(), s(r));
             }
-            if kind == Kind::Join {
-                if let Some(n) = &profile.0 {
-                    content.insert("displayname".into(), s(n));
-                }
-                if let Some(a) = &profile.1 {
-                    content.insert("avatar_url".into(), s(a));
+            if let Some(join) = join.filter(|_| kind == Kind::Join) {
+                // The template's own keys (membership, a restricted join's voucher) stay.
+                for (key, value) in join.keys() {
+                    if content.contains_key(key) {
+                        continue;
+                    }
+                    let value = serde_json::from_value::<CanonicalJsonValue>(value.clone())
+                        .map_err(|e| Error::bad_json(format!("Join content: {e}")))?;
+                    content.insert(key.clone(), value);
                 }
             }
         }
@@ -228,7 +231,7 @@ impl Federation {
                     &template.event,
                     Kind::Leave,
                     reason,
-                    &(None, None),
+                    None,
                 )?;
                 let json =
                     serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
@@ -617,12 +620,12 @@ impl Federation {
         target: &ruma::RoomOrAliasId,
         via: &[OwnedServerName],
         reason: Option<&str>,
-        profile: (Option<String>, Option<String>),
+        content: &JoinContent,
     ) -> Result<ruma::OwnedRoomId> {
         let (room_id, mut servers) = self.room_and_servers(rooms, target, via).await?;
         if let Ok(room) = rooms.room(&room_id).await {
             if rooms.is_resident(&room).await? {
-                rooms.join(user, &room_id, reason, &profile).await?;
+                rooms.join(user, &room_id, reason, content).await?;
                 return Ok(room_id);
             }
             if let Some(inviter) = rooms.membership_sender(&room, user).await? {
@@ -633,7 +636,7 @@ impl Federation {
             servers.push(s.to_owned());
         }
         dedup_keep_order(&mut servers);
-        self.join_remote(rooms, user, &room_id, &servers, reason, profile)
+        self.join_remote(rooms, user, &room_id, &servers, reason, content)
             .await?;
         Ok(room_id)
     }
@@ -750,7 +753,7 @@ impl Federation {
             &template.event,
             Kind::Knock,
             reason,
-            &(None, None),
+            None,
         )?;
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
         let raw =

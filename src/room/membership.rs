@@ -32,11 +32,11 @@ impl Rooms {
         user: &UserId,
         room_id: &RoomId,
         reason: Option<&str>,
-        profile: &(Option<String>, Option<String>),
+        content: &JoinContent,
     ) -> Result<()> {
         let room = self.room(room_id).await?;
         let mut extra = self.join_content(&room, user).await?;
-        set_profile(&mut extra, profile);
+        content.add_to(&mut extra);
         self.set_membership(
             user,
             room_id,
@@ -315,6 +315,51 @@ impl InviteContent<'_> {
 }
 
 /// Put a display name and avatar (or their absence) into member event content.
+/// What a joining user's member event carries besides what the server decides: their
+/// display name and avatar, and the other keys their client's join request holds (kept, as
+/// Synapse keeps them: a display name there is a per-room one).
+#[derive(Debug, Clone, Default)]
+pub struct JoinContent(Map<String, Value>);
+
+/// Keys of a member event's content that only the server sets: the membership, the reason
+/// (a field of its own), and the keys the auth rules read, which a client must not forge
+/// (a join vouched for by a local user, a third-party invite).
+const SERVER_KEYS: [&str; 4] = [
+    "membership",
+    "reason",
+    "join_authorised_via_users_server",
+    "third_party_invite",
+];
+
+impl JoinContent {
+    /// The user's `profile`, then the client's `body` over it, without the keys only the
+    /// server sets.
+    pub fn new(
+        profile: &(Option<String>, Option<String>),
+        body: Option<Map<String, Value>>,
+    ) -> Self {
+        let mut content = Map::new();
+        set_profile(&mut content, profile);
+        for (key, value) in body.unwrap_or_default() {
+            if !SERVER_KEYS.contains(&key.as_str()) {
+                content.insert(key, value);
+            }
+        }
+        JoinContent(content)
+    }
+
+    /// Add these keys to `content`, leaving those already there (the server's) as they are.
+    pub fn add_to(&self, content: &mut Map<String, Value>) {
+        for (key, value) in &self.0 {
+            content.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+
+    pub fn keys(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
 pub(crate) fn set_profile(
     content: &mut Map<String, Value>,
     profile: &(Option<String>, Option<String>),

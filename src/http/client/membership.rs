@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
 use crate::room::Moderation;
+use crate::room::membership::JoinContent;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     let r = route(r, join_by_id_route);
@@ -35,7 +36,16 @@ async fn join_by_id_route(
 ) -> Result<join_room_by_id::v3::Response> {
     let b = &req.body;
     let target: &ruma::RoomOrAliasId = <&ruma::RoomOrAliasId>::from(&*b.room_id);
-    let room_id = join(&state, &req.auth.user_id, target, &[], b.reason.as_deref()).await?;
+    let body = body_object(&req.raw_body);
+    let room_id = join(
+        &state,
+        &req.auth.user_id,
+        target,
+        &[],
+        b.reason.as_deref(),
+        body,
+    )
+    .await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -51,6 +61,7 @@ async fn join_route(
         &b.room_id_or_alias,
         &b.via,
         b.reason.as_deref(),
+        body_object(&req.raw_body),
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -62,12 +73,20 @@ async fn join(
     target: &ruma::RoomOrAliasId,
     via: &[ruma::OwnedServerName],
     reason: Option<&str>,
+    body: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<ruma::OwnedRoomId> {
     let profile = state.accounts.profile(user).await?;
+    let content = JoinContent::new(&profile, body);
     state
         .federation
-        .join_room(&state.rooms, user, target, via, reason, profile)
+        .join_room(&state.rooms, user, target, via, reason, &content)
         .await
+}
+
+/// A join request's body as an object: its keys other than `reason` go into the member
+/// event (the parser has checked it is an object, or empty).
+fn body_object(raw: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_slice(raw).ok()
 }
 
 /// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`

@@ -359,6 +359,22 @@ where
     H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
 {
+    method_router_on(method_filter(&T::METHOD), handler, patch)
+}
+
+/// An axum method router for `method` that runs `handler` on the request parsed as `T`.
+fn method_router_on<T, H, Fut>(
+    method: MethodFilter,
+    handler: H,
+    patch: Option<BodyPatch>,
+) -> axum::routing::MethodRouter<AppState>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: Authenticate,
+    T::OutgoingResponse: Send,
+    H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
+{
     let h = move |State(state): State<AppState>, req: Ruma<T>| {
         let handler = handler.clone();
         async move {
@@ -367,7 +383,7 @@ where
                 .map(|response| write_response(response, patch))
         }
     };
-    on(method_filter(&T::METHOD), h)
+    on(method, h)
 }
 
 /// Register `handler` on every path of ruma endpoint `T` with `T`'s method, for handlers
@@ -465,14 +481,6 @@ where
     H: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<T::OutgoingResponse>> + Send + 'static,
 {
-    let h = move |State(state): State<AppState>, req: Ruma<T>| {
-        let handler = handler.clone();
-        async move {
-            handler(state, req)
-                .await
-                .map(|response| write_response(response, None))
-        }
-    };
     let mut router = router;
     for path in T::PATH_BUILDER.all_paths() {
         let Some((prefix, last)) = path.rsplit_once('/') else {
@@ -487,7 +495,10 @@ where
             req.extensions_mut().insert(FilledLastParam(placeholder));
             req
         });
-        router = router.route(prefix, on(method, h.clone()).layer(as_t));
+        router = router.route(
+            prefix,
+            method_router_on(method, handler.clone(), None).layer(as_t),
+        );
     }
     router
 }

@@ -113,6 +113,15 @@ struct Rows {
     orphan_edges: i64,
 }
 
+/// The domain over the same database as `r`, as another process would hold it: its own
+/// caches (the tips it remembers), its stream positions after those already taken.
+async fn another_process(r: &Room) -> Rooms {
+    let stream_max = db::events::max_stream_position(&r.pool)
+        .await
+        .expect("stream");
+    Rooms::new(r.pool.clone(), Arc::new(dag::server_keys(HERE)), stream_max)
+}
+
 async fn rows(r: &Room) -> Rows {
     let p = &r.pool;
     let n = r.room_nid;
@@ -554,10 +563,7 @@ async fn remote_forks_become_two_extremities_a_merge_one_and_a_gap_stores_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_a_stale_tip_leaves_nothing_and_is_built_again() {
     let r = room().await;
-    let stream_max = db::events::max_stream_position(&r.pool)
-        .await
-        .expect("stream");
-    let other = Rooms::new(r.pool.clone(), Arc::new(dag::server_keys(HERE)), stream_max);
+    let other = another_process(&r).await;
     // A message: this process remembers the tip it made.
     r.rooms
         .send(&r.alice, &r.room_id, text("first"), None)
@@ -732,10 +738,7 @@ async fn a_transaction_dropped_before_commit_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_refused_on_a_remembered_tip_is_judged_again_on_the_stored_one() {
     let r = room().await;
-    let stream_max = db::events::max_stream_position(&r.pool)
-        .await
-        .expect("stream");
-    let other = Rooms::new(r.pool.clone(), Arc::new(dag::server_keys(HERE)), stream_max);
+    let other = another_process(&r).await;
     // A message: this process remembers the tip it made, where bob is not a member.
     r.rooms
         .send(&r.alice, &r.room_id, text("first"), None)

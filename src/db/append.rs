@@ -57,7 +57,6 @@ pub async fn number(
     Ok((nids, positions))
 }
 
-/// `n` new live stream positions from the sequence (a block for the stream's bookkeeping).
 /// `n` event numbers from the sequence `event_ids` numbers with, for events written with
 /// their numbers known in advance (see [`Links::new_events`]).
 pub async fn nid_block(e: impl PgExecutor<'_>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
@@ -70,6 +69,7 @@ pub async fn nid_block(e: impl PgExecutor<'_>, n: usize) -> Result<Vec<i64>, sql
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// `n` new live stream positions from the sequence (a block for the stream's bookkeeping).
 pub async fn position_block(e: impl PgExecutor<'_>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
     let rows: Vec<(i64,)> =
         sqlx::query_as("SELECT nextval('events_stream_seq') FROM generate_series(1, $1::int)")

@@ -719,8 +719,6 @@ impl Sync {
     }
 }
 
-/// Put the ephemeral section into the response: each room's events (a room with nothing
-/// else new still appears), presence, and the positions in the next token.
 /// How many of the `visible` events (in order) come before the last state event of the
 /// read (`all`: event number, whether a state event) that the user may not see. A timeline
 /// read from the start begins after it: the state section (the state before the timeline)
@@ -761,6 +759,8 @@ fn start_state(
     by_key.into_values().cloned().collect()
 }
 
+/// Put the ephemeral section into the response: each room's events (a room with nothing
+/// else new still appears), presence, and the positions in the next token.
 fn add_ephemeral(out: &mut SyncResponse, ephemeral: crate::ephemeral::EphemeralSync) {
     out.next_batch.typing = ephemeral.positions.typing;
     out.next_batch.receipts = ephemeral.positions.receipts;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 /// How often a busy device's row is written.
 pub const INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -16,30 +16,55 @@ pub const INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// written once more).
 const MAX_DEVICES: usize = 100_000;
 
-#[derive(Default)]
 pub struct LastSeen {
-    written: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), Instant>>,
+    written: Mutex<Written>,
+    /// Devices remembered at most ([`MAX_DEVICES`]).
+    max: usize,
+}
+
+impl Default for LastSeen {
+    fn default() -> Self {
+        LastSeen {
+            written: Mutex::default(),
+            max: MAX_DEVICES,
+        }
+    }
+}
+
+/// Per user, per device, when its row was last written; looked up by reference, so a
+/// request that is not due allocates nothing.
+#[derive(Default)]
+struct Written {
+    users: HashMap<OwnedUserId, HashMap<OwnedDeviceId, Instant>>,
+    devices: usize,
 }
 
 impl LastSeen {
     /// Whether the device's row is due to be written now; if so, it counts as written.
-    pub fn due(&self, user: &OwnedUserId, device: &OwnedDeviceId, now: Instant) -> bool {
+    pub fn due(&self, user: &UserId, device: &DeviceId, now: Instant) -> bool {
         // A panic while holding the lock leaves at worst a stale instant: ignore poisoning.
-        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (user.clone(), device.clone());
-        if written
-            .get(&key)
-            .is_some_and(|at| now.saturating_duration_since(*at) < INTERVAL)
-        {
-            return false;
-        }
-        if written.len() >= MAX_DEVICES {
-            written.retain(|_, at| now.saturating_duration_since(*at) < INTERVAL);
-            if written.len() >= MAX_DEVICES {
-                written.clear();
+        let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < INTERVAL;
+        if let Some(at) = w.users.get(user).and_then(|d| d.get(device)) {
+            if recent(at) {
+                return false;
+            }
+        } else if w.devices >= self.max {
+            for devices in w.users.values_mut() {
+                devices.retain(|_, at| recent(at));
+            }
+            w.users.retain(|_, devices| !devices.is_empty());
+            w.devices = w.users.values().map(HashMap::len).sum();
+            if w.devices >= self.max {
+                w.users.clear();
+                w.devices = 0;
             }
         }
-        written.insert(key, now);
+        let devices = w.users.entry(user.to_owned()).or_default();
+        let new = devices.insert(device.to_owned(), now).is_none();
+        if new {
+            w.devices += 1;
+        }
         true
     }
 }
@@ -58,5 +83,33 @@ mod tests {
         assert!(!seen.due(&user, &d1, t + Duration::from_secs(10)));
         assert!(seen.due(&user, &d2, t + Duration::from_secs(10)));
         assert!(seen.due(&user, &d1, t + INTERVAL));
+    }
+
+    #[test]
+    fn the_devices_remembered_stay_within_the_bound() {
+        let seen = LastSeen {
+            written: Mutex::default(),
+            max: 3,
+        };
+        let user = OwnedUserId::try_from("@a:x").unwrap();
+        let t = Instant::now();
+        for i in 0..3 {
+            let d: OwnedDeviceId = format!("D{i}").into();
+            assert!(seen.due(&user, &d, t));
+        }
+        // Full of recent devices: all are forgotten to make room.
+        let d: OwnedDeviceId = "D3".into();
+        assert!(seen.due(&user, &d, t));
+        assert_eq!(seen.written.lock().unwrap().devices, 1);
+        // Full again later: only the stale are forgotten.
+        for i in 4..6 {
+            let d: OwnedDeviceId = format!("D{i}").into();
+            assert!(seen.due(&user, &d, t + INTERVAL));
+        }
+        let d: OwnedDeviceId = "D6".into();
+        assert!(seen.due(&user, &d, t + INTERVAL));
+        assert_eq!(seen.written.lock().unwrap().devices, 3);
+        let d5: OwnedDeviceId = "D5".into();
+        assert!(!seen.due(&user, &d5, t + INTERVAL));
     }
 }

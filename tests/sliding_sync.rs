@@ -1046,18 +1046,15 @@ async fn spaces_filter_keeps_the_children_of_joined_spaces() {
     let c = named_room(&s, &alice, "C").await;
     let server = s.server_name();
     let child = |room: &str, via: Value| {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
-            enc(&space),
-            enc(room)
-        );
-        (path, json!({ "via": via }))
+        let room = room.to_owned();
+        let (s, alice, space) = (&s, &alice, &space);
+        async move {
+            s.put_state(alice, space, "m.space.child", &room, &json!({ "via": via }))
+                .await
+        }
     };
-    for (room, via) in [(&a, json!([server])), (&c, json!([]))] {
-        let (path, content) = child(room, via);
-        let (st, res) = s.put(&path, alice.t(), &content).await;
-        assert_eq!(st, 200, "{res}");
-    }
+    child(&a, json!([server])).await;
+    child(&c, json!([])).await;
     // bob's own space, which alice is not in, names B.
     let bobs = s
         .create_room(
@@ -1065,18 +1062,8 @@ async fn spaces_filter_keeps_the_children_of_joined_spaces() {
             json!({"preset": "public_chat", "creation_content": {"type": "m.space"}}),
         )
         .await;
-    let (st, _) = s
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
-                enc(&bobs),
-                enc(&b)
-            ),
-            bob.t(),
-            &json!({"via": [server]}),
-        )
+    s.put_state(&bob, &bobs, "m.space.child", &b, &json!({"via": [server]}))
         .await;
-    assert_eq!(st, 200);
 
     let filtered = |spaces: Value| {
         json!({"conn_id": "spaces", "lists": {"in_space": {
@@ -1095,9 +1082,7 @@ async fn spaces_filter_keeps_the_children_of_joined_spaces() {
     // A child added later joins the list on the next request.
     let body = filtered(json!([space]));
     let first = ss(&s, &alice, None, &body).await;
-    let (path, content) = child(&b, json!([server]));
-    let (st, _) = s.put(&path, alice.t(), &content).await;
-    assert_eq!(st, 200);
+    child(&b, json!([server])).await;
     let res = ss(&s, &alice, Some(&pos(&first)), &body).await;
     assert_eq!(res["lists"]["in_space"]["count"], 2, "{res}");
     assert!(res["rooms"].get(&b).is_some(), "{res}");
@@ -1153,17 +1138,8 @@ async fn counts_and_dm_flag_changing_without_an_event_are_sent() {
     assert!(read["rooms"].get(&other).is_none(), "{read}");
 
     // The room becomes a DM through alice's account data.
-    let (st, _) = s
-        .put(
-            &format!(
-                "/_matrix/client/v3/user/{}/account_data/m.direct",
-                enc(&alice.user_id)
-            ),
-            alice.t(),
-            &json!({bob.user_id.clone(): [room]}),
-        )
+    s.put_account_data(&alice, "m.direct", &json!({bob.user_id.clone(): [room]}))
         .await;
-    assert_eq!(st, 200);
     let dm = ss(&s, &alice, Some(&pos(&read)), &body).await;
     assert_eq!(dm["rooms"][&room]["is_dm"], true, "{dm}");
     assert!(dm["rooms"].get(&other).is_none(), "{dm}");
@@ -1202,31 +1178,21 @@ async fn messages_from_another_server_move_a_room_up() {
     // A local message puts the local room back on top; a state change on A does not move
     // the remote room above it.
     b.send_text(&bob, &local, "near").await;
-    let (st, _) = a
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
-                enc(&remote)
-            ),
-            alice.t(),
-            &json!({"topic": "changed far away"}),
-        )
-        .await;
-    assert_eq!(st, 200);
-    eventually("the topic reaches B", || {
-        let (b, bob, remote) = (&b, &bob, &remote);
-        async move {
-            let (st, res) = b
-                .get(
-                    &format!(
-                        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
-                        enc(remote)
-                    ),
-                    bob.t(),
-                )
-                .await;
-            st == 200 && res["topic"] == "changed far away"
-        }
+    a.put_state(
+        &alice,
+        &remote,
+        "m.room.topic",
+        "",
+        &json!({"topic": "changed far away"}),
+    )
+    .await;
+    let topic = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.topic/",
+        enc(&remote)
+    );
+    eventually("the topic reaches B", || async {
+        let (st, res) = b.get(&topic, bob.t()).await;
+        st == 200 && res["topic"] == "changed far away"
     })
     .await;
     let fresh = ss(&b, &bob, None, &body).await;

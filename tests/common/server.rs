@@ -325,6 +325,36 @@ impl Api {
         res["event_id"].as_str().expect("event_id").to_owned()
     }
 
+    /// Set the state event (`kind`, `key`) of `room` as `u`, asserting success; returns the
+    /// event ID.
+    pub async fn put_state(
+        &self,
+        u: &User,
+        room: &str,
+        kind: &str,
+        key: &str,
+        content: &Value,
+    ) -> String {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/state/{kind}/{}",
+            enc(room),
+            enc(key)
+        );
+        let (status, res) = self.put(&path, u.t(), content).await;
+        assert_eq!(status, 200, "state {kind}/{key}: {res}");
+        res["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Set `u`'s global account data of type `kind`, asserting success.
+    pub async fn put_account_data(&self, u: &User, kind: &str, content: &Value) {
+        let path = format!(
+            "/_matrix/client/v3/user/{}/account_data/{kind}",
+            enc(&u.user_id)
+        );
+        let (status, res) = self.put(&path, u.t(), content).await;
+        assert_eq!(status, 200, "account data {kind}: {res}");
+    }
+
     /// GET /sync with `query` (e.g. `?since=…`) as `u`, asserting success.
     pub async fn sync(&self, u: &User, query: &str) -> Value {
         let (status, body) = self

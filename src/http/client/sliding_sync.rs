@@ -139,7 +139,9 @@ struct UnmodelledFilters {
 }
 
 fn add_space_filters(request: &mut SlidingRequest, body: &[u8]) -> Result<()> {
-    if body.is_empty() {
+    // Most requests have no such filter: they are not read a second time. (A key written
+    // with escapes is not found, and the filter then not applied: no client writes it so.)
+    if !body.windows(8).any(|w| w == b"\"spaces\"") {
         return Ok(());
     }
     let read: Unmodelled = serde_json::from_slice(body)

@@ -93,6 +93,13 @@ pub struct News {
 }
 
 impl News {
+    /// Take in news taken later: this then says what both said.
+    pub fn merge(&mut self, later: News) {
+        self.kinds |= later.kinds;
+        self.rooms.extend(later.rooms);
+        self.published = self.published.max(later.published);
+    }
+
     fn add(&mut self, kinds: Kinds, room: Option<i64>) {
         self.kinds |= kinds;
         if let Some(room) = room
@@ -143,6 +150,8 @@ struct WaiterState {
     /// `seq` when the waiter last took its news (or registered).
     seen: u64,
     rooms: Vec<i64>,
+    /// Whether its sync has read and said which rooms it waits on.
+    watching: bool,
     wake: Arc<Notify>,
 }
 
@@ -305,6 +314,7 @@ impl SyncNotifier {
                 news: News::default(),
                 seen,
                 rooms: Vec::new(),
+                watching: false,
                 wake: wake.clone(),
             },
         );
@@ -417,9 +427,14 @@ impl SyncNotifier {
         (after >= hub.log.event_floor && published >= upto).then(|| answer(&hub.log))
     }
 
-    /// Waiting syncs (for tests and metrics).
+    /// Syncs that have read and now wait for news (for tests and metrics).
     pub fn waiting(&self) -> usize {
-        self.hub.lock().waiters.len()
+        self.hub
+            .lock()
+            .waiters
+            .values()
+            .filter(|w| w.watching)
+            .count()
     }
 }
 
@@ -441,6 +456,7 @@ impl Waiter {
             return;
         };
         let old = std::mem::replace(&mut w.rooms, rooms.to_vec());
+        w.watching = true;
         let seen = w.seen;
         hub.unwatch(self.id, &old);
         let mut missed = News::default();

@@ -481,6 +481,104 @@ async fn long_poll_is_woken_by_a_message_and_times_out_empty() {
     );
 }
 
+/// A request woken by news reads again only the rooms the news names (and the DM rooms only
+/// after an account data change): each kind of news still reaches the connection whole.
+#[tokio::test]
+async fn a_woken_request_sees_each_kind_of_news() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let a = named_room(&s, &alice, "A").await;
+    let b = named_room(&s, &alice, "B").await;
+    let c = named_room(&s, &alice, "C").await;
+    for room in [&a, &b, &c] {
+        s.join(&bob, room).await;
+    }
+    let mut body = list(3, 1, json!([["m.room.name", ""]]));
+    body["extensions"] = json!({"account_data": {"enabled": true}});
+    let res = ss(&s, &alice, None, &body).await;
+    assert_eq!(
+        by_recency(&res),
+        vec![c.clone(), b.clone(), a.clone()],
+        "{res}"
+    );
+    let mut p = pos(&res);
+
+    // Each change lands while the request waits, so that it wakes the request.
+    async fn poll_while(
+        s: &TestServer,
+        u: &User,
+        p: &str,
+        body: &Value,
+        act: impl std::future::Future<Output = ()>,
+    ) -> Value {
+        let (polled, ()) = tokio::join!(post(s, u, Some(p), 30_000, body), async {
+            s.until_syncs_wait(1).await;
+            act.await;
+        });
+        assert_eq!(polled.0, 200, "{}", polled.1);
+        polled.1
+    }
+
+    // A message from Bob in the oldest room: it moves up, with its timeline.
+    let res = poll_while(&s, &alice, &p, &body, async {
+        s.send_text(&bob, &a, "to-a").await;
+    })
+    .await;
+    assert_eq!(bodies(&res["rooms"][&a]["timeline"]), vec!["to-a"], "{res}");
+    let mut other = list(3, 0, json!([]));
+    other["conn_id"] = json!("other");
+    let fresh = ss(&s, &alice, None, &other).await;
+    assert_eq!(by_recency(&fresh), vec![a.clone(), c.clone(), b.clone()]);
+    assert!(
+        res["rooms"][&a]["bump_stamp"].as_i64() > fresh["rooms"][&c]["bump_stamp"].as_i64(),
+        "{res} {fresh}"
+    );
+    p = pos(&res);
+
+    // A new name in B: its name and required state follow the room's new state.
+    let res = poll_while(&s, &alice, &p, &body, async {
+        s.put_state(&alice, &b, "m.room.name", "", &json!({"name": "B2"}))
+            .await;
+    })
+    .await;
+    assert_eq!(res["rooms"][&b]["name"], "B2", "{res}");
+    assert_eq!(
+        res["rooms"][&b]["required_state"][0]["content"]["name"], "B2",
+        "{res}"
+    );
+    p = pos(&res);
+
+    // C becomes a direct chat: only account data says so.
+    let res = poll_while(&s, &alice, &p, &body, async {
+        s.put_account_data(
+            &alice,
+            "m.direct",
+            &json!({bob.user_id.clone(): [c.clone()]}),
+        )
+        .await;
+    })
+    .await;
+    assert_eq!(res["rooms"][&c]["is_dm"], true, "{res}");
+    p = pos(&res);
+
+    // An invite to a new room: the user's own membership changed, so all is read again.
+    let d = named_room(&s, &bob, "D").await;
+    let res = poll_while(&s, &alice, &p, &body, async {
+        let (st, r) = s
+            .post(
+                &format!("/_matrix/client/v3/rooms/{d}/invite"),
+                bob.t(),
+                &json!({"user_id": alice.user_id}),
+            )
+            .await;
+        assert_eq!(st, 200, "{r}");
+    })
+    .await;
+    assert!(res["rooms"][&d]["invite_state"].is_array(), "{res}");
+    assert_eq!(res["lists"]["all"]["count"], 4, "{res}");
+}
+
 #[tokio::test]
 async fn extensions_to_device_e2ee_account_data_receipts_typing() {
     let s = TestServer::start().await;

@@ -56,10 +56,13 @@ pub struct SlidingRoom {
 /// stamp is read from `room_bump_stamps`; the room's events are searched (newest first,
 /// one index probe) only when that is past `upto` (written, but not yet safe to read) or the
 /// user is not joined.
+///
+/// `only`: just these of the user's rooms (a read patching one it made before).
 pub async fn user_rooms(
     e: impl PgExecutor<'_>,
     user_id: &str,
     upto: i64,
+    only: Option<&[i64]>,
 ) -> Result<Vec<SlidingRoom>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.room_nid, r.room_id, r.room_version, m.membership,
@@ -82,11 +85,12 @@ pub async fn user_rooms(
          JOIN rooms r USING (room_nid)
          JOIN events me ON me.event_nid = m.event_nid
          LEFT JOIN room_bump_stamps b ON b.room_nid = m.room_nid
-         WHERE m.user_id = $1",
+         WHERE m.user_id = $1 AND ($4::bigint[] IS NULL OR m.room_nid = ANY($4))",
     )
     .bind(user_id)
     .bind(upto)
     .bind(BUMP_TYPES)
+    .bind(only)
     .fetch_all(e)
     .await
 }

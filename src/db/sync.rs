@@ -161,10 +161,11 @@ pub async fn states_of_groups(
         "{}
         SELECT root, state_key_nid, event_nid FROM (
             SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, s.state_key_nid, s.event_nid
-            FROM chain c JOIN state_group_entries s ON s.state_group = c.sg
+            FROM chain c {}
             ORDER BY c.root, s.state_key_nid, c.lvl
         ) x",
-        super::state::CHAINS
+        super::state::CHAINS,
+        super::state::ENTRIES
     ))
     .bind(groups)
     .bind(super::state::MAX_CHAIN_LEN)

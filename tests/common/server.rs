@@ -180,6 +180,28 @@ impl TestServer {
         self.boot().await;
     }
 
+    /// Wait until at least `n` syncs (of either kind) are waiting for news: what a test does
+    /// before it makes the news, so that the news wakes a waiting sync rather than landing
+    /// before it reads.
+    pub async fn until_syncs_wait(&self, n: usize) {
+        let notifier = self
+            .running
+            .as_ref()
+            .expect("a running server")
+            .state
+            .e2e
+            .notifier()
+            .clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while notifier.waiting() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sync waited within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");

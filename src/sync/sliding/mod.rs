@@ -29,7 +29,7 @@ use super::feed;
 use crate::account::now_ms;
 use crate::db::{self, sliding::SlidingRoom};
 use crate::error::{Error, Result};
-use crate::notify::Kinds;
+use crate::notify::{Kinds, News};
 use conn::{ConnState, Standing};
 use lists::{Candidate, SpaceChildren};
 use request::{RoomConfig, SlidingRequest};
@@ -84,8 +84,29 @@ struct Read {
     state: ConnState,
     /// Anything the client did not have.
     news: bool,
+    listing: Listing,
+}
+
+/// The user's rooms as one read found them. A read after a wake-up starts from the listing
+/// of the read before and reads again only the rooms the news names: the user's rooms are
+/// hundreds of rows, and the news is mostly one message in one room.
+struct Listing {
+    /// The event stream position the rows are as of.
+    upto: i64,
+    rooms: Vec<SlidingRoom>,
+    /// The rooms the user's `m.direct` names.
+    direct: HashSet<String>,
+}
+
+impl Listing {
     /// The joined rooms, whose news wakes a waiting request.
-    joined: Vec<i64>,
+    fn joined(&self) -> Vec<i64> {
+        self.rooms
+            .iter()
+            .filter(|r| r.membership == MembershipState::Join)
+            .map(|r| r.room_nid)
+            .collect()
+    }
 }
 
 impl Sync {
@@ -148,25 +169,35 @@ impl Sync {
             (prev.is_some() && !req.timeout.is_zero()).then(|| self.notifier.waiter(user, device));
         let ignored = ignored_news(&req);
         let deadline = tokio::time::Instant::now() + req.timeout;
+        // After a wake-up: the rooms as the read before found them, and what woke it.
+        let mut since: Option<(Listing, News)> = None;
         loop {
             let Read {
                 mut out,
                 state,
                 news,
-                joined,
-            } = self.sliding_once(user, device, &req, prev.as_ref()).await?;
+                listing,
+            } = self
+                .sliding_once(user, device, &req, prev.as_ref(), since.take())
+                .await?;
             if let (false, Some(pos)) = (news, &req.pos) {
                 // Nothing new: the client's position still says it all.
                 if let Some(w) = &waiter {
-                    w.watch_rooms(&joined);
+                    w.watch_rooms(&listing.joined());
+                    let mut taken = News::default();
                     let woken = loop {
                         match tokio::time::timeout_at(deadline, w.next()).await {
                             Err(_) => break false,
-                            Ok(n) if n.kinds.without(ignored).is_empty() => continue,
-                            Ok(_) => break true,
+                            Ok(n) => {
+                                taken.merge(n);
+                                if !taken.kinds.without(ignored).is_empty() {
+                                    break true;
+                                }
+                            }
                         }
                     };
                     if woken {
+                        since = Some((listing, taken));
                         continue;
                     }
                 }
@@ -193,18 +224,22 @@ impl Sync {
         }
     }
 
-    /// One read of everything the request covers since `prev`.
+    /// One read of everything the request covers since `prev`; `since`, after a wake-up:
+    /// the listing of the read before and the news that woke the request.
     async fn sliding_once(
         &self,
         user: &UserId,
         device: &DeviceId,
         req: &SlidingRequest,
         prev: Option<&ConnState>,
+        since: Option<(Listing, News)>,
     ) -> Result<Read> {
-        let db = self.rooms.reads();
-        let upto = self.rooms.stream().safe_position();
-        let rooms = db::sliding::user_rooms(db, user.as_str(), upto).await?;
-        let direct = self.sliding_direct_rooms(user).await?;
+        let listing = self.sliding_listing(user, since).await?;
+        let Listing {
+            upto,
+            ref rooms,
+            ref direct,
+        } = listing;
 
         // The lists: the rooms they may hold, filtered and sorted, and the ranges' rooms.
         let listed: Vec<&SlidingRoom> = rooms.iter().filter(|r| listable(r, prev)).collect();
@@ -228,7 +263,7 @@ impl Sync {
             })
             .collect();
         lists::sort_by_recency(&mut candidates);
-        let children = self.sliding_space_children(&rooms, req).await?;
+        let children = self.sliding_space_children(rooms, req).await?;
         let mut scope: BTreeMap<i64, RoomConfig> = BTreeMap::new();
         let mut out = SlidingResponse::default();
         for (name, list) in &req.lists {
@@ -258,7 +293,7 @@ impl Sync {
             device,
             upto,
             prev,
-            direct: &direct,
+            direct,
         };
         let initial = self
             .sliding_rooms(&read, &scope, &by_nid, &mut state, &mut out)
@@ -288,16 +323,58 @@ impl Sync {
         let news = prev.is_none_or(|p| p.lists != state.lists)
             || !out.rooms.is_empty()
             || !out.extensions.is_empty();
-        let joined = rooms
-            .iter()
-            .filter(|r| r.membership == MembershipState::Join)
-            .map(|r| r.room_nid)
-            .collect();
         Ok(Read {
             out,
             state,
             news,
-            joined,
+            listing,
+        })
+    }
+
+    /// The user's rooms and DM rooms: read whole, or, after a wake-up, the listing before
+    /// with the rooms the news names read again. That is exact when the news says every
+    /// room that had an event up to its position (`published`), and nothing changed the
+    /// user's own memberships; otherwise (or when the notifier is behind the read before)
+    /// everything is read again.
+    async fn sliding_listing(
+        &self,
+        user: &UserId,
+        since: Option<(Listing, News)>,
+    ) -> Result<Listing> {
+        let db = self.rooms.reads();
+        if let Some((mut listing, news)) = since
+            && !news.kinds.contains(Kinds::MEMBERSHIP)
+            && news.published >= listing.upto
+        {
+            let upto = news.published;
+            let changed: Vec<i64> = listing
+                .rooms
+                .iter()
+                .map(|r| r.room_nid)
+                .filter(|nid| news.rooms.contains(nid))
+                .collect();
+            if !changed.is_empty() {
+                let fresh =
+                    db::sliding::user_rooms(db, user.as_str(), upto, Some(&changed)).await?;
+                let mut fresh: HashMap<i64, SlidingRoom> =
+                    fresh.into_iter().map(|r| (r.room_nid, r)).collect();
+                for r in &mut listing.rooms {
+                    if let Some(f) = fresh.remove(&r.room_nid) {
+                        *r = f;
+                    }
+                }
+            }
+            if news.kinds.contains(Kinds::ACCOUNT_DATA) {
+                listing.direct = self.sliding_direct_rooms(user).await?;
+            }
+            listing.upto = upto;
+            return Ok(listing);
+        }
+        let upto = self.rooms.stream().safe_position();
+        Ok(Listing {
+            upto,
+            rooms: db::sliding::user_rooms(db, user.as_str(), upto, None).await?,
+            direct: self.sliding_direct_rooms(user).await?,
         })
     }
 

@@ -49,6 +49,41 @@ impl Rooms {
         Ok(())
     }
 
+    /// Guests join only rooms whose `m.room.guest_access` is `can_join` (spec, Guest Access:
+    /// guests are a local notion, so this is this server's check, not an auth rule). A room
+    /// this server is not in has no state to check: as in Synapse, a guest cannot join it.
+    pub async fn check_guest_may_join(&self, target: &RoomOrAliasId) -> Result<()> {
+        let refused = || {
+            Error::new(
+                ruma::api::error::ErrorKind::GuestAccessForbidden,
+                "Guest access not allowed",
+            )
+        };
+        let room_id = self.resolve_room(target).await.map_err(|_| refused())?;
+        let Some(room) = db::rooms::by_id(self.db(), room_id.as_str()).await? else {
+            return Err(refused());
+        };
+        if !self.guests_can_join(&room).await? {
+            return Err(refused());
+        }
+        Ok(())
+    }
+
+    /// Whether the room's current `m.room.guest_access` is `can_join`.
+    pub(crate) async fn guests_can_join(&self, room: &db::rooms::RoomRow) -> Result<bool> {
+        let Some(group) = room.state_group else {
+            return Ok(false);
+        };
+        let key = (StateEventType::RoomGuestAccess, String::new());
+        let state = self
+            .state_entries(group, std::slice::from_ref(&key))
+            .await?;
+        Ok(state
+            .get(&key)
+            .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+            .is_some_and(|c| c["guest_access"] == "can_join"))
+    }
+
     /// Content keys a join by `user` needs: for a restricted room the user must satisfy an
     /// allow rule and a local member with invite power vouches for the join
     /// (`join_authorised_via_users_server`).

@@ -233,6 +233,57 @@ async fn guests_join_only_rooms_open_to_guests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_leave_when_guest_access_is_revoked() {
+    let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let g = guest(&s).await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    s.put_state(
+        &alice,
+        &room,
+        "m.room.guest_access",
+        "",
+        &json!({"guest_access": "can_join"}),
+    )
+    .await;
+    s.join(&g, &room).await;
+    s.join(&bob, &room).await;
+    s.put_state(
+        &alice,
+        &room,
+        "m.room.guest_access",
+        "",
+        &json!({"guest_access": "forbidden"}),
+    )
+    .await;
+    let member = |who: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(who)
+        )
+    };
+    // The guests leave in the background, right after the change.
+    let mut membership = Value::Null;
+    for _ in 0..100 {
+        let (_, content) = s.get(&member(&g.user_id), alice.t()).await;
+        membership = content["membership"].clone();
+        if membership == "leave" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(membership, "leave");
+    // Full members stay.
+    let (_, content) = s.get(&member(&bob.user_id), alice.t()).await;
+    assert_eq!(content["membership"], "join");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_upgrades_to_a_full_account_keeping_its_user_id() {
     let s = TestServer::start_with(|c| c.registration.allow_guests = true).await;
     let g = guest(&s).await;

@@ -88,6 +88,20 @@ pub async fn upgrade_guest(
     Ok(done.rows_affected() == 1)
 }
 
+/// The local guest accounts joined to the room, in one read.
+pub async fn joined_guests(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT m.user_id FROM room_members m JOIN users u USING (user_id)
+         WHERE m.room_nid = $1 AND m.membership = 'join' AND u.is_guest",
+    )
+    .bind(room_nid)
+    .fetch_all(e)
+    .await
+}
+
 /// Mark the account deactivated and drop what identified its owner.
 pub async fn deactivate(e: impl PgExecutor<'_>, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(

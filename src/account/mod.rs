@@ -6,6 +6,7 @@ pub mod last_seen;
 pub mod openid;
 pub mod password;
 pub mod ratelimit;
+pub mod register;
 pub mod token_cache;
 pub mod tokens;
 pub mod uiaa;
@@ -46,6 +47,9 @@ pub struct NewAccount {
     /// Lower-cased before use; `None` picks a random localpart.
     pub localpart: Option<String>,
     pub password: Option<String>,
+    /// The password already hashed (a registration's, kept in its UIA session), when
+    /// `password` is `None`.
+    pub password_hash: Option<String>,
     pub is_guest: bool,
     pub is_admin: bool,
     pub displayname: Option<String>,
@@ -237,13 +241,26 @@ impl Accounts {
 
     /// Create an account (and, if asked, log it in) in one transaction.
     pub async fn create_account(&self, new: NewAccount) -> Result<(OwnedUserId, Option<Session>)> {
+        self.create_account_for(new, None)
+            .await?
+            .ok_or_else(|| Error::internal("an account without a session was not created"))
+    }
+
+    /// [`Accounts::create_account`], recording the account in the registration's UIA
+    /// session (`claim`) in the same transaction; `None` when another request of the session
+    /// created its account first (nothing is created then).
+    async fn create_account_for(
+        &self,
+        new: NewAccount,
+        claim: Option<&str>,
+    ) -> Result<Option<(OwnedUserId, Option<Session>)>> {
         let user_id = match &new.localpart {
             Some(l) => self.check_username(&l.to_lowercase()).await?,
             None => self.random_free_user_id().await?,
         };
         let password_hash = match new.password {
             Some(p) => Some(self.passwords.hash(p).await?),
-            None => None,
+            None => new.password_hash,
         };
         let now = now_ms();
         let displayname = new
@@ -271,13 +288,18 @@ impl Accounts {
             }
             other => other?,
         }
+        if let Some(sid) = claim
+            && !db::uiaa::claim_registration(&mut *tx, sid, user_id.as_str()).await?
+        {
+            return Ok(None);
+        }
         let session = match new.login {
             Some(login) => Some(self.start_session(&mut tx, &user_id, login, now).await?),
             None => None,
         };
         tx.commit().await?;
         tracing::info!(%user_id, guest = new.is_guest, admin = new.is_admin, "account created");
-        Ok((user_id, session))
+        Ok(Some((user_id, session)))
     }
 
     async fn random_free_user_id(&self) -> Result<OwnedUserId> {
@@ -633,6 +655,11 @@ impl Accounts {
         }
         self.notifier.publish_user(user_id, Kinds::ACCOUNT_DATA);
         Ok(())
+    }
+
+    /// The users `user_id` ignores (`m.ignored_user_list`), whose events their reads leave out.
+    pub async fn ignored_users(&self, user_id: &UserId) -> Result<Vec<String>> {
+        Ok(db::account_data::ignored_users(&self.db, user_id.as_str()).await?)
     }
 
     /// The user's tags on a room (`m.tag` room account data): tag name to its content.

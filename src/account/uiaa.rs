@@ -16,6 +16,23 @@ use crate::error::{Error, Result};
 /// Sessions older than this are forgotten.
 pub const SESSION_LIFETIME_MS: i64 = 15 * 60 * 1000;
 
+/// The 401 that tells the client which flows there are and where its session stands.
+/// `params` is always present, `{}` when no stage has any (the spec's response shape, and
+/// what Synapse sends; some clients read it unconditionally).
+fn uiaa_error(
+    flows: &[Vec<AuthType>],
+    session: String,
+    completed: Vec<AuthType>,
+    error: Option<StandardErrorBody>,
+) -> Error {
+    let mut info = UiaaInfo::new(flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
+    info.session = Some(session);
+    info.completed = completed;
+    info.params = serde_json::value::to_raw_value(&serde_json::Map::new()).ok();
+    info.auth_error = error.map(Box::new);
+    Error::Uiaa(Box::new(info))
+}
+
 /// What a session authorises; a session begun for one purpose cannot finish another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -48,26 +65,32 @@ impl Accounts {
         flows: &[Vec<AuthType>],
         auth: Option<&AuthData>,
     ) -> Result<()> {
-        let info = |session: String, completed: Vec<AuthType>, error: Option<StandardErrorBody>| {
-            let mut info = UiaaInfo::new(flows.iter().map(|f| AuthFlow::new(f.clone())).collect());
-            info.session = Some(session);
-            info.completed = completed;
-            info.auth_error = error.map(Box::new);
-            Error::Uiaa(Box::new(info))
-        };
+        self.check_uiaa_session(purpose, user, flows, auth)
+            .await
+            .map(|_| ())
+    }
 
+    /// [`Accounts::check_uiaa`], returning the ID of the completed session.
+    ///
+    /// A completed session stays (until it expires) with its stages completed, as in
+    /// Synapse: repeating the completing request, or sending only the session, passes
+    /// again, which is what makes a repeated registration idempotent.
+    pub async fn check_uiaa_session(
+        &self,
+        purpose: Purpose,
+        user: Option<&UserId>,
+        flows: &[Vec<AuthType>],
+        auth: Option<&AuthData>,
+    ) -> Result<String> {
         let Some(auth) = auth else {
             let session = self.new_uiaa_session(purpose, user).await?;
-            return Err(info(session, Vec::new(), None));
+            return Err(uiaa_error(flows, session, Vec::new(), None));
         };
         let session_id = match auth.session() {
             Some(s) => s.to_owned(),
             None => self.new_uiaa_session(purpose, user).await?,
         };
-        let row = db::uiaa::get(&self.db, &session_id)
-            .await?
-            .filter(|r| r.created_ts >= now_ms() - SESSION_LIFETIME_MS)
-            .ok_or_else(|| Error::bad_request("Unknown or expired UIAA session"))?;
+        let row = self.uiaa_session(&session_id).await?;
         if row.purpose != purpose.as_str() || row.user_id.as_deref() != user.map(UserId::as_str) {
             return Err(Error::forbidden(
                 "This UIAA session was begun for another request",
@@ -78,10 +101,15 @@ impl Accounts {
             .iter()
             .map(|s| AuthType::from(s.as_str()))
             .collect();
+        let completes =
+            |done: &[AuthType]| flows.iter().any(|f| f.iter().all(|s| done.contains(s)));
 
+        // Only the session (the fallback's acknowledgement): done if its stages are.
         let Some(stage) = auth.auth_type() else {
-            let body = StandardErrorBody::new(ErrorKind::Unrecognized, "Unsupported stage".into());
-            return Err(info(session_id, completed_before, Some(body)));
+            return match completes(&completed_before) {
+                true => Ok(session_id),
+                false => Err(uiaa_error(flows, session_id, completed_before, None)),
+            };
         };
         let allowed = flows.iter().any(|f| f.contains(&stage));
         let verdict = if !allowed {
@@ -93,7 +121,7 @@ impl Accounts {
             self.check_stage(auth, user).await?
         };
         if let Err(body) = verdict {
-            return Err(info(session_id, completed_before, Some(body)));
+            return Err(uiaa_error(flows, session_id, completed_before, Some(body)));
         }
 
         let completed = db::uiaa::add_completed(&self.db, &session_id, stage.as_str()).await?;
@@ -101,15 +129,18 @@ impl Accounts {
             .iter()
             .map(|s| AuthType::from(s.as_str()))
             .collect();
-        if flows
-            .iter()
-            .any(|f| f.iter().all(|s| completed.contains(s)))
-        {
-            db::uiaa::delete(&self.db, &session_id).await?;
-            Ok(())
-        } else {
-            Err(info(session_id, completed, None))
+        match completes(&completed) {
+            true => Ok(session_id),
+            false => Err(uiaa_error(flows, session_id, completed, None)),
         }
+    }
+
+    /// A live session; an unknown or expired one is the client's error.
+    pub(super) async fn uiaa_session(&self, session_id: &str) -> Result<db::uiaa::SessionRow> {
+        db::uiaa::get(&self.db, session_id)
+            .await?
+            .filter(|r| r.created_ts >= now_ms() - SESSION_LIFETIME_MS)
+            .ok_or_else(|| Error::bad_request("Unknown or expired UIAA session"))
     }
 
     async fn new_uiaa_session(&self, purpose: Purpose, user: Option<&UserId>) -> Result<String> {

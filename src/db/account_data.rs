@@ -24,6 +24,26 @@ pub async fn get(
     Ok(row.map(|(j,)| j.0))
 }
 
+/// The global account data type that lists the users a user ignores.
+pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
+
+/// The users `user_id` ignores: the keys of `ignored_users` in their `m.ignored_user_list`
+/// (nobody when it is absent or not an object, as Synapse reads it).
+pub async fn ignored_users(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT jsonb_object_keys(content->'ignored_users') FROM account_data
+         WHERE user_id = $1 AND room_id = '' AND data_type = $2
+           AND jsonb_typeof(content->'ignored_users') = 'object'",
+    )
+    .bind(user_id)
+    .bind(IGNORED_USER_LIST)
+    .fetch_all(e)
+    .await
+}
+
 /// Advisory lock class (the first key of the two-key form; the second is a hash of the
 /// user ID) that serialises each user's account data writers.
 const USER_STREAM_LOCK: i32 = 0x7472_6c61;

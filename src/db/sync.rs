@@ -45,6 +45,9 @@ pub struct TimelineSelect {
     pub not_types: Vec<String>,
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
+    /// Users the syncing user ignores: their events are left out, except state events
+    /// (spec, "Ignoring Users").
+    pub ignored: Vec<String>,
 }
 
 impl TimelineSelect {
@@ -84,6 +87,7 @@ pub async fn recent_events(
               AND NOT (e.event_type LIKE ANY($6))
               AND ($7::text[] IS NULL OR e.sender = ANY($7))
               AND NOT (e.sender = ANY($8))
+              AND NOT (e.sender = ANY($9) AND e.state_key_nid IS NULL)
             ORDER BY e.stream_ordering DESC
             LIMIT $4 + 1
          ) x",
@@ -96,6 +100,7 @@ pub async fn recent_events(
     .bind(&select.not_types)
     .bind(&select.senders)
     .bind(&select.not_senders)
+    .bind(&select.ignored)
     .fetch_all(e)
     .await
 }

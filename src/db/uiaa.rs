@@ -1,6 +1,7 @@
 //! The `uiaa_sessions` and `registration_nonces` tables.
 
 use sqlx::PgExecutor;
+use sqlx::types::Json;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
@@ -8,6 +9,10 @@ pub struct SessionRow {
     pub purpose: String,
     pub completed: Vec<String>,
     pub created_ts: i64,
+    /// The parameters of the request that began the session (or of the last one that had any).
+    pub params: Json<serde_json::Map<String, serde_json::Value>>,
+    pub password_hash: Option<String>,
+    pub registered_user_id: Option<String>,
 }
 
 pub async fn create(
@@ -34,7 +39,8 @@ pub async fn get(
     session_id: &str,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT user_id, purpose, completed, created_ts FROM uiaa_sessions WHERE session_id = $1",
+        "SELECT user_id, purpose, completed, created_ts, params, password_hash, registered_user_id
+         FROM uiaa_sessions WHERE session_id = $1",
     )
     .bind(session_id)
     .fetch_optional(e)
@@ -58,6 +64,44 @@ pub async fn add_completed(
     .fetch_one(e)
     .await?;
     Ok(completed)
+}
+
+/// Remember the parameters of a request of the session (and, for a registration, the hash
+/// of the password it asked for, unless one is kept already).
+pub async fn set_params(
+    e: impl PgExecutor<'_>,
+    session_id: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    password_hash: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE uiaa_sessions SET params = $2, password_hash = COALESCE(password_hash, $3)
+         WHERE session_id = $1",
+    )
+    .bind(session_id)
+    .bind(Json(params))
+    .bind(password_hash)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+/// Record the account a registration session created; `false` when the session has one
+/// already (the row lock makes a concurrent claim wait for this one's transaction, then fail).
+pub async fn claim_registration(
+    e: impl PgExecutor<'_>,
+    session_id: &str,
+    user_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE uiaa_sessions SET registered_user_id = $2
+         WHERE session_id = $1 AND registered_user_id IS NULL",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .execute(e)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn delete(e: impl PgExecutor<'_>, session_id: &str) -> Result<(), sqlx::Error> {

@@ -70,6 +70,38 @@ pub async fn set_password_hash(
     Ok(())
 }
 
+/// Make a guest account a full one with a password; `false` when `user_id` is no active
+/// guest (already upgraded, say).
+pub async fn upgrade_guest(
+    e: impl PgExecutor<'_>,
+    user_id: &str,
+    password_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET is_guest = FALSE, password_hash = $2
+         WHERE user_id = $1 AND is_guest AND NOT deactivated",
+    )
+    .bind(user_id)
+    .bind(password_hash)
+    .execute(e)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The local guest accounts joined to the room, in one read.
+pub async fn joined_guests(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT m.user_id FROM room_members m JOIN users u USING (user_id)
+         WHERE m.room_nid = $1 AND m.membership = 'join' AND u.is_guest",
+    )
+    .bind(room_nid)
+    .fetch_all(e)
+    .await
+}
+
 /// Mark the account deactivated and drop what identified its owner.
 pub async fn deactivate(e: impl PgExecutor<'_>, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(

@@ -21,6 +21,12 @@ use crate::error::{Error, Result};
 pub trait Authenticate {
     type Output: Send;
 
+    /// Whether the caller is a guest account (whose endpoints are limited, see
+    /// [`super::guest`]).
+    fn is_guest(_: &Self::Output) -> bool {
+        false
+    }
+
     fn authenticate(
         state: &AppState,
         parts: &Parts,
@@ -47,6 +53,10 @@ impl Authenticate for NoAccessToken {
 impl Authenticate for AccessToken {
     type Output = AuthedUser;
 
+    fn is_guest(user: &AuthedUser) -> bool {
+        user.is_guest
+    }
+
     async fn authenticate(state: &AppState, parts: &Parts, _: &[u8]) -> Result<AuthedUser> {
         let token = access_token(parts)?.ok_or_else(Error::missing_token)?;
         let user = state.accounts.authenticate(&token).await?;
@@ -63,6 +73,10 @@ impl Authenticate for AccessToken {
 impl Authenticate for AccessTokenOptional {
     type Output = Option<AuthedUser>;
 
+    fn is_guest(user: &Option<AuthedUser>) -> bool {
+        user.as_ref().is_some_and(|u| u.is_guest)
+    }
+
     async fn authenticate(state: &AppState, parts: &Parts, _: &[u8]) -> Result<Option<AuthedUser>> {
         match access_token(parts)? {
             Some(_) => AccessToken::authenticate(state, parts, &[]).await.map(Some),
@@ -76,6 +90,10 @@ impl Authenticate for AccessTokenOptional {
 impl Authenticate for AppserviceToken {
     type Output = AuthedUser;
 
+    fn is_guest(user: &AuthedUser) -> bool {
+        user.is_guest
+    }
+
     async fn authenticate(state: &AppState, parts: &Parts, body: &[u8]) -> Result<AuthedUser> {
         AccessToken::authenticate(state, parts, body).await
     }
@@ -83,6 +101,10 @@ impl Authenticate for AppserviceToken {
 
 impl Authenticate for AppserviceTokenOptional {
     type Output = Option<AuthedUser>;
+
+    fn is_guest(user: &Option<AuthedUser>) -> bool {
+        user.as_ref().is_some_and(|u| u.is_guest)
+    }
 
     async fn authenticate(
         state: &AppState,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod federation;
+mod guest;
 mod health;
 pub mod response;
 pub mod ruma;

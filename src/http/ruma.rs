@@ -58,6 +58,9 @@ where
         let query = parts.uri.query().map(str::to_owned);
         let bytes = super::read_body(&parts.headers, body, &state.config.limits).await?;
         let auth = T::Authentication::authenticate(state, &parts, &bytes).await?;
+        if T::Authentication::is_guest(&auth) && !super::guest::allowed::<T>() {
+            return Err(super::guest::forbidden());
+        }
         let bytes = match parts.extensions.get::<BodyDefaults>() {
             Some(defaults) => defaults.apply(bytes),
             None => bytes,
@@ -198,7 +201,7 @@ where
 
 impl<T> FromRequest<AppState> for RumaStream<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: Authenticate,
 {
     type Rejection = Error;
@@ -207,6 +210,9 @@ where
         let (mut parts, stream) = req.into_parts();
         let path_args = path_args(&mut parts, state).await?;
         let auth = T::Authentication::authenticate(state, &parts, &[]).await?;
+        if T::Authentication::is_guest(&auth) && !super::guest::allowed::<T>() {
+            return Err(super::guest::forbidden());
+        }
         let content_length = parts
             .headers
             .get(http::header::CONTENT_LENGTH)

@@ -49,6 +49,77 @@ impl Rooms {
         Ok(())
     }
 
+    /// Guests join only rooms whose `m.room.guest_access` is `can_join` (spec, Guest Access:
+    /// guests are a local notion, so this is this server's check, not an auth rule). A room
+    /// this server is not in has no state to check: as in Synapse, a guest cannot join it.
+    pub async fn check_guest_may_join(&self, target: &RoomOrAliasId) -> Result<()> {
+        let refused = || {
+            Error::new(
+                ruma::api::error::ErrorKind::GuestAccessForbidden,
+                "Guest access not allowed",
+            )
+        };
+        let room_id = self.resolve_room(target).await.map_err(|_| refused())?;
+        let Some(room) = db::rooms::by_id(self.db(), room_id.as_str()).await? else {
+            return Err(refused());
+        };
+        if !self.guests_can_join(&room).await? {
+            return Err(refused());
+        }
+        Ok(())
+    }
+
+    /// After a change of the room's `m.room.guest_access`: when guests may no longer join,
+    /// the local guests still joined leave (spec, Guest Access: the server MUST set their
+    /// membership to `leave`; Synapse has each guest leave, which the auth rules always
+    /// allow). Runs in the background, as in Synapse: the change itself is done.
+    pub(crate) fn kick_guests_if_revoked(&self, room_id: &RoomId) {
+        let rooms = self.clone();
+        let room_id = room_id.to_owned();
+        let span = tracing::info_span!("kick_guests", %room_id);
+        let task = async move {
+            if let Err(e) = rooms.kick_guests(&room_id).await {
+                tracing::warn!(error = %e, "guests were not removed after guest access was revoked");
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+    }
+
+    async fn kick_guests(&self, room_id: &RoomId) -> Result<()> {
+        let room = self.room(room_id).await?;
+        if self.guests_can_join(&room).await? {
+            return Ok(());
+        }
+        for guest in db::users::joined_guests(self.db(), room.room_nid).await? {
+            let Ok(guest) = OwnedUserId::try_from(guest) else {
+                continue;
+            };
+            // One guest failing (left meanwhile, say) does not keep the others in.
+            if let Err(e) = self
+                .set_membership(&guest, room_id, &guest, MembershipState::Leave, None, None)
+                .await
+            {
+                tracing::info!(user_id = %guest, error = %e, "a guest was not removed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the room's current `m.room.guest_access` is `can_join`.
+    pub(crate) async fn guests_can_join(&self, room: &db::rooms::RoomRow) -> Result<bool> {
+        let Some(group) = room.state_group else {
+            return Ok(false);
+        };
+        let key = (StateEventType::RoomGuestAccess, String::new());
+        let state = self
+            .state_entries(group, std::slice::from_ref(&key))
+            .await?;
+        Ok(state
+            .get(&key)
+            .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+            .is_some_and(|c| c["guest_access"] == "can_join"))
+    }
+
     /// Content keys a join by `user` needs: for a restricted room the user must satisfy an
     /// allow rule and a local member with invite power vouches for the join
     /// (`join_authorised_via_users_server`).

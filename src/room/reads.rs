@@ -28,6 +28,7 @@ impl From<&RoomEventFilter> for EventFilter {
                 .map(|s| s.iter().map(ToString::to_string).collect()),
             not_senders: f.not_senders.iter().map(ToString::to_string).collect(),
             contains_url: f.url_filter.map(|u| u == UrlFilter::EventsWithUrl),
+            ignored: Vec::new(),
         }
     }
 }

@@ -85,6 +85,7 @@ impl Rooms {
         if let Some(existing) = self.same_state(sender, room_id, &new).await? {
             return Ok(existing);
         }
+        let guest_access = new.kind == ruma::events::TimelineEventType::RoomGuestAccess;
         let (reply, mut answer) = oneshot::channel();
         self.sends.push(
             room_id,
@@ -98,7 +99,12 @@ impl Rooms {
         let lock = self.locks.lock(room_id).await;
         loop {
             match answer.try_recv() {
-                Ok(result) => return result,
+                Ok(result) => {
+                    if guest_access && result.is_ok() {
+                        self.kick_guests_if_revoked(room_id);
+                    }
+                    return result;
+                }
                 Err(oneshot::error::TryRecvError::Closed) => {
                     return Err(Error::internal("a queued send was dropped"));
                 }

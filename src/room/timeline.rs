@@ -78,11 +78,20 @@ pub struct EventFilter {
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
     pub contains_url: Option<bool>,
+    /// Users the reader ignores: their events are left out, except state events (spec,
+    /// "Ignoring Users"; Synapse filters `/messages` and `/context` the same way).
+    pub ignored: Vec<String>,
 }
 
 impl EventFilter {
     pub(crate) fn matches(&self, e: &StoredEvent, client: &Value) -> bool {
         self.matches_fields(&e.event_type, &e.sender, client)
+    }
+
+    /// Whether `sender` is ignored and `client` (the event as clients see it) no state
+    /// event, which ignoring never hides.
+    fn ignores(&self, sender: &str, client: &Value) -> bool {
+        self.ignored.iter().any(|u| u == sender) && client.get("state_key").is_none()
     }
 
     /// The same test on an event as clients see it (its `type`, `sender` and content).
@@ -104,6 +113,9 @@ impl EventFilter {
     }
 
     fn matches_fields(&self, kind: &str, sender: &str, client: &Value) -> bool {
+        if self.ignores(sender, client) {
+            return false;
+        }
         let type_matches = |pattern: &String| glob_match(pattern, kind);
         if let Some(types) = &self.types
             && !types.iter().any(type_matches)

@@ -94,6 +94,7 @@ impl From<&Filter> for Limited {
                     .map(|s| s.iter().map(ToString::to_string).collect()),
                 not_senders: f.not_senders.iter().map(ToString::to_string).collect(),
                 contains_url: None,
+                ignored: Vec::new(),
             },
             limit: f
                 .limit
@@ -199,6 +200,7 @@ impl SyncFilter {
             not_types: EventFilter::like_patterns(&f.not_types),
             senders: f.senders.clone(),
             not_senders: f.not_senders.clone(),
+            ignored: Vec::new(),
         }
     }
 

@@ -214,8 +214,13 @@ impl Sync {
 
     /// Answer now if anything changed since the token, otherwise wait for news for this
     /// user up to the timeout.
-    pub async fn sync(&self, user: &UserId, req: SyncRequest) -> Result<SyncResponse> {
+    pub async fn sync(&self, user: &UserId, mut req: SyncRequest) -> Result<SyncResponse> {
         feed::ensure_started(self.rooms.db(), self.rooms.stream(), &self.notifier);
+        // Read once per request, not per event or per wake-up. A change of the list wakes
+        // the sync as account data; the next request follows it, as the spec asks (no
+        // initial sync is forced: the client decides whether to start one).
+        req.timeline_select.ignored =
+            db::account_data::ignored_users(self.rooms.reads(), user.as_str()).await?;
         let initial = req.since.is_none() || req.full_state;
         // Registered before the first read: news that lands between the read and the wait
         // is kept for it, never lost.
@@ -630,11 +635,16 @@ impl Sync {
     ) -> Result<()> {
         let after = since.map_or(0, |s| s.events);
         let with_leaves = since.is_some() || req.include_leave;
+        let from_ignored = self
+            .invites_from_ignored(rooms, after, &req.timeline_select.ignored)
+            .await?;
         for r in rooms.iter().filter(|r| r.member_stream > after) {
             let Ok(room_id) = OwnedRoomId::try_from(r.room_id.as_str()) else {
                 continue;
             };
             match r.membership {
+                // Invites from ignored users are never shown (spec, "Ignoring Users").
+                MembershipState::Invite if from_ignored.contains(&r.member_event_nid) => {}
                 MembershipState::Invite => {
                     out.invite.insert(room_id, self.invite_state(r).await?);
                 }
@@ -655,6 +665,33 @@ impl Sync {
 }
 
 impl Sync {
+    /// The membership events of the invites in `rooms` since `after` that an ignored user
+    /// sent: one read for all of them, none when nobody is ignored.
+    async fn invites_from_ignored(
+        &self,
+        rooms: &[db::sync::UserRoom],
+        after: i64,
+        ignored: &[String],
+    ) -> Result<HashSet<i64>> {
+        if ignored.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let invites: Vec<i64> = rooms
+            .iter()
+            .filter(|r| r.member_stream > after && r.membership == MembershipState::Invite)
+            .map(|r| r.member_event_nid)
+            .collect();
+        if invites.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(db::events::by_nids(self.rooms.reads(), &invites)
+            .await?
+            .into_iter()
+            .filter(|e| ignored.contains(&e.sender))
+            .map(|e| e.event_nid)
+            .collect())
+    }
+
     /// A room the user left (or was banned from): its timeline up to and including the
     /// event that removed them, since the token (`after`) or, on an initial sync, its newest
     /// events, as the user could see them; with the state before that timeline when the

@@ -88,6 +88,7 @@ async fn register_route(
         .create_account(NewAccount {
             localpart: Some(body.username.to_lowercase()),
             password: Some(body.password),
+            password_hash: None,
             is_guest: false,
             is_admin: body.admin,
             displayname: body.displayname,

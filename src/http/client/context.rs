@@ -28,7 +28,8 @@ async fn context_route(
     req: Ruma<get_context::v3::Request>,
 ) -> Result<get_context::v3::Response> {
     let body = req.body;
-    let filter = EventFilter::from(&body.filter);
+    let mut filter = EventFilter::from(&body.filter);
+    filter.ignored = state.accounts.ignored_users(&req.auth.user_id).await?;
     let lazy = !body.filter.lazy_load_options.is_disabled();
     let c = state
         .rooms

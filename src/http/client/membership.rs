@@ -37,15 +37,7 @@ async fn join_by_id_route(
     let b = &req.body;
     let target: &ruma::RoomOrAliasId = <&ruma::RoomOrAliasId>::from(&*b.room_id);
     let body = body_object(&req.raw_body);
-    let room_id = join(
-        &state,
-        &req.auth.user_id,
-        target,
-        &[],
-        b.reason.as_deref(),
-        body,
-    )
-    .await?;
+    let room_id = join(&state, &req.auth, target, &[], b.reason.as_deref(), body).await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -57,7 +49,7 @@ async fn join_route(
     let b = &req.body;
     let room_id = join(
         &state,
-        &req.auth.user_id,
+        &req.auth,
         &b.room_id_or_alias,
         &b.via,
         b.reason.as_deref(),
@@ -69,12 +61,16 @@ async fn join_route(
 
 async fn join(
     state: &AppState,
-    user: &ruma::UserId,
+    caller: &crate::account::AuthedUser,
     target: &ruma::RoomOrAliasId,
     via: &[ruma::OwnedServerName],
     reason: Option<&str>,
     body: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<ruma::OwnedRoomId> {
+    let user = &*caller.user_id;
+    if caller.is_guest {
+        state.rooms.check_guest_may_join(target).await?;
+    }
     let profile = state.accounts.profile(user).await?;
     let content = JoinContent::new(&profile, body);
     state

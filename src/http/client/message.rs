@@ -164,6 +164,8 @@ async fn messages_route(
         .query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|kv| kv == "backfill=false"));
+    let mut filter = EventFilter::from(&body.filter);
+    filter.ignored = state.accounts.ignored_users(&req.auth.user_id).await?;
     let page = state
         .federation
         .messages(
@@ -175,7 +177,7 @@ async fn messages_route(
                 to,
                 forward,
                 limit: i64::try_from(u64::from(body.limit)).unwrap_or(i64::MAX),
-                filter: EventFilter::from(&body.filter),
+                filter,
                 backfill: !local_only,
             },
         )

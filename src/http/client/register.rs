@@ -11,8 +11,8 @@ use ruma::api::client::account::{
 use ruma::api::client::uiaa::AuthType;
 use ruma::api::error::ErrorKind;
 
-use crate::account::uiaa::Purpose;
-use crate::account::{NewAccount, NewLogin};
+use crate::account::register::Registration;
+use crate::account::{NewAccount, NewLogin, Session};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::ruma::{Ruma, route};
@@ -26,7 +26,8 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// # `POST /_matrix/client/v3/register`
 ///
 /// Creates an account after user-interactive auth (dummy or registration token, as
-/// configured), or a guest account when guests are allowed.
+/// configured), upgrades a guest's (`guest_access_token`), or creates a guest account when
+/// guests are allowed.
 async fn register_route(
     state: AppState,
     req: Ruma<register::v3::Request>,
@@ -37,51 +38,47 @@ async fn register_route(
     }
     let body = req.body;
     let registration = accounts.registration();
-    let is_guest = matches!(body.kind, RegistrationKind::Guest);
-    if is_guest {
+    let ip = req.client_ip.map(|ip| ip.to_string());
+    if matches!(body.kind, RegistrationKind::Guest) {
         if !registration.allow_guests {
             return Err(Error::new(
                 ErrorKind::GuestAccessForbidden,
                 "Guest registration is disabled",
             ));
         }
-    } else {
-        if !registration.enabled {
-            return Err(Error::forbidden("Registration is disabled on this server"));
-        }
-        // Tell the client about a bad or taken username before it goes through auth stages.
-        if let Some(username) = &body.username {
-            accounts.check_username(&username.to_lowercase()).await?;
-        }
-        accounts
-            .check_uiaa(
-                Purpose::Register,
-                None,
-                &registration_flows(&state),
-                body.auth.as_ref(),
-            )
+        // The spec: every parameter but the device's display name is ignored for guests.
+        let (user_id, session) = accounts
+            .create_account(NewAccount {
+                is_guest: true,
+                login: Some(NewLogin {
+                    device_display_name: body.initial_device_display_name,
+                    ip,
+                    refreshable: body.refresh_token,
+                    ..NewLogin::default()
+                }),
+                ..NewAccount::default()
+            })
             .await?;
-        if body.password.is_none() {
-            return Err(Error::missing_param("Missing parameter: password"));
-        }
+        return Ok(response(user_id, session));
     }
-
-    let login = (!body.inhibit_login || is_guest).then(|| NewLogin {
-        device_id: body.device_id.clone(),
-        device_display_name: body.initial_device_display_name.clone(),
-        ip: req.client_ip.map(|ip| ip.to_string()),
-        refreshable: body.refresh_token,
-    });
+    if !registration.enabled {
+        return Err(Error::forbidden("Registration is disabled on this server"));
+    }
     let (user_id, session) = accounts
-        .create_account(NewAccount {
-            localpart: if is_guest { None } else { body.username },
-            password: if is_guest { None } else { body.password },
-            is_guest,
-            is_admin: false,
-            displayname: None,
-            login,
-        })
+        .register(
+            &registration_flows(&state),
+            Registration {
+                params: body_params(&req.raw_body),
+                password: body.password,
+                auth: body.auth,
+                ip,
+            },
+        )
         .await?;
+    Ok(response(user_id, session))
+}
+
+fn response(user_id: ruma::OwnedUserId, session: Option<Session>) -> register::v3::Response {
     let mut response = register::v3::Response::new(user_id);
     if let Some(s) = session {
         response.access_token = Some(s.access_token);
@@ -91,7 +88,19 @@ async fn register_route(
             response.expires_in = Some(lifetime);
         }
     }
-    Ok(response)
+    response
+}
+
+/// The registration parameters of a body ruma accepted: its fields but `auth` and
+/// `password`, which the UIA session keeps for the requests that carry only `auth`.
+fn body_params(raw: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let mut params: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).unwrap_or_default();
+    params.remove("auth");
+    params.remove("password");
+    // Read from the query string, never from the body.
+    params.remove("kind");
+    params
 }
 
 fn registration_flows(state: &AppState) -> Vec<Vec<AuthType>> {

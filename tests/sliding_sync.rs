@@ -579,6 +579,65 @@ async fn a_woken_request_sees_each_kind_of_news() {
     assert_eq!(res["lists"]["all"]["count"], 4, "{res}");
 }
 
+/// Ignoring a user hides their messages (not their state events) from timelines and their
+/// invites from the lists, as in `/v3/sync`.
+#[tokio::test]
+async fn ignored_users_messages_and_invites_are_left_out() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw-alice-1").await;
+    let bob = s.register("bob", "pw-bob-1").await;
+    let carol = s.register("carol", "pw-carol-1").await;
+    let room = named_room(&s, &alice, "Shared").await;
+    s.join(&bob, &room).await;
+    s.join(&carol, &room).await;
+    s.put_account_data(
+        &alice,
+        "m.ignored_user_list",
+        &json!({"ignored_users": {bob.user_id.clone(): {}}}),
+    )
+    .await;
+    s.send_text(&bob, &room, "from-bob").await;
+    s.put_state(
+        &bob,
+        &room,
+        "m.room.member",
+        &bob.user_id,
+        &json!({"membership": "join", "displayname": "Bobby"}),
+    )
+    .await;
+    s.send_text(&carol, &room, "from-carol").await;
+    let invited = named_room(&s, &bob, "From Bob").await;
+    let (st, r) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{invited}/invite"),
+            bob.t(),
+            &json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+
+    let body = list(5, 10, json!([]));
+    let res = ss(&s, &alice, None, &body).await;
+    let timeline = &res["rooms"][&room]["timeline"];
+    let texts = bodies(timeline);
+    assert!(texts.contains(&"from-carol".to_owned()), "{res}");
+    assert!(!texts.contains(&"from-bob".to_owned()), "{res}");
+    assert!(
+        timeline
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["content"]["displayname"] == "Bobby")),
+        "a state event of an ignored user is kept: {res}"
+    );
+    assert!(res["rooms"].get(&invited).is_none(), "{res}");
+    assert_eq!(res["lists"]["all"]["count"], 1, "{res}");
+
+    // No longer ignored: the invite shows.
+    s.put_account_data(&alice, "m.ignored_user_list", &json!({"ignored_users": {}}))
+        .await;
+    let res = ss(&s, &alice, Some(&pos(&res)), &body).await;
+    assert!(res["rooms"][&invited]["invite_state"].is_array(), "{res}");
+}
+
 #[tokio::test]
 async fn extensions_to_device_e2ee_account_data_receipts_typing() {
     let s = TestServer::start().await;

@@ -34,6 +34,8 @@ pub struct SlidingRoom {
     #[sqlx(try_from = "String")]
     pub membership: MembershipState,
     pub member_event_nid: i64,
+    /// Who sent the user's membership event (for an invite, the inviter).
+    pub member_sender: String,
     /// Stream position of the user's membership event.
     pub member_stream: i64,
     /// The room's current state group.
@@ -66,7 +68,7 @@ pub async fn user_rooms(
 ) -> Result<Vec<SlidingRoom>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.room_nid, r.room_id, r.room_version, m.membership,
-                m.event_nid AS member_event_nid,
+                m.event_nid AS member_event_nid, me.sender AS member_sender,
                 COALESCE(me.stream_ordering, 0) AS member_stream, r.state_group,
                 me.state_after AS member_state_after, m.forgotten, m.invite_state,
                 GREATEST(COALESCE(me.stream_ordering, 0), CASE
@@ -113,10 +115,14 @@ fn columns(bounds: &[RoomBounds]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
 
 /// For each room, its newest `per_room + 1` timeline events within its bounds, newest first
 /// (the extra one tells the caller the timeline is limited).
+///
+/// Events of the `ignored` users are left out, but for state events (spec, "Ignoring
+/// Users").
 pub async fn timelines(
     e: impl PgExecutor<'_>,
     bounds: &[RoomBounds],
     per_room: i64,
+    ignored: &[String],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let (nids, after, upto) = columns(bounds);
     sqlx::query_as(
@@ -129,6 +135,7 @@ pub async fn timelines(
             WHERE e.room_nid = r.nid AND e.stream_ordering IS NOT NULL
               AND e.stream_ordering > r.after AND e.stream_ordering <= r.upto AND NOT e.outlier
               AND e.rejected_reason IS NULL AND NOT e.soft_failed
+              AND NOT (e.sender = ANY($5) AND e.state_key_nid IS NULL)
             ORDER BY e.stream_ordering DESC
             LIMIT $4 + 1
          ) x",
@@ -137,6 +144,7 @@ pub async fn timelines(
     .bind(&after)
     .bind(&upto)
     .bind(per_room)
+    .bind(ignored)
     .fetch_all(e)
     .await
 }

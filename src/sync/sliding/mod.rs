@@ -96,6 +96,9 @@ struct Listing {
     rooms: Vec<SlidingRoom>,
     /// The rooms the user's `m.direct` names.
     direct: HashSet<String>,
+    /// The users the user ignores: their invites are left out of `rooms`, their events out
+    /// of timelines.
+    ignored: Vec<String>,
 }
 
 impl Listing {
@@ -239,6 +242,7 @@ impl Sync {
             upto,
             ref rooms,
             ref direct,
+            ref ignored,
         } = listing;
 
         // The lists: the rooms they may hold, filtered and sorted, and the ranges' rooms.
@@ -294,6 +298,7 @@ impl Sync {
             upto,
             prev,
             direct,
+            ignored,
         };
         let initial = self
             .sliding_rooms(&read, &scope, &by_nid, &mut state, &mut out)
@@ -331,11 +336,12 @@ impl Sync {
         })
     }
 
-    /// The user's rooms and DM rooms: read whole, or, after a wake-up, the listing before
-    /// with the rooms the news names read again. That is exact when the news says every
-    /// room that had an event up to its position (`published`), and nothing changed the
-    /// user's own memberships; otherwise (or when the notifier is behind the read before)
-    /// everything is read again.
+    /// The user's rooms, DM rooms and ignored users: read whole, or, after a wake-up, the
+    /// listing before with the rooms the news names read again. That is exact when the news
+    /// says every room that had an event up to its position (`published`), and neither the
+    /// user's own memberships nor their account data (`m.direct`, `m.ignored_user_list`)
+    /// changed; otherwise (or when the notifier is behind the read before) everything is
+    /// read again.
     async fn sliding_listing(
         &self,
         user: &UserId,
@@ -344,6 +350,7 @@ impl Sync {
         let db = self.rooms.reads();
         if let Some((mut listing, news)) = since
             && !news.kinds.contains(Kinds::MEMBERSHIP)
+            && !news.kinds.contains(Kinds::ACCOUNT_DATA)
             && news.published >= listing.upto
         {
             let upto = news.published;
@@ -364,17 +371,21 @@ impl Sync {
                     }
                 }
             }
-            if news.kinds.contains(Kinds::ACCOUNT_DATA) {
-                listing.direct = self.sliding_direct_rooms(user).await?;
-            }
             listing.upto = upto;
             return Ok(listing);
         }
         let upto = self.rooms.stream().safe_position();
+        let mut rooms = db::sliding::user_rooms(db, user.as_str(), upto, None).await?;
+        let ignored = db::account_data::ignored_users(db, user.as_str()).await?;
+        // Invites from ignored users are never shown (spec, "Ignoring Users").
+        rooms.retain(|r| {
+            r.membership != MembershipState::Invite || !ignored.contains(&r.member_sender)
+        });
         Ok(Listing {
             upto,
-            rooms: db::sliding::user_rooms(db, user.as_str(), upto, None).await?,
+            rooms,
             direct: self.sliding_direct_rooms(user).await?,
+            ignored,
         })
     }
 

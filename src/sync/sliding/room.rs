@@ -25,6 +25,8 @@ pub(super) struct RoomsRead<'a> {
     pub upto: i64,
     pub prev: Option<&'a ConnState>,
     pub direct: &'a HashSet<String>,
+    /// Users whose events timelines leave out.
+    pub ignored: &'a [String],
 }
 
 /// A joined or departed room to read.
@@ -142,7 +144,7 @@ impl Sync {
             return Ok(initial_rooms);
         }
 
-        let timelines = self.sliding_timelines(read.user, &plans).await?;
+        let timelines = self.sliding_timelines(read, &plans).await?;
         let required = self
             .sliding_required_state(read.user, &plans, &timelines)
             .await?;
@@ -304,9 +306,10 @@ impl Sync {
     /// The timelines of the planned rooms, as the user may see them: one query for all.
     async fn sliding_timelines(
         &self,
-        user: &UserId,
+        read: &RoomsRead<'_>,
         plans: &[Plan<'_>],
     ) -> Result<HashMap<i64, Timeline>> {
+        let user = read.user;
         let bounds: Vec<RoomBounds> = plans
             .iter()
             .filter(|p| p.bounds.after < p.bounds.upto)
@@ -322,7 +325,8 @@ impl Sync {
             .max()
             .unwrap_or(0)
             .max(1);
-        let rows = db::sliding::timelines(self.rooms.reads(), &bounds, per_room).await?;
+        let rows =
+            db::sliding::timelines(self.rooms.reads(), &bounds, per_room, read.ignored).await?;
         let groups: Vec<i64> = rows
             .iter()
             .filter_map(|e| e.state_after.or(e.state_before))

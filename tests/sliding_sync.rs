@@ -565,14 +565,7 @@ async fn a_woken_request_sees_each_kind_of_news() {
     // An invite to a new room: the user's own membership changed, so all is read again.
     let d = named_room(&s, &bob, "D").await;
     let res = poll_while(&s, &alice, &p, &body, async {
-        let (st, r) = s
-            .post(
-                &format!("/_matrix/client/v3/rooms/{d}/invite"),
-                bob.t(),
-                &json!({"user_id": alice.user_id}),
-            )
-            .await;
-        assert_eq!(st, 200, "{r}");
+        s.invite(&bob, &d, &alice.user_id).await;
     })
     .await;
     assert!(res["rooms"][&d]["invite_state"].is_array(), "{res}");
@@ -607,14 +600,7 @@ async fn ignored_users_messages_and_invites_are_left_out() {
     .await;
     s.send_text(&carol, &room, "from-carol").await;
     let invited = named_room(&s, &bob, "From Bob").await;
-    let (st, r) = s
-        .post(
-            &format!("/_matrix/client/v3/rooms/{invited}/invite"),
-            bob.t(),
-            &json!({"user_id": alice.user_id}),
-        )
-        .await;
-    assert_eq!(st, 200, "{r}");
+    s.invite(&bob, &invited, &alice.user_id).await;
 
     let body = list(5, 10, json!([]));
     let res = ss(&s, &alice, None, &body).await;

@@ -347,6 +347,13 @@ impl Api {
         res["event_id"].as_str().expect("event_id").to_owned()
     }
 
+    /// Invite `invitee` (a user ID) to `room` as `u`, asserting success.
+    pub async fn invite(&self, u: &User, room: &str, invitee: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
+        let (status, res) = self.post(&path, u.t(), &json!({"user_id": invitee})).await;
+        assert_eq!(status, 200, "invite: {res}");
+    }
+
     /// Set the state event (`kind`, `key`) of `room` as `u`, asserting success; returns the
     /// event ID.
     pub async fn put_state(

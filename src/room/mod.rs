@@ -18,6 +18,7 @@ pub mod power;
 pub mod push;
 pub mod reads;
 pub mod redact;
+pub mod rejection;
 pub mod relations;
 pub mod remote;
 pub mod reports;

@@ -689,12 +689,18 @@ impl Sync {
         }
         let row = room_row(r);
         // The event that removed the user is theirs to see whatever the history visibility
-        // (they are no longer a member once it applies); it is the newest read.
-        let removal = events
-            .last()
-            .is_some_and(|e| e.event_nid == r.member_event_nid)
-            .then(|| events.pop())
-            .flatten();
+        // (they are no longer a member once it applies); it is the newest read. A leave
+        // outside the graph (an invite rejected out of band) is read on its own.
+        let removal = match events.last() {
+            Some(e) if e.event_nid == r.member_event_nid => events.pop(),
+            _ if after.is_none_or(|a| r.member_stream > a) => {
+                db::events::by_nids(db, &[r.member_event_nid])
+                    .await?
+                    .into_iter()
+                    .find(|e| e.outlier)
+            }
+            _ => None,
+        };
         let mut events = self.rooms.filter_visible(&row, user, events).await?;
         events.extend(removal);
         let state = match events.first().and_then(|e| e.state_before) {

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod create;
 pub mod directory;
+pub mod erasure;
 pub mod graph;
 pub mod hierarchy;
 pub mod ingest;
@@ -68,6 +69,7 @@ pub struct Rooms {
     tips: Arc<tips::Tips>,
     writer: Arc<writer::PlainWriter>,
     outbox: Arc<tokio::sync::Notify>,
+    erased: Arc<erasure::ErasedUsers>,
 }
 
 /// Read connections opened at start: enough for a sync's reads side by side.
@@ -105,6 +107,7 @@ impl Rooms {
                 outbox.clone(),
             )),
             outbox,
+            erased: Arc::default(),
         }
     }
 

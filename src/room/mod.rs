@@ -154,6 +154,19 @@ impl Rooms {
         state_cache::load_state_events(&self.db, &self.state_cache, group, keys).await
     }
 
+    /// State events of several groups for `keys`, parsed: one read for whatever the state
+    /// cache lacks.
+    pub async fn state_entries_many(
+        &self,
+        groups: &[i64],
+        keys: &[(ruma::events::StateEventType, String)],
+    ) -> Result<std::collections::HashMap<i64, state_cache::StateEntries>> {
+        if groups.is_empty() {
+            return Ok(Default::default());
+        }
+        state_cache::load_state_events_many(&self.db, &self.state_cache, groups, keys).await
+    }
+
     pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {
         db::rooms::by_id(&self.db, room_id.as_str())
             .await?

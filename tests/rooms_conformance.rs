@@ -110,6 +110,19 @@ async fn redactions_are_checked_before_they_are_built() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["content"]["body"], "other-room-words", "{body}");
 
+    // Not even the creator may redact the create event (403, as Synapse refuses it).
+    let create = messages(&s, &alice, &room)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|e| e["event_id"].as_str().map(str::to_owned))
+        .expect("the create event");
+    assert_error(
+        &redact(&alice, &room, &create, "t5").await,
+        403,
+        "M_FORBIDDEN",
+    );
+
     // The room's creator may redact bob's message, and bob his own.
     let (status, body) = redact(&alice, &room, &message, "t3").await;
     assert_eq!(status, 200, "{body}");
@@ -369,6 +382,23 @@ async fn visibility_changes_and_own_membership_are_seen_from_either_side() {
     });
     assert!(own_leave, "bob's own leave: {events:?}");
     assert!(!ids(&events).contains(&away));
+    // /sync applies the same rules.
+    let filter = json!({"room": {"timeline": {"limit": 50}}}).to_string();
+    let sync = s.sync(&bob, &format!("?filter={}", enc(&filter))).await;
+    let timeline = sync["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let in_sync = ids(&timeline);
+    assert!(in_sync.contains(&change), "{sync}");
+    assert!(!in_sync.contains(&hidden), "{sync}");
+    assert!(!in_sync.contains(&away), "{sync}");
+    assert!(
+        timeline.iter().any(
+            |e| e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "leave"
+        ),
+        "{sync}"
+    );
 
     // world_readable: a user who never joined reads the room.
     let open = s

@@ -78,17 +78,7 @@ impl Rooms {
         if events.is_empty() {
             return Ok(events);
         }
-        let groups: Vec<i64> = events
-            .iter()
-            .flat_map(|e| {
-                let after = e.state_after.or(e.state_before);
-                // Both sides of the events judged from either side (see `sides`).
-                let before = sides(e, user).then_some(e.state_before).flatten();
-                after.into_iter().chain(before)
-            })
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let groups = visibility_groups(user, &events);
         let [visibility_key, member_key] = visibility_keys(user);
         let entries = super::state_cache::load_state_events_many(
             self.db(),
@@ -170,6 +160,22 @@ impl Rooms {
                 .max(),
         )
     }
+}
+
+/// The state groups checking `user`'s view of these events reads (for
+/// [`Rooms::prepare_visibility`] ahead of several rooms' checks): the state at each event,
+/// and the state before those judged from either side (see `sides`).
+pub fn visibility_groups(user: &UserId, events: &[StoredEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .flat_map(|e| {
+            let after = e.state_after.or(e.state_before);
+            let before = sides(e, user).then_some(e.state_before).flatten();
+            after.into_iter().chain(before)
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// What the spec's rules say of an event, given the state at it.

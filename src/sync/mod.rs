@@ -408,10 +408,7 @@ impl Sync {
             let (mut recent, older) = tokio::try_join!(read(known, after), read(fresh, i64::MIN))?;
             recent.extend(older);
             // Every room's visibility entries in one read, before the per-room checks.
-            let groups: Vec<i64> = recent
-                .iter()
-                .filter_map(|e| e.state_after.or(e.state_before))
-                .collect();
+            let groups = crate::room::visibility::visibility_groups(user, &recent);
             self.rooms.prepare_visibility(user, &groups).await?;
             Ok::<_, crate::error::Error>(recent)
         };

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod directory;
 pub mod e2e;
 pub mod embedded;
+pub mod erasure;
 pub mod events;
 pub mod federation;
 pub mod filters;

@@ -393,6 +393,23 @@ pub async fn membership_sender(
     Ok(row.map(|r| r.0))
 }
 
+/// The event that set `user_id`'s membership in the room: (event ID, depth).
+pub async fn membership_event(
+    e: impl PgExecutor<'_>,
+    room_nid: i64,
+    user_id: &str,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.event_id, e.depth
+         FROM room_members m JOIN events e USING (event_nid) JOIN event_ids i USING (event_nid)
+         WHERE m.room_nid = $1 AND m.user_id = $2",
+    )
+    .bind(room_nid)
+    .bind(user_id)
+    .fetch_optional(e)
+    .await
+}
+
 /// The room ID of a room number.
 pub async fn id_of(e: impl PgExecutor<'_>, room_nid: i64) -> Result<Option<String>, sqlx::Error> {
     let row: Option<(String,)> = sqlx::query_as("SELECT room_id FROM rooms WHERE room_nid = $1")

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod create;
 pub mod directory;
+pub mod erasure;
 pub mod graph;
 pub mod hierarchy;
 pub mod ingest;
@@ -18,6 +19,7 @@ pub mod power;
 pub mod push;
 pub mod reads;
 pub mod redact;
+pub mod rejection;
 pub mod relations;
 pub mod remote;
 pub mod reports;
@@ -67,6 +69,7 @@ pub struct Rooms {
     tips: Arc<tips::Tips>,
     writer: Arc<writer::PlainWriter>,
     outbox: Arc<tokio::sync::Notify>,
+    erased: Arc<erasure::ErasedUsers>,
 }
 
 /// Read connections opened at start: enough for a sync's reads side by side.
@@ -104,6 +107,7 @@ impl Rooms {
                 outbox.clone(),
             )),
             outbox,
+            erased: Arc::default(),
         }
     }
 
@@ -148,6 +152,19 @@ impl Rooms {
         keys: &[(ruma::events::StateEventType, String)],
     ) -> Result<std::collections::HashMap<(ruma::events::StateEventType, String), pdu::Pdu>> {
         state_cache::load_state_events(&self.db, &self.state_cache, group, keys).await
+    }
+
+    /// State events of several groups for `keys`, parsed: one read for whatever the state
+    /// cache lacks.
+    pub async fn state_entries_many(
+        &self,
+        groups: &[i64],
+        keys: &[(ruma::events::StateEventType, String)],
+    ) -> Result<std::collections::HashMap<i64, state_cache::StateEntries>> {
+        if groups.is_empty() {
+            return Ok(Default::default());
+        }
+        state_cache::load_state_events_many(&self.db, &self.state_cache, groups, keys).await
     }
 
     pub async fn room(&self, room_id: &RoomId) -> Result<RoomRow> {

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 
 impl Rooms {
     /// Redact `target` in the room as `sender`, with an optional reason. An event this server
-    /// does not have (or of another room) may still be named: the redaction then waits for
-    /// it, and is judged by the rule for other servers' redactions when it comes.
+    /// does not have may still be named: the redaction then waits for it, and is judged by
+    /// the rule for other servers' redactions when it comes.
     pub async fn redact(
         &self,
         sender: &UserId,
@@ -25,8 +25,29 @@ impl Rooms {
         txn: Option<TxnRef<'_>>,
     ) -> Result<OwnedEventId> {
         let room = self.room(room_id).await?;
-        if let Some(t) = db::events::by_id(&self.db, target.as_str()).await?
-            && t.room_nid == room.room_nid
+        let known = db::events::by_id(&self.db, target.as_str()).await?;
+        // What Synapse refuses before building a redaction of an event it has: one of
+        // another room (it would never take effect; 400 as Synapse answers), and the events
+        // whose loss would break the room (its create event, its server ACL).
+        if let Some(t) = &known {
+            if t.room_nid != room.room_nid {
+                return Err(Error::bad_request(
+                    "Cannot redact an event of a different room",
+                ));
+            }
+            match t.event_type.as_str() {
+                "m.room.create" => {
+                    return Err(Error::forbidden("Redacting create events is not permitted"));
+                }
+                "m.room.server_acl" => {
+                    return Err(Error::forbidden(
+                        "Redacting server ACL events is not permitted",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(t) = known
             && t.sender != sender.as_str()
         {
             let rules = room.rules()?;

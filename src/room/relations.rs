@@ -90,9 +90,10 @@ impl Rooms {
     ) -> Result<RelationsPage> {
         let reader = reader.into();
         let viewer = reader.user;
-        // The parent answers like `/event` would: 403 outside the room, 404 when hidden.
+        // 403 outside the room (as Synapse checks first), then the parent answers like
+        // `/event` would: 404 when hidden.
+        let room = self.readable_room(room_id, viewer).await?;
         self.event(viewer, room_id, event_id).await?;
-        let room = self.room(room_id).await?;
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_PAGE);
         let start = match q.from {
             Some(at) => self.position(room_id, at, q.forward).await?,

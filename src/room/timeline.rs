@@ -309,7 +309,22 @@ impl Rooms {
     ) -> Result<Value> {
         let reader = reader.into();
         let user = reader.user;
-        let room = self.readable_room(room_id, user).await?;
+        let (room, membership) =
+            db::rooms::with_membership(self.db(), room_id.as_str(), user.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found("Event not found"))?;
+        // Someone who may not read the room is told the event is not found, as for a hidden
+        // event (Synapse answers 404 here too), rather than that the room exists.
+        let room = self
+            .may_read(room, membership.as_ref())
+            .await
+            .map_err(|e| match e {
+                Error::Matrix {
+                    kind: ruma::api::error::ErrorKind::Forbidden,
+                    ..
+                } => Error::not_found("Event not found"),
+                e => e,
+            })?;
         let e = db::events::by_id(self.db(), event_id.as_str())
             .await?
             .filter(|e| e.room_nid == room.room_nid && e.rejected_reason.is_none() && !e.outlier)

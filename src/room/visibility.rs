@@ -1,12 +1,17 @@
 //! History visibility: which events a user may see, per the client-server spec's rules.
 //!
-//! For each event, using the room state at that event (after it, so a user's own membership
-//! event is visible to them):
+//! For each event, using the room state at that event (after it, so a user's own join is
+//! visible to them):
 //! 1. `world_readable` → visible;
 //! 2. the user was joined → visible;
 //! 3. `shared` and the user joined the room at some point after the event → visible;
 //! 4. `invited` and the user was invited → visible;
 //! 5. otherwise hidden.
+//!
+//! A history visibility change and the user's own membership events are visible if the
+//! state before or after them allows it, as the spec says (a user sees the change that
+//! hides what follows, and their own leave). Events of users erased at deactivation come
+//! redacted to anyone not joined when they were sent (Synapse's rule).
 //!
 //! A page is checked with the state entries of its distinct state groups, from the state
 //! cache (groups never change) or else in one batched query, never a query per event; rule 3
@@ -62,7 +67,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// Keep only the events `user` may see, in order.
+    /// Keep only the events `user` may see, in order. Events of erased senders that the
+    /// user was not joined at come redacted, as Synapse serves them.
     pub async fn filter_visible(
         &self,
         room: &RoomRow,
@@ -72,12 +78,7 @@ impl Rooms {
         if events.is_empty() {
             return Ok(events);
         }
-        let groups: Vec<i64> = events
-            .iter()
-            .filter_map(|e| e.state_after.or(e.state_before))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let groups = visibility_groups(user, &events);
         let [visibility_key, member_key] = visibility_keys(user);
         let entries = super::state_cache::load_state_events_many(
             self.db(),
@@ -102,34 +103,45 @@ impl Rooms {
             })
             .collect();
         let none = AtEvent::default();
+        let at_group = |g: Option<i64>| g.and_then(|g| at.get(&g)).unwrap_or(&none);
+        let erased = self
+            .erased_among(events.iter().map(|e| e.sender.as_str()))
+            .await?;
         // Rule 3 needs the user's last join; it is read only if an event needs it.
         let mut last_join: Option<Option<(i64, i64)>> = None;
         let mut kept = Vec::with_capacity(events.len());
-        for e in events {
-            let state = e
-                .state_after
-                .or(e.state_before)
-                .and_then(|g| at.get(&g))
-                .unwrap_or(&none);
-            // A room with no history_visibility event is "shared".
-            let visibility = state.visibility.as_deref().unwrap_or("shared");
-            let membership = state.membership.as_ref();
-            let visible = match visibility {
-                _ if membership == Some(&MembershipState::Join) => true,
-                "world_readable" => true,
-                "shared" => {
-                    let join = match last_join {
-                        Some(j) => j,
-                        None => *last_join.insert(self.last_join(room, user).await?),
-                    };
-                    join.is_some_and(|j| j > (e.depth, e.stream_ordering.unwrap_or(0)))
+        for mut e in events {
+            let after = at_group(e.state_after.or(e.state_before));
+            let before = sides(&e, user).then(|| at_group(e.state_before));
+            let mut visible = false;
+            for state in std::iter::once(after).chain(before) {
+                visible = match rule(state) {
+                    Rule::Visible => true,
+                    Rule::Hidden => false,
+                    Rule::JoinedSince => {
+                        let join = match last_join {
+                            Some(j) => j,
+                            None => *last_join.insert(self.last_join(room, user).await?),
+                        };
+                        join.is_some_and(|j| j > (e.depth, e.stream_ordering.unwrap_or(0)))
+                    }
+                };
+                if visible {
+                    break;
                 }
-                "invited" => membership == Some(&MembershipState::Invite),
-                _ => false,
-            };
-            if visible {
-                kept.push(e);
             }
+            if !visible {
+                continue;
+            }
+            // Someone who was in the room when an erased user spoke keeps what they saw;
+            // anyone else gets the event without its content.
+            let joined_at = std::iter::once(after)
+                .chain(before)
+                .any(|s| s.membership == Some(MembershipState::Join));
+            if !joined_at && erased.contains(e.sender.as_str()) {
+                e.json = redacted_json(room, &e.json)?;
+            }
+            kept.push(e);
         }
         Ok(kept)
     }
@@ -150,10 +162,80 @@ impl Rooms {
     }
 }
 
+/// The state groups checking `user`'s view of these events reads (for
+/// [`Rooms::prepare_visibility`] ahead of several rooms' checks): the state at each event,
+/// and the state before those judged from either side (see `sides`).
+pub fn visibility_groups(user: &UserId, events: &[StoredEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .flat_map(|e| {
+            let after = e.state_after.or(e.state_before);
+            let before = sides(e, user).then_some(e.state_before).flatten();
+            after.into_iter().chain(before)
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// What the spec's rules say of an event, given the state at it.
+enum Rule {
+    Visible,
+    Hidden,
+    /// `shared`: visible if the user joined the room after the event.
+    JoinedSince,
+}
+
+/// The spec's history visibility rules, in order, for one side of an event.
+fn rule(state: &AtEvent) -> Rule {
+    // A room with no history_visibility event is "shared".
+    let visibility = state.visibility.as_deref().unwrap_or("shared");
+    let membership = state.membership.as_ref();
+    match visibility {
+        "world_readable" => Rule::Visible,
+        _ if membership == Some(&MembershipState::Join) => Rule::Visible,
+        "shared" => Rule::JoinedSince,
+        "invited" if membership == Some(&MembershipState::Invite) => Rule::Visible,
+        _ => Rule::Hidden,
+    }
+}
+
+/// Whether the event is judged from either side of it, as the spec asks of history
+/// visibility changes (a user sees the change that hides what follows from them) and of
+/// the user's own membership events (their own leave, say).
+fn sides(e: &StoredEvent, user: &UserId) -> bool {
+    match e.event_type.as_str() {
+        "m.room.history_visibility" => true,
+        "m.room.member" => e.state_before != e.state_after && state_key_is(&e.json, user),
+        _ => false,
+    }
+}
+
+/// Whether the event's `state_key` is the user's ID (read only for member events).
+fn state_key_is(json: &str, user: &UserId) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        state_key: Option<&'a str>,
+    }
+    serde_json::from_str::<Key<'_>>(json).is_ok_and(|k| k.state_key == Some(user.as_str()))
+}
+
+/// The event's JSON with what redaction removes removed, by the room version's algorithm.
+pub(crate) fn redacted_json(room: &RoomRow, json: &str) -> Result<String> {
+    let rules = room.rules()?;
+    let obj: ruma::CanonicalJsonObject = serde_json::from_str(json)
+        .map_err(|err| crate::error::Error::internal(format!("stored event: {err}")))?;
+    let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
+        .map_err(|err| crate::error::Error::internal(format!("redaction: {err}")))?;
+    serde_json::to_string(&redacted).map_err(|err| crate::error::Error::internal(err.to_string()))
+}
+
 impl Rooms {
     /// The events as another server may have them: those it could not see under the room's
     /// history visibility (`joined`: none of its users joined at the event; `invited`: none
-    /// invited or joined) are served redacted, as the spec asks of servers.
+    /// invited or joined) are served redacted, as the spec asks of servers, and so are those
+    /// of erased users.
     pub async fn for_server(
         &self,
         room: &RoomRow,
@@ -195,6 +277,10 @@ impl Rooms {
             }
         }
         let rules = room.rules()?;
+        // Other servers get an erased user's events redacted, whatever they saw (Synapse).
+        let erased = self
+            .erased_among(events.iter().map(|e| e.sender.as_str()))
+            .await?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
             let (visibility, joined, invited) = e
@@ -208,7 +294,7 @@ impl Rooms {
                 "invited" => joined || invited,
                 _ => true,
             };
-            if visible {
+            if visible && !erased.contains(e.sender.as_str()) {
                 out.push(e.json);
             } else {
                 let obj: ruma::CanonicalJsonObject = serde_json::from_str(&e.json)

@@ -14,6 +14,7 @@ mod account_data;
 pub mod e2e;
 pub mod feed;
 pub mod filter;
+mod lazy;
 mod rooms;
 pub mod sliding;
 pub mod token;
@@ -45,6 +46,8 @@ pub struct SyncRequest {
     pub include_leave: bool,
     /// Send only the member events of the timeline's senders (and the syncing user's own).
     pub lazy_load_members: bool,
+    /// With lazy loading, send the senders' member events even when the device has them.
+    pub include_redundant_members: bool,
     pub timeout: Duration,
     /// Which events timelines keep (the filter's `room.timeline` types and senders).
     pub timeline_select: db::sync::TimelineSelect,
@@ -179,6 +182,7 @@ pub struct Sync {
     rooms: Rooms,
     notifier: SyncNotifier,
     ephemeral: Ephemeral,
+    lazy_sent: std::sync::Arc<lazy::LazySent>,
 }
 
 impl Sync {
@@ -209,6 +213,7 @@ impl Sync {
             rooms,
             notifier,
             ephemeral,
+            lazy_sent: Default::default(),
         }
     }
 
@@ -260,12 +265,23 @@ impl Sync {
         }
     }
 
-    /// The response as the request's filter lets it through.
+    /// The response as the request's filter lets it through. An incremental sync then
+    /// leaves out the joined rooms the filter emptied (nothing in their timeline, state,
+    /// ephemeral or account data), as Synapse does: a change the client filtered away is
+    /// no news of the room.
     async fn filtered(&self, req: &SyncRequest, out: &mut SyncResponse) -> Result<()> {
-        match &req.filter {
-            Some(f) => self.apply_filter(f, out).await,
-            None => Ok(()),
+        if let Some(f) = &req.filter {
+            self.apply_filter(f, out).await?;
         }
+        if req.since.is_some() && !req.full_state {
+            out.join.retain(|_, r| {
+                !(r.timeline.is_empty()
+                    && r.state.is_empty()
+                    && r.ephemeral.is_empty()
+                    && r.account_data.is_empty())
+            });
+        }
+        Ok(())
     }
 
     /// One read of everything new since the token, or, after a wake-up (`delta`), of what
@@ -360,6 +376,11 @@ impl Sync {
         } = *read;
         let db = self.rooms.reads();
         let after = since.map_or(0, |s| s.events);
+        // A sync without a token starts the device's lazy-loading record afresh (the client
+        // may have forgotten what it had).
+        if req.since.is_none() && req.lazy_load_members {
+            self.lazy_sent.reset(user, &req.device_id);
+        }
         let joined: Vec<&db::sync::UserRoom> = rooms
             .iter()
             .filter(|r| r.membership == MembershipState::Join)
@@ -392,10 +413,7 @@ impl Sync {
             let (mut recent, older) = tokio::try_join!(read(known, after), read(fresh, i64::MIN))?;
             recent.extend(older);
             // Every room's visibility entries in one read, before the per-room checks.
-            let groups: Vec<i64> = recent
-                .iter()
-                .filter_map(|e| e.state_after.or(e.state_before))
-                .collect();
+            let groups = crate::room::visibility::visibility_groups(user, &recent);
             self.rooms.prepare_visibility(user, &groups).await?;
             Ok::<_, crate::error::Error>(recent)
         };
@@ -512,7 +530,9 @@ impl Sync {
                 summarise.insert(r.room_nid);
             }
             let state = if req.lazy_load_members {
-                self.lazy_members(&row, user, &events, state).await?
+                let full = start_groups.contains_key(&r.room_nid);
+                self.lazy_members(&row, user, req, &events, state, full)
+                    .await?
             } else {
                 state
             };
@@ -726,12 +746,18 @@ impl Sync {
         }
         let row = room_row(r);
         // The event that removed the user is theirs to see whatever the history visibility
-        // (they are no longer a member once it applies); it is the newest read.
-        let removal = events
-            .last()
-            .is_some_and(|e| e.event_nid == r.member_event_nid)
-            .then(|| events.pop())
-            .flatten();
+        // (they are no longer a member once it applies); it is the newest read. A leave
+        // outside the graph (an invite rejected out of band) is read on its own.
+        let removal = match events.last() {
+            Some(e) if e.event_nid == r.member_event_nid => events.pop(),
+            _ if after.is_none_or(|a| r.member_stream > a) => {
+                db::events::by_nids(db, &[r.member_event_nid])
+                    .await?
+                    .into_iter()
+                    .find(|e| e.outlier)
+            }
+            _ => None,
+        };
         let mut events = self.rooms.filter_visible(&row, user, events).await?;
         events.extend(removal);
         let state = match events.first().and_then(|e| e.state_before) {

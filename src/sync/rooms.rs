@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ruma::UserId;
+use ruma::events::StateEventType;
 use ruma::events::room::member::MembershipState;
 use serde_json::Value;
 
@@ -112,8 +113,19 @@ impl Sync {
                 s.joined = joined;
                 s.invited = invited;
             }
-            for (nid, hero) in db::sync::heroes(db, &summarised, user.as_str(), MAX_HEROES).await? {
-                summaries.entry(nid).or_default().heroes.push(hero);
+            // Heroes name a room that has no name of its own: none for a room with a name
+            // or a canonical alias, as the spec says (Synapse: a non-empty one).
+            let named = self.named_rooms(rooms, &summarised).await?;
+            let unnamed: Vec<i64> = summarised
+                .iter()
+                .copied()
+                .filter(|n| !named.contains(n))
+                .collect();
+            if !unnamed.is_empty() {
+                for (nid, hero) in db::sync::heroes(db, &unnamed, user.as_str(), MAX_HEROES).await?
+                {
+                    summaries.entry(nid).or_default().heroes.push(hero);
+                }
             }
         }
         let mut unread: HashMap<i64, BTreeMap<String, (i64, i64)>> = HashMap::new();
@@ -131,30 +143,71 @@ impl Sync {
         Ok(())
     }
 
-    /// Lazy-loaded membership: drop member events of users who did not send anything in the
-    /// timeline, and add those senders' member events (as of the timeline's start) that the
-    /// state section lacks. Redundant members are sent again rather than tracked per device.
+    /// Which of the rooms have a non-empty name or canonical alias now: one read of their
+    /// current state groups for both keys (none for groups the state cache holds).
+    async fn named_rooms(
+        &self,
+        rooms: &[db::sync::UserRoom],
+        nids: &[i64],
+    ) -> Result<HashSet<i64>> {
+        let group_of: HashMap<i64, i64> = rooms
+            .iter()
+            .filter(|r| nids.contains(&r.room_nid))
+            .filter_map(|r| r.state_group.map(|g| (r.room_nid, g)))
+            .collect();
+        let groups: Vec<i64> = group_of
+            .values()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let name_key = (StateEventType::RoomName, String::new());
+        let alias_key = (StateEventType::RoomCanonicalAlias, String::new());
+        let entries = self
+            .rooms
+            .state_entries_many(&groups, &[name_key.clone(), alias_key.clone()])
+            .await?;
+        let non_empty = |pdu: Option<&crate::room::pdu::Pdu>, field: &str| {
+            pdu.and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+                .is_some_and(|c| c[field].as_str().is_some_and(|v| !v.is_empty()))
+        };
+        Ok(group_of
+            .into_iter()
+            .filter(|(_, g)| {
+                entries.get(g).is_some_and(|state| {
+                    non_empty(state.get(&name_key), "name")
+                        || non_empty(state.get(&alias_key), "alias")
+                })
+            })
+            .map(|(nid, _)| nid)
+            .collect())
+    }
+
+    /// Lazy-loaded membership, as Synapse does it: the member events of the timeline's
+    /// senders as of its start (on a full state, the user's own too), the state's other
+    /// events as they are (a full state keeps no other member events; an incremental one
+    /// keeps every change of its gap, a silent joiner's or leaver's included), and, unless
+    /// the filter asks for redundant members, none the device has been sent already.
     pub(super) async fn lazy_members(
         &self,
         room: &RoomRow,
         user: &UserId,
+        req: &super::SyncRequest,
         timeline: &[StoredEvent],
         state: Vec<StoredEvent>,
+        full: bool,
     ) -> Result<Vec<StoredEvent>> {
         let mut wanted: BTreeSet<String> = timeline.iter().map(|e| e.sender.clone()).collect();
-        wanted.insert(user.to_string());
-        let state_key = |e: &StoredEvent| {
-            serde_json::from_str::<Value>(&e.json)
-                .ok()
-                .and_then(|v| v["state_key"].as_str().map(str::to_owned))
-        };
+        if full {
+            wanted.insert(user.to_string());
+        }
         let mut kept = Vec::with_capacity(state.len());
         let mut have = BTreeSet::new();
         for e in state {
             if e.event_type != "m.room.member" {
                 kept.push(e);
             } else if let Some(k) = state_key(&e)
-                && wanted.contains(&k)
+                && (!full || wanted.contains(&k))
             {
                 have.insert(k);
                 kept.push(e);
@@ -178,7 +231,50 @@ impl Sync {
                 .collect();
             kept.extend(db::events::by_nids(self.rooms.reads(), &nids).await?);
         }
-        Ok(kept)
+        let member = |e: &StoredEvent| {
+            (e.event_type == "m.room.member")
+                .then(|| state_key(e))
+                .flatten()
+        };
+        let (members, mut others): (Vec<StoredEvent>, Vec<StoredEvent>) =
+            kept.into_iter().partition(|e| member(e).is_some());
+        let keyed: Vec<(String, StoredEvent)> = members
+            .into_iter()
+            .filter_map(|e| member(&e).map(|k| (k, e)))
+            .collect();
+        let members: Vec<StoredEvent> = if req.include_redundant_members {
+            keyed.into_iter().map(|(_, e)| e).collect()
+        } else {
+            self.lazy_sent
+                .unsent(
+                    user,
+                    &req.device_id,
+                    keyed
+                        .iter()
+                        .map(|(k, e)| (room.room_nid, k.as_str(), e.event_id.as_str(), e)),
+                )
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        // What the device has now: these members, and those the timeline carries.
+        let timeline_members: Vec<(String, &StoredEvent)> = timeline
+            .iter()
+            .filter_map(|e| member(e).map(|k| (k, e)))
+            .collect();
+        let sent: Vec<(String, &StoredEvent)> = members
+            .iter()
+            .filter_map(|e| member(e).map(|k| (k, e)))
+            .collect();
+        self.lazy_sent.record(
+            user,
+            &req.device_id,
+            sent.iter()
+                .chain(&timeline_members)
+                .map(|(k, e)| (room.room_nid, k.as_str(), e.event_id.as_str())),
+        );
+        others.extend(members);
+        Ok(others)
     }
 
     /// Stripped state for an invite: the invite itself and the room's public basics.
@@ -210,4 +306,13 @@ impl Sync {
             })
             .collect())
     }
+}
+
+/// The state key of a stored state event.
+fn state_key(e: &StoredEvent) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        state_key: Option<String>,
+    }
+    serde_json::from_str::<Key>(&e.json).ok()?.state_key
 }

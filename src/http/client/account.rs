@@ -69,6 +69,9 @@ async fn deactivate_route(
         )
         .await?;
     state.accounts.deactivate(&user.user_id).await?;
+    if req.body.erase {
+        state.rooms.erase_user(&user.user_id).await?;
+    }
     // No identity server is ever bound by this server, so there is nothing to unbind.
     Ok(deactivate::v3::Response::new(
         ThirdPartyIdRemovalStatus::NoSupport,

@@ -76,6 +76,7 @@ fn request(user: &AuthedUser, since: Option<SyncToken>, timeout: Duration) -> Sy
         full_state: false,
         include_leave: false,
         lazy_load_members: false,
+        include_redundant_members: false,
         timeout,
         timeline_select: Default::default(),
         ignored_news: Default::default(),

@@ -110,15 +110,23 @@ async fn leave_route(
     req: Ruma<leave_room::v3::Request>,
 ) -> Result<leave_room::v3::Response> {
     let b = &req.body;
-    state
+    let user = &req.auth.user_id;
+    let reason = b.reason.as_deref();
+    if let Err(e) = state
         .federation
-        .leave_room(
-            &state.rooms,
-            &req.auth.user_id,
-            &b.room_id,
-            b.reason.as_deref(),
-        )
-        .await?;
+        .leave_room(&state.rooms, user, &b.room_id, reason)
+        .await
+    {
+        // An invite nobody can be told of the rejection of is rejected here alone, as
+        // Synapse does, rather than staying in the user's sync for good.
+        if !state
+            .rooms
+            .leave_out_of_band(user, &b.room_id, reason)
+            .await?
+        {
+            return Err(e);
+        }
+    }
     Ok(leave_room::v3::Response::new())
 }
 
@@ -128,7 +136,12 @@ async fn invite_route(
     req: Ruma<invite_user::v3::Request>,
 ) -> Result<invite_user::v3::Response> {
     let invite_user::v3::InvitationRecipient::UserId(target) = &req.body.recipient else {
-        return Err(Error::bad_request("Third-party invites are not supported"));
+        // A third-party invite needs an identity server to look the address up and to store
+        // the invite; this server has none. Synapse refuses the same way (403) when it may
+        // not look third-party identifiers up.
+        return Err(Error::forbidden(
+            "Third-party invites need an identity server, and this server has none configured",
+        ));
     };
     let reason = target.reason.as_deref();
     state

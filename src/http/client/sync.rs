@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use ruma::api::client::filter::FilterDefinition;
+use ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
 use ruma::api::client::sync::sync_events::v3::{
     self, Filter, InviteState, InvitedRoom, JoinedRoom, KnockState, KnockedRoom, LeftRoom, State,
     StateEvents, Timeline,
@@ -116,6 +116,12 @@ async fn sync_route(state: AppState, req: Ruma<v3::Request>) -> Result<v3::Respo
         full_state: body.full_state,
         include_leave: filter.room.include_leave,
         lazy_load_members: !filter.room.state.lazy_load_options.is_disabled(),
+        include_redundant_members: matches!(
+            filter.room.state.lazy_load_options,
+            LazyLoadOptions::Enabled {
+                include_redundant_members: true
+            }
+        ),
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
         timeline_select: sync_filter.timeline_select(),
         ignored_news: sync_filter.ignored_news(),

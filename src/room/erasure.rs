@@ -1,0 +1,75 @@
+//! Erased users (deactivated with `erase: true`): their events stay in the graph, but are
+//! served redacted to users who were not in the room when they were sent and to other
+//! servers, as Synapse serves them (see `visibility`).
+//!
+//! The set is small (erasure is rare and never undone) and read on every page of events,
+//! so it is held in memory, loaded once from the table, and grown by each erasure here.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use ruma::UserId;
+use tokio::sync::OnceCell;
+
+use super::Rooms;
+use crate::db;
+use crate::error::{Error, Result};
+
+#[derive(Default)]
+pub struct ErasedUsers {
+    loaded: OnceCell<()>,
+    users: RwLock<HashSet<String>>,
+}
+
+impl Rooms {
+    /// Erase `user`: from now on their events come redacted to later members and to other
+    /// servers. Called when the account is deactivated with `erase: true`.
+    pub async fn erase_user(&self, user: &UserId) -> Result<()> {
+        self.erased_loaded().await?;
+        let now = i64::from(ruma::MilliSecondsSinceUnixEpoch::now().get());
+        db::erasure::mark(self.db(), user.as_str(), now).await?;
+        self.erased
+            .users
+            .write()
+            .map_err(|_| Error::internal("erased users lock poisoned"))?
+            .insert(user.to_string());
+        tracing::info!(%user, "user erased");
+        Ok(())
+    }
+
+    /// Which of these senders are erased.
+    pub(crate) async fn erased_among<'a>(
+        &self,
+        senders: impl Iterator<Item = &'a str>,
+    ) -> Result<HashSet<String>> {
+        self.erased_loaded().await?;
+        let users = self
+            .erased
+            .users
+            .read()
+            .map_err(|_| Error::internal("erased users lock poisoned"))?;
+        if users.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(senders
+            .filter(|s| users.contains(*s))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn erased_loaded(&self) -> Result<()> {
+        self.erased
+            .loaded
+            .get_or_try_init(|| async {
+                let all = db::erasure::all(self.db()).await?;
+                self.erased
+                    .users
+                    .write()
+                    .map_err(|_| Error::internal("erased users lock poisoned"))?
+                    .extend(all);
+                Ok::<_, Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -3,21 +3,27 @@
 //! servers, as Synapse serves them (see `visibility`).
 //!
 //! The set is small (erasure is rare and never undone) and read on every page of events,
-//! so it is held in memory, loaded once from the table, and grown by each erasure here.
+//! so it is held in memory: grown by each erasure here, and read again from the table at
+//! most a minute after it was last read, so that another process's erasures take effect
+//! here within a minute.
 
 use std::collections::HashSet;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use ruma::UserId;
-use tokio::sync::OnceCell;
 
 use super::Rooms;
 use crate::db;
 use crate::error::{Error, Result};
 
+/// How stale the set may be before it is read again.
+const REFRESH: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 pub struct ErasedUsers {
-    loaded: OnceCell<()>,
+    /// When the set was last read from the table (one reader at a time does it).
+    loaded: tokio::sync::Mutex<Option<Instant>>,
     users: RwLock<HashSet<String>>,
 }
 
@@ -58,18 +64,17 @@ impl Rooms {
     }
 
     async fn erased_loaded(&self) -> Result<()> {
+        let mut loaded = self.erased.loaded.lock().await;
+        if loaded.is_some_and(|at| at.elapsed() < REFRESH) {
+            return Ok(());
+        }
+        let all = db::erasure::all(self.db()).await?;
         self.erased
-            .loaded
-            .get_or_try_init(|| async {
-                let all = db::erasure::all(self.db()).await?;
-                self.erased
-                    .users
-                    .write()
-                    .map_err(|_| Error::internal("erased users lock poisoned"))?
-                    .extend(all);
-                Ok::<_, Error>(())
-            })
-            .await?;
+            .users
+            .write()
+            .map_err(|_| Error::internal("erased users lock poisoned"))?
+            .extend(all);
+        *loaded = Some(Instant::now());
         Ok(())
     }
 }

@@ -12,6 +12,10 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
 /// Member events remembered per device (oldest forgotten first).
 const PER_DEVICE: usize = 2_000;
+/// Member events remembered in all: past this, the devices that synced least recently are
+/// forgotten first. An entry is about 200 bytes (room number, member ID twice, event ID), so
+/// this holds the record under 64 MiB whatever the number of devices.
+const MAX_ENTRIES: usize = 320_000;
 /// A device not synced for this long is forgotten.
 const IDLE: Duration = Duration::from_secs(30 * 60);
 /// How often idle devices are looked for.
@@ -25,7 +29,33 @@ pub struct LazySent {
 #[derive(Default)]
 struct Inner {
     devices: HashMap<(OwnedUserId, OwnedDeviceId), Sent>,
+    /// Entries over all devices.
+    entries: usize,
     swept: Option<Instant>,
+}
+
+impl Inner {
+    fn count(&mut self) {
+        self.entries = self.devices.values().map(|s| s.order.len()).sum();
+    }
+
+    /// Forget the least recently synced devices (not `keep`) until the bound holds.
+    fn bound(&mut self, keep: &(OwnedUserId, OwnedDeviceId)) {
+        while self.entries > MAX_ENTRIES {
+            let oldest = self
+                .devices
+                .iter()
+                .filter(|(k, _)| *k != keep)
+                .min_by_key(|(_, s)| s.used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else {
+                return;
+            };
+            if let Some(gone) = self.devices.remove(&oldest) {
+                self.entries -= gone.order.len();
+            }
+        }
+    }
 }
 
 struct Sent {
@@ -40,6 +70,7 @@ impl LazySent {
     pub fn reset(&self, user: &UserId, device: &DeviceId) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.devices.remove(&(user.to_owned(), device.to_owned()));
+            inner.count();
         }
     }
 
@@ -82,15 +113,15 @@ impl LazySent {
             inner
                 .devices
                 .retain(|_, s| now.duration_since(s.used) < IDLE);
+            inner.count();
         }
-        let sent = inner
-            .devices
-            .entry((user.to_owned(), device.to_owned()))
-            .or_insert_with(|| Sent {
-                used: now,
-                members: HashMap::new(),
-                order: VecDeque::new(),
-            });
+        let key = (user.to_owned(), device.to_owned());
+        let before = inner.devices.get(&key).map_or(0, |s| s.order.len());
+        let sent = inner.devices.entry(key.clone()).or_insert_with(|| Sent {
+            used: now,
+            members: HashMap::new(),
+            order: VecDeque::new(),
+        });
         sent.used = now;
         for (room, member, event_id) in members {
             let key = (room, member.to_owned());
@@ -107,5 +138,39 @@ impl LazySent {
                 sent.members.remove(&old);
             }
         }
+        let after = sent.order.len();
+        inner.entries = inner.entries + after - before;
+        inner.bound(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_stays_within_its_bound() {
+        let lazy = LazySent::default();
+        let user = ruma::user_id!("@u:x");
+        let devices = MAX_ENTRIES / PER_DEVICE + 3;
+        for d in 0..devices {
+            let device: OwnedDeviceId = format!("D{d}").into();
+            let members: Vec<(i64, String, String)> = (0..PER_DEVICE + 10)
+                .map(|m| (1, format!("@m{m}:x"), format!("$e{m}")))
+                .collect();
+            lazy.record(
+                user,
+                &device,
+                members.iter().map(|(r, m, e)| (*r, m.as_str(), e.as_str())),
+            );
+        }
+        let inner = lazy.inner.lock().expect("lock");
+        let held: usize = inner.devices.values().map(|s| s.order.len()).sum();
+        assert_eq!(held, inner.entries);
+        assert!(held <= MAX_ENTRIES, "{held} entries held");
+        assert!(inner.devices.values().all(|s| s.order.len() <= PER_DEVICE));
+        // The device that synced last is kept.
+        let last: OwnedDeviceId = format!("D{}", devices - 1).into();
+        assert!(inner.devices.contains_key(&(user.to_owned(), last)));
     }
 }

@@ -1,12 +1,14 @@
 //! Joining a room hosted elsewhere: make_join, sign, send_join, verify the answer, store it.
 
 use ruma::api::federation::membership::{create_join_event, prepare_join_event};
-use ruma::{OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
+use ruma::{EventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
 use serde_json::value::RawValue;
 
 use crate::db;
 use crate::error::{Error, Result};
 use crate::federation::Federation;
+use crate::federation::client::FederationError;
+use crate::federation::legacy_api::{RoomState, SendJoinV1};
 use crate::federation::pdu::verify_pdus;
 use crate::federation::template::Kind;
 use crate::room::Rooms;
@@ -73,14 +75,7 @@ impl Federation {
         let json = serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
         let raw =
             RawValue::from_string(json.clone()).map_err(|e| Error::internal(e.to_string()))?;
-        let answer = self
-            .client
-            .send(
-                server,
-                create_join_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw),
-            )
-            .await?
-            .room_state;
+        let answer = self.send_join(server, room_id, &event_id, raw).await?;
 
         // A restricted join comes back countersigned by the resident server.
         let join = match &answer.event {
@@ -130,5 +125,34 @@ impl Federation {
             crate::memory::give_back();
         }
         Ok(())
+    }
+
+    /// send_join, in its v1 form when the server does not know the v2 form (an unknown
+    /// endpoint, not a refusal), as Synapse falls back.
+    async fn send_join(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: Box<RawValue>,
+    ) -> Result<RoomState, FederationError> {
+        let v2 = create_join_event::v2::Request::new(
+            room_id.to_owned(),
+            event_id.to_owned(),
+            pdu.clone(),
+        );
+        match self.client.send(server, v2).await {
+            Ok(answer) => Ok(answer.room_state),
+            Err(e) if e.is_unknown_endpoint() => {
+                tracing::info!(%server, "send_join v2 unknown there, sending the v1 form");
+                let v1 = SendJoinV1 {
+                    room_id: room_id.to_owned(),
+                    event_id: event_id.to_owned(),
+                    pdu,
+                };
+                Ok(self.client.send(server, v1).await?.0)
+            }
+            Err(e) => Err(e),
+        }
     }
 }

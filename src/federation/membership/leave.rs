@@ -1,11 +1,13 @@
 //! Leaving (rejecting an invite to) a room we are not in: make_leave, sign, send_leave.
 
 use ruma::api::federation::membership::{create_leave_event, prepare_leave_event};
-use ruma::{OwnedServerName, RoomId, RoomVersionId, UserId};
+use ruma::{EventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::federation::Federation;
+use crate::federation::client::FederationError;
+use crate::federation::legacy_api::SendLeaveV1;
 use crate::federation::template::Kind;
 use crate::room::Rooms;
 use crate::room::pdu::Pdu;
@@ -45,16 +47,7 @@ impl Federation {
                     serde_json::to_string(&obj).map_err(|e| Error::internal(e.to_string()))?;
                 let raw = RawValue::from_string(json.clone())
                     .map_err(|e| Error::internal(e.to_string()))?;
-                self.client
-                    .send(
-                        server,
-                        create_leave_event::v2::Request::new(
-                            room_id.to_owned(),
-                            event_id.clone(),
-                            raw,
-                        ),
-                    )
-                    .await?;
+                self.send_leave(server, room_id, &event_id, raw).await?;
                 let ev = Incoming {
                     pdu: Pdu::parse(event_id.clone(), &json)?,
                     event_id,
@@ -73,5 +66,35 @@ impl Federation {
             }
         }
         Err(last)
+    }
+
+    /// send_leave, in its v1 form when the server does not know the v2 form (an unknown
+    /// endpoint, not a refusal), as Synapse falls back.
+    async fn send_leave(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: Box<RawValue>,
+    ) -> Result<(), FederationError> {
+        let v2 = create_leave_event::v2::Request::new(
+            room_id.to_owned(),
+            event_id.to_owned(),
+            pdu.clone(),
+        );
+        match self.client.send(server, v2).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unknown_endpoint() => {
+                tracing::info!(%server, "send_leave v2 unknown there, sending the v1 form");
+                let v1 = SendLeaveV1 {
+                    room_id: room_id.to_owned(),
+                    event_id: event_id.to_owned(),
+                    pdu,
+                };
+                self.client.send(server, v1).await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,0 +1,256 @@
+//! Federation behaviour peers rely on beyond the happy path: the v1 forms of send_join,
+//! send_leave and invite (and falling back to them), joining by alias through servers other
+//! than the alias's, the per-PDU answers of /send, which servers an event is sent to,
+//! malformed server names, and EDUs delivered as they happen.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::federation::{eventually, insecure_client, membership, signed};
+use common::server::{TestServer, assert_error, make_federating};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+/// A TLS front on its own port for another server's federation listener, standing in for
+/// a server that predates the v2 forms of send_join and send_leave: it answers those
+/// `404 M_UNRECOGNIZED` and passes everything else on, recording the v1 calls and their
+/// answers.
+struct OldFront {
+    port: u16,
+    listener: Option<std::net::TcpListener>,
+    v1: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl OldFront {
+    fn bind() -> OldFront {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        OldFront {
+            port: listener.local_addr().expect("address").port(),
+            listener: Some(listener),
+            v1: Arc::default(),
+        }
+    }
+
+    /// Serve in front of `backend`'s federation listener.
+    fn serve(&mut self, backend: &TestServer) {
+        use axum::extract::{Request, State};
+        use axum::response::IntoResponse;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::service::TowerToHyperService;
+
+        #[derive(Clone)]
+        struct Front {
+            backend: String,
+            v1: Arc<Mutex<Vec<(String, Value)>>>,
+        }
+        async fn pass(State(front): State<Front>, req: Request) -> axum::response::Response {
+            let path = req.uri().path().to_owned();
+            let full = req
+                .uri()
+                .path_and_query()
+                .map_or(path.clone(), |p| p.as_str().to_owned());
+            let old_only = [
+                "/_matrix/federation/v2/send_join/",
+                "/_matrix/federation/v2/send_leave/",
+            ];
+            if old_only.iter().any(|p| path.starts_with(p)) {
+                let body = json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"});
+                return (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+            }
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+            let mut forward = insecure_client()
+                .request(parts.method, format!("{}{full}", front.backend))
+                .body(bytes);
+            for (name, value) in &parts.headers {
+                if name != http::header::HOST {
+                    forward = forward.header(name, value);
+                }
+            }
+            let answer = forward.send().await.expect("backend answers");
+            let status = answer.status();
+            let body = answer.bytes().await.expect("backend body");
+            let v1 = [
+                "/_matrix/federation/v1/send_join/",
+                "/_matrix/federation/v1/send_leave/",
+            ];
+            if v1.iter().any(|p| path.starts_with(p)) {
+                let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                front.v1.lock().push((path, value));
+            }
+            (
+                status,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+
+        let app = axum::Router::new().fallback(pass).with_state(Front {
+            backend: backend.federation_url(""),
+            v1: self.v1.clone(),
+        });
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            cert.signing_key.serialize_der().into(),
+        );
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("TLS config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = self.listener.take().expect("served once");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                        .await;
+                });
+            }
+        });
+    }
+
+    fn v1_calls(&self) -> Vec<(String, Value)> {
+        self.v1.lock().clone()
+    }
+}
+
+/// A federating server whose server name is `front`'s address, so that other servers
+/// reach it only through the front.
+async fn behind(front: &mut OldFront) -> TestServer {
+    let port = front.port;
+    let server = TestServer::start_with(|c| {
+        make_federating(c);
+        c.server_name = format!("127.0.0.1:{port}");
+    })
+    .await;
+    front.serve(&server);
+    server
+}
+
+/// A server that knows only the v1 send_join and send_leave is still joined and left
+/// through: the v2 form answered "unrecognised", the v1 form is sent, and its answer
+/// `[200, {...}]` is read. The v1 routes are the resident server's own (the front only
+/// passes them on), so this is also the inbound v1 send_join and send_leave at work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_send_join_and_send_leave_both_ways() {
+    let mut front = OldFront::bind();
+    let old = behind(&mut front).await;
+    let a = TestServer::start_federating().await;
+    let alice = old.register("alice", "password-a").await;
+    let bob = a.register("bob", "password-b").await;
+    let room = old
+        .create_room(
+            &alice,
+            json!({"preset": "public_chat", "room_alias_name": "old"}),
+        )
+        .await;
+    let alias = format!("#old:{}", old.server_name());
+
+    a.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("the old server sees bob joined", || async {
+        membership(&old, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    let calls = front.v1_calls();
+    let (path, answer) = calls
+        .iter()
+        .find(|(p, _)| p.contains("/v1/send_join/"))
+        .expect("the join went through v1 send_join");
+    assert!(
+        path.contains(&room.replace('!', "%21")) || path.contains(&room),
+        "{path}"
+    );
+    assert_eq!(answer[0], 200, "{answer}");
+    assert!(
+        answer[1]["state"].as_array().is_some_and(|s| !s.is_empty()),
+        "{answer}"
+    );
+    assert!(answer[1]["auth_chain"].is_array(), "{answer}");
+    assert!(answer.as_array().is_some_and(|a| a.len() == 2), "{answer}");
+    // Bob reads the room as a member would.
+    a.send_text(&bob, &room, "hello over v1").await;
+    eventually("the old server has bob's message", || async {
+        common::rooms::bodies(&common::rooms::timeline(&old, &alice, &room).await)
+            .contains(&"hello over v1".to_owned())
+    })
+    .await;
+
+    // Rejecting an invite to a room A is not in is a leave through the old server.
+    let private = old
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    let (status, body) = old
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/invite"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{private}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the old server sees the invite rejected", || async {
+        membership(&old, &alice, &private, &bob_id).await.as_deref() == Some("leave")
+    })
+    .await;
+    let calls = front.v1_calls();
+    let (_, answer) = calls
+        .iter()
+        .find(|(p, _)| p.contains("/v1/send_leave/"))
+        .expect("the rejection went through v1 send_leave");
+    assert_eq!(*answer, json!([200, {}]));
+}
+
+/// The v1 invite names no room version: like Synapse, the room is taken to be of version
+/// 1, which this server cannot join, so the invite is refused with
+/// M_INCOMPATIBLE_ROOM_VERSION (the endpoint is known: not 404 M_UNRECOGNIZED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_invite_is_served_and_refuses_what_it_cannot_join() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let bob = b.register("bob", "password-b").await;
+    let room = format!("!v1room:{}", a.server_name());
+    let event_id = format!("$v1invite:{}", a.server_name());
+    let invite = json!({
+        "event_id": event_id,
+        "room_id": room,
+        "type": "m.room.member",
+        "state_key": bob.user_id,
+        "sender": format!("@alice:{}", a.server_name()),
+        "origin": a.server_name(),
+        "origin_server_ts": 1,
+        "depth": 3,
+        "prev_events": [],
+        "auth_events": [],
+        "content": {"membership": "invite"},
+        "unsigned": {"invite_room_state": []},
+    });
+    let path = format!(
+        "/_matrix/federation/v1/invite/{}/{}",
+        common::server::enc(&room),
+        common::server::enc(&event_id)
+    );
+    let answer = signed(&a, &b, "PUT", &path, Some(&invite)).await;
+    assert_error(&answer, 400, "M_INCOMPATIBLE_ROOM_VERSION");
+    assert_eq!(answer.1["room_version"], "1", "{}", answer.1);
+}

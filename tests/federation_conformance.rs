@@ -254,3 +254,72 @@ async fn v1_invite_is_served_and_refuses_what_it_cannot_join() {
     assert_error(&answer, 400, "M_INCOMPATIBLE_ROOM_VERSION");
     assert_eq!(answer.1["room_version"], "1", "{}", answer.1);
 }
+
+/// A server name with a port that is not a number is not a server name: wherever one comes
+/// from the network (the X-Matrix origin or destination, a path or query parameter) the
+/// request is malformed, 400 with a Matrix errcode, never taken for a failed signature (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_names_with_a_non_numeric_port_are_malformed_requests() {
+    let b = TestServer::start_federating().await;
+    let a = TestServer::start_federating().await;
+    let bob = b.register("bob", "password-b").await;
+    let http = insecure_client();
+    let profile = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        common::server::enc(&bob.user_id)
+    );
+    let with_header = |header: String| {
+        let http = http.clone();
+        let url = b.federation_url(&profile);
+        async move {
+            let res = http
+                .get(url)
+                .header("authorization", header)
+                .send()
+                .await
+                .expect("request");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let origin = with_header(format!(
+        "X-Matrix origin=\"localhost:http\",destination=\"{}\",key=\"ed25519:1\",sig=\"dGVzdA\"",
+        b.server_name()
+    ))
+    .await;
+    assert_error(&origin, 400, "M_UNAUTHORIZED");
+    let destination = with_header(format!(
+        "X-Matrix origin=\"{}\",destination=\"localhost:http\",key=\"ed25519:1\",sig=\"dGVzdA\"",
+        a.server_name()
+    ))
+    .await;
+    assert_error(&destination, 400, "M_UNAUTHORIZED");
+    // Still 401: no header at all, and a well-formed one that does not verify.
+    let none = http.get(b.federation_url(&profile)).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    let forged = with_header(format!(
+        "X-Matrix origin=\"{}\",destination=\"{}\",key=\"ed25519:a_bcd\",sig=\"dGVzdA\"",
+        a.server_name(),
+        b.server_name()
+    ))
+    .await;
+    assert_error(&forged, 401, "M_UNAUTHORIZED");
+
+    // In parameters of properly signed requests.
+    let user = common::server::enc("@someone:localhost:http");
+    for path in [
+        format!("/_matrix/federation/v1/query/profile?user_id={user}"),
+        format!("/_matrix/federation/v1/user/devices/{user}"),
+        format!(
+            "/_matrix/federation/v1/make_join/{}/{user}",
+            common::server::enc(&format!("!room:{}", b.server_name()))
+        ),
+    ] {
+        let (status, body) = signed(&a, &b, "GET", &path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["errcode"].is_string(), "{path}: {body}");
+    }
+    let (status, body) = signed(&a, &b, "GET", "/_matrix/key/v2/query/localhost:http", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errcode"].is_string(), "{body}");
+}

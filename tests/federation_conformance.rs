@@ -8,8 +8,10 @@ mod common;
 use std::sync::Arc;
 
 use common::federation::{eventually, insecure_client, membership, signed};
-use common::server::{TestServer, assert_error, make_federating};
+use common::rooms::{Forger, raw};
+use common::server::{TestServer, User, assert_error, make_federating};
 use parking_lot::Mutex;
+use ruma::OwnedEventId;
 use serde_json::{Value, json};
 
 /// A TLS front on its own port for another server's federation listener, standing in for
@@ -322,4 +324,88 @@ async fn server_names_with_a_non_numeric_port_are_malformed_requests() {
     let (status, body) = signed(&a, &b, "GET", "/_matrix/key/v2/query/localhost:http", None).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["errcode"].is_string(), "{body}");
+}
+
+/// The auth events of a message from `sender` in the room as `u` on `s` sees its state:
+/// create, power levels and the sender's membership when there is one.
+async fn message_auth(s: &TestServer, u: &User, room: &str, sender: &str) -> Vec<OwnedEventId> {
+    let state = common::rooms::state_ids(s, u, room).await;
+    [
+        ("m.room.create", ""),
+        ("m.room.power_levels", ""),
+        ("m.room.member", sender),
+    ]
+    .iter()
+    .filter_map(|(t, k)| state.get(&(t.to_string(), k.to_string())))
+    .map(|id| OwnedEventId::try_from(id.as_str()).expect("event ID"))
+    .collect()
+}
+
+async fn newest(s: &TestServer, u: &User, room: &str) -> OwnedEventId {
+    let last = common::rooms::timeline(s, u, room)
+        .await
+        .pop()
+        .expect("an event");
+    OwnedEventId::try_from(last.0.as_str()).expect("event ID")
+}
+
+/// /send answers for every PDU it was given, by event ID: `{}` for one accepted, also when it
+/// was soft-failed (it is valid where it was sent; it is only kept out of the room's
+/// current state and timeline), and `{"error": ...}` for one rejected by the auth rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_answers_each_pdu_accepted_soft_failed_or_rejected() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = common::rooms::public_room_of(&a, &alice, "pdus", Some("10")).await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    let v10 = ruma::RoomVersionId::V10;
+    let as_bob = Forger::new(&a, &b, &room, &bob.user_id, v10.clone());
+    let mallory = format!("@mallory:{}", b.server_name());
+    let as_mallory = Forger::new(&a, &b, &room, &mallory, v10);
+    let before_kick = newest(&a, &alice, &room).await;
+    let bob_auth = message_auth(&a, &alice, &room, &bob.user_id).await;
+    let mallory_auth = message_auth(&a, &alice, &room, &mallory).await;
+    let (accepted, json_accepted) = as_bob.message("accepted", &before_kick, &bob_auth, 50);
+    let (rejected, json_rejected) =
+        as_mallory.message("not a member", &before_kick, &mallory_auth, 50);
+    let (status, answer) = as_bob
+        .send("pdus-1", vec![raw(&json_accepted), raw(&json_rejected)])
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let pdus = answer["pdus"].as_object().expect("pdus");
+    assert_eq!(pdus.len(), 2, "{answer}");
+    assert_eq!(pdus[accepted.as_str()], json!({}), "{answer}");
+    let error = &pdus[rejected.as_str()];
+    assert!(
+        error["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{answer}"
+    );
+    assert_eq!(error.as_object().map(|o| o.len()), Some(1), "{answer}");
+
+    // Alice kicks bob; B then sends a message of bob's on the event before the kick, where
+    // bob was a member: valid there, so not rejected, but soft-failed by the current state.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (soft, json_soft) = as_bob.message("after the kick", &accepted, &bob_auth, 51);
+    let (status, answer) = as_bob.send("pdus-2", vec![raw(&json_soft)]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["pdus"], json!({ soft.as_str(): {} }), "{answer}");
+    let seen = common::rooms::bodies(&common::rooms::timeline(&a, &alice, &room).await);
+    assert!(seen.contains(&"accepted".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"not a member".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"after the kick".to_owned()), "{seen:?}");
 }

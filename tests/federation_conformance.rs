@@ -409,3 +409,84 @@ async fn send_answers_each_pdu_accepted_soft_failed_or_rejected() {
     assert!(!seen.contains(&"not a member".to_owned()), "{seen:?}");
     assert!(!seen.contains(&"after the kick".to_owned()), "{seen:?}");
 }
+
+/// A room is joined through whichever server can help: by alias, through the servers the
+/// alias's directory names when the alias's own server has left the room; by ID, through
+/// the servers the client names with `via` or the older `server_name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_go_through_servers_other_than_the_alias_or_room_id_server() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let d = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let carol = c.register("carol", "password-c").await;
+    let dave = d.register("dave", "password-d").await;
+    // Bob's room, with an alias on B; alice joins, then bob leaves: B knows the alias but
+    // is no longer in the room, A is.
+    let room = b
+        .create_room(
+            &bob,
+            json!({"preset": "public_chat", "room_alias_name": "moved"}),
+        )
+        .await;
+    let alias = format!("#moved:{}", b.server_name());
+    a.join(&alice, &alias).await;
+    let alice_id = alice.user_id.clone();
+    eventually("B sees alice joined", || async {
+        membership(&b, &bob, &room, &alice_id).await.as_deref() == Some("join")
+    })
+    .await;
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob gone", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("leave")
+    })
+    .await;
+
+    // By alias: B answers the directory query but cannot help with the join; A can.
+    let (status, body) = c
+        .post(
+            &format!("/_matrix/client/v3/join/{}", common::server::enc(&alias)),
+            carol.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+    let carol_id = carol.user_id.clone();
+    eventually("A sees carol joined", || async {
+        membership(&a, &alice, &room, &carol_id).await.as_deref() == Some("join")
+    })
+    .await;
+
+    // By ID: without a server to ask, nothing helps (a version 12 room ID names none, and
+    // D knows nothing of the room); with `server_name` naming A, or `via` naming C, the
+    // join goes through that server.
+    let by_id = format!("/_matrix/client/v3/join/{}", common::server::enc(&room));
+    let (status, body) = d.post(&by_id, dave.t(), &json!({})).await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body["errcode"].is_string(), "{body}");
+    let query = format!("{by_id}?server_name={}", a.server_name());
+    let (status, body) = d.post(&query, dave.t(), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let e = TestServer::start_federating().await;
+    let erin = e.register("erin", "password-e").await;
+    let query = format!("{by_id}?via={}", c.server_name());
+    let (status, body) = e.post(&query, erin.t(), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for who in [dave.user_id.clone(), erin.user_id.clone()] {
+        eventually("A sees dave and erin joined", || async {
+            membership(&a, &alice, &room, &who).await.as_deref() == Some("join")
+        })
+        .await;
+    }
+}

@@ -490,3 +490,160 @@ async fn joins_go_through_servers_other_than_the_alias_or_room_id_server() {
         .await;
     }
 }
+
+/// Whether server `s` holds the event (in its room's graph, not merely cited).
+async fn holds(s: &TestServer, event_id: &str) -> bool {
+    let db = common::media::db(s).await;
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT e.event_nid FROM events e JOIN event_ids i USING (event_nid)
+         WHERE i.event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(&db)
+    .await
+    .expect("query");
+    db.close().await;
+    found.is_some()
+}
+
+/// Whether server `s` has nothing left to send to other servers.
+async fn outbox_empty(s: &TestServer) -> bool {
+    let db = common::media::db(s).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM federation_outbox")
+        .fetch_one(&db)
+        .await
+        .expect("query");
+    db.close().await;
+    n == 0
+}
+
+/// An event goes to the servers in the room at it: the server of a user kicked hears of the
+/// kick, then of nothing more, and neither does a server whose last user left by itself,
+/// while a server still in the room keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_left_the_room_are_sent_nothing_after_their_leave() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let c = TestServer::start_federating().await;
+    let d = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let carol = c.register("carol", "password-c").await;
+    let dave = d.register("dave", "password-d").await;
+    let (room, alias) = common::rooms::public_room(&a, &alice, "who-hears").await;
+    for (s, u) in [(&b, &bob), (&c, &carol), (&d, &dave)] {
+        s.join(u, &alias).await;
+        let id = u.user_id.clone();
+        eventually("A sees the join", || async {
+            membership(&a, &alice, &room, &id).await.as_deref() == Some("join")
+        })
+        .await;
+    }
+
+    // Carol is kicked: C is sent the kick.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": carol.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let kick = newest(&a, &alice, &room).await;
+    eventually("C has the kick", || async {
+        holds(&c, kick.as_str()).await
+    })
+    .await;
+    // Bob leaves: his own event, which A receives from B.
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/leave"),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob gone", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("leave")
+    })
+    .await;
+
+    let message = a
+        .send_text(&alice, &room, "only for those still here")
+        .await;
+    eventually("D has the message and A has sent everything", || async {
+        holds(&d, &message).await && outbox_empty(&a).await
+    })
+    .await;
+    assert!(
+        !holds(&c, &message).await,
+        "C (kicked) was sent the message"
+    );
+    assert!(!holds(&b, &message).await, "B (left) was sent the message");
+}
+
+/// Whether server `to` was sent the event by `from` in a /send transaction.
+async fn sent_in_a_transaction(from: &TestServer, to: &TestServer, event_id: &str) -> bool {
+    let db = common::media::db(to).await;
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM federation_inbound_txns WHERE origin = $1 AND response::jsonb ? $2",
+    )
+    .bind(from.server_name())
+    .bind(event_id)
+    .fetch_one(&db)
+    .await
+    .expect("query");
+    db.close().await;
+    n > 0
+}
+
+/// An invite reaches the invitee's server through /invite only: a server not in the room
+/// is not sent the room's events by /send, the invite included. When the invite is
+/// rescinded, the invitee's server is told by /send (it holds the invite, and must learn it
+/// is void), as Synapse does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_server_is_sent_only_the_invite_and_its_rescinding() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let room = a
+        .create_room(&alice, json!({"preset": "private_chat"}))
+        .await;
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/invite"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let key = ("m.room.member".to_owned(), bob.user_id.clone());
+    let invite = common::rooms::state_ids(&a, &alice, &room).await[&key].clone();
+    let message = a.send_text(&alice, &room, "not for B").await;
+    eventually("A has sent everything", || async { outbox_empty(&a).await }).await;
+    assert!(
+        !sent_in_a_transaction(&a, &b, &invite).await,
+        "the invite went by /send"
+    );
+    assert!(
+        !sent_in_a_transaction(&a, &b, &message).await,
+        "a message went to B"
+    );
+
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/kick"),
+            alice.t(),
+            &json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rescinded = common::rooms::state_ids(&a, &alice, &room).await[&key].clone();
+    assert_ne!(rescinded, invite);
+    eventually("B is sent the rescinding", || async {
+        sent_in_a_transaction(&a, &b, &rescinded).await
+    })
+    .await;
+}

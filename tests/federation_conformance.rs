@@ -647,3 +647,123 @@ async fn an_invited_server_is_sent_only_the_invite_and_its_rescinding() {
     })
     .await;
 }
+
+/// Poll `check` until it holds, failing after 10 s: well under the 30 s after which the
+/// outbound queue looks at itself unbidden, so what only leaves on that tick (or with the
+/// next PDU) is not "soon". A bound on correctness, not a measure of speed.
+async fn soon<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not soon enough: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// EDUs leave as they happen, not with the next PDU: a read receipt, a presence change and
+/// a new device of a user on A each reach a member of a shared room on B while nothing else
+/// is said in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_presence_and_device_lists_reach_other_servers_promptly() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = common::rooms::public_room(&a, &alice, "edus").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    let message = a.send_text(&alice, &room, "read me").await;
+    eventually("B has the message", || async {
+        holds(&b, &message).await && outbox_empty(&a).await
+    })
+    .await;
+    let since = b.sync(&bob, "?timeout=0").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    // The receipt, the presence and the device, with no event after them.
+    let (status, body) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{message}"),
+            alice.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a
+        .put(
+            &format!(
+                "/_matrix/client/v3/presence/{}/status",
+                common::server::enc(&alice.user_id)
+            ),
+            alice.t(),
+            &json!({"presence": "online", "status_msg": "at the desk"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, login) = a.login("alice", "password-a").await;
+    assert_eq!(status, 200, "{login}");
+    let laptop = User::from_response(&login);
+    let (status, body) = a
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            laptop.t(),
+            &json!({"device_keys": {
+                "user_id": laptop.user_id,
+                "device_id": laptop.device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {
+                    format!("curve25519:{}", laptop.device_id): "3C5BFWi2Y8MaVvjM8M22DBmh24PmgR0nPvJOIArzgyI",
+                    format!("ed25519:{}", laptop.device_id): "lEuiRJBit0IG6nUf5pUzWTUEsRVVe/HJkoKuEww9ULI",
+                },
+                "signatures": {},
+            }}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let query = format!("?since={since}&timeout=0");
+    let alice_id = alice.user_id.clone();
+    soon("bob sees alice's receipt", || async {
+        let sync = b.sync(&bob, &query).await;
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["type"] == "m.receipt" && e["content"][&message]["m.read"][&alice_id].is_object()
+            })
+    })
+    .await;
+    soon("bob sees alice's presence", || async {
+        let sync = b.sync(&bob, &query).await;
+        sync["presence"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["sender"] == alice_id.as_str() && e["content"]["status_msg"] == "at the desk"
+            })
+    })
+    .await;
+    soon("bob is told alice's devices changed", || async {
+        let sync = b.sync(&bob, &query).await;
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == alice_id.as_str()))
+    })
+    .await;
+    // Nothing but EDUs crossed: the newest event on B is still the message.
+    assert_eq!(newest(&b, &bob, &room).await.as_str(), message);
+}

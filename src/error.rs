@@ -35,6 +35,12 @@ pub enum Error {
     #[error("method not allowed")]
     MethodNotAllowed,
 
+    /// An Authorization header in the X-Matrix scheme that cannot be read (a field missing, a
+    /// server name that is not one): 400 M_UNAUTHORIZED, as Synapse answers, where a missing
+    /// or unverifiable signature is 401.
+    #[error("malformed authorization: {0}")]
+    MalformedAuthorization(String),
+
     /// User-interactive authentication must continue: answers 401 with the flows.
     #[error("user-interactive authentication required")]
     Uiaa(Box<UiaaInfo>),
@@ -77,6 +83,7 @@ impl Error {
             Error::Upstream(m) => Error::Upstream(m.clone()),
             Error::Conflict(m) => Error::Conflict(m.clone()),
             Error::MethodNotAllowed => Error::MethodNotAllowed,
+            Error::MalformedAuthorization(m) => Error::MalformedAuthorization(m.clone()),
             Error::Uiaa(info) => Error::Uiaa(info.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             Error::Database(e) if database_unavailable(e) => Error::Unavailable(e.to_string()),
@@ -174,6 +181,7 @@ impl Error {
         match self {
             Error::Matrix { kind, .. } => kind.clone(),
             Error::MethodNotAllowed => ErrorKind::Unrecognized,
+            Error::MalformedAuthorization(_) => ErrorKind::Unauthorized,
             Error::BadRequest(_) | Error::Upstream(_) | Error::Conflict(_) => ErrorKind::Unknown,
             Error::Uiaa(_) => ErrorKind::Forbidden,
             Error::Database(_)
@@ -188,7 +196,7 @@ impl Error {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::MalformedAuthorization(_) => StatusCode::BAD_REQUEST,
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Uiaa(_) => StatusCode::UNAUTHORIZED,
@@ -208,6 +216,7 @@ impl Error {
         match self {
             Error::Matrix { message, .. }
             | Error::BadRequest(message)
+            | Error::MalformedAuthorization(message)
             | Error::Conflict(message) => message.clone(),
             Error::MethodNotAllowed => "Method not allowed for this endpoint".to_owned(),
             Error::Upstream(_) => "A remote server could not be reached or failed".to_owned(),

@@ -66,6 +66,20 @@ impl FederationError {
     }
 }
 
+impl FederationError {
+    /// The remote does not serve the endpoint (404, or 405 for a method it lacks) and said so
+    /// with M_UNRECOGNIZED or with no Matrix error at all, as older servers answer: the
+    /// signal to fall back to an older form of the endpoint, where Synapse falls back. A 404
+    /// with another errcode (M_NOT_FOUND) is an answer of the endpoint, not its absence.
+    pub fn is_unknown_endpoint(&self) -> bool {
+        matches!(
+            self,
+            FederationError::Remote { status: 404 | 405, errcode, .. }
+                if errcode.as_deref().is_none_or(|e| e == "M_UNRECOGNIZED")
+        )
+    }
+}
+
 impl From<FederationError> for Error {
     /// A remote server's failure is never passed through to clients verbatim.
     fn from(e: FederationError) -> Self {

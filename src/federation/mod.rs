@@ -9,6 +9,7 @@ pub mod hierarchy;
 pub mod hierarchy_remote;
 pub mod inbound;
 pub mod keys;
+pub mod legacy_api;
 pub mod membership;
 pub mod pdu;
 pub mod recovery;

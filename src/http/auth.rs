@@ -196,9 +196,22 @@ fn unauthorized(why: &str) -> Error {
 
 /// The X-Matrix header of a request, refused unless it is meant for us (`ours`) and comes
 /// from another server. Nothing is verified yet: see [`verify_x_matrix`].
+///
+/// No header, or one of another scheme, is 401; an X-Matrix header that cannot be read
+/// (a field missing, an origin or destination that is not a server name, such as one with a
+/// non-numeric port) is 400, as Synapse answers.
 pub fn read_x_matrix(headers: &http::HeaderMap, ours: &ServerName) -> Result<XMatrix> {
-    let x = XMatrix::extract_from_http_headers(headers)
-        .map_err(|_| unauthorized("Missing or malformed X-Matrix authorization"))?;
+    let x = XMatrix::extract_from_http_headers(headers).map_err(|e| {
+        let x_matrix = headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(b"X-Matrix"));
+        if x_matrix {
+            Error::MalformedAuthorization(format!("Malformed X-Matrix authorization: {e}"))
+        } else {
+            unauthorized("Missing X-Matrix authorization")
+        }
+    })?;
     if x.destination.as_ref().is_some_and(|d| d != ours) {
         return Err(unauthorized("Request was meant for another server"));
     }

@@ -135,6 +135,9 @@ fn carries_signed_pdus<T: 'static>() -> bool {
         TypeId::of::<create_leave_event::v2::Request>(),
         TypeId::of::<create_knock_event::v1::Request>(),
         TypeId::of::<create_invite::v2::Request>(),
+        TypeId::of::<create_invite::v1::Request>(),
+        TypeId::of::<crate::federation::legacy_api::SendJoinV1>(),
+        TypeId::of::<crate::federation::legacy_api::SendLeaveV1>(),
     ]
     .contains(&TypeId::of::<T>())
 }

@@ -288,11 +288,7 @@ async fn persist_in_transaction(
             _ if ev.historical => {}
             FanOut::Local => links.outbound.push(db::append::OutboundEvent {
                 event_nid,
-                // The target of a membership change hears of it even if it just left.
-                also: match (&ev.pdu.kind, &ev.pdu.state_key) {
-                    (TimelineEventType::RoomMember, Some(k)) => k.split_once(':').map(|(_, s)| s),
-                    _ => None,
-                },
+                also: removed_target_server(ev.pdu),
                 except: None,
             }),
             FanOut::Forward { origin } if accepted[i] => {
@@ -722,4 +718,22 @@ async fn new_state_group_on(
     let all: Vec<(i64, i64)> = all.into_iter().collect();
     let group = db::state::create_group(tx, room_nid, None, &all).await?;
     Ok((group, 0))
+}
+
+/// The server of a user another member put out of the room (kick, ban, invite rescinded,
+/// knock refused): it hears of that event though the user is no longer in the room after it,
+/// as Synapse sends it. Any other membership change goes only to the servers in the room:
+/// an invite reaches the invitee's server through /invite, never /send, and a ban of someone
+/// not in the room is none of their server's business.
+fn removed_target_server(pdu: &super::pdu::Pdu) -> Option<&str> {
+    let target = pdu.state_key.as_deref()?;
+    let removed = pdu.kind == TimelineEventType::RoomMember
+        && target != pdu.sender.as_str()
+        && matches!(
+            super::pdu::membership_of(&pdu.content),
+            MembershipState::Leave | MembershipState::Ban
+        );
+    removed
+        .then(|| target.split_once(':').map(|(_, server)| server))
+        .flatten()
 }

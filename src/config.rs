@@ -202,6 +202,9 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<String>,
     /// Longest wait, in seconds, between retries of a destination that does not answer.
     pub max_retry_interval_secs: u64,
+    /// How often, in seconds, the outbound queue looks at itself without being woken: a
+    /// safety net only, since every write to the queue wakes it.
+    pub queue_idle_check_secs: u64,
     /// Most events fetched from another server to fill the gap before one incoming PDU.
     pub max_missing_events: u64,
     /// How long, in seconds, another server's answer about a space is reused by the client
@@ -219,6 +222,7 @@ impl Default for FederationConfig {
             verify_tls: true,
             trusted_key_servers: Vec::new(),
             max_retry_interval_secs: 3600,
+            queue_idle_check_secs: 30,
             max_missing_events: 100,
             hierarchy_cache_secs: 3600,
             denied_signing_keys: Vec::new(),

@@ -54,6 +54,7 @@ impl Federation {
             client.clone(),
             keys.server_name().clone(),
             std::time::Duration::from_secs(config.max_retry_interval_secs),
+            std::time::Duration::from_secs(config.queue_idle_check_secs.max(1)),
         );
         Ok(Federation {
             remote_keys: RemoteKeys::new(

@@ -24,8 +24,6 @@ use crate::error::Result;
 const MAX_PDUS: i64 = 50;
 const MAX_EDUS: i64 = 100;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// How often the queue is looked at even without a wake-up (retries fall due).
-const IDLE_TICK: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Destination {
@@ -39,6 +37,8 @@ pub struct Sender {
     client: Arc<FederationClient>,
     ours: OwnedServerName,
     max_backoff: Duration,
+    /// How often the queue is looked at even without a wake-up.
+    idle_check: Duration,
     wake: Notify,
     destinations: Mutex<HashMap<String, Destination>>,
 }
@@ -49,12 +49,14 @@ impl Sender {
         client: Arc<FederationClient>,
         ours: OwnedServerName,
         max_backoff: Duration,
+        idle_check: Duration,
     ) -> Arc<Self> {
         Arc::new(Sender {
             db,
             client,
             ours,
             max_backoff: max_backoff.max(FIRST_BACKOFF),
+            idle_check,
             wake: Notify::new(),
             destinations: Mutex::new(HashMap::new()),
         })
@@ -129,8 +131,8 @@ impl Sender {
             .filter_map(|d| d.retry_at)
             .map(|t| t.saturating_duration_since(now))
             .min()
-            .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK)
+            .unwrap_or(self.idle_check)
+            .min(self.idle_check)
     }
 
     async fn dispatch(self: &Arc<Self>) {

@@ -1,0 +1,378 @@
+//! What clients and the ecosystem's suite expect of device lists, push rules and
+//! third-party identifiers: device-list changes reaching `/sync` and `/keys/changes` at once
+//! and exactly, push rules of every kind (server defaults too) and the mention rules, and the
+//! answers of every third-party identifier endpoint on a server with neither an identity
+//! server nor an email sender.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{TestServer, User, enc};
+use serde_json::{Value, json};
+
+fn device_keys(u: &User, curve: &str) -> Value {
+    json!({
+        "user_id": u.user_id,
+        "device_id": u.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{}", u.device_id): curve,
+            format!("ed25519:{}", u.device_id): "lEuiRJBit0IG6nUf5pUzWTUEsRVVe/HJkoKuEww9ULI",
+        },
+        "signatures": {}
+    })
+}
+
+fn next_batch(body: &Value) -> String {
+    body["next_batch"].as_str().expect("next_batch").to_owned()
+}
+
+/// The user IDs in `device_lists.<list>` of a sync answer (none when absent).
+fn device_list(body: &Value, list: &str) -> Vec<String> {
+    body["device_lists"][list]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `/keys/changes` between two sync tokens as `u`: (changed, left).
+async fn key_changes(s: &TestServer, u: &User, from: &str, to: &str) -> (Vec<String>, Vec<String>) {
+    let (status, body) = s
+        .get(
+            &format!(
+                "/_matrix/client/v3/keys/changes?from={}&to={}",
+                enc(from),
+                enc(to)
+            ),
+            u.t(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let list = |k: &str| {
+        body[k]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    (list("changed"), list("left"))
+}
+
+/// An incremental sync of `u` from `since` that waits up to ten seconds for news, and how
+/// long it took.
+async fn wait_sync(s: &TestServer, u: &User, since: &str) -> (Value, Duration) {
+    let started = Instant::now();
+    let body = s
+        .sync(u, &format!("?since={}&timeout=10000", enc(since)))
+        .await;
+    (body, started.elapsed())
+}
+
+// ---- device lists ----
+
+/// A second login (a new device), a device's new name, new cross-signing keys and a deleted
+/// device each reach a co-member's long-polling sync at once, and the user's own; each is in
+/// `/keys/changes` over the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_device_change_wakes_co_members_and_the_user() {
+    let s = TestServer::start().await;
+    let (alice, bob, _room) = s.alice_and_bob_in_a_room().await;
+    let outsider = s.register("carol", "carol-password").await;
+
+    // Everyone's first sync (and so their presence) before alice's token.
+    let mut bob_since = next_batch(&s.sync(&bob, "").await);
+    let carol_since = next_batch(&s.sync(&outsider, "").await);
+    let mut alice_since = next_batch(&s.sync(&alice, "").await);
+
+    // A change made while alice long-polls reaches her within the request.
+    async fn change_while_waiting<F, Fut>(
+        s: &TestServer,
+        alice: &User,
+        since: &str,
+        change: F,
+    ) -> Value
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let sync = wait_sync(s, alice, since);
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            change().await;
+        };
+        let ((body, took), ()) = tokio::join!(sync, change);
+        assert!(took < Duration::from_secs(8), "woken late: {took:?}");
+        assert!(took >= Duration::from_millis(300), "not waiting: {body}");
+        body
+    }
+
+    // 1. A new device (a second login).
+    let body = change_while_waiting(&s, &alice, &alice_since, || async {
+        let (status, body) = s.login("bob", "bob-password").await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    assert_eq!(
+        device_list(&body, "changed"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+    let from = std::mem::replace(&mut alice_since, next_batch(&body));
+    assert_eq!(
+        key_changes(&s, &alice, &from, &alice_since).await.0,
+        vec![bob.user_id.clone()]
+    );
+    // Bob hears of his own new device too.
+    let own = s.sync(&bob, &format!("?since={}", enc(&bob_since))).await;
+    assert!(device_list(&own, "changed").contains(&bob.user_id), "{own}");
+    bob_since = next_batch(&own);
+
+    // 2. A device's new display name.
+    let body = change_while_waiting(&s, &alice, &alice_since, || async {
+        let (status, body) = s
+            .put(
+                &format!("/_matrix/client/v3/devices/{}", enc(&bob.device_id)),
+                bob.t(),
+                &json!({"display_name": "Bob's phone"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    assert_eq!(
+        device_list(&body, "changed"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+    alice_since = next_batch(&body);
+
+    // 3. Identity keys.
+    let body = change_while_waiting(&s, &alice, &alice_since, || async {
+        let (status, body) = s
+            .post(
+                "/_matrix/client/v3/keys/upload",
+                bob.t(),
+                &json!({"device_keys": device_keys(&bob, "curve-1")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    assert_eq!(
+        device_list(&body, "changed"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+    alice_since = next_batch(&body);
+
+    // 4. Cross-signing keys (the first upload needs no password).
+    let body = change_while_waiting(&s, &alice, &alice_since, || async {
+        let master = "nqOvzeuGWT/sRx3h7+MHoInYj3Uk2LD/unI9kDYcHwk";
+        let (status, body) = s
+            .post(
+                "/_matrix/client/v3/keys/device_signing/upload",
+                bob.t(),
+                &json!({"master_key": {"user_id": bob.user_id, "usage": ["master"],
+                                       "keys": {format!("ed25519:{master}"): master}}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    assert_eq!(
+        device_list(&body, "changed"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+    alice_since = next_batch(&body);
+
+    // 5. A deleted device.
+    let (status, second) = s.login("bob", "bob-password").await;
+    assert_eq!(status, 200);
+    let second = User::from_response(&second);
+    alice_since = next_batch(
+        &s.sync(&alice, &format!("?since={}", enc(&alice_since)))
+            .await,
+    );
+    let body = change_while_waiting(&s, &alice, &alice_since, || async {
+        let path = format!("/_matrix/client/v3/devices/{}", enc(&second.device_id));
+        let (status, first) = s.delete(&path, bob.t(), None).await;
+        assert_eq!(status, 401, "{first}");
+        let auth = json!({"auth": {
+            "type": "m.login.password", "session": first["session"],
+            "identifier": {"type": "m.id.user", "user": bob.user_id},
+            "password": "bob-password"}});
+        let (status, body) = s.delete(&path, bob.t(), Some(&auth)).await;
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    assert_eq!(
+        device_list(&body, "changed"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+
+    // Nothing of it is the business of a user who shares no room with bob.
+    let body = s
+        .sync(&outsider, &format!("?since={}", enc(&carol_since)))
+        .await;
+    assert!(device_list(&body, "changed").is_empty(), "{body}");
+    let to = next_batch(&body);
+    assert!(
+        key_changes(&s, &outsider, &carol_since, &to)
+            .await
+            .0
+            .is_empty()
+    );
+    let _ = bob_since;
+    s.shutdown().await;
+}
+
+/// A user who comes to share a room is in `changed` of the very next incremental sync (and
+/// of `/keys/changes`); one who no longer shares any room is in `left`, whoever left, and
+/// not while another room is still shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_a_room_first_and_sharing_none_any_more() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let carol = s.register("carol", "carol-password").await;
+    let room = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let other = s
+        .create_room(&alice, json!({"preset": "public_chat"}))
+        .await;
+    let start = next_batch(&s.sync(&alice, "").await);
+
+    // Bob joins: alice's next sync lists him, and it is woken by the join.
+    let (body, took) = {
+        let sync = wait_sync(&s, &alice, &start);
+        let join = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.join(&bob, &room).await;
+        };
+        tokio::join!(sync, join).0
+    };
+    assert!(took < Duration::from_secs(8));
+    let mut changed = device_list(&body, "changed");
+    let mut since = next_batch(&body);
+    if changed.is_empty() {
+        // Woken by something else of the join first (the member event itself is read
+        // with it, so this is only a second chance, not a delay).
+        let body = s.sync(&alice, &format!("?since={}", enc(&since))).await;
+        changed = device_list(&body, "changed");
+        since = next_batch(&body);
+    }
+    assert_eq!(changed, vec![bob.user_id.clone()]);
+    let (changed, left) = key_changes(&s, &alice, &start, &since).await;
+    assert_eq!((changed, left), (vec![bob.user_id.clone()], vec![]));
+    // And bob, joining, learns of alice.
+    let bob_first = s.sync(&bob, "").await;
+    let bob_since = next_batch(&bob_first);
+
+    // Sharing a second room is no news; leaving one of two is no `left`.
+    s.join(&bob, &other).await;
+    let body = s.sync(&alice, &format!("?since={}", enc(&since))).await;
+    assert!(device_list(&body, "left").is_empty(), "{body}");
+    since = next_batch(&body);
+    s.post(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&other)),
+        bob.t(),
+        &json!({}),
+    )
+    .await;
+    let body = s.sync(&alice, &format!("?since={}", enc(&since))).await;
+    assert!(device_list(&body, "left").is_empty(), "{body}");
+    assert!(device_list(&body, "changed").is_empty(), "{body}");
+    since = next_batch(&body);
+
+    // Bob leaves the last room they share: he is in alice's `left`, and alice in his.
+    let before_leave = since.clone();
+    let (status, _) = s
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            bob.t(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let body = s.sync(&alice, &format!("?since={}", enc(&since))).await;
+    assert_eq!(
+        device_list(&body, "left"),
+        vec![bob.user_id.clone()],
+        "{body}"
+    );
+    assert!(device_list(&body, "changed").is_empty(), "{body}");
+    let after_leave = next_batch(&body);
+    let (changed, left) = key_changes(&s, &alice, &before_leave, &after_leave).await;
+    assert_eq!((changed, left), (vec![], vec![bob.user_id.clone()]));
+    let body = s.sync(&bob, &format!("?since={}", enc(&bob_since))).await;
+    assert!(
+        device_list(&body, "left").contains(&alice.user_id),
+        "{body}"
+    );
+    // The sync after that has nothing more to say of him.
+    let body = s
+        .sync(&alice, &format!("?since={}&timeout=0", enc(&after_leave)))
+        .await;
+    assert!(device_list(&body, "left").is_empty(), "{body}");
+
+    // His keys change while no room is shared: not alice's business.
+    s.post(
+        "/_matrix/client/v3/keys/upload",
+        bob.t(),
+        &json!({"device_keys": device_keys(&bob, "curve-2")}),
+    )
+    .await;
+    let body = s
+        .sync(&alice, &format!("?since={}&timeout=0", enc(&after_leave)))
+        .await;
+    assert!(device_list(&body, "changed").is_empty(), "{body}");
+
+    // Carol, who never shared a room with alice, is in neither list at any point.
+    let _ = carol;
+    s.shutdown().await;
+}
+
+/// `/keys/query` answers every local user asked about: an empty map of devices for one
+/// without keys (and for one who does not exist), their devices for one with keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_query_answers_users_without_keys_with_an_empty_map() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let bob = s.register("bob", "bob-password").await;
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            alice.t(),
+            &json!({"device_keys": device_keys(&alice, "curve-a")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let nobody = format!("@nobody:{}", s.server_name());
+    let (status, body) = s
+        .post(
+            "/_matrix/client/v3/keys/query",
+            bob.t(),
+            &json!({"device_keys": {alice.user_id.clone(): [], bob.user_id.clone(): [],
+                                    nobody.clone(): []}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["device_keys"][&bob.user_id], json!({}), "{body}");
+    assert_eq!(body["device_keys"][&nobody], json!({}), "{body}");
+    assert_eq!(
+        body["device_keys"][&alice.user_id][&alice.device_id]["keys"]
+            [format!("curve25519:{}", alice.device_id)],
+        "curve-a",
+        "{body}"
+    );
+    s.shutdown().await;
+}

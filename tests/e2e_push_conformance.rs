@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{TestServer, User, enc};
+use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
 
 fn device_keys(u: &User, curve: &str) -> Value {
@@ -373,6 +373,206 @@ async fn keys_query_answers_users_without_keys_with_an_empty_map() {
             [format!("curve25519:{}", alice.device_id)],
         "curve-a",
         "{body}"
+    );
+    s.shutdown().await;
+}
+
+// ---- third-party identifiers, with no identity server and no email sender ----
+
+/// Every third-party identifier endpoint answers what Synapse answers with neither an email
+/// sender nor an identity server: the request checked as Synapse checks it, then "not
+/// supported here" with Synapse's status and errcode; never a 404 or a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_identifier_endpoints_answer_as_without_email_or_identity_server() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    let email = json!({"client_secret": "secret-1", "email": "alice@example.org",
+                       "send_attempt": 1});
+    let phone = json!({"client_secret": "secret-1", "country": "GB",
+                       "phone_number": "07700900001", "send_attempt": 1});
+
+    // Email: refused before the body is read, with or without a token.
+    for token in [None, alice.t()] {
+        for body in [&email, &json!({})] {
+            assert_error(
+                &s.post(
+                    "/_matrix/client/v3/account/3pid/email/requestToken",
+                    token,
+                    body,
+                )
+                .await,
+                400,
+                "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            );
+            assert_error(
+                &s.post(
+                    "/_matrix/client/v3/register/email/requestToken",
+                    token,
+                    body,
+                )
+                .await,
+                400,
+                "M_UNKNOWN",
+            );
+            assert_error(
+                &s.post(
+                    "/_matrix/client/v3/account/password/email/requestToken",
+                    token,
+                    body,
+                )
+                .await,
+                400,
+                "M_UNKNOWN",
+            );
+        }
+    }
+    // Phone numbers: a well-formed request is told it is not supported; a malformed one
+    // that it is malformed.
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/account/3pid/msisdn/requestToken",
+            None,
+            &phone,
+        )
+        .await,
+        400,
+        "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+    );
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/register/msisdn/requestToken",
+            None,
+            &phone,
+        )
+        .await,
+        400,
+        "M_UNKNOWN",
+    );
+    let mut no_number = phone.clone();
+    no_number.as_object_mut().unwrap().remove("phone_number");
+    let mut bad_secret = phone.clone();
+    bad_secret["client_secret"] = json!("not a secret!");
+    for body in [&no_number, &bad_secret] {
+        for path in [
+            "/_matrix/client/v3/account/3pid/msisdn/requestToken",
+            "/_matrix/client/v3/register/msisdn/requestToken",
+        ] {
+            let (status, res) = s.post(path, None, body).await;
+            assert_eq!(status, 400, "{path}: {res}");
+            assert!(
+                [
+                    "M_BAD_JSON",
+                    "M_MISSING_PARAM",
+                    "M_INVALID_PARAM",
+                    "M_NOT_JSON"
+                ]
+                .contains(&res["errcode"].as_str().unwrap_or("")),
+                "{path}: {res}"
+            );
+        }
+    }
+
+    // Adding: the password first, then no validated session can exist.
+    let add = json!({"client_secret": "secret-1", "sid": "session-1"});
+    assert_error(
+        &s.post("/_matrix/client/v3/account/3pid/add", None, &add)
+            .await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+    let (status, first) = s
+        .post("/_matrix/client/v3/account/3pid/add", alice.t(), &add)
+        .await;
+    assert_eq!(status, 401, "{first}");
+    assert!(first["flows"].is_array(), "{first}");
+    let mut with_auth = add.clone();
+    with_auth["auth"] = json!({"type": "m.login.password", "session": first["session"],
+        "identifier": {"type": "m.id.user", "user": alice.user_id},
+        "password": "alice-password"});
+    assert_error(
+        &s.post("/_matrix/client/v3/account/3pid/add", alice.t(), &with_auth)
+            .await,
+        400,
+        "M_THREEPID_AUTH_FAILED",
+    );
+
+    // Binding at an identity server is not done here; unbinding and deleting find nothing
+    // bound and answer as Synapse does for that.
+    let bind = json!({"client_secret": "secret-1", "sid": "session-1",
+                      "id_server": "id.example.org", "id_access_token": "tok"});
+    assert_error(
+        &s.post("/_matrix/client/v3/account/3pid/bind", alice.t(), &bind)
+            .await,
+        400,
+        "M_UNKNOWN",
+    );
+    for path in [
+        "/_matrix/client/v3/account/3pid/unbind",
+        "/_matrix/client/v3/account/3pid/delete",
+    ] {
+        for body in [
+            json!({"medium": "email", "address": "alice@example.org"}),
+            json!({"medium": "msisdn", "address": "447700900001", "id_server": "id.example.org"}),
+        ] {
+            let (status, res) = s.post(path, alice.t(), &body).await;
+            assert_eq!(status, 200, "{path}: {res}");
+            assert_eq!(
+                res,
+                json!({"id_server_unbind_result": "no-support"}),
+                "{path}"
+            );
+        }
+        let (status, res) = s
+            .post(
+                path,
+                alice.t(),
+                &json!({"medium": "pigeon", "address": "x"}),
+            )
+            .await;
+        assert_eq!(status, 400, "{path}: {res}");
+        assert_error(
+            &s.post(path, None, &json!({"medium": "email", "address": "a@b.c"}))
+                .await,
+            401,
+            "M_MISSING_TOKEN",
+        );
+    }
+    let (status, res) = s.get("/_matrix/client/v3/account/3pid", alice.t()).await;
+    assert_eq!((status, res), (200, json!({"threepids": []})));
+    s.shutdown().await;
+}
+
+/// With no application services, every third-party lookup is an empty list, and a named
+/// protocol is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_lookups_are_empty_without_bridges() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "alice-password").await;
+    for path in [
+        format!(
+            "/_matrix/client/v3/thirdparty/location?alias={}",
+            enc("#a:example.org")
+        ),
+        format!(
+            "/_matrix/client/v3/thirdparty/user?userid={}",
+            enc("@a:example.org")
+        ),
+        "/_matrix/client/v3/thirdparty/location/irc?server=irc.example.org".to_owned(),
+        "/_matrix/client/v3/thirdparty/user/irc?nick=alice".to_owned(),
+    ] {
+        let (status, body) = s.get(&path, alice.t()).await;
+        assert_eq!((status, body), (200, json!([])), "{path}");
+        assert_error(&s.get(&path, None).await, 401, "M_MISSING_TOKEN");
+    }
+    let (status, body) = s
+        .get("/_matrix/client/v3/thirdparty/protocols", alice.t())
+        .await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_error(
+        &s.get("/_matrix/client/v3/thirdparty/protocol/irc", alice.t())
+            .await,
+        404,
+        "M_NOT_FOUND",
     );
     s.shutdown().await;
 }

@@ -576,3 +576,255 @@ async fn third_party_lookups_are_empty_without_bridges() {
     );
     s.shutdown().await;
 }
+
+// ---- push rules ----
+
+/// The event IDs of `u`'s notifications (`only=highlight` with `highlights`), newest first.
+async fn notified(s: &TestServer, u: &User, highlights: bool) -> Vec<String> {
+    let query = if highlights { "?only=highlight" } else { "" };
+    let (status, body) = s
+        .get(&format!("/_matrix/client/v3/notifications{query}"), u.t())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .filter_map(|n| n["event"]["event_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn send(s: &TestServer, u: &User, room: &str, txn: &str, content: Value) -> String {
+    let (status, res) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                enc(room)
+            ),
+            u.t(),
+            &content,
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    res["event_id"].as_str().expect("event_id").to_owned()
+}
+
+/// A `room` rule named by the room's ID governs that room's messages, and no more once
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_rules_named_by_the_room_id() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let rule = |id: &str| format!("/_matrix/client/v3/pushrules/global/room/{}", enc(id));
+
+    let before = send(
+        &s,
+        &alice,
+        &room,
+        "t1",
+        json!({"msgtype": "m.text", "body": "one"}),
+    )
+    .await;
+    assert_eq!(notified(&s, &bob, false).await, vec![before.clone()]);
+    // Bob silences the room.
+    let (status, body) = s.put(&rule(&room), bob.t(), &json!({"actions": []})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.get(&rule(&room), bob.t()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rule_id"], room.as_str());
+    assert_eq!(body["default"], false);
+    assert_eq!(body["enabled"], true);
+    send(
+        &s,
+        &alice,
+        &room,
+        "t2",
+        json!({"msgtype": "m.text", "body": "two"}),
+    )
+    .await;
+    assert_eq!(notified(&s, &bob, false).await, vec![before.clone()]);
+
+    // Removed, the room notifies again.
+    let (status, _) = s.delete(&rule(&room), bob.t(), None).await;
+    assert_eq!(status, 200);
+    assert_error(&s.get(&rule(&room), bob.t()).await, 404, "M_NOT_FOUND");
+    let after = send(
+        &s,
+        &alice,
+        &room,
+        "t3",
+        json!({"msgtype": "m.text", "body": "three"}),
+    )
+    .await;
+    assert_eq!(notified(&s, &bob, false).await, [after, before]);
+    s.shutdown().await;
+}
+
+/// The server-default rules can be switched on and off and given other actions, and read
+/// back so; they cannot be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_default_rules_take_enabled_and_actions() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let base = "/_matrix/client/v3/pushrules/global";
+
+    let (status, body) = s
+        .get(&format!("{base}/override/.m.rule.master/enabled"), bob.t())
+        .await;
+    assert_eq!((status, body), (200, json!({"enabled": false})));
+    // The master rule on: nothing notifies.
+    let (status, body) = s
+        .put(
+            &format!("{base}/override/.m.rule.master/enabled"),
+            bob.t(),
+            &json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = s
+        .get(&format!("{base}/override/.m.rule.master"), bob.t())
+        .await;
+    assert_eq!(body["enabled"], true, "{body}");
+    assert_eq!(body["default"], true, "{body}");
+    send(
+        &s,
+        &alice,
+        &room,
+        "m1",
+        json!({"msgtype": "m.text", "body": "hush"}),
+    )
+    .await;
+    assert!(notified(&s, &bob, false).await.is_empty());
+    s.put(
+        &format!("{base}/override/.m.rule.master/enabled"),
+        bob.t(),
+        &json!({"enabled": false}),
+    )
+    .await;
+
+    // Messages of a room of two highlight once the default one-to-one rule says so.
+    let actions = json!(["notify", {"set_tweak": "highlight"}]);
+    let (status, body) = s
+        .put(
+            &format!("{base}/underride/.m.rule.room_one_to_one/actions"),
+            bob.t(),
+            &json!({"actions": actions}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .get(
+            &format!("{base}/underride/.m.rule.room_one_to_one/actions"),
+            bob.t(),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"actions": actions})));
+    let loud = send(
+        &s,
+        &alice,
+        &room,
+        "m2",
+        json!({"msgtype": "m.text", "body": "loud"}),
+    )
+    .await;
+    assert_eq!(notified(&s, &bob, true).await, [loud]);
+
+    assert_error(
+        &s.delete(&format!("{base}/underride/.m.rule.message"), bob.t(), None)
+            .await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &s.put(
+            &format!("{base}/override/.m.rule.nonesuch/enabled"),
+            bob.t(),
+            &json!({"enabled": true}),
+        )
+        .await,
+        404,
+        "M_NOT_FOUND",
+    );
+    s.shutdown().await;
+}
+
+/// The mention rules: `m.mentions` naming the user, or the room when sent by a user with
+/// the power to notify it (a creator of a version 12 room, who is in no `users` map),
+/// highlights; the display name in the body alone does not (the current default rules have
+/// no legacy display-name rule), and every one of them still notifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mention_rules_highlight_as_the_spec_says() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = s.alice_and_bob_in_a_room().await;
+    let (status, _) = s
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&bob.user_id)
+            ),
+            bob.t(),
+            &json!({"displayname": "Roberto"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let by_id = send(
+        &s,
+        &alice,
+        &room,
+        "u1",
+        json!({"msgtype": "m.text", "body": "hi you",
+        "m.mentions": {"user_ids": [bob.user_id]}}),
+    )
+    .await;
+    let by_name = send(
+        &s,
+        &alice,
+        &room,
+        "u2",
+        json!({"msgtype": "m.text", "body": "hello Roberto!"}),
+    )
+    .await;
+    let name_but_mentions = send(
+        &s,
+        &alice,
+        &room,
+        "u3",
+        json!({"msgtype": "m.text",
+        "body": "hello Roberto!", "m.mentions": {}}),
+    )
+    .await;
+    let room_mention = send(
+        &s,
+        &alice,
+        &room,
+        "u4",
+        json!({"msgtype": "m.text",
+        "body": "everyone", "m.mentions": {"room": true}}),
+    )
+    .await;
+    // Bob may not mention the room (notifications.room is 50); alice is not highlighted.
+    let bob_room = send(
+        &s,
+        &bob,
+        &room,
+        "u5",
+        json!({"msgtype": "m.text",
+        "body": "everyone", "m.mentions": {"room": true}}),
+    )
+    .await;
+
+    let highlights = notified(&s, &bob, true).await;
+    assert_eq!(
+        highlights,
+        [room_mention.clone(), by_id.clone()],
+        "newest first"
+    );
+    assert_eq!(
+        notified(&s, &bob, false).await,
+        [room_mention, name_but_mentions, by_name, by_id]
+    );
+    assert!(!notified(&s, &alice, true).await.contains(&bob_room));
+    assert!(notified(&s, &alice, false).await.contains(&bob_room));
+    s.shutdown().await;
+}

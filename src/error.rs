@@ -261,12 +261,14 @@ fn status_for_kind(kind: &ErrorKind) -> StatusCode {
         | K::GuestAccessForbidden
         | K::UserDeactivated
         | K::ThreepidDenied
-        | K::ThreepidAuthFailed
         | K::UserLocked
         | K::UserSuspended
         | K::InviteBlocked => StatusCode::FORBIDDEN,
         K::MissingToken | K::UnknownToken(_) | K::Unauthorized => StatusCode::UNAUTHORIZED,
         K::NotFound | K::Unrecognized => StatusCode::NOT_FOUND,
+        // A third-party identifier session that is not validated: a 400, as Synapse answers
+        // /account/3pid/add and registration with one.
+        K::ThreepidAuthFailed => StatusCode::BAD_REQUEST,
         K::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         K::WrongRoomKeysVersion(_) => StatusCode::FORBIDDEN,
         K::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -321,10 +321,23 @@ impl Accounts {
         login: NewLogin,
         now: i64,
     ) -> Result<Session> {
+        Ok(self.start_session_on(tx, user_id, login, now).await?.0)
+    }
+
+    /// [`Accounts::start_session`], also saying whether the device is new: a new device is a
+    /// change of the user's device list (marked in `tx`), which the caller wakes syncs for
+    /// once `tx` is committed, as Synapse notifies a new device.
+    async fn start_session_on(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user_id: &UserId,
+        login: NewLogin,
+        now: i64,
+    ) -> Result<(Session, bool)> {
         let device_id = login
             .device_id
             .unwrap_or_else(|| tokens::new_device_id().into());
-        db::devices::upsert(
+        let new_device = db::devices::upsert(
             &mut *tx,
             user_id.as_str(),
             device_id.as_str(),
@@ -333,8 +346,13 @@ impl Accounts {
             login.ip.as_deref(),
         )
         .await?;
-        self.issue_tokens(tx, user_id, device_id, login.refreshable, now)
-            .await
+        if new_device {
+            device_list_changed(&mut *tx, user_id).await?;
+        }
+        let session = self
+            .issue_tokens(tx, user_id, device_id, login.refreshable, now)
+            .await?;
+        Ok((session, new_device))
     }
 
     /// A new access token for the device, and with `refreshable` a refresh token too (the
@@ -423,10 +441,13 @@ impl Accounts {
             return Err(forbidden());
         }
         let mut tx = db::begin(&self.db).await?;
-        let session = self
-            .start_session(&mut tx, &user_id, login, now_ms())
+        let (session, new_device) = self
+            .start_session_on(&mut tx, &user_id, login, now_ms())
             .await?;
         tx.commit().await?;
+        if new_device {
+            self.devices_changed(&user_id);
+        }
         tracing::info!(%user_id, device_id = %session.device_id, "logged in");
         Ok(session)
     }
@@ -548,11 +569,16 @@ impl Accounts {
         device_id: &str,
         name: Option<&str>,
     ) -> Result<()> {
-        if db::devices::set_display_name(&self.db, user_id.as_str(), device_id, name).await? {
-            Ok(())
-        } else {
-            Err(Error::not_found("Device not found"))
+        // The name is part of the device list others see (`unsigned.device_display_name` in
+        // /keys/query), so renaming is a device-list change, as in Synapse.
+        let mut tx = db::begin(&self.db).await?;
+        if !db::devices::set_display_name(&mut *tx, user_id.as_str(), device_id, name).await? {
+            return Err(Error::not_found("Device not found"));
         }
+        device_list_changed(&mut tx, user_id).await?;
+        tx.commit().await?;
+        self.devices_changed(user_id);
+        Ok(())
     }
 
     /// Delete those of `device_ids` the user has; returns the ones deleted. An ID the user

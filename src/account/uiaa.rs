@@ -41,6 +41,7 @@ pub enum Purpose {
     ChangePassword,
     Deactivate,
     UploadSigningKeys,
+    AddThreepid,
 }
 
 impl Purpose {
@@ -51,6 +52,7 @@ impl Purpose {
             Purpose::ChangePassword => "change_password",
             Purpose::Deactivate => "deactivate",
             Purpose::UploadSigningKeys => "upload_signing_keys",
+            Purpose::AddThreepid => "add_threepid",
         }
     }
 }

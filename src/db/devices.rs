@@ -43,7 +43,7 @@ pub struct TokenOwner {
 }
 
 /// Create the device, or keep the existing one (re-login with the same device ID), updating
-/// its display name when one is given.
+/// its display name when one is given; whether the device is new.
 pub async fn upsert(
     e: impl PgExecutor<'_>,
     user_id: &str,
@@ -51,23 +51,25 @@ pub async fn upsert(
     display_name: Option<&str>,
     now_ms: i64,
     ip: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    // `xmax = 0` holds for a row this statement inserted, not for one it updated: whether
+    // the device is new (a change of the user's device list).
+    sqlx::query_scalar(
         "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip)
          VALUES ($1, $2, $3, $4, $4, $5)
          ON CONFLICT ON CONSTRAINT devices_pkey DO UPDATE
          SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name),
              last_seen_ts = EXCLUDED.last_seen_ts,
-             last_seen_ip = COALESCE(EXCLUDED.last_seen_ip, devices.last_seen_ip)",
+             last_seen_ip = COALESCE(EXCLUDED.last_seen_ip, devices.last_seen_ip)
+         RETURNING xmax = 0",
     )
     .bind(user_id)
     .bind(device_id)
     .bind(display_name)
     .bind(now_ms)
     .bind(ip)
-    .execute(e)
-    .await?;
-    Ok(())
+    .fetch_one(e)
+    .await
 }
 
 pub async fn insert_token(

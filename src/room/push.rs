@@ -181,21 +181,27 @@ impl PushContext {
             });
         }
         let member_count = UInt::try_from(local.joined).unwrap_or_default();
-        let power = match state_before {
+        // The create event too: from room version 12 its sender and additional creators
+        // outrank every power level (a creator's @room notifies), and are in no `users` map.
+        let (power, creators) = match state_before {
             Some(g) => {
-                let key = (StateEventType::RoomPowerLevels, String::new());
-                load_state_events(db, state, g, std::slice::from_ref(&key))
-                    .await?
-                    .remove(&key)
-                    .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+                let power_key = (StateEventType::RoomPowerLevels, String::new());
+                let create_key = (StateEventType::RoomCreate, String::new());
+                let mut found =
+                    load_state_events(db, state, g, &[power_key.clone(), create_key.clone()])
+                        .await?;
+                let power = found
+                    .remove(&power_key)
+                    .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok());
+                (power, found.remove(&create_key).map(|c| creators_of(&c)))
             }
-            None => None,
+            None => (None, None),
         };
         Ok(PushContext {
             room_id,
             members,
             member_count,
-            power: power.map(|p| power_levels_ctx(&p, rules)),
+            power: power.map(|p| power_levels_ctx(&p, rules, creators.unwrap_or_default())),
             bytes,
         })
     }
@@ -258,8 +264,26 @@ fn thread_of(pdu: &Pdu) -> Option<String> {
         .map(|r| r.event_id.to_string())
 }
 
+/// The room's creators as an m.room.create event names them: its sender and the
+/// `additional_creators` of its content (room version 12 on; earlier versions ignore them).
+fn creators_of(create: &Pdu) -> Vec<OwnedUserId> {
+    let content: Value = serde_json::from_str(create.content.get()).unwrap_or_default();
+    let additional = content["additional_creators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| OwnedUserId::try_from(u.as_str()?).ok());
+    std::iter::once(create.sender.clone())
+        .chain(additional)
+        .collect()
+}
+
 /// The power levels push conditions need, from an m.room.power_levels content.
-fn power_levels_ctx(content: &Value, rules: &RoomVersionRules) -> PushConditionPowerLevelsCtx {
+fn power_levels_ctx(
+    content: &Value,
+    rules: &RoomVersionRules,
+    creators: Vec<OwnedUserId>,
+) -> PushConditionPowerLevelsCtx {
     let int = |v: &Value, default: i64| {
         v.as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -280,7 +304,7 @@ fn power_levels_ctx(content: &Value, rules: &RoomVersionRules) -> PushConditionP
         users,
         int(&content["users_default"], 0),
         notifications,
-        RoomPowerLevelsRules::new(&rules.authorization, std::iter::empty()),
+        RoomPowerLevelsRules::new(&rules.authorization, creators),
     )
 }
 
@@ -306,6 +330,7 @@ mod tests {
         let ctx = power_levels_ctx(
             &serde_json::json!({"users": {"@a:x": 100}, "notifications": {"room": 75}}),
             &rules,
+            Vec::new(),
         );
         let a = ruma::UserId::parse("@a:x").unwrap();
         assert_eq!(ctx.users.get(&*a).copied(), Int::new(100));

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::server::{TestServer, User, assert_error, enc};
 use serde_json::{Value, json};
 
@@ -64,14 +62,10 @@ async fn key_changes(s: &TestServer, u: &User, from: &str, to: &str) -> (Vec<Str
     (list("changed"), list("left"))
 }
 
-/// An incremental sync of `u` from `since` that waits up to ten seconds for news, and how
-/// long it took.
-async fn wait_sync(s: &TestServer, u: &User, since: &str) -> (Value, Duration) {
-    let started = Instant::now();
-    let body = s
-        .sync(u, &format!("?since={}&timeout=10000", enc(since)))
-        .await;
-    (body, started.elapsed())
+/// An incremental sync of `u` from `since` that waits up to thirty seconds for news.
+async fn wait_sync(s: &TestServer, u: &User, since: &str) -> Value {
+    s.sync(u, &format!("?since={}&timeout=30000", enc(since)))
+        .await
 }
 
 // ---- device lists ----
@@ -102,13 +96,13 @@ async fn every_kind_of_device_change_wakes_co_members_and_the_user() {
         Fut: std::future::Future<Output = ()>,
     {
         let sync = wait_sync(s, alice, since);
+        // The change is made once the sync waits: an answer that has it was woken by it (a
+        // sync that is not woken answers at its timeout with nothing).
         let change = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.until_syncs_wait(1).await;
             change().await;
         };
-        let ((body, took), ()) = tokio::join!(sync, change);
-        assert!(took < Duration::from_secs(8), "woken late: {took:?}");
-        assert!(took >= Duration::from_millis(300), "not waiting: {body}");
+        let (body, ()) = tokio::join!(sync, change);
         body
     }
 
@@ -252,15 +246,14 @@ async fn sharing_a_room_first_and_sharing_none_any_more() {
     let start = next_batch(&s.sync(&alice, "").await);
 
     // Bob joins: alice's next sync lists him, and it is woken by the join.
-    let (body, took) = {
+    let body = {
         let sync = wait_sync(&s, &alice, &start);
         let join = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.until_syncs_wait(1).await;
             s.join(&bob, &room).await;
         };
         tokio::join!(sync, join).0
     };
-    assert!(took < Duration::from_secs(8));
     let mut changed = device_list(&body, "changed");
     let mut since = next_batch(&body);
     if changed.is_empty() {

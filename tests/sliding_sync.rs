@@ -201,6 +201,21 @@ async fn required_state_special_values() {
     );
     assert!(lazy.contains(&("m.room.name".to_owned(), String::new())));
 
+    // Incrementally, a new sender's member event comes with their message, and only theirs.
+    let lazy_body = list(
+        1,
+        1,
+        json!([["m.room.member", "$LAZY"], ["m.room.member", "$ME"]]),
+    );
+    let first = ss(&s, &alice, None, &lazy_body).await;
+    s.send_text(&carol, &room, "from-carol").await;
+    let next = ss(&s, &alice, Some(&pos(&first)), &lazy_body).await;
+    assert_eq!(
+        types_and_keys(&next["rooms"][&room]["required_state"]),
+        vec![member(&carol)],
+        "{next}"
+    );
+
     // Heroes name an unnamed room.
     let dm = s
         .create_room(&alice, json!({"invite": [bob.user_id]}))
@@ -481,8 +496,9 @@ async fn long_poll_is_woken_by_a_message_and_times_out_empty() {
     );
 }
 
-/// A request woken by news reads again only the rooms the news names (and the DM rooms only
-/// after an account data change): each kind of news still reaches the connection whole.
+/// A request woken by news reads again only the rooms the news names (everything after
+/// account data or membership news), and a room's summary only when its state changed: each
+/// kind of news still reaches the connection whole.
 #[tokio::test]
 async fn a_woken_request_sees_each_kind_of_news() {
     let s = TestServer::start().await;
@@ -526,6 +542,13 @@ async fn a_woken_request_sees_each_kind_of_news() {
     })
     .await;
     assert_eq!(bodies(&res["rooms"][&a]["timeline"]), vec!["to-a"], "{res}");
+    // Its state did not change: its name, heroes and member counts are not sent again
+    // (they are sticky), its unread count is.
+    let sent = &res["rooms"][&a];
+    for sticky in ["name", "avatar", "heroes", "joined_count", "invited_count"] {
+        assert!(sent.get(sticky).is_none(), "{sticky} sent again: {res}");
+    }
+    assert_eq!(sent["notification_count"], 1, "{res}");
     let mut other = list(3, 0, json!([]));
     other["conn_id"] = json!("other");
     let fresh = ss(&s, &alice, None, &other).await;
@@ -543,6 +566,7 @@ async fn a_woken_request_sees_each_kind_of_news() {
     })
     .await;
     assert_eq!(res["rooms"][&b]["name"], "B2", "{res}");
+    assert_eq!(res["rooms"][&b]["joined_count"], 2, "{res}");
     assert_eq!(
         res["rooms"][&b]["required_state"][0]["content"]["name"], "B2",
         "{res}"

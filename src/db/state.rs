@@ -209,6 +209,35 @@ pub async fn load_keys_many(
     .await
 }
 
+/// The entries for `keys` of several groups in one query, in the form [`load_many`] gives:
+/// (group, state_key_nid, event_nid, type, state_key).
+pub async fn load_keys_of_many(
+    e: impl PgExecutor<'_>,
+    groups: &[i64],
+    keys: &[(&str, &str)],
+) -> Result<Vec<(i64, i64, i64, String, String)>, sqlx::Error> {
+    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    sqlx::query_as(&format!(
+        "{CHAINS},
+        want AS (
+            SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
+            JOIN unnest($3::text[], $4::text[]) AS w(t, sk)
+              ON k.event_type = w.t AND k.state_key = w.sk
+        )
+        SELECT DISTINCT ON (c.root, s.state_key_nid)
+               c.root, s.state_key_nid, s.event_nid, w.event_type, w.state_key
+        FROM chain c CROSS JOIN want w {KEYED_ENTRIES}
+        ORDER BY c.root, s.state_key_nid, c.lvl"
+    ))
+    .bind(groups)
+    .bind(MAX_CHAIN_LEN)
+    .bind(&types)
+    .bind(&skeys)
+    .fetch_all(e)
+    .await
+}
+
 /// Full state of several groups in one query: (group, state_key_nid, event_nid, type,
 /// state_key).
 pub async fn load_many(

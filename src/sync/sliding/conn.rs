@@ -65,6 +65,11 @@ pub struct RoomSent {
     pub is_dm: bool,
     #[serde(rename = "n", default)]
     pub unread: (i64, i64),
+    /// The room's state group its summary was read from (joined rooms): while the room's
+    /// state is the same, its name, avatar, heroes and member counts are too, and are not
+    /// read or sent again (they are sticky in MSC4186).
+    #[serde(rename = "g", default)]
+    pub state_group: Option<i64>,
 }
 
 /// A membership as the stream of a room treats it.
@@ -114,6 +119,7 @@ mod tests {
                 summary: 2,
                 is_dm: false,
                 unread: (3, 1),
+                state_group: Some(9),
             },
         );
         let json = serde_json::to_string(&s).unwrap();

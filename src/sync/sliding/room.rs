@@ -38,6 +38,9 @@ struct Plan<'a> {
     /// Whether its whole required state is sent (new to the connection, or asked for with
     /// another required_state than last time).
     full_state: bool,
+    /// Whether its state is the one it was last sent with: no state changed, so there is no
+    /// required state to send and its summary is the one sent.
+    same_state: bool,
     bounds: RoomBounds,
 }
 
@@ -50,8 +53,6 @@ struct Summary {
     heroes: Vec<Hero>,
     joined: i64,
     invited: i64,
-    notifications: i64,
-    highlights: i64,
 }
 
 impl Sync {
@@ -98,6 +99,7 @@ impl Sync {
                             summary: 0,
                             is_dm: false,
                             unread: (0, 0),
+                            state_group: None,
                         },
                     );
                     continue;
@@ -121,6 +123,10 @@ impl Sync {
                 standing,
                 initial,
                 full_state: initial || sent.is_none_or(|s| s.required_state != fingerprint),
+                same_state: !initial
+                    && standing == Standing::Joined
+                    && r.state_group.is_some()
+                    && sent.is_some_and(|s| s.state_group == r.state_group),
                 bounds: RoomBounds {
                     room_nid: r.room_nid,
                     after,
@@ -150,9 +156,9 @@ impl Sync {
             .await?;
         let joined: Vec<&Plan> = plans
             .iter()
-            .filter(|p| p.standing == Standing::Joined)
+            .filter(|p| p.standing == Standing::Joined && !p.same_state)
             .collect();
-        let mut summaries = self.sliding_summaries(read.user, &joined, &unread).await?;
+        let mut summaries = self.sliding_summaries(read.user, &joined).await?;
         let bundles = self
             .rooms
             .bundles(
@@ -194,17 +200,30 @@ impl Sync {
             let mut summary_print = 0;
             let is_dm = read.direct.contains(r.room_id.as_str());
             let mut counts = (0, 0);
-            if p.standing == Standing::Joined {
-                let s = summaries.remove(&r.room_nid).unwrap_or_default();
-                summary_print = s.fingerprint(is_dm);
-                counts = (s.notifications, s.highlights);
-                s.fill(&mut data, is_dm);
-            }
             let sent = read.prev.and_then(|prev| prev.rooms.get(&r.room_nid));
+            if p.standing == Standing::Joined {
+                counts = unread.get(&r.room_nid).copied().unwrap_or_default();
+                data.notification_count = Some(counts.0);
+                data.highlight_count = Some(counts.1);
+                data.is_dm = Some(is_dm);
+                match (p.same_state, sent) {
+                    (true, Some(s)) => summary_print = s.summary,
+                    _ => {
+                        let s = summaries.remove(&r.room_nid).unwrap_or_default();
+                        summary_print = s.fingerprint();
+                        s.fill(&mut data);
+                    }
+                }
+            }
             let changed = p.initial
                 || !data.timeline.is_empty()
                 || !data.required_state.is_empty()
-                || sent.is_none_or(|s| s.summary != summary_print || s.membership != r.membership);
+                || sent.is_none_or(|s| {
+                    s.summary != summary_print
+                        || s.membership != r.membership
+                        || s.is_dm != is_dm
+                        || s.unread != counts
+                });
             state.rooms.insert(
                 r.room_nid,
                 RoomSent {
@@ -214,6 +233,10 @@ impl Sync {
                     summary: summary_print,
                     is_dm,
                     unread: counts,
+                    state_group: match p.standing {
+                        Standing::Joined => r.state_group,
+                        _ => None,
+                    },
                 },
             );
             if changed {
@@ -412,9 +435,11 @@ impl Sync {
             .filter(|p| !p.config.required_state.is_empty())
             .collect();
         let lazy = |p: &Plan| senders.get(&p.r.room_nid).unwrap_or(&no_senders);
-        // Whole states read: rooms sent whole, and rooms whose timeline senders' members
-        // are wanted lazily.
-        let mut group_of: HashMap<i64, &Plan> = HashMap::new();
+        // Whole states read for rooms sent whole; for the others whose timeline senders'
+        // members are wanted lazily, just those members' entries (a room's whole state may
+        // be thousands of members, its timeline's senders a handful).
+        let mut whole: HashMap<i64, &Plan> = HashMap::new();
+        let mut senders_of: HashMap<i64, &Plan> = HashMap::new();
         for p in &wanted {
             let lazy_members = !lazy(p).is_empty()
                 && p.config
@@ -422,36 +447,49 @@ impl Sync {
                     .entries
                     .iter()
                     .any(|(t, k)| t == "m.room.member" && k == super::request::LAZY);
-            if (p.full_state || lazy_members)
-                && let Some(g) = super::readable_group(p.r)
-            {
-                group_of.insert(g, p);
+            let Some(g) = super::readable_group(p.r) else {
+                continue;
+            };
+            if p.full_state {
+                whole.insert(g, p);
+            } else if lazy_members {
+                senders_of.insert(g, p);
             }
         }
         let mut nids_of: HashMap<i64, Vec<i64>> = HashMap::new();
-        if !group_of.is_empty() {
-            let groups: Vec<i64> = group_of.keys().copied().collect();
+        if !whole.is_empty() {
+            let groups: Vec<i64> = whole.keys().copied().collect();
             for (group, _, event_nid, kind, key) in db::state::load_many(db, &groups).await? {
-                let Some(p) = group_of.get(&group) else {
+                let Some(p) = whole.get(&group) else {
                     continue;
                 };
-                let lazy = lazy(p);
-                let keep = match p.full_state {
-                    true => p
-                        .config
-                        .required_state
-                        .wants(user.as_str(), lazy, &kind, &key),
-                    // Only the timeline's senders: what changed comes below.
-                    false => kind == "m.room.member" && lazy.contains(key.as_str()),
-                };
-                if keep {
+                if p.config
+                    .required_state
+                    .wants(user.as_str(), lazy(p), &kind, &key)
+                {
+                    nids_of.entry(p.r.room_nid).or_default().push(event_nid);
+                }
+            }
+        }
+        if !senders_of.is_empty() {
+            let groups: Vec<i64> = senders_of.keys().copied().collect();
+            let members: HashSet<&str> =
+                senders_of.values().flat_map(|p| lazy(p)).copied().collect();
+            let keys: Vec<(&str, &str)> = members.iter().map(|m| ("m.room.member", *m)).collect();
+            for (group, _, event_nid, _, key) in
+                db::state::load_keys_of_many(db, &groups, &keys).await?
+            {
+                // Keys are asked for all rooms at once: keep each room's own senders.
+                if let Some(p) = senders_of.get(&group)
+                    && lazy(p).contains(key.as_str())
+                {
                     nids_of.entry(p.r.room_nid).or_default().push(event_nid);
                 }
             }
         }
         let changing: Vec<RoomBounds> = wanted
             .iter()
-            .filter(|p| !p.full_state && p.bounds.after < p.bounds.upto)
+            .filter(|p| !p.full_state && !p.same_state && p.bounds.after < p.bounds.upto)
             .map(|p| p.bounds)
             .collect();
         let mut changed: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
@@ -496,13 +534,12 @@ impl Sync {
         Ok(out)
     }
 
-    /// Names, avatars, heroes, member and unread counts of joined rooms: four queries for
+    /// Names, avatars, heroes and member counts of joined rooms: four queries for
     /// all of them.
     async fn sliding_summaries(
         &self,
         user: &UserId,
         plans: &[&Plan<'_>],
-        unread: &HashMap<i64, (i64, i64)>,
     ) -> Result<HashMap<i64, Summary>> {
         let db = self.rooms.reads();
         let mut out: HashMap<i64, Summary> = HashMap::new();
@@ -549,12 +586,6 @@ impl Sync {
             let s = out.entry(nid).or_default();
             s.joined = joined;
             s.invited = invited;
-        }
-        for nid in &nids {
-            let (n, h) = unread.get(nid).copied().unwrap_or_default();
-            let s = out.entry(*nid).or_default();
-            s.notifications = n;
-            s.highlights = h;
         }
         let heroes = db::sync::heroes(db, &nids, user.as_str(), MAX_HEROES).await?;
         if !heroes.is_empty() && !groups.is_empty() {
@@ -642,15 +673,14 @@ impl Summary {
     }
 
     /// A fingerprint of everything this summary sends, to tell whether it changed.
-    fn fingerprint(&self, is_dm: bool) -> u64 {
+    /// Of what the room's state gives (the unread counts and DM flag are kept apart).
+    fn fingerprint(&self) -> u64 {
         let mut text = format!(
-            "{}\u{1f}{:?}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{is_dm}",
+            "{}\u{1f}{:?}\u{1f}{}\u{1f}{}",
             self.display_name(),
             self.avatar,
             self.joined,
             self.invited,
-            self.notifications,
-            self.highlights,
         );
         for h in &self.heroes {
             text.push_str(&format!(
@@ -667,7 +697,7 @@ impl Summary {
         hash.max(1)
     }
 
-    fn fill(self, data: &mut RoomData, is_dm: bool) {
+    fn fill(self, data: &mut RoomData) {
         data.name = Some(self.display_name());
         data.avatar = Some(self.avatar);
         // Heroes name an unnamed room; a named one needs none.
@@ -676,9 +706,6 @@ impl Summary {
         }
         data.joined_count = Some(self.joined);
         data.invited_count = Some(self.invited);
-        data.notification_count = Some(self.notifications);
-        data.highlight_count = Some(self.highlights);
-        data.is_dm = Some(is_dm);
     }
 }
 
@@ -740,9 +767,8 @@ mod tests {
         assert_eq!(s.display_name(), "#room:x");
         s.name = Some("Named".into());
         assert_eq!(s.display_name(), "Named");
-        let before = s.fingerprint(false);
-        assert_ne!(before, s.fingerprint(true));
-        s.notifications = 1;
-        assert_ne!(before, s.fingerprint(false));
+        let before = s.fingerprint();
+        s.joined = 11;
+        assert_ne!(before, s.fingerprint());
     }
 }

@@ -58,33 +58,18 @@ pub async fn load(e: impl PgExecutor<'_>, group: i64) -> Result<Vec<StateRow>, s
         .collect())
 }
 
-/// Only the given keys of a state (what authorising one event needs). The keys are numbered
-/// first, so each level of the chain is probed by its primary key for just those numbers
-/// rather than scanned whole (a snapshot may hold thousands of members).
+/// Only the given keys of a state (what authorising one event needs), as [`keyed_state`]
+/// reads them.
 pub async fn load_keys(
     e: impl PgExecutor<'_>,
     group: i64,
     keys: &[(&str, &str)],
 ) -> Result<Vec<StateRow>, sqlx::Error> {
-    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    sqlx::query_as(&format!(
-        "{CHAINS},
-         want AS (
-             SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
-             JOIN unnest($3::text[], $4::text[]) AS w(t, sk)
-               ON k.event_type = w.t AND k.state_key = w.sk
-         )
-         SELECT DISTINCT ON (s.state_key_nid) s.state_key_nid, s.event_nid, w.event_type, w.state_key
-         FROM chain c CROSS JOIN want w {KEYED_ENTRIES}
-         ORDER BY s.state_key_nid, c.lvl"
-    ))
-    .bind(&[group][..])
-    .bind(MAX_CHAIN_LEN)
-    .bind(&types)
-    .bind(&skeys)
-    .fetch_all(e)
-    .await
+    Ok(load_keys_of_many(e, &[group], keys)
+        .await?
+        .into_iter()
+        .map(|(_, key, event, kind, state_key)| (key, event, kind, state_key))
+        .collect())
 }
 
 /// A new group: a delta of `entries` on top of `prev`, or a snapshot when `prev` is None.
@@ -176,30 +161,18 @@ const KEYED_ENTRIES: &str = "CROSS JOIN LATERAL (
     ) s";
 
 /// For each of `groups`, the entries for `keys` (a handful of (type, state_key) pairs) with
-/// their events, in one query: (group, type, state_key, event ID, event JSON). As in
-/// [`load_keys`], the keys are numbered first so each level of each chain is probed by its
-/// primary key.
+/// their events, in one query: (group, type, state_key, event ID, event JSON).
 pub async fn load_keys_many(
     e: impl PgExecutor<'_>,
     groups: &[i64],
     keys: &[(&str, &str)],
 ) -> Result<Vec<(i64, String, String, String, String)>, sqlx::Error> {
-    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let (types, skeys) = key_columns(keys);
     sqlx::query_as(&format!(
-        "{CHAINS},
-        want AS (
-            SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
-            JOIN unnest($3::text[], $4::text[]) AS w(t, sk)
-              ON k.event_type = w.t AND k.state_key = w.sk
-        )
-        SELECT x.root, x.event_type, x.state_key, i.event_id, ev.json FROM (
-            SELECT DISTINCT ON (c.root, s.state_key_nid) c.root, w.event_type, w.state_key, s.event_nid
-            FROM chain c CROSS JOIN want w {KEYED_ENTRIES}
-            ORDER BY c.root, s.state_key_nid, c.lvl
-        ) x
-        JOIN events ev ON ev.event_nid = x.event_nid
-        JOIN event_ids i ON i.event_nid = x.event_nid"
+        "SELECT x.root, x.event_type, x.state_key, i.event_id, ev.json FROM ({}) x
+         JOIN events ev ON ev.event_nid = x.event_nid
+         JOIN event_ids i ON i.event_nid = x.event_nid",
+        keyed_state()
     ))
     .bind(groups)
     .bind(MAX_CHAIN_LEN)
@@ -216,9 +189,23 @@ pub async fn load_keys_of_many(
     groups: &[i64],
     keys: &[(&str, &str)],
 ) -> Result<Vec<(i64, i64, i64, String, String)>, sqlx::Error> {
-    let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let skeys: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    sqlx::query_as(&format!(
+    let (types, skeys) = key_columns(keys);
+    sqlx::query_as(&keyed_state())
+        .bind(groups)
+        .bind(MAX_CHAIN_LEN)
+        .bind(&types)
+        .bind(&skeys)
+        .fetch_all(e)
+        .await
+}
+
+/// The entries for some keys of several groups: `(root, state_key_nid, event_nid,
+/// event_type, state_key)`, binding `$1` the groups, `$2` [`MAX_CHAIN_LEN`], `$3` and `$4`
+/// the keys' types and state keys. The keys are numbered first, so each level of each chain
+/// is probed by its primary key for just those numbers rather than scanned whole (a
+/// snapshot may hold thousands of members).
+fn keyed_state() -> String {
+    format!(
         "{CHAINS},
         want AS (
             SELECT k.state_key_nid, k.event_type, k.state_key FROM state_keys k
@@ -229,13 +216,12 @@ pub async fn load_keys_of_many(
                c.root, s.state_key_nid, s.event_nid, w.event_type, w.state_key
         FROM chain c CROSS JOIN want w {KEYED_ENTRIES}
         ORDER BY c.root, s.state_key_nid, c.lvl"
-    ))
-    .bind(groups)
-    .bind(MAX_CHAIN_LEN)
-    .bind(&types)
-    .bind(&skeys)
-    .fetch_all(e)
-    .await
+    )
+}
+
+/// Keys as the two text arrays the queries bind.
+fn key_columns<'a>(keys: &[(&'a str, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>) {
+    keys.iter().copied().unzip()
 }
 
 /// Full state of several groups in one query: (group, state_key_nid, event_nid, type,

@@ -297,15 +297,18 @@ fn creation_content(
     creation
 }
 
+/// An event content, as a JSON object.
+type Content = Map<String, Value>;
+
 /// The old power levels (`old_power`), for the new room to end with, and those it is built
 /// with: while it is built, the upgrading user holds the highest level they need (as
 /// Synapse does).
 fn upgraded_power(
-    old_power: Option<Map<String, Value>>,
+    old_power: Option<Content>,
     user: &UserId,
     creators: &[OwnedUserId],
     (old_rules, new_rules): (&RoomVersionRules, &RoomVersionRules),
-) -> (Option<Map<String, Value>>, Option<Map<String, Value>>) {
+) -> (Option<Content>, Option<Content>) {
     let power = old_power.map(|mut p| {
         let (old_explicit, new_explicit) = (
             old_rules.authorization.explicitly_privilege_room_creators,

@@ -1,4 +1,4 @@
-
+//! Unit tests of configuration loading: the example file, environment overrides, validation and CIDR ranges.
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

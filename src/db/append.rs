@@ -7,6 +7,7 @@
 //! transaction around it.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::{PgConnection, PgExecutor};
 
@@ -386,18 +387,10 @@ pub async fn link(
     link_rows(e, ours, &LinkRows::new(room_nid, links, None)).await
 }
 
-/// Write the links of one or more rooms in one statement, atomic on its own: new event rows
-/// (numbers taken in advance), edges, push actions, extremities, client transaction IDs, the
-/// outbound queue and relations. Fails with nothing written if a room's [`Expect`] does not
-/// hold.
-/// Returns how many entries it added to the outbound queue.
-pub async fn link_rows(
-    e: impl PgExecutor<'_>,
-    ours: &str,
-    r: &LinkRows,
-) -> Result<i64, sqlx::Error> {
-    let n = &r.new_events;
-    let (queued, _): (i64, i64) = sqlx::query_as(&format!(
+/// The statement of [`link_rows`], its parameters numbered as bound there. Built once: it
+/// names the server-of-user expression shared with the other federation queries.
+static LINK_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH new_ids AS (
              INSERT INTO event_ids (event_nid, event_id)
              SELECT * FROM unnest($1::bigint[], $2::text[])
@@ -498,61 +491,75 @@ pub async fn link_rows(
                      (SELECT count(*) FROM replaced r WHERE r.room_nid = x.room) = x.n
                      AND (SELECT state_group FROM rooms WHERE room_nid = x.room)
                          IS NOT DISTINCT FROM x.sg))"
-    ))
-    .bind(&n.nid)
-    .bind(&n.id)
-    .bind(&n.room)
-    .bind(&n.kind)
-    .bind(&n.sender)
-    .bind(&n.ts)
-    .bind(&n.depth)
-    .bind(&n.ordering)
-    .bind(&n.json)
-    .bind(&n.state_before)
-    .bind(&r.prev_edges.0)
-    .bind(&r.prev_edges.1)
-    .bind(&r.prev_by_id.0)
-    .bind(&r.prev_by_id.1)
-    .bind(&r.auth_edges.0)
-    .bind(&r.auth_edges.1)
-    .bind(&r.auth_by_id.0)
-    .bind(&r.auth_by_id.1)
-    .bind(&r.push.room)
-    .bind(&r.push.event)
-    .bind(&r.push.user)
-    .bind(&r.push.ordering)
-    .bind(&r.push.highlight)
-    .bind(&r.push.thread)
-    .bind(&r.written.0)
-    .bind(&r.written.1)
-    .bind(&r.cited.0)
-    .bind(&r.cited.1)
-    .bind(&r.forward_replaced.0)
-    .bind(&r.forward_replaced.1)
-    .bind(&r.replaced_by_id.0)
-    .bind(&r.replaced_by_id.1)
-    .bind(&r.forward_new.0)
-    .bind(&r.forward_new.1)
-    .bind(&r.txns.room)
-    .bind(&r.txns.user)
-    .bind(&r.txns.device)
-    .bind(&r.txns.txn)
-    .bind(&r.txns.event)
-    .bind(&r.outbound.room)
-    .bind(&r.outbound.event)
-    .bind(&r.outbound.also)
-    .bind(&r.outbound.except)
-    .bind(ours)
-    .bind(&r.expect.0)
-    .bind(&r.expect.1)
-    .bind(&r.expect.2)
-    .bind(&r.push.actions)
-    .bind(&r.relations.event)
-    .bind(&r.relations.room)
-    .bind(&r.relations.parent)
-    .bind(&r.relations.rel_type)
-    .bind(BUMP_TYPES)
-    .fetch_one(e)
-    .await?;
+    )
+});
+
+/// Write the links of one or more rooms in one statement, atomic on its own: new event rows
+/// (numbers taken in advance), edges, push actions, extremities, client transaction IDs, the
+/// outbound queue and relations. Fails with nothing written if a room's [`Expect`] does not
+/// hold.
+/// Returns how many entries it added to the outbound queue.
+pub async fn link_rows(
+    e: impl PgExecutor<'_>,
+    ours: &str,
+    r: &LinkRows,
+) -> Result<i64, sqlx::Error> {
+    let n = &r.new_events;
+    let (queued, _): (i64, i64) = sqlx::query_as(LINK_ROWS_SQL.as_str())
+        .bind(&n.nid)
+        .bind(&n.id)
+        .bind(&n.room)
+        .bind(&n.kind)
+        .bind(&n.sender)
+        .bind(&n.ts)
+        .bind(&n.depth)
+        .bind(&n.ordering)
+        .bind(&n.json)
+        .bind(&n.state_before)
+        .bind(&r.prev_edges.0)
+        .bind(&r.prev_edges.1)
+        .bind(&r.prev_by_id.0)
+        .bind(&r.prev_by_id.1)
+        .bind(&r.auth_edges.0)
+        .bind(&r.auth_edges.1)
+        .bind(&r.auth_by_id.0)
+        .bind(&r.auth_by_id.1)
+        .bind(&r.push.room)
+        .bind(&r.push.event)
+        .bind(&r.push.user)
+        .bind(&r.push.ordering)
+        .bind(&r.push.highlight)
+        .bind(&r.push.thread)
+        .bind(&r.written.0)
+        .bind(&r.written.1)
+        .bind(&r.cited.0)
+        .bind(&r.cited.1)
+        .bind(&r.forward_replaced.0)
+        .bind(&r.forward_replaced.1)
+        .bind(&r.replaced_by_id.0)
+        .bind(&r.replaced_by_id.1)
+        .bind(&r.forward_new.0)
+        .bind(&r.forward_new.1)
+        .bind(&r.txns.room)
+        .bind(&r.txns.user)
+        .bind(&r.txns.device)
+        .bind(&r.txns.txn)
+        .bind(&r.txns.event)
+        .bind(&r.outbound.room)
+        .bind(&r.outbound.event)
+        .bind(&r.outbound.also)
+        .bind(&r.outbound.except)
+        .bind(ours)
+        .bind(&r.expect.0)
+        .bind(&r.expect.1)
+        .bind(&r.expect.2)
+        .bind(&r.push.actions)
+        .bind(&r.relations.event)
+        .bind(&r.relations.room)
+        .bind(&r.relations.parent)
+        .bind(&r.relations.rel_type)
+        .bind(BUMP_TYPES)
+        .fetch_one(e)
+        .await?;
     Ok(queued)
 }

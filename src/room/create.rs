@@ -8,7 +8,7 @@ use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
-use ruma::room_version_rules::RoomVersionRules;
+use ruma::room_version_rules::{AuthorizationRules, RoomVersionRules};
 
 use super::pdu::{self, NewContent, Pdu, Placement};
 use super::{Rooms, append, raw};
@@ -83,25 +83,13 @@ pub fn check_creatable(version: &RoomVersionId) -> Result<()> {
 pub const DEFAULT_VERSION: RoomVersionId = RoomVersionId::V12;
 
 impl Rooms {
+    /// Create a room: check what the request asks for, build every event of the room in
+    /// memory, claim the room's row, then store the events in one transaction under the
+    /// room's lock; the alias and the directory entry follow.
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
         let version = req.version.clone().unwrap_or(DEFAULT_VERSION);
         check_creatable(&version)?;
-        let alias = match &req.alias_localpart {
-            Some(local) => {
-                let alias = format!("#{local}:{}", self.server_name());
-                ruma::RoomAliasId::parse(&alias).map_err(|_| {
-                    Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias")
-                })?;
-                if db::rooms::resolve_alias(self.db(), &alias).await?.is_some() {
-                    return Err(Error::new(
-                        ruma::api::error::ErrorKind::RoomInUse,
-                        "Room alias already taken",
-                    ));
-                }
-                Some(alias)
-            }
-            None => None,
-        };
+        let alias = self.free_alias(&req).await?;
         let preset = req.preset.unwrap_or(if req.public_visibility {
             Preset::PublicChat
         } else {
@@ -110,145 +98,15 @@ impl Rooms {
 
         let rules = db::rooms::rules_of(&version)?;
         let auth = &rules.authorization;
+        let (create, creators) = create_content(creator, &version, auth, preset, &req)?;
 
-        let mut create = req.creation_content.clone();
-        if !auth.use_room_create_sender {
-            create.insert("creator".into(), creator.as_str().into());
-        }
-        create.insert("room_version".into(), version.as_str().into());
-        // Room creators have unlimited power since version 12; a trusted private chat makes
-        // its invitees creators too, rather than giving them power level 100.
-        let mut creators: Vec<OwnedUserId> = vec![creator.to_owned()];
-        if auth.additional_room_creators {
-            let mut additional = additional_creators(&create)?;
-            if preset == Preset::TrustedPrivateChat {
-                additional.extend(req.invite.iter().cloned());
-            }
-            additional.retain(|u| u != creator);
-            let mut seen = std::collections::HashSet::new();
-            additional.retain(|u| seen.insert(u.clone()));
-            if !additional.is_empty() {
-                create.insert("additional_creators".into(), json!(additional));
-            }
-            creators.extend(additional);
-        }
-
-        let mut events: Vec<(TimelineEventType, Option<String>, Value)> = Vec::new();
-
-        let mut join = json!({"membership": MembershipState::Join});
-        if let Some(d) = &req.creator_displayname {
-            join["displayname"] = d.clone().into();
-        }
-        if let Some(a) = &req.creator_avatar_url {
-            join["avatar_url"] = a.clone().into();
-        }
-        events.push((
-            TimelineEventType::RoomMember,
-            Some(creator.to_string()),
-            join,
-        ));
-
-        let mut users = Map::new();
-        if !auth.explicitly_privilege_room_creators {
-            users.insert(creator.to_string(), 100.into());
-            if preset == Preset::TrustedPrivateChat {
-                for u in &req.invite {
-                    users.insert(u.to_string(), 100.into());
-                }
-            }
-        }
-        // Only creators may upgrade a room whose creators outrank everyone.
-        let tombstone = if auth.explicitly_privilege_room_creators {
-            150
-        } else {
-            100
-        };
-        let mut power = json!({
-            "users": users,
-            "users_default": 0,
-            "events": {
-                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
-                "m.room.server_acl": 100, "m.room.encryption": 100
-            },
-            "events_default": 0,
-            "state_default": 50,
-            "ban": 50, "kick": 50, "redact": 50,
-            "invite": if preset == Preset::PublicChat { 50 } else { 0 },
-            "notifications": {"room": 50}
-        });
-        if let (Some(o), Some(p)) = (&req.power_level_override, power.as_object_mut()) {
-            for (k, v) in o {
-                p.insert(k.clone(), v.clone());
-            }
-            // Creators cannot be listed where they have unlimited power; leaving them out
-            // changes nothing about what they may do.
-            if auth.explicitly_privilege_room_creators
-                && let Some(Value::Object(u)) = p.get_mut("users")
-            {
-                for c in &creators {
-                    u.remove(c.as_str());
-                }
-            }
-        }
-        if let Some(p) = power.as_object() {
-            super::power::check_integer_levels(p)?;
-        }
+        let mut events: Vec<InitialEvent> = vec![creator_join(creator, &req)];
         events.push((
             TimelineEventType::RoomPowerLevels,
             Some(String::new()),
-            power,
+            power_levels(creator, auth, preset, &req, &creators)?,
         ));
-        if let Some(a) = &alias {
-            events.push((
-                TimelineEventType::RoomCanonicalAlias,
-                Some(String::new()),
-                json!({"alias": a}),
-            ));
-        }
-        let join_rule = if preset == Preset::PublicChat {
-            "public"
-        } else {
-            "invite"
-        };
-        events.push((
-            TimelineEventType::RoomJoinRules,
-            Some(String::new()),
-            json!({"join_rule": join_rule}),
-        ));
-        events.push((
-            TimelineEventType::RoomHistoryVisibility,
-            Some(String::new()),
-            json!({"history_visibility": "shared"}),
-        ));
-        if preset != Preset::PublicChat {
-            events.push((
-                TimelineEventType::RoomGuestAccess,
-                Some(String::new()),
-                json!({"guest_access": "can_join"}),
-            ));
-        }
-        for (t, k, c) in &req.initial_state {
-            events.push((
-                TimelineEventType::from(t.as_str()),
-                Some(k.clone()),
-                c.clone(),
-            ));
-        }
-        if let Some(n) = &req.name {
-            events.push((
-                TimelineEventType::RoomName,
-                Some(String::new()),
-                json!({"name": n}),
-            ));
-        }
-        if let Some(t) = &req.topic {
-            events.push((
-                TimelineEventType::RoomTopic,
-                Some(String::new()),
-                json!({"topic": t}),
-            ));
-        }
+        events.extend(preset_state(alias.as_deref(), preset, &req));
         // Users of other servers are invited after creation, through their servers (the
         // caller's job: an invite they never countersigned would not reach them).
         for u in req
@@ -268,40 +126,9 @@ impl Rooms {
             ));
         }
 
-        // In version 12 on the room ID is the create event's hash: two requests alike to
-        // the millisecond (a client retrying at once, say) would make the same room. The
-        // room row decides; the one that finds its ID taken builds again, a millisecond on.
-        let mut attempts = 0;
-        let (room_id, room, built) = loop {
-            let (room_id, room, built) =
-                self.build_room(creator, &version, &rules, create.clone(), &events)?;
-            let mut tx = db::begin(self.db()).await?;
-            let nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
-            tx.commit().await?;
-            match nid {
-                Some(nid) => {
-                    break (
-                        room_id,
-                        RoomRow {
-                            room_nid: nid,
-                            ..room
-                        },
-                        built,
-                    );
-                }
-                None if attempts < MAX_CREATE_ATTEMPTS => {
-                    attempts += 1;
-                    tracing::debug!(%room_id, attempts, "room ID taken by an identical create event; building again");
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                None => {
-                    return Err(Error::new(
-                        ruma::api::error::ErrorKind::RoomInUse,
-                        "An identical room was being created at the same moment; try again",
-                    ));
-                }
-            }
-        };
+        let (room_id, room, built) = self
+            .claim_room(creator, &version, &rules, create, &events)
+            .await?;
         let room_nid = room.room_nid;
         let lock = self.locks.lock(&room_id).await;
         let checked = built
@@ -318,6 +145,69 @@ impl Rooms {
         }
         tracing::info!(%room_id, %creator, %version, "room created");
         Ok(room_id)
+    }
+
+    /// The alias the request asks for on this server, if any: well formed and not taken
+    /// (`M_ROOM_IN_USE`), checked before anything is built.
+    async fn free_alias(&self, req: &CreateRoom) -> Result<Option<String>> {
+        let Some(local) = &req.alias_localpart else {
+            return Ok(None);
+        };
+        let alias = format!("#{local}:{}", self.server_name());
+        ruma::RoomAliasId::parse(&alias)
+            .map_err(|_| Error::new(ruma::api::error::ErrorKind::InvalidParam, "Invalid alias"))?;
+        if db::rooms::resolve_alias(self.db(), &alias).await?.is_some() {
+            return Err(Error::new(
+                ruma::api::error::ErrorKind::RoomInUse,
+                "Room alias already taken",
+            ));
+        }
+        Ok(Some(alias))
+    }
+
+    /// Build the room and write its row. In version 12 on the room ID is the create event's
+    /// hash: two requests alike to the millisecond (a client retrying at once, say) would
+    /// make the same room. The room row decides; the one that finds its ID taken builds
+    /// again, a millisecond on.
+    async fn claim_room(
+        &self,
+        creator: &UserId,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        create: Map<String, Value>,
+        events: &[InitialEvent],
+    ) -> Result<(OwnedRoomId, RoomRow, Vec<append::Prepared>)> {
+        let mut attempts = 0;
+        loop {
+            let (room_id, room, built) =
+                self.build_room(creator, version, rules, create.clone(), events)?;
+            let mut tx = db::begin(self.db()).await?;
+            let nid = db::rooms::insert(&mut tx, room_id.as_str(), version.as_str()).await?;
+            tx.commit().await?;
+            match nid {
+                Some(nid) => {
+                    return Ok((
+                        room_id,
+                        RoomRow {
+                            room_nid: nid,
+                            ..room
+                        },
+                        built,
+                    ));
+                }
+                None if attempts < MAX_CREATE_ATTEMPTS => {
+                    attempts += 1;
+                    tracing::debug!(%room_id, attempts, "room ID taken by an identical create event; building again");
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                None => {
+                    return Err(Error::new(
+                        ruma::api::error::ErrorKind::RoomInUse,
+                        "An identical room was being created at the same moment; try again",
+                    ));
+                }
+            }
+        }
     }
 
     /// Build every event of a new room: its create event, then `events` in order, each on
@@ -413,6 +303,173 @@ impl Rooms {
             },
         ))
     }
+}
+
+/// One event of a new room after its create event: (type, state key, content).
+type InitialEvent = (TimelineEventType, Option<String>, Value);
+
+/// The create event's content, and the room's creators. Room creators have unlimited power
+/// since version 12; a trusted private chat makes its invitees creators too, rather than
+/// giving them power level 100.
+fn create_content(
+    creator: &UserId,
+    version: &RoomVersionId,
+    auth: &AuthorizationRules,
+    preset: Preset,
+    req: &CreateRoom,
+) -> Result<(Map<String, Value>, Vec<OwnedUserId>)> {
+    let mut create = req.creation_content.clone();
+    if !auth.use_room_create_sender {
+        create.insert("creator".into(), creator.as_str().into());
+    }
+    create.insert("room_version".into(), version.as_str().into());
+    let mut creators: Vec<OwnedUserId> = vec![creator.to_owned()];
+    if auth.additional_room_creators {
+        let mut additional = additional_creators(&create)?;
+        if preset == Preset::TrustedPrivateChat {
+            additional.extend(req.invite.iter().cloned());
+        }
+        additional.retain(|u| u != creator);
+        let mut seen = std::collections::HashSet::new();
+        additional.retain(|u| seen.insert(u.clone()));
+        if !additional.is_empty() {
+            create.insert("additional_creators".into(), json!(additional));
+        }
+        creators.extend(additional);
+    }
+    Ok((create, creators))
+}
+
+/// The creator's join, with the profile the request carries.
+fn creator_join(creator: &UserId, req: &CreateRoom) -> InitialEvent {
+    let mut join = json!({"membership": MembershipState::Join});
+    if let Some(d) = &req.creator_displayname {
+        join["displayname"] = d.clone().into();
+    }
+    if let Some(a) = &req.creator_avatar_url {
+        join["avatar_url"] = a.clone().into();
+    }
+    (
+        TimelineEventType::RoomMember,
+        Some(creator.to_string()),
+        join,
+    )
+}
+
+/// The power levels content: the preset's, with the request's override on top; every level
+/// an integer.
+fn power_levels(
+    creator: &UserId,
+    auth: &AuthorizationRules,
+    preset: Preset,
+    req: &CreateRoom,
+    creators: &[OwnedUserId],
+) -> Result<Value> {
+    let mut users = Map::new();
+    if !auth.explicitly_privilege_room_creators {
+        users.insert(creator.to_string(), 100.into());
+        if preset == Preset::TrustedPrivateChat {
+            for u in &req.invite {
+                users.insert(u.to_string(), 100.into());
+            }
+        }
+    }
+    // Only creators may upgrade a room whose creators outrank everyone.
+    let tombstone = if auth.explicitly_privilege_room_creators {
+        150
+    } else {
+        100
+    };
+    let mut power = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
+            "m.room.server_acl": 100, "m.room.encryption": 100
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50, "kick": 50, "redact": 50,
+        "invite": if preset == Preset::PublicChat { 50 } else { 0 },
+        "notifications": {"room": 50}
+    });
+    if let (Some(o), Some(p)) = (&req.power_level_override, power.as_object_mut()) {
+        for (k, v) in o {
+            p.insert(k.clone(), v.clone());
+        }
+        // Creators cannot be listed where they have unlimited power; leaving them out
+        // changes nothing about what they may do.
+        if auth.explicitly_privilege_room_creators
+            && let Some(Value::Object(u)) = p.get_mut("users")
+        {
+            for c in creators {
+                u.remove(c.as_str());
+            }
+        }
+    }
+    if let Some(p) = power.as_object() {
+        super::power::check_integer_levels(p)?;
+    }
+    Ok(power)
+}
+
+/// The state after the power levels, in the order it is sent: the canonical alias, the
+/// preset's join rules, history visibility and guest access, the request's initial state,
+/// then name and topic (which win over any in the initial state).
+fn preset_state(alias: Option<&str>, preset: Preset, req: &CreateRoom) -> Vec<InitialEvent> {
+    let mut events: Vec<InitialEvent> = Vec::new();
+    if let Some(a) = alias {
+        events.push((
+            TimelineEventType::RoomCanonicalAlias,
+            Some(String::new()),
+            json!({"alias": a}),
+        ));
+    }
+    let join_rule = if preset == Preset::PublicChat {
+        "public"
+    } else {
+        "invite"
+    };
+    events.push((
+        TimelineEventType::RoomJoinRules,
+        Some(String::new()),
+        json!({"join_rule": join_rule}),
+    ));
+    events.push((
+        TimelineEventType::RoomHistoryVisibility,
+        Some(String::new()),
+        json!({"history_visibility": "shared"}),
+    ));
+    if preset != Preset::PublicChat {
+        events.push((
+            TimelineEventType::RoomGuestAccess,
+            Some(String::new()),
+            json!({"guest_access": "can_join"}),
+        ));
+    }
+    for (t, k, c) in &req.initial_state {
+        events.push((
+            TimelineEventType::from(t.as_str()),
+            Some(k.clone()),
+            c.clone(),
+        ));
+    }
+    if let Some(n) = &req.name {
+        events.push((
+            TimelineEventType::RoomName,
+            Some(String::new()),
+            json!({"name": n}),
+        ));
+    }
+    if let Some(t) = &req.topic {
+        events.push((
+            TimelineEventType::RoomTopic,
+            Some(String::new()),
+            json!({"topic": t}),
+        ));
+    }
+    events
 }
 
 /// `additional_creators` of a create event's content: valid user IDs, or a clear error.

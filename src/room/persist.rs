@@ -11,9 +11,14 @@ use super::lock::RoomLock;
 use super::pdu::Relation;
 use super::push::{Notified, PushContext};
 use super::stream::{InFlight, StreamPositions};
-use super::write::{Checked, Current, FanOut, StateChange, Store, event_row};
+use super::write::{Checked, Current, FanOut, Store, event_row};
 use crate::db::{self, rooms::RoomRow};
 use crate::error::{Error, Result};
+
+mod state_groups;
+
+pub(crate) use state_groups::new_state_group;
+use state_groups::{CurrentState, apply_state_changes, new_state_group_on};
 
 impl Checked<'_> {
     /// The event's row, numbered `event_nid`, between `state_before` and `state_after`.
@@ -107,6 +112,13 @@ pub async fn persist_chain(
 
 /// [`persist_batch`] for anything but a plain batch: one transaction. `chained`: see
 /// [`persist_chain`].
+///
+/// The steps, in the order their statements run: take live positions and decide redaction
+/// rights (before the transaction); open it and number the events while push rules are
+/// evaluated elsewhere; intern state keys; place each row on its state group
+/// ([`place_rows`]); insert the rows; link each written row and move the current state
+/// ([`link_event`], [`CurrentState::apply`]); apply redactions; write current state and the
+/// derived rows ([`db::append::link_rows`]); commit.
 async fn persist_in_transaction(
     store: &Store<'_>,
     room: &RoomRow,
@@ -124,15 +136,9 @@ async fn persist_in_transaction(
 
     // Live positions come from the stream's block (a round trip only to refill it).
     let live = evs.iter().filter(|e| !e.historical).count();
-    let mut live_guards = live_positions(db, stream, live).await?.into_iter();
+    let live_guards = live_positions(db, stream, live).await?.into_iter();
     let redactions = redaction_rights(store, room, &evs, &accepted).await?;
-    let mut all_ids: Vec<&str> = Vec::new();
-    all_ids.extend(redactions.iter().flatten().map(|r| r.target.as_str()));
-    for ev in &evs {
-        all_ids.push(ev.event_id.as_str());
-        all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
-        all_ids.extend(ev.pdu.auth_events.iter().map(|e| e.as_str()));
-    }
+    let all_ids = ids_to_number(&evs, &redactions);
     // Push rules are evaluated on another connection while the transaction opens and
     // numbers the events: the two round trips overlap.
     let opening = async {
@@ -142,12 +148,6 @@ async fn persist_in_transaction(
     };
     let (notified, (mut tx, (nids, backfill))) =
         tokio::try_join!(notifications(store, room, &evs, &accepted), opening)?;
-    let mut backfill = backfill.into_iter();
-    let nid = |id: &str| {
-        nids.get(id)
-            .copied()
-            .ok_or_else(|| Error::internal("event ID not interned"))
-    };
     let kinds: Vec<String> = evs.iter().map(|e| e.pdu.kind.to_string()).collect();
     let key_pairs: Vec<(&str, &str)> = evs
         .iter()
@@ -159,80 +159,26 @@ async fn persist_in_transaction(
         false => db::state::intern_keys(&mut tx, &key_pairs).await?,
     };
 
-    // The rows, each on its state group.
-    let mut rows = Vec::with_capacity(evs.len());
-    let mut positions = Vec::with_capacity(evs.len());
-    let mut guards = Vec::with_capacity(live);
-    let mut event_nids = Vec::with_capacity(evs.len());
-    let mut state_key_nids = Vec::with_capacity(evs.len());
-    let mut states_after = Vec::with_capacity(evs.len());
-    let mut row_positions = Vec::with_capacity(evs.len());
-    // An event listed twice is written once (one statement cannot write a row twice).
-    let mut duplicate = Vec::with_capacity(evs.len());
-    let mut seen = HashSet::with_capacity(evs.len());
-    // Chain lengths of the groups this transaction makes (one per state event).
-    let mut made: HashMap<i64, i32> = HashMap::new();
-    for (i, (ev, kind)) in evs.iter().zip(&kinds).enumerate() {
-        let event_nid = nid(ev.event_id.as_str())?;
-        let state_before = match (chained, states_after.last()) {
-            (true, Some(after)) if i > 0 => *after,
-            _ => ev.state_before,
-        };
-        duplicate.push(!seen.insert(event_nid));
-        let state_key_nid = match &ev.pdu.state_key {
-            Some(k) => Some(
-                key_nids
-                    .get(&(kind.clone(), k.clone()))
-                    .copied()
-                    .ok_or_else(|| Error::internal("state key not interned"))?,
-            ),
-            None => None,
-        };
-        let state_after = match state_key_nid {
-            Some(sk) if ev.rejected.is_none() => {
-                let known = state_before.and_then(|g| made.get(&g).map(|len| (g, *len)));
-                let (group, len) = new_state_group_on(
-                    &mut tx,
-                    room.room_nid,
-                    state_before,
-                    known,
-                    &[(sk, event_nid)],
-                )
-                .await?;
-                made.insert(group, len);
-                Some(group)
-            }
-            _ => state_before,
-        };
-        let position = match ev.historical {
-            true => backfill.next(),
-            false => live_guards.next().map(|g| {
-                let p = g.position();
-                guards.push((event_nid, g, member_target(ev.pdu)));
-                p
-            }),
-        }
-        .ok_or_else(|| Error::internal("too few stream positions"))?;
-        positions.push(Some(position));
-        event_nids.push(event_nid);
-        state_key_nids.push(state_key_nid);
-        states_after.push(state_after);
-        if duplicate.last().copied().unwrap_or(false) {
-            continue;
-        }
-        row_positions.push(Some(position));
-        rows.push(ev.row(
-            room.room_nid,
-            event_nid,
-            kind,
-            state_key_nid,
-            (state_before, state_after),
-        ));
-    }
-    let inserted = db::events::insert_many(&mut tx, &rows, &row_positions).await?;
-    let stored: Vec<bool> = event_nids
+    let order = Order {
+        nids: &nids,
+        key_nids: &key_nids,
+        chained,
+    };
+    let placed = place_rows(
+        &mut tx,
+        room,
+        &evs,
+        &kinds,
+        order,
+        backfill.into_iter(),
+        live_guards,
+    )
+    .await?;
+    let inserted = db::events::insert_many(&mut tx, &placed.rows, &placed.row_positions).await?;
+    let stored: Vec<bool> = placed
+        .event_nids
         .iter()
-        .zip(&duplicate)
+        .zip(&placed.duplicate)
         .map(|(n, dup)| !dup && inserted.contains(n))
         .collect();
     if inserted.is_empty() {
@@ -245,116 +191,44 @@ async fn persist_in_transaction(
     let relations: Vec<Option<Relation>> = evs.iter().map(|e| e.pdu.relation()).collect();
     let mut links = db::append::Links::default();
     let mut forward_replaced = HashSet::new();
-    let mut current_group = room.state_group;
-    let mut changes: Vec<StateChange> = Vec::new();
-    let mut removed_keys: Vec<i64> = Vec::new();
+    let mut current = CurrentState {
+        group: room.state_group,
+        changes: Vec::new(),
+        removed_keys: Vec::new(),
+    };
     for (i, ev) in evs.iter().enumerate() {
         if !stored[i] {
             continue;
         }
-        let event_nid = event_nids[i];
-        links.written.push(event_nid);
-        let prevs = ev
-            .pdu
-            .prev_events
-            .iter()
-            .map(|e| nid(e.as_str()))
-            .collect::<Result<Vec<_>>>()?;
-        for a in &ev.pdu.auth_events {
-            links.auth_edges.push((event_nid, nid(a.as_str())?));
-        }
-        links
-            .prev_edges
-            .extend(prevs.iter().map(|p| (event_nid, *p)));
-        if let (Some(n), Some(position)) = (&notified[i], positions[i]) {
-            links.push.extend(n.rows(event_nid, position));
-        }
-        if let (Some(r), true) = (&relations[i], accepted[i]) {
-            links
-                .relations
-                .push((event_nid, r.event_id.as_str(), r.rel_type.as_str()));
-        }
-        if accepted[i] && !ev.historical {
-            links.forward_new.push(event_nid);
-            forward_replaced.extend(prevs.iter().copied());
-        }
-        links.cited.extend(prevs);
-        if let Some(t) = &ev.txn {
-            links
-                .txns
-                .push((ev.pdu.sender.as_str(), t.device_id, t.txn_id, event_nid));
-        }
-        match ev.fan_out {
-            _ if ev.historical => {}
-            FanOut::Local => links.outbound.push(db::append::OutboundEvent {
-                event_nid,
-                also: removed_target_server(ev.pdu),
-                except: None,
-            }),
-            FanOut::Forward { origin } if accepted[i] => {
-                links.outbound.push(db::append::OutboundEvent {
-                    event_nid,
-                    also: None,
-                    except: Some(origin),
-                })
-            }
-            FanOut::Forward { .. } | FanOut::None => {}
-        }
+        let event_nid = placed.event_nids[i];
+        let derived = Derived {
+            notified: notified[i].as_ref().zip(placed.positions[i]),
+            relation: relations[i].as_ref().filter(|_| accepted[i]),
+            accepted: accepted[i],
+        };
+        link_event(
+            &mut links,
+            &mut forward_replaced,
+            ev,
+            event_nid,
+            &nids,
+            derived,
+        )?;
         if !accepted[i] || ev.historical {
             continue;
         }
-        let own = state_key_nids[i].map(|sk| StateChange {
-            state_key_nid: sk,
-            event_nid,
-            member: (ev.pdu.kind == TimelineEventType::RoomMember)
-                .then(|| {
-                    ev.pdu
-                        .state_key
-                        .clone()
-                        .map(|k| (k, super::pdu::membership_of(&ev.pdu.content)))
-                })
-                .flatten(),
-        });
-        match &ev.current {
-            Current::Keep => {}
-            Current::Extend { also } => {
-                // The event's own entry comes last, so it wins over the state before it.
-                changes.extend(also.iter().cloned());
-                changes.extend(own);
-                current_group = states_after[i];
-            }
-            Current::Resolved {
-                changes: resolved,
-                removed,
-            } => {
-                let entries: Vec<(i64, i64)> = resolved
-                    .iter()
-                    .map(|c| (c.state_key_nid, c.event_nid))
-                    .collect();
-                if !removed.is_empty() {
-                    // A delta cannot remove a key: the whole new state as a snapshot.
-                    current_group = Some(
-                        snapshot_without(&mut tx, room.room_nid, current_group, &entries, removed)
-                            .await?,
-                    );
-                    changes.retain(|c| !removed.contains(&c.state_key_nid));
-                    removed_keys.extend(removed.iter().copied());
-                } else if !entries.is_empty() {
-                    current_group = Some(
-                        new_state_group(&mut tx, room.room_nid, current_group, &entries).await?,
-                    );
-                }
-                changes.extend(resolved.iter().cloned());
-            }
-        }
+        let own = (placed.state_key_nids[i], placed.states_after[i]);
+        current
+            .apply(&mut tx, room.room_nid, ev, event_nid, own)
+            .await?;
     }
     // Redactions decided now: those of this batch, and earlier ones whose target just came.
     let mut new_redactions = Vec::new();
     for (i, r) in redactions.iter().enumerate() {
         if let (Some(r), true) = (r, stored[i]) {
             new_redactions.push(db::redactions::NewRedaction {
-                redaction_nid: event_nids[i],
-                target_nid: nid(r.target.as_str())?,
+                redaction_nid: placed.event_nids[i],
+                target_nid: nid_of(&nids, r.target.as_str())?,
                 room_nid: room.room_nid,
                 by_power: r.by_power,
                 sender_server: evs[i].pdu.sender.server_name().as_str(),
@@ -364,6 +238,11 @@ async fn persist_in_transaction(
     db::redactions::apply(&mut tx, &new_redactions, &links.written).await?;
     links.forward_new.retain(|n| !forward_replaced.contains(n));
     links.forward_replaced = forward_replaced.into_iter().collect();
+    let CurrentState {
+        group: current_group,
+        changes,
+        removed_keys,
+    } = current;
     // Keys set again later in the batch come back with the changes.
     if !removed_keys.is_empty() {
         db::state::remove_current(&mut tx, room.room_nid, &removed_keys).await?;
@@ -380,13 +259,218 @@ async fn persist_in_transaction(
     if queued > 0 {
         store.outbox.notify_one();
     }
-    for (event_nid, guard, member) in guards {
+    for (event_nid, guard, member) in placed.guards {
         // A position whose event was not written is dropped: skipped, never waited for.
         if inserted.contains(&event_nid) {
             guard.committed(room.room_nid, member);
         }
     }
     Ok(stored)
+}
+
+/// Every event ID the batch's transaction numbers in one statement: redaction targets, the
+/// events themselves, and those they cite as prev and auth events.
+fn ids_to_number<'e>(
+    evs: &'e [Checked<'_>],
+    redactions: &'e [Option<RedactionRight>],
+) -> Vec<&'e str> {
+    let mut all_ids: Vec<&str> = Vec::new();
+    all_ids.extend(redactions.iter().flatten().map(|r| r.target.as_str()));
+    for ev in evs {
+        all_ids.push(ev.event_id.as_str());
+        all_ids.extend(ev.pdu.prev_events.iter().map(|e| e.as_str()));
+        all_ids.extend(ev.pdu.auth_events.iter().map(|e| e.as_str()));
+    }
+    all_ids
+}
+
+/// The number the transaction gave an event ID of the batch (see [`ids_to_number`]).
+fn nid_of(nids: &HashMap<String, i64>, id: &str) -> Result<i64> {
+    nids.get(id)
+        .copied()
+        .ok_or_else(|| Error::internal("event ID not interned"))
+}
+
+/// What placing the rows works from: the numbers of event IDs and state keys, and whether
+/// the events stand on each other's state ([`persist_chain`]).
+#[derive(Clone, Copy)]
+struct Order<'n> {
+    nids: &'n HashMap<String, i64>,
+    key_nids: &'n HashMap<(String, String), i64>,
+    chained: bool,
+}
+
+/// The batch's rows, numbered, each at its stream position and on its state group.
+struct Placed<'s> {
+    /// The rows to insert (an event listed twice once) and their positions.
+    rows: Vec<db::events::NewEvent<'s>>,
+    row_positions: Vec<Option<i64>>,
+    /// Per event of the batch, duplicates included.
+    positions: Vec<Option<i64>>,
+    event_nids: Vec<i64>,
+    state_key_nids: Vec<Option<i64>>,
+    states_after: Vec<Option<i64>>,
+    duplicate: Vec<bool>,
+    /// The live positions taken: (event, its position's guard, the member it changes),
+    /// released once committed.
+    guards: Vec<(i64, InFlight, Option<String>)>,
+}
+
+/// The rows, each on its state group: a state event that is not rejected makes a new group
+/// on the one it stands on (statements in event order, as the groups chain).
+async fn place_rows<'s>(
+    tx: &mut sqlx::PgConnection,
+    room: &RoomRow,
+    evs: &'s [Checked<'_>],
+    kinds: &'s [String],
+    order: Order<'_>,
+    mut backfill: impl Iterator<Item = i64>,
+    mut live_guards: impl Iterator<Item = InFlight>,
+) -> Result<Placed<'s>> {
+    let live = evs.iter().filter(|e| !e.historical).count();
+    let mut p = Placed {
+        rows: Vec::with_capacity(evs.len()),
+        row_positions: Vec::with_capacity(evs.len()),
+        positions: Vec::with_capacity(evs.len()),
+        event_nids: Vec::with_capacity(evs.len()),
+        state_key_nids: Vec::with_capacity(evs.len()),
+        states_after: Vec::with_capacity(evs.len()),
+        // An event listed twice is written once (one statement cannot write a row twice).
+        duplicate: Vec::with_capacity(evs.len()),
+        guards: Vec::with_capacity(live),
+    };
+    let mut seen = HashSet::with_capacity(evs.len());
+    // Chain lengths of the groups this transaction makes (one per state event).
+    let mut made: HashMap<i64, i32> = HashMap::new();
+    for (i, (ev, kind)) in evs.iter().zip(kinds).enumerate() {
+        let event_nid = nid_of(order.nids, ev.event_id.as_str())?;
+        let state_before = match (order.chained, p.states_after.last()) {
+            (true, Some(after)) if i > 0 => *after,
+            _ => ev.state_before,
+        };
+        p.duplicate.push(!seen.insert(event_nid));
+        let state_key_nid = match &ev.pdu.state_key {
+            Some(k) => Some(
+                order
+                    .key_nids
+                    .get(&(kind.clone(), k.clone()))
+                    .copied()
+                    .ok_or_else(|| Error::internal("state key not interned"))?,
+            ),
+            None => None,
+        };
+        let state_after = match state_key_nid {
+            Some(sk) if ev.rejected.is_none() => {
+                let known = state_before.and_then(|g| made.get(&g).map(|len| (g, *len)));
+                let (group, len) = new_state_group_on(
+                    &mut *tx,
+                    room.room_nid,
+                    state_before,
+                    known,
+                    &[(sk, event_nid)],
+                )
+                .await?;
+                made.insert(group, len);
+                Some(group)
+            }
+            _ => state_before,
+        };
+        let position = match ev.historical {
+            true => backfill.next(),
+            false => live_guards.next().map(|g| {
+                let pos = g.position();
+                p.guards.push((event_nid, g, member_target(ev.pdu)));
+                pos
+            }),
+        }
+        .ok_or_else(|| Error::internal("too few stream positions"))?;
+        p.positions.push(Some(position));
+        p.event_nids.push(event_nid);
+        p.state_key_nids.push(state_key_nid);
+        p.states_after.push(state_after);
+        if p.duplicate.last().copied().unwrap_or(false) {
+            continue;
+        }
+        p.row_positions.push(Some(position));
+        p.rows.push(ev.row(
+            room.room_nid,
+            event_nid,
+            kind,
+            state_key_nid,
+            (state_before, state_after),
+        ));
+    }
+    Ok(p)
+}
+
+/// The derived rows one written event may bring besides its edges: whom it notifies (at its
+/// position), and the relation of an accepted event.
+struct Derived<'a> {
+    notified: Option<(&'a Notified, i64)>,
+    relation: Option<&'a Relation>,
+    accepted: bool,
+}
+
+/// Add what hangs off one written row to `links`: its edges, notifications, relation,
+/// forward extremities, transaction ID and outbound queue entry.
+fn link_event<'a>(
+    links: &mut db::append::Links<'a>,
+    forward_replaced: &mut HashSet<i64>,
+    ev: &'a Checked<'a>,
+    event_nid: i64,
+    nids: &HashMap<String, i64>,
+    derived: Derived<'a>,
+) -> Result<()> {
+    links.written.push(event_nid);
+    let prevs = ev
+        .pdu
+        .prev_events
+        .iter()
+        .map(|e| nid_of(nids, e.as_str()))
+        .collect::<Result<Vec<_>>>()?;
+    for a in &ev.pdu.auth_events {
+        links
+            .auth_edges
+            .push((event_nid, nid_of(nids, a.as_str())?));
+    }
+    links
+        .prev_edges
+        .extend(prevs.iter().map(|p| (event_nid, *p)));
+    if let Some((n, position)) = derived.notified {
+        links.push.extend(n.rows(event_nid, position));
+    }
+    if let Some(r) = derived.relation {
+        links
+            .relations
+            .push((event_nid, r.event_id.as_str(), r.rel_type.as_str()));
+    }
+    if derived.accepted && !ev.historical {
+        links.forward_new.push(event_nid);
+        forward_replaced.extend(prevs.iter().copied());
+    }
+    links.cited.extend(prevs);
+    if let Some(t) = &ev.txn {
+        links
+            .txns
+            .push((ev.pdu.sender.as_str(), t.device_id, t.txn_id, event_nid));
+    }
+    match ev.fan_out {
+        _ if ev.historical => {}
+        FanOut::Local => links.outbound.push(db::append::OutboundEvent {
+            event_nid,
+            also: removed_target_server(ev.pdu),
+            except: None,
+        }),
+        FanOut::Forward { origin } if derived.accepted => {
+            links.outbound.push(db::append::OutboundEvent {
+                event_nid,
+                also: None,
+                except: Some(origin),
+            })
+        }
+        FanOut::Forward { .. } | FanOut::None => {}
+    }
+    Ok(())
 }
 
 /// What an accepted redaction names, and whether its sender had the power to redact the
@@ -614,110 +698,6 @@ pub(crate) async fn live_positions(
         stream.add_block(db::append::position_block(db, n.max(POSITION_BLOCK)).await?);
     }
     Err(Error::internal("could not take stream positions"))
-}
-
-/// Make the accumulated changes the room's current state, the last change of each key (and
-/// of each member) winning, and `group` its state group.
-async fn apply_state_changes(
-    tx: &mut sqlx::PgConnection,
-    room: &RoomRow,
-    changes: Vec<StateChange>,
-    group: Option<i64>,
-) -> Result<()> {
-    if !changes.is_empty() {
-        let mut by_key: HashMap<i64, i64> = HashMap::new();
-        let mut members: HashMap<String, (MembershipState, i64)> = HashMap::new();
-        for c in changes {
-            by_key.insert(c.state_key_nid, c.event_nid);
-            if let Some((user, membership)) = c.member {
-                members.insert(user, (membership, c.event_nid));
-            }
-        }
-        let entries: Vec<(i64, i64)> = by_key.into_iter().collect();
-        db::state::set_current_many(&mut *tx, room.room_nid, &entries).await?;
-        let members: Vec<(&str, &MembershipState, i64)> = members
-            .iter()
-            .map(|(u, (m, e))| (u.as_str(), m, *e))
-            .collect();
-        if !members.is_empty() {
-            db::rooms::set_memberships(&mut *tx, room.room_nid, &members).await?;
-        }
-    }
-    if let Some(group) = group
-        && Some(group) != room.state_group
-    {
-        db::rooms::set_state_group(&mut *tx, room.room_nid, group).await?;
-    }
-    Ok(())
-}
-
-/// The state of `group` with `entries` set and `removed` gone, as a new snapshot group.
-async fn snapshot_without(
-    tx: &mut sqlx::PgConnection,
-    room_nid: i64,
-    group: Option<i64>,
-    entries: &[(i64, i64)],
-    removed: &[i64],
-) -> Result<i64> {
-    let mut all: HashMap<i64, i64> = match group {
-        Some(g) => db::state::load(&mut *tx, g)
-            .await?
-            .into_iter()
-            .map(|r| (r.0, r.1))
-            .collect(),
-        None => HashMap::new(),
-    };
-    all.extend(entries.iter().copied());
-    for k in removed {
-        all.remove(k);
-    }
-    let all: Vec<(i64, i64)> = all.into_iter().collect();
-    Ok(db::state::create_group(tx, room_nid, None, &all).await?)
-}
-
-/// A new state group: `prev` plus `entries`, as a delta unless the chain is at its cap.
-pub(crate) async fn new_state_group(
-    tx: &mut sqlx::PgConnection,
-    room_nid: i64,
-    prev: Option<i64>,
-    entries: &[(i64, i64)],
-) -> Result<i64> {
-    Ok(new_state_group_on(tx, room_nid, prev, None, entries)
-        .await?
-        .0)
-}
-
-/// [`new_state_group`], with `prev`'s chain length if known (a group made in the same
-/// transaction); returns the new group and its chain length.
-async fn new_state_group_on(
-    tx: &mut sqlx::PgConnection,
-    room_nid: i64,
-    prev: Option<i64>,
-    known: Option<(i64, i32)>,
-    entries: &[(i64, i64)],
-) -> Result<(i64, i32)> {
-    let Some(prev) = prev else {
-        let group = db::state::create_group(tx, room_nid, None, entries).await?;
-        return Ok((group, 0));
-    };
-    let len = match known {
-        Some((g, len)) if g == prev => len,
-        _ => db::state::chain_len(&mut *tx, prev).await?,
-    };
-    if len + 1 < db::state::MAX_CHAIN_LEN {
-        let group = db::state::create_group(tx, room_nid, Some((prev, len)), entries).await?;
-        return Ok((group, len + 1));
-    }
-    // The chain is at its cap: write the whole state as a new snapshot.
-    let mut all: HashMap<i64, i64> = db::state::load(&mut *tx, prev)
-        .await?
-        .into_iter()
-        .map(|r| (r.0, r.1))
-        .collect();
-    all.extend(entries.iter().copied());
-    let all: Vec<(i64, i64)> = all.into_iter().collect();
-    let group = db::state::create_group(tx, room_nid, None, &all).await?;
-    Ok((group, 0))
 }
 
 /// The server of a user another member put out of the room (kick, ban, invite rescinded,

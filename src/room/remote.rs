@@ -165,23 +165,7 @@ impl Rooms {
         if by_id.get(ev.event_id.as_str()).is_some_and(|r| !r.outlier) {
             return Ok(Outcome::AlreadyKnown);
         }
-        let missing_prev: Vec<OwnedEventId> = pdu
-            .prev_events
-            .iter()
-            .filter(|id| {
-                by_id.get(id.as_str()).is_none_or(|r| {
-                    r.outlier || r.state_after.is_none() && r.state_before.is_none()
-                })
-            })
-            .cloned()
-            .collect();
-        let missing_auth: Vec<OwnedEventId> = pdu
-            .auth_events
-            .iter()
-            .chain(&implied_create)
-            .filter(|id| !by_id.contains_key(id.as_str()))
-            .cloned()
-            .collect();
+        let (missing_prev, missing_auth) = missing_events(pdu, &by_id, implied_create.as_ref());
         if (!missing_prev.is_empty() && explicit_state.is_none()) || !missing_auth.is_empty() {
             return Ok(Outcome::Missing {
                 prev: missing_prev,
@@ -190,41 +174,14 @@ impl Rooms {
         }
 
         // Auth against its own auth events.
-        let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
-        for id in pdu.auth_events.iter().chain(&implied_create) {
-            if let Some(row) = by_id.get(id.as_str()) {
-                let p = parse_stored(row)?;
-                if let Some(k) = &p.state_key {
-                    auth_state.insert((StateEventType::from(p.kind.to_string()), k.clone()), p);
-                }
-            }
-        }
-        let mut rejected = append::authorise(&rules, pdu, &auth_state)
-            .err()
-            .map(|e| format!("not allowed by its auth events: {e}"));
+        let mut rejected = check_by_auth_events(&rules, pdu, &by_id, implied_create.as_ref())?;
 
-        // The state before it: that after its prev_events, resolved if they differ.
-        let mut prev_groups: Vec<i64> = pdu
-            .prev_events
-            .iter()
-            .filter_map(|id| by_id.get(id.as_str()))
-            .filter_map(|r| r.state_after.or(r.state_before))
-            .collect();
-        prev_groups.sort_unstable();
-        prev_groups.dedup();
-        let state_before = match prev_groups.as_slice() {
-            _ if explicit_state.is_some() && !missing_prev.is_empty() => explicit_state,
-            [] => None,
-            [one] => Some(*one),
-            several => {
-                let maps = state_res::load_maps(db, several).await?;
-                let resolved = state_res::resolve(db, &rules, &maps, None).await?;
-                Some(
-                    self.store_map(room.room_nid, several[0], &maps[0], &resolved.map)
-                        .await?,
-                )
-            }
-        };
+        // The state before it: that after its prev_events, resolved if they differ, or the
+        // one given when they are missing.
+        let explicit_state = explicit_state.filter(|_| !missing_prev.is_empty());
+        let state_before = self
+            .state_after_prevs(&room, &rules, pdu, &by_id, explicit_state)
+            .await?;
 
         if rejected.is_none() {
             let auth_types = append::auth_state_keys(
@@ -288,6 +245,40 @@ impl Rooms {
         };
         self.store_checked(lock, &room, ev, verdict, forward_for, historical)
             .await
+    }
+
+    /// The state before an event from its prev_events: the state after them, resolved (and
+    /// stored as a group) when they differ; `explicit` instead when given.
+    async fn state_after_prevs(
+        &self,
+        room: &RoomRow,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        by_id: &HashMap<&str, &db::events::StoredEvent>,
+        explicit: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let db = self.db();
+        let mut prev_groups: Vec<i64> = pdu
+            .prev_events
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()))
+            .filter_map(|r| r.state_after.or(r.state_before))
+            .collect();
+        prev_groups.sort_unstable();
+        prev_groups.dedup();
+        Ok(match prev_groups.as_slice() {
+            _ if explicit.is_some() => explicit,
+            [] => None,
+            [one] => Some(*one),
+            several => {
+                let maps = state_res::load_maps(db, several).await?;
+                let resolved = state_res::resolve(db, rules, &maps, None).await?;
+                Some(
+                    self.store_map(room.room_nid, several[0], &maps[0], &resolved.map)
+                        .await?,
+                )
+            }
+        })
     }
 
     async fn store_checked(
@@ -497,4 +488,53 @@ impl Rooms {
         tx.commit().await?;
         Ok(group)
     }
+}
+
+/// The prev events an event cites that are not in the graph with a state (unknown, or only
+/// outliers), and the auth events not stored at all.
+fn missing_events(
+    pdu: &Pdu,
+    by_id: &HashMap<&str, &db::events::StoredEvent>,
+    implied_create: Option<&OwnedEventId>,
+) -> (Vec<OwnedEventId>, Vec<OwnedEventId>) {
+    let missing_prev: Vec<OwnedEventId> = pdu
+        .prev_events
+        .iter()
+        .filter(|id| {
+            by_id
+                .get(id.as_str())
+                .is_none_or(|r| r.outlier || r.state_after.is_none() && r.state_before.is_none())
+        })
+        .cloned()
+        .collect();
+    let missing_auth: Vec<OwnedEventId> = pdu
+        .auth_events
+        .iter()
+        .chain(implied_create)
+        .filter(|id| !by_id.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    (missing_prev, missing_auth)
+}
+
+/// Step one of the checks: the event against its own auth events (the implied create event
+/// included). `Some` reason when it fails.
+fn check_by_auth_events(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    by_id: &HashMap<&str, &db::events::StoredEvent>,
+    implied_create: Option<&OwnedEventId>,
+) -> Result<Option<String>> {
+    let mut auth_state: HashMap<(StateEventType, String), Pdu> = HashMap::new();
+    for id in pdu.auth_events.iter().chain(implied_create) {
+        if let Some(row) = by_id.get(id.as_str()) {
+            let p = parse_stored(row)?;
+            if let Some(k) = &p.state_key {
+                auth_state.insert((StateEventType::from(p.kind.to_string()), k.clone()), p);
+            }
+        }
+    }
+    Ok(append::authorise(rules, pdu, &auth_state)
+        .err()
+        .map(|e| format!("not allowed by its auth events: {e}")))
 }

@@ -73,8 +73,78 @@ pub async fn resolve(
         }
     };
 
-    // Auth chains: one walk from every fork's events, each fork numbered.
-    let pending_nid = pending.as_ref().map(|p| p.nid);
+    let chains = auth_chains(db, &distinct, pending.as_ref()).await?;
+    let subgraph = match state_res_rules.consider_conflicted_state_subgraph {
+        true => conflicted_subgraph(db, &distinct, pending.as_ref()).await?,
+        false => Vec::new(),
+    };
+    let events = load_events(db, &distinct, &chains.rows, &subgraph, pending.as_ref()).await?;
+    let key_of = state_keys(db, &distinct).await?;
+    let nid_of_key: HashMap<&(StateEventType, String), i64> =
+        key_of.iter().map(|(n, k)| (k, *n)).collect();
+
+    let maps = fork_maps(&distinct, &key_of, &events)?;
+    let ids_of = |nids: &mut dyn Iterator<Item = &i64>| {
+        let mut set = EventIdSet::new();
+        for n in nids {
+            if let Some(p) = events.get(n) {
+                set.insert(p.event_id.clone());
+            }
+        }
+        set
+    };
+    let auth_chains: Vec<EventIdSet<OwnedEventId>> = chains
+        .by_fork
+        .iter()
+        .map(|c| ids_of(&mut c.iter()))
+        .collect();
+    let subgraph_ids = ids_of(&mut subgraph.iter());
+    let by_id: HashMap<&EventId, &Pdu> =
+        events.values().map(|p| (p.event_id.as_ref(), p)).collect();
+    let resolved = ruma::state_res::resolve(
+        &rules.authorization,
+        &state_res_rules,
+        maps.iter(),
+        auth_chains,
+        |id| by_id.get(id).map(|p| (*p).clone()),
+        // Walked above from the same forks: ruma's conflicted state set is ours.
+        |_| Some(subgraph_ids.clone()),
+    )
+    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
+
+    let nid_of: HashMap<&EventId, i64> = events
+        .iter()
+        .map(|(n, p)| (p.event_id.as_ref(), *n))
+        .collect();
+    let mut map = KeyMap::with_capacity(resolved.len());
+    for (key, id) in resolved {
+        let sk = nid_of_key
+            .get(&key)
+            .ok_or_else(|| Error::internal("resolved a state key no fork had"))?;
+        let ev = nid_of
+            .get(id.as_ref() as &EventId)
+            .ok_or_else(|| Error::internal("resolved an event no fork had"))?;
+        map.insert(*sk, *ev);
+    }
+    Ok(Resolved { map, events })
+}
+
+/// The auth chains of the forks, loaded by one walk from every fork's events.
+struct Chains {
+    /// (fork, event) rows as the walk returned them.
+    rows: Vec<(i32, i64)>,
+    /// Per fork, the events of its auth chain (a pending event's auth events included).
+    by_fork: Vec<HashSet<i64>>,
+}
+
+/// Auth chains: one walk from every fork's events, each fork numbered; refused beyond
+/// [`MAX_AUTH_CHAIN_ROWS`].
+async fn auth_chains(
+    db: &PgPool,
+    distinct: &[&KeyMap],
+    pending: Option<&Pending<'_>>,
+) -> Result<Chains> {
+    let pending_nid = pending.map(|p| p.nid);
     let mut sets = Vec::new();
     let mut roots = Vec::new();
     for (i, fork) in distinct.iter().enumerate() {
@@ -82,7 +152,7 @@ pub async fn resolve(
         for &ev in fork.values() {
             if Some(ev) == pending_nid {
                 // Not stored: its chain starts at its auth events.
-                if let Some(p) = &pending {
+                if let Some(p) = pending {
                     for &a in p.auth_nids {
                         sets.push(set);
                         roots.push(a);
@@ -107,41 +177,56 @@ pub async fn resolve(
             c.insert(*nid);
         }
     }
-    if let Some(p) = &pending {
+    if let Some(p) = pending {
         for (i, fork) in distinct.iter().enumerate() {
             if fork.values().any(|&e| e == p.nid) {
                 chain_nids[i].extend(p.auth_nids.iter().copied());
             }
         }
     }
+    Ok(Chains {
+        rows: chain_rows,
+        by_fork: chain_nids,
+    })
+}
 
-    // Since v2.1 (room version 12) the events between conflicted ones take part too.
-    let subgraph = if state_res_rules.consider_conflicted_state_subgraph {
-        let conflicted = conflicted_events(&distinct);
-        let also_from: Vec<i64> = pending
-            .as_ref()
-            .filter(|p| conflicted.contains(&p.nid))
-            .map(|p| p.auth_nids.to_vec())
-            .unwrap_or_default();
-        let (nids, truncated) =
-            db::graph::conflicted_subgraph(db, &conflicted, &also_from, MAX_AUTH_CHAIN_ROWS)
-                .await?;
-        if truncated {
-            return Err(Error::internal(
-                "conflicted state subgraph too large to resolve state",
-            ));
-        }
-        nids
-    } else {
-        Vec::new()
-    };
+/// Since v2.1 (room version 12) the events between conflicted ones take part too: the
+/// conflicted state subgraph, walked in one query and refused beyond
+/// [`MAX_AUTH_CHAIN_ROWS`].
+async fn conflicted_subgraph(
+    db: &PgPool,
+    distinct: &[&KeyMap],
+    pending: Option<&Pending<'_>>,
+) -> Result<Vec<i64>> {
+    let conflicted = conflicted_events(distinct);
+    let also_from: Vec<i64> = pending
+        .filter(|p| conflicted.contains(&p.nid))
+        .map(|p| p.auth_nids.to_vec())
+        .unwrap_or_default();
+    let (nids, truncated) =
+        db::graph::conflicted_subgraph(db, &conflicted, &also_from, MAX_AUTH_CHAIN_ROWS).await?;
+    if truncated {
+        return Err(Error::internal(
+            "conflicted state subgraph too large to resolve state",
+        ));
+    }
+    Ok(nids)
+}
 
-    // Every event involved, parsed once.
+/// Every event involved (the forks' states, their auth chains, the subgraph), parsed once,
+/// by number; the pending event as given.
+async fn load_events(
+    db: &PgPool,
+    distinct: &[&KeyMap],
+    chain_rows: &[(i32, i64)],
+    subgraph: &[i64],
+    pending: Option<&Pending<'_>>,
+) -> Result<HashMap<i64, Pdu>> {
     let mut wanted: HashSet<i64> = distinct.iter().flat_map(|f| f.values().copied()).collect();
     wanted.extend(chain_rows.iter().map(|r| r.1));
     wanted.extend(subgraph.iter().copied());
-    if let Some(n) = pending_nid {
-        wanted.remove(&n);
+    if let Some(p) = pending {
+        wanted.remove(&p.nid);
     }
     let wanted: Vec<i64> = wanted.into_iter().collect();
     let mut events: HashMap<i64, Pdu> = HashMap::with_capacity(wanted.len() + 1);
@@ -152,15 +237,17 @@ pub async fn resolve(
         pdu.rejected = row.rejected_reason.is_some();
         events.insert(row.event_nid, pdu);
     }
-    if let Some(p) = &pending {
+    if let Some(p) = pending {
         events.insert(p.nid, p.pdu.clone());
     }
-    let nid_of: HashMap<&EventId, i64> = events
-        .iter()
-        .map(|(n, p)| (p.event_id.as_ref(), *n))
-        .collect();
+    Ok(events)
+}
 
-    // State keys by number, both ways.
+/// The forks' state keys by number, in one query.
+async fn state_keys(
+    db: &PgPool,
+    distinct: &[&KeyMap],
+) -> Result<HashMap<i64, (StateEventType, String)>> {
     let key_nids: Vec<i64> = distinct
         .iter()
         .flat_map(|f| f.keys().copied())
@@ -171,11 +258,17 @@ pub async fn resolve(
     for (nid, t, k) in db::state::keys_by_nid(db, &key_nids).await? {
         key_of.insert(nid, (StateEventType::from(t), k));
     }
-    let nid_of_key: HashMap<&(StateEventType, String), i64> =
-        key_of.iter().map(|(n, k)| (k, *n)).collect();
+    Ok(key_of)
+}
 
+/// The forks as ruma takes them: (type, state key) → event ID.
+fn fork_maps(
+    distinct: &[&KeyMap],
+    key_of: &HashMap<i64, (StateEventType, String)>,
+    events: &HashMap<i64, Pdu>,
+) -> Result<Vec<StateMap<OwnedEventId>>> {
     let mut maps: Vec<StateMap<OwnedEventId>> = Vec::with_capacity(distinct.len());
-    for fork in &distinct {
+    for fork in distinct {
         let mut m = StateMap::with_capacity(fork.len());
         for (sk, ev) in fork.iter() {
             let key = key_of
@@ -188,46 +281,7 @@ pub async fn resolve(
         }
         maps.push(m);
     }
-    let mut auth_chains = Vec::with_capacity(distinct.len());
-    for c in &chain_nids {
-        let mut set = EventIdSet::new();
-        for n in c {
-            if let Some(p) = events.get(n) {
-                set.insert(p.event_id.clone());
-            }
-        }
-        auth_chains.push(set);
-    }
-    let mut subgraph_ids = EventIdSet::new();
-    for n in &subgraph {
-        if let Some(p) = events.get(n) {
-            subgraph_ids.insert(p.event_id.clone());
-        }
-    }
-    let by_id: HashMap<&EventId, &Pdu> =
-        events.values().map(|p| (p.event_id.as_ref(), p)).collect();
-    let resolved = ruma::state_res::resolve(
-        &rules.authorization,
-        &state_res_rules,
-        maps.iter(),
-        auth_chains,
-        |id| by_id.get(id).map(|p| (*p).clone()),
-        // Walked above from the same forks: ruma's conflicted state set is ours.
-        |_| Some(subgraph_ids.clone()),
-    )
-    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
-
-    let mut map = KeyMap::with_capacity(resolved.len());
-    for (key, id) in resolved {
-        let sk = nid_of_key
-            .get(&key)
-            .ok_or_else(|| Error::internal("resolved a state key no fork had"))?;
-        let ev = nid_of
-            .get(id.as_ref() as &EventId)
-            .ok_or_else(|| Error::internal("resolved an event no fork had"))?;
-        map.insert(*sk, *ev);
-    }
-    Ok(Resolved { map, events })
+    Ok(maps)
 }
 
 /// The events of every state key the forks do not agree on (absent from one counts).

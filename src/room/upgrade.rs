@@ -6,6 +6,7 @@
 
 use ruma::events::room::member::MembershipState;
 use ruma::events::{StateEventType, TimelineEventType};
+use ruma::room_version_rules::RoomVersionRules;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -73,61 +74,16 @@ impl Rooms {
                 .and_then(|p| serde_json::from_str(p.content.get()).ok())
         };
 
-        // The new room's creation content: what the old one's says of the room, and where
-        // it came from.
         let old_create = content(StateEventType::RoomCreate).unwrap_or_default();
-        let mut creation: Map<String, Value> = CARRIED_CREATION
-            .iter()
-            .filter_map(|k| old_create.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-            .collect();
-        if new_rules.authorization.additional_room_creators {
-            // Those the upgrade names, else those of the old room.
-            let named = (!additional_creators.is_empty()).then(|| json!(additional_creators));
-            if let Some(c) = named.or_else(|| old_create.get("additional_creators").cloned()) {
-                creation.insert("additional_creators".into(), c);
-            }
-        }
-        creation.insert("predecessor".into(), json!({"room_id": old_id}));
+        let creation = creation_content(old_id, &old_create, additional_creators, &new_rules);
         let creators = new_creators(user, &creation, &new_rules);
 
-        // The old power levels, for the new room to end with; while it is built, the
-        // upgrading user holds the highest level they need (as Synapse does).
-        let power = content(StateEventType::RoomPowerLevels).map(|mut p| {
-            let (old_explicit, new_explicit) = (
-                old_rules.authorization.explicitly_privilege_room_creators,
-                new_rules.authorization.explicitly_privilege_room_creators,
-            );
-            let users = p
-                .entry("users")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(users) = users {
-                if new_explicit {
-                    // Creators may not be listed where their power is unlimited.
-                    users.retain(|u, _| !creators.iter().any(|c| c.as_str() == u));
-                } else if old_explicit {
-                    // A creator of the old room keeps the top level it had there.
-                    users.entry(user.to_string()).or_insert_with(|| 100.into());
-                }
-            }
-            p
-        });
-        let building = power.as_ref().map(|p| {
-            let mut b = p.clone();
-            if !new_rules.authorization.explicitly_privilege_room_creators {
-                let needed = highest_level(p);
-                let users = b
-                    .entry("users")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(users) = users {
-                    let own = users
-                        .get(user.as_str())
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    users.insert(user.to_string(), own.max(needed).into());
-                }
-            }
-            b
-        });
+        let (power, building) = upgraded_power(
+            content(StateEventType::RoomPowerLevels),
+            user,
+            &creators,
+            (&old_rules, &new_rules),
+        );
 
         let mut initial_state: Vec<(String, String, Value)> = CARRIED
             .iter()
@@ -317,4 +273,77 @@ fn highest_level(p: &Map<String, Value>) -> i64 {
         levels.extend(events.values().filter_map(Value::as_i64));
     }
     levels.into_iter().max().unwrap_or(100).max(100)
+}
+
+/// The new room's creation content: what the old one's says of the room, and where it came
+/// from. Additional creators: those the upgrade names, else those of the old room.
+fn creation_content(
+    old_id: &RoomId,
+    old_create: &Map<String, Value>,
+    additional_creators: &[OwnedUserId],
+    new_rules: &RoomVersionRules,
+) -> Map<String, Value> {
+    let mut creation: Map<String, Value> = CARRIED_CREATION
+        .iter()
+        .filter_map(|k| old_create.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    if new_rules.authorization.additional_room_creators {
+        let named = (!additional_creators.is_empty()).then(|| json!(additional_creators));
+        if let Some(c) = named.or_else(|| old_create.get("additional_creators").cloned()) {
+            creation.insert("additional_creators".into(), c);
+        }
+    }
+    creation.insert("predecessor".into(), json!({"room_id": old_id}));
+    creation
+}
+
+/// An event content, as a JSON object.
+type Content = Map<String, Value>;
+
+/// The old power levels (`old_power`), for the new room to end with, and those it is built
+/// with: while it is built, the upgrading user holds the highest level they need (as
+/// Synapse does).
+fn upgraded_power(
+    old_power: Option<Content>,
+    user: &UserId,
+    creators: &[OwnedUserId],
+    (old_rules, new_rules): (&RoomVersionRules, &RoomVersionRules),
+) -> (Option<Content>, Option<Content>) {
+    let power = old_power.map(|mut p| {
+        let (old_explicit, new_explicit) = (
+            old_rules.authorization.explicitly_privilege_room_creators,
+            new_rules.authorization.explicitly_privilege_room_creators,
+        );
+        let users = p
+            .entry("users")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(users) = users {
+            if new_explicit {
+                // Creators may not be listed where their power is unlimited.
+                users.retain(|u, _| !creators.iter().any(|c| c.as_str() == u));
+            } else if old_explicit {
+                // A creator of the old room keeps the top level it had there.
+                users.entry(user.to_string()).or_insert_with(|| 100.into());
+            }
+        }
+        p
+    });
+    let building = power.as_ref().map(|p| {
+        let mut b = p.clone();
+        if !new_rules.authorization.explicitly_privilege_room_creators {
+            let needed = highest_level(p);
+            let users = b
+                .entry("users")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(users) = users {
+                let own = users
+                    .get(user.as_str())
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                users.insert(user.to_string(), own.max(needed).into());
+            }
+        }
+        b
+    });
+    (power, building)
 }

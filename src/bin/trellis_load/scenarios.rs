@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Res, enc};
+use crate::client::{Client, Res, User, enc};
 use crate::peer::{HostedRoom, Peer};
 
 /// `base` scaled by the run's --scale, at least 1.
@@ -28,129 +28,12 @@ pub async fn client_api(c: &Client, scale: f64, tag: &str, out: &mut Figures) ->
     let alice = c.register(&format!("alice{tag}")).await?;
     let bob = c.register(&format!("bob{tag}")).await?;
 
-    // Sequential sends.
+    // The send room: the sends, the wake-ups and the pagination all use it.
     let room = c.create_room(&alice).await?;
-    let mut lat = Vec::new();
-    let start = Instant::now();
-    for i in 0..n(200) {
-        let t = Instant::now();
-        c.send(&alice, &room, &format!("seq{i}")).await?;
-        lat.push(t.elapsed());
-    }
-    let total = start.elapsed().as_secs_f64();
-    out.insert(
-        "01 send: events/s (sequential)",
-        (lat.len() as f64 / total, "ev/s", true),
-    );
-    out.insert(
-        "02 send: p50 latency",
-        (percentile(&mut lat, 0.5), "ms", false),
-    );
-    out.insert(
-        "03 send: p99 latency",
-        (percentile(&mut lat, 0.99), "ms", false),
-    );
-
-    // Concurrent senders: 8 in one room, 8 in separate rooms.
-    for (label, separate) in [
-        ("04 send: events/s, 8 senders, one room", false),
-        ("05 send: events/s, 8 senders, 8 rooms", true),
-    ] {
-        let mut rooms = Vec::new();
-        for _ in 0..8 {
-            rooms.push(if separate {
-                c.create_room(&alice).await?
-            } else {
-                room.clone()
-            });
-        }
-        let per = n(50);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for (s, r) in rooms.into_iter().enumerate() {
-            let (c, u) = (c.clone(), alice.clone());
-            tasks.push(tokio::spawn(async move {
-                for i in 0..per {
-                    c.send(&u, &r, &format!("c{separate}{s}x{i}")).await?;
-                }
-                Ok::<(), String>(())
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
-        }
-        out.insert(
-            label,
-            (
-                (8 * per) as f64 / start.elapsed().as_secs_f64(),
-                "ev/s",
-                true,
-            ),
-        );
-    }
-
-    // Initial sync of a user in 50 rooms x 100 events.
-    let syncer = c.register(&format!("carol{tag}")).await?;
-    for r in 0..n(50) {
-        let room = c.create_room(&syncer).await?;
-        for i in 0..n(100) {
-            c.send(&syncer, &room, &format!("r{r}e{i}")).await?;
-        }
-    }
-    // Each from a new login: Synapse answers a repeated request of the same device from a
-    // cache for two minutes.
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        let device = c.login(&syncer).await?;
-        let t = Instant::now();
-        c.sync(&device, "").await?;
-        times.push(t.elapsed());
-    }
-    out.insert(
-        "06 initial sync, 50 rooms x 100 events",
-        (percentile(&mut times, 0.5), "ms", false),
-    );
-
-    // Incremental sync wake-up: from the start of the send to the sync's answer.
-    c.join(&bob, &room, None).await?;
-    let mut since = c.sync(&bob, "?timeout=0").await?["next_batch"]
-        .as_str()
-        .ok_or("no next_batch")?
-        .to_owned();
-    let mut wake = Vec::new();
-    // The same wake-ups, from the sender's 200 (the sync may answer before it: zero).
-    let mut wake_after_200 = Vec::new();
-    for i in 0..n(50) {
-        let (c2, b2, s2) = (c.clone(), bob.clone(), since.clone());
-        let waiting = tokio::spawn(async move {
-            let v = c2
-                .sync(&b2, &format!("?since={}&timeout=30000", enc(&s2)))
-                .await;
-            (Instant::now(), v)
-        });
-        // Let the sync reach the server and start waiting.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let sent_at = Instant::now();
-        c.send(&alice, &room, &format!("wake{i}")).await?;
-        let send_answered_at = Instant::now();
-        let (answered_at, v) = waiting.await.map_err(|e| e.to_string())?;
-        let v = v?;
-        since = v["next_batch"].as_str().ok_or("no next_batch")?.to_owned();
-        wake.push(answered_at.saturating_duration_since(sent_at));
-        wake_after_200.push(answered_at.saturating_duration_since(send_answered_at));
-    }
-    out.insert(
-        "07 sync wake-up: p50",
-        (percentile(&mut wake, 0.5), "ms", false),
-    );
-    out.insert(
-        "08 sync wake-up: p99",
-        (percentile(&mut wake, 0.99), "ms", false),
-    );
-    out.insert(
-        "08b sync wake-up from the sender's 200: p50",
-        (percentile(&mut wake_after_200, 0.5), "ms", false),
-    );
+    sequential_sends(c, &alice, &room, n(200), out).await?;
+    concurrent_sends(c, &alice, &room, n(50), out).await?;
+    initial_sync(c, tag, (n(50), n(100)), out).await?;
+    sync_wakeups(c, (&alice, &bob), &room, n(50), out).await?;
 
     // /messages back-pagination over the send room, without a filter and with one (the
     // room's messages only, as a client hiding state changes asks).
@@ -194,6 +77,170 @@ pub async fn client_api(c: &Client, scale: f64, tag: &str, out: &mut Figures) ->
             true,
         ),
     );
+    Ok(())
+}
+
+/// Figures 01-03: `count` sends one after the other, and their latencies.
+async fn sequential_sends(
+    c: &Client,
+    alice: &User,
+    room: &str,
+    count: usize,
+    out: &mut Figures,
+) -> Res<()> {
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        c.send(alice, room, &format!("seq{i}")).await?;
+        lat.push(t.elapsed());
+    }
+    let total = start.elapsed().as_secs_f64();
+    out.insert(
+        "01 send: events/s (sequential)",
+        (lat.len() as f64 / total, "ev/s", true),
+    );
+    out.insert(
+        "02 send: p50 latency",
+        (percentile(&mut lat, 0.5), "ms", false),
+    );
+    out.insert(
+        "03 send: p99 latency",
+        (percentile(&mut lat, 0.99), "ms", false),
+    );
+
+    Ok(())
+}
+
+/// Figures 04-05: 8 concurrent senders of `per` events each, in `room` or in 8 new rooms.
+async fn concurrent_sends(
+    c: &Client,
+    alice: &User,
+    room: &str,
+    per: usize,
+    out: &mut Figures,
+) -> Res<()> {
+    // Concurrent senders: 8 in one room, 8 in separate rooms.
+    for (label, separate) in [
+        ("04 send: events/s, 8 senders, one room", false),
+        ("05 send: events/s, 8 senders, 8 rooms", true),
+    ] {
+        let mut rooms = Vec::new();
+        for _ in 0..8 {
+            rooms.push(if separate {
+                c.create_room(alice).await?
+            } else {
+                room.to_owned()
+            });
+        }
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (s, r) in rooms.into_iter().enumerate() {
+            let (c, u) = (c.clone(), alice.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    c.send(&u, &r, &format!("c{separate}{s}x{i}")).await?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        out.insert(
+            label,
+            (
+                (8 * per) as f64 / start.elapsed().as_secs_f64(),
+                "ev/s",
+                true,
+            ),
+        );
+    }
+
+    Ok(())
+}
+
+/// Figure 06: initial sync of a new user in `rooms` rooms of `events` events each.
+async fn initial_sync(
+    c: &Client,
+    tag: &str,
+    (rooms, events): (usize, usize),
+    out: &mut Figures,
+) -> Res<()> {
+    // Initial sync of a user in 50 rooms x 100 events.
+    let syncer = c.register(&format!("carol{tag}")).await?;
+    for r in 0..rooms {
+        let room = c.create_room(&syncer).await?;
+        for i in 0..events {
+            c.send(&syncer, &room, &format!("r{r}e{i}")).await?;
+        }
+    }
+    // Each from a new login: Synapse answers a repeated request of the same device from a
+    // cache for two minutes.
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let device = c.login(&syncer).await?;
+        let t = Instant::now();
+        c.sync(&device, "").await?;
+        times.push(t.elapsed());
+    }
+    out.insert(
+        "06 initial sync, 50 rooms x 100 events",
+        (percentile(&mut times, 0.5), "ms", false),
+    );
+
+    Ok(())
+}
+
+/// Figures 07-08b: `count` wake-ups of bob's waiting sync by alice's sends in `room`.
+async fn sync_wakeups(
+    c: &Client,
+    (alice, bob): (&User, &User),
+    room: &str,
+    count: usize,
+    out: &mut Figures,
+) -> Res<()> {
+    // Incremental sync wake-up: from the start of the send to the sync's answer.
+    c.join(bob, room, None).await?;
+    let mut since = c.sync(bob, "?timeout=0").await?["next_batch"]
+        .as_str()
+        .ok_or("no next_batch")?
+        .to_owned();
+    let mut wake = Vec::new();
+    // The same wake-ups, from the sender's 200 (the sync may answer before it: zero).
+    let mut wake_after_200 = Vec::new();
+    for i in 0..count {
+        let (c2, b2, s2) = (c.clone(), bob.clone(), since.clone());
+        let waiting = tokio::spawn(async move {
+            let v = c2
+                .sync(&b2, &format!("?since={}&timeout=30000", enc(&s2)))
+                .await;
+            (Instant::now(), v)
+        });
+        // Let the sync reach the server and start waiting.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent_at = Instant::now();
+        c.send(alice, room, &format!("wake{i}")).await?;
+        let send_answered_at = Instant::now();
+        let (answered_at, v) = waiting.await.map_err(|e| e.to_string())?;
+        let v = v?;
+        since = v["next_batch"].as_str().ok_or("no next_batch")?.to_owned();
+        wake.push(answered_at.saturating_duration_since(sent_at));
+        wake_after_200.push(answered_at.saturating_duration_since(send_answered_at));
+    }
+    out.insert(
+        "07 sync wake-up: p50",
+        (percentile(&mut wake, 0.5), "ms", false),
+    );
+    out.insert(
+        "08 sync wake-up: p99",
+        (percentile(&mut wake, 0.99), "ms", false),
+    );
+    out.insert(
+        "08b sync wake-up from the sender's 200: p50",
+        (percentile(&mut wake_after_200, 0.5), "ms", false),
+    );
+
     Ok(())
 }
 

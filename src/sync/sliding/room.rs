@@ -66,74 +66,8 @@ impl Sync {
         state: &mut ConnState,
         out: &mut super::SlidingResponse,
     ) -> Result<HashSet<i64>> {
-        let mut plans = Vec::new();
-        let mut initial_rooms = HashSet::new();
-        for (nid, config) in scope {
-            let Some(r) = rooms.get(nid).copied() else {
-                continue;
-            };
-            let standing = Standing::of(&r.membership);
-            let sent = read.prev.and_then(|p| p.rooms.get(nid));
-            let was = sent.map(|s| Standing::of(&s.membership));
-            let fingerprint = config.required_state.fingerprint();
-            match standing {
-                // The stream of a room ends with the user's leave, sent once.
-                Standing::Gone if was == Some(Standing::Gone) => continue,
-                Standing::Invited => {
-                    if was == Some(Standing::Invited)
-                        && sent.is_some_and(|s| s.upto >= r.member_stream)
-                    {
-                        continue;
-                    }
-                    let data = self.sliding_invite(r, read.direct).await?;
-                    if let Ok(id) = OwnedRoomId::try_from(r.room_id.as_str()) {
-                        out.rooms.insert(id, data);
-                        initial_rooms.insert(r.room_nid);
-                    }
-                    state.rooms.insert(
-                        r.room_nid,
-                        RoomSent {
-                            membership: r.membership.clone(),
-                            upto: r.member_stream,
-                            required_state: fingerprint,
-                            summary: 0,
-                            is_dm: false,
-                            unread: (0, 0),
-                            state_group: None,
-                        },
-                    );
-                    continue;
-                }
-                _ => {}
-            }
-            let initial =
-                was.is_none() || (standing == Standing::Joined && was != Some(Standing::Joined));
-            // Nothing of a room the user is not in is read past their membership event.
-            let cap = match standing {
-                Standing::Joined => read.upto,
-                _ => r.member_stream.min(read.upto),
-            };
-            let after = match (initial, sent) {
-                (false, Some(s)) => s.upto,
-                _ => i64::MIN,
-            };
-            plans.push(Plan {
-                r,
-                config,
-                standing,
-                initial,
-                full_state: initial || sent.is_none_or(|s| s.required_state != fingerprint),
-                same_state: !initial
-                    && standing == Standing::Joined
-                    && r.state_group.is_some()
-                    && sent.is_some_and(|s| s.state_group == r.state_group),
-                bounds: RoomBounds {
-                    room_nid: r.room_nid,
-                    after,
-                    upto: cap,
-                },
-            });
-        }
+        let (mut plans, mut initial_rooms) =
+            self.plan_rooms(read, scope, rooms, state, out).await?;
         let unread = self.sliding_unread(read.user, &plans).await?;
         let quiet = self.sliding_quiet_rooms(read, &plans, &unread).await?;
         plans.retain(|p| {
@@ -247,6 +181,88 @@ impl Sync {
             }
         }
         Ok(initial_rooms)
+    }
+
+    /// What to read of each room in scope. An invite has nothing to read: it is sent here,
+    /// once per invite, and returned among the rooms sent with `initial: true`. A room the
+    /// user left is planned once more, to send their leave.
+    async fn plan_rooms<'a>(
+        &self,
+        read: &RoomsRead<'_>,
+        scope: &'a BTreeMap<i64, RoomConfig>,
+        rooms: &HashMap<i64, &'a SlidingRoom>,
+        state: &mut ConnState,
+        out: &mut super::SlidingResponse,
+    ) -> Result<(Vec<Plan<'a>>, HashSet<i64>)> {
+        let mut plans = Vec::new();
+        let mut initial_rooms = HashSet::new();
+        for (nid, config) in scope {
+            let Some(r) = rooms.get(nid).copied() else {
+                continue;
+            };
+            let standing = Standing::of(&r.membership);
+            let sent = read.prev.and_then(|p| p.rooms.get(nid));
+            let was = sent.map(|s| Standing::of(&s.membership));
+            let fingerprint = config.required_state.fingerprint();
+            match standing {
+                // The stream of a room ends with the user's leave, sent once.
+                Standing::Gone if was == Some(Standing::Gone) => continue,
+                Standing::Invited => {
+                    if was == Some(Standing::Invited)
+                        && sent.is_some_and(|s| s.upto >= r.member_stream)
+                    {
+                        continue;
+                    }
+                    let data = self.sliding_invite(r, read.direct).await?;
+                    if let Ok(id) = OwnedRoomId::try_from(r.room_id.as_str()) {
+                        out.rooms.insert(id, data);
+                        initial_rooms.insert(r.room_nid);
+                    }
+                    state.rooms.insert(
+                        r.room_nid,
+                        RoomSent {
+                            membership: r.membership.clone(),
+                            upto: r.member_stream,
+                            required_state: fingerprint,
+                            summary: 0,
+                            is_dm: false,
+                            unread: (0, 0),
+                            state_group: None,
+                        },
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            let initial =
+                was.is_none() || (standing == Standing::Joined && was != Some(Standing::Joined));
+            // Nothing of a room the user is not in is read past their membership event.
+            let cap = match standing {
+                Standing::Joined => read.upto,
+                _ => r.member_stream.min(read.upto),
+            };
+            let after = match (initial, sent) {
+                (false, Some(s)) => s.upto,
+                _ => i64::MIN,
+            };
+            plans.push(Plan {
+                r,
+                config,
+                standing,
+                initial,
+                full_state: initial || sent.is_none_or(|s| s.required_state != fingerprint),
+                same_state: !initial
+                    && standing == Standing::Joined
+                    && r.state_group.is_some()
+                    && sent.is_some_and(|s| s.state_group == r.state_group),
+                bounds: RoomBounds {
+                    room_nid: r.room_nid,
+                    after,
+                    upto: cap,
+                },
+            });
+        }
+        Ok((plans, initial_rooms))
     }
 
     /// The user's unread counts (notifications, highlights) in the planned joined rooms, all

@@ -772,3 +772,43 @@ async fn receipts_presence_and_device_lists_reach_other_servers_promptly() {
     // Nothing but EDUs crossed: the newest event on B is still the message.
     assert_eq!(newest(&b, &bob, &room).await.as_str(), message);
 }
+
+/// A new login is a new device: the servers sharing a room with the user are told at once,
+/// before the device has any keys, as Synapse tells them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_login_reaches_other_servers_as_a_device_list_change() {
+    let a = TestServer::start_with(|c| {
+        common::server::make_federating(c);
+        c.federation.queue_idle_check_secs = 24 * 3600;
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", "password-a").await;
+    let bob = b.register("bob", "password-b").await;
+    let (room, alias) = common::rooms::public_room(&a, &alice, "devices").await;
+    b.join(&bob, &alias).await;
+    let bob_id = bob.user_id.clone();
+    eventually("A sees bob", || async {
+        membership(&a, &alice, &room, &bob_id).await.as_deref() == Some("join")
+    })
+    .await;
+    // Whatever the join itself brought, from here on only the login can.
+    eventually("A's queue is empty", || async { outbox_empty(&a).await }).await;
+    let since = b.sync(&bob, "?timeout=0").await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    let (status, login) = a.login("alice", "password-a").await;
+    assert_eq!(status, 200, "{login}");
+
+    let query = format!("?since={since}&timeout=0");
+    let alice_id = alice.user_id.clone();
+    soon("bob is told of alice's new device", || async {
+        let sync = b.sync(&bob, &query).await;
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == alice_id.as_str()))
+    })
+    .await;
+}

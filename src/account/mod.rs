@@ -41,6 +41,9 @@ pub struct Session {
     /// For a client that asked for one: the token that renews the access token, and how
     /// long the access token lives.
     pub refresh: Option<(String, std::time::Duration)>,
+    /// Whether the login made a new device (which other servers sharing a room with the user
+    /// are to be told of).
+    pub new_device: bool,
 }
 
 /// What a registration asks for, whichever endpoint it came through.
@@ -351,9 +354,10 @@ impl Accounts {
         if new_device {
             device_list_changed(&mut *tx, user_id).await?;
         }
-        let session = self
+        let mut session = self
             .issue_tokens(tx, user_id, device_id, login.refreshable, now)
             .await?;
+        session.new_device = new_device;
         Ok((session, new_device))
     }
 
@@ -399,6 +403,7 @@ impl Accounts {
             device_id,
             access_token,
             refresh,
+            new_device: false,
         })
     }
 

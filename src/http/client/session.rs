@@ -62,6 +62,16 @@ async fn login_route(
             },
         )
         .await?;
+    // Other servers learn of a new device now, as Synapse tells them, not only once it
+    // uploads keys. The login stands if telling them fails: the next change tells them.
+    if session.new_device
+        && let Err(e) = state
+            .e2e
+            .share_device_change(&state.federation, &session.user_id, &session.device_id)
+            .await
+    {
+        tracing::warn!(user_id = %session.user_id, error = %e, "a new device was not shared");
+    }
     let mut response =
         login::v3::Response::new(session.user_id, session.access_token, session.device_id);
     response.home_server = Some(state.accounts.server_name().clone());

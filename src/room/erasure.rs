@@ -22,9 +22,21 @@ const REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct ErasedUsers {
-    /// When the set was last read from the table (one reader at a time does it).
-    loaded: tokio::sync::Mutex<Option<Instant>>,
+    /// When the set was last read from the table. A reader that finds it fresh takes no
+    /// lock but this one's read side; one stale reader at a time reads the table.
+    loaded: RwLock<Option<Instant>>,
+    reload: tokio::sync::Mutex<()>,
     users: RwLock<HashSet<String>>,
+}
+
+impl ErasedUsers {
+    fn fresh(&self) -> Result<bool> {
+        let loaded = self
+            .loaded
+            .read()
+            .map_err(|_| Error::internal("erased users lock poisoned"))?;
+        Ok(loaded.is_some_and(|at| at.elapsed() < REFRESH))
+    }
 }
 
 impl Rooms {
@@ -64,8 +76,12 @@ impl Rooms {
     }
 
     async fn erased_loaded(&self) -> Result<()> {
-        let mut loaded = self.erased.loaded.lock().await;
-        if loaded.is_some_and(|at| at.elapsed() < REFRESH) {
+        if self.erased.fresh()? {
+            return Ok(());
+        }
+        let _reloading = self.erased.reload.lock().await;
+        // Another reader may have read the table while this one waited.
+        if self.erased.fresh()? {
             return Ok(());
         }
         let all = db::erasure::all(self.db()).await?;
@@ -74,7 +90,11 @@ impl Rooms {
             .write()
             .map_err(|_| Error::internal("erased users lock poisoned"))?
             .extend(all);
-        *loaded = Some(Instant::now());
+        *self
+            .erased
+            .loaded
+            .write()
+            .map_err(|_| Error::internal("erased users lock poisoned"))? = Some(Instant::now());
         Ok(())
     }
 }

@@ -139,7 +139,7 @@ impl Rooms {
                 .chain(before)
                 .any(|s| s.membership == Some(MembershipState::Join));
             if !joined_at && erased.contains(e.sender.as_str()) {
-                e.json = redacted_json(room, &e.json)?;
+                e.json = redacted_json(&room.rules()?.redaction, &e.json)?;
             }
             kept.push(e);
         }
@@ -222,11 +222,13 @@ fn state_key_is(json: &str, user: &UserId) -> bool {
 }
 
 /// The event's JSON with what redaction removes removed, by the room version's algorithm.
-pub(crate) fn redacted_json(room: &RoomRow, json: &str) -> Result<String> {
-    let rules = room.rules()?;
+pub(crate) fn redacted_json(
+    redaction: &ruma::room_version_rules::RedactionRules,
+    json: &str,
+) -> Result<String> {
     let obj: ruma::CanonicalJsonObject = serde_json::from_str(json)
         .map_err(|err| crate::error::Error::internal(format!("stored event: {err}")))?;
-    let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
+    let redacted = ruma::canonical_json::redact(obj, redaction, None)
         .map_err(|err| crate::error::Error::internal(format!("redaction: {err}")))?;
     serde_json::to_string(&redacted).map_err(|err| crate::error::Error::internal(err.to_string()))
 }
@@ -297,14 +299,7 @@ impl Rooms {
             if visible && !erased.contains(e.sender.as_str()) {
                 out.push(e.json);
             } else {
-                let obj: ruma::CanonicalJsonObject = serde_json::from_str(&e.json)
-                    .map_err(|err| crate::error::Error::internal(format!("stored event: {err}")))?;
-                let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
-                    .map_err(|err| crate::error::Error::internal(format!("redaction: {err}")))?;
-                out.push(
-                    serde_json::to_string(&redacted)
-                        .map_err(|err| crate::error::Error::internal(err.to_string()))?,
-                );
+                out.push(redacted_json(&rules.redaction, &e.json)?);
             }
         }
         Ok(out)
